@@ -1,0 +1,1 @@
+"""Adapters: technology behind the ports (memory, SQLite, SMTP, capture files)."""

@@ -1,0 +1,322 @@
+"""In-memory store: a real adapter of every storage port, for tests and embedding.
+
+Nothing survives the process. It passes the same contract suites as the SQLite store.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import Collection, Sequence
+
+import msgspec
+
+from mailproxy.domain.lifecycle import (
+    is_final,
+    queue_order,
+    requeue_status,
+    resubmission_refusal,
+)
+from mailproxy.domain.model import (
+    QUEUED_STATUSES,
+    Account,
+    Claim,
+    DeleteResult,
+    HistoryEntry,
+    Lease,
+    MessagePage,
+    NewMessage,
+    QueuedMessage,
+    Rejection,
+    Status,
+    StoredReport,
+    Tenant,
+    Transition,
+)
+
+replace = msgspec.structs.replace
+
+
+class _Report(msgspec.Struct):
+    seq: int
+    tenant_id: str
+    pk: int
+    report: StoredReport
+    acked: bool = False
+
+
+class MemoryStore:
+    """Implements ``MessageStore``, ``ConfigStore`` and ``ReportOutbox`` in memory."""
+
+    def __init__(self) -> None:
+        self._messages: dict[int, QueuedMessage] = {}
+        self._keys: dict[tuple[str, str], int] = {}
+        self._history: dict[int, list[HistoryEntry]] = {}
+        self._reports: list[_Report] = []
+        self._tenants: dict[str, Tenant] = {}
+        self._accounts: dict[tuple[str, str], Account] = {}
+        self._queue: list[tuple[int, int, int]] = []  # (priority, seq, pk); stale entries skipped
+        self._next_pk = 1
+        self._next_seq = 1
+        self._next_report = 1
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # --- queue ------------------------------------------------------------------------
+
+    def _push(self, message: QueuedMessage) -> None:
+        if message.status in QUEUED_STATUSES:
+            heapq.heappush(self._queue, (*queue_order(message), message.pk))
+
+    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
+        rejected: list[Rejection] = []
+        for new in messages:
+            pk = self._keys.get((new.tenant_id, new.id))
+            existing = self._messages.get(pk) if pk is not None else None
+            if existing is not None:
+                refusal = resubmission_refusal(existing.status)
+                if refusal:
+                    rejected.append(Rejection(new.id, refusal))
+                    continue
+            if pk is None:
+                pk = self._next_pk
+                self._next_pk += 1
+                self._keys[(new.tenant_id, new.id)] = pk
+            message = QueuedMessage(
+                pk=pk, seq=self._next_seq, attempts=0, possible_duplicate=False,
+                created_ts=now, updated_ts=now, **msgspec.structs.asdict(new),
+            )  # fmt: skip
+            self._next_seq += 1
+            self._messages[pk] = message
+            self._history.setdefault(pk, []).append(HistoryEntry("queued", now))
+            self._push(message)
+        return rejected
+
+    async def claim_due(
+        self, *, now: float, limit: int, owner: str, lease_s: float
+    ) -> list[Claim]:
+        claims: list[Claim] = []
+        not_due: list[tuple[int, int, int]] = []
+        token = uuid.uuid4().hex
+        while self._queue and len(claims) < limit:
+            entry = heapq.heappop(self._queue)
+            message = self._messages.get(entry[2])
+            if message is None or message.status not in QUEUED_STATUSES:
+                continue
+            if queue_order(message) != entry[:2]:
+                continue
+            if message.due_ts > now:
+                not_due.append(entry)
+                continue
+            lease = Lease(message.pk, owner, token, now + lease_s)
+            claimed = replace(
+                message, status=Status.SENDING, lease_owner=owner, lease_token=token,
+                lease_expires_ts=lease.expires_ts, attempt_open=False, updated_ts=now,
+            )  # fmt: skip
+            self._messages[message.pk] = claimed
+            claims.append(Claim(claimed, lease))
+        for entry in not_due:
+            heapq.heappush(self._queue, entry)
+        return claims
+
+    def _leased(self, lease: Lease) -> QueuedMessage | None:
+        message = self._messages.get(lease.pk)
+        if message is None or message.status is not Status.SENDING:
+            return None
+        if message.lease_token != lease.token:
+            return None
+        return message
+
+    async def mark_sending(self, lease: Lease, now: float) -> bool:
+        message = self._leased(lease)
+        if message is None:
+            return False
+        self._messages[lease.pk] = replace(message, attempt_open=True, updated_ts=now)
+        self._history[lease.pk].append(HistoryEntry("sending", now, f"attempt {message.attempts + 1}"))
+        return True
+
+    async def complete(self, lease: Lease, transition: Transition, now: float) -> bool:
+        message = self._leased(lease)
+        if message is None:
+            return False
+        updated = replace(
+            message,
+            status=transition.status, due_ts=transition.due_ts, attempts=transition.attempts,
+            possible_duplicate=transition.possible_duplicate, error=transition.error,
+            smtp_code=transition.smtp_code,
+            sent_ts=transition.sent_ts if transition.sent_ts is not None else message.sent_ts,
+            error_ts=transition.error_ts if transition.error_ts is not None else message.error_ts,
+            lease_owner=None, lease_token=None, lease_expires_ts=None, attempt_open=False,
+            updated_ts=now,
+        )  # fmt: skip
+        self._messages[lease.pk] = updated
+        if transition.history is not None:
+            self._history[lease.pk].append(transition.history)
+        for event in transition.events:
+            seq = self._next_report
+            self._next_report += 1
+            self._reports.append(_Report(seq, message.tenant_id, lease.pk, StoredReport(seq, event)))
+        self._push(updated)
+        return True
+
+    async def release(self, lease: Lease, now: float) -> bool:
+        message = self._leased(lease)
+        if message is None or message.attempt_open:
+            return False
+        self._requeue(message, now)
+        return True
+
+    def _requeue(self, message: QueuedMessage, now: float) -> None:
+        status = requeue_status(message.attempts, message.due_ts, now)
+        updated = replace(
+            message, status=status, lease_owner=None, lease_token=None,
+            lease_expires_ts=None, attempt_open=False, updated_ts=now,
+        )  # fmt: skip
+        self._messages[message.pk] = updated
+        self._push(updated)
+
+    async def recover(self, *, owner: str, now: float, lease_s: float) -> list[Claim]:
+        claims: list[Claim] = []
+        token = uuid.uuid4().hex
+        for message in list(self._messages.values()):
+            if message.status is not Status.SENDING:
+                continue
+            expired = message.lease_expires_ts is not None and message.lease_expires_ts <= now
+            if message.lease_owner != owner and not expired:
+                continue
+            if not message.attempt_open:
+                self._requeue(message, now)
+                continue
+            lease = Lease(message.pk, owner, token, now + lease_s)
+            taken = replace(
+                message, lease_owner=owner, lease_token=token, lease_expires_ts=lease.expires_ts
+            )
+            self._messages[message.pk] = taken
+            claims.append(Claim(taken, lease))
+        return claims
+
+    # --- reading and deleting ---------------------------------------------------------
+
+    async def get_message(self, tenant_id: str, message_id: str) -> QueuedMessage | None:
+        pk = self._keys.get((tenant_id, message_id))
+        return self._messages.get(pk) if pk is not None else None
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        statuses: Collection[Status] = (),
+        batch_code: str | None = None,
+        active_only: bool = False,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> MessagePage:
+        after = int(cursor) if cursor else 0
+        wanted = set(statuses)
+        selected = sorted(
+            (
+                m
+                for m in self._messages.values()
+                if m.tenant_id == tenant_id
+                and m.seq > after
+                and (not wanted or m.status in wanted)
+                and (batch_code is None or m.batch_code == batch_code)
+                and (not active_only or not is_final(m.status))
+            ),
+            key=lambda m: m.seq,
+        )
+        page = selected[:limit]
+        more = len(selected) > limit
+        return MessagePage(page, str(page[-1].seq) if more and page else None)
+
+    async def history(self, tenant_id: str, message_id: str) -> list[HistoryEntry]:
+        pk = self._keys.get((tenant_id, message_id))
+        return list(self._history.get(pk, [])) if pk is not None else []
+
+    def _remove(self, pk: int) -> None:
+        message = self._messages.pop(pk)
+        del self._keys[(message.tenant_id, message.id)]
+        self._history.pop(pk, None)
+        self._reports = [r for r in self._reports if r.pk != pk or r.acked]
+
+    async def delete_messages(self, tenant_id: str, ids: Sequence[str]) -> DeleteResult:
+        removed, not_found, in_flight = 0, [], []
+        for message_id in dict.fromkeys(ids):
+            pk = self._keys.get((tenant_id, message_id))
+            if pk is None:
+                not_found.append(message_id)
+            elif self._messages[pk].status is Status.SENDING:
+                in_flight.append(message_id)
+            else:
+                self._remove(pk)
+                removed += 1
+        return DeleteResult(removed, not_found, in_flight)
+
+    async def next_due_ts(self) -> float | None:
+        due = [m.due_ts for m in self._messages.values() if m.status in QUEUED_STATUSES]
+        return min(due) if due else None
+
+    async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
+        counts: dict[Status, int] = {}
+        for m in self._messages.values():
+            if tenant_id is None or m.tenant_id == tenant_id:
+                counts[m.status] = counts.get(m.status, 0) + 1
+        return counts
+
+    # --- configuration ----------------------------------------------------------------
+
+    async def put_tenant(self, tenant: Tenant) -> None:
+        self._tenants[tenant.id] = tenant
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        return self._tenants.get(tenant_id)
+
+    async def list_tenants(self) -> list[Tenant]:
+        return [self._tenants[k] for k in sorted(self._tenants)]
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        if self._tenants.pop(tenant_id, None) is None:
+            return False
+        for key in [k for k in self._accounts if k[0] == tenant_id]:
+            del self._accounts[key]
+        for pk in [pk for (t, _), pk in self._keys.items() if t == tenant_id]:
+            self._remove(pk)
+        self._reports = [r for r in self._reports if r.tenant_id != tenant_id]
+        return True
+
+    async def put_account(self, account: Account) -> None:
+        if account.is_default:
+            for key, other in self._accounts.items():
+                if key[0] == account.tenant_id and other.is_default:
+                    self._accounts[key] = replace(other, is_default=False)
+        self._accounts[(account.tenant_id, account.id)] = account
+
+    async def get_account(self, tenant_id: str, account_id: str) -> Account | None:
+        return self._accounts.get((tenant_id, account_id))
+
+    async def list_accounts(self, tenant_id: str) -> list[Account]:
+        return [a for k, a in sorted(self._accounts.items()) if k[0] == tenant_id]
+
+    async def delete_account(self, tenant_id: str, account_id: str) -> bool:
+        return self._accounts.pop((tenant_id, account_id), None) is not None
+
+    # --- report outbox ----------------------------------------------------------------
+
+    async def pending_reports(self, tenant_id: str, limit: int) -> list[StoredReport]:
+        pending = [r.report for r in self._reports if r.tenant_id == tenant_id and not r.acked]
+        return pending[:limit]
+
+    async def acknowledge_reports(
+        self, tenant_id: str, event_ids: Sequence[str], now: float
+    ) -> int:
+        wanted = set(event_ids)
+        changed = 0
+        for r in self._reports:
+            if r.tenant_id == tenant_id and not r.acked and r.report.event.event_id in wanted:
+                r.acked = True
+                changed += 1
+        return changed

@@ -1,0 +1,655 @@
+"""SQLite store: the embedded default, implementing every storage port on one file.
+
+- WAL journal, ``synchronous=FULL`` by default (an accepted message survives power loss;
+  ``normal`` survives a process crash), ``busy_timeout`` so that several processes on one
+  host can share the file.
+- One connection per process, used only by one dedicated thread: sqlite3 calls never run
+  on the event loop.
+- Group commit: writes submitted while a transaction is being committed are applied
+  together in the next ``BEGIN IMMEDIATE … COMMIT``, each inside its own savepoint so that
+  one failing write does not undo the others. Under load one fsync serves many callers,
+  which is what makes ``synchronous=FULL`` affordable; every caller still returns only
+  after its own write is committed.
+- Schema migrations are numbered (``PRAGMA user_version``) and run at :meth:`open`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+import sqlite_utils
+
+from mailproxy.domain.errors import StorageError
+from mailproxy.domain.lifecycle import is_final, queue_order, requeue_status, resubmission_refusal
+from mailproxy.domain.model import (
+    Account,
+    Claim,
+    DeleteResult,
+    HistoryEntry,
+    Lease,
+    MessagePage,
+    MessageSpec,
+    NewMessage,
+    QueuedMessage,
+    Rejection,
+    ReportEvent,
+    Status,
+    StoredReport,
+    Tenant,
+    Transition,
+)
+
+T = TypeVar("T")
+Write = Callable[[sqlite3.Connection], Any]
+
+_COLUMNS = (
+    "pk, tenant_id, id, account_id, priority, seq, status, due_ts, batch_code, message_id, "
+    "date_ts, spec, attempts, possible_duplicate, created_ts, updated_ts, sent_ts, error_ts, "
+    "error, smtp_code, lease_owner, lease_token, lease_expires_ts, attempt_open"
+)
+_QUEUED_SQL = "('pending', 'scheduled', 'deferred')"
+_FINAL_SQL = "('sent', 'error', 'unknown')"
+
+_spec_decoder = msgspec.json.Decoder(MessageSpec)
+_event_decoder = msgspec.json.Decoder(ReportEvent)
+_tenant_decoder = msgspec.json.Decoder(Tenant)
+_account_decoder = msgspec.json.Decoder(Account)
+_encode = msgspec.json.encode
+
+
+def _message(row: tuple[Any, ...]) -> QueuedMessage:
+    return QueuedMessage(
+        pk=row[0], tenant_id=row[1], id=row[2], account_id=row[3], priority=row[4], seq=row[5],
+        status=Status(row[6]), due_ts=row[7], batch_code=row[8], message_id=row[9],
+        date_ts=row[10], spec=_spec_decoder.decode(row[11]), attempts=row[12],
+        possible_duplicate=bool(row[13]), created_ts=row[14], updated_ts=row[15],
+        sent_ts=row[16], error_ts=row[17], error=row[18], smtp_code=row[19],
+        lease_owner=row[20], lease_token=row[21], lease_expires_ts=row[22],
+        attempt_open=bool(row[23]),
+    )  # fmt: skip
+
+
+# --- migrations -------------------------------------------------------------------------
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["tenants"].create({"id": str, "data": bytes}, pk="id", not_null=["data"])
+    db["accounts"].create(
+        {"tenant_id": str, "id": str, "data": bytes},
+        pk=("tenant_id", "id"),
+        not_null=["data"],
+    )
+    db["messages"].create(
+        {
+            "pk": int, "tenant_id": str, "id": str, "account_id": str, "priority": int,
+            "seq": int, "status": str, "due_ts": float, "batch_code": str, "message_id": str,
+            "date_ts": float, "spec": bytes, "attempts": int, "possible_duplicate": int,
+            "created_ts": float, "updated_ts": float, "sent_ts": float, "error_ts": float,
+            "final_ts": float, "error": str, "smtp_code": int, "lease_owner": str,
+            "lease_token": str, "lease_expires_ts": float, "attempt_open": int,
+        },  # fmt: skip
+        pk="pk",
+        not_null=["tenant_id", "id", "account_id", "priority", "seq", "status", "due_ts",
+                  "message_id", "date_ts", "spec", "attempts", "possible_duplicate",
+                  "attempt_open"],  # fmt: skip
+        defaults={"attempts": 0, "possible_duplicate": 0, "attempt_open": 0},
+    )
+    db["messages"].create_index(["tenant_id", "id"], unique=True)
+    db["messages"].create_index(["tenant_id", "seq"])
+    db.execute(
+        f"CREATE INDEX messages_queue ON messages(priority, seq) WHERE status IN {_QUEUED_SQL}"
+    )
+    db.execute(f"CREATE INDEX messages_due ON messages(due_ts) WHERE status IN {_QUEUED_SQL}")
+    db.execute("CREATE INDEX messages_leased ON messages(lease_owner) WHERE status = 'sending'")
+    db["history"].create(
+        {"pk": int, "message_pk": int, "event": str, "ts": float, "detail": str},
+        pk="pk",
+        not_null=["message_pk", "event", "ts"],
+    )
+    db["history"].create_index(["message_pk"])
+    db["reports"].create(
+        {"seq": int, "event_id": str, "tenant_id": str, "message_pk": int, "payload": bytes,
+         "created_ts": float, "acked_ts": float},  # fmt: skip
+        pk="seq",
+        not_null=["event_id", "tenant_id", "message_pk", "payload", "created_ts"],
+    )
+    db["reports"].create_index(["event_id"], unique=True)
+    db["reports"].create_index(["message_pk"])
+    db.execute("CREATE INDEX reports_pending ON reports(tenant_id, seq) WHERE acked_ts IS NULL")
+    db["counters"].create({"name": str, "value": int}, pk="name", not_null=["value"])
+    db.execute("INSERT INTO counters (name, value) VALUES ('seq', 0)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1,)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations the file has not seen yet; return the schema version.
+
+    Each runs in its own ``BEGIN IMMEDIATE`` transaction and re-reads the version inside
+    it, so processes starting together on one file apply each migration once.
+    """
+    db = sqlite_utils.Database(conn)
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version >= len(MIGRATIONS):
+                conn.execute("COMMIT")
+                return int(version)
+            MIGRATIONS[version](db)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+class SqliteStore:
+    """Implements ``MessageStore``, ``ConfigStore`` and ``ReportOutbox`` on a SQLite file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["full", "normal"] = "full",
+        busy_timeout_s: float = 5.0,
+    ) -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._busy_timeout_ms = int(busy_timeout_s * 1000)
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="mailproxy-sqlite")
+        try:
+            self._conn = await self._in_thread(self._connect)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        if self._conn is None:
+            return
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        conn, self._conn = self._conn, None
+        try:
+            await self._in_thread(conn.close)
+        finally:
+            assert self._executor is not None
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StorageError(f"store {self.path} is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: {exc}") from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError(f"store {self.path} is not open")
+        return self._conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        return await self._in_thread(lambda: fn(conn))
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._connection()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            conn = self._connection()
+            try:
+                results = await self._in_thread(lambda: self._apply(conn, [f for f, _ in batch]))
+            except Exception as exc:
+                error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), (ok, value) in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, writes: list[Write]) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for write in writes:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((True, write(conn)))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    error = StorageError(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc
+                    results.append((False, error))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    # --- queue ------------------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
+        def write(conn: sqlite3.Connection) -> list[Rejection]:
+            (last_seq,) = conn.execute(
+                "UPDATE counters SET value = value + ? WHERE name = 'seq' RETURNING value",
+                (len(messages),),
+            ).fetchone()
+            seq = last_seq - len(messages)
+            rejected: list[Rejection] = []
+            for new in messages:
+                seq += 1
+                row = conn.execute(
+                    "INSERT INTO messages (tenant_id, id, account_id, priority, seq, status, "
+                    "due_ts, batch_code, message_id, date_ts, spec, created_ts, updated_ts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (tenant_id, id) DO UPDATE SET account_id = excluded.account_id, "
+                    "priority = excluded.priority, seq = excluded.seq, status = excluded.status, "
+                    "due_ts = excluded.due_ts, batch_code = excluded.batch_code, "
+                    "message_id = excluded.message_id, date_ts = excluded.date_ts, "
+                    "spec = excluded.spec, created_ts = excluded.created_ts, "
+                    "updated_ts = excluded.updated_ts, attempts = 0, possible_duplicate = 0, "
+                    "sent_ts = NULL, error_ts = NULL, final_ts = NULL, error = NULL, "
+                    "smtp_code = NULL, lease_owner = NULL, lease_token = NULL, "
+                    "lease_expires_ts = NULL, attempt_open = 0 "
+                    f"WHERE status NOT IN ('sent', 'sending', 'unknown') RETURNING pk",
+                    (new.tenant_id, new.id, new.account_id, new.priority, seq, new.status.value,
+                     new.due_ts, new.batch_code, new.message_id, new.date_ts, _encode(new.spec),
+                     now, now),  # fmt: skip
+                ).fetchone()
+                if row is None:
+                    (status,) = conn.execute(
+                        "SELECT status FROM messages WHERE tenant_id = ? AND id = ?",
+                        (new.tenant_id, new.id),
+                    ).fetchone()
+                    rejected.append(Rejection(new.id, resubmission_refusal(Status(status)) or ""))
+                    continue
+                conn.execute(
+                    "INSERT INTO history (message_pk, event, ts) VALUES (?, 'queued', ?)",
+                    (row[0], now),
+                )
+            return rejected
+
+        return await self._write(write)
+
+    async def claim_due(
+        self, *, now: float, limit: int, owner: str, lease_s: float
+    ) -> list[Claim]:
+        token = uuid.uuid4().hex
+        expires = now + lease_s
+
+        def write(conn: sqlite3.Connection) -> list[Claim]:
+            rows = conn.execute(
+                "UPDATE messages SET status = 'sending', lease_owner = ?, lease_token = ?, "
+                "lease_expires_ts = ?, attempt_open = 0, updated_ts = ? WHERE pk IN "
+                f"(SELECT pk FROM messages WHERE status IN {_QUEUED_SQL} AND due_ts <= ? "
+                f"ORDER BY priority, seq LIMIT ?) RETURNING {_COLUMNS}",
+                (owner, token, expires, now, now, limit),
+            ).fetchall()
+            messages = sorted(map(_message, rows), key=queue_order)
+            return [Claim(m, Lease(m.pk, owner, token, expires)) for m in messages]
+
+        return await self._write(write)
+
+    async def mark_sending(self, lease: Lease, now: float) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "UPDATE messages SET attempt_open = 1, updated_ts = ? "
+                "WHERE pk = ? AND lease_token = ? AND status = 'sending' RETURNING attempts",
+                (now, lease.pk, lease.token),
+            ).fetchone()
+            if row is None:
+                return False
+            conn.execute(
+                "INSERT INTO history (message_pk, event, ts, detail) VALUES (?, 'sending', ?, ?)",
+                (lease.pk, now, f"attempt {row[0] + 1}"),
+            )
+            return True
+
+        return await self._write(write)
+
+    async def complete(self, lease: Lease, transition: Transition, now: float) -> bool:
+        t = transition
+        final_ts = now if is_final(t.status) else None
+
+        def write(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "UPDATE messages SET status = ?, due_ts = ?, attempts = ?, "
+                "possible_duplicate = ?, error = ?, smtp_code = ?, "
+                "sent_ts = COALESCE(?, sent_ts), error_ts = COALESCE(?, error_ts), "
+                "final_ts = ?, lease_owner = NULL, lease_token = NULL, lease_expires_ts = NULL, "
+                "attempt_open = 0, updated_ts = ? "
+                "WHERE pk = ? AND lease_token = ? AND status = 'sending' RETURNING tenant_id",
+                (t.status.value, t.due_ts, t.attempts, int(t.possible_duplicate), t.error,
+                 t.smtp_code, t.sent_ts, t.error_ts, final_ts, now, lease.pk, lease.token),
+            ).fetchone()  # fmt: skip
+            if row is None:
+                return False
+            if t.history is not None:
+                conn.execute(
+                    "INSERT INTO history (message_pk, event, ts, detail) VALUES (?, ?, ?, ?)",
+                    (lease.pk, t.history.event, t.history.ts, t.history.detail),
+                )
+            conn.executemany(
+                "INSERT INTO reports (event_id, tenant_id, message_pk, payload, created_ts) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(e.event_id, row[0], lease.pk, _encode(e), now) for e in t.events],
+            )
+            return True
+
+        return await self._write(write)
+
+    @staticmethod
+    def _requeue(conn: sqlite3.Connection, pk: int, attempts: int, due_ts: float, now: float) -> None:
+        conn.execute(
+            "UPDATE messages SET status = ?, lease_owner = NULL, lease_token = NULL, "
+            "lease_expires_ts = NULL, attempt_open = 0, updated_ts = ? WHERE pk = ?",
+            (requeue_status(attempts, due_ts, now).value, now, pk),
+        )
+
+    async def release(self, lease: Lease, now: float) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT attempts, due_ts FROM messages WHERE pk = ? AND lease_token = ? "
+                "AND status = 'sending' AND attempt_open = 0",
+                (lease.pk, lease.token),
+            ).fetchone()
+            if row is None:
+                return False
+            self._requeue(conn, lease.pk, row[0], row[1], now)
+            return True
+
+        return await self._write(write)
+
+    async def recover(self, *, owner: str, now: float, lease_s: float) -> list[Claim]:
+        token = uuid.uuid4().hex
+        expires = now + lease_s
+
+        def write(conn: sqlite3.Connection) -> list[Claim]:
+            rows = conn.execute(
+                "SELECT pk, attempts, due_ts, attempt_open FROM messages WHERE status = 'sending' "
+                "AND (lease_owner = ? OR lease_expires_ts <= ?)",
+                (owner, now),
+            ).fetchall()
+            claims = []
+            for pk, attempts, due_ts, attempt_open in rows:
+                if not attempt_open:
+                    self._requeue(conn, pk, attempts, due_ts, now)
+                    continue
+                row = conn.execute(
+                    "UPDATE messages SET lease_owner = ?, lease_token = ?, lease_expires_ts = ? "
+                    f"WHERE pk = ? RETURNING {_COLUMNS}",
+                    (owner, token, expires, pk),
+                ).fetchone()
+                claims.append(Claim(_message(row), Lease(pk, owner, token, expires)))
+            return claims
+
+        return await self._write(write)
+
+    # --- reading and deleting ---------------------------------------------------------
+
+    async def get_message(self, tenant_id: str, message_id: str) -> QueuedMessage | None:
+        def read(conn: sqlite3.Connection) -> QueuedMessage | None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE tenant_id = ? AND id = ?",
+                (tenant_id, message_id),
+            ).fetchone()
+            return _message(row) if row else None
+
+        return await self._read(read)
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        statuses: Collection[Status] = (),
+        batch_code: str | None = None,
+        active_only: bool = False,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> MessagePage:
+        sql = f"SELECT {_COLUMNS} FROM messages WHERE tenant_id = ? AND seq > ?"
+        args: list[Any] = [tenant_id, int(cursor) if cursor else 0]
+        if statuses:
+            sql += f" AND status IN ({', '.join('?' * len(statuses))})"
+            args.extend(s.value for s in statuses)
+        if batch_code is not None:
+            sql += " AND batch_code = ?"
+            args.append(batch_code)
+        if active_only:
+            sql += f" AND status NOT IN {_FINAL_SQL}"
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit + 1)
+
+        def read(conn: sqlite3.Connection) -> MessagePage:
+            rows = conn.execute(sql, args).fetchall()
+            page = [_message(r) for r in rows[:limit]]
+            more = len(rows) > limit
+            return MessagePage(page, str(page[-1].seq) if more and page else None)
+
+        return await self._read(read)
+
+    async def history(self, tenant_id: str, message_id: str) -> list[HistoryEntry]:
+        def read(conn: sqlite3.Connection) -> list[HistoryEntry]:
+            rows = conn.execute(
+                "SELECT h.event, h.ts, h.detail FROM history h JOIN messages m "
+                "ON m.pk = h.message_pk WHERE m.tenant_id = ? AND m.id = ? ORDER BY h.pk",
+                (tenant_id, message_id),
+            ).fetchall()
+            return [HistoryEntry(*row) for row in rows]
+
+        return await self._read(read)
+
+    @staticmethod
+    def _remove(conn: sqlite3.Connection, pk: int) -> None:
+        conn.execute("DELETE FROM history WHERE message_pk = ?", (pk,))
+        conn.execute("DELETE FROM reports WHERE message_pk = ? AND acked_ts IS NULL", (pk,))
+        conn.execute("DELETE FROM messages WHERE pk = ?", (pk,))
+
+    async def delete_messages(self, tenant_id: str, ids: Sequence[str]) -> DeleteResult:
+        def write(conn: sqlite3.Connection) -> DeleteResult:
+            removed, not_found, in_flight = 0, [], []
+            for message_id in dict.fromkeys(ids):
+                row = conn.execute(
+                    "SELECT pk, status FROM messages WHERE tenant_id = ? AND id = ?",
+                    (tenant_id, message_id),
+                ).fetchone()
+                if row is None:
+                    not_found.append(message_id)
+                elif row[1] == Status.SENDING.value:
+                    in_flight.append(message_id)
+                else:
+                    self._remove(conn, row[0])
+                    removed += 1
+            return DeleteResult(removed, not_found, in_flight)
+
+        return await self._write(write)
+
+    async def next_due_ts(self) -> float | None:
+        def read(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                f"SELECT MIN(due_ts) FROM messages WHERE status IN {_QUEUED_SQL}"
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._read(read)
+
+    async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
+        def read(conn: sqlite3.Connection) -> dict[Status, int]:
+            if tenant_id is None:
+                rows = conn.execute("SELECT status, COUNT(*) FROM messages GROUP BY status")
+            else:
+                rows = conn.execute(
+                    "SELECT status, COUNT(*) FROM messages WHERE tenant_id = ? GROUP BY status",
+                    (tenant_id,),
+                )
+            return {Status(status): count for status, count in rows}
+
+        return await self._read(read)
+
+    # --- configuration ----------------------------------------------------------------
+
+    async def put_tenant(self, tenant: Tenant) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO tenants (id, data) VALUES (?, ?)",
+                (tenant.id, _encode(tenant)),
+            )
+        )
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        def read(conn: sqlite3.Connection) -> Tenant | None:
+            row = conn.execute("SELECT data FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
+            return _tenant_decoder.decode(row[0]) if row else None
+
+        return await self._read(read)
+
+    async def list_tenants(self) -> list[Tenant]:
+        def read(conn: sqlite3.Connection) -> list[Tenant]:
+            rows = conn.execute("SELECT data FROM tenants ORDER BY id").fetchall()
+            return [_tenant_decoder.decode(r[0]) for r in rows]
+
+        return await self._read(read)
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            if conn.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,)).rowcount == 0:
+                return False
+            conn.execute("DELETE FROM accounts WHERE tenant_id = ?", (tenant_id,))
+            conn.execute(
+                "DELETE FROM history WHERE message_pk IN "
+                "(SELECT pk FROM messages WHERE tenant_id = ?)",
+                (tenant_id,),
+            )
+            conn.execute("DELETE FROM reports WHERE tenant_id = ?", (tenant_id,))
+            conn.execute("DELETE FROM messages WHERE tenant_id = ?", (tenant_id,))
+            return True
+
+        return await self._write(write)
+
+    async def put_account(self, account: Account) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if account.is_default:
+                rows = conn.execute(
+                    "SELECT id, data FROM accounts WHERE tenant_id = ? AND id != ?",
+                    (account.tenant_id, account.id),
+                ).fetchall()
+                for other_id, data in rows:
+                    other = _account_decoder.decode(data)
+                    if other.is_default:
+                        conn.execute(
+                            "UPDATE accounts SET data = ? WHERE tenant_id = ? AND id = ?",
+                            (_encode(msgspec.structs.replace(other, is_default=False)),
+                             account.tenant_id, other_id),
+                        )  # fmt: skip
+            conn.execute(
+                "INSERT OR REPLACE INTO accounts (tenant_id, id, data) VALUES (?, ?, ?)",
+                (account.tenant_id, account.id, _encode(account)),
+            )
+
+        await self._write(write)
+
+    async def get_account(self, tenant_id: str, account_id: str) -> Account | None:
+        def read(conn: sqlite3.Connection) -> Account | None:
+            row = conn.execute(
+                "SELECT data FROM accounts WHERE tenant_id = ? AND id = ?",
+                (tenant_id, account_id),
+            ).fetchone()
+            return _account_decoder.decode(row[0]) if row else None
+
+        return await self._read(read)
+
+    async def list_accounts(self, tenant_id: str) -> list[Account]:
+        def read(conn: sqlite3.Connection) -> list[Account]:
+            rows = conn.execute(
+                "SELECT data FROM accounts WHERE tenant_id = ? ORDER BY id", (tenant_id,)
+            ).fetchall()
+            return [_account_decoder.decode(r[0]) for r in rows]
+
+        return await self._read(read)
+
+    async def delete_account(self, tenant_id: str, account_id: str) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM accounts WHERE tenant_id = ? AND id = ?", (tenant_id, account_id)
+            )
+            return cursor.rowcount > 0
+
+        return await self._write(write)
+
+    # --- report outbox ----------------------------------------------------------------
+
+    async def pending_reports(self, tenant_id: str, limit: int) -> list[StoredReport]:
+        def read(conn: sqlite3.Connection) -> list[StoredReport]:
+            rows = conn.execute(
+                "SELECT seq, payload FROM reports WHERE tenant_id = ? AND acked_ts IS NULL "
+                "ORDER BY seq LIMIT ?",
+                (tenant_id, limit),
+            ).fetchall()
+            return [StoredReport(seq, _event_decoder.decode(payload)) for seq, payload in rows]
+
+        return await self._read(read)
+
+    async def acknowledge_reports(
+        self, tenant_id: str, event_ids: Sequence[str], now: float
+    ) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.executemany(
+                "UPDATE reports SET acked_ts = ? WHERE tenant_id = ? AND event_id = ? "
+                "AND acked_ts IS NULL",
+                [(now, tenant_id, event_id) for event_id in event_ids],
+            ).rowcount
+
+        return await self._write(write)
+
+
+__all__ = ["MIGRATIONS", "SqliteStore", "migrate"]

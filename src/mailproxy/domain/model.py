@@ -1,0 +1,268 @@
+"""Value types: tenants, accounts, messages, leases, report events.
+
+Instants are float Unix seconds (``*_ts``); the HTTP contract speaks integer Unix seconds,
+so keeping one numeric representation end to end avoids conversions on the hot path.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+import msgspec
+
+
+class Priority(enum.IntEnum):
+    """Delivery priority: lower numbers go first."""
+
+    IMMEDIATE = 0
+    HIGH = 1
+    MEDIUM = 2
+    LOW = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+DEFAULT_PRIORITY = Priority.MEDIUM
+PRIORITY_BY_LABEL: dict[str, Priority] = {p.label: p for p in Priority}
+
+
+class Status(enum.StrEnum):
+    """Message states as a client sees them (API.md, GET /messages)."""
+
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    DEFERRED = "deferred"
+    SENDING = "sending"
+    SENT = "sent"
+    ERROR = "error"
+    SUSPENDED = "suspended"
+    UNKNOWN = "unknown"
+
+
+#: States a message waits in until a worker claims it.
+QUEUED_STATUSES = frozenset({Status.PENDING, Status.SCHEDULED, Status.DEFERRED})
+
+UnknownPolicy = Literal["at_least_once", "at_most_once"]
+AccountKind = Literal["smtp", "capture"]
+
+
+class RateLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    per_minute: int | None = None
+    per_hour: int | None = None
+    per_day: int | None = None
+
+
+class ClientAuth(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    method: Literal["none", "bearer", "basic"] = "none"
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+
+class Tenant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    name: str = ""
+    active: bool = True
+    client_base_url: str | None = None
+    client_sync_path: str = "/mail-proxy/sync"
+    client_attachment_path: str = "/mail-proxy/attachments"
+    client_auth: ClientAuth = ClientAuth()
+    rate_limits: RateLimits | None = None
+    webhook_secret: str | None = None
+    attachment_url_prefixes: tuple[str, ...] = ()
+    unknown_policy: UnknownPolicy | None = None
+
+
+class Account(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An SMTP account of a tenant (or a ``capture`` sandbox that writes ``.eml`` files)."""
+
+    id: str
+    tenant_id: str
+    kind: AccountKind = "smtp"
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    use_tls: bool | None = None
+    tls_verify: bool = True
+    tls_ca_file: str | None = None
+    limit_per_minute: int | None = None
+    limit_per_hour: int | None = None
+    limit_per_day: int | None = None
+    limit_behavior: Literal["defer", "reject"] = "defer"
+    max_connections: int = 3
+    is_default: bool = False
+
+
+class AttachmentRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Where an attachment's bytes come from (API.md, ATTACHMENT)."""
+
+    filename: str
+    storage_path: str
+    fetch_mode: Literal["base64", "filesystem", "endpoint", "http_url"]
+    mime_type: str | None = None
+    content_md5: str | None = None
+    auth: dict[str, Any] | None = None
+
+
+class MessageSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A validated message as the client described it, normalised (lists, ints)."""
+
+    id: str
+    from_: str = msgspec.field(name="from")
+    to: tuple[str, ...]
+    subject: str
+    tenant_id: str | None = None
+    account_id: str | None = None
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    reply_to: str | None = None
+    return_path: str | None = None
+    body: str = ""
+    content_type: Literal["plain", "html"] = "plain"
+    body_html: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    message_id: str | None = None
+    attachments: tuple[AttachmentRef, ...] = ()
+    priority: int | None = None
+    deferred_ts: int | None = None
+    batch_code: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message ready to be stored: tenant and account resolved, ids and date fixed."""
+
+    tenant_id: str
+    id: str
+    account_id: str
+    priority: int
+    status: Status
+    due_ts: float
+    batch_code: str | None
+    message_id: str
+    date_ts: float
+    spec: MessageSpec
+
+
+class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored message with its delivery state."""
+
+    pk: int
+    tenant_id: str
+    id: str
+    account_id: str
+    priority: int
+    seq: int
+    status: Status
+    due_ts: float
+    batch_code: str | None
+    message_id: str
+    date_ts: float
+    spec: MessageSpec
+    attempts: int = 0
+    possible_duplicate: bool = False
+    created_ts: float = 0.0
+    updated_ts: float = 0.0
+    sent_ts: float | None = None
+    error_ts: float | None = None
+    error: str | None = None
+    smtp_code: int | None = None
+    lease_owner: str | None = None
+    lease_token: str | None = None
+    lease_expires_ts: float | None = None
+    attempt_open: bool = False
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """A worker's claim on one message; every later write is fenced by ``token``."""
+
+    pk: int
+    owner: str
+    token: str
+    expires_ts: float
+
+
+class Claim(msgspec.Struct, frozen=True):
+    message: QueuedMessage
+    lease: Lease
+
+
+class RefusedRecipient(msgspec.Struct, frozen=True):
+    address: str
+    code: int
+    reason: str
+
+
+class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One delivery-report entry (API.md, "Delivery reports")."""
+
+    event: Literal["sent", "error", "deferred", "unknown"]
+    event_id: str
+    id: str
+    tenant_id: str
+    account_id: str
+    attempt: int
+    sent_ts: int | None = None
+    error_ts: int | None = None
+    deferred_ts: int | None = None
+    unknown_ts: int | None = None
+    error: str | None = None
+    deferred_reason: str | None = None
+    smtp_code: int | None = None
+    metadata: dict[str, Any] | None = None
+    possible_duplicate: bool = False
+    refused_recipients: tuple[RefusedRecipient, ...] | None = None
+
+
+class StoredReport(msgspec.Struct, frozen=True):
+    """A report event as kept in the outbox, in the order it was written."""
+
+    seq: int
+    event: ReportEvent
+
+
+class HistoryEntry(msgspec.Struct, frozen=True):
+    event: str
+    ts: float
+    detail: str | None = None
+
+
+class Transition(msgspec.Struct, frozen=True, kw_only=True):
+    """The state change the domain decided after an attempt; a store applies it atomically
+    together with its report events and history entry."""
+
+    status: Status
+    due_ts: float
+    attempts: int
+    possible_duplicate: bool
+    error: str | None = None
+    smtp_code: int | None = None
+    sent_ts: float | None = None
+    error_ts: float | None = None
+    events: tuple[ReportEvent, ...] = ()
+    history: HistoryEntry | None = None
+
+
+class MessagePage(msgspec.Struct, frozen=True):
+    messages: list[QueuedMessage]
+    next_cursor: str | None
+
+
+class DeleteResult(msgspec.Struct, frozen=True):
+    removed: int
+    not_found: list[str]
+    in_flight: list[str]
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    id: str
+    reason: str
+
+
+class SubmitResult(msgspec.Struct, frozen=True):
+    queued: int
+    rejected: list[Rejection]

@@ -1,0 +1,450 @@
+"""Validation at the edge: addresses, header names and values, whole messages, accounts.
+
+Validation is syntactic only (no DNS). Every failure raises :class:`InvalidInput` whose
+reason starts with a stable lowercase phrase that names the field (API.md, "Details
+clients rely on").
+
+Addresses are checked here with the standard library rather than a third-party validator
+because the domain layer imports only the standard library and msgspec; the rules are
+the RFC 5321 ones a relay needs (dot-atom local part, lengths, IDNA domains), not
+deliverability.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.errors
+import email.header
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.model import (
+    PRIORITY_BY_LABEL,
+    Account,
+    AttachmentRef,
+    MessageSpec,
+    Priority,
+    Tenant,
+)
+
+MAX_ID_CHARS = 200
+MAX_BATCH_CODE_CHARS = 64
+MAX_METADATA_BYTES = 4096
+MAX_RECIPIENTS = 100
+MAX_HEADERS = 50
+MAX_HEADER_VALUE_CHARS = 8192
+MAX_ATTACHMENTS = 20
+MAX_LOCAL_PART_OCTETS = 64
+MAX_DOMAIN_OCTETS = 255
+MAX_PATH_OCTETS = 254  # RFC 5321 §4.5.3.1.3: 256 octets including the angle brackets
+
+#: Headers a client may not set through ``headers``: they define the envelope or the MIME
+#: structure, or are added by relays (API.md).
+FORBIDDEN_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "Sender",
+        "Return-Path", "Reply-To", "MIME-Version", "Content-Type",
+        "Content-Transfer-Encoding", "Received", "DKIM-Signature",
+    )
+)  # fmt: skip
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z|~]{1,76}")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+# atext of RFC 5322 plus any non-ASCII character (RFC 6531 UTF-8 local parts).
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+")
+_LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_NAME_ADDR = re.compile(r"(?P<name>.*?)\s*<(?P<addr>[^<>]*)>\s*")
+_MESSAGE_ID = re.compile(r"[^\s<>@]+@[^\s<>@]+")
+_MD5_MARKER = re.compile(r"_?\{MD5:(?P<hex>[0-9a-fA-F]{32})\}")
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+_TENANT_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_MSGSPEC_PATH = re.compile(r"at `\$\.?(?P<path>[^`]*)`")
+
+
+# --- strings and headers ----------------------------------------------------------------
+
+
+def check_header_value(field: str, value: str) -> str:
+    """Refuse control characters and RFC 2047 encoded words that decode to CR, LF or NUL.
+
+    Header values with CR or LF are rejected, never folded. Encoded words are checked
+    because Python 3.11/3.12's ``email`` package can be tricked into writing a decoded
+    newline into the serialised header block (CVE-2024-6923).
+    """
+    if _CONTROL.search(value):
+        raise InvalidInput(field, f"invalid {field}: control characters (CR, LF, NUL) not allowed")
+    if len(value) > MAX_HEADER_VALUE_CHARS:
+        raise InvalidInput(field, f"invalid {field}: longer than {MAX_HEADER_VALUE_CHARS} chars")
+    for word in _ENCODED_WORD.findall(value):
+        if _encoded_word_is_unsafe(word):
+            raise InvalidInput(field, f"invalid {field}: encoded word hides control characters")
+    return value
+
+
+def _encoded_word_is_unsafe(word: str) -> bool:
+    try:
+        parts = email.header.decode_header(word)
+    except (email.errors.HeaderParseError, ValueError, LookupError):
+        return True
+    for chunk, charset in parts:
+        raw = chunk if isinstance(chunk, bytes) else chunk.encode("utf-8", "replace")
+        try:
+            text = raw.decode(charset or "ascii", "replace")
+        except LookupError:
+            return True
+        if _CONTROL.search(text):
+            return True
+    return False
+
+
+def check_header_name(name: str) -> str:
+    if not _HEADER_NAME.fullmatch(name):
+        raise InvalidInput("headers", f"invalid header name: {name!r}")
+    if name.lower() in FORBIDDEN_HEADERS:
+        raise InvalidInput("headers", f"header not allowed: {name} (use the message fields)")
+    return name
+
+
+# --- addresses --------------------------------------------------------------------------
+
+
+def idna_domain(domain: str) -> str:
+    """The ASCII (IDNA) form of ``domain``; raises ``ValueError`` when it is not a valid
+    host name."""
+    if domain.startswith("[") or not domain or domain.endswith("."):
+        raise ValueError("invalid domain")
+    labels = domain.split(".")
+    ascii_labels = []
+    for label in labels:
+        if label.isascii():
+            ascii_label = label
+        else:
+            try:
+                ascii_label = label.encode("idna").decode("ascii")
+            except UnicodeError as exc:
+                raise ValueError("invalid international domain") from exc
+        if not _LDH_LABEL.fullmatch(ascii_label):
+            raise ValueError("invalid domain label")
+        ascii_labels.append(ascii_label)
+    ascii_domain = ".".join(ascii_labels)
+    if len(ascii_domain) > MAX_DOMAIN_OCTETS:
+        raise ValueError(f"domain longer than {MAX_DOMAIN_OCTETS} octets")
+    return ascii_domain
+
+
+def check_addr_spec(field: str, addr: str) -> str:
+    """Validate a bare ``local@domain`` per RFC 5321 and return it unchanged."""
+
+    def bad(why: str) -> InvalidInput:
+        return InvalidInput(field, f"invalid address in {field}: {addr!r} ({why})")
+
+    if _CONTROL.search(addr):
+        raise bad("control characters")
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain:
+        raise bad("expected local@domain")
+    if local.startswith('"'):
+        raise bad("quoted local parts are not accepted")
+    if any(not _ATOM.fullmatch(atom) for atom in local.split(".")):
+        raise bad("invalid local part")
+    if len(local.encode()) > MAX_LOCAL_PART_OCTETS:
+        raise bad(f"local part longer than {MAX_LOCAL_PART_OCTETS} octets")
+    try:
+        ascii_domain = idna_domain(domain)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if len(local.encode()) + 1 + len(ascii_domain) > MAX_PATH_OCTETS:
+        raise bad(f"longer than {MAX_PATH_OCTETS} octets")
+    return addr
+
+
+def parse_mailbox(field: str, value: str) -> tuple[str, str]:
+    """Split ``Display Name <addr@domain>`` or ``addr@domain`` into (name, address)."""
+    check_header_value(field, value)
+    match = _NAME_ADDR.fullmatch(value.strip())
+    if match:
+        name, addr = match["name"].strip(), match["addr"].strip()
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    else:
+        name, addr = "", value.strip()
+    return name, check_addr_spec(field, addr)
+
+
+def check_mailbox(field: str, value: str) -> str:
+    parse_mailbox(field, value)
+    return value.strip()
+
+
+def split_address_list(value: str) -> list[str]:
+    """Split a comma-separated address list, honouring commas inside quoted names."""
+    items, current, quoted = [], [], False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def address_of(mailbox: str) -> str:
+    """The addr-spec of an already validated mailbox."""
+    match = _NAME_ADDR.fullmatch(mailbox.strip())
+    return match["addr"].strip() if match else mailbox.strip()
+
+
+# --- messages ---------------------------------------------------------------------------
+
+
+class _AttachmentInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    filename: str
+    storage_path: str
+    fetch_mode: Literal["base64", "filesystem", "endpoint", "http_url"] | None = None
+    mime_type: str | None = None
+    content_md5: str | None = None
+    auth: dict[str, Any] | None = None
+
+
+class _MessageInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: str
+    from_: str = msgspec.field(name="from")
+    to: list[str] | str
+    subject: str
+    tenant_id: str | None = None
+    account_id: str | None = None
+    cc: list[str] | str | None = None
+    bcc: list[str] | str | None = None
+    reply_to: str | None = None
+    return_path: str | None = None
+    body: str = ""
+    content_type: Literal["plain", "html"] = "plain"
+    body_html: str | None = None
+    headers: dict[str, str] | None = None
+    message_id: str | None = None
+    attachments: list[_AttachmentInput] | None = None
+    priority: int | str | None = None
+    deferred_ts: int | None = None
+    batch_code: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+_MESSAGE_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(_MessageInput))
+_REQUIRED_FIELDS = ("id", "from", "to", "subject")
+
+
+def parse_priority(value: object, field: str = "priority") -> Priority:
+    """Accept an int 0..3 or a label (``"immediate"`` … ``"low"``)."""
+    if isinstance(value, bool):
+        raise InvalidInput(field, f"invalid {field}: {value!r}")
+    if isinstance(value, int) and value in Priority._value2member_map_:
+        return Priority(value)
+    if isinstance(value, str) and value.lower() in PRIORITY_BY_LABEL:
+        return PRIORITY_BY_LABEL[value.lower()]
+    raise InvalidInput(field, f"invalid {field}: {value!r}")
+
+
+def _convert_error(exc: msgspec.ValidationError) -> InvalidInput:
+    text = str(exc)
+    match = _MSGSPEC_PATH.search(text)
+    field = match["path"] if match and match["path"] else "message"
+    detail = text.split(" - at ")[0].replace("`", "")
+    return InvalidInput(field, f"invalid {field}: {detail[0].lower()}{detail[1:]}")
+
+
+def _address_list(field: str, value: list[str] | str | None) -> tuple[str, ...]:
+    items = split_address_list(value) if isinstance(value, str) else list(value or [])
+    return tuple(check_mailbox(field, item) for item in items)
+
+
+def parse_message(raw: object) -> MessageSpec:
+    """Validate one client message (API.md, MESSAGE) and return it normalised.
+
+    Raises :class:`InvalidInput` naming the first problem found. Checks that need I/O or
+    configuration (tenant, account, attachment sources) belong to the service.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("message", "invalid message: expected an object")
+    for key in raw:
+        if key not in _MESSAGE_FIELDS:
+            raise InvalidInput(str(key), f"unknown field: {key}")
+    for key in _REQUIRED_FIELDS:
+        value = raw.get(key)
+        if value is None or (key != "subject" and value in ("", [])):
+            raise InvalidInput(key, f"missing {key}")
+    try:
+        data = msgspec.convert(raw, _MessageInput)
+    except msgspec.ValidationError as exc:
+        raise _convert_error(exc) from None
+
+    if len(data.id) > MAX_ID_CHARS or _CONTROL.search(data.id):
+        raise InvalidInput("id", f"invalid id: 1..{MAX_ID_CHARS} printable chars")
+    check_mailbox("from", data.from_)
+    to = _address_list("to", data.to)
+    if not to:
+        raise InvalidInput("to", "missing to")
+    cc = _address_list("cc", data.cc)
+    bcc = _address_list("bcc", data.bcc)
+    if len(to) + len(cc) + len(bcc) > MAX_RECIPIENTS:
+        raise InvalidInput("to", f"too many recipients: more than {MAX_RECIPIENTS}")
+    if data.reply_to is not None:
+        check_mailbox("reply_to", data.reply_to)
+    if data.return_path is not None:
+        check_addr_spec("return_path", address_of(data.return_path))
+    check_header_value("subject", data.subject)
+    headers = data.headers or {}
+    if len(headers) > MAX_HEADERS:
+        raise InvalidInput("headers", f"too many headers: more than {MAX_HEADERS}")
+    for name, value in headers.items():
+        check_header_name(name)
+        check_header_value(f"headers.{name}", value)
+    message_id = None
+    if data.message_id is not None:
+        message_id = data.message_id.strip().removeprefix("<").removesuffix(">")
+        if not _MESSAGE_ID.fullmatch(message_id) or _CONTROL.search(message_id):
+            raise InvalidInput("message_id", "invalid message_id: expected left@right")
+    priority = None if data.priority is None else int(parse_priority(data.priority))
+    if data.deferred_ts is not None and data.deferred_ts < 0:
+        raise InvalidInput("deferred_ts", "invalid deferred_ts: must not be negative")
+    if data.batch_code is not None and (
+        not 0 < len(data.batch_code) <= MAX_BATCH_CODE_CHARS or _CONTROL.search(data.batch_code)
+    ):
+        raise InvalidInput("batch_code", f"invalid batch_code: 1..{MAX_BATCH_CODE_CHARS} chars")
+    if data.metadata is not None and len(msgspec.json.encode(data.metadata)) > MAX_METADATA_BYTES:
+        raise InvalidInput("metadata", f"invalid metadata: larger than {MAX_METADATA_BYTES} bytes")
+    if data.tenant_id is not None and not _TENANT_ID.fullmatch(data.tenant_id):
+        raise InvalidInput("tenant_id", "invalid tenant_id")
+    attachments = data.attachments or []
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise InvalidInput("attachments", f"too many attachments: more than {MAX_ATTACHMENTS}")
+
+    return MessageSpec(
+        id=data.id,
+        from_=data.from_.strip(),
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        subject=data.subject,
+        tenant_id=data.tenant_id,
+        account_id=data.account_id,
+        reply_to=data.reply_to,
+        return_path=data.return_path,
+        body=data.body,
+        content_type=data.content_type,
+        body_html=data.body_html,
+        headers=dict(headers),
+        message_id=message_id,
+        attachments=tuple(
+            parse_attachment(f"attachments[{i}]", a) for i, a in enumerate(attachments)
+        ),
+        priority=priority,
+        deferred_ts=data.deferred_ts,
+        batch_code=data.batch_code,
+        metadata=data.metadata,
+    )
+
+
+def infer_fetch_mode(storage_path: str) -> Literal["base64", "filesystem", "endpoint", "http_url"]:
+    """API.md: ``base64:`` → base64; ``@`` → endpoint; http(s) URL → http_url; else a path."""
+    if storage_path.startswith("base64:"):
+        return "base64"
+    if storage_path.startswith("@"):
+        return "endpoint"
+    if storage_path.lower().startswith(("http://", "https://")):
+        return "http_url"
+    return "filesystem"
+
+
+def strip_md5_marker(filename: str) -> tuple[str, str | None]:
+    """``report_{MD5:<hex>}.pdf`` → (``report.pdf``, hex); other names are unchanged."""
+    match = _MD5_MARKER.search(filename)
+    if not match:
+        return filename, None
+    return filename[: match.start()] + filename[match.end() :], match["hex"].lower()
+
+
+def decode_inline(storage_path: str) -> bytes:
+    """The bytes of a ``base64`` attachment; raises ``binascii.Error`` when malformed."""
+    return base64.b64decode(storage_path.removeprefix("base64:"), validate=True)
+
+
+def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
+    if not 0 < len(data.filename) <= 255 or _CONTROL.search(data.filename):
+        raise InvalidInput(f"{field}.filename", f"invalid {field}.filename: 1..255 printable chars")
+    if "/" in data.filename or "\\" in data.filename:
+        raise InvalidInput(f"{field}.filename", f"invalid {field}.filename: no path separators")
+    if not data.storage_path or "\x00" in data.storage_path:
+        raise InvalidInput(f"{field}.storage_path", f"invalid {field}.storage_path")
+    mode = data.fetch_mode or infer_fetch_mode(data.storage_path)
+    name, marker_md5 = strip_md5_marker(data.filename)
+    if data.content_md5 is not None and not _HEX32.fullmatch(data.content_md5):
+        raise InvalidInput(f"{field}.content_md5", f"invalid {field}.content_md5: 32 hex digits")
+    md5 = (data.content_md5 or marker_md5 or "").lower() or None
+    if mode == "base64":
+        try:
+            content = decode_inline(data.storage_path)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"{field}.storage_path", f"invalid base64 in {field}") from None
+        if md5 is not None and hashlib.md5(content, usedforsecurity=False).hexdigest() != md5:
+            raise InvalidInput(f"{field}.content_md5", f"md5 mismatch in {field}")
+    if data.mime_type is not None:
+        check_header_value(f"{field}.mime_type", data.mime_type)
+        if data.mime_type.count("/") != 1:
+            raise InvalidInput(f"{field}.mime_type", f"invalid {field}.mime_type: type/subtype")
+    return AttachmentRef(
+        filename=name,
+        storage_path=data.storage_path,
+        fetch_mode=mode,
+        mime_type=data.mime_type,
+        content_md5=md5,
+        auth=data.auth,
+    )
+
+
+# --- configuration objects --------------------------------------------------------------
+
+
+def parse_tenant(raw: object) -> Tenant:
+    """Validate a tenant definition (API.md, TENANT)."""
+    try:
+        tenant = msgspec.convert(raw, Tenant)
+    except msgspec.ValidationError as exc:
+        raise _convert_error(exc) from None
+    if not _TENANT_ID.fullmatch(tenant.id):
+        raise InvalidInput("id", "invalid id: 1..64 of A-Z a-z 0-9 _ . -")
+    if not tenant.name:
+        tenant = msgspec.structs.replace(tenant, name=tenant.id)
+    return tenant
+
+
+def parse_account(raw: object) -> Account:
+    """Validate an SMTP or capture account (API.md, POST /account)."""
+    try:
+        account = msgspec.convert(raw, Account)
+    except msgspec.ValidationError as exc:
+        raise _convert_error(exc) from None
+    if not 0 < len(account.id) <= MAX_ID_CHARS or _CONTROL.search(account.id):
+        raise InvalidInput("id", f"invalid id: 1..{MAX_ID_CHARS} printable chars")
+    if account.kind == "smtp":
+        if not account.host or _CONTROL.search(account.host):
+            raise InvalidInput("host", "missing host")
+        if account.port is None or not 0 < account.port < 65536:
+            raise InvalidInput("port", "invalid port: 1..65535")
+    if account.max_connections < 1:
+        raise InvalidInput("max_connections", "invalid max_connections: at least 1")
+    for name in ("limit_per_minute", "limit_per_hour", "limit_per_day"):
+        value = getattr(account, name)
+        if value is not None and value < 1:
+            raise InvalidInput(name, f"invalid {name}: at least 1")
+    return account

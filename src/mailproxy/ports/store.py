@@ -1,0 +1,157 @@
+"""Storage ports: the message queue, the configuration, and the report outbox.
+
+One adapter usually implements all three on one database, because a state change and its
+report event must commit in the same transaction. Contract suites:
+``tests/contract/test_message_store.py``, ``test_config_store.py``, ``test_report_outbox.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from mailproxy.domain.model import (
+    Account,
+    Claim,
+    DeleteResult,
+    HistoryEntry,
+    Lease,
+    MessagePage,
+    NewMessage,
+    QueuedMessage,
+    Rejection,
+    Status,
+    StoredReport,
+    Tenant,
+    Transition,
+)
+
+
+class MessageStore(Protocol):
+    """The durable queue of messages.
+
+    Every method that returns has committed its writes (accepted = on disk for durable
+    adapters). Writes after a claim are fenced by the lease token: a worker that lost its
+    lease changes nothing. Storage failures raise ``StorageError`` and apply nothing.
+    """
+
+    async def open(self) -> None:
+        """Connect and bring the schema to the current version. Idempotent."""
+
+    async def close(self) -> None:
+        """Release connections; pending writes are committed first. Idempotent."""
+
+    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
+        """Store ``messages`` in one transaction and return the ones refused.
+
+        Upsert rules (API.md): an id not yet in the tenant is inserted; one that exists and
+        is not yet sent (``pending``, ``scheduled``, ``deferred``, ``suspended``,
+        ``error``) is replaced — new content, attempts reset, new acceptance order; one
+        already ``sent`` is refused with reason ``"already sent"``; one ``sending`` or
+        ``unknown`` with ``"in flight"``. Each accepted message gets the next acceptance
+        sequence number, in input order. A ``queued`` history entry is written.
+        """
+
+    async def claim_due(
+        self, *, now: float, limit: int, owner: str, lease_s: float
+    ) -> list[Claim]:
+        """Atomically lease up to ``limit`` due messages and return them in queue order.
+
+        Due: status ``pending``, ``scheduled`` or ``deferred`` with ``due_ts <= now``.
+        Order: :func:`mailproxy.domain.lifecycle.queue_order` (priority, then acceptance).
+        Claimed messages become ``sending`` with ``lease_owner=owner``, a fresh token and
+        ``lease_expires_ts = now + lease_s``; no message is ever held by two live leases.
+        """
+
+    async def mark_sending(self, lease: Lease, now: float) -> bool:
+        """Record that the attempt starts (before MAIL FROM). False if the lease is lost."""
+
+    async def complete(self, lease: Lease, transition: Transition, now: float) -> bool:
+        """Apply ``transition`` with its report events and history entry in one
+        transaction and clear the lease. False (and nothing written) if the lease is lost.
+        """
+
+    async def release(self, lease: Lease, now: float) -> bool:
+        """Give back a claim whose attempt never started: the message is due again with its
+        previous state; nothing is counted. False if the lease is lost."""
+
+    async def recover(self, *, owner: str, now: float, lease_s: float) -> list[Claim]:
+        """Take back leases held by ``owner`` (a restarted process) or expired.
+
+        Claimed-but-not-started messages are re-queued as they were. Messages whose attempt
+        had started (``mark_sending``) are returned, re-leased to ``owner``, so the caller
+        can settle them as ``unknown`` through :meth:`complete`.
+        """
+
+    async def get_message(self, tenant_id: str, message_id: str) -> QueuedMessage | None:
+        """The message with the client id ``message_id`` in ``tenant_id``, or None."""
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        statuses: Collection[Status] = (),
+        batch_code: str | None = None,
+        active_only: bool = False,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> MessagePage:
+        """A page of the tenant's messages in acceptance order, filtered; ``next_cursor``
+        continues after the last one (None when there is no more)."""
+
+    async def history(self, tenant_id: str, message_id: str) -> list[HistoryEntry]:
+        """The message's history, oldest first (empty for an unknown message)."""
+
+    async def delete_messages(self, tenant_id: str, ids: Sequence[str]) -> DeleteResult:
+        """Remove the messages with their history and unsent report events, except those
+        ``sending`` right now (listed in ``in_flight``). Ids not in the tenant are
+        ``not_found``."""
+
+    async def next_due_ts(self) -> float | None:
+        """The earliest ``due_ts`` of a queued message, or None when the queue is empty."""
+
+    async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
+        """Stored message counts per status (of one tenant, or of all)."""
+
+
+class ConfigStore(Protocol):
+    """Tenants and their accounts. Accounts are keyed by (tenant_id, id): two tenants'
+    accounts with the same id are distinct. Contract: ``tests/contract/test_config_store.py``.
+    """
+
+    async def put_tenant(self, tenant: Tenant) -> None:
+        """Create or replace the tenant."""
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    async def list_tenants(self) -> list[Tenant]:
+        """All tenants ordered by id."""
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        """Remove the tenant with its accounts, messages, history and report events.
+        False if there was no such tenant."""
+
+    async def put_account(self, account: Account) -> None:
+        """Create or replace the account. When ``is_default`` is set, the tenant's other
+        accounts stop being the default, in the same transaction."""
+
+    async def get_account(self, tenant_id: str, account_id: str) -> Account | None: ...
+
+    async def list_accounts(self, tenant_id: str) -> list[Account]:
+        """The tenant's accounts ordered by id."""
+
+    async def delete_account(self, tenant_id: str, account_id: str) -> bool:
+        """False if there was no such account."""
+
+
+class ReportOutbox(Protocol):
+    """Report events written by :meth:`MessageStore.complete` in the same transaction as
+    the state change. Contract: ``tests/contract/test_report_outbox.py``."""
+
+    async def pending_reports(self, tenant_id: str, limit: int) -> list[StoredReport]:
+        """Up to ``limit`` unacknowledged events of the tenant, oldest first."""
+
+    async def acknowledge_reports(
+        self, tenant_id: str, event_ids: Sequence[str], now: float
+    ) -> int:
+        """Mark those events of the tenant acknowledged; return how many changed."""
