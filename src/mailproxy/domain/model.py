@@ -30,7 +30,7 @@ PRIORITY_BY_LABEL: dict[str, Priority] = {p.label: p for p in Priority}
 
 
 class Status(enum.StrEnum):
-    """Message states as a client sees them (API.md, GET /messages)."""
+    """Message states as a client sees them, per the HTTP API (GET /messages)."""
 
     PENDING = "pending"
     SCHEDULED = "scheduled"
@@ -98,7 +98,7 @@ class Account(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class AttachmentRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Where an attachment's bytes come from (API.md, ATTACHMENT)."""
+    """Where an attachment's bytes come from, per the HTTP API (ATTACHMENT)."""
 
     filename: str
     storage_path: str
@@ -198,7 +198,7 @@ class RefusedRecipient(msgspec.Struct, frozen=True):
 
 
 class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One delivery-report entry (API.md, "Delivery reports")."""
+    """One delivery-report entry, per the HTTP API ("Delivery reports")."""
 
     event: Literal["sent", "error", "deferred", "unknown"]
     event_id: str

@@ -2,7 +2,7 @@
 
 An attempt is classified by *what* failed (the failure kind, which the transport derives
 from the exception type), *where* (the SMTP phase) and the reply code — never by searching
-the server's text. The table (RFC 5321 §4.2.1, §3.8; RFC 4954; RELIABILITY.md §3):
+the server's text. The table (RFC 5321 §4.2.1, §3.8; RFC 4954; RFC 5321 §4.2.1):
 
 ==================  ===========================  =========================================
 phase               failure                      outcome

@@ -1,7 +1,7 @@
 """Validation at the edge: addresses, header names and values, whole messages, accounts.
 
 Validation is syntactic only (no DNS). Every failure raises :class:`InvalidInput` whose
-reason starts with a stable lowercase phrase that names the field (API.md, "Details
+reason starts with a stable lowercase phrase that names the field, per the HTTP API ("Details
 clients rely on").
 
 Addresses are checked here with the standard library rather than a third-party validator
@@ -45,7 +45,7 @@ MAX_DOMAIN_OCTETS = 255
 MAX_PATH_OCTETS = 254  # RFC 5321 §4.5.3.1.3: 256 octets including the angle brackets
 
 #: Headers a client may not set through ``headers``: they define the envelope or the MIME
-#: structure, or are added by relays (API.md).
+#: structure, or are added by relays (HTTP API).
 FORBIDDEN_HEADERS = frozenset(
     name.lower()
     for name in (
@@ -269,7 +269,7 @@ def _address_list(field: str, value: list[str] | str | None) -> tuple[str, ...]:
 
 
 def parse_message(raw: object) -> MessageSpec:
-    """Validate one client message (API.md, MESSAGE) and return it normalised.
+    """Validate one client message, per the HTTP API (MESSAGE) and return it normalised.
 
     Raises :class:`InvalidInput` naming the first problem found. Checks that need I/O or
     configuration (tenant, account, attachment sources) belong to the service.
@@ -356,7 +356,7 @@ def parse_message(raw: object) -> MessageSpec:
 
 
 def infer_fetch_mode(storage_path: str) -> Literal["base64", "filesystem", "endpoint", "http_url"]:
-    """API.md: ``base64:`` → base64; ``@`` → endpoint; http(s) URL → http_url; else a path."""
+    """Per the HTTP API: ``base64:`` → base64; ``@`` → endpoint; http(s) URL → http_url; else a path."""
     if storage_path.startswith("base64:"):
         return "base64"
     if storage_path.startswith("@"):
@@ -416,7 +416,7 @@ def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
 
 
 def parse_tenant(raw: object) -> Tenant:
-    """Validate a tenant definition (API.md, TENANT)."""
+    """Validate a tenant definition, per the HTTP API (TENANT)."""
     try:
         tenant = msgspec.convert(raw, Tenant)
     except msgspec.ValidationError as exc:
@@ -429,7 +429,7 @@ def parse_tenant(raw: object) -> Tenant:
 
 
 def parse_account(raw: object) -> Account:
-    """Validate an SMTP or capture account (API.md, POST /account)."""
+    """Validate an SMTP or capture account, per the HTTP API (POST /account)."""
     try:
         account = msgspec.convert(raw, Account)
     except msgspec.ValidationError as exc:

@@ -44,7 +44,7 @@ class MessageStore(Protocol):
     async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
         """Store ``messages`` in one transaction and return the ones refused.
 
-        Upsert rules (API.md): an id not yet in the tenant is inserted; one that exists and
+        Upsert rules (HTTP API): an id not yet in the tenant is inserted; one that exists and
         is not yet sent (``pending``, ``scheduled``, ``deferred``, ``suspended``,
         ``error``) is replaced — new content, attempts reset, new acceptance order; one
         already ``sent`` is refused with reason ``"already sent"``; one ``sending`` or

@@ -1,0 +1,241 @@
+"""SMTP transport (aiosmtplib) with a connection pool per account.
+
+A pool is keyed by the tenant, the account id and every connection setting, so a changed
+or different account never rides another's connection. At most ``max_connections``
+transactions run at once per account. A reused connection that turns out to be dead
+before the server accepted anything is replaced once by a fresh one before the attempt
+counts as failed.
+
+MAIL, RCPT and DATA are issued one by one (not ``sendmail``) so each failure is known by
+its phase: a connection lost or a timeout inside DATA is ``Unknown`` (the server may
+already hold the message), anywhere before it is a safe ``Temporary``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiosmtplib
+
+from mailproxy.domain.mime import Outgoing
+from mailproxy.domain.model import Account, RefusedRecipient
+from mailproxy.domain.outcome import (
+    AccountBroken,
+    Delivered,
+    Failure,
+    Outcome,
+    Permanent,
+    Phase,
+    classify,
+    classify_refusals,
+)
+
+_PoolKey = tuple[Any, ...]
+
+
+def _failure_of(exc: BaseException) -> Failure:
+    """Map a foreign exception to a failure kind, by type only."""
+    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+        return Failure.TLS
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return Failure.NOT_SUPPORTED
+    if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+        return Failure.TIMEOUT
+    if isinstance(exc, OSError | aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPConnectError):
+        return Failure.CONNECTION
+    return Failure.INTERNAL
+
+
+def _classify_exception(phase: Phase, exc: BaseException) -> Outcome:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return classify(phase, Failure.REPLY, exc.code, exc.message)
+    return classify(phase, _failure_of(exc), None, f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+class _Pool:
+    def __init__(self, max_connections: int) -> None:
+        self.slots = asyncio.Semaphore(max_connections)
+        self.idle: list[tuple[aiosmtplib.SMTP, float]] = []
+
+
+class SmtpTransport:
+    """Implements ``Transport`` over SMTP. TLS modes, per the HTTP API (``use_tls``): ``True`` —
+    implicit TLS on port 465, STARTTLS required elsewhere; ``False`` — plaintext; ``None`` —
+    implicit TLS on 465, STARTTLS when offered elsewhere. Credentials, when set, are always
+    used: a server offering no AUTH is an account problem, never a reason to send
+    unauthenticated."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float = 10.0,
+        command_timeout_s: float = 30.0,
+        data_timeout_s: float = 120.0,
+        idle_timeout_s: float = 60.0,
+        local_hostname: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._connect_timeout_s = connect_timeout_s
+        self._command_timeout_s = command_timeout_s
+        self._data_timeout_s = data_timeout_s
+        self._idle_timeout_s = idle_timeout_s
+        self._local_hostname = local_hostname
+        self._monotonic = monotonic
+        self._pools: dict[_PoolKey, _Pool] = {}
+
+    @staticmethod
+    def _key(account: Account) -> _PoolKey:
+        return (
+            account.tenant_id, account.id, account.host, account.port, account.user,
+            account.password, account.use_tls, account.tls_verify, account.tls_ca_file,
+        )  # fmt: skip
+
+    def _pool(self, account: Account) -> _Pool:
+        key = self._key(account)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(account.max_connections)
+        return pool
+
+    async def send(self, account: Account, message: Outgoing) -> Outcome:
+        pool = self._pool(account)
+        async with pool.slots:
+            client = self._take_idle(pool)
+            if client is not None:
+                outcome, keep, stale = await self._transact(client, message, reused=True)
+                if not stale:
+                    self._finish(pool, client, keep)
+                    return outcome
+                self._discard(client)
+            client_or_outcome = await self._open(account)
+            if not isinstance(client_or_outcome, aiosmtplib.SMTP):
+                return client_or_outcome
+            outcome, keep, _ = await self._transact(client_or_outcome, message, reused=False)
+            self._finish(pool, client_or_outcome, keep)
+            return outcome
+
+    def _take_idle(self, pool: _Pool) -> aiosmtplib.SMTP | None:
+        now = self._monotonic()
+        while pool.idle:
+            client, since = pool.idle.pop()
+            if now - since < self._idle_timeout_s and client.is_connected:
+                return client
+            self._discard(client)
+        return None
+
+    def _finish(self, pool: _Pool, client: aiosmtplib.SMTP, keep: bool) -> None:
+        if keep and client.is_connected:
+            pool.idle.append((client, self._monotonic()))
+        else:
+            self._discard(client)
+
+    @staticmethod
+    def _discard(client: aiosmtplib.SMTP) -> None:
+        with contextlib.suppress(Exception):
+            client.close()
+
+    async def _open(self, account: Account) -> aiosmtplib.SMTP | Outcome:
+        assert account.host is not None and account.port is not None
+        implicit_tls = account.port == 465 and account.use_tls is not False
+        client = aiosmtplib.SMTP(
+            hostname=account.host,
+            port=account.port,
+            local_hostname=self._local_hostname,
+            timeout=self._connect_timeout_s,
+            use_tls=implicit_tls,
+            start_tls=False,
+            validate_certs=account.tls_verify,
+            cert_bundle=account.tls_ca_file,
+        )
+        timeout = self._command_timeout_s
+        phase = Phase.CONNECT
+        try:
+            await client.connect()
+            phase = Phase.EHLO
+            await client.ehlo(timeout=timeout)
+            if not implicit_tls and account.use_tls is not False:
+                if client.supports_extension("starttls"):
+                    phase = Phase.STARTTLS
+                    await client.starttls(
+                        validate_certs=account.tls_verify,
+                        cert_bundle=account.tls_ca_file,
+                        timeout=timeout,
+                    )
+                    phase = Phase.EHLO
+                    await client.ehlo(timeout=timeout)
+                elif account.use_tls is True:
+                    self._discard(client)
+                    return AccountBroken("TLS required but the server does not offer STARTTLS")
+            if account.user and account.password:
+                if not client.supports_extension("auth"):
+                    self._discard(client)
+                    return AccountBroken("credentials configured but the server offers no AUTH")
+                phase = Phase.AUTH
+                await client.login(account.user, account.password, timeout=timeout)
+        except Exception as exc:
+            self._discard(client)
+            return _classify_exception(phase, exc)
+        return client
+
+    async def _transact(
+        self, client: aiosmtplib.SMTP, message: Outgoing, *, reused: bool
+    ) -> tuple[Outcome, bool, bool]:
+        """One mail transaction: (outcome, keep the connection, connection was stale)."""
+        rendered = message.rendered
+        timeout = self._command_timeout_s
+        phase = Phase.MAIL
+        options, encoding = (["SMTPUTF8"], "utf-8") if rendered.needs_smtputf8 else ([], "ascii")
+        if rendered.needs_smtputf8 and not client.supports_extension("smtputf8"):
+            return Permanent("the relay does not offer SMTPUTF8, needed by a non-ASCII address"), True, False
+        try:
+            await client.mail(rendered.sender, options=options, encoding=encoding, timeout=timeout)
+            phase = Phase.RCPT
+            refused: list[RefusedRecipient] = []
+            accepted = 0
+            for recipient in rendered.recipients:
+                try:
+                    await client.rcpt(recipient, encoding=encoding, timeout=timeout)
+                    accepted += 1
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    refused.append(RefusedRecipient(recipient, exc.code, exc.message))
+            if not accepted:
+                await client.rset(timeout=timeout)
+                return classify_refusals(tuple(refused)), True, False
+            phase = Phase.DATA
+            response = await client.data(rendered.content, timeout=self._data_timeout_s)
+            return Delivered(response.code, tuple(refused)), True, False
+        except Exception as exc:
+            outcome = _classify_exception(phase, exc)
+            replied = isinstance(exc, aiosmtplib.SMTPResponseException)
+            stale = reused and phase is Phase.MAIL and (
+                not replied or getattr(exc, "code", 0) == 421
+            )
+            keep = replied and getattr(exc, "code", 0) != 421 and await self._reset(client)
+            return outcome, keep, stale
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> bool:
+        try:
+            await client.rset(timeout=self._command_timeout_s)
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        pools, self._pools = self._pools, {}
+        clients = [client for pool in pools.values() for client, _ in pool.idle]
+
+        async def quit_politely(client: aiosmtplib.SMTP) -> None:
+            try:
+                await client.quit(timeout=5.0)
+            except Exception:
+                self._discard(client)
+
+        await asyncio.gather(*(quit_politely(c) for c in clients))
+
+
+__all__ = ["SmtpTransport"]

@@ -1,0 +1,58 @@
+"""The composition root: Settings → adapters → MailProxy. Nothing is wired at import."""
+
+from __future__ import annotations
+
+from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.memory import MemoryStore
+from mailproxy.adapters.smtp import SmtpTransport
+from mailproxy.adapters.sqlite import SqliteStore
+from mailproxy.config import Settings
+from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.retry import RetryPolicy
+from mailproxy.service import MailProxy
+
+
+def build_store(settings: Settings) -> MemoryStore | SqliteStore:
+    """``:memory:`` → the memory store; a file path → SQLite."""
+    db_path = settings.db_path
+    if db_path == ":memory:":
+        return MemoryStore()
+    if "://" in db_path:
+        raise InvalidInput(
+            "storage.db_path", f"unsupported storage.db_path: {db_path.split('://')[0]}:// URLs"
+        )
+    return SqliteStore(db_path, synchronous=settings.storage.synchronous)
+
+
+def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy:
+    """A MailProxy for ``settings``: its store, the SMTP and capture transports."""
+    store = build_store(settings)
+    delivery = settings.delivery
+    retry = settings.retry
+    return MailProxy(
+        store=store,
+        config=store,
+        outbox=store,
+        transports={
+            "smtp": SmtpTransport(
+                connect_timeout_s=delivery.connect_timeout_s,
+                command_timeout_s=delivery.command_timeout_s,
+                data_timeout_s=delivery.data_timeout_s,
+            ),
+            "capture": CaptureTransport(settings.capture_dir),
+        },
+        retry_policy=RetryPolicy(
+            base_delay_s=retry.base_delay_s,
+            factor=retry.factor,
+            max_delay_s=retry.max_delay_s,
+            jitter=retry.jitter,
+            max_retries=retry.max_retries,
+            max_age_s=retry.max_age_s,
+        ),
+        unknown_policy=delivery.unknown_policy,
+        max_concurrency=delivery.max_concurrency,
+        max_batch=delivery.max_batch,
+        lease_s=delivery.lease_s,
+        worker_id=settings.worker_id,
+        run_dispatcher=run_dispatcher,
+    )

@@ -1,0 +1,219 @@
+"""Settings: ``config.ini`` plus ``GMP_`` environment variables, validated once.
+
+The environment wins over the file. Variables are ``GMP_<SECTION>_<KEY>`` (e.g.
+``GMP_RETRY_BASE_DELAY_S``) plus the short forms ``GMP_API_TOKEN``, ``GMP_DB_PATH``,
+``GMP_HOST``, ``GMP_PORT`` and ``GMP_LOG_LEVEL``. An unknown section, key or ``GMP_``
+variable is an error that names it (``GMP_HOME`` belongs to the CLI and is ignored here).
+Only :mod:`mailproxy.bootstrap` reads Settings; adapters take plain arguments.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from mailproxy.domain.errors import InvalidInput
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_token: str | None = None
+
+
+class StorageSettings(_Section):
+    db_path: str | None = None
+    synchronous: Literal["full", "normal"] = "full"
+
+
+class DeliverySettings(_Section):
+    max_concurrency: int = 32
+    connect_timeout_s: float = 10.0
+    command_timeout_s: float = 30.0
+    data_timeout_s: float = 120.0
+    lease_s: float = 300.0
+    worker_id: str | None = None
+    capture_dir: str | None = None
+    unknown_policy: Literal["at_least_once", "at_most_once"] = "at_least_once"
+    max_batch: int = 1000
+
+
+class RetrySettings(_Section):
+    max_retries: int = 8
+    base_delay_s: float = 60.0
+    factor: float = 2.5
+    max_delay_s: float = 7200.0
+    jitter: float = 0.1
+    max_age_s: float = 172800.0
+
+
+class ReportingSettings(_Section):
+    sync_interval_s: float = 300.0
+    batch_size: int = 500
+    timeout_s: float = 10.0
+    retry_max_delay_s: float = 300.0
+    retention_s: float = 604800.0
+
+
+class AttachmentsSettings(_Section):
+    base_dir: str | None = None
+    allowed_roots: str | None = None
+    http_endpoint: str | None = None
+    http_auth_method: Literal["none", "bearer", "basic"] | None = None
+    http_auth_token: str | None = None
+    max_bytes: int = 26214400
+    max_total_bytes: int = 36700160
+    fetch_timeout_s: float = 30.0
+    cache_memory_max_items: int = 100
+    cache_memory_max_mb: float = 50.0
+    cache_disk_dir: str | None = None
+    cache_disk_max_mb: float = 500.0
+    cache_ttl_s: float = 3600.0
+
+
+class SecuritySettings(_Section):
+    encryption_key: str | None = None
+    egress_allow: str | None = None
+    metrics_public: bool = True
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console", "auto"] = "auto"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    retry: RetrySettings = RetrySettings()
+    reporting: ReportingSettings = ReportingSettings()
+    attachments: AttachmentsSettings = AttachmentsSettings()
+    security: SecuritySettings = SecuritySettings()
+    logging: LoggingSettings = LoggingSettings()
+    #: Where relative defaults (database, outbox) live: the config file's folder, or the
+    #: working directory.
+    instance_dir: str = "."
+    instance_name: str = "default"
+
+    @property
+    def db_path(self) -> str:
+        return self.storage.db_path or str(Path(self.instance_dir) / "mail_service.db")
+
+    @property
+    def capture_dir(self) -> Path:
+        if self.delivery.capture_dir:
+            return Path(self.delivery.capture_dir)
+        db = self.db_path
+        base = Path(self.instance_dir) if "://" in db or db == ":memory:" else Path(db).parent
+        return base / "outbox"
+
+    @property
+    def worker_id(self) -> str:
+        return self.delivery.worker_id or f"{socket.gethostname()}:{self.instance_name}"
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    f.name: f.type for f in msgspec.structs.fields(Settings) if isinstance(f.type, type)
+}
+SHORT_ENV = {
+    "GMP_API_TOKEN": ("server", "api_token"),
+    "GMP_DB_PATH": ("storage", "db_path"),
+    "GMP_HOST": ("server", "host"),
+    "GMP_PORT": ("server", "port"),
+    "GMP_LOG_LEVEL": ("logging", "level"),
+}
+CLI_ONLY_ENV = frozenset({"GMP_HOME"})
+
+
+def _keys(section: str) -> set[str]:
+    return {f.name for f in msgspec.structs.fields(SECTIONS[section])}
+
+
+def _env_key(name: str) -> tuple[str, str]:
+    if name in SHORT_ENV:
+        return SHORT_ENV[name]
+    rest = name.removeprefix("GMP_").lower()
+    for section in SECTIONS:
+        if rest.startswith(section + "_") and rest[len(section) + 1 :] in _keys(section):
+            return section, rest[len(section) + 1 :]
+    raise InvalidInput(name, f"unknown setting: {name}")
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    instance_name: str = "default",
+) -> Settings:
+    """Read ``config_file`` (if given) and the environment, validate, and return Settings.
+
+    Raises :class:`InvalidInput` naming the offending section/key or variable.
+    """
+    environ = os.environ if environ is None else environ
+    raw: dict[str, dict[str, Any]] = {}
+    instance_dir = "."
+    if config_file is not None:
+        path = Path(config_file)
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with path.open(encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except (OSError, configparser.Error) as exc:
+            raise InvalidInput(str(path), f"cannot read config file {path}: {exc}") from None
+        instance_dir = str(path.parent)
+        for section in parser.sections():
+            if section not in SECTIONS:
+                raise InvalidInput(section, f"unknown config section: [{section}]")
+            for key, value in parser.items(section):
+                if key not in _keys(section):
+                    raise InvalidInput(f"{section}.{key}", f"unknown setting: {section}.{key}")
+                raw.setdefault(section, {})[key] = value
+    for name, value in environ.items():
+        if not name.startswith("GMP_") or name in CLI_ONLY_ENV:
+            continue
+        section, key = _env_key(name)
+        raw.setdefault(section, {})[key] = value
+    sections: dict[str, Any] = {}
+    for section, values in raw.items():
+        cleaned = {k: (None if v == "" else v) for k, v in values.items()}
+        try:
+            sections[section] = msgspec.convert(cleaned, SECTIONS[section], strict=False)
+        except msgspec.ValidationError as exc:
+            text = str(exc).replace("`", "")
+            field = text.rsplit("$.", 1)[-1] if "$." in text else ""
+            where = f"{section}.{field}" if field else section
+            raise InvalidInput(where, f"invalid setting {where}: {text.split(' - at ')[0]}") from None
+    settings = Settings(**sections, instance_dir=instance_dir, instance_name=instance_name)
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    positive = {
+        "delivery.max_concurrency": settings.delivery.max_concurrency,
+        "delivery.max_batch": settings.delivery.max_batch,
+        "delivery.lease_s": settings.delivery.lease_s,
+        "retry.base_delay_s": settings.retry.base_delay_s,
+        "retry.max_delay_s": settings.retry.max_delay_s,
+        "retry.factor": settings.retry.factor,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise InvalidInput(key, f"invalid setting {key}: must be positive")
+    if settings.retry.max_retries < 0:
+        raise InvalidInput("retry.max_retries", "invalid setting retry.max_retries: not negative")
+    if not 0 <= settings.retry.jitter <= 1:
+        raise InvalidInput("retry.jitter", "invalid setting retry.jitter: 0..1")
+    if not 0 < settings.server.port < 65536:
+        raise InvalidInput("server.port", "invalid setting server.port: 1..65535")

@@ -1,0 +1,544 @@
+"""MailProxy: the library's front door and the only orchestrator.
+
+Use it with ``async with``::
+
+    async with MailProxy(store=store, config=store, outbox=store, transports=...) as proxy:
+        await proxy.put_tenant({"id": "acme"})
+        await proxy.put_account({"id": "main", "tenant_id": "acme", "kind": "capture"})
+        result = await proxy.submit([{...}], tenant_id="acme")
+
+Entering opens the stores, settles attempts a previous run left unfinished (an attempt
+found ``sending`` becomes ``unknown`` and follows the policy; a claim that never started
+is simply re-queued) and, unless ``run_dispatcher=False``, starts the dispatch loop.
+Deterministic tests drive delivery with :meth:`MailProxy.dispatch_once` and
+:meth:`MailProxy.run_until_idle` instead.
+
+Wake-ups are event-driven: a submit, a freed send slot and :meth:`run_now` wake the loop
+at once; a timer wakes it only for the earliest future due time. One message's unexpected
+exception is recorded as a temporary failure of that message and never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import msgspec
+
+from mailproxy.domain.errors import (
+    AttachmentUnavailable,
+    InvalidInput,
+    MailProxyError,
+    NotFound,
+    StorageError,
+)
+from mailproxy.domain.lifecycle import decide, initial_status
+from mailproxy.domain.mime import AttachmentContent, Outgoing, render
+from mailproxy.domain.model import (
+    DEFAULT_PRIORITY,
+    Account,
+    AttachmentRef,
+    Claim,
+    DeleteResult,
+    HistoryEntry,
+    MessagePage,
+    MessageSpec,
+    NewMessage,
+    QueuedMessage,
+    Rejection,
+    Status,
+    SubmitResult,
+    Tenant,
+    UnknownPolicy,
+)
+from mailproxy.domain.outcome import Outcome, Permanent, Temporary, Unknown
+from mailproxy.domain.retry import RetryPolicy
+from mailproxy.domain.validation import (
+    address_of,
+    decode_inline,
+    idna_domain,
+    parse_account,
+    parse_message,
+    parse_priority,
+    parse_tenant,
+)
+from mailproxy.ports.attachments import AttachmentSource
+from mailproxy.ports.store import ConfigStore, MessageStore, ReportOutbox
+from mailproxy.ports.transport import Transport
+
+log = logging.getLogger("mailproxy.service")
+
+#: How long a looked-up tenant or account is trusted before it is read again, so that a
+#: change made by another process sharing the database is seen within this delay.
+CONFIG_CACHE_S = 5.0
+
+
+class MailProxy:
+    """Accept, store, send and account for email messages. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: MessageStore,
+        config: ConfigStore,
+        outbox: ReportOutbox,
+        transports: Mapping[str, Transport],
+        attachment_sources: Sequence[AttachmentSource] = (),
+        retry_policy: RetryPolicy | None = None,
+        unknown_policy: UnknownPolicy = "at_least_once",
+        max_concurrency: int = 32,
+        max_batch: int = 1000,
+        lease_s: float = 300.0,
+        worker_id: str = "mailproxy",
+        shutdown_grace_s: float = 30.0,
+        run_dispatcher: bool = True,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        random_unit: Callable[[], float] = random.random,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        if max_concurrency < 1:
+            raise InvalidInput("max_concurrency", "invalid max_concurrency: at least 1")
+        self.store = store
+        self.config = config
+        self.outbox = outbox
+        self._transports = dict(transports)
+        self._sources = {mode: s for s in attachment_sources for mode in s.fetch_modes}
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.unknown_policy: UnknownPolicy = unknown_policy
+        self.max_concurrency = max_concurrency
+        self.max_batch = max_batch
+        self.lease_s = lease_s
+        self.worker_id = worker_id
+        self._shutdown_grace_s = shutdown_grace_s
+        self._run_dispatcher = run_dispatcher
+        self._clock = clock
+        self._monotonic = monotonic
+        self._random_unit = random_unit
+        self._new_id = new_id
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._tenant_cache: dict[str, tuple[float, Tenant | None]] = {}
+        self._account_cache: dict[str, tuple[float, list[Account]]] = {}
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def _stores(self) -> list[Any]:
+        unique: list[Any] = []
+        for part in (self.store, self.config, self.outbox):
+            if all(part is not seen for seen in unique):
+                unique.append(part)
+        return unique
+
+    async def __aenter__(self) -> Self:
+        for part in self._stores():
+            await part.open()
+        self._stopping = False
+        await self.recover()
+        if self._run_dispatcher:
+            self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="mailproxy-dispatch")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop claiming, let in-flight sends finish (up to the grace period), then close
+        transports and stores. Sends cut off by the grace period are settled at the next
+        start."""
+        self._stopping = True
+        self._wake.set()
+        if self._dispatcher is not None:
+            await self._dispatcher
+            self._dispatcher = None
+        if self._inflight:
+            _, late = await asyncio.wait(self._inflight, timeout=self._shutdown_grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        for transport in self._transports.values():
+            await transport.close()
+        for part in reversed(self._stores()):
+            await part.close()
+
+    async def recover(self) -> int:
+        """Settle leases this worker held before a restart, and expired ones: attempts that
+        had started become ``unknown`` (then follow the policy); claims that had not are
+        re-queued. Returns how many attempts were settled as unknown."""
+        claims = await self.store.recover(
+            owner=self.worker_id, now=self._clock(), lease_s=self.lease_s
+        )
+        for claim in claims:
+            reason = "the attempt was interrupted (process stopped or lease expired during the send)"
+            await self._settle(claim, Unknown(reason))
+        return len(claims)
+
+    # --- configuration ------------------------------------------------------------------
+
+    async def put_tenant(self, data: Mapping[str, Any] | Tenant) -> Tenant:
+        """Create or replace a tenant (validated; raises :class:`InvalidInput`)."""
+        tenant = data if isinstance(data, Tenant) else parse_tenant(data)
+        await self.config.put_tenant(tenant)
+        self._tenant_cache.pop(tenant.id, None)
+        return tenant
+
+    async def get_tenant(self, tenant_id: str) -> Tenant:
+        tenant = await self.config.get_tenant(tenant_id)
+        if tenant is None:
+            raise NotFound("tenant", tenant_id)
+        return tenant
+
+    async def list_tenants(self) -> list[Tenant]:
+        return await self.config.list_tenants()
+
+    async def delete_tenant(self, tenant_id: str) -> None:
+        if not await self.config.delete_tenant(tenant_id):
+            raise NotFound("tenant", tenant_id)
+        self._tenant_cache.pop(tenant_id, None)
+        self._account_cache.pop(tenant_id, None)
+
+    async def put_account(self, data: Mapping[str, Any] | Account) -> Account:
+        """Create or replace an account of an existing tenant. Nothing connects yet: a
+        wrong host or password shows up on the first attempt, as an account problem."""
+        account = data if isinstance(data, Account) else parse_account(data)
+        await self.get_tenant(account.tenant_id)
+        if account.kind not in self._transports:
+            raise InvalidInput("kind", f"invalid kind: no transport for {account.kind!r}")
+        await self.config.put_account(account)
+        self._account_cache.pop(account.tenant_id, None)
+        return account
+
+    async def list_accounts(self, tenant_id: str) -> list[Account]:
+        await self.get_tenant(tenant_id)
+        return await self.config.list_accounts(tenant_id)
+
+    async def delete_account(self, tenant_id: str, account_id: str) -> None:
+        if not await self.config.delete_account(tenant_id, account_id):
+            raise NotFound("account", f"{tenant_id}/{account_id}")
+        self._account_cache.pop(tenant_id, None)
+
+    async def _tenant(self, tenant_id: str) -> Tenant | None:
+        cached = self._tenant_cache.get(tenant_id)
+        if cached is not None and self._monotonic() - cached[0] < CONFIG_CACHE_S:
+            return cached[1]
+        tenant = await self.config.get_tenant(tenant_id)
+        self._tenant_cache[tenant_id] = (self._monotonic(), tenant)
+        return tenant
+
+    async def _accounts(self, tenant_id: str) -> list[Account]:
+        cached = self._account_cache.get(tenant_id)
+        if cached is not None and self._monotonic() - cached[0] < CONFIG_CACHE_S:
+            return cached[1]
+        accounts = await self.config.list_accounts(tenant_id)
+        self._account_cache[tenant_id] = (self._monotonic(), accounts)
+        return accounts
+
+    async def _account(self, tenant_id: str, account_id: str | None) -> Account | None:
+        accounts = await self._accounts(tenant_id)
+        if account_id is not None:
+            return next((a for a in accounts if a.id == account_id), None)
+        defaults = [a for a in accounts if a.is_default]
+        if defaults:
+            return defaults[0]
+        return accounts[0] if len(accounts) == 1 else None
+
+    # --- accepting messages -------------------------------------------------------------
+
+    async def submit(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tenant_id: str | None = None,
+        default_priority: int | str | None = None,
+    ) -> SubmitResult:
+        """Validate and queue a batch, per the HTTP API (add-messages); return queued and rejected.
+
+        ``tenant_id`` scopes the call: messages may omit their ``tenant_id`` and may not name
+        another. Each bad message is rejected with a reason naming the problem while the
+        others are queued; the accepted ones are committed in one transaction before this
+        returns. A malformed batch (not a list, too long, bad ``default_priority``) raises
+        :class:`InvalidInput` and queues nothing.
+        """
+        if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+            raise InvalidInput("messages", "invalid messages: expected a list")
+        if len(messages) > self.max_batch:
+            raise InvalidInput(
+                "messages", f"too many messages: at most {self.max_batch} per request"
+            )
+        default = (
+            DEFAULT_PRIORITY
+            if default_priority is None
+            else parse_priority(default_priority, "default_priority")
+        )
+        now = self._clock()
+        accepted: list[NewMessage] = []
+        rejected: list[Rejection] = []
+        seen: set[tuple[str, str]] = set()
+        for raw in messages:
+            raw_id = raw.get("id") if isinstance(raw, Mapping) else None
+            try:
+                new = await self._prepare(raw, tenant_id, int(default), now)
+            except InvalidInput as exc:
+                rejected.append(Rejection(raw_id if isinstance(raw_id, str) else "", exc.reason))
+                continue
+            if (new.tenant_id, new.id) in seen:
+                rejected.append(Rejection(new.id, "duplicate id in request"))
+                continue
+            seen.add((new.tenant_id, new.id))
+            accepted.append(new)
+        refused = await self.store.enqueue(accepted, now) if accepted else []
+        if len(refused) < len(accepted):
+            self._wake.set()
+        return SubmitResult(queued=len(accepted) - len(refused), rejected=rejected + refused)
+
+    async def send(self, message: Mapping[str, Any], *, tenant_id: str | None = None) -> str:
+        """Queue one message; return its ``Message-ID``. Raises :class:`InvalidInput` (the
+        reason names the field) when it is rejected."""
+        result = await self.submit([message], tenant_id=tenant_id)
+        if result.rejected:
+            raise InvalidInput("message", result.rejected[0].reason)
+        stored = await self.store.get_message(
+            tenant_id or str(message.get("tenant_id")), str(message["id"])
+        )
+        assert stored is not None
+        return stored.message_id
+
+    async def _prepare(
+        self, raw: object, scope_tenant: str | None, default_priority: int, now: float
+    ) -> NewMessage:
+        spec = parse_message(raw)
+        if scope_tenant is not None and spec.tenant_id not in (None, scope_tenant):
+            raise InvalidInput("tenant_id", "invalid tenant_id: another tenant than the caller's")
+        tenant_id = spec.tenant_id or scope_tenant
+        if tenant_id is None:
+            raise InvalidInput("tenant_id", "missing tenant_id")
+        tenant = await self._tenant(tenant_id)
+        if tenant is None:
+            raise InvalidInput("tenant_id", "unknown tenant")
+        account = await self._account(tenant_id, spec.account_id)
+        if account is None:
+            if spec.account_id is None:
+                raise InvalidInput("account_id", "no default account")
+            raise InvalidInput("account_id", "account not found for tenant")
+        for ref in spec.attachments:
+            self._check_attachment(tenant, ref)
+        status, due_ts = initial_status(spec.deferred_ts, now)
+        sender_domain = address_of(spec.from_).rpartition("@")[2]
+        message_id = spec.message_id or f"{self._new_id()}@{idna_domain(sender_domain)}"
+        return NewMessage(
+            tenant_id=tenant_id,
+            id=spec.id,
+            account_id=account.id,
+            priority=spec.priority if spec.priority is not None else default_priority,
+            status=status,
+            due_ts=due_ts,
+            batch_code=spec.batch_code,
+            message_id=message_id,
+            date_ts=now,
+            spec=msgspec.structs.replace(spec, tenant_id=tenant_id, account_id=account.id),
+        )
+
+    def _check_attachment(self, tenant: Tenant, ref: AttachmentRef) -> None:
+        if ref.fetch_mode == "base64":
+            return
+        source = self._sources.get(ref.fetch_mode)
+        if source is None:
+            raise InvalidInput(
+                "attachments", f"attachment source not configured: {ref.fetch_mode}"
+            )
+        source.check(tenant, ref)
+
+    # --- reading and deleting -----------------------------------------------------------
+
+    async def get_message(self, tenant_id: str, message_id: str) -> QueuedMessage:
+        message = await self.store.get_message(tenant_id, message_id)
+        if message is None:
+            raise NotFound("message", message_id)
+        return message
+
+    async def message_history(self, tenant_id: str, message_id: str) -> list[HistoryEntry]:
+        await self.get_message(tenant_id, message_id)
+        return await self.store.history(tenant_id, message_id)
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        statuses: Collection[Status] = (),
+        batch_code: str | None = None,
+        active_only: bool = False,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> MessagePage:
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit", "invalid limit: 1..1000")
+        if cursor is not None and not cursor.isdigit():
+            raise InvalidInput("cursor", "invalid cursor")
+        return await self.store.list_messages(
+            tenant_id, statuses=statuses, batch_code=batch_code, active_only=active_only,
+            limit=limit, cursor=cursor,
+        )  # fmt: skip
+
+    async def delete_messages(self, tenant_id: str, ids: Sequence[str]) -> DeleteResult:
+        return await self.store.delete_messages(tenant_id, ids)
+
+    async def counts(self, tenant_id: str | None = None) -> dict[Status, int]:
+        return await self.store.count_by_status(tenant_id)
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    def run_now(self) -> None:
+        """Wake the dispatcher at once."""
+        self._wake.set()
+
+    async def dispatch_once(self) -> int:
+        """Claim what is due now (up to ``max_concurrency``), attempt it, and wait until
+        every attempt is settled. Returns how many messages were attempted."""
+        claims = await self.store.claim_due(
+            now=self._clock(), limit=self.max_concurrency, owner=self.worker_id,
+            lease_s=self.lease_s,
+        )  # fmt: skip
+        await asyncio.gather(*(self._attempt(claim) for claim in claims))
+        return len(claims)
+
+    async def run_until_idle(self) -> int:
+        """Dispatch until nothing is due at the current clock; return the attempts made."""
+        total = 0
+        while attempted := await self.dispatch_once():
+            total += attempted
+        return total
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self.max_concurrency - len(self._inflight)
+            claimed = 0
+            if free > 0:
+                try:
+                    claims = await self.store.claim_due(
+                        now=self._clock(), limit=free, owner=self.worker_id,
+                        lease_s=self.lease_s,
+                    )  # fmt: skip
+                except MailProxyError as exc:
+                    log.error("dispatch.claim_failed: %s", exc)
+                    await self._sleep(1.0)
+                    continue
+                for claim in claims:
+                    task = asyncio.create_task(self._attempt(claim))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._attempt_done)
+                claimed = len(claims)
+            if self._stopping or (free > 0 and claimed == free):
+                continue
+            await self._sleep(await self._idle_timeout())
+
+    def _attempt_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()
+
+    async def _idle_timeout(self) -> float | None:
+        if len(self._inflight) >= self.max_concurrency:
+            return None  # a finishing attempt wakes the loop
+        try:
+            due = await self.store.next_due_ts()
+        except MailProxyError as exc:
+            log.error("dispatch.next_due_failed: %s", exc)
+            return 1.0
+        return None if due is None else max(0.0, due - self._clock())
+
+    async def _sleep(self, timeout: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _attempt(self, claim: Claim) -> None:
+        message = claim.message
+        try:
+            outcome = await self._try_send(claim)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("dispatch.unexpected_error message=%s", message.id)
+            outcome = Temporary(f"internal error: {type(exc).__name__}: {exc}")
+        if outcome is not None:
+            await self._settle(claim, outcome)
+
+    async def _try_send(self, claim: Claim) -> Outcome | None:
+        message = claim.message
+        account = await self._account(message.tenant_id, message.account_id)
+        if account is None:
+            return Permanent("account not found for tenant")
+        transport = self._transports.get(account.kind)
+        if transport is None:
+            return Permanent(f"no transport for account kind {account.kind!r}")
+        try:
+            attachments = await self._attachments(message.tenant_id, message.spec)
+            rendered = render(
+                message.spec, message_id=message.message_id, date_ts=message.date_ts,
+                attachments=attachments,
+            )  # fmt: skip
+        except InvalidInput as exc:
+            return Permanent(f"message refused before sending: {exc}")
+        except AttachmentUnavailable as exc:
+            return Temporary(str(exc)) if exc.temporary else Permanent(str(exc))
+        if not await self.store.mark_sending(claim.lease, self._clock()):
+            log.warning("dispatch.lease_lost message=%s", message.id)
+            return None
+        started = self._monotonic()
+        outcome = await transport.send(
+            account, Outgoing(tenant_id=message.tenant_id, id=message.id, rendered=rendered)
+        )
+        log.info(
+            "delivery.attempt tenant=%s account=%s message=%s outcome=%s attempt=%d duration_ms=%.1f",
+            message.tenant_id, account.id, message.id, type(outcome).__name__.lower(),
+            message.attempts + 1, (self._monotonic() - started) * 1000,
+        )  # fmt: skip
+        return outcome
+
+    async def _attachments(self, tenant_id: str, spec: MessageSpec) -> list[AttachmentContent]:
+        contents = []
+        for ref in spec.attachments:
+            if ref.fetch_mode == "base64":
+                content = decode_inline(ref.storage_path)
+            else:
+                tenant = await self._tenant(tenant_id)
+                source = self._sources.get(ref.fetch_mode)
+                if tenant is None or source is None:
+                    raise AttachmentUnavailable(
+                        ref.filename, f"no source for {ref.fetch_mode}", temporary=False
+                    )
+                content = await source.fetch(tenant, ref)
+            contents.append(AttachmentContent(ref.filename, content, ref.mime_type))
+        return contents
+
+    async def _settle(self, claim: Claim, outcome: Outcome) -> None:
+        message = claim.message
+        tenant = await self._tenant(message.tenant_id)
+        policy = (tenant.unknown_policy if tenant else None) or self.unknown_policy
+        now = self._clock()
+        transition = decide(
+            message, outcome, now=now, policy=self.retry_policy, unknown_policy=policy,
+            jitter_sample=self._random_unit() * 2.0 - 1.0, event_id=self._new_id(),
+        )  # fmt: skip
+        try:
+            applied = await self.store.complete(claim.lease, transition, now)
+        except StorageError as exc:
+            log.error("dispatch.complete_failed message=%s: %s", message.id, exc)
+            return
+        if not applied:
+            log.warning("dispatch.lease_lost message=%s", message.id)
+        elif transition.status is not Status.SENT and transition.status is not Status.ERROR:
+            self._wake.set()  # a retry may be due earlier than the current timer
