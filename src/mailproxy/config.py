@@ -25,18 +25,18 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class ServerSettings(_Section):
+class ServerSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
     api_token: str | None = None
 
 
-class StorageSettings(_Section):
+class StorageSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     db_path: str | None = None
     synchronous: Literal["full", "normal"] = "full"
 
 
-class DeliverySettings(_Section):
+class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_concurrency: int = 32
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 30.0
@@ -48,7 +48,7 @@ class DeliverySettings(_Section):
     max_batch: int = 1000
 
 
-class RetrySettings(_Section):
+class RetrySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_retries: int = 8
     base_delay_s: float = 60.0
     factor: float = 2.5
@@ -57,7 +57,7 @@ class RetrySettings(_Section):
     max_age_s: float = 172800.0
 
 
-class ReportingSettings(_Section):
+class ReportingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     sync_interval_s: float = 300.0
     batch_size: int = 500
     timeout_s: float = 10.0
@@ -65,7 +65,7 @@ class ReportingSettings(_Section):
     retention_s: float = 604800.0
 
 
-class AttachmentsSettings(_Section):
+class AttachmentsSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     base_dir: str | None = None
     allowed_roots: str | None = None
     http_endpoint: str | None = None
@@ -81,13 +81,13 @@ class AttachmentsSettings(_Section):
     cache_ttl_s: float = 3600.0
 
 
-class SecuritySettings(_Section):
+class SecuritySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     encryption_key: str | None = None
     egress_allow: str | None = None
     metrics_public: bool = True
 
 
-class LoggingSettings(_Section):
+class LoggingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console", "auto"] = "auto"
 
@@ -193,7 +193,9 @@ def load_settings(
             text = str(exc).replace("`", "")
             field = text.rsplit("$.", 1)[-1] if "$." in text else ""
             where = f"{section}.{field}" if field else section
-            raise InvalidInput(where, f"invalid setting {where}: {text.split(' - at ')[0]}") from None
+            raise InvalidInput(
+                where, f"invalid setting {where}: {text.split(' - at ')[0]}"
+            ) from None
     settings = Settings(**sections, instance_dir=instance_dir, instance_name=instance_name)
     _check(settings)
     return settings

@@ -183,7 +183,9 @@ class MailProxy:
             owner=self.worker_id, now=self._clock(), lease_s=self.lease_s
         )
         for claim in claims:
-            reason = "the attempt was interrupted (process stopped or lease expired during the send)"
+            reason = (
+                "the attempt was interrupted (process stopped or lease expired during the send)"
+            )
             await self._settle(claim, Unknown(reason))
         return len(claims)
 
@@ -357,9 +359,7 @@ class MailProxy:
             return
         source = self._sources.get(ref.fetch_mode)
         if source is None:
-            raise InvalidInput(
-                "attachments", f"attachment source not configured: {ref.fetch_mode}"
-            )
+            raise InvalidInput("attachments", f"attachment source not configured: {ref.fetch_mode}")
         source.check(tenant, ref)
 
     # --- reading and deleting -----------------------------------------------------------
@@ -389,9 +389,13 @@ class MailProxy:
         if cursor is not None and not cursor.isdigit():
             raise InvalidInput("cursor", "invalid cursor")
         return await self.store.list_messages(
-            tenant_id, statuses=statuses, batch_code=batch_code, active_only=active_only,
-            limit=limit, cursor=cursor,
-        )  # fmt: skip
+            tenant_id,
+            statuses=statuses,
+            batch_code=batch_code,
+            active_only=active_only,
+            limit=limit,
+            cursor=cursor,
+        )
 
     async def delete_messages(self, tenant_id: str, ids: Sequence[str]) -> DeleteResult:
         return await self.store.delete_messages(tenant_id, ids)
@@ -409,9 +413,11 @@ class MailProxy:
         """Claim what is due now (up to ``max_concurrency``), attempt it, and wait until
         every attempt is settled. Returns how many messages were attempted."""
         claims = await self.store.claim_due(
-            now=self._clock(), limit=self.max_concurrency, owner=self.worker_id,
+            now=self._clock(),
+            limit=self.max_concurrency,
+            owner=self.worker_id,
             lease_s=self.lease_s,
-        )  # fmt: skip
+        )
         await asyncio.gather(*(self._attempt(claim) for claim in claims))
         return len(claims)
 
@@ -430,9 +436,11 @@ class MailProxy:
             if free > 0:
                 try:
                     claims = await self.store.claim_due(
-                        now=self._clock(), limit=free, owner=self.worker_id,
+                        now=self._clock(),
+                        limit=free,
+                        owner=self.worker_id,
                         lease_s=self.lease_s,
-                    )  # fmt: skip
+                    )
                 except MailProxyError as exc:
                     log.error("dispatch.claim_failed: %s", exc)
                     await self._sleep(1.0)
@@ -460,9 +468,10 @@ class MailProxy:
             return 1.0
         return None if due is None else max(0.0, due - self._clock())
 
-    async def _sleep(self, timeout: float | None) -> None:
+    async def _sleep(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _attempt(self, claim: Claim) -> None:
         message = claim.message
@@ -487,9 +496,11 @@ class MailProxy:
         try:
             attachments = await self._attachments(message.tenant_id, message.spec)
             rendered = render(
-                message.spec, message_id=message.message_id, date_ts=message.date_ts,
+                message.spec,
+                message_id=message.message_id,
+                date_ts=message.date_ts,
                 attachments=attachments,
-            )  # fmt: skip
+            )
         except InvalidInput as exc:
             return Permanent(f"message refused before sending: {exc}")
         except AttachmentUnavailable as exc:
@@ -502,10 +513,14 @@ class MailProxy:
             account, Outgoing(tenant_id=message.tenant_id, id=message.id, rendered=rendered)
         )
         log.info(
-            "delivery.attempt tenant=%s account=%s message=%s outcome=%s attempt=%d duration_ms=%.1f",
-            message.tenant_id, account.id, message.id, type(outcome).__name__.lower(),
-            message.attempts + 1, (self._monotonic() - started) * 1000,
-        )  # fmt: skip
+            "delivery.attempt tenant=%s account=%s message=%s outcome=%s attempt=%d ms=%.1f",
+            message.tenant_id,
+            account.id,
+            message.id,
+            type(outcome).__name__.lower(),
+            message.attempts + 1,
+            (self._monotonic() - started) * 1000,
+        )
         return outcome
 
     async def _attachments(self, tenant_id: str, spec: MessageSpec) -> list[AttachmentContent]:
@@ -530,9 +545,14 @@ class MailProxy:
         policy = (tenant.unknown_policy if tenant else None) or self.unknown_policy
         now = self._clock()
         transition = decide(
-            message, outcome, now=now, policy=self.retry_policy, unknown_policy=policy,
-            jitter_sample=self._random_unit() * 2.0 - 1.0, event_id=self._new_id(),
-        )  # fmt: skip
+            message,
+            outcome,
+            now=now,
+            policy=self.retry_policy,
+            unknown_policy=policy,
+            jitter_sample=self._random_unit() * 2.0 - 1.0,
+            event_id=self._new_id(),
+        )
         try:
             applied = await self.store.complete(claim.lease, transition, now)
         except StorageError as exc:

@@ -31,7 +31,12 @@ class CaptureTransport:
         self.root = Path(root)
 
     def path_for(self, tenant_id: str, account_id: str, message_id: str) -> Path:
-        return self.root / safe_name(tenant_id) / safe_name(account_id) / f"{safe_name(message_id)}.eml"
+        return (
+            self.root
+            / safe_name(tenant_id)
+            / safe_name(account_id)
+            / f"{safe_name(message_id)}.eml"
+        )
 
     async def send(self, account: Account, message: Outgoing) -> Outcome:
         path = self.path_for(message.tenant_id, account.id, message.id)

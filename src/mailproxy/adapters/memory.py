@@ -87,18 +87,21 @@ class MemoryStore:
                 self._next_pk += 1
                 self._keys[(new.tenant_id, new.id)] = pk
             message = QueuedMessage(
-                pk=pk, seq=self._next_seq, attempts=0, possible_duplicate=False,
-                created_ts=now, updated_ts=now, **msgspec.structs.asdict(new),
-            )  # fmt: skip
+                pk=pk,
+                seq=self._next_seq,
+                attempts=0,
+                possible_duplicate=False,
+                created_ts=now,
+                updated_ts=now,
+                **msgspec.structs.asdict(new),
+            )
             self._next_seq += 1
             self._messages[pk] = message
             self._history.setdefault(pk, []).append(HistoryEntry("queued", now))
             self._push(message)
         return rejected
 
-    async def claim_due(
-        self, *, now: float, limit: int, owner: str, lease_s: float
-    ) -> list[Claim]:
+    async def claim_due(self, *, now: float, limit: int, owner: str, lease_s: float) -> list[Claim]:
         claims: list[Claim] = []
         not_due: list[tuple[int, int, int]] = []
         token = uuid.uuid4().hex
@@ -114,9 +117,14 @@ class MemoryStore:
                 continue
             lease = Lease(message.pk, owner, token, now + lease_s)
             claimed = replace(
-                message, status=Status.SENDING, lease_owner=owner, lease_token=token,
-                lease_expires_ts=lease.expires_ts, attempt_open=False, updated_ts=now,
-            )  # fmt: skip
+                message,
+                status=Status.SENDING,
+                lease_owner=owner,
+                lease_token=token,
+                lease_expires_ts=lease.expires_ts,
+                attempt_open=False,
+                updated_ts=now,
+            )
             self._messages[message.pk] = claimed
             claims.append(Claim(claimed, lease))
         for entry in not_due:
@@ -136,7 +144,9 @@ class MemoryStore:
         if message is None:
             return False
         self._messages[lease.pk] = replace(message, attempt_open=True, updated_ts=now)
-        self._history[lease.pk].append(HistoryEntry("sending", now, f"attempt {message.attempts + 1}"))
+        self._history[lease.pk].append(
+            HistoryEntry("sending", now, f"attempt {message.attempts + 1}")
+        )
         return True
 
     async def complete(self, lease: Lease, transition: Transition, now: float) -> bool:
@@ -145,21 +155,29 @@ class MemoryStore:
             return False
         updated = replace(
             message,
-            status=transition.status, due_ts=transition.due_ts, attempts=transition.attempts,
-            possible_duplicate=transition.possible_duplicate, error=transition.error,
+            status=transition.status,
+            due_ts=transition.due_ts,
+            attempts=transition.attempts,
+            possible_duplicate=transition.possible_duplicate,
+            error=transition.error,
             smtp_code=transition.smtp_code,
             sent_ts=transition.sent_ts if transition.sent_ts is not None else message.sent_ts,
             error_ts=transition.error_ts if transition.error_ts is not None else message.error_ts,
-            lease_owner=None, lease_token=None, lease_expires_ts=None, attempt_open=False,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_ts=None,
+            attempt_open=False,
             updated_ts=now,
-        )  # fmt: skip
+        )
         self._messages[lease.pk] = updated
         if transition.history is not None:
             self._history[lease.pk].append(transition.history)
         for event in transition.events:
             seq = self._next_report
             self._next_report += 1
-            self._reports.append(_Report(seq, message.tenant_id, lease.pk, StoredReport(seq, event)))
+            self._reports.append(
+                _Report(seq, message.tenant_id, lease.pk, StoredReport(seq, event))
+            )
         self._push(updated)
         return True
 
@@ -173,9 +191,14 @@ class MemoryStore:
     def _requeue(self, message: QueuedMessage, now: float) -> None:
         status = requeue_status(message.attempts, message.due_ts, now)
         updated = replace(
-            message, status=status, lease_owner=None, lease_token=None,
-            lease_expires_ts=None, attempt_open=False, updated_ts=now,
-        )  # fmt: skip
+            message,
+            status=status,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_ts=None,
+            attempt_open=False,
+            updated_ts=now,
+        )
         self._messages[message.pk] = updated
         self._push(updated)
 

@@ -91,9 +91,16 @@ class SmtpTransport:
     @staticmethod
     def _key(account: Account) -> _PoolKey:
         return (
-            account.tenant_id, account.id, account.host, account.port, account.user,
-            account.password, account.use_tls, account.tls_verify, account.tls_ca_file,
-        )  # fmt: skip
+            account.tenant_id,
+            account.id,
+            account.host,
+            account.port,
+            account.user,
+            account.password,
+            account.use_tls,
+            account.tls_verify,
+            account.tls_ca_file,
+        )
 
     def _pool(self, account: Account) -> _Pool:
         key = self._key(account)
@@ -140,7 +147,8 @@ class SmtpTransport:
             client.close()
 
     async def _open(self, account: Account) -> aiosmtplib.SMTP | Outcome:
-        assert account.host is not None and account.port is not None
+        assert account.host is not None
+        assert account.port is not None
         implicit_tls = account.port == 465 and account.use_tls is not False
         client = aiosmtplib.SMTP(
             hostname=account.host,
@@ -191,7 +199,11 @@ class SmtpTransport:
         phase = Phase.MAIL
         options, encoding = (["SMTPUTF8"], "utf-8") if rendered.needs_smtputf8 else ([], "ascii")
         if rendered.needs_smtputf8 and not client.supports_extension("smtputf8"):
-            return Permanent("the relay does not offer SMTPUTF8, needed by a non-ASCII address"), True, False
+            return (
+                Permanent("the relay does not offer SMTPUTF8, needed by a non-ASCII address"),
+                True,
+                False,
+            )
         try:
             await client.mail(rendered.sender, options=options, encoding=encoding, timeout=timeout)
             phase = Phase.RCPT
@@ -212,8 +224,8 @@ class SmtpTransport:
         except Exception as exc:
             outcome = _classify_exception(phase, exc)
             replied = isinstance(exc, aiosmtplib.SMTPResponseException)
-            stale = reused and phase is Phase.MAIL and (
-                not replied or getattr(exc, "code", 0) == 421
+            stale = (
+                reused and phase is Phase.MAIL and (not replied or getattr(exc, "code", 0) == 421)
             )
             keep = replied and getattr(exc, "code", 0) != 421 and await self._reset(client)
             return outcome, keep, stale

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -66,64 +67,120 @@ _encode = msgspec.json.encode
 
 def _message(row: tuple[Any, ...]) -> QueuedMessage:
     return QueuedMessage(
-        pk=row[0], tenant_id=row[1], id=row[2], account_id=row[3], priority=row[4], seq=row[5],
-        status=Status(row[6]), due_ts=row[7], batch_code=row[8], message_id=row[9],
-        date_ts=row[10], spec=_spec_decoder.decode(row[11]), attempts=row[12],
-        possible_duplicate=bool(row[13]), created_ts=row[14], updated_ts=row[15],
-        sent_ts=row[16], error_ts=row[17], error=row[18], smtp_code=row[19],
-        lease_owner=row[20], lease_token=row[21], lease_expires_ts=row[22],
+        pk=row[0],
+        tenant_id=row[1],
+        id=row[2],
+        account_id=row[3],
+        priority=row[4],
+        seq=row[5],
+        status=Status(row[6]),
+        due_ts=row[7],
+        batch_code=row[8],
+        message_id=row[9],
+        date_ts=row[10],
+        spec=_spec_decoder.decode(row[11]),
+        attempts=row[12],
+        possible_duplicate=bool(row[13]),
+        created_ts=row[14],
+        updated_ts=row[15],
+        sent_ts=row[16],
+        error_ts=row[17],
+        error=row[18],
+        smtp_code=row[19],
+        lease_owner=row[20],
+        lease_token=row[21],
+        lease_expires_ts=row[22],
         attempt_open=bool(row[23]),
-    )  # fmt: skip
+    )
 
 
 # --- migrations -------------------------------------------------------------------------
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["tenants"].create({"id": str, "data": bytes}, pk="id", not_null=["data"])
-    db["accounts"].create(
+    table = db.table
+    table("tenants").create({"id": str, "data": bytes}, pk="id", not_null=["data"])
+    table("accounts").create(
         {"tenant_id": str, "id": str, "data": bytes},
         pk=("tenant_id", "id"),
         not_null=["data"],
     )
-    db["messages"].create(
+    table("messages").create(
         {
-            "pk": int, "tenant_id": str, "id": str, "account_id": str, "priority": int,
-            "seq": int, "status": str, "due_ts": float, "batch_code": str, "message_id": str,
-            "date_ts": float, "spec": bytes, "attempts": int, "possible_duplicate": int,
-            "created_ts": float, "updated_ts": float, "sent_ts": float, "error_ts": float,
-            "final_ts": float, "error": str, "smtp_code": int, "lease_owner": str,
-            "lease_token": str, "lease_expires_ts": float, "attempt_open": int,
-        },  # fmt: skip
+            "pk": int,
+            "tenant_id": str,
+            "id": str,
+            "account_id": str,
+            "priority": int,
+            "seq": int,
+            "status": str,
+            "due_ts": float,
+            "batch_code": str,
+            "message_id": str,
+            "date_ts": float,
+            "spec": bytes,
+            "attempts": int,
+            "possible_duplicate": int,
+            "created_ts": float,
+            "updated_ts": float,
+            "sent_ts": float,
+            "error_ts": float,
+            "final_ts": float,
+            "error": str,
+            "smtp_code": int,
+            "lease_owner": str,
+            "lease_token": str,
+            "lease_expires_ts": float,
+            "attempt_open": int,
+        },
         pk="pk",
-        not_null=["tenant_id", "id", "account_id", "priority", "seq", "status", "due_ts",
-                  "message_id", "date_ts", "spec", "attempts", "possible_duplicate",
-                  "attempt_open"],  # fmt: skip
+        not_null=[
+            "tenant_id",
+            "id",
+            "account_id",
+            "priority",
+            "seq",
+            "status",
+            "due_ts",
+            "message_id",
+            "date_ts",
+            "spec",
+            "attempts",
+            "possible_duplicate",
+            "attempt_open",
+        ],
         defaults={"attempts": 0, "possible_duplicate": 0, "attempt_open": 0},
     )
-    db["messages"].create_index(["tenant_id", "id"], unique=True)
-    db["messages"].create_index(["tenant_id", "seq"])
+    table("messages").create_index(["tenant_id", "id"], unique=True)
+    table("messages").create_index(["tenant_id", "seq"])
     db.execute(
         f"CREATE INDEX messages_queue ON messages(priority, seq) WHERE status IN {_QUEUED_SQL}"
     )
     db.execute(f"CREATE INDEX messages_due ON messages(due_ts) WHERE status IN {_QUEUED_SQL}")
     db.execute("CREATE INDEX messages_leased ON messages(lease_owner) WHERE status = 'sending'")
-    db["history"].create(
+    table("history").create(
         {"pk": int, "message_pk": int, "event": str, "ts": float, "detail": str},
         pk="pk",
         not_null=["message_pk", "event", "ts"],
     )
-    db["history"].create_index(["message_pk"])
-    db["reports"].create(
-        {"seq": int, "event_id": str, "tenant_id": str, "message_pk": int, "payload": bytes,
-         "created_ts": float, "acked_ts": float},  # fmt: skip
+    table("history").create_index(["message_pk"])
+    table("reports").create(
+        {
+            "seq": int,
+            "event_id": str,
+            "tenant_id": str,
+            "message_pk": int,
+            "payload": bytes,
+            "created_ts": float,
+            "acked_ts": float,
+        },
         pk="seq",
         not_null=["event_id", "tenant_id", "message_pk", "payload", "created_ts"],
     )
-    db["reports"].create_index(["event_id"], unique=True)
-    db["reports"].create_index(["message_pk"])
+    table("reports").create_index(["event_id"], unique=True)
+    table("reports").create_index(["message_pk"])
     db.execute("CREATE INDEX reports_pending ON reports(tenant_id, seq) WHERE acked_ts IS NULL")
-    db["counters"].create({"name": str, "value": int}, pk="name", not_null=["value"])
+    table("counters").create({"name": str, "value": int}, pk="name", not_null=["value"])
     db.execute("INSERT INTO counters (name, value) VALUES ('seq', 0)")
 
 
@@ -240,7 +297,9 @@ class SqliteStore:
             batch, self._pending = self._pending, []
             conn = self._connection()
             try:
-                results = await self._in_thread(lambda: self._apply(conn, [f for f, _ in batch]))
+                results = await self._in_thread(
+                    functools.partial(self._apply, conn, [f for f, _ in batch])
+                )
             except Exception as exc:
                 error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
                 for _, future in batch:
@@ -266,7 +325,9 @@ class SqliteStore:
                     results.append((True, write(conn)))
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
-                    error = StorageError(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc
+                    error = (
+                        StorageError(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc
+                    )
                     results.append((False, error))
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
@@ -301,10 +362,22 @@ class SqliteStore:
                     "sent_ts = NULL, error_ts = NULL, final_ts = NULL, error = NULL, "
                     "smtp_code = NULL, lease_owner = NULL, lease_token = NULL, "
                     "lease_expires_ts = NULL, attempt_open = 0 "
-                    f"WHERE status NOT IN ('sent', 'sending', 'unknown') RETURNING pk",
-                    (new.tenant_id, new.id, new.account_id, new.priority, seq, new.status.value,
-                     new.due_ts, new.batch_code, new.message_id, new.date_ts, _encode(new.spec),
-                     now, now),  # fmt: skip
+                    "WHERE status NOT IN ('sent', 'sending', 'unknown') RETURNING pk",
+                    (
+                        new.tenant_id,
+                        new.id,
+                        new.account_id,
+                        new.priority,
+                        seq,
+                        new.status.value,
+                        new.due_ts,
+                        new.batch_code,
+                        new.message_id,
+                        new.date_ts,
+                        _encode(new.spec),
+                        now,
+                        now,
+                    ),
                 ).fetchone()
                 if row is None:
                     (status,) = conn.execute(
@@ -321,9 +394,7 @@ class SqliteStore:
 
         return await self._write(write)
 
-    async def claim_due(
-        self, *, now: float, limit: int, owner: str, lease_s: float
-    ) -> list[Claim]:
+    async def claim_due(self, *, now: float, limit: int, owner: str, lease_s: float) -> list[Claim]:
         token = uuid.uuid4().hex
         expires = now + lease_s
 
@@ -369,9 +440,21 @@ class SqliteStore:
                 "final_ts = ?, lease_owner = NULL, lease_token = NULL, lease_expires_ts = NULL, "
                 "attempt_open = 0, updated_ts = ? "
                 "WHERE pk = ? AND lease_token = ? AND status = 'sending' RETURNING tenant_id",
-                (t.status.value, t.due_ts, t.attempts, int(t.possible_duplicate), t.error,
-                 t.smtp_code, t.sent_ts, t.error_ts, final_ts, now, lease.pk, lease.token),
-            ).fetchone()  # fmt: skip
+                (
+                    t.status.value,
+                    t.due_ts,
+                    t.attempts,
+                    int(t.possible_duplicate),
+                    t.error,
+                    t.smtp_code,
+                    t.sent_ts,
+                    t.error_ts,
+                    final_ts,
+                    now,
+                    lease.pk,
+                    lease.token,
+                ),
+            ).fetchone()
             if row is None:
                 return False
             if t.history is not None:
@@ -389,7 +472,9 @@ class SqliteStore:
         return await self._write(write)
 
     @staticmethod
-    def _requeue(conn: sqlite3.Connection, pk: int, attempts: int, due_ts: float, now: float) -> None:
+    def _requeue(
+        conn: sqlite3.Connection, pk: int, attempts: int, due_ts: float, now: float
+    ) -> None:
         conn.execute(
             "UPDATE messages SET status = ?, lease_owner = NULL, lease_token = NULL, "
             "lease_expires_ts = NULL, attempt_open = 0, updated_ts = ? WHERE pk = ?",
@@ -588,9 +673,12 @@ class SqliteStore:
                     if other.is_default:
                         conn.execute(
                             "UPDATE accounts SET data = ? WHERE tenant_id = ? AND id = ?",
-                            (_encode(msgspec.structs.replace(other, is_default=False)),
-                             account.tenant_id, other_id),
-                        )  # fmt: skip
+                            (
+                                _encode(msgspec.structs.replace(other, is_default=False)),
+                                account.tenant_id,
+                                other_id,
+                            ),
+                        )
             conn.execute(
                 "INSERT OR REPLACE INTO accounts (tenant_id, id, data) VALUES (?, ?, ?)",
                 (account.tenant_id, account.id, _encode(account)),

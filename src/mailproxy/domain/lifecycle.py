@@ -75,9 +75,13 @@ def initial_status(deferred_ts: float | None, now: float) -> tuple[Status, float
 
 
 def _event(
-    message: QueuedMessage, event_id: str, kind: str, attempt: int, possible_duplicate: bool,
+    message: QueuedMessage,
+    event_id: str,
+    kind: str,
+    attempt: int,
+    possible_duplicate: bool,
     **fields: object,
-) -> ReportEvent:  # fmt: skip
+) -> ReportEvent:
     return ReportEvent(
         event=kind,  # type: ignore[arg-type]
         event_id=event_id,
@@ -125,20 +129,30 @@ def decide(
             sent_ts=now,
             events=(
                 _event(
-                    message, event_id, "sent", attempt, duplicate,
-                    sent_ts=int(now), smtp_code=outcome.smtp_code,
+                    message,
+                    event_id,
+                    "sent",
+                    attempt,
+                    duplicate,
+                    sent_ts=int(now),
+                    smtp_code=outcome.smtp_code,
                     refused_recipients=outcome.refused or None,
                 ),
-            ),  # fmt: skip
+            ),
             history=HistoryEntry("sent", now, f"attempt {attempt}"),
         )
     if isinstance(outcome, Permanent):
         return _fail(message, event_id, attempt, duplicate, outcome.reason, outcome.smtp_code, now)
     if isinstance(outcome, Unknown):
         unknown_event = _event(
-            message, event_id, "unknown", attempt, duplicate,
-            unknown_ts=int(now), error=outcome.reason,
-        )  # fmt: skip
+            message,
+            event_id,
+            "unknown",
+            attempt,
+            duplicate,
+            unknown_ts=int(now),
+            error=outcome.reason,
+        )
         if unknown_policy == "at_most_once":
             return Transition(
                 status=Status.UNKNOWN,
@@ -151,9 +165,17 @@ def decide(
                 history=HistoryEntry("unknown", now, outcome.reason),
             )
         retry = _retry(
-            message, f"{event_id}.1", attempt, True, outcome.reason, None, now, policy,
-            jitter_sample, report_deferral=False,
-        )  # fmt: skip
+            message,
+            f"{event_id}.1",
+            attempt,
+            True,
+            outcome.reason,
+            None,
+            now,
+            policy,
+            jitter_sample,
+            report_deferral=False,
+        )
         return Transition(
             status=retry.status,
             due_ts=retry.due_ts,
@@ -166,20 +188,42 @@ def decide(
         )
     if isinstance(outcome, AccountBroken):
         return _retry(
-            message, event_id, message.attempts, duplicate, outcome.reason, outcome.smtp_code,
-            now, policy, jitter_sample, report_deferral=True, consume_attempt=False,
-        )  # fmt: skip
+            message,
+            event_id,
+            message.attempts,
+            duplicate,
+            outcome.reason,
+            outcome.smtp_code,
+            now,
+            policy,
+            jitter_sample,
+            report_deferral=True,
+            consume_attempt=False,
+        )
     assert isinstance(outcome, Temporary)
     return _retry(
-        message, event_id, attempt, duplicate, outcome.reason, outcome.smtp_code, now, policy,
-        jitter_sample, report_deferral=True,
-    )  # fmt: skip
+        message,
+        event_id,
+        attempt,
+        duplicate,
+        outcome.reason,
+        outcome.smtp_code,
+        now,
+        policy,
+        jitter_sample,
+        report_deferral=True,
+    )
 
 
 def _fail(
-    message: QueuedMessage, event_id: str, attempt: int, duplicate: bool, reason: str,
-    code: int | None, now: float,
-) -> Transition:  # fmt: skip
+    message: QueuedMessage,
+    event_id: str,
+    attempt: int,
+    duplicate: bool,
+    reason: str,
+    code: int | None,
+    now: float,
+) -> Transition:
     return Transition(
         status=Status.ERROR,
         due_ts=message.due_ts,
@@ -190,35 +234,61 @@ def _fail(
         error_ts=now,
         events=(
             _event(
-                message, event_id, "error", attempt, duplicate,
-                error_ts=int(now), error=reason, smtp_code=code,
+                message,
+                event_id,
+                "error",
+                attempt,
+                duplicate,
+                error_ts=int(now),
+                error=reason,
+                smtp_code=code,
             ),
-        ),  # fmt: skip
+        ),
         history=HistoryEntry("error", now, reason),
     )
 
 
 def _retry(
-    message: QueuedMessage, event_id: str, attempt: int, duplicate: bool, reason: str,
-    code: int | None, now: float, policy: RetryPolicy, jitter_sample: float, *,
-    report_deferral: bool, consume_attempt: bool = True,
-) -> Transition:  # fmt: skip
+    message: QueuedMessage,
+    event_id: str,
+    attempt: int,
+    duplicate: bool,
+    reason: str,
+    code: int | None,
+    now: float,
+    policy: RetryPolicy,
+    jitter_sample: float,
+    *,
+    report_deferral: bool,
+    consume_attempt: bool = True,
+) -> Transition:
     if consume_attempt and attempt > policy.max_retries:
         return _fail(
-            message, event_id, attempt, duplicate,
-            f"{reason} (gave up after {attempt} attempts)", code, now,
-        )  # fmt: skip
+            message,
+            event_id,
+            attempt,
+            duplicate,
+            f"{reason} (gave up after {attempt} attempts)",
+            code,
+            now,
+        )
     next_ts = now + retry_delay(policy, max(1, attempt), jitter_sample)
     if next_ts - message.created_ts > policy.max_age_s:
         return _fail(message, event_id, attempt, duplicate, f"expired: {reason}", code, now)
-    events = ()
+    events: tuple[ReportEvent, ...] = ()
     if report_deferral:
         events = (
             _event(
-                message, event_id, "deferred", attempt, duplicate,
-                deferred_ts=math.ceil(next_ts), deferred_reason=reason, smtp_code=code,
+                message,
+                event_id,
+                "deferred",
+                attempt,
+                duplicate,
+                deferred_ts=math.ceil(next_ts),
+                deferred_reason=reason,
+                smtp_code=code,
             ),
-        )  # fmt: skip
+        )
     return Transition(
         status=Status.DEFERRED,
         due_ts=next_ts,

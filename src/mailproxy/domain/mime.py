@@ -130,7 +130,9 @@ def render(
 
     sender = envelope_address(address_of(spec.return_path or spec.from_))
     recipients = tuple(dict.fromkeys(envelope_address(address_of(r)) for r in recipients_all))
-    return RenderedMessage(sender=sender, recipients=recipients, content=content, needs_smtputf8=utf8)
+    return RenderedMessage(
+        sender=sender, recipients=recipients, content=content, needs_smtputf8=utf8
+    )
 
 
 def check_header_block(content: bytes, allowed: set[str]) -> None:
@@ -142,4 +144,6 @@ def check_header_block(content: bytes, allowed: set[str]) -> None:
     names = {m.group(1).decode("ascii").lower() for m in _HEADER_LINE.finditer(head)}
     unexpected = names - allowed
     if "bcc" in names or unexpected:
-        raise InvalidInput("headers", f"unsafe headers: unexpected {sorted(unexpected | (names & {'bcc'}))}")
+        raise InvalidInput(
+            "headers", f"unsafe headers: unexpected {sorted(unexpected | (names & {'bcc'}))}"
+        )

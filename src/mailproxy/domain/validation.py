@@ -49,11 +49,23 @@ MAX_PATH_OCTETS = 254  # RFC 5321 §4.5.3.1.3: 256 octets including the angle br
 FORBIDDEN_HEADERS = frozenset(
     name.lower()
     for name in (
-        "From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "Sender",
-        "Return-Path", "Reply-To", "MIME-Version", "Content-Type",
-        "Content-Transfer-Encoding", "Received", "DKIM-Signature",
+        "From",
+        "To",
+        "Cc",
+        "Bcc",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "Sender",
+        "Return-Path",
+        "Reply-To",
+        "MIME-Version",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "Received",
+        "DKIM-Signature",
     )
-)  # fmt: skip
+)
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z|~]{1,76}")
@@ -186,7 +198,9 @@ def check_mailbox(field: str, value: str) -> str:
 
 def split_address_list(value: str) -> list[str]:
     """Split a comma-separated address list, honouring commas inside quoted names."""
-    items, current, quoted = [], [], False
+    items: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in value:
         if char == '"':
             quoted = not quoted
@@ -356,7 +370,7 @@ def parse_message(raw: object) -> MessageSpec:
 
 
 def infer_fetch_mode(storage_path: str) -> Literal["base64", "filesystem", "endpoint", "http_url"]:
-    """Per the HTTP API: ``base64:`` → base64; ``@`` → endpoint; http(s) URL → http_url; else a path."""
+    """``base64:`` → base64; ``@`` → endpoint; http(s) URL → http_url; else a file path."""
     if storage_path.startswith("base64:"):
         return "base64"
     if storage_path.startswith("@"):

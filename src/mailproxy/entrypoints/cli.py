@@ -16,8 +16,9 @@ import cyclopts
 
 from mailproxy import __version__
 from mailproxy.bootstrap import build_proxy
-from mailproxy.config import load_settings
+from mailproxy.config import Settings, load_settings
 from mailproxy.domain.errors import MailProxyError
+from mailproxy.domain.model import Status, SubmitResult
 
 app = cyclopts.App(
     name="mail-proxy",
@@ -70,6 +71,12 @@ async def run_demo(directory: Path, count: int) -> dict[str, Any]:
         result = await proxy.submit(demo_messages(count), tenant_id=DEMO_TENANT)
         attempted = await proxy.run_until_idle()
         counts = await proxy.counts(DEMO_TENANT)
+    return await asyncio.to_thread(summarize_demo, settings, result, attempted, counts)
+
+
+def summarize_demo(
+    settings: Settings, result: SubmitResult, attempted: int, counts: dict[Status, int]
+) -> dict[str, Any]:
     outbox = settings.capture_dir / DEMO_TENANT / DEMO_ACCOUNT
     return {
         "database": str(Path(settings.db_path).resolve()),

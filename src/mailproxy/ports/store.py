@@ -52,9 +52,7 @@ class MessageStore(Protocol):
         sequence number, in input order. A ``queued`` history entry is written.
         """
 
-    async def claim_due(
-        self, *, now: float, limit: int, owner: str, lease_s: float
-    ) -> list[Claim]:
+    async def claim_due(self, *, now: float, limit: int, owner: str, lease_s: float) -> list[Claim]:
         """Atomically lease up to ``limit`` due messages and return them in queue order.
 
         Due: status ``pending``, ``scheduled`` or ``deferred`` with ``due_ts <= now``.
