@@ -1,0 +1,204 @@
+"""Contract of the MessageStore port, run against every store adapter."""
+
+from __future__ import annotations
+
+import random
+
+from mailproxy.domain.lifecycle import decide, queue_order
+from mailproxy.domain.model import Lease, Status
+from mailproxy.domain.outcome import Delivered, Temporary
+from mailproxy.domain.retry import RetryPolicy
+from tests.conftest import new_message
+
+NOW = 1_800_000_000.0
+
+
+def sent(message, event_id="e1"):
+    return decide(message, Delivered(250), now=NOW, policy=RetryPolicy(),
+                  unknown_policy="at_least_once", jitter_sample=0.0, event_id=event_id)
+
+
+async def claim(store, limit=10, now=NOW, owner="w1"):
+    return await store.claim_due(now=now, limit=limit, owner=owner, lease_s=60)
+
+
+async def test_enqueued_message_reads_back_with_its_fields(store):
+    assert await store.enqueue([new_message("m1", batch_code="b")], NOW) == []
+    message = await store.get_message("t1", "m1")
+    assert message.status is Status.PENDING
+    assert message.message_id == "m1@example.com"
+    assert message.batch_code == "b"
+    assert message.spec.metadata == {"n": "m1"}
+    assert message.created_ts == NOW
+    assert [h.event for h in await store.history("t1", "m1")] == ["queued"]
+
+
+async def test_claim_follows_priority_then_acceptance_order(store):
+    rng = random.Random(7)
+    batch = [new_message(f"m{i}", priority=rng.randrange(4)) for i in range(40)]
+    await store.enqueue(batch[:20], NOW)
+    await store.enqueue(batch[20:], NOW)
+    claimed = []
+    while claims := await claim(store, limit=7):
+        claimed.extend(c.message for c in claims)
+    assert len(claimed) == 40
+    assert claimed == sorted(claimed, key=queue_order)
+    expected = sorted(batch, key=lambda m: (m.priority, int(m.id[1:])))
+    assert [m.id for m in claimed] == [m.id for m in expected]
+
+
+async def test_a_claimed_message_is_not_claimed_again(store):
+    await store.enqueue([new_message("m1"), new_message("m2")], NOW)
+    first = await claim(store, limit=1)
+    second = await claim(store, limit=5, owner="w2")
+    assert [c.message.id for c in first] == ["m1"]
+    assert [c.message.id for c in second] == ["m2"]
+    assert await claim(store) == []
+    assert first[0].message.status is Status.SENDING
+
+
+async def test_scheduled_message_is_claimed_only_when_due(store):
+    await store.enqueue([new_message("later", deferred_ts=NOW + 100)], NOW)
+    assert (await store.get_message("t1", "later")).status is Status.SCHEDULED
+    assert await store.next_due_ts() == NOW + 100
+    assert await claim(store, now=NOW + 99) == []
+    assert [c.message.id for c in await claim(store, now=NOW + 100)] == ["later"]
+
+
+async def test_writes_with_a_lost_lease_change_nothing(store):
+    await store.enqueue([new_message("m1")], NOW)
+    (c,) = await claim(store)
+    stale = Lease(c.lease.pk, c.lease.owner, "not-the-token", c.lease.expires_ts)
+    assert await store.mark_sending(stale, NOW) is False
+    assert await store.complete(stale, sent(c.message), NOW) is False
+    assert await store.release(stale, NOW) is False
+    assert (await store.get_message("t1", "m1")).status is Status.SENDING
+    assert await store.pending_reports("t1", 10) == []
+
+
+async def test_complete_applies_the_transition_with_its_report_and_history(store):
+    await store.enqueue([new_message("m1")], NOW)
+    (c,) = await claim(store)
+    assert await store.mark_sending(c.lease, NOW)
+    assert await store.complete(c.lease, sent(c.message, "ev-1"), NOW + 1)
+    message = await store.get_message("t1", "m1")
+    assert message.status is Status.SENT
+    assert message.attempts == 1
+    assert message.sent_ts == NOW
+    assert message.lease_token is None
+    reports = await store.pending_reports("t1", 10)
+    assert [(r.event.event, r.event.event_id, r.event.id) for r in reports] == [("sent", "ev-1", "m1")]
+    assert [h.event for h in await store.history("t1", "m1")] == ["queued", "sending", "sent"]
+    assert await store.complete(c.lease, sent(c.message, "ev-2"), NOW + 2) is False
+
+
+async def test_deferred_message_comes_back_when_due(store):
+    await store.enqueue([new_message("m1")], NOW)
+    (c,) = await claim(store)
+    transition = decide(c.message, Temporary("SMTP 451", 451), now=NOW, policy=RetryPolicy(),
+                        unknown_policy="at_least_once", jitter_sample=0.0, event_id="e")
+    await store.complete(c.lease, transition, NOW)
+    message = await store.get_message("t1", "m1")
+    assert message.status is Status.DEFERRED
+    assert message.due_ts == NOW + 60
+    assert await claim(store, now=NOW + 59) == []
+    (again,) = await claim(store, now=NOW + 60)
+    assert again.message.attempts == 1
+
+
+async def test_release_puts_an_unstarted_claim_back(store):
+    await store.enqueue([new_message("m1")], NOW)
+    (c,) = await claim(store)
+    assert await store.release(c.lease, NOW)
+    assert (await store.get_message("t1", "m1")).status is Status.PENDING
+    (again,) = await claim(store)
+    assert await store.mark_sending(again.lease, NOW)
+    assert await store.release(again.lease, NOW) is False
+
+
+async def test_recover_requeues_unstarted_and_returns_started_attempts(store):
+    await store.enqueue([new_message(f"m{i}") for i in range(4)], NOW)
+    mine = await claim(store, limit=2, owner="me")
+    others = await claim(store, limit=2, owner="other")
+    await store.mark_sending(mine[1].lease, NOW)
+    await store.mark_sending(others[1].lease, NOW)
+    recovered = await store.recover(owner="me", now=NOW + 1, lease_s=60)
+    assert [c.message.id for c in recovered] == ["m1"]
+    assert recovered[0].lease.owner == "me"
+    assert (await store.get_message("t1", "m0")).status is Status.PENDING
+    assert (await store.get_message("t1", "m2")).status is Status.SENDING  # live, not mine
+    # After the other worker's lease expires, its leases are recovered too.
+    expired = await store.recover(owner="me", now=NOW + 61, lease_s=60)
+    assert {c.message.id for c in expired} >= {"m3"}
+    assert (await store.get_message("t1", "m2")).status is Status.PENDING
+    # The old lease is fenced out.
+    assert await store.complete(others[1].lease, sent(others[1].message), NOW) is False
+
+
+async def test_resubmission_replaces_unsent_and_refuses_sent_or_in_flight(store):
+    await store.enqueue([new_message(m) for m in ("pending", "sent", "sending")], NOW)
+    claims = {c.message.id: c for c in await claim(store)}
+    await store.complete(claims["sent"].lease, sent(claims["sent"].message), NOW)
+    await store.release(claims["pending"].lease, NOW)
+    await store.mark_sending(claims["sending"].lease, NOW)
+    replacement = new_message("pending", priority=0)
+    rejected = await store.enqueue(
+        [replacement, new_message("sent"), new_message("sending"), new_message("fresh")], NOW + 5
+    )
+    assert {(r.id, r.reason) for r in rejected} == {("sent", "already sent"), ("sending", "in flight")}
+    replaced = await store.get_message("t1", "pending")
+    assert replaced.priority == 0
+    assert replaced.created_ts == NOW + 5
+    assert (await store.get_message("t1", "sent")).status is Status.SENT
+    assert await store.get_message("t1", "fresh") is not None
+
+
+async def test_same_id_in_two_tenants_are_two_messages(store):
+    await store.enqueue([new_message("m1", tenant_id="t1"), new_message("m1", tenant_id="t2")], NOW)
+    assert (await store.get_message("t1", "m1")).tenant_id == "t1"
+    assert (await store.get_message("t2", "m1")).tenant_id == "t2"
+    result = await store.delete_messages("t2", ["m1"])
+    assert result.removed == 1
+    assert await store.get_message("t1", "m1") is not None
+    assert (await store.delete_messages("t2", ["m1"])).not_found == ["m1"]
+
+
+async def test_list_filters_and_pages_with_a_cursor(store):
+    await store.enqueue([new_message(f"m{i:02d}", batch_code="odd" if i % 2 else "even")
+                         for i in range(25)], NOW)
+    (c,) = await claim(store, limit=1)
+    await store.complete(c.lease, sent(c.message), NOW)
+    seen, cursor = [], None
+    while True:
+        page = await store.list_messages("t1", limit=10, cursor=cursor)
+        seen.extend(m.id for m in page.messages)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [f"m{i:02d}" for i in range(25)]
+    odd = await store.list_messages("t1", batch_code="odd", limit=100)
+    assert len(odd.messages) == 12
+    done = await store.list_messages("t1", statuses=[Status.SENT])
+    assert [m.id for m in done.messages] == ["m00"]
+    active = await store.list_messages("t1", active_only=True, limit=100)
+    assert len(active.messages) == 24
+    assert (await store.list_messages("t2")).messages == []
+
+
+async def test_delete_keeps_messages_being_sent(store):
+    await store.enqueue([new_message("a"), new_message("b")], NOW)
+    (c,) = await claim(store, limit=1)
+    result = await store.delete_messages("t1", ["a", "b", "nope"])
+    assert (result.removed, result.not_found, result.in_flight) == (1, ["nope"], ["a"])
+    assert await store.history("t1", "b") == []
+
+
+async def test_counts_by_status(store):
+    await store.enqueue([new_message("a"), new_message("b"), new_message("c", tenant_id="t2")], NOW)
+    await claim(store, limit=1)
+    assert await store.count_by_status("t1") == {Status.SENDING: 1, Status.PENDING: 1}
+    assert sum((await store.count_by_status()).values()) == 3
+
+
+async def test_next_due_is_none_for_an_empty_queue(store):
+    assert await store.next_due_ts() is None

@@ -1,0 +1,47 @@
+"""Contract of the ReportOutbox port, run against every store adapter."""
+
+from __future__ import annotations
+
+from mailproxy.domain.lifecycle import decide
+from mailproxy.domain.outcome import Delivered, Unknown
+from mailproxy.domain.retry import RetryPolicy
+from tests.conftest import NOW_T, new_message
+
+
+async def settle(store, outcome, event_id, tenant_id="t1", count=1):
+    claims = await store.claim_due(now=NOW_T, limit=count, owner="w", lease_s=60)
+    for n, c in enumerate(claims):
+        t = decide(c.message, outcome, now=NOW_T, policy=RetryPolicy(), unknown_policy="at_least_once",
+                   jitter_sample=0.0, event_id=f"{event_id}-{n}")
+        assert await store.complete(c.lease, t, NOW_T)
+
+
+async def test_events_are_pending_oldest_first_until_acknowledged(store):
+    await store.enqueue([new_message(f"m{i}") for i in range(3)], NOW_T)
+    await settle(store, Delivered(250), "ev", count=3)
+    pending = await store.pending_reports("t1", 10)
+    assert [r.event.event_id for r in pending] == ["ev-0", "ev-1", "ev-2"]
+    assert [r.seq for r in pending] == sorted(r.seq for r in pending)
+    assert [r.event.event_id for r in await store.pending_reports("t1", 2)] == ["ev-0", "ev-1"]
+    assert await store.acknowledge_reports("t1", ["ev-0", "ev-2", "missing"], NOW_T) == 2
+    assert [r.event.event_id for r in await store.pending_reports("t1", 10)] == ["ev-1"]
+    assert await store.acknowledge_reports("t1", ["ev-0"], NOW_T) == 0
+
+
+async def test_an_unknown_attempt_writes_unknown_and_is_flagged(store):
+    await store.enqueue([new_message("m1")], NOW_T)
+    await settle(store, Unknown("timeout after the final dot"), "u")
+    (report,) = await store.pending_reports("t1", 10)
+    assert report.event.event == "unknown"
+    assert report.event.metadata == {"n": "m1"}
+    assert (await store.get_message("t1", "m1")).possible_duplicate
+
+
+async def test_tenants_see_and_acknowledge_only_their_events(store):
+    await store.enqueue([new_message("m1", tenant_id="t1"), new_message("m1", tenant_id="t2")], NOW_T)
+    await settle(store, Delivered(250), "ev", count=2)
+    t1 = await store.pending_reports("t1", 10)
+    t2 = await store.pending_reports("t2", 10)
+    assert len(t1) == len(t2) == 1
+    assert await store.acknowledge_reports("t1", [t2[0].event.event_id], NOW_T) == 0
+    assert len(await store.pending_reports("t2", 10)) == 1
