@@ -67,7 +67,9 @@ FORBIDDEN_HEADERS = frozenset(
     )
 )
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# C0 and C1 controls except TAB, and the Unicode line separators that str.splitlines()
+# (and so parts of the email package) treat as line breaks.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z|~]{1,76}")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 # atext of RFC 5322 plus any non-ASCII character (RFC 6531 UTF-8 local parts).
