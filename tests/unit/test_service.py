@@ -1,0 +1,246 @@
+"""MailProxy edge to edge with the memory store, the capture transport and a scripted one."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+
+from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.memory import MemoryStore
+from mailproxy.adapters.sqlite import SqliteStore
+from mailproxy.domain.errors import InvalidInput, NotFound
+from mailproxy.domain.model import Status
+from mailproxy.domain.outcome import Delivered, Outcome, Temporary, Unknown
+from mailproxy.domain.retry import RetryPolicy
+from mailproxy.service import MailProxy
+from tests.conftest import Clock
+
+
+class ScriptedTransport:
+    """A transport fake: answers from a per-message script, Delivered by default."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[Outcome | Exception]] = {}
+        self.sent: list[str] = []
+        self.delivered = asyncio.Event()
+
+    async def send(self, account, message):
+        self.sent.append(message.id)
+        steps = self.script.get(message.id)
+        step = steps.pop(0) if steps else Delivered(250)
+        if isinstance(step, Exception):
+            raise step
+        self.delivered.set()
+        return step
+
+    async def close(self) -> None:
+        return None
+
+
+def msg(message_id: str, **fields):
+    return {"id": message_id, "from": "s@example.com", "to": ["r@example.com"], "subject": "s",
+            **fields}
+
+
+def make_proxy(store=None, *, clock=None, scripted=None, tmp_path=Path("."), **options):
+    store = store or MemoryStore()
+    return MailProxy(
+        store=store, config=store, outbox=store,
+        transports={"smtp": scripted or ScriptedTransport(),
+                    "capture": CaptureTransport(tmp_path / "outbox")},
+        clock=clock or Clock(), random_unit=lambda: 0.5, run_dispatcher=False, **options,
+    )
+
+
+async def setup_tenant(proxy, tenant="t1", kind="smtp", **tenant_fields):
+    await proxy.put_tenant({"id": tenant, **tenant_fields})
+    account = {"id": "a1", "tenant_id": tenant, "kind": kind, "is_default": True}
+    if kind == "smtp":
+        account |= {"host": "127.0.0.1", "port": 2525}
+    await proxy.put_account(account)
+
+
+async def test_capture_delivery_writes_eml_files_and_reports(tmp_path):
+    async with make_proxy(tmp_path=tmp_path) as proxy:
+        await setup_tenant(proxy, kind="capture")
+        result = await proxy.submit([msg("m1", subject="Grüße"), msg("m/2")], tenant_id="t1")
+        assert (result.queued, result.rejected) == (2, [])
+        assert await proxy.run_until_idle() == 2
+        assert await proxy.counts("t1") == {Status.SENT: 2}
+        reports = await proxy.outbox.pending_reports("t1", 10)
+        assert sorted(r.event.id for r in reports) == ["m/2", "m1"]
+    files = sorted((tmp_path / "outbox" / "t1" / "a1").glob("*.eml"))
+    assert [f.name for f in files] == ["m%2F2.eml", "m1.eml"]
+    parsed = email.message_from_bytes(files[1].read_bytes(), policy=email.policy.default)
+    assert str(parsed["Subject"]) == "Grüße"
+
+
+async def test_bad_messages_are_rejected_and_the_rest_queued():
+    async with make_proxy() as proxy:
+        await setup_tenant(proxy)
+        await proxy.put_tenant({"id": "t2"})
+        result = await proxy.submit(
+            [msg("ok"), msg("ok"), msg("bad", to="nobody"), msg("x", tenant_id="zzz"),
+             msg("y", account_id="nope"),
+             msg("att", attachments=[{"filename": "f.pdf", "storage_path": "/srv/f.pdf"}])],
+            tenant_id="t1",
+        )
+        reasons = {(r.id, r.reason.split(":")[0]) for r in result.rejected}
+        assert result.queued == 1
+        assert ("ok", "duplicate id in request") in reasons
+        assert ("bad", "invalid address in to") in reasons
+        assert ("x", "invalid tenant_id") in reasons
+        assert ("y", "account not found for tenant") in reasons
+        assert ("att", "attachment source not configured") in reasons
+        unscoped = await proxy.submit([msg("a"), msg("b", tenant_id="zzz"), msg("c", tenant_id="t2")])
+        assert {r.reason for r in unscoped.rejected} == {"missing tenant_id", "unknown tenant",
+                                                         "no default account"}
+
+
+async def test_a_malformed_batch_raises_and_queues_nothing():
+    async with make_proxy(max_batch=3) as proxy:
+        await setup_tenant(proxy)
+        for bad, field in [({"id": "x"}, "messages"), ([msg(str(i)) for i in range(4)], "messages")]:
+            with pytest.raises(InvalidInput) as caught:
+                await proxy.submit(bad, tenant_id="t1")
+            assert caught.value.field == field
+        with pytest.raises(InvalidInput, match="default_priority"):
+            await proxy.submit([msg("a")], tenant_id="t1", default_priority=9)
+        assert await proxy.counts("t1") == {}
+
+
+async def test_send_raises_naming_the_field():
+    async with make_proxy() as proxy:
+        await setup_tenant(proxy)
+        with pytest.raises(InvalidInput, match="missing subject"):
+            await proxy.send({"id": "a", "from": "s@example.com", "to": "r@example.com"}, tenant_id="t1")
+        message_id = await proxy.send(msg("b"), tenant_id="t1")
+        assert message_id.endswith("@example.com")
+        assert (await proxy.get_message("t1", "b")).message_id == message_id
+
+
+async def test_priorities_go_out_in_order_with_one_slot():
+    scripted = ScriptedTransport()
+    async with make_proxy(scripted=scripted, max_concurrency=1) as proxy:
+        await setup_tenant(proxy)
+        await proxy.submit([msg("low", priority="low"), msg("med"), msg("high", priority=1),
+                            msg("now", priority="immediate"), msg("med2")], tenant_id="t1")
+        await proxy.run_until_idle()
+    assert scripted.sent == ["now", "high", "med", "med2", "low"]
+
+
+async def test_default_priority_applies_to_messages_without_one():
+    async with make_proxy() as proxy:
+        await setup_tenant(proxy)
+        await proxy.submit([msg("a"), msg("b", priority=3)], tenant_id="t1", default_priority="high")
+        assert (await proxy.get_message("t1", "a")).priority == 1
+        assert (await proxy.get_message("t1", "b")).priority == 3
+
+
+async def test_a_temporary_failure_is_retried_after_the_backoff():
+    clock, scripted = Clock(), ScriptedTransport()
+    scripted.script["m1"] = [Temporary("SMTP 451 at DATA: later", 451)]
+    async with make_proxy(clock=clock, scripted=scripted) as proxy:
+        await setup_tenant(proxy)
+        await proxy.submit([msg("m1")], tenant_id="t1")
+        await proxy.run_until_idle()
+        deferred = await proxy.get_message("t1", "m1")
+        assert (deferred.status, deferred.due_ts - clock.now) == (Status.DEFERRED, 60.0)
+        assert "451" in deferred.error
+        assert await proxy.run_until_idle() == 0
+        clock.advance(60)
+        assert await proxy.run_until_idle() == 1
+        done = await proxy.get_message("t1", "m1")
+        assert (done.status, done.attempts) == (Status.SENT, 2)
+        events = [r.event.event for r in await proxy.outbox.pending_reports("t1", 10)]
+        assert events == ["deferred", "sent"]
+
+
+async def test_unknown_outcomes_follow_the_tenant_policy():
+    scripted = ScriptedTransport()
+    scripted.script["m1"] = [Unknown("EOF after the final dot")]
+    scripted.script["m2"] = [Unknown("EOF after the final dot")]
+    clock = Clock()
+    async with make_proxy(clock=clock, scripted=scripted) as proxy:
+        await setup_tenant(proxy)
+        await setup_tenant(proxy, tenant="strict", unknown_policy="at_most_once")
+        await proxy.submit([msg("m1")], tenant_id="t1")
+        await proxy.submit([msg("m2")], tenant_id="strict")
+        await proxy.run_until_idle()
+        assert (await proxy.get_message("strict", "m2")).status is Status.UNKNOWN
+        retried = await proxy.get_message("t1", "m1")
+        assert (retried.status, retried.possible_duplicate) == (Status.DEFERRED, True)
+        clock.advance(3600)
+        await proxy.run_until_idle()
+        events = [(r.event.event, r.event.possible_duplicate)
+                  for r in await proxy.outbox.pending_reports("t1", 10)]
+        assert events == [("unknown", False), ("sent", True)]
+
+
+async def test_an_unexpected_exception_fails_one_message_not_the_loop():
+    scripted = ScriptedTransport()
+    scripted.script["boom"] = [RuntimeError("bug")]
+    async with make_proxy(scripted=scripted, retry_policy=RetryPolicy(max_retries=0)) as proxy:
+        await setup_tenant(proxy)
+        await proxy.submit([msg("boom"), msg("fine")], tenant_id="t1")
+        await proxy.run_until_idle()
+        boom = await proxy.get_message("t1", "boom")
+        assert boom.status is Status.ERROR
+        assert "internal error: RuntimeError: bug" in boom.error
+        assert (await proxy.get_message("t1", "fine")).status is Status.SENT
+
+
+async def test_scheduled_messages_wait_for_their_time():
+    clock = Clock()
+    async with make_proxy(clock=clock) as proxy:
+        await setup_tenant(proxy)
+        await proxy.submit([msg("later", deferred_ts=int(clock.now) + 120)], tenant_id="t1")
+        assert (await proxy.get_message("t1", "later")).status is Status.SCHEDULED
+        assert await proxy.run_until_idle() == 0
+        clock.advance(120)
+        assert await proxy.run_until_idle() == 1
+
+
+async def test_restart_settles_interrupted_attempts(tmp_path):
+    clock = Clock()
+    store = SqliteStore(tmp_path / "q.db")
+    async with make_proxy(store, clock=clock, worker_id="host:a") as proxy:
+        await setup_tenant(proxy)
+        await proxy.submit([msg("started"), msg("claimed")], tenant_id="t1")
+        claims = await store.claim_due(now=clock.now, limit=2, owner="host:a", lease_s=300)
+        await store.mark_sending(claims[0].lease, clock.now)  # then the process "dies"
+    store = SqliteStore(tmp_path / "q.db")
+    async with make_proxy(store, clock=clock, worker_id="host:a") as proxy:
+        started = await proxy.get_message("t1", "started")
+        assert (started.status, started.possible_duplicate) == (Status.DEFERRED, True)
+        assert (await proxy.get_message("t1", "claimed")).status is Status.PENDING
+        events = [r.event.event for r in await proxy.outbox.pending_reports("t1", 10)]
+        assert events == ["unknown"]
+
+
+async def test_the_dispatcher_sends_a_new_message_without_any_poll(tmp_path):
+    scripted = ScriptedTransport()
+    store = MemoryStore()
+    proxy = MailProxy(store=store, config=store, outbox=store, transports={"smtp": scripted})
+    async with proxy:
+        await setup_tenant(proxy)
+        await proxy.submit([msg("urgent", priority=0)], tenant_id="t1")
+        await asyncio.wait_for(scripted.delivered.wait(), timeout=5)
+    assert scripted.sent == ["urgent"]
+
+
+async def test_configuration_errors_name_what_is_wrong():
+    async with make_proxy() as proxy:
+        with pytest.raises(NotFound, match="tenant not found: ghost"):
+            await proxy.put_account({"id": "a", "tenant_id": "ghost", "kind": "capture"})
+        await proxy.put_tenant({"id": "t1"})
+        with pytest.raises(InvalidInput, match="port"):
+            await proxy.put_account({"id": "a", "tenant_id": "t1", "host": "h", "port": "x"})
+        with pytest.raises(NotFound):
+            await proxy.get_message("t1", "nothing")
+        with pytest.raises(InvalidInput, match="limit"):
+            await proxy.list_messages("t1", limit=0)
