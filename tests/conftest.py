@@ -24,7 +24,9 @@ def make_store(kind: str, tmp_path: Path) -> MemoryStore | SqliteStore:
 
 
 @pytest.fixture(params=STORE_KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MemoryStore | SqliteStore]:
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[MemoryStore | SqliteStore]:
     """An open store of each kind; the SQLite one is a real file."""
     store = make_store(request.param, tmp_path)
     await store.open()
@@ -58,14 +60,26 @@ def new_message(
     batch_code: str | None = None,
 ) -> NewMessage:
     spec = parse_message(
-        {"id": message_id, "from": "s@example.com", "to": ["r@example.com"], "subject": "hi",
-         "metadata": {"n": message_id}}
+        {
+            "id": message_id,
+            "from": "s@example.com",
+            "to": ["r@example.com"],
+            "subject": "hi",
+            "metadata": {"n": message_id},
+        }
     )
     status, due = initial_status(deferred_ts, now)
     return NewMessage(
-        tenant_id=tenant_id, id=message_id, account_id=account_id, priority=priority,
-        status=status, due_ts=due, batch_code=batch_code, message_id=f"{message_id}@example.com",
-        date_ts=now, spec=spec,
+        tenant_id=tenant_id,
+        id=message_id,
+        account_id=account_id,
+        priority=priority,
+        status=status,
+        due_ts=due,
+        batch_code=batch_code,
+        message_id=f"{message_id}@example.com",
+        date_ts=now,
+        spec=spec,
     )
 
 

@@ -9,7 +9,9 @@ from tests.conftest import NOW_T, new_message
 
 
 async def test_tenant_round_trip_and_listing(store):
-    tenant = Tenant(id="b", name="B", rate_limits=RateLimits(per_minute=5), unknown_policy="at_most_once")
+    tenant = Tenant(
+        id="b", name="B", rate_limits=RateLimits(per_minute=5), unknown_policy="at_most_once"
+    )
     await store.put_tenant(tenant)
     await store.put_tenant(Tenant(id="a", name="A"))
     assert await store.get_tenant("b") == tenant
@@ -43,7 +45,9 @@ async def test_deleting_a_tenant_removes_everything_it_owns(store):
     await store.put_tenant(Tenant(id="t1"))
     await store.put_tenant(Tenant(id="t2"))
     await store.put_account(Account(id="a1", tenant_id="t1", kind="capture"))
-    await store.enqueue([new_message("m1", tenant_id="t1"), new_message("m1", tenant_id="t2")], NOW_T)
+    await store.enqueue(
+        [new_message("m1", tenant_id="t1"), new_message("m1", tenant_id="t2")], NOW_T
+    )
     assert await store.delete_tenant("t1")
     assert await store.get_tenant("t1") is None
     assert await store.list_accounts("t1") == []

@@ -14,8 +14,15 @@ NOW = 1_800_000_000.0
 
 
 def sent(message, event_id="e1"):
-    return decide(message, Delivered(250), now=NOW, policy=RetryPolicy(),
-                  unknown_policy="at_least_once", jitter_sample=0.0, event_id=event_id)
+    return decide(
+        message,
+        Delivered(250),
+        now=NOW,
+        policy=RetryPolicy(),
+        unknown_policy="at_least_once",
+        jitter_sample=0.0,
+        event_id=event_id,
+    )
 
 
 async def claim(store, limit=10, now=NOW, owner="w1"):
@@ -87,7 +94,9 @@ async def test_complete_applies_the_transition_with_its_report_and_history(store
     assert message.sent_ts == NOW
     assert message.lease_token is None
     reports = await store.pending_reports("t1", 10)
-    assert [(r.event.event, r.event.event_id, r.event.id) for r in reports] == [("sent", "ev-1", "m1")]
+    assert [(r.event.event, r.event.event_id, r.event.id) for r in reports] == [
+        ("sent", "ev-1", "m1")
+    ]
     assert [h.event for h in await store.history("t1", "m1")] == ["queued", "sending", "sent"]
     assert await store.complete(c.lease, sent(c.message, "ev-2"), NOW + 2) is False
 
@@ -95,8 +104,15 @@ async def test_complete_applies_the_transition_with_its_report_and_history(store
 async def test_deferred_message_comes_back_when_due(store):
     await store.enqueue([new_message("m1")], NOW)
     (c,) = await claim(store)
-    transition = decide(c.message, Temporary("SMTP 451", 451), now=NOW, policy=RetryPolicy(),
-                        unknown_policy="at_least_once", jitter_sample=0.0, event_id="e")
+    transition = decide(
+        c.message,
+        Temporary("SMTP 451", 451),
+        now=NOW,
+        policy=RetryPolicy(),
+        unknown_policy="at_least_once",
+        jitter_sample=0.0,
+        event_id="e",
+    )
     await store.complete(c.lease, transition, NOW)
     message = await store.get_message("t1", "m1")
     assert message.status is Status.DEFERRED
@@ -145,7 +161,10 @@ async def test_resubmission_replaces_unsent_and_refuses_sent_or_in_flight(store)
     rejected = await store.enqueue(
         [replacement, new_message("sent"), new_message("sending"), new_message("fresh")], NOW + 5
     )
-    assert {(r.id, r.reason) for r in rejected} == {("sent", "already sent"), ("sending", "in flight")}
+    assert {(r.id, r.reason) for r in rejected} == {
+        ("sent", "already sent"),
+        ("sending", "in flight"),
+    }
     replaced = await store.get_message("t1", "pending")
     assert replaced.priority == 0
     assert replaced.created_ts == NOW + 5
@@ -164,8 +183,9 @@ async def test_same_id_in_two_tenants_are_two_messages(store):
 
 
 async def test_list_filters_and_pages_with_a_cursor(store):
-    await store.enqueue([new_message(f"m{i:02d}", batch_code="odd" if i % 2 else "even")
-                         for i in range(25)], NOW)
+    await store.enqueue(
+        [new_message(f"m{i:02d}", batch_code="odd" if i % 2 else "even") for i in range(25)], NOW
+    )
     (c,) = await claim(store, limit=1)
     await store.complete(c.lease, sent(c.message), NOW)
     seen, cursor = [], None
@@ -187,7 +207,7 @@ async def test_list_filters_and_pages_with_a_cursor(store):
 
 async def test_delete_keeps_messages_being_sent(store):
     await store.enqueue([new_message("a"), new_message("b")], NOW)
-    (c,) = await claim(store, limit=1)
+    await claim(store, limit=1)
     result = await store.delete_messages("t1", ["a", "b", "nope"])
     assert (result.removed, result.not_found, result.in_flight) == (1, ["nope"], ["a"])
     assert await store.history("t1", "b") == []

@@ -11,8 +11,15 @@ from tests.conftest import NOW_T, new_message
 async def settle(store, outcome, event_id, tenant_id="t1", count=1):
     claims = await store.claim_due(now=NOW_T, limit=count, owner="w", lease_s=60)
     for n, c in enumerate(claims):
-        t = decide(c.message, outcome, now=NOW_T, policy=RetryPolicy(), unknown_policy="at_least_once",
-                   jitter_sample=0.0, event_id=f"{event_id}-{n}")
+        t = decide(
+            c.message,
+            outcome,
+            now=NOW_T,
+            policy=RetryPolicy(),
+            unknown_policy="at_least_once",
+            jitter_sample=0.0,
+            event_id=f"{event_id}-{n}",
+        )
         assert await store.complete(c.lease, t, NOW_T)
 
 
@@ -38,7 +45,9 @@ async def test_an_unknown_attempt_writes_unknown_and_is_flagged(store):
 
 
 async def test_tenants_see_and_acknowledge_only_their_events(store):
-    await store.enqueue([new_message("m1", tenant_id="t1"), new_message("m1", tenant_id="t2")], NOW_T)
+    await store.enqueue(
+        [new_message("m1", tenant_id="t1"), new_message("m1", tenant_id="t2")], NOW_T
+    )
     await settle(store, Delivered(250), "ev", count=2)
     t1 = await store.pending_reports("t1", 10)
     t2 = await store.pending_reports("t2", 10)

@@ -34,8 +34,14 @@ class SinkHandler:
     received: list[Received] = field(default_factory=list)
     sessions: int = 0
 
-    async def handle_EHLO(self, server: SMTPServer, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self,
+        server: SMTPServer,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
         session.host_name = hostname
         return responses
 
@@ -56,9 +62,14 @@ class SinkHandler:
     async def handle_DATA(self, server, session, envelope):
         if "DATA" in self.replies:
             return self.replies["DATA"]
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                      envelope.original_content or envelope.content,
-                                      list(envelope.mail_options)))
+        self.received.append(
+            Received(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                envelope.original_content or envelope.content,
+                list(envelope.mail_options),
+            )
+        )
         if self.after_dot == "drop":
             server.transport.abort()
             return "250 OK"

@@ -17,13 +17,20 @@ from tests.system.conftest import free_port
 
 pytestmark = pytest.mark.system
 
-BASE = {"id": "m1", "from": "Sender <s@example.com>", "to": ["r@example.com"], "subject": "hi",
-        "body": "hello"}
+BASE = {
+    "id": "m1",
+    "from": "Sender <s@example.com>",
+    "to": ["r@example.com"],
+    "subject": "hi",
+    "body": "hello",
+}
 
 
 def outgoing(**fields) -> Outgoing:
     spec = parse_message({**BASE, **fields})
-    inline = [AttachmentContent(a.filename, decode_inline(a.storage_path)) for a in spec.attachments]
+    inline = [
+        AttachmentContent(a.filename, decode_inline(a.storage_path)) for a in spec.attachments
+    ]
     rendered = render(spec, message_id=f"{spec.id}@example.com", date_ts=0, attachments=inline)
     return Outgoing("t1", spec.id, rendered)
 
@@ -42,10 +49,18 @@ async def transport():
 async def test_a_rich_message_arrives_intact_with_bcc_only_in_the_envelope(sink, transport):
     handler, port = sink
     message = outgoing(
-        subject="Grüße, 你好 — report", cc=["c@example.com"], bcc=["hidden@example.com"],
-        body="text", body_html="<p>html</p>", headers={"X-Campaign": "spring"},
-        attachments=[{"filename": "données.txt",
-                      "storage_path": "base64:" + base64.b64encode(b"payload").decode()}],
+        subject="Grüße, 你好 — report",
+        cc=["c@example.com"],
+        bcc=["hidden@example.com"],
+        body="text",
+        body_html="<p>html</p>",
+        headers={"X-Campaign": "spring"},
+        attachments=[
+            {
+                "filename": "données.txt",
+                "storage_path": "base64:" + base64.b64encode(b"payload").decode(),
+            }
+        ],
     )
     outcome = await transport.send(account(port), message)
     assert outcome == Delivered(250)
@@ -54,7 +69,8 @@ async def test_a_rich_message_arrives_intact_with_bcc_only_in_the_envelope(sink,
     assert got.rcpt_tos == ["r@example.com", "c@example.com", "hidden@example.com"]
     msg = email.message_from_bytes(got.content, policy=email.policy.default)
     assert str(msg["Subject"]) == "Grüße, 你好 — report"
-    assert msg["Bcc"] is None and b"hidden@example.com" not in got.content
+    assert msg["Bcc"] is None
+    assert b"hidden@example.com" not in got.content
     assert msg["X-Campaign"] == "spring"
     assert msg["Message-ID"] == "<m1@example.com>"
     (attachment,) = list(msg.iter_attachments())
@@ -152,5 +168,7 @@ async def test_utf8_local_part_needs_a_server_offering_smtputf8(sink, utf8_sink,
 
 async def test_idn_domain_goes_out_as_punycode_without_smtputf8(sink, transport):
     handler, port = sink
-    assert isinstance(await transport.send(account(port), outgoing(to=["user@bücher.example"])), Delivered)
+    assert isinstance(
+        await transport.send(account(port), outgoing(to=["user@bücher.example"])), Delivered
+    )
     assert handler.received[0].rcpt_tos == ["user@xn--bcher-kva.example"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import sys
 
 import pytest
 
@@ -49,7 +50,12 @@ def test_attachments_with_non_ascii_names_round_trip():
 
 @pytest.mark.parametrize(
     "subject",
-    ["Grüße aus Köln", "你好 世界 and words", "Привет мир — ça va? 文档 документ 🎉 " * 4, "a  b   c"],
+    [
+        "Grüße aus Köln",
+        "你好 世界 and words",
+        "Привет мир — ça va? 文档 документ 🎉 " * 4,
+        "a  b   c",
+    ],
 )
 def test_non_ascii_subjects_decode_to_exactly_the_text_sent(subject):
     _, msg = rendered(subject=subject)
@@ -57,7 +63,9 @@ def test_non_ascii_subjects_decode_to_exactly_the_text_sent(subject):
 
 
 def test_recipients_cover_to_cc_bcc_but_bcc_is_never_a_header():
-    out, msg = rendered(cc=["c@example.com"], bcc=["hidden@example.com"], return_path="bounce@example.com")
+    out, msg = rendered(
+        cc=["c@example.com"], bcc=["hidden@example.com"], return_path="bounce@example.com"
+    )
     assert out.recipients == ("r@example.com", "c@example.com", "hidden@example.com")
     assert out.sender == "bounce@example.com"
     assert msg["Bcc"] is None
@@ -65,7 +73,7 @@ def test_recipients_cover_to_cc_bcc_but_bcc_is_never_a_header():
 
 
 def test_idn_domains_are_punycoded_and_utf8_local_parts_need_smtputf8():
-    out, msg = rendered(to=["user@bücher.example"])
+    out, _ = rendered(to=["user@bücher.example"])
     assert out.recipients == ("user@xn--bcher-kva.example",)
     assert not out.needs_smtputf8
     out, _ = rendered(to=["δοκιμή@παράδειγμα.δοκιμή"])
@@ -73,22 +81,34 @@ def test_idn_domains_are_punycoded_and_utf8_local_parts_need_smtputf8():
 
 
 def test_custom_headers_are_written():
-    _, msg = rendered(headers={"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"})
+    _, msg = rendered(
+        headers={"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"}
+    )
     assert msg["X-Campaign"] == "spring"
 
 
 def test_the_encoded_word_injection_never_reaches_the_wire():
     # Bypass edge validation to prove the post-serialisation check holds on its own
     # (CVE-2024-6923: Python 3.11/3.12 write the decoded newline).
-    spec = MessageSpec(id="m", from_="s@example.com", to=("r@example.com",),
-                       subject="x=?UTF-8?Q?=0A?=Bcc: evil@example.com")
+    spec = MessageSpec(
+        id="m",
+        from_="s@example.com",
+        to=("r@example.com",),
+        subject="x=?UTF-8?Q?=0A?=Bcc: evil@example.com",
+    )
     try:
-        out = render(spec, message_id="a@b.c", date_ts=0)
+        head, refusal = (
+            render(spec, message_id="a@b.c", date_ts=0).content.split(b"\r\n\r\n")[0],
+            "",
+        )
     except InvalidInput as exc:
-        assert "unsafe headers" in str(exc)
-    else:  # a fixed email package encodes it; then no Bcc line may exist
-        head = out.content.split(b"\r\n\r\n")[0]
-        assert b"\nBcc:" not in head
+        head, refusal = b"", str(exc)
+    # A vulnerable email package writes the line and the check refuses the message; a fixed
+    # one encodes the newline. Either way no Bcc line reaches the wire.
+    assert b"\nBcc:" not in head
+    assert refusal == "" or "unsafe headers" in refusal
+    if sys.version_info < (3, 11, 10):
+        assert "unsafe headers" in refusal
 
 
 def test_header_block_check_refuses_bare_newlines_and_unknown_names():

@@ -63,15 +63,20 @@ def test_a_4xx_reply_is_never_permanent(phase, code, text):
     assert not isinstance(classify(phase, Failure.REPLY, code, text), Permanent)
 
 
-@given(st.sampled_from([Phase.MAIL, Phase.RCPT, Phase.DATA]), st.integers(500, 599),
-       st.text(alphabet="abc .", max_size=30))
+@given(
+    st.sampled_from([Phase.MAIL, Phase.RCPT, Phase.DATA]),
+    st.integers(500, 599),
+    st.text(alphabet="abc .", max_size=30),
+)
 def test_the_text_of_a_5xx_reply_cannot_make_it_temporary_except_552_5_5_3(phase, code, text):
     outcome = classify(phase, Failure.REPLY, code, text)
     assert isinstance(outcome, Permanent)
 
 
-@given(st.sampled_from([Phase.CONNECT, Phase.EHLO, Phase.MAIL, Phase.RCPT]),
-       st.sampled_from([Failure.CONNECTION, Failure.TIMEOUT]))
+@given(
+    st.sampled_from([Phase.CONNECT, Phase.EHLO, Phase.MAIL, Phase.RCPT]),
+    st.sampled_from([Failure.CONNECTION, Failure.TIMEOUT]),
+)
 def test_a_lost_connection_before_data_is_safe_to_retry(phase, failure):
     assert isinstance(classify(phase, failure), Temporary)
 

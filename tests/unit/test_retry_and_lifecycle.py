@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from msgspec.structs import replace
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from mailproxy.domain.lifecycle import (
     ALLOWED_TRANSITIONS,
@@ -52,14 +52,25 @@ def queued(attempts=0, created=NOW, duplicate=False):
     new = new_message("m1", now=created)
     fields = {f: getattr(new, f) for f in new.__struct_fields__}
     return QueuedMessage(
-        pk=1, seq=1, created_ts=created, **{**fields, "status": Status.SENDING},
-        attempts=attempts, possible_duplicate=duplicate,
+        pk=1,
+        seq=1,
+        created_ts=created,
+        **{**fields, "status": Status.SENDING},
+        attempts=attempts,
+        possible_duplicate=duplicate,
     )
 
 
-def run(message, outcome, unknown_policy="at_least_once", now=NOW, policy=RetryPolicy()):
-    return decide(message, outcome, now=now, policy=policy, unknown_policy=unknown_policy,
-                  jitter_sample=0.0, event_id="ev")
+def run(message, outcome, unknown_policy="at_least_once", now=NOW, policy=None):
+    return decide(
+        message,
+        outcome,
+        now=now,
+        policy=policy or RetryPolicy(),
+        unknown_policy=unknown_policy,
+        jitter_sample=0.0,
+        event_id="ev",
+    )
 
 
 def test_delivered_becomes_sent_with_a_sent_event():
@@ -114,9 +125,19 @@ def test_account_failures_do_not_consume_attempts():
     assert t.events[0].deferred_reason.startswith("SMTP 535")
 
 
-@given(st.sampled_from([Delivered(250), Permanent("x", 550), Temporary("y", 451), Unknown("z"),
-                        AccountBroken("w", 535)]),
-       st.integers(0, 12), st.sampled_from(["at_least_once", "at_most_once"]))
+@given(
+    st.sampled_from(
+        [
+            Delivered(250),
+            Permanent("x", 550),
+            Temporary("y", 451),
+            Unknown("z"),
+            AccountBroken("w", 535),
+        ]
+    ),
+    st.integers(0, 12),
+    st.sampled_from(["at_least_once", "at_most_once"]),
+)
 def test_every_decision_is_an_allowed_transition_from_sending(outcome, attempts, policy):
     t = run(queued(attempts=attempts), outcome, unknown_policy=policy)
     assert can_transition(Status.SENDING, t.status)

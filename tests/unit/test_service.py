@@ -42,17 +42,29 @@ class ScriptedTransport:
 
 
 def msg(message_id: str, **fields):
-    return {"id": message_id, "from": "s@example.com", "to": ["r@example.com"], "subject": "s",
-            **fields}
+    return {
+        "id": message_id,
+        "from": "s@example.com",
+        "to": ["r@example.com"],
+        "subject": "s",
+        **fields,
+    }
 
 
 def make_proxy(store=None, *, clock=None, scripted=None, tmp_path=Path("."), **options):
     store = store or MemoryStore()
     return MailProxy(
-        store=store, config=store, outbox=store,
-        transports={"smtp": scripted or ScriptedTransport(),
-                    "capture": CaptureTransport(tmp_path / "outbox")},
-        clock=clock or Clock(), random_unit=lambda: 0.5, run_dispatcher=False, **options,
+        store=store,
+        config=store,
+        outbox=store,
+        transports={
+            "smtp": scripted or ScriptedTransport(),
+            "capture": CaptureTransport(tmp_path / "outbox"),
+        },
+        clock=clock or Clock(),
+        random_unit=lambda: 0.5,
+        run_dispatcher=False,
+        **options,
     )
 
 
@@ -84,9 +96,14 @@ async def test_bad_messages_are_rejected_and_the_rest_queued():
         await setup_tenant(proxy)
         await proxy.put_tenant({"id": "t2"})
         result = await proxy.submit(
-            [msg("ok"), msg("ok"), msg("bad", to="nobody"), msg("x", tenant_id="zzz"),
-             msg("y", account_id="nope"),
-             msg("att", attachments=[{"filename": "f.pdf", "storage_path": "/srv/f.pdf"}])],
+            [
+                msg("ok"),
+                msg("ok"),
+                msg("bad", to="nobody"),
+                msg("x", tenant_id="zzz"),
+                msg("y", account_id="nope"),
+                msg("att", attachments=[{"filename": "f.pdf", "storage_path": "/srv/f.pdf"}]),
+            ],
             tenant_id="t1",
         )
         reasons = {(r.id, r.reason.split(":")[0]) for r in result.rejected}
@@ -96,15 +113,23 @@ async def test_bad_messages_are_rejected_and_the_rest_queued():
         assert ("x", "invalid tenant_id") in reasons
         assert ("y", "account not found for tenant") in reasons
         assert ("att", "attachment source not configured") in reasons
-        unscoped = await proxy.submit([msg("a"), msg("b", tenant_id="zzz"), msg("c", tenant_id="t2")])
-        assert {r.reason for r in unscoped.rejected} == {"missing tenant_id", "unknown tenant",
-                                                         "no default account"}
+        unscoped = await proxy.submit(
+            [msg("a"), msg("b", tenant_id="zzz"), msg("c", tenant_id="t2")]
+        )
+        assert {r.reason for r in unscoped.rejected} == {
+            "missing tenant_id",
+            "unknown tenant",
+            "no default account",
+        }
 
 
 async def test_a_malformed_batch_raises_and_queues_nothing():
     async with make_proxy(max_batch=3) as proxy:
         await setup_tenant(proxy)
-        for bad, field in [({"id": "x"}, "messages"), ([msg(str(i)) for i in range(4)], "messages")]:
+        for bad, field in [
+            ({"id": "x"}, "messages"),
+            ([msg(str(i)) for i in range(4)], "messages"),
+        ]:
             with pytest.raises(InvalidInput) as caught:
                 await proxy.submit(bad, tenant_id="t1")
             assert caught.value.field == field
@@ -117,7 +142,9 @@ async def test_send_raises_naming_the_field():
     async with make_proxy() as proxy:
         await setup_tenant(proxy)
         with pytest.raises(InvalidInput, match="missing subject"):
-            await proxy.send({"id": "a", "from": "s@example.com", "to": "r@example.com"}, tenant_id="t1")
+            await proxy.send(
+                {"id": "a", "from": "s@example.com", "to": "r@example.com"}, tenant_id="t1"
+            )
         message_id = await proxy.send(msg("b"), tenant_id="t1")
         assert message_id.endswith("@example.com")
         assert (await proxy.get_message("t1", "b")).message_id == message_id
@@ -127,8 +154,16 @@ async def test_priorities_go_out_in_order_with_one_slot():
     scripted = ScriptedTransport()
     async with make_proxy(scripted=scripted, max_concurrency=1) as proxy:
         await setup_tenant(proxy)
-        await proxy.submit([msg("low", priority="low"), msg("med"), msg("high", priority=1),
-                            msg("now", priority="immediate"), msg("med2")], tenant_id="t1")
+        await proxy.submit(
+            [
+                msg("low", priority="low"),
+                msg("med"),
+                msg("high", priority=1),
+                msg("now", priority="immediate"),
+                msg("med2"),
+            ],
+            tenant_id="t1",
+        )
         await proxy.run_until_idle()
     assert scripted.sent == ["now", "high", "med", "med2", "low"]
 
@@ -136,7 +171,9 @@ async def test_priorities_go_out_in_order_with_one_slot():
 async def test_default_priority_applies_to_messages_without_one():
     async with make_proxy() as proxy:
         await setup_tenant(proxy)
-        await proxy.submit([msg("a"), msg("b", priority=3)], tenant_id="t1", default_priority="high")
+        await proxy.submit(
+            [msg("a"), msg("b", priority=3)], tenant_id="t1", default_priority="high"
+        )
         assert (await proxy.get_message("t1", "a")).priority == 1
         assert (await proxy.get_message("t1", "b")).priority == 3
 
@@ -176,8 +213,10 @@ async def test_unknown_outcomes_follow_the_tenant_policy():
         assert (retried.status, retried.possible_duplicate) == (Status.DEFERRED, True)
         clock.advance(3600)
         await proxy.run_until_idle()
-        events = [(r.event.event, r.event.possible_duplicate)
-                  for r in await proxy.outbox.pending_reports("t1", 10)]
+        events = [
+            (r.event.event, r.event.possible_duplicate)
+            for r in await proxy.outbox.pending_reports("t1", 10)
+        ]
         assert events == [("unknown", False), ("sent", True)]
 
 

@@ -21,8 +21,15 @@ BASE = {"id": "m1", "from": "a@example.com", "to": ["b@example.com"], "subject":
 
 @pytest.mark.parametrize(
     "address",
-    ["user@example.com", "first.last+tag@sub.example.co", "δοκιμή@παράδειγμα.δοκιμή",
-     "user@bücher.example", "x@localhost", "o'brien@example.test", "a@" + "b" * 63 + ".test"],
+    [
+        "user@example.com",
+        "first.last+tag@sub.example.co",
+        "δοκιμή@παράδειγμα.δοκιμή",
+        "user@bücher.example",
+        "x@localhost",
+        "o'brien@example.test",
+        "a@" + "b" * 63 + ".test",
+    ],
 )
 def test_valid_addresses_pass(address):
     assert check_addr_spec("to", address) == address
@@ -30,9 +37,23 @@ def test_valid_addresses_pass(address):
 
 @pytest.mark.parametrize(
     "address",
-    ["no-at", "a@", "@b", "a@@b", "a" * 65 + "@x.test", "a@" + ("b" * 60 + ".") * 5 + "test",
-     '"quoted local"@x.test', "a@[127.0.0.1]", "a..b@x.test", ".a@x.test", "a@-x.test",
-     "good@x.test\r\nRCPT TO:<evil@x.test>", "a b@x.test", "a@x.test.", "a@x_y.test"],
+    [
+        "no-at",
+        "a@",
+        "@b",
+        "a@@b",
+        "a" * 65 + "@x.test",
+        "a@" + ("b" * 60 + ".") * 5 + "test",
+        '"quoted local"@x.test',
+        "a@[127.0.0.1]",
+        "a..b@x.test",
+        ".a@x.test",
+        "a@-x.test",
+        "good@x.test\r\nRCPT TO:<evil@x.test>",
+        "a b@x.test",
+        "a@x.test.",
+        "a@x_y.test",
+    ],
 )
 def test_invalid_addresses_are_rejected_naming_the_field(address):
     with pytest.raises(InvalidInput) as caught:
@@ -67,7 +88,10 @@ def test_invalid_addresses_are_rejected_naming_the_field(address):
         ({"batch_code": "b" * 65}, "invalid batch_code"),
         ({"to": [f"r{i}@x.test" for i in range(101)]}, "too many recipients"),
         ({"attachments": [{"filename": "a.txt", "storage_path": "base64:!!!"}]}, "invalid base64"),
-        ({"attachments": [{"filename": "../a", "storage_path": "base64:aGk="}]}, "invalid attachments[0].filename"),
+        (
+            {"attachments": [{"filename": "../a", "storage_path": "base64:aGk="}]},
+            "invalid attachments[0].filename",
+        ),
         ({"message_id": "no-at-sign"}, "invalid message_id"),
         ({"deferred_ts": -1}, "invalid deferred_ts"),
     ],
@@ -81,8 +105,15 @@ def test_bad_messages_are_rejected_with_a_reason_naming_the_field(change, reason
 
 
 def test_a_message_is_normalised():
-    spec = parse_message({**BASE, "to": 'A <a@x.test>, "Doe, J" <j@x.test>', "priority": "high",
-                          "message_id": "<abc@x.test>", "cc": ["c@x.test"]})
+    spec = parse_message(
+        {
+            **BASE,
+            "to": 'A <a@x.test>, "Doe, J" <j@x.test>',
+            "priority": "high",
+            "message_id": "<abc@x.test>",
+            "cc": ["c@x.test"],
+        }
+    )
     assert spec.to == ("A <a@x.test>", '"Doe, J" <j@x.test>')
     assert spec.priority == 1
     assert spec.message_id == "abc@x.test"
@@ -90,18 +121,41 @@ def test_a_message_is_normalised():
 
 
 def test_md5_marker_is_stripped_and_checked_against_inline_content():
-    ok = parse_message({**BASE, "attachments": [
-        {"filename": "r_{MD5:49f68a5c8493ec2c0bf489821c21fc3b}.txt", "storage_path": "base64:aGk="}]})
+    ok = parse_message(
+        {
+            **BASE,
+            "attachments": [
+                {
+                    "filename": "r_{MD5:49f68a5c8493ec2c0bf489821c21fc3b}.txt",
+                    "storage_path": "base64:aGk=",
+                }
+            ],
+        }
+    )
     assert ok.attachments[0].filename == "r.txt"
     assert ok.attachments[0].fetch_mode == "base64"
     with pytest.raises(InvalidInput, match="md5 mismatch"):
-        parse_message({**BASE, "attachments": [
-            {"filename": "r_{MD5:00000000000000000000000000000000}.txt", "storage_path": "base64:aGk="}]})
+        parse_message(
+            {
+                **BASE,
+                "attachments": [
+                    {
+                        "filename": "r_{MD5:00000000000000000000000000000000}.txt",
+                        "storage_path": "base64:aGk=",
+                    }
+                ],
+            }
+        )
 
 
 @pytest.mark.parametrize(
     ("path", "mode"),
-    [("base64:aGk=", "base64"), ("@doc=1", "endpoint"), ("https://h/x", "http_url"), ("a/b.pdf", "filesystem")],
+    [
+        ("base64:aGk=", "base64"),
+        ("@doc=1", "endpoint"),
+        ("https://h/x", "http_url"),
+        ("a/b.pdf", "filesystem"),
+    ],
 )
 def test_fetch_mode_is_inferred_from_the_path(path, mode):
     raw = {**BASE, "attachments": [{"filename": "f", "storage_path": path}]}
