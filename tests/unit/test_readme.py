@@ -25,7 +25,10 @@ def test_the_embedding_example_delivers_and_reports(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "1 [('broken', \"invalid address in to: 'not-an-address' (expected local@domain)\")]"
+    assert (
+        lines[0]
+        == "1 [('broken', \"invalid address in to: 'not-an-address' (expected local@domain)\")]"
+    )
     assert re.fullmatch(r"sent [0-9a-f]{32}@acme\.example", lines[1])
     assert lines[2] == "sent welcome-ada {'user_id': 42}"
     assert (tmp_path / "outbox" / "acme" / "main" / "welcome-ada.eml").is_file()
