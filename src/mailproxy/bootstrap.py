@@ -8,7 +8,6 @@ from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import Settings
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.retry import RetryPolicy
 from mailproxy.service import MailProxy
 
 
@@ -28,7 +27,6 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
     """A MailProxy for ``settings``: its store, the SMTP and capture transports."""
     store = build_store(settings)
     delivery = settings.delivery
-    retry = settings.retry
     return MailProxy(
         store=store,
         config=store,
@@ -41,14 +39,7 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
             ),
             "capture": CaptureTransport(settings.capture_dir),
         },
-        retry_policy=RetryPolicy(
-            base_delay_s=retry.base_delay_s,
-            factor=retry.factor,
-            max_delay_s=retry.max_delay_s,
-            jitter=retry.jitter,
-            max_retries=retry.max_retries,
-            max_age_s=retry.max_age_s,
-        ),
+        retry_policy=settings.retry,
         unknown_policy=delivery.unknown_policy,
         max_concurrency=delivery.max_concurrency,
         max_batch=delivery.max_batch,

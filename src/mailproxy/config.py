@@ -19,6 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.retry import RetryPolicy
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -46,15 +47,6 @@ class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     capture_dir: str | None = None
     unknown_policy: Literal["at_least_once", "at_most_once"] = "at_least_once"
     max_batch: int = 1000
-
-
-class RetrySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    max_retries: int = 8
-    base_delay_s: float = 60.0
-    factor: float = 2.5
-    max_delay_s: float = 7200.0
-    jitter: float = 0.1
-    max_age_s: float = 172800.0
 
 
 class ReportingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -96,7 +88,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
     delivery: DeliverySettings = DeliverySettings()
-    retry: RetrySettings = RetrySettings()
+    retry: RetryPolicy = RetryPolicy()
     reporting: ReportingSettings = ReportingSettings()
     attachments: AttachmentsSettings = AttachmentsSettings()
     security: SecuritySettings = SecuritySettings()
@@ -123,7 +115,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.delivery.worker_id or f"{socket.gethostname()}:{self.instance_name}"
 
 
-SECTIONS: dict[str, type[_Section]] = {
+SECTIONS: dict[str, type[msgspec.Struct]] = {
     f.name: f.type for f in msgspec.structs.fields(Settings) if isinstance(f.type, type)
 }
 SHORT_ENV = {

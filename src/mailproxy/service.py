@@ -26,9 +26,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import msgspec
 
@@ -74,6 +74,7 @@ from mailproxy.ports.store import ConfigStore, MessageStore, ReportOutbox
 from mailproxy.ports.transport import Transport
 
 log = logging.getLogger("mailproxy.service")
+T = TypeVar("T")
 
 #: How long a looked-up tenant or account is trusted before it is read again, so that a
 #: change made by another process sharing the database is seen within this delay.
@@ -233,21 +234,21 @@ class MailProxy:
             raise NotFound("account", f"{tenant_id}/{account_id}")
         self._account_cache.pop(tenant_id, None)
 
+    async def _cached(
+        self, cache: dict[str, tuple[float, T]], key: str, load: Callable[[str], Awaitable[T]]
+    ) -> T:
+        hit = cache.get(key)
+        if hit is not None and self._monotonic() - hit[0] < CONFIG_CACHE_S:
+            return hit[1]
+        value = await load(key)
+        cache[key] = (self._monotonic(), value)
+        return value
+
     async def _tenant(self, tenant_id: str) -> Tenant | None:
-        cached = self._tenant_cache.get(tenant_id)
-        if cached is not None and self._monotonic() - cached[0] < CONFIG_CACHE_S:
-            return cached[1]
-        tenant = await self.config.get_tenant(tenant_id)
-        self._tenant_cache[tenant_id] = (self._monotonic(), tenant)
-        return tenant
+        return await self._cached(self._tenant_cache, tenant_id, self.config.get_tenant)
 
     async def _accounts(self, tenant_id: str) -> list[Account]:
-        cached = self._account_cache.get(tenant_id)
-        if cached is not None and self._monotonic() - cached[0] < CONFIG_CACHE_S:
-            return cached[1]
-        accounts = await self.config.list_accounts(tenant_id)
-        self._account_cache[tenant_id] = (self._monotonic(), accounts)
-        return accounts
+        return await self._cached(self._account_cache, tenant_id, self.config.list_accounts)
 
     async def _account(self, tenant_id: str, account_id: str | None) -> Account | None:
         accounts = await self._accounts(tenant_id)
