@@ -15,7 +15,7 @@ import mimetypes
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 
 import msgspec
@@ -25,6 +25,30 @@ from mailproxy.domain.model import MessageSpec
 from mailproxy.domain.validation import address_of, idna_domain, parse_mailbox
 
 _HEADER_LINE = re.compile(rb"^([!-9;-~]+):", re.MULTILINE)
+
+
+class _CachedHeaderRegistry(HeaderRegistry):
+    """The standard header factory, but each header class is built once.
+
+    ``HeaderRegistry`` creates a new class with ``type()`` for every header it parses,
+    which was the largest single cost of rendering a message; the classes it builds depend
+    only on the registered class, so one per registered class is enough.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built: dict[type, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        cls = self.registry.get(name.lower(), self.default_class)
+        built = self._built.get(cls)
+        if built is None:
+            built = self._built[cls] = super().__getitem__(name)
+        return built
+
+
+_SMTP = email.policy.SMTP.clone(header_factory=_CachedHeaderRegistry())
+_SMTPUTF8 = email.policy.SMTPUTF8.clone(header_factory=_CachedHeaderRegistry())
 
 
 class AttachmentContent(msgspec.Struct, frozen=True):
@@ -86,7 +110,7 @@ def render(
     recipients_all = (*spec.to, *spec.cc, *spec.bcc)
     addresses = [address_of(spec.return_path or spec.from_), *map(address_of, recipients_all)]
     utf8 = any(needs_smtputf8(a) for a in addresses) or needs_smtputf8(address_of(spec.from_))
-    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    policy = _SMTPUTF8 if utf8 else _SMTP
 
     msg = EmailMessage(policy=policy)
     msg["From"] = _header_address("from", spec.from_)
