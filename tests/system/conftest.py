@@ -1,109 +1,12 @@
-"""A programmable SMTP sink (aiosmtpd) on 127.0.0.1 for system tests."""
+"""Fixtures of the system tests: SMTP sinks on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP as SMTPServer
-from aiosmtpd.smtp import Envelope, Session
 
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    content: bytes
-    mail_options: list[str]
-
-
-@dataclass
-class SinkHandler:
-    """Answers 250 unless told otherwise. ``replies`` maps ``"MAIL"``, ``"DATA"`` or
-    ``"RCPT:<address>"`` to a reply line; ``after_dot`` is ``None``, ``"drop"`` (keep the
-    message, close without answering) or ``"stall"`` (keep it, answer too late)."""
-
-    replies: dict[str, str] = field(default_factory=dict)
-    after_dot: str | None = None
-    stall_s: float = 2.0
-    received: list[Received] = field(default_factory=list)
-    sessions: int = 0
-
-    async def handle_EHLO(
-        self,
-        server: SMTPServer,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        return responses
-
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        if "MAIL" in self.replies:
-            return self.replies["MAIL"]
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        reply = self.replies.get(f"RCPT:{address}") or self.replies.get("RCPT")
-        if reply:
-            return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        if "DATA" in self.replies:
-            return self.replies["DATA"]
-        self.received.append(
-            Received(
-                envelope.mail_from,
-                list(envelope.rcpt_tos),
-                envelope.original_content or envelope.content,
-                list(envelope.mail_options),
-            )
-        )
-        if self.after_dot == "drop":
-            server.transport.abort()
-            return "250 OK"
-        if self.after_dot == "stall":
-            await asyncio.sleep(self.stall_s)
-        return "250 OK"
-
-
-class CountingController(Controller):
-    def factory(self):
-        self.handler.sessions += 1
-        return super().factory()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_sink(**smtp_parameters: object) -> Iterator[tuple[SinkHandler, int]]:
-    """Start a sink in its own thread and event loop; stop and close both afterwards."""
-    handler = SinkHandler()
-    loop = asyncio.new_event_loop()
-    controller = CountingController(
-        handler, hostname="127.0.0.1", port=free_port(), loop=loop, **smtp_parameters
-    )
-    controller.start()
-    try:
-        yield handler, controller.port
-    finally:
-        controller.stop()
-        loop.close()
+from tests.smtp_sink import SinkHandler, running_sink
 
 
 @pytest.fixture

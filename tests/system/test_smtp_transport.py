@@ -13,7 +13,7 @@ from mailproxy.domain.mime import AttachmentContent, Outgoing, render
 from mailproxy.domain.model import Account
 from mailproxy.domain.outcome import AccountBroken, Delivered, Permanent, Temporary, Unknown
 from mailproxy.domain.validation import decode_inline, parse_message
-from tests.system.conftest import free_port
+from tests.smtp_sink import free_port
 
 pytestmark = pytest.mark.system
 

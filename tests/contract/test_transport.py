@@ -1,0 +1,108 @@
+"""Contract of the ``Transport`` port, run against every transport: SMTP (to a real
+aiosmtpd sink on 127.0.0.1) and capture (to a real folder).
+
+Failure handling specific to SMTP (reply codes, phases, dropped connections) is in
+``tests/system/test_smtp_transport.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.smtp import SmtpTransport
+from mailproxy.domain.mime import Outgoing, render
+from mailproxy.domain.model import Account
+from mailproxy.domain.outcome import Delivered
+from mailproxy.domain.validation import parse_message
+from mailproxy.ports.transport import Transport
+from tests.smtp_sink import running_sink
+
+
+@dataclass
+class Destination:
+    transport: Transport
+    account: Account
+    #: The contents the destination holds so far, in any order.
+    held: Callable[[], list[bytes]]
+
+
+@pytest.fixture(params=["smtp", "capture"])
+async def destination(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Destination]:
+    if request.param == "smtp":
+        with running_sink() as (handler, port):
+            transport = SmtpTransport(connect_timeout_s=2, command_timeout_s=2, data_timeout_s=2)
+            account = Account(id="a1", tenant_id="t1", host="127.0.0.1", port=port, use_tls=False)
+            yield Destination(transport, account, lambda: [r.content for r in handler.received])
+            await transport.close()
+    else:
+        capture = CaptureTransport(tmp_path / "outbox")
+        account = Account(id="a1", tenant_id="t1", kind="capture")
+        yield Destination(
+            capture,
+            account,
+            lambda: [p.read_bytes() for p in (tmp_path / "outbox").rglob("*.eml")],
+        )
+        await capture.close()
+
+
+def outgoing(message_id: str) -> Outgoing:
+    spec = parse_message(
+        {
+            "id": message_id,
+            "from": "Sender <s@example.com>",
+            "to": ["r@example.com"],
+            "bcc": ["hidden@example.com"],
+            "subject": f"Grüße {message_id}",
+            "body": "hello",
+        }
+    )
+    rendered = render(spec, message_id=f"{message_id}@example.com", date_ts=1_800_000_000)
+    return Outgoing("t1", message_id, rendered)
+
+
+async def test_a_delivered_message_is_held_byte_for_byte(destination: Destination):
+    message = outgoing("m1")
+
+    outcome = await destination.transport.send(destination.account, message)
+
+    assert isinstance(outcome, Delivered)
+    held = destination.held()
+    assert len(held) == 1
+    # SMTP servers may add trace headers above ours; the message itself is unchanged.
+    assert (
+        held[0].replace(b"\r\n", b"\n").endswith(message.rendered.content.replace(b"\r\n", b"\n"))
+    )
+    assert b"hidden@example.com" not in held[0]
+
+
+async def test_concurrent_sends_are_all_delivered_once(destination: Destination):
+    messages = [outgoing(f"m{n}") for n in range(8)]
+
+    outcomes = await asyncio.gather(
+        *(destination.transport.send(destination.account, m) for m in messages)
+    )
+
+    assert all(isinstance(o, Delivered) for o in outcomes)
+    held = destination.held()
+    assert len(held) == 8
+    for message in messages:
+        assert sum(f"<{message.id}@example.com>".encode() in h for h in held) == 1
+
+
+async def test_close_is_idempotent_and_the_transport_still_sends_afterwards(
+    destination: Destination,
+):
+    await destination.transport.send(destination.account, outgoing("m1"))
+    await destination.transport.close()
+    await destination.transport.close()
+
+    outcome = await destination.transport.send(destination.account, outgoing("m2"))
+
+    assert isinstance(outcome, Delivered)
+    assert len(destination.held()) == 2

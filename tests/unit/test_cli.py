@@ -1,0 +1,67 @@
+"""The ``mail-proxy`` command line, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from email import message_from_bytes, policy
+from pathlib import Path
+
+from mailproxy import __version__
+
+CLI = [sys.executable, "-c", "from mailproxy.entrypoints.cli import main; main()"]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=60, env={"PATH": ""}
+    )
+
+
+def test_demo_delivers_every_message_into_eml_files(tmp_path):
+    result = run("demo", "--dir", str(tmp_path / "d"), "--count", "8", "--json", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["queued"] == 8
+    assert summary["rejected"] == []
+    assert summary["statuses"] == {"sent": 8}
+    assert len(summary["files"]) == 8
+    parsed = [
+        message_from_bytes(Path(f).read_bytes(), policy=policy.default) for f in summary["files"]
+    ]
+    subjects = {str(m["Subject"]) for m in parsed}
+    assert "Grüße, 你好 — message 2" in subjects
+    assert any(m.is_multipart() for m in parsed)
+    assert Path(summary["database"]).is_file()
+
+
+def test_demo_prints_where_the_files_are(tmp_path):
+    result = run("demo", "--dir", str(tmp_path / "d"), "--count", "3", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "queued 3 messages" in result.stdout
+    assert str((tmp_path / "d" / "outbox" / "demo" / "sandbox").resolve()) in result.stdout
+
+
+def test_demo_refuses_a_count_out_of_range_with_usage_exit_code(tmp_path):
+    result = run("demo", "--dir", str(tmp_path / "d"), "--count", "0", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "--count" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_version_is_printed(tmp_path):
+    result = run("--version", cwd=tmp_path)
+
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+
+
+def test_serve_says_it_is_not_available_yet_and_fails(tmp_path):
+    result = run("serve", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "not part of this version" in result.stderr

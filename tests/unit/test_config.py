@@ -1,0 +1,99 @@
+"""Settings: config.ini and GMP_ environment, validated once, errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailproxy.adapters.memory import MemoryStore
+from mailproxy.adapters.sqlite import SqliteStore
+from mailproxy.bootstrap import build_proxy, build_store
+from mailproxy.config import load_settings
+from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.retry import RetryPolicy
+
+
+def write_ini(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.ini"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_match_the_documented_table():
+    settings = load_settings(environ={})
+
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 8000
+    assert settings.storage.synchronous == "full"
+    assert settings.delivery.max_concurrency == 32
+    assert settings.delivery.lease_s == 300
+    assert settings.delivery.unknown_policy == "at_least_once"
+    assert settings.delivery.max_batch == 1000
+    assert settings.retry == RetryPolicy(
+        base_delay_s=60, factor=2.5, max_delay_s=7200, jitter=0.1, max_retries=8, max_age_s=172800
+    )
+
+
+def test_the_environment_wins_over_the_file_and_relative_paths_follow_the_file(tmp_path):
+    ini = write_ini(tmp_path, "[retry]\nmax_retries = 3\nbase_delay_s = 5\n[server]\nport = 9000\n")
+
+    settings = load_settings(ini, {"GMP_RETRY_MAX_RETRIES": "4", "GMP_PORT": "9100"})
+
+    assert settings.retry.max_retries == 4
+    assert settings.retry.base_delay_s == 5
+    assert settings.server.port == 9100
+    assert Path(settings.db_path) == tmp_path / "mail_service.db"
+    assert settings.capture_dir == tmp_path / "outbox"
+
+
+@pytest.mark.parametrize(
+    ("ini", "environ", "named"),
+    [
+        ("[nonsense]\nx = 1\n", {}, "[nonsense]"),
+        ("[retry]\nmax_retrys = 3\n", {}, "retry.max_retrys"),
+        ("", {"GMP_RETRY_MAX_RETRYS": "3"}, "GMP_RETRY_MAX_RETRYS"),
+        ("[retry]\nmax_retries = many\n", {}, "retry.max_retries"),
+        ("[retry]\njitter = 2\n", {}, "retry.jitter"),
+        ("[delivery]\nmax_concurrency = 0\n", {}, "delivery.max_concurrency"),
+        ("[storage]\nsynchronous = sometimes\n", {}, "storage.synchronous"),
+        ("", {"GMP_PORT": "70000"}, "server.port"),
+        ("not an ini file", {}, "config.ini"),
+    ],
+)
+def test_a_bad_setting_is_an_error_naming_it(tmp_path, ini, environ, named):
+    path = write_ini(tmp_path, ini)
+
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(path, environ)
+
+    assert named in str(caught.value)
+
+
+def test_gmp_home_belongs_to_the_cli_and_other_variables_are_ignored():
+    settings = load_settings(environ={"GMP_HOME": "/somewhere", "HOME": "/root"})
+
+    assert settings.instance_name == "default"
+
+
+def test_bootstrap_builds_the_store_the_path_names(tmp_path):
+    assert isinstance(build_store(load_settings(environ={"GMP_DB_PATH": ":memory:"})), MemoryStore)
+    sqlite = build_store(load_settings(environ={"GMP_DB_PATH": str(tmp_path / "x.db")}))
+    assert isinstance(sqlite, SqliteStore)
+    with pytest.raises(InvalidInput, match="postgresql://"):
+        build_store(load_settings(environ={"GMP_DB_PATH": "postgresql://localhost/db"}))
+
+
+async def test_a_proxy_built_from_settings_delivers_to_its_capture_folder(tmp_path):
+    settings = load_settings(environ={"GMP_DB_PATH": str(tmp_path / "db" / "mail.db")})
+
+    async with build_proxy(settings, run_dispatcher=False) as proxy:
+        await proxy.put_tenant({"id": "t"})
+        await proxy.put_account({"id": "a", "tenant_id": "t", "kind": "capture"})
+        await proxy.send(
+            {"id": "m", "from": "s@example.com", "to": "r@example.com", "subject": "s"},
+            tenant_id="t",
+        )
+        assert await proxy.run_until_idle() == 1
+
+    assert (tmp_path / "db" / "outbox" / "t" / "a" / "m.eml").is_file()
