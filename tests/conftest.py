@@ -11,6 +11,7 @@ from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.lifecycle import initial_status
 from mailproxy.domain.model import Account, NewMessage, Tenant
+from mailproxy.domain.policy import queue_rank
 from mailproxy.domain.validation import parse_message
 
 STORE_KINDS = ["memory", "sqlite"]
@@ -74,6 +75,7 @@ def new_message(
         id=message_id,
         account_id=account_id,
         priority=priority,
+        rank=queue_rank(priority, now),
         status=status,
         due_ts=due,
         batch_code=batch_code,

@@ -45,5 +45,7 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         max_batch=delivery.max_batch,
         lease_s=delivery.lease_s,
         worker_id=settings.worker_id,
+        aging_s=delivery.priority_aging_s,
+        retention_s=settings.reporting.retention_s,
         run_dispatcher=run_dispatcher,
     )

@@ -47,6 +47,7 @@ class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     capture_dir: str | None = None
     unknown_policy: Literal["at_least_once", "at_most_once"] = "at_least_once"
     max_batch: int = 1000
+    priority_aging_s: float = 600.0
 
 
 class ReportingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -198,6 +199,7 @@ def _check(settings: Settings) -> None:
         "delivery.max_concurrency": settings.delivery.max_concurrency,
         "delivery.max_batch": settings.delivery.max_batch,
         "delivery.lease_s": settings.delivery.lease_s,
+        "delivery.priority_aging_s": settings.delivery.priority_aging_s,
         "retry.base_delay_s": settings.retry.base_delay_s,
         "retry.max_delay_s": settings.retry.max_delay_s,
         "retry.factor": settings.retry.factor,

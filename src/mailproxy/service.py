@@ -55,10 +55,20 @@ from mailproxy.domain.model import (
     Rejection,
     Status,
     SubmitResult,
+    SuspendState,
     Tenant,
     UnknownPolicy,
 )
-from mailproxy.domain.outcome import Outcome, Permanent, Temporary, Unknown
+from mailproxy.domain.outcome import Outcome, Permanent, RateLimited, Temporary, Unknown
+from mailproxy.domain.policy import (
+    DEFAULT_AGING_S,
+    Why,
+    WindowLengths,
+    explain,
+    queue_rank,
+    rate_windows,
+    suspension_of,
+)
 from mailproxy.domain.retry import RetryPolicy
 from mailproxy.domain.validation import (
     address_of,
@@ -99,6 +109,10 @@ class MailProxy:
         lease_s: float = 300.0,
         worker_id: str = "mailproxy",
         shutdown_grace_s: float = 30.0,
+        aging_s: float = DEFAULT_AGING_S,
+        window_lengths: WindowLengths | None = None,
+        retention_s: float = 604800.0,
+        retention_check_s: float = 3600.0,
         run_dispatcher: bool = True,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -119,6 +133,11 @@ class MailProxy:
         self.lease_s = lease_s
         self.worker_id = worker_id
         self._shutdown_grace_s = shutdown_grace_s
+        self.aging_s = aging_s
+        self.window_lengths = window_lengths or WindowLengths()
+        self.retention_s = retention_s
+        self._retention_check_s = retention_check_s
+        self._next_purge = 0.0
         self._run_dispatcher = run_dispatcher
         self._clock = clock
         self._monotonic = monotonic
@@ -223,6 +242,7 @@ class MailProxy:
             raise InvalidInput("kind", f"invalid kind: no transport for {account.kind!r}")
         await self.config.put_account(account)
         self._account_cache.pop(account.tenant_id, None)
+        self._wake.set()
         return account
 
     async def list_accounts(self, tenant_id: str) -> list[Account]:
@@ -340,13 +360,15 @@ class MailProxy:
         for ref in spec.attachments:
             self._check_attachment(tenant, ref)
         status, due_ts = initial_status(spec.deferred_ts, now)
+        priority = spec.priority if spec.priority is not None else default_priority
         sender_domain = address_of(spec.from_).rpartition("@")[2]
         message_id = spec.message_id or f"{self._new_id()}@{idna_domain(sender_domain)}"
         return NewMessage(
             tenant_id=tenant_id,
             id=spec.id,
             account_id=account.id,
-            priority=spec.priority if spec.priority is not None else default_priority,
+            priority=priority,
+            rank=queue_rank(priority, now, self.aging_s),
             status=status,
             due_ts=due_ts,
             batch_code=spec.batch_code,
@@ -404,6 +426,39 @@ class MailProxy:
     async def counts(self, tenant_id: str | None = None) -> dict[Status, int]:
         return await self.store.count_by_status(tenant_id)
 
+    async def why(self, tenant_id: str, message_id: str) -> Why | None:
+        """Why the message has not gone yet (None once final); see
+        :func:`mailproxy.domain.policy.explain`."""
+        message = await self.get_message(tenant_id, message_id)
+        now = self._clock()
+        suspended = suspension_of(await self.store.suspended_batches(tenant_id), message.batch_code)
+        pause = await self.store.account_pause(tenant_id, message.account_id)
+        ahead = 0
+        if message.status in (Status.PENDING, Status.SCHEDULED, Status.DEFERRED):
+            ahead = await self.store.count_ahead(message, now)
+        return explain(message, now, ahead=ahead, suspended=suspended, pause=pause)
+
+    async def suspend(self, tenant_id: str, batch_code: str | None = None) -> SuspendState:
+        """Stop sending the tenant's messages (or one batch's); they stay queued."""
+        await self.get_tenant(tenant_id)
+        return await self.store.suspend(tenant_id, batch_code, self._clock())
+
+    async def activate(self, tenant_id: str, batch_code: str | None = None) -> SuspendState:
+        """Resume a suspended tenant or batch and wake the dispatcher at once. Raises
+        :class:`~mailproxy.domain.errors.Conflict` for a batch of a suspended tenant."""
+        await self.get_tenant(tenant_id)
+        state = await self.store.activate(tenant_id, batch_code, self._clock())
+        self._wake.set()
+        return state
+
+    async def cleanup(self, tenant_id: str, older_than_s: float | None = None) -> int:
+        """Remove the tenant's final messages whose reports are acknowledged and that became
+        final more than ``older_than_s`` ago (default: the retention); return how many."""
+        age = self.retention_s if older_than_s is None else older_than_s
+        if age < 0:
+            raise InvalidInput("older_than_seconds", "invalid older_than_seconds: not negative")
+        return await self.store.purge_final(tenant_id, self._clock() - age)
+
     # --- dispatch -----------------------------------------------------------------------
 
     def run_now(self) -> None:
@@ -432,6 +487,7 @@ class MailProxy:
     async def _dispatch_loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            await self._purge_if_due()
             free = self.max_concurrency - len(self._inflight)
             claimed = 0
             if free > 0:
@@ -460,19 +516,34 @@ class MailProxy:
         self._wake.set()
 
     async def _idle_timeout(self) -> float | None:
-        if len(self._inflight) >= self.max_concurrency:
-            return None  # a finishing attempt wakes the loop
+        """How long the loop may sleep: until the next message or pause comes due, or the
+        next retention pass. Messages due now but not claimable (their account is busy)
+        wait for an attempt to finish, which wakes the loop."""
+        now = self._clock()
+        until_purge = max(0.0, self._next_purge - self._monotonic())
         try:
-            due = await self.store.next_due_ts()
+            due = await self.store.next_due_ts(now)
         except MailProxyError as exc:
             log.error("dispatch.next_due_failed: %s", exc)
             return 1.0
-        return None if due is None else max(0.0, due - self._clock())
+        return until_purge if due is None else min(until_purge, max(0.0, due - now))
 
     async def _sleep(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
+
+    async def _purge_if_due(self) -> None:
+        if self._monotonic() < self._next_purge:
+            return
+        self._next_purge = self._monotonic() + self._retention_check_s
+        try:
+            removed = await self.store.purge_final(None, self._clock() - self.retention_s)
+        except MailProxyError as exc:
+            log.error("retention.purge_failed: %s", exc)
+            return
+        if removed:
+            log.info("retention.purged removed=%d", removed)
 
     async def _attempt(self, claim: Claim) -> None:
         message = claim.message
@@ -494,6 +565,19 @@ class MailProxy:
         transport = self._transports.get(account.kind)
         if transport is None:
             return Permanent(f"no transport for account kind {account.kind!r}")
+        windows = rate_windows(await self._tenant(message.tenant_id), account, self.window_lengths)
+        if windows:
+            now = self._clock()
+            grant = await self.store.reserve_slots(claim.lease, windows, now)
+            if grant is None:
+                log.warning("dispatch.lease_lost message=%s", message.id)
+                return None
+            if grant.at_ts > now:
+                return RateLimited(
+                    grant.at_ts,
+                    grant.window or "rate limit",
+                    reject=account.limit_behavior == "reject",
+                )
         try:
             attachments = await self._attachments(message.tenant_id, message.spec)
             rendered = render(
@@ -553,6 +637,7 @@ class MailProxy:
             unknown_policy=policy,
             jitter_sample=self._random_unit() * 2.0 - 1.0,
             event_id=self._new_id(),
+            pause=claim.pause,
         )
         try:
             applied = await self.store.complete(claim.lease, transition, now)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import random
 
-from mailproxy.domain.lifecycle import decide, queue_order
+import pytest
+
+from mailproxy.domain.lifecycle import decide
 from mailproxy.domain.model import Lease, Status
 from mailproxy.domain.outcome import Delivered, Temporary
+from mailproxy.domain.policy import queue_order
 from mailproxy.domain.retry import RetryPolicy
 from tests.conftest import new_message
 
 NOW = 1_800_000_000.0
+
+pytestmark = pytest.mark.usefixtures("accounts")
 
 
 def sent(message, event_id="e1"):
@@ -67,7 +72,7 @@ async def test_a_claimed_message_is_not_claimed_again(store):
 async def test_scheduled_message_is_claimed_only_when_due(store):
     await store.enqueue([new_message("later", deferred_ts=NOW + 100)], NOW)
     assert (await store.get_message("t1", "later")).status is Status.SCHEDULED
-    assert await store.next_due_ts() == NOW + 100
+    assert await store.next_due_ts(NOW) == NOW + 100
     assert await claim(store, now=NOW + 99) == []
     assert [c.message.id for c in await claim(store, now=NOW + 100)] == ["later"]
 
@@ -221,4 +226,4 @@ async def test_counts_by_status(store):
 
 
 async def test_next_due_is_none_for_an_empty_queue(store):
-    assert await store.next_due_ts() is None
+    assert await store.next_due_ts(NOW) is None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mailproxy.domain.lifecycle import decide
 from mailproxy.domain.outcome import Delivered, Unknown
 from mailproxy.domain.retry import RetryPolicy
 from tests.conftest import NOW_T, new_message
+
+pytestmark = pytest.mark.usefixtures("accounts")
 
 
 async def settle(store, outcome, event_id, tenant_id="t1", count=1):

@@ -11,15 +11,16 @@ from collections.abc import Collection, Sequence
 
 import msgspec
 
+from mailproxy.domain.errors import Conflict
 from mailproxy.domain.lifecycle import (
     is_final,
-    queue_order,
     requeue_status,
     resubmission_refusal,
 )
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
     Account,
+    AccountPause,
     Claim,
     DeleteResult,
     HistoryEntry,
@@ -30,8 +31,18 @@ from mailproxy.domain.model import (
     Rejection,
     Status,
     StoredReport,
+    SuspendState,
     Tenant,
     Transition,
+)
+from mailproxy.domain.policy import (
+    RateWindow,
+    SlotGrant,
+    account_room,
+    fair_order,
+    grant_slot,
+    queue_order,
+    suspension_of,
 )
 
 replace = msgspec.structs.replace
@@ -55,7 +66,11 @@ class MemoryStore:
         self._reports: list[_Report] = []
         self._tenants: dict[str, Tenant] = {}
         self._accounts: dict[tuple[str, str], Account] = {}
-        self._queue: list[tuple[int, int, int]] = []  # (priority, seq, pk); stale entries skipped
+        # Per account: a heap of (rank, seq, pk); entries that no longer match are skipped.
+        self._queues: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
+        self._slots: dict[str, list[tuple[float, int | None]]] = {}  # key -> (ts, holder)
+        self._pauses: dict[tuple[str, str], AccountPause] = {}
+        self._suspended: dict[str, set[str]] = {}
         self._next_pk = 1
         self._next_seq = 1
         self._next_report = 1
@@ -70,7 +85,12 @@ class MemoryStore:
 
     def _push(self, message: QueuedMessage) -> None:
         if message.status in QUEUED_STATUSES:
-            heapq.heappush(self._queue, (*queue_order(message), message.pk))
+            queue = self._queues.setdefault((message.tenant_id, message.account_id), [])
+            heapq.heappush(queue, (*queue_order(message), message.pk))
+
+    def _release_slots(self, pk: int) -> None:
+        for key, slots in self._slots.items():
+            self._slots[key] = [slot for slot in slots if slot[1] != pk]
 
     async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
         rejected: list[Rejection] = []
@@ -86,6 +106,11 @@ class MemoryStore:
                 pk = self._next_pk
                 self._next_pk += 1
                 self._keys[(new.tenant_id, new.id)] = pk
+            self._release_slots(pk)
+            suspended = suspension_of(self._suspended.get(new.tenant_id, ()), new.batch_code)
+            fields = msgspec.structs.asdict(new)
+            if suspended is not None:
+                fields["status"] = Status.SUSPENDED
             message = QueuedMessage(
                 pk=pk,
                 seq=self._next_seq,
@@ -93,7 +118,7 @@ class MemoryStore:
                 possible_duplicate=False,
                 created_ts=now,
                 updated_ts=now,
-                **msgspec.structs.asdict(new),
+                **fields,
             )
             self._next_seq += 1
             self._messages[pk] = message
@@ -102,19 +127,21 @@ class MemoryStore:
         return rejected
 
     async def claim_due(self, *, now: float, limit: int, owner: str, lease_s: float) -> list[Claim]:
-        claims: list[Claim] = []
-        not_due: list[tuple[int, int, int]] = []
+        in_flight: dict[tuple[str, str], int] = {}
+        for m in self._messages.values():
+            if m.status is Status.SENDING and m.lease_owner == owner:
+                key = (m.tenant_id, m.account_id)
+                in_flight[key] = in_flight.get(key, 0) + 1
+        candidates: list[QueuedMessage] = []
+        for key, account in self._accounts.items():
+            room = account_room(
+                account.max_connections, in_flight.get(key, 0), self._pauses.get(key), now
+            )
+            if room > 0:
+                candidates.extend(self._due_heads(key, now, min(room, limit)))
         token = uuid.uuid4().hex
-        while self._queue and len(claims) < limit:
-            entry = heapq.heappop(self._queue)
-            message = self._messages.get(entry[2])
-            if message is None or message.status not in QUEUED_STATUSES:
-                continue
-            if queue_order(message) != entry[:2]:
-                continue
-            if message.due_ts > now:
-                not_due.append(entry)
-                continue
+        claims: list[Claim] = []
+        for message in fair_order(candidates, limit):
             lease = Lease(message.pk, owner, token, now + lease_s)
             claimed = replace(
                 message,
@@ -126,10 +153,56 @@ class MemoryStore:
                 updated_ts=now,
             )
             self._messages[message.pk] = claimed
-            claims.append(Claim(claimed, lease))
-        for entry in not_due:
-            heapq.heappush(self._queue, entry)
+            claims.append(
+                Claim(claimed, lease, self._pauses.get((message.tenant_id, message.account_id)))
+            )
+        for message in candidates:
+            if self._messages[message.pk].status is not Status.SENDING:
+                self._push(message)
         return claims
+
+    def _due_heads(self, key: tuple[str, str], now: float, count: int) -> list[QueuedMessage]:
+        """Pop the account's first ``count`` due messages in queue order (the caller pushes
+        back those it does not claim)."""
+        queue = self._queues.get(key, [])
+        heads: list[QueuedMessage] = []
+        not_due: list[tuple[float, int, int]] = []
+        while queue and len(heads) < count:
+            entry = heapq.heappop(queue)
+            message = self._messages.get(entry[2])
+            if message is None or message.status not in QUEUED_STATUSES:
+                continue
+            if queue_order(message) != entry[:2] or (message.tenant_id, message.account_id) != key:
+                continue
+            if message.due_ts > now:
+                not_due.append(entry)
+                continue
+            heads.append(message)
+        for entry in not_due:
+            heapq.heappush(queue, entry)
+        return heads
+
+    async def reserve_slots(
+        self, lease: Lease, windows: Sequence[RateWindow], now: float
+    ) -> SlotGrant | None:
+        if self._leased(lease) is None:
+            return None
+        held = [ts for slots in self._slots.values() for ts, holder in slots if holder == lease.pk]
+        if held:
+            return SlotGrant(max(held), None if max(held) <= now else "reserved earlier")
+        longest: dict[str, float] = {}
+        for window in windows:
+            longest[window.key] = max(longest.get(window.key, 0.0), window.window_s)
+        for key, span in longest.items():
+            self._slots[key] = [
+                s for s in self._slots.get(key, []) if s[0] > now - span or s[1] is not None
+            ]
+        grant = grant_slot(
+            {key: sorted(ts for ts, _ in self._slots[key]) for key in longest}, windows, now
+        )
+        for key in longest:
+            self._slots[key].append((grant.at_ts, lease.pk))
+        return grant
 
     def _leased(self, lease: Lease) -> QueuedMessage | None:
         message = self._messages.get(lease.pk)
@@ -153,9 +226,13 @@ class MemoryStore:
         message = self._leased(lease)
         if message is None:
             return False
+        status = transition.status
+        suspensions = self._suspended.get(message.tenant_id, ())
+        if status in QUEUED_STATUSES and suspension_of(suspensions, message.batch_code):
+            status = Status.SUSPENDED
         updated = replace(
             message,
-            status=transition.status,
+            status=status,
             due_ts=transition.due_ts,
             attempts=transition.attempts,
             possible_duplicate=transition.possible_duplicate,
@@ -168,8 +245,21 @@ class MemoryStore:
             lease_expires_ts=None,
             attempt_open=False,
             updated_ts=now,
+            wait_reason=transition.wait_reason,
+            wait_detail=transition.wait_detail,
+            final_ts=now if is_final(status) else None,
         )
         self._messages[lease.pk] = updated
+        if transition.slots == "release":
+            self._release_slots(lease.pk)
+        elif transition.slots == "consume":
+            for key, slots in self._slots.items():
+                self._slots[key] = [(ts, None if h == lease.pk else h) for ts, h in slots]
+        account_key = (message.tenant_id, message.account_id)
+        if transition.pause is not None:
+            self._pauses[account_key] = transition.pause
+        elif transition.clear_pause:
+            self._pauses.pop(account_key, None)
         if transition.history is not None:
             self._history[lease.pk].append(transition.history)
         for event in transition.events:
@@ -264,6 +354,7 @@ class MemoryStore:
         message = self._messages.pop(pk)
         del self._keys[(message.tenant_id, message.id)]
         self._history.pop(pk, None)
+        self._release_slots(pk)
         self._reports = [r for r in self._reports if r.pk != pk or r.acked]
 
     async def delete_messages(self, tenant_id: str, ids: Sequence[str]) -> DeleteResult:
@@ -279,9 +370,88 @@ class MemoryStore:
                 removed += 1
         return DeleteResult(removed, not_found, in_flight)
 
-    async def next_due_ts(self) -> float | None:
-        due = [m.due_ts for m in self._messages.values() if m.status in QUEUED_STATUSES]
-        return min(due) if due else None
+    async def next_due_ts(self, after: float) -> float | None:
+        instants = [
+            m.due_ts
+            for m in self._messages.values()
+            if m.status in QUEUED_STATUSES and m.due_ts > after
+        ]
+        instants += [p.until_ts for p in self._pauses.values() if p.until_ts > after]
+        return min(instants) if instants else None
+
+    async def count_ahead(self, message: QueuedMessage, now: float) -> int:
+        return sum(
+            1
+            for m in self._messages.values()
+            if m.tenant_id == message.tenant_id
+            and m.account_id == message.account_id
+            and m.status in QUEUED_STATUSES
+            and m.due_ts <= now
+            and queue_order(m) < queue_order(message)
+        )
+
+    async def account_pause(self, tenant_id: str, account_id: str) -> AccountPause | None:
+        return self._pauses.get((tenant_id, account_id))
+
+    async def suspended_batches(self, tenant_id: str) -> list[str]:
+        return sorted(self._suspended.get(tenant_id, ()))
+
+    def _pending_in_scope(self, tenant_id: str, batch_code: str | None) -> int:
+        return sum(
+            1
+            for m in self._messages.values()
+            if m.tenant_id == tenant_id
+            and not is_final(m.status)
+            and (batch_code is None or m.batch_code == batch_code)
+        )
+
+    async def suspend(self, tenant_id: str, batch_code: str | None, now: float) -> SuspendState:
+        suspended = self._suspended.setdefault(tenant_id, set())
+        if "*" not in suspended:
+            suspended.add(batch_code or "*")
+            for m in list(self._messages.values()):
+                if (
+                    m.tenant_id == tenant_id
+                    and m.status in QUEUED_STATUSES
+                    and (batch_code is None or m.batch_code == batch_code)
+                ):
+                    self._messages[m.pk] = replace(m, status=Status.SUSPENDED, updated_ts=now)
+        return SuspendState(
+            tenant_id, sorted(suspended), self._pending_in_scope(tenant_id, batch_code)
+        )
+
+    async def activate(self, tenant_id: str, batch_code: str | None, now: float) -> SuspendState:
+        suspended = self._suspended.setdefault(tenant_id, set())
+        if batch_code is not None and "*" in suspended:
+            raise Conflict("the whole tenant is suspended: activate the tenant first")
+        suspended.discard(batch_code or "*")
+        for m in list(self._messages.values()):
+            if (
+                m.tenant_id == tenant_id
+                and m.status is Status.SUSPENDED
+                and suspension_of(suspended, m.batch_code) is None
+            ):
+                self._requeue(m, now)
+        return SuspendState(
+            tenant_id, sorted(suspended), self._pending_in_scope(tenant_id, batch_code)
+        )
+
+    async def purge_final(self, tenant_id: str | None, final_before_ts: float) -> int:
+        unreported = {r.pk for r in self._reports if not r.acked}
+        doomed = [
+            m.pk
+            for m in self._messages.values()
+            if (tenant_id is None or m.tenant_id == tenant_id)
+            and is_final(m.status)
+            and m.final_ts is not None
+            and m.final_ts < final_before_ts
+            and m.pk not in unreported
+        ]
+        for pk in doomed:
+            self._remove(pk)
+        gone = set(doomed)
+        self._reports = [r for r in self._reports if r.pk not in gone]
+        return len(doomed)
 
     async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
         counts: dict[Status, int] = {}
@@ -309,6 +479,8 @@ class MemoryStore:
         for pk in [pk for (t, _), pk in self._keys.items() if t == tenant_id]:
             self._remove(pk)
         self._reports = [r for r in self._reports if r.tenant_id != tenant_id]
+        self._pauses = {k: p for k, p in self._pauses.items() if k[0] != tenant_id}
+        self._suspended.pop(tenant_id, None)
         return True
 
     async def put_account(self, account: Account) -> None:

@@ -27,10 +27,12 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import sqlite_utils
 
-from mailproxy.domain.errors import StorageError
-from mailproxy.domain.lifecycle import is_final, queue_order, requeue_status, resubmission_refusal
+from mailproxy.domain.errors import Conflict, StorageError
+from mailproxy.domain.lifecycle import is_final, requeue_status, resubmission_refusal
 from mailproxy.domain.model import (
+    QUEUED_STATUSES,
     Account,
+    AccountPause,
     Claim,
     DeleteResult,
     HistoryEntry,
@@ -43,8 +45,17 @@ from mailproxy.domain.model import (
     ReportEvent,
     Status,
     StoredReport,
+    SuspendState,
     Tenant,
     Transition,
+)
+from mailproxy.domain.policy import (
+    DEFAULT_AGING_S,
+    RateWindow,
+    SlotGrant,
+    account_room,
+    fair_order,
+    suspension_of,
 )
 
 T = TypeVar("T")
@@ -53,7 +64,8 @@ Write = Callable[[sqlite3.Connection], Any]
 _COLUMNS = (
     "pk, tenant_id, id, account_id, priority, seq, status, due_ts, batch_code, message_id, "
     "date_ts, spec, attempts, possible_duplicate, created_ts, updated_ts, sent_ts, error_ts, "
-    "error, smtp_code, lease_owner, lease_token, lease_expires_ts, attempt_open"
+    "error, smtp_code, lease_owner, lease_token, lease_expires_ts, attempt_open, rank, "
+    "wait_reason, wait_detail, final_ts"
 )
 _QUEUED_SQL = "('pending', 'scheduled', 'deferred')"
 _FINAL_SQL = "('sent', 'error', 'unknown')"
@@ -63,6 +75,11 @@ _event_decoder = msgspec.json.Decoder(ReportEvent)
 _tenant_decoder = msgspec.json.Decoder(Tenant)
 _account_decoder = msgspec.json.Decoder(Account)
 _encode = msgspec.json.encode
+
+
+@functools.lru_cache(maxsize=1024)
+def _max_connections(account_data: bytes) -> int:
+    return _account_decoder.decode(account_data).max_connections
 
 
 def _message(row: tuple[Any, ...]) -> QueuedMessage:
@@ -91,6 +108,10 @@ def _message(row: tuple[Any, ...]) -> QueuedMessage:
         lease_token=row[21],
         lease_expires_ts=row[22],
         attempt_open=bool(row[23]),
+        rank=row[24],
+        wait_reason=row[25],
+        wait_detail=row[26],
+        final_ts=row[27],
     )
 
 
@@ -184,7 +205,34 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO counters (name, value) VALUES ('seq', 0)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1,)
+def _v2(db: sqlite_utils.Database) -> None:
+    """Queue policy: ranks with aging, per-account queues, rate-limit reservations,
+    account pauses, suspensions."""
+    db.execute("ALTER TABLE messages ADD COLUMN rank REAL NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE messages ADD COLUMN wait_reason TEXT")
+    db.execute("ALTER TABLE messages ADD COLUMN wait_detail TEXT")
+    db.execute(f"UPDATE messages SET rank = created_ts + priority * {DEFAULT_AGING_S}")
+    db.execute("DROP INDEX messages_queue")
+    db.execute(
+        "CREATE INDEX messages_account_queue ON messages(tenant_id, account_id, rank, seq) "
+        f"WHERE status IN {_QUEUED_SQL}"
+    )
+    db.execute(f"CREATE INDEX messages_final ON messages(final_ts) WHERE status IN {_FINAL_SQL}")
+    db.execute("CREATE TABLE rate_slots (key TEXT NOT NULL, ts REAL NOT NULL, message_pk INTEGER)")
+    db.execute("CREATE INDEX rate_slots_key ON rate_slots(key, ts)")
+    db.execute("CREATE INDEX rate_slots_message ON rate_slots(message_pk)")
+    db.execute(
+        "CREATE TABLE account_pauses (tenant_id TEXT NOT NULL, account_id TEXT NOT NULL, "
+        "failures INTEGER NOT NULL, until_ts REAL NOT NULL, reason TEXT NOT NULL, "
+        "PRIMARY KEY (tenant_id, account_id))"
+    )
+    db.execute(
+        "CREATE TABLE suspensions (tenant_id TEXT NOT NULL, batch_code TEXT NOT NULL, "
+        "PRIMARY KEY (tenant_id, batch_code))"
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -347,29 +395,38 @@ class SqliteStore:
             ).fetchone()
             seq = last_seq - len(messages)
             rejected: list[Rejection] = []
+            suspended: dict[str, frozenset[str]] = {}
             for new in messages:
                 seq += 1
+                if new.tenant_id not in suspended:
+                    suspended[new.tenant_id] = self._suspensions(conn, new.tenant_id)
+                status = new.status
+                if suspension_of(suspended[new.tenant_id], new.batch_code) is not None:
+                    status = Status.SUSPENDED
                 row = conn.execute(
-                    "INSERT INTO messages (tenant_id, id, account_id, priority, seq, status, "
-                    "due_ts, batch_code, message_id, date_ts, spec, created_ts, updated_ts) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO messages (tenant_id, id, account_id, priority, rank, seq, "
+                    "status, due_ts, batch_code, message_id, date_ts, spec, created_ts, "
+                    "updated_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (tenant_id, id) DO UPDATE SET account_id = excluded.account_id, "
-                    "priority = excluded.priority, seq = excluded.seq, status = excluded.status, "
+                    "priority = excluded.priority, rank = excluded.rank, seq = excluded.seq, "
+                    "status = excluded.status, "
                     "due_ts = excluded.due_ts, batch_code = excluded.batch_code, "
                     "message_id = excluded.message_id, date_ts = excluded.date_ts, "
                     "spec = excluded.spec, created_ts = excluded.created_ts, "
                     "updated_ts = excluded.updated_ts, attempts = 0, possible_duplicate = 0, "
                     "sent_ts = NULL, error_ts = NULL, final_ts = NULL, error = NULL, "
                     "smtp_code = NULL, lease_owner = NULL, lease_token = NULL, "
-                    "lease_expires_ts = NULL, attempt_open = 0 "
+                    "lease_expires_ts = NULL, attempt_open = 0, wait_reason = NULL, "
+                    "wait_detail = NULL "
                     "WHERE status NOT IN ('sent', 'sending', 'unknown') RETURNING pk",
                     (
                         new.tenant_id,
                         new.id,
                         new.account_id,
                         new.priority,
+                        new.rank,
                         seq,
-                        new.status.value,
+                        status.value,
                         new.due_ts,
                         new.batch_code,
                         new.message_id,
@@ -380,12 +437,15 @@ class SqliteStore:
                     ),
                 ).fetchone()
                 if row is None:
-                    (status,) = conn.execute(
+                    (existing,) = conn.execute(
                         "SELECT status FROM messages WHERE tenant_id = ? AND id = ?",
                         (new.tenant_id, new.id),
                     ).fetchone()
-                    rejected.append(Rejection(new.id, resubmission_refusal(Status(status)) or ""))
+                    refusal = resubmission_refusal(Status(existing)) or ""
+                    rejected.append(Rejection(new.id, refusal))
                     continue
+                # A replaced message gives back any rate slot its previous version held.
+                conn.execute("DELETE FROM rate_slots WHERE message_pk = ?", (row[0],))
                 conn.execute(
                     "INSERT INTO history (message_pk, event, ts) VALUES (?, 'queued', ?)",
                     (row[0], now),
@@ -394,22 +454,130 @@ class SqliteStore:
 
         return await self._write(write)
 
+    @staticmethod
+    def _suspensions(conn: sqlite3.Connection, tenant_id: str) -> frozenset[str]:
+        rows = conn.execute(
+            "SELECT batch_code FROM suspensions WHERE tenant_id = ?", (tenant_id,)
+        ).fetchall()
+        return frozenset(r[0] for r in rows)
+
     async def claim_due(self, *, now: float, limit: int, owner: str, lease_s: float) -> list[Claim]:
         token = uuid.uuid4().hex
         expires = now + lease_s
 
         def write(conn: sqlite3.Connection) -> list[Claim]:
-            rows = conn.execute(
+            in_flight = {
+                (t, a): n
+                for t, a, n in conn.execute(
+                    "SELECT tenant_id, account_id, COUNT(*) FROM messages "
+                    "WHERE status = 'sending' AND lease_owner = ? GROUP BY tenant_id, account_id",
+                    (owner,),
+                )
+            }
+            pauses = {(p.tenant_id, p.account_id): p for p in self._pauses(conn)}
+            candidates: list[QueuedMessage] = []
+            for tenant_id, account_id, data in conn.execute(
+                "SELECT tenant_id, id, data FROM accounts"
+            ).fetchall():
+                key = (tenant_id, account_id)
+                room = account_room(
+                    _max_connections(data), in_flight.get(key, 0), pauses.get(key), now
+                )
+                if room <= 0:
+                    continue
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM messages WHERE tenant_id = ? AND account_id = ? "
+                    f"AND status IN {_QUEUED_SQL} AND due_ts <= ? ORDER BY rank, seq LIMIT ?",
+                    (tenant_id, account_id, now, min(room, limit)),
+                ).fetchall()
+                candidates.extend(map(_message, rows))
+            picked = fair_order(candidates, limit)
+            conn.executemany(
                 "UPDATE messages SET status = 'sending', lease_owner = ?, lease_token = ?, "
-                "lease_expires_ts = ?, attempt_open = 0, updated_ts = ? WHERE pk IN "
-                f"(SELECT pk FROM messages WHERE status IN {_QUEUED_SQL} AND due_ts <= ? "
-                f"ORDER BY priority, seq LIMIT ?) RETURNING {_COLUMNS}",
-                (owner, token, expires, now, now, limit),
-            ).fetchall()
-            messages = sorted(map(_message, rows), key=queue_order)
-            return [Claim(m, Lease(m.pk, owner, token, expires)) for m in messages]
+                "lease_expires_ts = ?, attempt_open = 0, updated_ts = ? WHERE pk = ?",
+                [(owner, token, expires, now, m.pk) for m in picked],
+            )
+            return [
+                Claim(
+                    msgspec.structs.replace(
+                        m,
+                        status=Status.SENDING,
+                        lease_owner=owner,
+                        lease_token=token,
+                        lease_expires_ts=expires,
+                        attempt_open=False,
+                        updated_ts=now,
+                    ),
+                    Lease(m.pk, owner, token, expires),
+                    pauses.get((m.tenant_id, m.account_id)),
+                )
+                for m in picked
+            ]
 
         return await self._write(write)
+
+    @staticmethod
+    def _pauses(conn: sqlite3.Connection) -> list[AccountPause]:
+        rows = conn.execute(
+            "SELECT tenant_id, account_id, failures, until_ts, reason FROM account_pauses"
+        ).fetchall()
+        return [
+            AccountPause(tenant_id=t, account_id=a, failures=f, until_ts=u, reason=r)
+            for t, a, f, u, r in rows
+        ]
+
+    async def reserve_slots(
+        self, lease: Lease, windows: Sequence[RateWindow], now: float
+    ) -> SlotGrant | None:
+        def write(conn: sqlite3.Connection) -> SlotGrant | None:
+            if not self._holds(conn, lease):
+                return None
+            (held,) = conn.execute(
+                "SELECT MAX(ts) FROM rate_slots WHERE message_pk = ?", (lease.pk,)
+            ).fetchone()
+            if held is not None:
+                return SlotGrant(held, None if held <= now else "reserved earlier")
+            grant = SlotGrant(now)
+            for window in windows:
+                # slot_free_at, in SQL: the (n - limit + 1)-th oldest send in the window.
+                since = now - window.window_s
+                (count,) = conn.execute(
+                    "SELECT COUNT(*) FROM rate_slots WHERE key = ? AND ts > ?",
+                    (window.key, since),
+                ).fetchone()
+                if count < window.limit:
+                    continue
+                (oldest,) = conn.execute(
+                    "SELECT ts FROM rate_slots WHERE key = ? AND ts > ? ORDER BY ts "
+                    "LIMIT 1 OFFSET ?",
+                    (window.key, since, count - window.limit),
+                ).fetchone()
+                free = max(now, oldest + window.window_s)
+                if free > grant.at_ts:
+                    grant = SlotGrant(free, window.label)
+            longest: dict[str, float] = {}
+            for window in windows:
+                longest[window.key] = max(longest.get(window.key, 0.0), window.window_s)
+            for key, span in longest.items():
+                conn.execute(
+                    "DELETE FROM rate_slots WHERE key = ? AND ts <= ? AND message_pk IS NULL",
+                    (key, now - span),
+                )
+                conn.execute(
+                    "INSERT INTO rate_slots (key, ts, message_pk) VALUES (?, ?, ?)",
+                    (key, grant.at_ts, lease.pk),
+                )
+            return grant
+
+        return await self._write(write)
+
+    @staticmethod
+    def _holds(conn: sqlite3.Connection, lease: Lease) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM messages WHERE pk = ? AND lease_token = ? AND status = 'sending'",
+            (lease.pk, lease.token),
+        ).fetchone()
+        return row is not None
 
     async def mark_sending(self, lease: Lease, now: float) -> bool:
         def write(conn: sqlite3.Connection) -> bool:
@@ -434,14 +602,27 @@ class SqliteStore:
 
         def write(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
+                "SELECT tenant_id, account_id, batch_code FROM messages "
+                "WHERE pk = ? AND lease_token = ? AND status = 'sending'",
+                (lease.pk, lease.token),
+            ).fetchone()
+            if row is None:
+                return False
+            tenant_id, account_id, batch_code = row
+            status = t.status
+            if status in QUEUED_STATUSES and suspension_of(
+                self._suspensions(conn, tenant_id), batch_code
+            ):
+                status = Status.SUSPENDED
+            conn.execute(
                 "UPDATE messages SET status = ?, due_ts = ?, attempts = ?, "
                 "possible_duplicate = ?, error = ?, smtp_code = ?, "
                 "sent_ts = COALESCE(?, sent_ts), error_ts = COALESCE(?, error_ts), "
                 "final_ts = ?, lease_owner = NULL, lease_token = NULL, lease_expires_ts = NULL, "
-                "attempt_open = 0, updated_ts = ? "
-                "WHERE pk = ? AND lease_token = ? AND status = 'sending' RETURNING tenant_id",
+                "attempt_open = 0, updated_ts = ?, wait_reason = ?, wait_detail = ? "
+                "WHERE pk = ?",
                 (
-                    t.status.value,
+                    status.value,
                     t.due_ts,
                     t.attempts,
                     int(t.possible_duplicate),
@@ -451,12 +632,11 @@ class SqliteStore:
                     t.error_ts,
                     final_ts,
                     now,
+                    t.wait_reason,
+                    t.wait_detail,
                     lease.pk,
-                    lease.token,
                 ),
-            ).fetchone()
-            if row is None:
-                return False
+            )
             if t.history is not None:
                 conn.execute(
                     "INSERT INTO history (message_pk, event, ts, detail) VALUES (?, ?, ?, ?)",
@@ -465,8 +645,26 @@ class SqliteStore:
             conn.executemany(
                 "INSERT INTO reports (event_id, tenant_id, message_pk, payload, created_ts) "
                 "VALUES (?, ?, ?, ?, ?)",
-                [(e.event_id, row[0], lease.pk, _encode(e), now) for e in t.events],
+                [(e.event_id, tenant_id, lease.pk, _encode(e), now) for e in t.events],
             )
+            if t.slots == "consume":
+                conn.execute(
+                    "UPDATE rate_slots SET message_pk = NULL WHERE message_pk = ?", (lease.pk,)
+                )
+            elif t.slots == "release":
+                conn.execute("DELETE FROM rate_slots WHERE message_pk = ?", (lease.pk,))
+            if t.pause is not None:
+                p = t.pause
+                conn.execute(
+                    "INSERT OR REPLACE INTO account_pauses "
+                    "(tenant_id, account_id, failures, until_ts, reason) VALUES (?, ?, ?, ?, ?)",
+                    (p.tenant_id, p.account_id, p.failures, p.until_ts, p.reason),
+                )
+            elif t.clear_pause:
+                conn.execute(
+                    "DELETE FROM account_pauses WHERE tenant_id = ? AND account_id = ?",
+                    (tenant_id, account_id),
+                )
             return True
 
         return await self._write(write)
@@ -578,6 +776,7 @@ class SqliteStore:
     def _remove(conn: sqlite3.Connection, pk: int) -> None:
         conn.execute("DELETE FROM history WHERE message_pk = ?", (pk,))
         conn.execute("DELETE FROM reports WHERE message_pk = ? AND acked_ts IS NULL", (pk,))
+        conn.execute("DELETE FROM rate_slots WHERE message_pk = ?", (pk,))
         conn.execute("DELETE FROM messages WHERE pk = ?", (pk,))
 
     async def delete_messages(self, tenant_id: str, ids: Sequence[str]) -> DeleteResult:
@@ -599,14 +798,136 @@ class SqliteStore:
 
         return await self._write(write)
 
-    async def next_due_ts(self) -> float | None:
+    async def next_due_ts(self, after: float) -> float | None:
         def read(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(
-                f"SELECT MIN(due_ts) FROM messages WHERE status IN {_QUEUED_SQL}"
+            (due,) = conn.execute(
+                f"SELECT MIN(due_ts) FROM messages WHERE status IN {_QUEUED_SQL} AND due_ts > ?",
+                (after,),
             ).fetchone()
-            return row[0] if row else None
+            (pause_end,) = conn.execute(
+                "SELECT MIN(until_ts) FROM account_pauses WHERE until_ts > ?", (after,)
+            ).fetchone()
+            instants = [ts for ts in (due, pause_end) if ts is not None]
+            return min(instants) if instants else None
 
         return await self._read(read)
+
+    async def count_ahead(self, message: QueuedMessage, now: float) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM messages WHERE tenant_id = ? AND account_id = ? "
+                f"AND status IN {_QUEUED_SQL} AND due_ts <= ? "
+                "AND (rank < ? OR (rank = ? AND seq < ?))",
+                (
+                    message.tenant_id,
+                    message.account_id,
+                    now,
+                    message.rank,
+                    message.rank,
+                    message.seq,
+                ),
+            ).fetchone()
+            return int(count)
+
+        return await self._read(read)
+
+    async def account_pause(self, tenant_id: str, account_id: str) -> AccountPause | None:
+        def read(conn: sqlite3.Connection) -> AccountPause | None:
+            return next(
+                (
+                    p
+                    for p in self._pauses(conn)
+                    if p.tenant_id == tenant_id and p.account_id == account_id
+                ),
+                None,
+            )
+
+        return await self._read(read)
+
+    async def suspended_batches(self, tenant_id: str) -> list[str]:
+        return sorted(await self._read(lambda conn: self._suspensions(conn, tenant_id)))
+
+    @staticmethod
+    def _pending_in_scope(conn: sqlite3.Connection, tenant_id: str, batch_code: str | None) -> int:
+        sql = f"SELECT COUNT(*) FROM messages WHERE tenant_id = ? AND status NOT IN {_FINAL_SQL}"
+        args: list[Any] = [tenant_id]
+        if batch_code is not None:
+            sql += " AND batch_code = ?"
+            args.append(batch_code)
+        return int(conn.execute(sql, args).fetchone()[0])
+
+    async def suspend(self, tenant_id: str, batch_code: str | None, now: float) -> SuspendState:
+        def write(conn: sqlite3.Connection) -> SuspendState:
+            current = self._suspensions(conn, tenant_id)
+            if "*" not in current:
+                conn.execute(
+                    "INSERT OR IGNORE INTO suspensions (tenant_id, batch_code) VALUES (?, ?)",
+                    (tenant_id, batch_code or "*"),
+                )
+                sql = (
+                    "UPDATE messages SET status = 'suspended', updated_ts = ? "
+                    f"WHERE tenant_id = ? AND status IN {_QUEUED_SQL}"
+                )
+                args: list[Any] = [now, tenant_id]
+                if batch_code is not None:
+                    sql += " AND batch_code = ?"
+                    args.append(batch_code)
+                conn.execute(sql, args)
+            return SuspendState(
+                tenant_id,
+                sorted(self._suspensions(conn, tenant_id)),
+                self._pending_in_scope(conn, tenant_id, batch_code),
+            )
+
+        return await self._write(write)
+
+    async def activate(self, tenant_id: str, batch_code: str | None, now: float) -> SuspendState:
+        def write(conn: sqlite3.Connection) -> SuspendState:
+            current = self._suspensions(conn, tenant_id)
+            if batch_code is not None and "*" in current:
+                raise Conflict("the whole tenant is suspended: activate the tenant first")
+            conn.execute(
+                "DELETE FROM suspensions WHERE tenant_id = ? AND batch_code = ?",
+                (tenant_id, batch_code or "*"),
+            )
+            remaining = self._suspensions(conn, tenant_id)
+            rows = conn.execute(
+                "SELECT pk, attempts, due_ts, batch_code FROM messages "
+                "WHERE tenant_id = ? AND status = 'suspended'",
+                (tenant_id,),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE messages SET status = ?, updated_ts = ? WHERE pk = ?",
+                [
+                    (requeue_status(attempts, due_ts, now).value, now, pk)
+                    for pk, attempts, due_ts, code in rows
+                    if suspension_of(remaining, code) is None
+                ],
+            )
+            return SuspendState(
+                tenant_id, sorted(remaining), self._pending_in_scope(conn, tenant_id, batch_code)
+            )
+
+        return await self._write(write)
+
+    async def purge_final(self, tenant_id: str | None, final_before_ts: float) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            sql = (
+                f"SELECT pk FROM messages WHERE status IN {_FINAL_SQL} AND final_ts < ? "
+                "AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.message_pk = messages.pk "
+                "AND r.acked_ts IS NULL)"
+            )
+            args: list[Any] = [final_before_ts]
+            if tenant_id is not None:
+                sql += " AND tenant_id = ?"
+                args.append(tenant_id)
+            pks = [row[0] for row in conn.execute(sql, args).fetchall()]
+            for pk in pks:
+                self._remove(conn, pk)
+                conn.execute("DELETE FROM reports WHERE message_pk = ?", (pk,))
+            return len(pks)
+
+        return await self._write(write)
 
     async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
         def read(conn: sqlite3.Connection) -> dict[Status, int]:
@@ -656,7 +977,14 @@ class SqliteStore:
                 (tenant_id,),
             )
             conn.execute("DELETE FROM reports WHERE tenant_id = ?", (tenant_id,))
+            conn.execute(
+                "DELETE FROM rate_slots WHERE message_pk IN "
+                "(SELECT pk FROM messages WHERE tenant_id = ?)",
+                (tenant_id,),
+            )
             conn.execute("DELETE FROM messages WHERE tenant_id = ?", (tenant_id,))
+            conn.execute("DELETE FROM account_pauses WHERE tenant_id = ?", (tenant_id,))
+            conn.execute("DELETE FROM suspensions WHERE tenant_id = ?", (tenant_id,))
             return True
 
         return await self._write(write)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
+
+import msgspec
 
 from mailproxy.domain.model import (
+    AccountPause,
     HistoryEntry,
     QueuedMessage,
     ReportEvent,
@@ -17,9 +21,11 @@ from mailproxy.domain.outcome import (
     Delivered,
     Outcome,
     Permanent,
+    RateLimited,
     Temporary,
     Unknown,
 )
+from mailproxy.domain.policy import pause_account
 from mailproxy.domain.retry import RetryPolicy, retry_delay
 
 #: Which state may follow which. ``sending`` is left by an attempt's outcome or by a
@@ -51,13 +57,6 @@ def is_final(status: Status) -> bool:
 
 def can_transition(old: Status, new: Status) -> bool:
     return new in ALLOWED_TRANSITIONS[old]
-
-
-def queue_order(message: QueuedMessage) -> tuple[int, int]:
-    """The order in which due messages are claimed: priority (0 first), then acceptance
-    order (``seq``) within a priority. Stores reproduce this in their queries; the
-    contract suite proves they agree."""
-    return (message.priority, message.seq)
 
 
 def visible_status(message: QueuedMessage, now: float) -> Status:
@@ -104,6 +103,7 @@ def decide(
     unknown_policy: UnknownPolicy,
     jitter_sample: float,
     event_id: str,
+    pause: AccountPause | None = None,
 ) -> Transition:
     """What follows one attempt on ``message`` that ended with ``outcome``.
 
@@ -113,12 +113,80 @@ def decide(
     - Unknown → an ``unknown`` report at once; at-most-once: final ``unknown``;
       at-least-once: retried like a temporary failure, flagged ``possible_duplicate``
       (no separate ``deferred`` report for that step).
-    - AccountBroken → ``deferred`` without consuming an attempt: the account is at
-      fault, not the message; the age limit still applies.
+    - AccountBroken → the account is paused (circuit breaker, backoff over its
+      consecutive failures) and the message ``deferred`` until the pause ends, without
+      consuming an attempt; the age limit still applies.
+    - RateLimited (no attempt was made) → ``deferred`` to the instant its reserved slot
+      starts, reason ``rate_limit``, no attempt consumed; with ``reject``: final ``error``
+      ``rate_limit_exceeded``.
+
+    Rate-limit reservations are consumed when the server may have the message (delivered
+    or unknown), kept by a rate deferral, and released otherwise. ``pause`` is the
+    account's pause when the message was claimed: any outcome that got past the account's
+    own checks ends it.
     """
+    transition = _decide(
+        message,
+        outcome,
+        now=now,
+        policy=policy,
+        unknown_policy=unknown_policy,
+        jitter_sample=jitter_sample,
+        event_id=event_id,
+        pause=pause,
+    )
+    if isinstance(outcome, Delivered | Unknown):
+        slots: Literal["consume", "release", "keep"] = "consume"
+    elif isinstance(outcome, RateLimited) and not outcome.reject:
+        slots = "keep"
+    else:
+        slots = "release"
+    account_checked = not isinstance(outcome, AccountBroken | RateLimited) and not (
+        isinstance(outcome, Temporary) and outcome.account_level
+    )
+    return msgspec.structs.replace(
+        transition, slots=slots, clear_pause=pause is not None and account_checked
+    )
+
+
+def _decide(
+    message: QueuedMessage,
+    outcome: Outcome,
+    *,
+    now: float,
+    policy: RetryPolicy,
+    unknown_policy: UnknownPolicy,
+    jitter_sample: float,
+    event_id: str,
+    pause: AccountPause | None,
+) -> Transition:
     attempt = message.attempts + 1
     duplicate = message.possible_duplicate
 
+    if isinstance(outcome, RateLimited):
+        if outcome.reject:
+            return _fail(
+                message,
+                event_id,
+                message.attempts,
+                duplicate,
+                f"rate_limit_exceeded: {outcome.window}",
+                None,
+                now,
+            )
+        return _defer(
+            message,
+            event_id,
+            message.attempts,
+            duplicate,
+            now,
+            outcome.until_ts,
+            reason="rate_limit",
+            wait_reason="rate_limit",
+            wait_detail=outcome.window,
+            error=message.error,
+            code=None,
+        )
     if isinstance(outcome, Delivered):
         return Transition(
             status=Status.SENT,
@@ -187,19 +255,34 @@ def decide(
             history=HistoryEntry("unknown", now, outcome.reason),
         )
     if isinstance(outcome, AccountBroken):
-        return _retry(
+        paused = pause_account(
+            message.tenant_id,
+            message.account_id,
+            pause.failures if pause is not None else 0,
+            outcome.reason,
+            now,
+            policy,
+            jitter_sample,
+        )
+        if paused.until_ts - message.created_ts > policy.max_age_s:
+            return _fail(
+                message, event_id, message.attempts, duplicate, f"expired: {outcome.reason}",
+                outcome.smtp_code, now,
+            )  # fmt: skip
+        deferral = _defer(
             message,
             event_id,
             message.attempts,
             duplicate,
-            outcome.reason,
-            outcome.smtp_code,
             now,
-            policy,
-            jitter_sample,
-            report_deferral=True,
-            consume_attempt=False,
+            paused.until_ts,
+            reason=outcome.reason,
+            wait_reason="account_paused",
+            wait_detail=outcome.reason,
+            error=outcome.reason,
+            code=outcome.smtp_code,
         )
+        return msgspec.structs.replace(deferral, pause=paused)
     assert isinstance(outcome, Temporary)
     return _retry(
         message,
@@ -260,9 +343,8 @@ def _retry(
     jitter_sample: float,
     *,
     report_deferral: bool,
-    consume_attempt: bool = True,
 ) -> Transition:
-    if consume_attempt and attempt > policy.max_retries:
+    if attempt > policy.max_retries:
         return _fail(
             message,
             event_id,
@@ -275,29 +357,64 @@ def _retry(
     next_ts = now + retry_delay(policy, max(1, attempt), jitter_sample)
     if next_ts - message.created_ts > policy.max_age_s:
         return _fail(message, event_id, attempt, duplicate, f"expired: {reason}", code, now)
+    return _defer(
+        message,
+        event_id,
+        attempt,
+        duplicate,
+        now,
+        next_ts,
+        reason=reason,
+        wait_reason="retry",
+        wait_detail=reason,
+        error=reason,
+        code=code,
+        report=report_deferral,
+    )
+
+
+def _defer(
+    message: QueuedMessage,
+    event_id: str,
+    attempts: int,
+    duplicate: bool,
+    now: float,
+    until_ts: float,
+    *,
+    reason: str,
+    wait_reason: str,
+    wait_detail: str | None,
+    error: str | None,
+    code: int | None,
+    report: bool = True,
+) -> Transition:
     events: tuple[ReportEvent, ...] = ()
-    if report_deferral:
+    if report:
         events = (
             _event(
                 message,
                 event_id,
                 "deferred",
-                attempt,
+                attempts,
                 duplicate,
-                deferred_ts=math.ceil(next_ts),
+                deferred_ts=math.ceil(until_ts),
                 deferred_reason=reason,
                 smtp_code=code,
             ),
         )
     return Transition(
         status=Status.DEFERRED,
-        due_ts=next_ts,
-        attempts=attempt,
+        due_ts=until_ts,
+        attempts=attempts,
         possible_duplicate=duplicate,
-        error=reason,
+        error=error,
         smtp_code=code,
         events=events,
-        history=HistoryEntry("deferred", now, reason),
+        history=HistoryEntry(
+            "deferred", now, reason if wait_reason == "retry" else f"{wait_reason}: {wait_detail}"
+        ),
+        wait_reason=wait_reason,
+        wait_detail=wait_detail,
     )
 
 

@@ -140,6 +140,8 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     account_id: str
     priority: int
+    #: The queue sort key, :func:`mailproxy.domain.policy.queue_rank`.
+    rank: float
     status: Status
     due_ts: float
     batch_code: str | None
@@ -156,6 +158,7 @@ class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     account_id: str
     priority: int
+    rank: float
     seq: int
     status: Status
     due_ts: float
@@ -175,6 +178,24 @@ class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
     lease_token: str | None = None
     lease_expires_ts: float | None = None
     attempt_open: bool = False
+    #: Why it waits while ``deferred``: ``"rate_limit"``, ``"retry"`` or
+    #: ``"account_paused"``, with a detail for people.
+    wait_reason: str | None = None
+    wait_detail: str | None = None
+    #: When it became final (sent, error, or unknown under at-most-once).
+    final_ts: float | None = None
+
+
+class AccountPause(msgspec.Struct, frozen=True, kw_only=True):
+    """An account paused after authentication or TLS failures (the circuit breaker): no
+    message of it is claimed before ``until_ts``; then one probe at a time (half-open)
+    until an attempt gets past the account's own checks."""
+
+    tenant_id: str
+    account_id: str
+    failures: int
+    until_ts: float
+    reason: str
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -189,6 +210,8 @@ class Lease(msgspec.Struct, frozen=True):
 class Claim(msgspec.Struct, frozen=True):
     message: QueuedMessage
     lease: Lease
+    #: The pause of the message's account when it was claimed (this is then a probe).
+    pause: AccountPause | None = None
 
 
 class RefusedRecipient(msgspec.Struct, frozen=True):
@@ -245,6 +268,16 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     error_ts: float | None = None
     events: tuple[ReportEvent, ...] = ()
     history: HistoryEntry | None = None
+    wait_reason: str | None = None
+    wait_detail: str | None = None
+    #: What becomes of the message's rate-limit reservation: ``consume`` (the send
+    #: happened, or may have), ``release`` (nothing reached the server's queue), ``keep``
+    #: (a future slot the message waits for).
+    slots: Literal["consume", "release", "keep"] = "release"
+    #: Pause the account (authentication or TLS failure) ...
+    pause: AccountPause | None = None
+    #: ... or end its pause (an attempt got past the account's own checks).
+    clear_pause: bool = False
 
 
 class MessagePage(msgspec.Struct, frozen=True):
@@ -261,6 +294,15 @@ class DeleteResult(msgspec.Struct, frozen=True):
 class Rejection(msgspec.Struct, frozen=True):
     id: str
     reason: str
+
+
+class SuspendState(msgspec.Struct, frozen=True):
+    """A tenant's suspensions after suspend/activate: ``["*"]`` for the whole tenant or
+    the suspended batch codes, and how many not-final messages the scope holds."""
+
+    tenant_id: str
+    suspended_batches: list[str]
+    pending_messages: int
 
 
 class SubmitResult(msgspec.Struct, frozen=True):

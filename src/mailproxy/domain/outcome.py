@@ -82,7 +82,16 @@ class AccountBroken(msgspec.Struct, frozen=True):
     smtp_code: int | None = None
 
 
-Outcome = Delivered | Temporary | Permanent | Unknown | AccountBroken
+class RateLimited(msgspec.Struct, frozen=True):
+    """No attempt was made: a rate window is full until ``until_ts`` (``window`` says
+    which). With ``reject`` the account's ``limit_behavior`` is ``reject``."""
+
+    until_ts: float
+    window: str
+    reject: bool = False
+
+
+Outcome = Delivered | Temporary | Permanent | Unknown | AccountBroken | RateLimited
 
 
 def _enhanced_class(text: str) -> str | None:

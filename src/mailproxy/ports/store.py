@@ -12,6 +12,7 @@ from typing import Protocol
 
 from mailproxy.domain.model import (
     Account,
+    AccountPause,
     Claim,
     DeleteResult,
     HistoryEntry,
@@ -22,9 +23,11 @@ from mailproxy.domain.model import (
     Rejection,
     Status,
     StoredReport,
+    SuspendState,
     Tenant,
     Transition,
 )
+from mailproxy.domain.policy import RateWindow, SlotGrant
 
 
 class MessageStore(Protocol):
@@ -53,12 +56,29 @@ class MessageStore(Protocol):
         """
 
     async def claim_due(self, *, now: float, limit: int, owner: str, lease_s: float) -> list[Claim]:
-        """Atomically lease up to ``limit`` due messages and return them in queue order.
+        """Atomically lease up to ``limit`` due messages and return them.
 
-        Due: status ``pending``, ``scheduled`` or ``deferred`` with ``due_ts <= now``.
-        Order: :func:`mailproxy.domain.lifecycle.queue_order` (priority, then acceptance).
-        Claimed messages become ``sending`` with ``lease_owner=owner``, a fresh token and
-        ``lease_expires_ts = now + lease_s``; no message is ever held by two live leases.
+        Due: status ``pending``, ``scheduled`` or ``deferred`` with ``due_ts <= now``, of an
+        existing account. Per account, at most :func:`mailproxy.domain.policy.account_room`
+        messages (``max_connections`` minus those ``owner`` holds; none while the account
+        is paused; one probe once the pause ends), taken in
+        :func:`mailproxy.domain.policy.queue_order`; across accounts and tenants,
+        :func:`mailproxy.domain.policy.fair_order`. Claimed messages become ``sending``
+        with ``lease_owner=owner``, a fresh token and ``lease_expires_ts = now + lease_s``;
+        no message is ever held by two live leases. Each claim carries its account's pause.
+        """
+
+    async def reserve_slots(
+        self, lease: Lease, windows: Sequence[RateWindow], now: float
+    ) -> SlotGrant | None:
+        """Atomically reserve one send in every window for the leased message.
+
+        If the message already holds a reservation (it waited for a future slot), that
+        one is returned. Otherwise the grant is :func:`mailproxy.domain.policy.grant_slot`
+        over the reservations of each window key (sends made, and future slots held by
+        waiting messages): ``at_ts <= now`` means send now; later means the message now
+        holds that future slot and should wait for it. None if the lease is lost.
+        :meth:`complete` consumes, keeps or releases the reservation per the transition.
         """
 
     async def mark_sending(self, lease: Lease, now: float) -> bool:
@@ -66,7 +86,10 @@ class MessageStore(Protocol):
 
     async def complete(self, lease: Lease, transition: Transition, now: float) -> bool:
         """Apply ``transition`` with its report events and history entry in one
-        transaction and clear the lease. False (and nothing written) if the lease is lost.
+        transaction and clear the lease: its rate reservation per ``transition.slots``, its
+        account's pause per ``transition.pause`` / ``clear_pause``; a message going back to
+        the queue while its tenant or batch is suspended becomes ``suspended``. False (and
+        nothing written) if the lease is lost.
         """
 
     async def release(self, lease: Lease, now: float) -> bool:
@@ -105,8 +128,34 @@ class MessageStore(Protocol):
         ``sending`` right now (listed in ``in_flight``). Ids not in the tenant are
         ``not_found``."""
 
-    async def next_due_ts(self) -> float | None:
-        """The earliest ``due_ts`` of a queued message, or None when the queue is empty."""
+    async def next_due_ts(self, after: float) -> float | None:
+        """The earliest instant later than ``after`` at which a queued message becomes due
+        or an account pause ends; None when there is none."""
+
+    async def count_ahead(self, message: QueuedMessage, now: float) -> int:
+        """How many due messages of the same account go before ``message`` in queue order."""
+
+    async def account_pause(self, tenant_id: str, account_id: str) -> AccountPause | None:
+        """The account's pause (circuit breaker), if it has one."""
+
+    async def suspended_batches(self, tenant_id: str) -> list[str]:
+        """The tenant's suspensions: ``"*"`` for the whole tenant, or batch codes."""
+
+    async def suspend(self, tenant_id: str, batch_code: str | None, now: float) -> SuspendState:
+        """Suspend the tenant (``batch_code`` None) or one batch. Queued messages of the
+        scope become ``suspended`` and are never claimed; messages accepted later in the
+        scope are stored ``suspended``. Idempotent; a batch while the whole tenant is
+        suspended is a no-op. ``pending_messages`` counts the scope's not-final messages."""
+
+    async def activate(self, tenant_id: str, batch_code: str | None, now: float) -> SuspendState:
+        """Lift a suspension: its messages go back to the queue as they were (pending,
+        scheduled or deferred), unless another suspension still holds them. Activating a
+        batch while the whole tenant is suspended raises ``Conflict``. Idempotent."""
+
+    async def purge_final(self, tenant_id: str | None, final_before_ts: float) -> int:
+        """Remove final messages that became final before ``final_before_ts`` and whose
+        report events are all acknowledged, with their history and events; return how
+        many. A message with an unacknowledged event is never removed."""
 
     async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
         """Stored message counts per status (of one tenant, or of all)."""
