@@ -1,0 +1,185 @@
+"""Contract of the queue-policy methods of the MessageStore port (fair claims, rate
+reservations, account pauses, suspensions, position, retention), on every store."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailproxy.domain.errors import Conflict
+from mailproxy.domain.lifecycle import decide
+from mailproxy.domain.model import Account, Status
+from mailproxy.domain.outcome import AccountBroken, Delivered, Outcome, RateLimited, Temporary
+from mailproxy.domain.policy import RateWindow, grant_slot
+from mailproxy.domain.retry import RetryPolicy
+from tests.conftest import new_message
+
+pytestmark = pytest.mark.usefixtures("accounts")
+
+NOW = 1_800_000_000.0
+MINUTE = RateWindow("account\x1ft1\x1fa1", 2, 60.0, "account a1: 2/minute")
+
+
+async def claim(store, limit=10, now=NOW, owner="w1"):
+    return await store.claim_due(now=now, limit=limit, owner=owner, lease_s=60)
+
+
+async def settle(store, c, outcome: Outcome, now=NOW):
+    transition = decide(
+        c.message,
+        outcome,
+        now=now,
+        policy=RetryPolicy(),
+        unknown_policy="at_least_once",
+        jitter_sample=0.0,
+        event_id=f"e-{c.message.id}-{now}",
+        pause=c.pause,
+    )
+    assert await store.complete(c.lease, transition, now)
+
+
+async def test_a_tenant_backlog_does_not_hold_back_another_tenants_message(store):
+    await store.enqueue([new_message(f"bulk{n}", priority=3) for n in range(30)], NOW)
+    await store.enqueue([new_message("urgent", tenant_id="t2", priority=0)], NOW + 1)
+    claimed = await claim(store, limit=2)
+    assert [c.message.id for c in claimed] == ["urgent", "bulk0"]
+
+
+async def test_an_account_gets_at_most_max_connections_claims_per_owner(store):
+    await store.put_account(Account(id="a1", tenant_id="t1", kind="capture", max_connections=2))
+    await store.enqueue([new_message(f"m{n}") for n in range(5)], NOW)
+    first = await claim(store, owner="w1")
+    assert [c.message.id for c in first] == ["m0", "m1"]
+    assert await claim(store, owner="w1") == []
+    assert [c.message.id for c in await claim(store, owner="w2")] == ["m2", "m3"]
+    await settle(store, first[0], Delivered(250))
+    assert [c.message.id for c in await claim(store, owner="w1")] == ["m4"]
+
+
+async def test_messages_of_an_unknown_account_are_never_claimed(store):
+    await store.enqueue([new_message("orphan", account_id="gone")], NOW)
+    assert await claim(store) == []
+
+
+async def test_reservations_follow_the_sliding_window_and_are_kept_or_released(store):
+    await store.enqueue([new_message(f"m{n}") for n in range(4)], NOW)
+    c0, c1, c2, c3 = await claim(store)
+    g0 = await store.reserve_slots(c0.lease, [MINUTE], NOW)
+    g1 = await store.reserve_slots(c1.lease, [MINUTE], NOW + 10)
+    g2 = await store.reserve_slots(c2.lease, [MINUTE], NOW + 20)
+    assert (g0.at_ts, g1.at_ts) == (NOW, NOW + 10)
+    assert g2.at_ts == grant_slot({MINUTE.key: [NOW, NOW + 10]}, [MINUTE], NOW + 20).at_ts
+    assert (g2.at_ts, g2.window) == (NOW + 60, "account a1: 2/minute")
+    # The waiting message keeps its future slot: the next one waits behind it.
+    g3 = await store.reserve_slots(c3.lease, [MINUTE], NOW + 20)
+    assert g3.at_ts == NOW + 70
+    # Asking again returns the reservation held.
+    assert (await store.reserve_slots(c2.lease, [MINUTE], NOW + 20)).at_ts == NOW + 60
+    await settle(store, c0, Delivered(250))  # consumed: still counts
+    await settle(store, c1, Temporary("SMTP 451 at RCPT", 451))  # released
+    await settle(store, c2, RateLimited(NOW + 60, MINUTE.label), now=NOW + 20)  # kept
+    await settle(store, c3, RateLimited(NOW + 70, MINUTE.label), now=NOW + 20)
+    waiting = await store.get_message("t1", "m2")
+    assert (waiting.status, waiting.due_ts, waiting.wait_reason) == (
+        Status.DEFERRED, NOW + 60, "rate_limit"
+    )  # fmt: skip
+    again = {c.message.id: c for c in await claim(store, now=NOW + 60)}["m2"]
+    assert (await store.reserve_slots(again.lease, [MINUTE], NOW + 60)).at_ts == NOW + 60
+
+
+async def test_a_reservation_with_a_lost_lease_is_refused(store):
+    await store.enqueue([new_message("m1")], NOW)
+    (c,) = await claim(store)
+    await settle(store, c, Delivered(250))
+    assert await store.reserve_slots(c.lease, [MINUTE], NOW) is None
+
+
+async def test_a_paused_account_is_skipped_then_probed_once_then_resumed(store):
+    await store.enqueue([new_message(f"m{n}") for n in range(3)], NOW)
+    (c0, *_rest) = await claim(store, limit=1)
+    await settle(store, c0, AccountBroken("SMTP 535 at AUTH: bad credentials", 535))
+    pause = await store.account_pause("t1", "a1")
+    assert pause is not None
+    assert (pause.failures, pause.until_ts) == (1, NOW + 60)
+    assert await store.next_due_ts(NOW) == NOW + 60
+    assert await claim(store, now=NOW + 30) == []
+    probes = await claim(store, now=NOW + 61)
+    assert len(probes) == 1
+    assert probes[0].pause == pause
+    await settle(store, probes[0], Delivered(250), now=NOW + 61)
+    assert await store.account_pause("t1", "a1") is None
+    assert len(await claim(store, now=NOW + 61)) == 2
+
+
+async def test_suspend_and_activate_a_batch_and_the_tenant(store):
+    await store.enqueue(
+        [
+            new_message("a", batch_code="spring"),
+            new_message("b"),
+            new_message("c", batch_code="spring"),
+        ],
+        NOW,
+    )
+    state = await store.suspend("t1", "spring", NOW)
+    assert (state.suspended_batches, state.pending_messages) == (["spring"], 2)
+    assert (await store.get_message("t1", "a")).status is Status.SUSPENDED
+    await store.enqueue([new_message("d", batch_code="spring")], NOW)
+    assert (await store.get_message("t1", "d")).status is Status.SUSPENDED
+    assert [c.message.id for c in await claim(store)] == ["b"]
+    whole = await store.suspend("t1", None, NOW)
+    assert whole.suspended_batches == ["*", "spring"]
+    assert (await store.suspend("t1", "other", NOW)).suspended_batches == ["*", "spring"]
+    with pytest.raises(Conflict):
+        await store.activate("t1", "spring", NOW)
+    await store.activate("t1", None, NOW)
+    assert (await store.get_message("t1", "a")).status is Status.SUSPENDED
+    state = await store.activate("t1", "spring", NOW)
+    assert state.suspended_batches == []
+    assert (await store.get_message("t1", "a")).status is Status.PENDING
+    assert await store.suspended_batches("t1") == []
+    assert sorted(c.message.id for c in await claim(store)) == ["a", "c", "d"]
+
+
+async def test_a_message_coming_back_to_a_suspended_tenant_is_suspended(store):
+    await store.enqueue([new_message("m1")], NOW)
+    (c,) = await claim(store)
+    await store.suspend("t1", None, NOW)
+    await settle(store, c, Temporary("SMTP 451 at RCPT", 451))
+    assert (await store.get_message("t1", "m1")).status is Status.SUSPENDED
+    await store.activate("t1", None, NOW)
+    message = await store.get_message("t1", "m1")
+    assert (message.status, message.attempts) == (Status.DEFERRED, 1)
+
+
+async def test_count_ahead_counts_due_messages_of_the_account_before_it(store):
+    await store.enqueue(
+        [
+            new_message("low", priority=3),
+            new_message("m1"),
+            new_message("m2"),
+            new_message("t2", tenant_id="t2"),
+        ],
+        NOW,
+    )
+    await store.enqueue([new_message("later", deferred_ts=NOW + 50, priority=0)], NOW)
+    assert await store.count_ahead(await store.get_message("t1", "m2"), NOW) == 1
+    assert await store.count_ahead(await store.get_message("t1", "low"), NOW) == 2
+
+
+async def test_retention_removes_only_acknowledged_final_messages(store):
+    await store.enqueue([new_message("m1"), new_message("m2"), new_message("m3")], NOW)
+    c1, c2, _c3 = await claim(store)
+    await settle(store, c1, Delivered(250))
+    await settle(store, c2, Delivered(250))
+    await store.acknowledge_reports("t1", [f"e-m1-{NOW}"], NOW)
+    assert await store.purge_final("t1", NOW) == 0  # not older than the cut-off yet
+    assert await store.purge_final("t2", NOW + 100) == 0
+    assert await store.purge_final(None, NOW + 100) == 1
+    assert await store.get_message("t1", "m1") is None
+    assert (await store.get_message("t1", "m2")).status is Status.SENT  # unreported: kept
+    assert (await store.get_message("t1", "m3")).status is Status.SENDING
+
+
+async def test_next_due_looks_past_what_is_due_now(store):
+    await store.enqueue([new_message("now"), new_message("later", deferred_ts=NOW + 5)], NOW)
+    assert await store.next_due_ts(NOW) == NOW + 5
+    assert await store.next_due_ts(NOW + 5) is None
