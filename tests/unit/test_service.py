@@ -63,8 +63,7 @@ def make_proxy(store=None, *, clock=None, scripted=None, tmp_path=Path("."), **o
         },
         clock=clock or Clock(),
         random_unit=lambda: 0.5,
-        run_dispatcher=False,
-        **options,
+        **({"run_dispatcher": False} | options),
     )
 
 
