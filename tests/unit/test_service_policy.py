@@ -194,5 +194,5 @@ async def test_cleanup_removes_acknowledged_final_messages_only():
 
 
 async def _until(condition) -> None:
-    while not condition():
+    while not condition():  # noqa: ASYNC110 - the fake transport has no event per message
         await asyncio.sleep(0.01)
