@@ -44,8 +44,8 @@ async def test_a_tenant_backlog_does_not_hold_back_another_tenants_message(store
     assert [c.message.id for c in claimed] == ["urgent", "bulk0"]
 
 
-async def test_an_account_gets_at_most_max_connections_claims_per_owner(store):
-    await store.put_account(Account(id="a1", tenant_id="t1", kind="capture", max_connections=2))
+async def test_an_account_gets_two_claims_per_connection_per_owner(store):
+    await store.put_account(Account(id="a1", tenant_id="t1", kind="capture", max_connections=1))
     await store.enqueue([new_message(f"m{n}") for n in range(5)], NOW)
     first = await claim(store, owner="w1")
     assert [c.message.id for c in first] == ["m0", "m1"]

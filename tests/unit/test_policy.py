@@ -180,8 +180,8 @@ def test_a_sliding_window_never_admits_more_than_its_limit_in_any_interval(limit
 
 def test_account_room_respects_connections_pause_and_half_open_probe():
     pause = AccountPause(tenant_id="t", account_id="a", failures=2, until_ts=NOW + 10, reason="x")
-    assert account_room(3, 1, None, NOW) == 2
-    assert account_room(3, 5, None, NOW) == 0
+    assert account_room(3, 1, None, NOW) == 5
+    assert account_room(3, 6, None, NOW) == 0
     assert account_room(3, 0, pause, NOW) == 0
     assert account_room(3, 0, pause, NOW + 10) == 1
     assert account_room(3, 1, pause, NOW + 10) == 0

@@ -193,16 +193,22 @@ def pause_account(
     )
 
 
+#: Messages claimed per connection: one being sent and one ready behind it, so that a
+#: connection does not idle while the next claim commits.
+CLAIMS_PER_CONNECTION = 2
+
+
 def account_room(
     max_connections: int, in_flight: int, pause: AccountPause | None, now: float
 ) -> int:
-    """How many more messages of an account one worker may claim: ``max_connections``
-    minus those in flight; none while paused; one probe at a time once a pause ends."""
+    """How many more messages of an account one worker may claim:
+    ``CLAIMS_PER_CONNECTION × max_connections`` minus those it holds; none while the
+    account is paused; one probe at a time once a pause ends."""
     if pause is not None:
         if pause.until_ts > now:
             return 0
         return max(0, 1 - in_flight)
-    return max(0, max_connections - in_flight)
+    return max(0, CLAIMS_PER_CONNECTION * max_connections - in_flight)
 
 
 # --- why not yet ------------------------------------------------------------------------

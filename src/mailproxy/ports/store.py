@@ -60,8 +60,8 @@ class MessageStore(Protocol):
 
         Due: status ``pending``, ``scheduled`` or ``deferred`` with ``due_ts <= now``, of an
         existing account. Per account, at most :func:`mailproxy.domain.policy.account_room`
-        messages (``max_connections`` minus those ``owner`` holds; none while the account
-        is paused; one probe once the pause ends), taken in
+        messages (two per connection of ``max_connections``, minus those ``owner``
+        holds; none while the account is paused; one probe once the pause ends), taken in
         :func:`mailproxy.domain.policy.queue_order`; across accounts and tenants,
         :func:`mailproxy.domain.policy.fair_order`. Claimed messages become ``sending``
         with ``lease_owner=owner``, a fresh token and ``lease_expires_ts = now + lease_s``;
