@@ -242,7 +242,7 @@ def explain(
     account's pause, if any.
     """
     status = message.status
-    if status in (Status.SENT, Status.ERROR) or (status is Status.UNKNOWN):
+    if status in (Status.SENT, Status.ERROR, Status.UNKNOWN):
         return None
     if status is Status.SENDING:
         return Why(reason="sending", detail=f"attempt {message.attempts + 1}")
