@@ -3,6 +3,8 @@ reservations, account pauses, suspensions, position, retention), on every store.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from mailproxy.domain.errors import Conflict
@@ -84,6 +86,48 @@ async def test_reservations_follow_the_sliding_window_and_are_kept_or_released(s
     )  # fmt: skip
     again = {c.message.id: c for c in await claim(store, now=NOW + 60)}["m2"]
     assert (await store.reserve_slots(again.lease, [MINUTE], NOW + 60)).at_ts == NOW + 60
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_reservations_agree_with_the_domain_over_random_traffic(store, seed):
+    """Sends, retries (released slots), deferrals (kept future slots) and replaced
+    messages at random instants: every grant equals grant_slot over a model log."""
+    rng = random.Random(seed)
+    tenant_window = RateWindow("tenant\x1ft1", 3, 90.0, "tenant t1: 3/minute")
+    windows = [MINUTE, tenant_window]
+    log: list[tuple[float, int]] = []  # (instant, holder pk; 0 once consumed)
+    now = NOW
+    deferred = 0
+    for step in range(60):
+        now += rng.choice([0.0, 1.0, 7.0, 20.0, 45.0])
+        message_id = f"m{rng.randrange(40)}"
+        replaced = await store.get_message("t1", message_id)
+        if not await store.enqueue([new_message(message_id, now=now)], now):
+            if replaced is not None:  # a replaced message gives its reservation back
+                log = [(ts, pk) for ts, pk in log if pk != replaced.pk]
+        for c in await claim(store, now=now, limit=1000):
+            held = [ts for ts, pk in log if pk == c.lease.pk]
+            expected = (
+                max(held)
+                if held
+                else grant_slot(
+                    {w.key: sorted(ts for ts, _ in log) for w in windows}, windows, now
+                ).at_ts
+            )
+            grant = await store.reserve_slots(c.lease, windows, now)
+            assert grant.at_ts == expected, f"step {step}"
+            if not held:
+                log.append((grant.at_ts, c.lease.pk))
+            if grant.at_ts > now:
+                deferred += 1
+                await settle(store, c, RateLimited(grant.at_ts, grant.window or ""), now=now)
+            elif rng.random() < 0.3:
+                await settle(store, c, Temporary("SMTP 451 at RCPT", 451), now=now)
+                log = [(ts, pk) for ts, pk in log if pk != c.lease.pk]
+            else:
+                await settle(store, c, Delivered(250), now=now)
+                log = [(ts, 0 if pk == c.lease.pk else pk) for ts, pk in log]
+    assert deferred >= 5  # the limits were reached, not only the fast path
 
 
 async def test_a_reservation_with_a_lost_lease_is_refused(store):

@@ -232,7 +232,24 @@ def _v2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2)
+def _v3(db: sqlite_utils.Database) -> None:
+    """Rate-limit totals: the live reservations of each window key, kept by triggers so
+    that every path that adds or removes a reservation keeps them right. A key whose
+    total is below a window's limit has room without scanning its reservations."""
+    db.execute("CREATE TABLE rate_totals (key TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    db.execute("INSERT INTO rate_totals (key, n) SELECT key, COUNT(*) FROM rate_slots GROUP BY key")
+    db.execute(
+        "CREATE TRIGGER rate_slots_added AFTER INSERT ON rate_slots BEGIN "
+        "INSERT INTO rate_totals (key, n) VALUES (NEW.key, 1) "
+        "ON CONFLICT (key) DO UPDATE SET n = n + 1; END"
+    )
+    db.execute(
+        "CREATE TRIGGER rate_slots_removed AFTER DELETE ON rate_slots BEGIN "
+        "UPDATE rate_totals SET n = n - 1 WHERE key = OLD.key; END"
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -538,21 +555,25 @@ class SqliteStore:
             if held is not None:
                 return SlotGrant(held, None if held <= now else "reserved earlier")
             grant = SlotGrant(now)
+            totals: dict[str, int] = {}
             for window in windows:
-                # slot_free_at, in SQL: the (n - limit + 1)-th oldest send in the window.
-                since = now - window.window_s
-                (count,) = conn.execute(
-                    "SELECT COUNT(*) FROM rate_slots WHERE key = ? AND ts > ?",
-                    (window.key, since),
-                ).fetchone()
-                if count < window.limit:
-                    continue
-                (oldest,) = conn.execute(
-                    "SELECT ts FROM rate_slots WHERE key = ? AND ts > ? ORDER BY ts "
+                if window.key not in totals:
+                    row = conn.execute(
+                        "SELECT n FROM rate_totals WHERE key = ?", (window.key,)
+                    ).fetchone()
+                    totals[window.key] = row[0] if row else 0
+                if totals[window.key] < window.limit:
+                    continue  # fewer reservations on the key than the limit: room
+                # slot_free_at, in SQL: the limit-th newest reservation inside the window
+                # (none: room); scans at most `limit` index entries.
+                row = conn.execute(
+                    "SELECT ts FROM rate_slots WHERE key = ? AND ts > ? ORDER BY ts DESC "
                     "LIMIT 1 OFFSET ?",
-                    (window.key, since, count - window.limit),
+                    (window.key, now - window.window_s, window.limit - 1),
                 ).fetchone()
-                free = max(now, oldest + window.window_s)
+                if row is None:
+                    continue
+                free = max(now, row[0] + window.window_s)
                 if free > grant.at_ts:
                     grant = SlotGrant(free, window.label)
             longest: dict[str, float] = {}

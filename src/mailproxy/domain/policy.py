@@ -79,7 +79,8 @@ def suspension_of(suspended: Collection[str], batch_code: str | None) -> str | N
 
 
 class RateWindow(msgspec.Struct, frozen=True):
-    """At most ``limit`` sends on ``key`` in any ``window_s`` seconds."""
+    """At most ``limit`` (at least 1; validation sees to it) sends on ``key`` in any
+    ``window_s`` seconds."""
 
     key: str
     limit: int

@@ -439,6 +439,11 @@ def parse_tenant(raw: object) -> Tenant:
         raise _convert_error(exc) from None
     if not _TENANT_ID.fullmatch(tenant.id):
         raise InvalidInput("id", "invalid id: 1..64 of A-Z a-z 0-9 _ . -")
+    limits = tenant.rate_limits
+    for unit in ("per_minute", "per_hour", "per_day"):
+        value = getattr(limits, unit) if limits is not None else None
+        if value is not None and value < 1:
+            raise InvalidInput(f"rate_limits.{unit}", f"invalid rate_limits.{unit}: at least 1")
     if not tenant.name:
         tenant = msgspec.structs.replace(tenant, name=tenant.id)
     return tenant
