@@ -180,6 +180,8 @@ def test_tenant_and_account_validation():
     assert parse_tenant({"id": "acme"}).name == "acme"
     with pytest.raises(InvalidInput, match="invalid id"):
         parse_tenant({"id": "bad id"})
+    with pytest.raises(InvalidInput, match=r"invalid rate_limits\.per_hour: at least 1"):
+        parse_tenant({"id": "acme", "rate_limits": {"per_minute": 5, "per_hour": 0}})
     with pytest.raises(InvalidInput, match="missing host"):
         parse_account({"id": "a", "tenant_id": "t"})
     with pytest.raises(InvalidInput, match="invalid port"):
