@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import msgspec
 
+from mailproxy.domain.access import (
+    Caller,
+    IdempotentStart,
+    TenantKey,
+    idempotency_scope,
+    idempotent_state,
+)
 from mailproxy.domain.errors import Conflict
 from mailproxy.domain.lifecycle import (
     is_final,
@@ -71,6 +78,9 @@ class MemoryStore:
         self._slots: dict[str, list[tuple[float, int | None]]] = {}  # key -> (ts, holder)
         self._pauses: dict[tuple[str, str], AccountPause] = {}
         self._suspended: dict[str, set[str]] = {}
+        self._tenant_keys: dict[str, TenantKey] = {}
+        #: (scope, key) -> (fingerprint, status, body, created_ts)
+        self._idempotency: dict[tuple[str, str], tuple[str, int | None, bytes | None, float]] = {}
         self._next_pk = 1
         self._next_seq = 1
         self._next_report = 1
@@ -226,6 +236,11 @@ class MemoryStore:
         message = self._leased(lease)
         if message is None:
             return False
+        self._apply(message, transition, now)
+        return True
+
+    def _apply(self, message: QueuedMessage, transition: Transition, now: float) -> None:
+        pk = message.pk
         status = transition.status
         suspensions = self._suspended.get(message.tenant_id, ())
         if status in QUEUED_STATUSES and suspension_of(suspensions, message.batch_code):
@@ -249,27 +264,24 @@ class MemoryStore:
             wait_detail=transition.wait_detail,
             final_ts=now if is_final(status) else None,
         )
-        self._messages[lease.pk] = updated
+        self._messages[pk] = updated
         if transition.slots == "release":
-            self._release_slots(lease.pk)
+            self._release_slots(pk)
         elif transition.slots == "consume":
             for key, slots in self._slots.items():
-                self._slots[key] = [(ts, None if h == lease.pk else h) for ts, h in slots]
+                self._slots[key] = [(ts, None if h == pk else h) for ts, h in slots]
         account_key = (message.tenant_id, message.account_id)
         if transition.pause is not None:
             self._pauses[account_key] = transition.pause
         elif transition.clear_pause:
             self._pauses.pop(account_key, None)
         if transition.history is not None:
-            self._history[lease.pk].append(transition.history)
+            self._history[pk].append(transition.history)
         for event in transition.events:
             seq = self._next_report
             self._next_report += 1
-            self._reports.append(
-                _Report(seq, message.tenant_id, lease.pk, StoredReport(seq, event))
-            )
+            self._reports.append(_Report(seq, message.tenant_id, pk, StoredReport(seq, event)))
         self._push(updated)
-        return True
 
     async def release(self, lease: Lease, now: float) -> bool:
         message = self._leased(lease)
@@ -481,6 +493,9 @@ class MemoryStore:
         self._reports = [r for r in self._reports if r.tenant_id != tenant_id]
         self._pauses = {k: p for k, p in self._pauses.items() if k[0] != tenant_id}
         self._suspended.pop(tenant_id, None)
+        self._tenant_keys.pop(tenant_id, None)
+        scope = idempotency_scope(Caller(tenant_id))
+        self._idempotency = {k: r for k, r in self._idempotency.items() if k[0] != scope}
         return True
 
     async def put_account(self, account: Account) -> None:
@@ -496,8 +511,66 @@ class MemoryStore:
     async def list_accounts(self, tenant_id: str) -> list[Account]:
         return [a for k, a in sorted(self._accounts.items()) if k[0] == tenant_id]
 
-    async def delete_account(self, tenant_id: str, account_id: str) -> bool:
-        return self._accounts.pop((tenant_id, account_id), None) is not None
+    async def delete_account(
+        self,
+        tenant_id: str,
+        account_id: str,
+        *,
+        abandon: Callable[[QueuedMessage], Transition] | None = None,
+        now: float = 0.0,
+    ) -> bool:
+        if (tenant_id, account_id) not in self._accounts:
+            return False
+        waiting = [
+            m
+            for m in self._messages.values()
+            if (m.tenant_id, m.account_id) == (tenant_id, account_id)
+            and (m.status in QUEUED_STATUSES or m.status is Status.SUSPENDED)
+        ]
+        if waiting and abandon is None:
+            raise Conflict(
+                f"account {account_id} still has {len(waiting)} queued messages "
+                "(delete with force to fail them)"
+            )
+        for message in waiting:
+            assert abandon is not None
+            self._apply(message, abandon(message), now)
+        del self._accounts[(tenant_id, account_id)]
+        self._pauses.pop((tenant_id, account_id), None)
+        return True
+
+    # --- access -----------------------------------------------------------------------
+
+    async def put_tenant_key(self, key: TenantKey) -> None:
+        self._tenant_keys[key.tenant_id] = key
+
+    async def find_tenant_key(self, digest: str) -> TenantKey | None:
+        return next((k for k in self._tenant_keys.values() if k.digest == digest), None)
+
+    async def delete_tenant_key(self, tenant_id: str) -> bool:
+        return self._tenant_keys.pop(tenant_id, None) is not None
+
+    async def begin_idempotent(
+        self, scope: str, key: str, fingerprint: str, now: float, *, ttl_s: float, stale_s: float
+    ) -> IdempotentStart:
+        self._idempotency = {k: r for k, r in self._idempotency.items() if r[3] > now - ttl_s}
+        record = self._idempotency.get((scope, key))
+        if record is not None:
+            start = idempotent_state(*record, fingerprint, now, stale_s)
+            if start is not None:
+                return start
+        self._idempotency[(scope, key)] = (fingerprint, None, None, now)
+        return IdempotentStart("new")
+
+    async def finish_idempotent(self, scope: str, key: str, status: int, body: bytes) -> None:
+        record = self._idempotency.get((scope, key))
+        if record is not None:
+            self._idempotency[(scope, key)] = (record[0], status, body, record[3])
+
+    async def forget_idempotent(self, scope: str, key: str) -> None:
+        record = self._idempotency.get((scope, key))
+        if record is not None and record[1] is None:
+            del self._idempotency[(scope, key)]
 
     # --- report outbox ----------------------------------------------------------------
 

@@ -27,6 +27,13 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import sqlite_utils
 
+from mailproxy.domain.access import (
+    Caller,
+    IdempotentStart,
+    TenantKey,
+    idempotency_scope,
+    idempotent_state,
+)
 from mailproxy.domain.errors import Conflict, StorageError
 from mailproxy.domain.lifecycle import is_final, requeue_status, resubmission_refusal
 from mailproxy.domain.model import (
@@ -69,6 +76,7 @@ _COLUMNS = (
 )
 _QUEUED_SQL = "('pending', 'scheduled', 'deferred')"
 _FINAL_SQL = "('sent', 'error', 'unknown')"
+_WAITING_SQL = "('pending', 'scheduled', 'deferred', 'suspended')"
 
 _spec_decoder = msgspec.json.Decoder(MessageSpec)
 _event_decoder = msgspec.json.Decoder(ReportEvent)
@@ -249,7 +257,21 @@ def _v3(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3)
+def _v4(db: sqlite_utils.Database) -> None:
+    """Access: tenant API key digests and idempotency records."""
+    db.execute(
+        "CREATE TABLE tenant_keys (tenant_id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, "
+        "expires_ts REAL)"
+    )
+    db.execute(
+        "CREATE TABLE idempotency (scope TEXT NOT NULL, key TEXT NOT NULL, "
+        "fingerprint TEXT NOT NULL, status INTEGER, body BLOB, created_ts REAL NOT NULL, "
+        "PRIMARY KEY (scope, key))"
+    )
+    db.execute("CREATE INDEX idempotency_created ON idempotency(created_ts)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -618,9 +640,6 @@ class SqliteStore:
         return await self._write(write)
 
     async def complete(self, lease: Lease, transition: Transition, now: float) -> bool:
-        t = transition
-        final_ts = now if is_final(t.status) else None
-
         def write(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 "SELECT tenant_id, account_id, batch_code FROM messages "
@@ -630,65 +649,78 @@ class SqliteStore:
             if row is None:
                 return False
             tenant_id, account_id, batch_code = row
-            status = t.status
-            if status in QUEUED_STATUSES and suspension_of(
-                self._suspensions(conn, tenant_id), batch_code
-            ):
-                status = Status.SUSPENDED
-            conn.execute(
-                "UPDATE messages SET status = ?, due_ts = ?, attempts = ?, "
-                "possible_duplicate = ?, error = ?, smtp_code = ?, "
-                "sent_ts = COALESCE(?, sent_ts), error_ts = COALESCE(?, error_ts), "
-                "final_ts = ?, lease_owner = NULL, lease_token = NULL, lease_expires_ts = NULL, "
-                "attempt_open = 0, updated_ts = ?, wait_reason = ?, wait_detail = ? "
-                "WHERE pk = ?",
-                (
-                    status.value,
-                    t.due_ts,
-                    t.attempts,
-                    int(t.possible_duplicate),
-                    t.error,
-                    t.smtp_code,
-                    t.sent_ts,
-                    t.error_ts,
-                    final_ts,
-                    now,
-                    t.wait_reason,
-                    t.wait_detail,
-                    lease.pk,
-                ),
+            self._apply_transition(
+                conn, lease.pk, tenant_id, account_id, batch_code, transition, now
             )
-            if t.history is not None:
-                conn.execute(
-                    "INSERT INTO history (message_pk, event, ts, detail) VALUES (?, ?, ?, ?)",
-                    (lease.pk, t.history.event, t.history.ts, t.history.detail),
-                )
-            conn.executemany(
-                "INSERT INTO reports (event_id, tenant_id, message_pk, payload, created_ts) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(e.event_id, tenant_id, lease.pk, _encode(e), now) for e in t.events],
-            )
-            if t.slots == "consume":
-                conn.execute(
-                    "UPDATE rate_slots SET message_pk = NULL WHERE message_pk = ?", (lease.pk,)
-                )
-            elif t.slots == "release":
-                conn.execute("DELETE FROM rate_slots WHERE message_pk = ?", (lease.pk,))
-            if t.pause is not None:
-                p = t.pause
-                conn.execute(
-                    "INSERT OR REPLACE INTO account_pauses "
-                    "(tenant_id, account_id, failures, until_ts, reason) VALUES (?, ?, ?, ?, ?)",
-                    (p.tenant_id, p.account_id, p.failures, p.until_ts, p.reason),
-                )
-            elif t.clear_pause:
-                conn.execute(
-                    "DELETE FROM account_pauses WHERE tenant_id = ? AND account_id = ?",
-                    (tenant_id, account_id),
-                )
             return True
 
         return await self._write(write)
+
+    @classmethod
+    def _apply_transition(
+        cls,
+        conn: sqlite3.Connection,
+        pk: int,
+        tenant_id: str,
+        account_id: str,
+        batch_code: str | None,
+        t: Transition,
+        now: float,
+    ) -> None:
+        status = t.status
+        if status in QUEUED_STATUSES and suspension_of(
+            cls._suspensions(conn, tenant_id), batch_code
+        ):
+            status = Status.SUSPENDED
+        conn.execute(
+            "UPDATE messages SET status = ?, due_ts = ?, attempts = ?, "
+            "possible_duplicate = ?, error = ?, smtp_code = ?, "
+            "sent_ts = COALESCE(?, sent_ts), error_ts = COALESCE(?, error_ts), "
+            "final_ts = ?, lease_owner = NULL, lease_token = NULL, lease_expires_ts = NULL, "
+            "attempt_open = 0, updated_ts = ?, wait_reason = ?, wait_detail = ? "
+            "WHERE pk = ?",
+            (
+                status.value,
+                t.due_ts,
+                t.attempts,
+                int(t.possible_duplicate),
+                t.error,
+                t.smtp_code,
+                t.sent_ts,
+                t.error_ts,
+                now if is_final(t.status) else None,
+                now,
+                t.wait_reason,
+                t.wait_detail,
+                pk,
+            ),
+        )
+        if t.history is not None:
+            conn.execute(
+                "INSERT INTO history (message_pk, event, ts, detail) VALUES (?, ?, ?, ?)",
+                (pk, t.history.event, t.history.ts, t.history.detail),
+            )
+        conn.executemany(
+            "INSERT INTO reports (event_id, tenant_id, message_pk, payload, created_ts) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(e.event_id, tenant_id, pk, _encode(e), now) for e in t.events],
+        )
+        if t.slots == "consume":
+            conn.execute("UPDATE rate_slots SET message_pk = NULL WHERE message_pk = ?", (pk,))
+        elif t.slots == "release":
+            conn.execute("DELETE FROM rate_slots WHERE message_pk = ?", (pk,))
+        if t.pause is not None:
+            p = t.pause
+            conn.execute(
+                "INSERT OR REPLACE INTO account_pauses "
+                "(tenant_id, account_id, failures, until_ts, reason) VALUES (?, ?, ?, ?, ?)",
+                (p.tenant_id, p.account_id, p.failures, p.until_ts, p.reason),
+            )
+        elif t.clear_pause:
+            conn.execute(
+                "DELETE FROM account_pauses WHERE tenant_id = ? AND account_id = ?",
+                (tenant_id, account_id),
+            )
 
     @staticmethod
     def _requeue(
@@ -1006,6 +1038,10 @@ class SqliteStore:
             conn.execute("DELETE FROM messages WHERE tenant_id = ?", (tenant_id,))
             conn.execute("DELETE FROM account_pauses WHERE tenant_id = ?", (tenant_id,))
             conn.execute("DELETE FROM suspensions WHERE tenant_id = ?", (tenant_id,))
+            conn.execute("DELETE FROM tenant_keys WHERE tenant_id = ?", (tenant_id,))
+            conn.execute(
+                "DELETE FROM idempotency WHERE scope = ?", (idempotency_scope(Caller(tenant_id)),)
+            )
             return True
 
         return await self._write(write)
@@ -1054,14 +1090,114 @@ class SqliteStore:
 
         return await self._read(read)
 
-    async def delete_account(self, tenant_id: str, account_id: str) -> bool:
+    async def delete_account(
+        self,
+        tenant_id: str,
+        account_id: str,
+        *,
+        abandon: Callable[[QueuedMessage], Transition] | None = None,
+        now: float = 0.0,
+    ) -> bool:
         def write(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
+            if not conn.execute(
+                "SELECT 1 FROM accounts WHERE tenant_id = ? AND id = ?", (tenant_id, account_id)
+            ).fetchone():
+                return False
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE tenant_id = ? AND account_id = ? "
+                f"AND status IN {_WAITING_SQL}",
+                (tenant_id, account_id),
+            ).fetchall()
+            if rows and abandon is None:
+                raise Conflict(
+                    f"account {account_id} still has {len(rows)} queued messages "
+                    "(delete with force to fail them)"
+                )
+            for message in map(_message, rows):
+                assert abandon is not None
+                self._apply_transition(
+                    conn, message.pk, tenant_id, account_id, None, abandon(message), now
+                )
+            conn.execute(
                 "DELETE FROM accounts WHERE tenant_id = ? AND id = ?", (tenant_id, account_id)
             )
+            conn.execute(
+                "DELETE FROM account_pauses WHERE tenant_id = ? AND account_id = ?",
+                (tenant_id, account_id),
+            )
+            return True
+
+        return await self._write(write)
+
+    # --- access -----------------------------------------------------------------------
+
+    async def put_tenant_key(self, key: TenantKey) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO tenant_keys (tenant_id, digest, expires_ts) "
+                "VALUES (?, ?, ?)",
+                (key.tenant_id, key.digest, key.expires_ts),
+            )
+
+        await self._write(write)
+
+    async def find_tenant_key(self, digest: str) -> TenantKey | None:
+        def read(conn: sqlite3.Connection) -> TenantKey | None:
+            row = conn.execute(
+                "SELECT tenant_id, digest, expires_ts FROM tenant_keys WHERE digest = ?",
+                (digest,),
+            ).fetchone()
+            return TenantKey(*row) if row else None
+
+        return await self._read(read)
+
+    async def delete_tenant_key(self, tenant_id: str) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("DELETE FROM tenant_keys WHERE tenant_id = ?", (tenant_id,))
             return cursor.rowcount > 0
 
         return await self._write(write)
+
+    async def begin_idempotent(
+        self, scope: str, key: str, fingerprint: str, now: float, *, ttl_s: float, stale_s: float
+    ) -> IdempotentStart:
+        def write(conn: sqlite3.Connection) -> IdempotentStart:
+            conn.execute("DELETE FROM idempotency WHERE created_ts <= ?", (now - ttl_s,))
+            row = conn.execute(
+                "SELECT fingerprint, status, body, created_ts FROM idempotency "
+                "WHERE scope = ? AND key = ?",
+                (scope, key),
+            ).fetchone()
+            if row is not None:
+                start = idempotent_state(row[0], row[1], row[2], row[3], fingerprint, now, stale_s)
+                if start is not None:
+                    return start
+            conn.execute(
+                "INSERT OR REPLACE INTO idempotency (scope, key, fingerprint, created_ts) "
+                "VALUES (?, ?, ?, ?)",
+                (scope, key, fingerprint, now),
+            )
+            return IdempotentStart("new")
+
+        return await self._write(write)
+
+    async def finish_idempotent(self, scope: str, key: str, status: int, body: bytes) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE idempotency SET status = ?, body = ? WHERE scope = ? AND key = ?",
+                (status, body, scope, key),
+            )
+
+        await self._write(write)
+
+    async def forget_idempotent(self, scope: str, key: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM idempotency WHERE scope = ? AND key = ? AND status IS NULL",
+                (scope, key),
+            )
+
+        await self._write(write)
 
     # --- report outbox ----------------------------------------------------------------
 

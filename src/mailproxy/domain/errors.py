@@ -6,6 +6,7 @@
     ├── InvalidInput               bad input at the library boundary; names the field
     ├── NotFound                   an object the caller named does not exist in its scope
     ├── Conflict                   the request contradicts the current state
+    ├── Forbidden                  the caller may not do this (scope or admin-only)
     ├── StorageError               the store could not do what was asked (I/O, locks, full disk)
     └── AttachmentUnavailable      an attachment could not be fetched at send time
 
@@ -44,6 +45,10 @@ class NotFound(MailProxyError):
 
 class Conflict(MailProxyError):
     """The request contradicts the current state (e.g. deleting an account still in use)."""
+
+
+class Forbidden(MailProxyError):
+    """The caller may not do this: another tenant's scope, or an admin-only action."""
 
 
 class StorageError(MailProxyError):

@@ -437,3 +437,9 @@ def requeue_status(attempts: int, due_ts: float, now: float) -> Status:
     if attempts:
         return Status.DEFERRED
     return Status.SCHEDULED if due_ts > now else Status.PENDING
+
+
+def abandon(message: QueuedMessage, reason: str, now: float, event_id: str) -> Transition:
+    """Fail a message that will never be attempted again (its account was deleted with
+    ``force``): final ``error`` with ``reason``, reported like any other failure."""
+    return _fail(message, event_id, message.attempts, message.possible_duplicate, reason, None, now)

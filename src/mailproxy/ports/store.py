@@ -7,9 +7,10 @@ report event must commit in the same transaction. Contract suites:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
+from mailproxy.domain.access import IdempotentStart, TenantKey
 from mailproxy.domain.model import (
     Account,
     AccountPause,
@@ -187,8 +188,22 @@ class ConfigStore(Protocol):
     async def list_accounts(self, tenant_id: str) -> list[Account]:
         """The tenant's accounts ordered by id."""
 
-    async def delete_account(self, tenant_id: str, account_id: str) -> bool:
-        """False if there was no such account."""
+    async def delete_account(
+        self,
+        tenant_id: str,
+        account_id: str,
+        *,
+        abandon: Callable[[QueuedMessage], Transition] | None = None,
+        now: float = 0.0,
+    ) -> bool:
+        """Remove the account; False if there was no such account.
+
+        While the account has waiting messages (queued or suspended), this raises
+        ``Conflict`` — unless ``abandon`` is given: then each waiting message gets the
+        transition ``abandon(message)`` (with its report events and history, as
+        :meth:`MessageStore.complete` applies them) in the same transaction as the removal.
+        Messages being sent finish their attempt.
+        """
 
 
 class ReportOutbox(Protocol):
@@ -202,3 +217,34 @@ class ReportOutbox(Protocol):
         self, tenant_id: str, event_ids: Sequence[str], now: float
     ) -> int:
         """Mark those events of the tenant acknowledged; return how many changed."""
+
+
+class AccessStore(Protocol):
+    """Tenant API keys (digests only) and idempotency records of add-messages.
+    Contract: ``tests/contract/test_access_store.py``."""
+
+    async def put_tenant_key(self, key: TenantKey) -> None:
+        """Set the tenant's key, replacing its previous one (which stops working at once)."""
+
+    async def find_tenant_key(self, digest: str) -> TenantKey | None:
+        """The key with this digest, expired or not; None if no tenant has it."""
+
+    async def delete_tenant_key(self, tenant_id: str) -> bool:
+        """Revoke the tenant's key; False if it had none. Deleting a tenant does this too."""
+
+    async def begin_idempotent(
+        self, scope: str, key: str, fingerprint: str, now: float, *, ttl_s: float, stale_s: float
+    ) -> IdempotentStart:
+        """Start a request with an ``Idempotency-Key`` (scoped per caller).
+
+        A record older than ``ttl_s`` is forgotten. A finished record with the same
+        ``fingerprint`` is a ``replay``, another fingerprint a ``mismatch``; an unfinished
+        one is ``busy`` until it is ``stale_s`` old (its request died), after which the key
+        starts afresh. Otherwise a new unfinished record is written and ``new`` returned.
+        """
+
+    async def finish_idempotent(self, scope: str, key: str, status: int, body: bytes) -> None:
+        """Store the answer of the request started with this key."""
+
+    async def forget_idempotent(self, scope: str, key: str) -> None:
+        """Drop an unfinished record (the request failed before it changed anything)."""
