@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -32,14 +33,23 @@ from typing import Any, Self, TypeVar
 
 import msgspec
 
+from mailproxy.domain.access import (
+    TENANT_EDITABLE_BY_TENANT,
+    Caller,
+    TenantKey,
+    idempotency_scope,
+    key_digest,
+)
 from mailproxy.domain.errors import (
     AttachmentUnavailable,
+    Conflict,
+    Forbidden,
     InvalidInput,
     MailProxyError,
     NotFound,
     StorageError,
 )
-from mailproxy.domain.lifecycle import decide, initial_status
+from mailproxy.domain.lifecycle import abandon, decide, initial_status
 from mailproxy.domain.mime import AttachmentContent, Outgoing, render
 from mailproxy.domain.model import (
     DEFAULT_PRIORITY,
@@ -57,6 +67,7 @@ from mailproxy.domain.model import (
     SubmitResult,
     SuspendState,
     Tenant,
+    Transition,
     UnknownPolicy,
 )
 from mailproxy.domain.outcome import Outcome, Permanent, RateLimited, Temporary, Unknown
@@ -80,11 +91,25 @@ from mailproxy.domain.validation import (
     parse_tenant,
 )
 from mailproxy.ports.attachments import AttachmentSource
-from mailproxy.ports.store import ConfigStore, MessageStore, ReportOutbox
+from mailproxy.ports.store import AccessStore, ConfigStore, MessageStore, ReportOutbox
 from mailproxy.ports.transport import Transport
 
 log = logging.getLogger("mailproxy.service")
 T = TypeVar("T")
+
+#: How long an ``Idempotency-Key`` is remembered, and after how long an unfinished request
+#: with one is taken for dead (its key may then be used again).
+IDEMPOTENCY_TTL_S = 86400.0
+IDEMPOTENCY_STALE_S = 300.0
+
+
+class CreatedTenant(msgspec.Struct, frozen=True):
+    """A new tenant with its secrets, which are shown only this once."""
+
+    tenant: Tenant
+    api_key: str
+    webhook_secret: str
+
 
 #: How long a looked-up tenant or account is trusted before it is read again, so that a
 #: change made by another process sharing the database is seen within this delay.
@@ -101,6 +126,7 @@ class MailProxy:
         config: ConfigStore,
         outbox: ReportOutbox,
         transports: Mapping[str, Transport],
+        access: AccessStore | None = None,
         attachment_sources: Sequence[AttachmentSource] = (),
         retry_policy: RetryPolicy | None = None,
         unknown_policy: UnknownPolicy = "at_least_once",
@@ -118,12 +144,16 @@ class MailProxy:
         monotonic: Callable[[], float] = time.monotonic,
         random_unit: Callable[[], float] = random.random,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
     ) -> None:
         if max_concurrency < 1:
             raise InvalidInput("max_concurrency", "invalid max_concurrency: at least 1")
         self.store = store
         self.config = config
         self.outbox = outbox
+        #: Tenant keys and idempotency records; by default the message store, when it
+        #: implements them (both shipped stores do).
+        self.access: AccessStore = access if access is not None else store  # type: ignore[assignment]
         self._transports = dict(transports)
         self._sources = {mode: s for s in attachment_sources for mode in s.fetch_modes}
         self.retry_policy = retry_policy or RetryPolicy()
@@ -143,6 +173,7 @@ class MailProxy:
         self._monotonic = monotonic
         self._random_unit = random_unit
         self._new_id = new_id
+        self._new_secret = new_secret
         self._wake = asyncio.Event()
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
@@ -154,7 +185,7 @@ class MailProxy:
 
     def _stores(self) -> list[Any]:
         unique: list[Any] = []
-        for part in (self.store, self.config, self.outbox):
+        for part in (self.store, self.config, self.outbox, self.access):
             if all(part is not seen for seen in unique):
                 unique.append(part)
         return unique
@@ -249,10 +280,116 @@ class MailProxy:
         await self.get_tenant(tenant_id)
         return await self.config.list_accounts(tenant_id)
 
-    async def delete_account(self, tenant_id: str, account_id: str) -> None:
-        if not await self.config.delete_account(tenant_id, account_id):
+    async def delete_account(self, tenant_id: str, account_id: str, *, force: bool = False) -> None:
+        """Remove an account. Raises :class:`Conflict` while it has queued messages, unless
+        ``force``: then they fail with ``account deleted`` (and are reported)."""
+        now = self._clock()
+
+        def fail(message: QueuedMessage) -> Transition:
+            return abandon(message, "account deleted", now, self._new_id())
+
+        deleted = await self.config.delete_account(
+            tenant_id, account_id, abandon=fail if force else None, now=now
+        )
+        if not deleted:
             raise NotFound("account", f"{tenant_id}/{account_id}")
         self._account_cache.pop(tenant_id, None)
+
+    # --- tenants with their secrets ----------------------------------------------------
+
+    async def create_tenant(
+        self, data: Mapping[str, Any], *, key_expires_ts: float | None = None
+    ) -> CreatedTenant:
+        """Create a tenant (:class:`Conflict` if the id exists) with a new API key and a
+        webhook secret (the given one, or a generated one)."""
+        tenant = parse_tenant(data)
+        if await self.config.get_tenant(tenant.id) is not None:
+            raise Conflict(f"tenant {tenant.id} already exists")
+        if tenant.webhook_secret is None:
+            tenant = msgspec.structs.replace(tenant, webhook_secret=self._new_secret())
+        await self.config.put_tenant(tenant)
+        self._tenant_cache.pop(tenant.id, None)
+        api_key = await self.rotate_tenant_key(tenant.id, expires_ts=key_expires_ts)
+        assert tenant.webhook_secret is not None
+        return CreatedTenant(tenant, api_key, tenant.webhook_secret)
+
+    async def update_tenant(
+        self, tenant_id: str, changes: Mapping[str, Any], caller: Caller
+    ) -> Tenant:
+        """Change some fields of a tenant; the others stay. A tenant key may change only
+        its tenant's ``name`` (:class:`Forbidden` otherwise, and nothing is applied)."""
+        if not isinstance(changes, Mapping):
+            raise InvalidInput("body", "invalid body: expected an object")
+        if not caller.is_admin and set(changes) - TENANT_EDITABLE_BY_TENANT:
+            fields = ", ".join(sorted(set(changes) - TENANT_EDITABLE_BY_TENANT))
+            raise Forbidden(f"only the admin may change: {fields}")
+        if changes.get("id", tenant_id) != tenant_id:
+            raise InvalidInput("id", "invalid id: the id of a tenant cannot change")
+        current = await self.get_tenant(tenant_id)
+        merged = msgspec.to_builtins(current) | dict(changes)
+        tenant = parse_tenant(merged)
+        await self.config.put_tenant(tenant)
+        self._tenant_cache.pop(tenant_id, None)
+        return tenant
+
+    async def rotate_tenant_key(self, tenant_id: str, *, expires_ts: float | None = None) -> str:
+        """Give the tenant a new API key (returned once; only its digest is stored); the
+        previous key stops working at once."""
+        await self.get_tenant(tenant_id)
+        if expires_ts is not None and expires_ts <= self._clock():
+            raise InvalidInput("expires_at", "invalid expires_at: must be in the future")
+        key = self._new_secret()
+        await self.access.put_tenant_key(TenantKey(tenant_id, key_digest(key), expires_ts))
+        return key
+
+    async def revoke_tenant_key(self, tenant_id: str) -> None:
+        await self.get_tenant(tenant_id)
+        await self.access.delete_tenant_key(tenant_id)
+
+    async def tenant_of_key(self, api_key: str) -> str | None:
+        """The tenant whose unexpired API key this is, or None."""
+        found = await self.access.find_tenant_key(key_digest(api_key))
+        if found is None or not found.valid_at(self._clock()):
+            return None
+        return found.tenant_id
+
+    async def once(
+        self,
+        caller: Caller,
+        key: str,
+        fingerprint: str,
+        produce: Callable[[], Awaitable[tuple[int, bytes]]],
+    ) -> tuple[int, bytes]:
+        """Run ``produce`` at most once per caller and ``Idempotency-Key``: a repeat with
+        the same ``fingerprint`` (of the request body) gets the stored answer; another
+        fingerprint is :class:`InvalidInput`; a repeat while the first still runs is
+        :class:`Conflict`. An answer that raised is not stored (the key may be retried)."""
+        if not 0 < len(key) <= 255 or not key.isprintable():
+            raise InvalidInput("Idempotency-Key", "invalid Idempotency-Key: 1..255 printable")
+        scope = idempotency_scope(caller)
+        start = await self.access.begin_idempotent(
+            scope,
+            key,
+            fingerprint,
+            self._clock(),
+            ttl_s=IDEMPOTENCY_TTL_S,
+            stale_s=IDEMPOTENCY_STALE_S,
+        )
+        if start.state == "replay":
+            return start.status or 200, start.body or b""
+        if start.state == "mismatch":
+            raise InvalidInput(
+                "Idempotency-Key", "Idempotency-Key already used with a different body"
+            )
+        if start.state == "busy":
+            raise Conflict("a request with this Idempotency-Key is still being processed")
+        try:
+            status, body = await produce()
+        except BaseException:
+            await self.access.forget_idempotent(scope, key)
+            raise
+        await self.access.finish_idempotent(scope, key, status, body)
+        return status, body
 
     async def _cached(
         self, cache: dict[str, tuple[float, T]], key: str, load: Callable[[str], Awaitable[T]]
