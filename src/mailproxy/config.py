@@ -30,6 +30,8 @@ class ServerSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     host: str = "127.0.0.1"
     port: int = 8000
     api_token: str | None = None
+    #: Larger request bodies are refused with 413 before they are read whole.
+    max_body_bytes: int = 10485760
 
 
 class StorageSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -196,6 +198,7 @@ def load_settings(
 
 def _check(settings: Settings) -> None:
     positive = {
+        "server.max_body_bytes": settings.server.max_body_bytes,
         "delivery.max_concurrency": settings.delivery.max_concurrency,
         "delivery.max_batch": settings.delivery.max_batch,
         "delivery.lease_s": settings.delivery.lease_s,

@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
+import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import cyclopts
+import msgspec
+import uvicorn
 
 from mailproxy import __version__
 from mailproxy.bootstrap import build_proxy
 from mailproxy.config import Settings, load_settings
 from mailproxy.domain.errors import MailProxyError
 from mailproxy.domain.model import Status, SubmitResult
+from mailproxy.entrypoints.http import create_app
 
 app = cyclopts.App(
     name="mail-proxy",
@@ -128,30 +134,101 @@ def demo(
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def admin_token_for(settings: Settings) -> tuple[str, bool]:
+    """The configured admin token, else the one generated at an earlier start (kept in
+    ``admin_token`` beside the database, mode 600), else a new one written there.
+    Returns the token and whether it was just generated."""
+    if settings.server.api_token:
+        return settings.server.api_token, False
+    db_path = settings.db_path
+    folder = (
+        Path(settings.instance_dir)
+        if "://" in db_path or db_path == ":memory:"
+        else (Path(db_path).parent)
+    )
+    token_file = folder / "admin_token"
+    if token_file.exists():
+        return token_file.read_text(encoding="utf-8").strip(), False
+    token = secrets.token_urlsafe(32)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    return token, True
+
+
 @app.command
 def serve(
     *,
     config: Path | None = None,
     host: str | None = None,
     port: int | None = None,
+    insecure: bool = False,
 ) -> int:
-    """Run the HTTP service in the foreground (not in this version: the HTTP API is next).
+    """Run the HTTP service in the foreground until SIGTERM or Ctrl-C, which stop
+    claiming and let in-flight sends finish.
+
+    Without a configured admin token (``GMP_API_TOKEN`` or ``[server] api_token``) one is
+    generated at the first start, printed once, and kept in ``admin_token`` beside the
+    database.
 
     Parameters
     ----------
     config
         config.ini to read.
     host
-        Address to bind.
+        Address to bind (default: server.host, 127.0.0.1).
     port
-        Port to bind.
+        Port to bind (default: server.port, 8000).
+    insecure
+        Serve without any token (every caller is the admin); only on a loopback address.
     """
-    print(
-        "mail-proxy serve: the HTTP API is not part of this version yet; it will serve the "
-        "REST API on --host/--port. Try `mail-proxy demo` to see delivery work.",
-        file=sys.stderr,
+    try:
+        settings = load_settings(config)
+    except MailProxyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    bind_host = host or settings.server.host
+    bind_port = port or settings.server.port
+    if insecure:
+        if not is_loopback(bind_host):
+            print(f"error: --insecure only on a loopback address, not {bind_host}", file=sys.stderr)
+            return 2
+        settings = msgspec.structs.replace(
+            settings, server=msgspec.structs.replace(settings.server, api_token=None)
+        )
+    else:
+        token, generated = admin_token_for(settings)
+        if generated:
+            print(
+                f"admin token (shown once, kept in the instance folder): {token}", file=sys.stderr
+            )
+        settings = msgspec.structs.replace(
+            settings, server=msgspec.structs.replace(settings.server, api_token=token)
+        )
+    try:
+        http_app = create_app(build_proxy(settings), settings, insecure=insecure)
+    except MailProxyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    uvicorn.run(
+        http_app,
+        host=bind_host,
+        port=bind_port,
+        log_level=settings.logging.level,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.delivery.command_timeout_s),
     )
-    return 1
+    return 0
 
 
 def main() -> None:

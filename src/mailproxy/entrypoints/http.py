@@ -1,0 +1,837 @@
+"""The REST API (the HTTP contract of mailproxy) on Litestar.
+
+``create_app(proxy, settings)`` builds the app; nothing is created at import. Every answer
+is JSON with ``"ok"``; errors map from the library's error tree in one place
+(:func:`_problem_from`): ``InvalidInput`` → 422 problem details naming the field,
+``NotFound`` → 404, ``Conflict`` → 409, ``Forbidden`` → 403, ``StorageError`` → 503, and
+anything unexpected → 500 with a request id (logged with its traceback, never sent).
+
+Authentication: ``X-API-Token`` or ``Authorization: Bearer``. The admin token (compared in
+constant time) acts everywhere; a tenant key acts only inside its tenant. Which routes a
+tenant key may use is declared per route (``opt={"tenant": True}``); the others are the
+admin's. ``/health``, ``/metrics`` (unless ``security.metrics_public`` is false) and
+``/schema`` are public.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, delete, get, post, put
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import Parameter
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from mailproxy import __version__
+from mailproxy.config import Settings
+from mailproxy.domain.access import (
+    ADMIN,
+    MIN_ADMIN_TOKEN,
+    Caller,
+    require_admin,
+    same_secret,
+    scope_tenant,
+)
+from mailproxy.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    MailProxyError,
+    NotFound,
+    StorageError,
+)
+from mailproxy.domain.model import (
+    Account,
+    HistoryEntry,
+    QueuedMessage,
+    RateLimits,
+    Status,
+    Tenant,
+)
+from mailproxy.domain.policy import Why
+from mailproxy.service import MailProxy
+
+log = logging.getLogger("mailproxy.http")
+
+#: Rejection reasons that do not make an add-messages request a failure when nothing was
+#: queued: the client re-sent what is already on its way.
+HARMLESS_REJECTIONS = frozenset({"already sent", "in flight"})
+
+
+class Unauthorized(MailProxyError):
+    """No token, or one that is not the admin token nor a live tenant key."""
+
+
+# --- answer models ------------------------------------------------------------------------
+
+
+class OkAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+
+
+class ErrorAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = False
+    error: str
+    request_id: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class FieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """RFC 9457 problem details, plus the ``ok``/``error`` members every answer has."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError]
+    ok: bool = False
+    error: str
+
+
+class AddMessagesBody(msgspec.Struct, kw_only=True):
+    """POST /commands/add-messages. Each message is checked on its own (see MESSAGE in
+    the API contract); a bad one is rejected with a reason while the others are queued."""
+
+    messages: list[dict[str, Any]]
+    default_priority: int | str | None = None
+
+
+class RejectedMessage(msgspec.Struct):
+    id: str
+    reason: str
+
+
+class AddMessagesAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    queued: int
+    rejected: list[RejectedMessage]
+    error: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class HistoryRecord(msgspec.Struct):
+    event: str
+    ts: int
+    detail: str | None
+
+
+class MessageRecord(msgspec.Struct, kw_only=True):
+    id: str
+    tenant_id: str
+    account_id: str
+    status: Status
+    priority: int
+    batch_code: str | None
+    deferred_ts: int | None
+    sent_ts: int | None
+    error_ts: int | None
+    error: str | None
+    smtp_code: int | None
+    attempts: int
+    created_at: int
+    updated_at: int
+    message_id: str
+    metadata: dict[str, Any] | None
+    possible_duplicate: bool
+    history: list[HistoryRecord] | msgspec.UnsetType = msgspec.UNSET
+    why: Why | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class MessagesAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    messages: list[MessageRecord]
+    next_cursor: str | None
+
+
+class MessageAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    message: MessageRecord
+
+
+class IdsBody(msgspec.Struct, kw_only=True):
+    ids: list[str]
+
+
+class DeleteAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    removed: int
+    not_found: list[str]
+    in_flight: list[str]
+
+
+class CleanupBody(msgspec.Struct, kw_only=True):
+    older_than_seconds: int | None = None
+
+
+class RemovedAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    removed: int
+
+
+class SuspendAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    tenant_id: str
+    suspended_batches: list[str]
+    pending_messages: int
+
+
+class AccountRecord(msgspec.Struct, kw_only=True):
+    """An account as answered: every field but ``password``, and ``has_password``."""
+
+    id: str
+    tenant_id: str
+    kind: str
+    host: str | None
+    port: int | None
+    user: str | None
+    has_password: bool
+    use_tls: bool | None
+    tls_verify: bool
+    tls_ca_file: str | None
+    limit_per_minute: int | None
+    limit_per_hour: int | None
+    limit_per_day: int | None
+    limit_behavior: str
+    max_connections: int
+    is_default: bool
+
+
+class AccountAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    account: AccountRecord
+
+
+class AccountsAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    accounts: list[AccountRecord]
+
+
+class ClientAuthRecord(msgspec.Struct):
+    method: str
+
+
+class TenantRecord(msgspec.Struct, kw_only=True):
+    """A tenant as answered: no secrets; ``client_auth`` shows only its method."""
+
+    id: str
+    name: str
+    active: bool
+    client_base_url: str | None
+    client_sync_path: str
+    client_attachment_path: str
+    client_auth: ClientAuthRecord
+    rate_limits: RateLimits | None
+    has_webhook_secret: bool
+    attachment_url_prefixes: list[str]
+    unknown_policy: str | None
+    suspended_batches: list[str]
+
+
+class TenantAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    tenant: TenantRecord
+
+
+class CreatedTenantAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    tenant: TenantRecord
+    api_key: str
+    webhook_secret: str
+
+
+class TenantsAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    tenants: list[TenantRecord]
+
+
+class ApiKeyBody(msgspec.Struct, kw_only=True):
+    expires_at: int | None = None
+
+
+class ApiKeyAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    api_key: str
+
+
+class SyncStatusRecord(msgspec.Struct, kw_only=True):
+    id: str
+    last_sync_ts: int | None
+    next_sync_due: int | None
+    in_dnd: bool
+    pending_reports: int
+    last_error: str | None
+
+
+class SyncStatusAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    sync_interval_seconds: int
+    tenants: list[SyncStatusRecord]
+
+
+class HealthAnswer(msgspec.Struct, kw_only=True):
+    ok: bool
+    status: str
+    version: str | None = None
+
+
+class StatusAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    active: bool
+    version: str
+    queue: dict[str, int]
+
+
+class InstanceAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    name: str
+    version: str
+    settings: dict[str, Any]
+
+
+# --- conversions --------------------------------------------------------------------------
+
+
+def _ts(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def message_record(
+    message: QueuedMessage,
+    *,
+    history: list[HistoryEntry] | None = None,
+    why: Why | msgspec.UnsetType | None = msgspec.UNSET,
+) -> MessageRecord:
+    waiting = message.status in (Status.SCHEDULED, Status.DEFERRED)
+    return MessageRecord(
+        id=message.id,
+        tenant_id=message.tenant_id,
+        account_id=message.account_id,
+        status=message.status,
+        priority=message.priority,
+        batch_code=message.batch_code,
+        deferred_ts=_ts(message.due_ts) if waiting else None,
+        sent_ts=_ts(message.sent_ts),
+        error_ts=_ts(message.error_ts),
+        error=message.error,
+        smtp_code=message.smtp_code,
+        attempts=message.attempts,
+        created_at=int(message.created_ts),
+        updated_at=int(message.updated_ts),
+        message_id=message.message_id,
+        metadata=message.spec.metadata,
+        possible_duplicate=message.possible_duplicate,
+        history=(
+            msgspec.UNSET
+            if history is None
+            else [HistoryRecord(h.event, int(h.ts), h.detail) for h in history]
+        ),
+        why=why,
+    )
+
+
+def account_record(account: Account) -> AccountRecord:
+    fields = msgspec.structs.asdict(account)
+    fields.pop("password")
+    return AccountRecord(**fields, has_password=account.password is not None)
+
+
+def tenant_record(tenant: Tenant, suspended: list[str]) -> TenantRecord:
+    return TenantRecord(
+        id=tenant.id,
+        name=tenant.name,
+        active=tenant.active,
+        client_base_url=tenant.client_base_url,
+        client_sync_path=tenant.client_sync_path,
+        client_attachment_path=tenant.client_attachment_path,
+        client_auth=ClientAuthRecord(tenant.client_auth.method),
+        rate_limits=tenant.rate_limits,
+        has_webhook_secret=tenant.webhook_secret is not None,
+        attachment_url_prefixes=list(tenant.attachment_url_prefixes),
+        unknown_policy=tenant.unknown_policy,
+        suspended_batches=suspended,
+    )
+
+
+def _decode(raw: bytes, model: type[Any], *, empty_ok: bool = False) -> Any:
+    """Decode a JSON body into ``model``; 422 (naming the field) when it does not fit."""
+    if not raw.strip():
+        if empty_ok:
+            return model()
+        raise InvalidInput("body", "missing body: expected a JSON object")
+    try:
+        return msgspec.json.decode(raw, type=model)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        field = text.rsplit("$.", 1)[-1].split("[")[0] if "$." in text else "body"
+        raise InvalidInput(field, f"invalid body: {text}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise InvalidInput("body", f"malformed JSON: {exc}") from None
+
+
+# --- the app ------------------------------------------------------------------------------
+
+
+TenantQuery = Annotated[
+    str | None,
+    Parameter(
+        query="tenant_id",
+        description="the tenant (the admin must name it; implied by a tenant key)",
+        max_length=64,
+    ),
+]
+
+
+def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) -> Litestar:
+    """The Litestar app serving ``proxy``; the app opens the proxy at startup and shuts it
+    down (finishing in-flight sends) at shutdown. Raises :class:`InvalidInput` when there
+    is no admin token and ``insecure`` is false (see the CLI's ``serve --insecure``)."""
+    admin_token = settings.server.api_token
+    if admin_token is None and not insecure:
+        raise InvalidInput("server.api_token", "no admin token: set GMP_API_TOKEN")
+    if admin_token is not None and len(admin_token) < MIN_ADMIN_TOKEN:
+        raise InvalidInput(
+            "server.api_token", f"admin token too short: at least {MIN_ADMIN_TOKEN} characters"
+        )
+    metrics_registry = CollectorRegistry()
+    pending_gauge = Gauge(
+        "gmp_pending_messages",
+        "Stored messages by status",
+        ["status"],
+        registry=metrics_registry,
+    )
+
+    async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+        token = connection.headers.get("x-api-token")
+        if token is None:
+            scheme, _, value = connection.headers.get("authorization", "").partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else None
+        if not token:
+            if admin_token is None:
+                return ADMIN  # --insecure on loopback
+            raise Unauthorized("missing token: send X-API-Token or Authorization: Bearer")
+        if admin_token is not None and same_secret(token, admin_token):
+            return ADMIN
+        tenant_id = await proxy.tenant_of_key(token)
+        if tenant_id is None:
+            raise Unauthorized("invalid token")
+        return Caller(tenant_id)
+
+    async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
+        caller = await authenticate(request)
+        if not request.route_handler.opt.get("tenant", False):
+            require_admin(caller)
+        return caller
+
+    async def scoped(caller: Caller, tenant_id: str | None) -> str:
+        """The tenant a request acts on; 404 for an admin naming a missing tenant."""
+        scope = scope_tenant(caller, tenant_id)
+        await proxy.get_tenant(scope)
+        return scope
+
+    # --- messages ---------------------------------------------------------------------
+
+    @post("/commands/add-messages", opt={"tenant": True}, status_code=200, tags=["messages"])
+    async def add_messages(
+        request: Request[Any, Any, Any], caller: Caller, tenant_id: TenantQuery = None
+    ) -> Response[bytes]:
+        """Queue messages; each bad one is rejected with a reason, the others are committed
+        to storage before the answer. Optional ``Idempotency-Key`` header."""
+        raw = await request.body()
+        body: AddMessagesBody = _decode(raw, AddMessagesBody)
+        scope = scope_tenant(caller, tenant_id) if caller.tenant_id or tenant_id else None
+        if caller.tenant_id is not None:
+            for message in body.messages:
+                named = message.get("tenant_id")
+                if named is not None and named != caller.tenant_id:
+                    raise Forbidden("a tenant key acts only inside its own tenant")
+        elif scope is not None:
+            await proxy.get_tenant(scope)
+
+        async def produce() -> tuple[int, bytes]:
+            result = await proxy.submit(
+                body.messages, tenant_id=scope, default_priority=body.default_priority
+            )
+            rejected = [RejectedMessage(r.id, r.reason) for r in result.rejected]
+            answer = AddMessagesAnswer(queued=result.queued, rejected=rejected)
+            if result.queued == 0 and any(
+                r.reason not in HARMLESS_REJECTIONS for r in result.rejected
+            ):
+                answer = AddMessagesAnswer(
+                    ok=False,
+                    queued=0,
+                    rejected=rejected,
+                    error=f"no message queued: {rejected[0].id}: {rejected[0].reason}",
+                )
+                return 400, msgspec.json.encode(answer)
+            return 200, msgspec.json.encode(answer)
+
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            status, payload = await produce()
+        else:
+            fingerprint = hashlib.sha256(f"{scope}\n".encode() + raw).hexdigest()
+            status, payload = await proxy.once(caller, key, fingerprint, produce)
+        return Response(payload, status_code=status, media_type=MediaType.JSON)
+
+    @get("/messages", opt={"tenant": True}, tags=["messages"])
+    async def list_messages(
+        caller: Caller,
+        tenant_id: TenantQuery = None,
+        status: Annotated[list[Status] | None, Parameter(query="status")] = None,
+        batch_code: Annotated[str | None, Parameter(max_length=64)] = None,
+        active_only: bool = False,
+        include_history: bool = False,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Parameter(max_length=32)] = None,
+    ) -> MessagesAnswer:
+        """The tenant's messages in acceptance order, filtered, a page at a time."""
+        scope = await scoped(caller, tenant_id)
+        page = await proxy.list_messages(
+            scope,
+            statuses=status or (),
+            batch_code=batch_code,
+            active_only=active_only,
+            limit=limit,
+            cursor=cursor,
+        )
+        records = []
+        for message in page.messages:
+            history = await proxy.message_history(scope, message.id) if include_history else None
+            records.append(message_record(message, history=history))
+        return MessagesAnswer(messages=records, next_cursor=page.next_cursor)
+
+    @get("/messages/{message_id:str}", opt={"tenant": True}, tags=["messages"])
+    async def get_message(
+        caller: Caller, message_id: str, tenant_id: TenantQuery = None
+    ) -> MessageAnswer:
+        """One message with its history and, while it is not final, why it has not gone."""
+        scope = await scoped(caller, tenant_id)
+        message = await proxy.get_message(scope, message_id)
+        history = await proxy.message_history(scope, message_id)
+        why = await proxy.why(scope, message_id)
+        return MessageAnswer(message=message_record(message, history=history, why=why))
+
+    @post("/commands/delete-messages", opt={"tenant": True}, status_code=200, tags=["messages"])
+    async def delete_messages(
+        request: Request[Any, Any, Any], caller: Caller, tenant_id: TenantQuery = None
+    ) -> DeleteAnswer:
+        """Remove messages whatever their status, except those being sent right now."""
+        body: IdsBody = _decode(await request.body(), IdsBody)
+        scope = await scoped(caller, tenant_id)
+        result = await proxy.delete_messages(scope, body.ids)
+        return DeleteAnswer(
+            removed=result.removed, not_found=result.not_found, in_flight=result.in_flight
+        )
+
+    @post("/commands/cleanup-messages", opt={"tenant": True}, status_code=200, tags=["messages"])
+    async def cleanup_messages(
+        request: Request[Any, Any, Any], caller: Caller, tenant_id: TenantQuery = None
+    ) -> RemovedAnswer:
+        """Remove final, reported messages older than ``older_than_seconds``."""
+        body: CleanupBody = _decode(await request.body(), CleanupBody, empty_ok=True)
+        scope = await scoped(caller, tenant_id)
+        removed = await proxy.cleanup(scope, body.older_than_seconds)
+        return RemovedAnswer(removed=removed)
+
+    @post("/commands/run-now", opt={"tenant": True}, status_code=200, tags=["messages"])
+    async def run_now(caller: Caller, tenant_id: TenantQuery = None) -> OkAnswer:
+        """Wake the dispatcher at once."""
+        if tenant_id is not None or caller.tenant_id is not None:
+            await scoped(caller, tenant_id)
+        proxy.run_now()
+        return OkAnswer()
+
+    async def suspension(
+        caller: Caller,
+        tenant_id: str | None,
+        batch_code: str | None,
+        change: Callable[[str, str | None], Awaitable[Any]],
+    ) -> SuspendAnswer:
+        scope = await scoped(caller, tenant_id)
+        state = await change(scope, batch_code)
+        return SuspendAnswer(
+            tenant_id=state.tenant_id,
+            suspended_batches=state.suspended_batches,
+            pending_messages=state.pending_messages,
+        )
+
+    @post("/commands/suspend", opt={"tenant": True}, status_code=200, tags=["messages"])
+    async def suspend(
+        caller: Caller,
+        tenant_id: TenantQuery = None,
+        batch_code: Annotated[str | None, Parameter(max_length=64)] = None,
+    ) -> SuspendAnswer:
+        """Stop sending the tenant's messages, or one batch's; they stay queued."""
+        return await suspension(caller, tenant_id, batch_code, proxy.suspend)
+
+    @post("/commands/activate", opt={"tenant": True}, status_code=200, tags=["messages"])
+    async def activate(
+        caller: Caller,
+        tenant_id: TenantQuery = None,
+        batch_code: Annotated[str | None, Parameter(max_length=64)] = None,
+    ) -> SuspendAnswer:
+        """Resume a suspended tenant or batch; the dispatcher wakes at once."""
+        return await suspension(caller, tenant_id, batch_code, proxy.activate)
+
+    # --- accounts ---------------------------------------------------------------------
+
+    @post("/account", opt={"tenant": True}, status_code=200, tags=["accounts"])
+    async def put_account(
+        request: Request[Any, Any, Any], caller: Caller, tenant_id: TenantQuery = None
+    ) -> AccountAnswer:
+        """Create or replace an SMTP (or capture) account."""
+        data: dict[str, Any] = _decode(await request.body(), dict[str, Any])
+        scope = await scoped(caller, data.get("tenant_id") or tenant_id)
+        if tenant_id is not None and tenant_id != scope:
+            raise InvalidInput("tenant_id", "invalid tenant_id: query and body differ")
+        if not caller.is_admin and (data.get("tls_verify") is False or data.get("tls_ca_file")):
+            raise Forbidden("tls_verify and tls_ca_file need the admin token")
+        account = await proxy.put_account(data | {"tenant_id": scope})
+        if not account.tls_verify:
+            log.warning("account.tls_verify_off tenant=%s account=%s", scope, account.id)
+        return AccountAnswer(account=account_record(account))
+
+    @get("/accounts", opt={"tenant": True}, tags=["accounts"])
+    async def list_accounts(caller: Caller, tenant_id: TenantQuery = None) -> AccountsAnswer:
+        """The tenant's accounts."""
+        scope = await scoped(caller, tenant_id)
+        return AccountsAnswer(
+            accounts=[account_record(a) for a in await proxy.list_accounts(scope)]
+        )
+
+    @delete("/account/{account_id:str}", opt={"tenant": True}, status_code=200, tags=["accounts"])
+    async def delete_account(
+        caller: Caller, account_id: str, tenant_id: TenantQuery = None, force: bool = False
+    ) -> OkAnswer:
+        """Remove an account; 409 while it has queued messages unless ``force``, which
+        fails them with ``account deleted``."""
+        scope = await scoped(caller, tenant_id)
+        await proxy.delete_account(scope, account_id, force=force)
+        return OkAnswer()
+
+    # --- tenants ----------------------------------------------------------------------
+
+    async def record_of(tenant: Tenant) -> TenantRecord:
+        return tenant_record(tenant, await proxy.store.suspended_batches(tenant.id))
+
+    @post("/tenant", status_code=200, tags=["tenants"])
+    async def create_tenant(request: Request[Any, Any, Any], caller: Caller) -> CreatedTenantAnswer:
+        """Create a tenant; its API key and webhook secret are shown only in this answer."""
+        data: dict[str, Any] = _decode(await request.body(), dict[str, Any])
+        created = await proxy.create_tenant(data)
+        return CreatedTenantAnswer(
+            tenant=await record_of(created.tenant),
+            api_key=created.api_key,
+            webhook_secret=created.webhook_secret,
+        )
+
+    @get("/tenants", tags=["tenants"])
+    async def list_tenants(caller: Caller) -> TenantsAnswer:
+        """Every tenant."""
+        return TenantsAnswer(tenants=[await record_of(t) for t in await proxy.list_tenants()])
+
+    @get("/tenants/sync-status", tags=["tenants"])
+    async def sync_status(caller: Caller) -> SyncStatusAnswer:
+        """Delivery-report state per tenant."""
+        records = []
+        for tenant in await proxy.list_tenants():
+            pending = await proxy.outbox.pending_reports(tenant.id, 100_000)
+            records.append(
+                SyncStatusRecord(
+                    id=tenant.id,
+                    last_sync_ts=None,
+                    next_sync_due=None,
+                    in_dnd=False,
+                    pending_reports=len(pending),
+                    last_error=None,
+                )
+            )
+        return SyncStatusAnswer(
+            sync_interval_seconds=int(settings.reporting.sync_interval_s), tenants=records
+        )
+
+    @get("/tenant/{tenant_id:str}", opt={"tenant": True}, tags=["tenants"])
+    async def get_tenant(caller: Caller, tenant_id: str) -> TenantAnswer:
+        """One tenant (admin, or that tenant's key)."""
+        scope = await scoped(caller, tenant_id)
+        return TenantAnswer(tenant=await record_of(await proxy.get_tenant(scope)))
+
+    @put("/tenant/{tenant_id:str}", opt={"tenant": True}, tags=["tenants"])
+    async def update_tenant(
+        request: Request[Any, Any, Any], caller: Caller, tenant_id: str
+    ) -> TenantAnswer:
+        """Change some fields; a tenant key may change only ``name``."""
+        data: dict[str, Any] = _decode(await request.body(), dict[str, Any])
+        scope = await scoped(caller, tenant_id)
+        tenant = await proxy.update_tenant(scope, data, caller)
+        return TenantAnswer(tenant=await record_of(tenant))
+
+    @delete("/tenant/{tenant_id:str}", status_code=200, tags=["tenants"])
+    async def delete_tenant(caller: Caller, tenant_id: str) -> OkAnswer:
+        """Remove a tenant with its accounts, messages and history."""
+        await proxy.delete_tenant(tenant_id)
+        return OkAnswer()
+
+    @post("/tenant/{tenant_id:str}/api-key", status_code=200, tags=["tenants"])
+    async def rotate_key(
+        request: Request[Any, Any, Any], caller: Caller, tenant_id: str
+    ) -> ApiKeyAnswer:
+        """A new API key for the tenant; the old one stops working at once."""
+        body: ApiKeyBody = _decode(await request.body(), ApiKeyBody, empty_ok=True)
+        key = await proxy.rotate_tenant_key(tenant_id, expires_ts=body.expires_at)
+        return ApiKeyAnswer(api_key=key)
+
+    @delete("/tenant/{tenant_id:str}/api-key", status_code=200, tags=["tenants"])
+    async def revoke_key(caller: Caller, tenant_id: str) -> OkAnswer:
+        """Revoke the tenant's API key."""
+        await proxy.revoke_tenant_key(tenant_id)
+        return OkAnswer()
+
+    # --- service ----------------------------------------------------------------------
+
+    @get("/health", tags=["service"])
+    async def health() -> Response[HealthAnswer]:
+        """Liveness and storage reachability (503 when storage cannot be reached)."""
+        try:
+            await proxy.counts("\x00health")
+        except MailProxyError:
+            return Response(HealthAnswer(ok=False, status="unavailable"), status_code=503)
+        return Response(HealthAnswer(ok=True, status="ok", version=__version__))
+
+    @get("/status", opt={"tenant": True}, tags=["service"])
+    async def status(caller: Caller) -> StatusAnswer:
+        """Queue counts by status (the tenant's own for a tenant key)."""
+        counts = await proxy.counts(caller.tenant_id)
+        return StatusAnswer(
+            active=True,
+            version=__version__,
+            queue={str(s): counts.get(s, 0) for s in Status},
+        )
+
+    @get("/instance", tags=["service"])
+    async def instance(caller: Caller) -> InstanceAnswer:
+        """The instance's settings, without secrets."""
+        values = msgspec.to_builtins(settings)
+        values["server"].pop("api_token", None)
+        values["security"].pop("encryption_key", None)
+        values["attachments"].pop("http_auth_token", None)
+        return InstanceAnswer(name=settings.instance_name, version=__version__, settings=values)
+
+    @get("/metrics", opt={"public_metrics": True}, tags=["service"], media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Prometheus text exposition."""
+        if not settings.security.metrics_public:
+            require_admin(await authenticate(request))
+        for state, count in (await proxy.counts()).items():
+            pending_gauge.labels(status=str(state)).set(count)
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    # --- errors -----------------------------------------------------------------------
+
+    def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        return _problem_from(request, exc)
+
+    handlers = [
+        add_messages, list_messages, get_message, delete_messages, cleanup_messages, run_now,
+        suspend, activate, put_account, list_accounts, delete_account, create_tenant,
+        list_tenants, sync_status, get_tenant, update_tenant, delete_tenant, rotate_key,
+        revoke_key, health, status, instance, metrics,
+    ]  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def running(app: Litestar) -> AsyncIterator[None]:
+        async with proxy:
+            yield
+
+    return Litestar(
+        route_handlers=handlers,
+        lifespan=[running],
+        dependencies={"caller": Provide(provide_caller)},
+        exception_handlers={Exception: on_error},
+        request_max_body_size=settings.server.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="mailproxy",
+            version=__version__,
+            description=(
+                "Durable, rate-limited email delivery: queue messages, send them over "
+                "SMTP, report every outcome."
+            ),
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "token": SecurityScheme(
+                        type="apiKey", name="X-API-Token", security_scheme_in="header"
+                    ),
+                    "bearer": SecurityScheme(type="http", scheme="bearer"),
+                }
+            ),
+            security=[{"token": []}, {"bearer": []}],
+        ),
+        debug=False,
+    )
+
+
+def _problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The one place that maps errors to answers."""
+    if isinstance(exc, InvalidInput):
+        return _problem(
+            422, "Unprocessable Content", exc.reason, [FieldError(exc.field, exc.reason)]
+        )
+    if isinstance(exc, ValidationException):
+        errors = [
+            FieldError(str(e.get("key", "")), str(e.get("message", "")))
+            for e in (exc.extra if isinstance(exc.extra, list) else [])
+            if isinstance(e, dict)
+        ]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or exc.detail
+        return _problem(422, "Unprocessable Content", f"invalid request: {detail}", errors)
+    status = {
+        Unauthorized: 401,
+        Forbidden: 403,
+        NotFound: 404,
+        Conflict: 409,
+        StorageError: 503,
+    }.get(type(exc))
+    if status is not None:
+        return Response(ErrorAnswer(error=str(exc)), status_code=status)
+    if isinstance(exc, HTTPException):
+        return Response(
+            ErrorAnswer(error=exc.detail),
+            status_code=exc.status_code,
+            headers=exc.headers or None,
+        )
+    request_id = uuid.uuid4().hex
+    log.error(
+        "http.unexpected_error request_id=%s path=%s", request_id, request.url.path, exc_info=exc
+    )
+    return Response(
+        ErrorAnswer(error=f"internal error (request id {request_id})", request_id=request_id),
+        status_code=500,
+    )
+
+
+def _problem(status: int, title: str, detail: str, errors: list[FieldError]) -> Response[Problem]:
+    return Response(
+        Problem(title=title, status=status, detail=detail, errors=errors, error=detail),
+        status_code=status,
+        media_type="application/problem+json",
+    )
+
+
+__all__ = ["create_app"]
