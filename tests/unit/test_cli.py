@@ -60,8 +60,8 @@ def test_version_is_printed(tmp_path):
     assert __version__ in result.stdout
 
 
-def test_serve_says_it_is_not_available_yet_and_fails(tmp_path):
-    result = run("serve", cwd=tmp_path)
+def test_serve_refuses_insecure_on_a_public_address(tmp_path):
+    result = run("serve", "--insecure", "--host", "0.0.0.0", cwd=tmp_path)
 
-    assert result.returncode == 1
-    assert "not part of this version" in result.stderr
+    assert result.returncode == 2
+    assert "loopback" in result.stderr

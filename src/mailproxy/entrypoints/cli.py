@@ -11,8 +11,10 @@ import ipaddress
 import json
 import os
 import secrets
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import cyclopts
@@ -220,15 +222,30 @@ def serve(
     except MailProxyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    uvicorn.run(
-        http_app,
-        host=bind_host,
-        port=bind_port,
-        log_level=settings.logging.level,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.delivery.command_timeout_s),
+    server = GracefulServer(
+        uvicorn.Config(
+            http_app,
+            host=bind_host,
+            port=bind_port,
+            log_level=settings.logging.level,
+            access_log=False,
+            timeout_graceful_shutdown=int(settings.delivery.command_timeout_s),
+        )
     )
+    server.run()
     return 0
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM that ended in a graceful stop exits with
+    status 0 (uvicorn re-raises the signal after shutting down, so the process would end
+    as killed by it, which supervisors report as a failure)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        captured = getattr(self, "_captured_signals", None)
+        if sig == signal.SIGTERM and isinstance(captured, list) and sig in captured:
+            captured.remove(sig)
 
 
 def main() -> None:
