@@ -25,12 +25,11 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, delete, get, post, put
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -388,8 +387,7 @@ def _decode(raw: bytes, model: type[Any], *, empty_ok: bool = False) -> Any:
 
 TenantQuery = Annotated[
     str | None,
-    Parameter(
-        query="tenant_id",
+    QueryParameter(
         description="the tenant (the admin must name it; implied by a tenant key)",
         max_length=64,
     ),
@@ -431,7 +429,8 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             raise Unauthorized("invalid token")
         return Caller(tenant_id)
 
-    async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
+    async def who(request: Request[Any, Any, Any]) -> Caller:
+        """The caller of a route; the admin's routes refuse tenant keys."""
         caller = await authenticate(request)
         if not request.route_handler.opt.get("tenant", False):
             require_admin(caller)
@@ -447,10 +446,11 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     @post("/commands/add-messages", opt={"tenant": True}, status_code=200, tags=["messages"])
     async def add_messages(
-        request: Request[Any, Any, Any], caller: Caller, tenant_id: TenantQuery = None
+        request: Request[Any, Any, Any], tenant_id: TenantQuery = None
     ) -> Response[bytes]:
         """Queue messages; each bad one is rejected with a reason, the others are committed
         to storage before the answer. Optional ``Idempotency-Key`` header."""
+        caller = await who(request)
         raw = await request.body()
         body: AddMessagesBody = _decode(raw, AddMessagesBody)
         scope = scope_tenant(caller, tenant_id) if caller.tenant_id or tenant_id else None
@@ -490,16 +490,17 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     @get("/messages", opt={"tenant": True}, tags=["messages"])
     async def list_messages(
-        caller: Caller,
+        request: Request[Any, Any, Any],
         tenant_id: TenantQuery = None,
-        status: Annotated[list[Status] | None, Parameter(query="status")] = None,
-        batch_code: Annotated[str | None, Parameter(max_length=64)] = None,
-        active_only: bool = False,
-        include_history: bool = False,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, Parameter(max_length=32)] = None,
+        status: Annotated[list[Status] | None, QueryParameter(description="repeatable")] = None,
+        batch_code: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        active_only: FromQuery[bool] = False,
+        include_history: FromQuery[bool] = False,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, QueryParameter(max_length=32)] = None,
     ) -> MessagesAnswer:
         """The tenant's messages in acceptance order, filtered, a page at a time."""
+        caller = await who(request)
         scope = await scoped(caller, tenant_id)
         page = await proxy.list_messages(
             scope,
@@ -517,9 +518,10 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     @get("/messages/{message_id:str}", opt={"tenant": True}, tags=["messages"])
     async def get_message(
-        caller: Caller, message_id: str, tenant_id: TenantQuery = None
+        request: Request[Any, Any, Any], message_id: FromPath[str], tenant_id: TenantQuery = None
     ) -> MessageAnswer:
         """One message with its history and, while it is not final, why it has not gone."""
+        caller = await who(request)
         scope = await scoped(caller, tenant_id)
         message = await proxy.get_message(scope, message_id)
         history = await proxy.message_history(scope, message_id)
@@ -528,9 +530,10 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     @post("/commands/delete-messages", opt={"tenant": True}, status_code=200, tags=["messages"])
     async def delete_messages(
-        request: Request[Any, Any, Any], caller: Caller, tenant_id: TenantQuery = None
+        request: Request[Any, Any, Any], tenant_id: TenantQuery = None
     ) -> DeleteAnswer:
         """Remove messages whatever their status, except those being sent right now."""
+        caller = await who(request)
         body: IdsBody = _decode(await request.body(), IdsBody)
         scope = await scoped(caller, tenant_id)
         result = await proxy.delete_messages(scope, body.ids)
@@ -540,17 +543,19 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     @post("/commands/cleanup-messages", opt={"tenant": True}, status_code=200, tags=["messages"])
     async def cleanup_messages(
-        request: Request[Any, Any, Any], caller: Caller, tenant_id: TenantQuery = None
+        request: Request[Any, Any, Any], tenant_id: TenantQuery = None
     ) -> RemovedAnswer:
         """Remove final, reported messages older than ``older_than_seconds``."""
+        caller = await who(request)
         body: CleanupBody = _decode(await request.body(), CleanupBody, empty_ok=True)
         scope = await scoped(caller, tenant_id)
         removed = await proxy.cleanup(scope, body.older_than_seconds)
         return RemovedAnswer(removed=removed)
 
     @post("/commands/run-now", opt={"tenant": True}, status_code=200, tags=["messages"])
-    async def run_now(caller: Caller, tenant_id: TenantQuery = None) -> OkAnswer:
+    async def run_now(request: Request[Any, Any, Any], tenant_id: TenantQuery = None) -> OkAnswer:
         """Wake the dispatcher at once."""
+        caller = await who(request)
         if tenant_id is not None or caller.tenant_id is not None:
             await scoped(caller, tenant_id)
         proxy.run_now()
@@ -572,29 +577,32 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     @post("/commands/suspend", opt={"tenant": True}, status_code=200, tags=["messages"])
     async def suspend(
-        caller: Caller,
+        request: Request[Any, Any, Any],
         tenant_id: TenantQuery = None,
-        batch_code: Annotated[str | None, Parameter(max_length=64)] = None,
+        batch_code: Annotated[str | None, QueryParameter(max_length=64)] = None,
     ) -> SuspendAnswer:
         """Stop sending the tenant's messages, or one batch's; they stay queued."""
+        caller = await who(request)
         return await suspension(caller, tenant_id, batch_code, proxy.suspend)
 
     @post("/commands/activate", opt={"tenant": True}, status_code=200, tags=["messages"])
     async def activate(
-        caller: Caller,
+        request: Request[Any, Any, Any],
         tenant_id: TenantQuery = None,
-        batch_code: Annotated[str | None, Parameter(max_length=64)] = None,
+        batch_code: Annotated[str | None, QueryParameter(max_length=64)] = None,
     ) -> SuspendAnswer:
         """Resume a suspended tenant or batch; the dispatcher wakes at once."""
+        caller = await who(request)
         return await suspension(caller, tenant_id, batch_code, proxy.activate)
 
     # --- accounts ---------------------------------------------------------------------
 
     @post("/account", opt={"tenant": True}, status_code=200, tags=["accounts"])
     async def put_account(
-        request: Request[Any, Any, Any], caller: Caller, tenant_id: TenantQuery = None
+        request: Request[Any, Any, Any], tenant_id: TenantQuery = None
     ) -> AccountAnswer:
         """Create or replace an SMTP (or capture) account."""
+        caller = await who(request)
         data: dict[str, Any] = _decode(await request.body(), dict[str, Any])
         scope = await scoped(caller, data.get("tenant_id") or tenant_id)
         if tenant_id is not None and tenant_id != scope:
@@ -607,8 +615,11 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         return AccountAnswer(account=account_record(account))
 
     @get("/accounts", opt={"tenant": True}, tags=["accounts"])
-    async def list_accounts(caller: Caller, tenant_id: TenantQuery = None) -> AccountsAnswer:
+    async def list_accounts(
+        request: Request[Any, Any, Any], tenant_id: TenantQuery = None
+    ) -> AccountsAnswer:
         """The tenant's accounts."""
+        caller = await who(request)
         scope = await scoped(caller, tenant_id)
         return AccountsAnswer(
             accounts=[account_record(a) for a in await proxy.list_accounts(scope)]
@@ -616,10 +627,14 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     @delete("/account/{account_id:str}", opt={"tenant": True}, status_code=200, tags=["accounts"])
     async def delete_account(
-        caller: Caller, account_id: str, tenant_id: TenantQuery = None, force: bool = False
+        request: Request[Any, Any, Any],
+        account_id: FromPath[str],
+        tenant_id: TenantQuery = None,
+        force: FromQuery[bool] = False,
     ) -> OkAnswer:
         """Remove an account; 409 while it has queued messages unless ``force``, which
         fails them with ``account deleted``."""
+        caller = await who(request)
         scope = await scoped(caller, tenant_id)
         await proxy.delete_account(scope, account_id, force=force)
         return OkAnswer()
@@ -630,8 +645,9 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         return tenant_record(tenant, await proxy.store.suspended_batches(tenant.id))
 
     @post("/tenant", status_code=200, tags=["tenants"])
-    async def create_tenant(request: Request[Any, Any, Any], caller: Caller) -> CreatedTenantAnswer:
+    async def create_tenant(request: Request[Any, Any, Any]) -> CreatedTenantAnswer:
         """Create a tenant; its API key and webhook secret are shown only in this answer."""
+        await who(request)
         data: dict[str, Any] = _decode(await request.body(), dict[str, Any])
         created = await proxy.create_tenant(data)
         return CreatedTenantAnswer(
@@ -641,13 +657,15 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         )
 
     @get("/tenants", tags=["tenants"])
-    async def list_tenants(caller: Caller) -> TenantsAnswer:
+    async def list_tenants(request: Request[Any, Any, Any]) -> TenantsAnswer:
         """Every tenant."""
+        await who(request)
         return TenantsAnswer(tenants=[await record_of(t) for t in await proxy.list_tenants()])
 
     @get("/tenants/sync-status", tags=["tenants"])
-    async def sync_status(caller: Caller) -> SyncStatusAnswer:
+    async def sync_status(request: Request[Any, Any, Any]) -> SyncStatusAnswer:
         """Delivery-report state per tenant."""
+        await who(request)
         records = []
         for tenant in await proxy.list_tenants():
             pending = await proxy.outbox.pending_reports(tenant.id, 100_000)
@@ -666,39 +684,42 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         )
 
     @get("/tenant/{tenant_id:str}", opt={"tenant": True}, tags=["tenants"])
-    async def get_tenant(caller: Caller, tenant_id: str) -> TenantAnswer:
+    async def get_tenant(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> TenantAnswer:
         """One tenant (admin, or that tenant's key)."""
+        caller = await who(request)
         scope = await scoped(caller, tenant_id)
         return TenantAnswer(tenant=await record_of(await proxy.get_tenant(scope)))
 
     @put("/tenant/{tenant_id:str}", opt={"tenant": True}, tags=["tenants"])
     async def update_tenant(
-        request: Request[Any, Any, Any], caller: Caller, tenant_id: str
+        request: Request[Any, Any, Any], tenant_id: FromPath[str]
     ) -> TenantAnswer:
         """Change some fields; a tenant key may change only ``name``."""
+        caller = await who(request)
         data: dict[str, Any] = _decode(await request.body(), dict[str, Any])
         scope = await scoped(caller, tenant_id)
         tenant = await proxy.update_tenant(scope, data, caller)
         return TenantAnswer(tenant=await record_of(tenant))
 
     @delete("/tenant/{tenant_id:str}", status_code=200, tags=["tenants"])
-    async def delete_tenant(caller: Caller, tenant_id: str) -> OkAnswer:
+    async def delete_tenant(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> OkAnswer:
         """Remove a tenant with its accounts, messages and history."""
+        await who(request)
         await proxy.delete_tenant(tenant_id)
         return OkAnswer()
 
     @post("/tenant/{tenant_id:str}/api-key", status_code=200, tags=["tenants"])
-    async def rotate_key(
-        request: Request[Any, Any, Any], caller: Caller, tenant_id: str
-    ) -> ApiKeyAnswer:
+    async def rotate_key(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> ApiKeyAnswer:
         """A new API key for the tenant; the old one stops working at once."""
+        await who(request)
         body: ApiKeyBody = _decode(await request.body(), ApiKeyBody, empty_ok=True)
         key = await proxy.rotate_tenant_key(tenant_id, expires_ts=body.expires_at)
         return ApiKeyAnswer(api_key=key)
 
     @delete("/tenant/{tenant_id:str}/api-key", status_code=200, tags=["tenants"])
-    async def revoke_key(caller: Caller, tenant_id: str) -> OkAnswer:
+    async def revoke_key(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> OkAnswer:
         """Revoke the tenant's API key."""
+        await who(request)
         await proxy.revoke_tenant_key(tenant_id)
         return OkAnswer()
 
@@ -714,8 +735,9 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         return Response(HealthAnswer(ok=True, status="ok", version=__version__))
 
     @get("/status", opt={"tenant": True}, tags=["service"])
-    async def status(caller: Caller) -> StatusAnswer:
+    async def status(request: Request[Any, Any, Any]) -> StatusAnswer:
         """Queue counts by status (the tenant's own for a tenant key)."""
+        caller = await who(request)
         counts = await proxy.counts(caller.tenant_id)
         return StatusAnswer(
             active=True,
@@ -724,8 +746,9 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         )
 
     @get("/instance", tags=["service"])
-    async def instance(caller: Caller) -> InstanceAnswer:
+    async def instance(request: Request[Any, Any, Any]) -> InstanceAnswer:
         """The instance's settings, without secrets."""
+        await who(request)
         values = msgspec.to_builtins(settings)
         values["server"].pop("api_token", None)
         values["security"].pop("encryption_key", None)
@@ -761,7 +784,6 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
     return Litestar(
         route_handlers=handlers,
         lifespan=[running],
-        dependencies={"caller": Provide(provide_caller)},
         exception_handlers={Exception: on_error},
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(
