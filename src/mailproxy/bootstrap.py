@@ -8,6 +8,7 @@ from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import Settings
 from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.validation import MessageLimits
 from mailproxy.service import MailProxy
 
 
@@ -43,6 +44,13 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         unknown_policy=delivery.unknown_policy,
         max_concurrency=delivery.max_concurrency,
         max_batch=delivery.max_batch,
+        message_limits=MessageLimits(
+            max_recipients=delivery.max_recipients,
+            max_headers=delivery.max_headers,
+            max_attachments=delivery.max_attachments,
+            max_metadata_bytes=delivery.max_metadata_bytes,
+            max_metadata_depth=delivery.max_metadata_depth,
+        ),
         lease_s=delivery.lease_s,
         worker_id=settings.worker_id,
         aging_s=delivery.priority_aging_s,

@@ -50,6 +50,11 @@ class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     unknown_policy: Literal["at_least_once", "at_most_once"] = "at_least_once"
     max_batch: int = 1000
     priority_aging_s: float = 600.0
+    max_recipients: int = 100
+    max_headers: int = 50
+    max_attachments: int = 20
+    max_metadata_bytes: int = 4096
+    max_metadata_depth: int = 8
 
 
 class ReportingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -201,6 +206,9 @@ def _check(settings: Settings) -> None:
         "server.max_body_bytes": settings.server.max_body_bytes,
         "delivery.max_concurrency": settings.delivery.max_concurrency,
         "delivery.max_batch": settings.delivery.max_batch,
+        "delivery.max_recipients": settings.delivery.max_recipients,
+        "delivery.max_metadata_bytes": settings.delivery.max_metadata_bytes,
+        "delivery.max_metadata_depth": settings.delivery.max_metadata_depth,
         "delivery.lease_s": settings.delivery.lease_s,
         "delivery.priority_aging_s": settings.delivery.priority_aging_s,
         "retry.base_delay_s": settings.retry.base_delay_s,

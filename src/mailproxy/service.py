@@ -82,6 +82,8 @@ from mailproxy.domain.policy import (
 )
 from mailproxy.domain.retry import RetryPolicy
 from mailproxy.domain.validation import (
+    DEFAULT_LIMITS,
+    MessageLimits,
     address_of,
     decode_inline,
     idna_domain,
@@ -132,6 +134,7 @@ class MailProxy:
         unknown_policy: UnknownPolicy = "at_least_once",
         max_concurrency: int = 32,
         max_batch: int = 1000,
+        message_limits: MessageLimits = DEFAULT_LIMITS,
         lease_s: float = 300.0,
         worker_id: str = "mailproxy",
         shutdown_grace_s: float = 30.0,
@@ -160,6 +163,7 @@ class MailProxy:
         self.unknown_policy: UnknownPolicy = unknown_policy
         self.max_concurrency = max_concurrency
         self.max_batch = max_batch
+        self.message_limits = message_limits
         self.lease_s = lease_s
         self.worker_id = worker_id
         self._shutdown_grace_s = shutdown_grace_s
@@ -480,7 +484,7 @@ class MailProxy:
     async def _prepare(
         self, raw: object, scope_tenant: str | None, default_priority: int, now: float
     ) -> NewMessage:
-        spec = parse_message(raw)
+        spec = parse_message(raw, self.message_limits)
         if scope_tenant is not None and spec.tenant_id not in (None, scope_tenant):
             raise InvalidInput("tenant_id", "invalid tenant_id: another tenant than the caller's")
         tenant_id = spec.tenant_id or scope_tenant

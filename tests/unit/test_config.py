@@ -97,3 +97,15 @@ async def test_a_proxy_built_from_settings_delivers_to_its_capture_folder(tmp_pa
         assert await proxy.run_until_idle() == 1
 
     assert (tmp_path / "db" / "outbox" / "t" / "a" / "m.eml").is_file()
+
+
+def test_message_limits_come_from_the_delivery_section(tmp_path):
+    settings = load_settings(
+        environ={
+            "GMP_DB_PATH": ":memory:",
+            "GMP_DELIVERY_MAX_RECIPIENTS": "2",
+            "GMP_DELIVERY_MAX_METADATA_DEPTH": "1",
+        }
+    )
+    limits = build_proxy(settings, run_dispatcher=False).message_limits
+    assert (limits.max_recipients, limits.max_metadata_depth, limits.max_headers) == (2, 1, 50)

@@ -417,6 +417,9 @@ BAD_MESSAGES = [
     message("unknown-field", colour="red"),
     message("wrong-type", to=7),
     message("big-metadata", metadata={"x": "y" * 5000}),
+    message(
+        "deep-metadata", metadata={"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]}
+    ),
     message("x" * 300),
     message("bad-attachment", attachments=[{"filename": "a", "storage_path": "base64:***"}]),
     {"id": 5},
@@ -514,3 +517,34 @@ async def test_health_status_instance_and_schema(api):
     assert "/commands/add-messages" in schema["paths"]
     assert "MessageRecord" in json.dumps(schema["components"])
     assert (await api.client.get("/schema")).status_code == 200
+
+
+class BrokenListing(SqliteStore):
+    """A store whose tenant listing fails in a way nobody planned for."""
+
+    async def list_tenants(self):
+        raise RuntimeError("disk on fire")
+
+
+async def test_an_unexpected_error_is_a_500_with_a_request_id_and_no_traceback(tmp_path, caplog):
+    store = BrokenListing(tmp_path / "b.db")
+    proxy = MailProxy(store=store, config=store, outbox=store, transports={}, run_dispatcher=False)
+    settings = load_settings(environ={"GMP_API_TOKEN": ADMIN_TOKEN})
+    async with AsyncTestClient(create_app(proxy, settings)) as client:
+        answer = await client.get("/tenants", headers={"X-API-Token": ADMIN_TOKEN})
+    assert answer.status_code == 500
+    body = answer.json()
+    assert body["ok"] is False
+    assert body["request_id"] in body["error"]
+    assert "disk on fire" not in answer.text
+    assert "Traceback" not in answer.text
+    assert body["request_id"] in caplog.text
+
+
+async def test_storage_that_cannot_be_reached_is_503(api):
+    await api.proxy.store.close()
+    health = await api.client.get("/health")
+    assert (health.status_code, health.json()) == (503, {"ok": False, "status": "unavailable"})
+    listing = await api.call("admin", "GET", "/messages", params={"tenant_id": "A"})
+    assert listing.status_code == 503
+    await api.proxy.store.open()

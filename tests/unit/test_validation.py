@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.validation import (
+    MessageLimits,
     check_addr_spec,
     check_header_value,
     parse_account,
@@ -189,3 +190,13 @@ def test_tenant_and_account_validation():
     with pytest.raises(InvalidInput, match="unknown field"):
         parse_account({"id": "a", "tenant_id": "t", "kind": "capture", "colour": "red"})
     assert parse_account({"id": "a", "tenant_id": "t", "kind": "capture"}).host is None
+
+
+def test_message_limits_are_settable():
+    base = {"id": "m", "from": "a@example.com", "to": ["b@example.com", "c@example.com"],
+            "subject": "s", "metadata": {"a": {"b": 1}}}  # fmt: skip
+    assert parse_message(base).to == ("b@example.com", "c@example.com")
+    with pytest.raises(InvalidInput, match="too many recipients: more than 1"):
+        parse_message(base, MessageLimits(max_recipients=1))
+    with pytest.raises(InvalidInput, match="nested deeper than 1"):
+        parse_message(base, MessageLimits(max_metadata_depth=1))

@@ -284,7 +284,29 @@ def _address_list(field: str, value: list[str] | str | None) -> tuple[str, ...]:
     return tuple(check_mailbox(field, item) for item in items)
 
 
-def parse_message(raw: object) -> MessageSpec:
+class MessageLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-message limits of add-messages (configurable in ``[delivery]``)."""
+
+    max_recipients: int = MAX_RECIPIENTS
+    max_headers: int = MAX_HEADERS
+    max_attachments: int = MAX_ATTACHMENTS
+    max_metadata_bytes: int = MAX_METADATA_BYTES
+    #: Nesting depth of ``metadata`` (the only free-form part of a message).
+    max_metadata_depth: int = 8
+
+
+DEFAULT_LIMITS = MessageLimits()
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> MessageSpec:
     """Validate one client message, per the HTTP API (MESSAGE) and return it normalised.
 
     Raises :class:`InvalidInput` naming the first problem found. Checks that need I/O or
@@ -312,16 +334,16 @@ def parse_message(raw: object) -> MessageSpec:
         raise InvalidInput("to", "missing to")
     cc = _address_list("cc", data.cc)
     bcc = _address_list("bcc", data.bcc)
-    if len(to) + len(cc) + len(bcc) > MAX_RECIPIENTS:
-        raise InvalidInput("to", f"too many recipients: more than {MAX_RECIPIENTS}")
+    if len(to) + len(cc) + len(bcc) > limits.max_recipients:
+        raise InvalidInput("to", f"too many recipients: more than {limits.max_recipients}")
     if data.reply_to is not None:
         check_mailbox("reply_to", data.reply_to)
     if data.return_path is not None:
         check_addr_spec("return_path", address_of(data.return_path))
     check_header_value("subject", data.subject)
     headers = data.headers or {}
-    if len(headers) > MAX_HEADERS:
-        raise InvalidInput("headers", f"too many headers: more than {MAX_HEADERS}")
+    if len(headers) > limits.max_headers:
+        raise InvalidInput("headers", f"too many headers: more than {limits.max_headers}")
     for name, value in headers.items():
         check_header_name(name)
         check_header_value(f"headers.{name}", value)
@@ -337,13 +359,22 @@ def parse_message(raw: object) -> MessageSpec:
         not 0 < len(data.batch_code) <= MAX_BATCH_CODE_CHARS or _CONTROL.search(data.batch_code)
     ):
         raise InvalidInput("batch_code", f"invalid batch_code: 1..{MAX_BATCH_CODE_CHARS} chars")
-    if data.metadata is not None and len(msgspec.json.encode(data.metadata)) > MAX_METADATA_BYTES:
-        raise InvalidInput("metadata", f"invalid metadata: larger than {MAX_METADATA_BYTES} bytes")
+    if data.metadata is not None:
+        if len(msgspec.json.encode(data.metadata)) > limits.max_metadata_bytes:
+            raise InvalidInput(
+                "metadata", f"invalid metadata: larger than {limits.max_metadata_bytes} bytes"
+            )
+        if _depth(data.metadata) > limits.max_metadata_depth:
+            raise InvalidInput(
+                "metadata", f"invalid metadata: nested deeper than {limits.max_metadata_depth}"
+            )
     if data.tenant_id is not None and not _TENANT_ID.fullmatch(data.tenant_id):
         raise InvalidInput("tenant_id", "invalid tenant_id")
     attachments = data.attachments or []
-    if len(attachments) > MAX_ATTACHMENTS:
-        raise InvalidInput("attachments", f"too many attachments: more than {MAX_ATTACHMENTS}")
+    if len(attachments) > limits.max_attachments:
+        raise InvalidInput(
+            "attachments", f"too many attachments: more than {limits.max_attachments}"
+        )
 
     return MessageSpec(
         id=data.id,

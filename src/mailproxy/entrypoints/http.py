@@ -285,7 +285,7 @@ class SyncStatusAnswer(msgspec.Struct, kw_only=True):
 class HealthAnswer(msgspec.Struct, kw_only=True):
     ok: bool
     status: str
-    version: str | None = None
+    version: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class StatusAnswer(msgspec.Struct, kw_only=True):
@@ -806,6 +806,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             security=[{"token": []}, {"bearer": []}],
         ),
         debug=False,
+        logging_config=None,
     )
 
 
