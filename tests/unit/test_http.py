@@ -515,7 +515,11 @@ async def test_health_status_instance_and_schema(api):
     assert ADMIN_TOKEN not in instance
     schema = (await api.client.get("/schema/openapi.json")).json()
     assert "/commands/add-messages" in schema["paths"]
-    assert "MessageRecord" in json.dumps(schema["components"])
+    components = json.dumps(schema["components"])
+    for model in ("MessageRecord", "AddMessagesBody", "AccountBody", "TenantBody", "Problem"):
+        assert model in components, model
+    add = schema["paths"]["/commands/add-messages"]["post"]
+    assert "invoice-2041" in json.dumps(add["requestBody"])
     assert (await api.client.get("/schema")).status_code == 200
 
 
@@ -548,3 +552,8 @@ async def test_storage_that_cannot_be_reached_is_503(api):
     listing = await api.call("admin", "GET", "/messages", params={"tenant_id": "A"})
     assert listing.status_code == 503
     await api.proxy.store.open()
+
+
+async def test_the_token_is_checked_before_the_body_is_read(api):
+    answer = await api.client.post("/commands/add-messages", content=b"not json")
+    assert answer.status_code == 401

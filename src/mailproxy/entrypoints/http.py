@@ -20,16 +20,17 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, delete, get, post, put
 from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
+from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.openapi.spec import Components, Example, SecurityScheme
+from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -53,6 +54,7 @@ from mailproxy.domain.errors import (
 )
 from mailproxy.domain.model import (
     Account,
+    ClientAuth,
     HistoryEntry,
     QueuedMessage,
     RateLimits,
@@ -109,6 +111,111 @@ class AddMessagesBody(msgspec.Struct, kw_only=True):
 
     messages: list[dict[str, Any]]
     default_priority: int | str | None = None
+
+
+ADD_MESSAGES_EXAMPLE = Example(
+    summary="two messages, one with an attachment",
+    value={
+        "messages": [
+            {
+                "id": "invoice-2041",
+                "account_id": "main",
+                "from": "Billing <billing@example.com>",
+                "to": ["customer@example.com"],
+                "subject": "Your invoice",
+                "body": "Please find your invoice attached.",
+                "attachments": [{"filename": "invoice.pdf", "storage_path": "base64:JVBERi0xLjQK"}],
+                "metadata": {"order": 2041},
+            },
+            {
+                "id": "welcome-77",
+                "from": "hello@example.com",
+                "to": "new.user@example.com",
+                "subject": "Welcome",
+                "body_html": "<p>Welcome aboard!</p>",
+                "priority": "high",
+            },
+        ],
+        "default_priority": 2,
+    },
+)
+
+
+UNSET = msgspec.UNSET
+Unset = msgspec.UnsetType
+
+
+class AccountBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /account: an SMTP account, or a ``capture`` sandbox that writes .eml files."""
+
+    id: str
+    tenant_id: str | Unset = UNSET
+    kind: Literal["smtp", "capture"] | Unset = UNSET
+    host: str | Unset | None = UNSET
+    port: int | Unset | None = UNSET
+    user: str | Unset | None = UNSET
+    password: str | Unset | None = UNSET
+    use_tls: bool | Unset | None = UNSET
+    tls_verify: bool | Unset = UNSET
+    tls_ca_file: str | Unset | None = UNSET
+    limit_per_minute: int | Unset | None = UNSET
+    limit_per_hour: int | Unset | None = UNSET
+    limit_per_day: int | Unset | None = UNSET
+    limit_behavior: Literal["defer", "reject"] | Unset = UNSET
+    max_connections: int | Unset = UNSET
+    is_default: bool | Unset = UNSET
+
+
+class TenantChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """PUT /tenant/{id}: the fields to change (the others stay)."""
+
+    name: str | Unset = UNSET
+    active: bool | Unset = UNSET
+    client_base_url: str | Unset | None = UNSET
+    client_sync_path: str | Unset = UNSET
+    client_attachment_path: str | Unset = UNSET
+    client_auth: ClientAuth | Unset = UNSET
+    rate_limits: RateLimits | Unset | None = UNSET
+    webhook_secret: str | Unset | None = UNSET
+    attachment_url_prefixes: list[str] | Unset = UNSET
+    unknown_policy: Literal["at_least_once", "at_most_once"] | Unset | None = UNSET
+
+
+class TenantBody(TenantChanges, kw_only=True, forbid_unknown_fields=True):
+    """POST /tenant: only ``id`` is required."""
+
+    id: str
+
+
+ACCOUNT_EXAMPLE = Example(
+    summary="an SMTP account with limits",
+    value={
+        "id": "main",
+        "tenant_id": "acme",
+        "host": "smtp.example.com",
+        "port": 587,
+        "user": "mailer",
+        "password": "app-password",
+        "limit_per_minute": 60,
+        "is_default": True,
+    },
+)
+TENANT_EXAMPLE = Example(
+    summary="a tenant that receives delivery reports",
+    value={
+        "id": "acme",
+        "name": "Acme Corp",
+        "client_base_url": "https://app.example.com",
+        "client_auth": {"method": "bearer", "token": "callback-token"},
+        "rate_limits": {"per_hour": 5000},
+    },
+)
+
+
+def _given(data: msgspec.Struct) -> dict[str, Any]:
+    """The fields a client sent (UNSET ones left out)."""
+    given: dict[str, Any] = msgspec.to_builtins(data)
+    return given
 
 
 class RejectedMessage(msgspec.Struct):
@@ -302,6 +409,19 @@ class InstanceAnswer(msgspec.Struct, kw_only=True):
     settings: dict[str, Any]
 
 
+ERROR_RESPONSES = {
+    401: ResponseSpec(ErrorAnswer, description="missing or unknown token"),
+    403: ResponseSpec(ErrorAnswer, description="another tenant, or an admin-only action"),
+    404: ResponseSpec(ErrorAnswer, description="no such object in the caller's tenant"),
+    409: ResponseSpec(ErrorAnswer, description="conflicts with the current state"),
+    413: ResponseSpec(ErrorAnswer, description="body over the size limit"),
+    422: ResponseSpec(
+        Problem, description="invalid request", media_type="application/problem+json"
+    ),
+    503: ResponseSpec(ErrorAnswer, description="storage unavailable"),
+}
+
+
 # --- conversions --------------------------------------------------------------------------
 
 
@@ -429,11 +549,21 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             raise Unauthorized("invalid token")
         return Caller(tenant_id)
 
-    async def who(request: Request[Any, Any, Any]) -> Caller:
-        """The caller of a route; the admin's routes refuse tenant keys."""
-        caller = await authenticate(request)
-        if not request.route_handler.opt.get("tenant", False):
+    async def authorize(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        """Guard of every route (before its body is read): public routes and the schema
+        pass; the others need a token, and the admin's routes refuse tenant keys."""
+        if handler.opt.get("public", False) or connection.scope["path"].startswith("/schema"):
+            return
+        caller = await authenticate(connection)
+        if not handler.opt.get("tenant", False):
             require_admin(caller)
+        connection.state.caller = caller
+
+    async def who(request: Request[Any, Any, Any]) -> Caller:
+        """The caller the guard authenticated."""
+        caller: Caller = request.state.caller
         return caller
 
     async def scoped(caller: Caller, tenant_id: str | None) -> str:
@@ -444,15 +574,23 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     # --- messages ---------------------------------------------------------------------
 
-    @post("/commands/add-messages", opt={"tenant": True}, status_code=200, tags=["messages"])
+    @post(
+        "/commands/add-messages",
+        opt={"tenant": True},
+        status_code=200,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+    )
     async def add_messages(
-        request: Request[Any, Any, Any], tenant_id: TenantQuery = None
+        request: Request[Any, Any, Any],
+        data: Annotated[AddMessagesBody, Body(examples=[ADD_MESSAGES_EXAMPLE])],
+        tenant_id: TenantQuery = None,
     ) -> Response[bytes]:
         """Queue messages; each bad one is rejected with a reason, the others are committed
         to storage before the answer. Optional ``Idempotency-Key`` header."""
         caller = await who(request)
         raw = await request.body()
-        body: AddMessagesBody = _decode(raw, AddMessagesBody)
+        body = data
         scope = scope_tenant(caller, tenant_id) if caller.tenant_id or tenant_id else None
         if caller.tenant_id is not None:
             for message in body.messages:
@@ -488,7 +626,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             status, payload = await proxy.once(caller, key, fingerprint, produce)
         return Response(payload, status_code=status, media_type=MediaType.JSON)
 
-    @get("/messages", opt={"tenant": True}, tags=["messages"])
+    @get("/messages", opt={"tenant": True}, responses=ERROR_RESPONSES, tags=["messages"])
     async def list_messages(
         request: Request[Any, Any, Any],
         tenant_id: TenantQuery = None,
@@ -516,7 +654,12 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             records.append(message_record(message, history=history))
         return MessagesAnswer(messages=records, next_cursor=page.next_cursor)
 
-    @get("/messages/{message_id:str}", opt={"tenant": True}, tags=["messages"])
+    @get(
+        "/messages/{message_id:str}",
+        opt={"tenant": True},
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+    )
     async def get_message(
         request: Request[Any, Any, Any], message_id: FromPath[str], tenant_id: TenantQuery = None
     ) -> MessageAnswer:
@@ -528,20 +671,32 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         why = await proxy.why(scope, message_id)
         return MessageAnswer(message=message_record(message, history=history, why=why))
 
-    @post("/commands/delete-messages", opt={"tenant": True}, status_code=200, tags=["messages"])
+    @post(
+        "/commands/delete-messages",
+        opt={"tenant": True},
+        status_code=200,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+    )
     async def delete_messages(
-        request: Request[Any, Any, Any], tenant_id: TenantQuery = None
+        request: Request[Any, Any, Any], data: JSONBody[IdsBody], tenant_id: TenantQuery = None
     ) -> DeleteAnswer:
         """Remove messages whatever their status, except those being sent right now."""
         caller = await who(request)
-        body: IdsBody = _decode(await request.body(), IdsBody)
+        body = data
         scope = await scoped(caller, tenant_id)
         result = await proxy.delete_messages(scope, body.ids)
         return DeleteAnswer(
             removed=result.removed, not_found=result.not_found, in_flight=result.in_flight
         )
 
-    @post("/commands/cleanup-messages", opt={"tenant": True}, status_code=200, tags=["messages"])
+    @post(
+        "/commands/cleanup-messages",
+        opt={"tenant": True},
+        status_code=200,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+    )
     async def cleanup_messages(
         request: Request[Any, Any, Any], tenant_id: TenantQuery = None
     ) -> RemovedAnswer:
@@ -552,7 +707,13 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         removed = await proxy.cleanup(scope, body.older_than_seconds)
         return RemovedAnswer(removed=removed)
 
-    @post("/commands/run-now", opt={"tenant": True}, status_code=200, tags=["messages"])
+    @post(
+        "/commands/run-now",
+        opt={"tenant": True},
+        status_code=200,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+    )
     async def run_now(request: Request[Any, Any, Any], tenant_id: TenantQuery = None) -> OkAnswer:
         """Wake the dispatcher at once."""
         caller = await who(request)
@@ -575,7 +736,13 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             pending_messages=state.pending_messages,
         )
 
-    @post("/commands/suspend", opt={"tenant": True}, status_code=200, tags=["messages"])
+    @post(
+        "/commands/suspend",
+        opt={"tenant": True},
+        status_code=200,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+    )
     async def suspend(
         request: Request[Any, Any, Any],
         tenant_id: TenantQuery = None,
@@ -585,7 +752,13 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         caller = await who(request)
         return await suspension(caller, tenant_id, batch_code, proxy.suspend)
 
-    @post("/commands/activate", opt={"tenant": True}, status_code=200, tags=["messages"])
+    @post(
+        "/commands/activate",
+        opt={"tenant": True},
+        status_code=200,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+    )
     async def activate(
         request: Request[Any, Any, Any],
         tenant_id: TenantQuery = None,
@@ -597,24 +770,32 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     # --- accounts ---------------------------------------------------------------------
 
-    @post("/account", opt={"tenant": True}, status_code=200, tags=["accounts"])
+    @post(
+        "/account",
+        opt={"tenant": True},
+        status_code=200,
+        responses=ERROR_RESPONSES,
+        tags=["accounts"],
+    )
     async def put_account(
-        request: Request[Any, Any, Any], tenant_id: TenantQuery = None
+        request: Request[Any, Any, Any],
+        data: Annotated[AccountBody, Body(examples=[ACCOUNT_EXAMPLE])],
+        tenant_id: TenantQuery = None,
     ) -> AccountAnswer:
         """Create or replace an SMTP (or capture) account."""
         caller = await who(request)
-        data: dict[str, Any] = _decode(await request.body(), dict[str, Any])
-        scope = await scoped(caller, data.get("tenant_id") or tenant_id)
+        fields = _given(data)
+        scope = await scoped(caller, fields.get("tenant_id") or tenant_id)
         if tenant_id is not None and tenant_id != scope:
             raise InvalidInput("tenant_id", "invalid tenant_id: query and body differ")
-        if not caller.is_admin and (data.get("tls_verify") is False or data.get("tls_ca_file")):
+        if not caller.is_admin and (fields.get("tls_verify") is False or fields.get("tls_ca_file")):
             raise Forbidden("tls_verify and tls_ca_file need the admin token")
-        account = await proxy.put_account(data | {"tenant_id": scope})
+        account = await proxy.put_account(fields | {"tenant_id": scope})
         if not account.tls_verify:
             log.warning("account.tls_verify_off tenant=%s account=%s", scope, account.id)
         return AccountAnswer(account=account_record(account))
 
-    @get("/accounts", opt={"tenant": True}, tags=["accounts"])
+    @get("/accounts", opt={"tenant": True}, responses=ERROR_RESPONSES, tags=["accounts"])
     async def list_accounts(
         request: Request[Any, Any, Any], tenant_id: TenantQuery = None
     ) -> AccountsAnswer:
@@ -625,7 +806,13 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             accounts=[account_record(a) for a in await proxy.list_accounts(scope)]
         )
 
-    @delete("/account/{account_id:str}", opt={"tenant": True}, status_code=200, tags=["accounts"])
+    @delete(
+        "/account/{account_id:str}",
+        opt={"tenant": True},
+        status_code=200,
+        responses=ERROR_RESPONSES,
+        tags=["accounts"],
+    )
     async def delete_account(
         request: Request[Any, Any, Any],
         account_id: FromPath[str],
@@ -644,25 +831,27 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
     async def record_of(tenant: Tenant) -> TenantRecord:
         return tenant_record(tenant, await proxy.store.suspended_batches(tenant.id))
 
-    @post("/tenant", status_code=200, tags=["tenants"])
-    async def create_tenant(request: Request[Any, Any, Any]) -> CreatedTenantAnswer:
+    @post("/tenant", status_code=200, responses=ERROR_RESPONSES, tags=["tenants"])
+    async def create_tenant(
+        request: Request[Any, Any, Any],
+        data: Annotated[TenantBody, Body(examples=[TENANT_EXAMPLE])],
+    ) -> CreatedTenantAnswer:
         """Create a tenant; its API key and webhook secret are shown only in this answer."""
         await who(request)
-        data: dict[str, Any] = _decode(await request.body(), dict[str, Any])
-        created = await proxy.create_tenant(data)
+        created = await proxy.create_tenant(_given(data))
         return CreatedTenantAnswer(
             tenant=await record_of(created.tenant),
             api_key=created.api_key,
             webhook_secret=created.webhook_secret,
         )
 
-    @get("/tenants", tags=["tenants"])
+    @get("/tenants", responses=ERROR_RESPONSES, tags=["tenants"])
     async def list_tenants(request: Request[Any, Any, Any]) -> TenantsAnswer:
         """Every tenant."""
         await who(request)
         return TenantsAnswer(tenants=[await record_of(t) for t in await proxy.list_tenants()])
 
-    @get("/tenants/sync-status", tags=["tenants"])
+    @get("/tenants/sync-status", responses=ERROR_RESPONSES, tags=["tenants"])
     async def sync_status(request: Request[Any, Any, Any]) -> SyncStatusAnswer:
         """Delivery-report state per tenant."""
         await who(request)
@@ -683,32 +872,40 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             sync_interval_seconds=int(settings.reporting.sync_interval_s), tenants=records
         )
 
-    @get("/tenant/{tenant_id:str}", opt={"tenant": True}, tags=["tenants"])
+    @get(
+        "/tenant/{tenant_id:str}", opt={"tenant": True}, responses=ERROR_RESPONSES, tags=["tenants"]
+    )
     async def get_tenant(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> TenantAnswer:
         """One tenant (admin, or that tenant's key)."""
         caller = await who(request)
         scope = await scoped(caller, tenant_id)
         return TenantAnswer(tenant=await record_of(await proxy.get_tenant(scope)))
 
-    @put("/tenant/{tenant_id:str}", opt={"tenant": True}, tags=["tenants"])
+    @put(
+        "/tenant/{tenant_id:str}", opt={"tenant": True}, responses=ERROR_RESPONSES, tags=["tenants"]
+    )
     async def update_tenant(
-        request: Request[Any, Any, Any], tenant_id: FromPath[str]
+        request: Request[Any, Any, Any], data: JSONBody[TenantChanges], tenant_id: FromPath[str]
     ) -> TenantAnswer:
         """Change some fields; a tenant key may change only ``name``."""
         caller = await who(request)
-        data: dict[str, Any] = _decode(await request.body(), dict[str, Any])
         scope = await scoped(caller, tenant_id)
-        tenant = await proxy.update_tenant(scope, data, caller)
+        tenant = await proxy.update_tenant(scope, _given(data), caller)
         return TenantAnswer(tenant=await record_of(tenant))
 
-    @delete("/tenant/{tenant_id:str}", status_code=200, tags=["tenants"])
+    @delete("/tenant/{tenant_id:str}", status_code=200, responses=ERROR_RESPONSES, tags=["tenants"])
     async def delete_tenant(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> OkAnswer:
         """Remove a tenant with its accounts, messages and history."""
         await who(request)
         await proxy.delete_tenant(tenant_id)
         return OkAnswer()
 
-    @post("/tenant/{tenant_id:str}/api-key", status_code=200, tags=["tenants"])
+    @post(
+        "/tenant/{tenant_id:str}/api-key",
+        status_code=200,
+        responses=ERROR_RESPONSES,
+        tags=["tenants"],
+    )
     async def rotate_key(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> ApiKeyAnswer:
         """A new API key for the tenant; the old one stops working at once."""
         await who(request)
@@ -716,7 +913,12 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         key = await proxy.rotate_tenant_key(tenant_id, expires_ts=body.expires_at)
         return ApiKeyAnswer(api_key=key)
 
-    @delete("/tenant/{tenant_id:str}/api-key", status_code=200, tags=["tenants"])
+    @delete(
+        "/tenant/{tenant_id:str}/api-key",
+        status_code=200,
+        responses=ERROR_RESPONSES,
+        tags=["tenants"],
+    )
     async def revoke_key(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> OkAnswer:
         """Revoke the tenant's API key."""
         await who(request)
@@ -725,7 +927,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     # --- service ----------------------------------------------------------------------
 
-    @get("/health", tags=["service"])
+    @get("/health", opt={"public": True}, responses=ERROR_RESPONSES, tags=["service"])
     async def health() -> Response[HealthAnswer]:
         """Liveness and storage reachability (503 when storage cannot be reached)."""
         try:
@@ -734,7 +936,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             return Response(HealthAnswer(ok=False, status="unavailable"), status_code=503)
         return Response(HealthAnswer(ok=True, status="ok", version=__version__))
 
-    @get("/status", opt={"tenant": True}, tags=["service"])
+    @get("/status", opt={"tenant": True}, responses=ERROR_RESPONSES, tags=["service"])
     async def status(request: Request[Any, Any, Any]) -> StatusAnswer:
         """Queue counts by status (the tenant's own for a tenant key)."""
         caller = await who(request)
@@ -745,7 +947,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             queue={str(s): counts.get(s, 0) for s in Status},
         )
 
-    @get("/instance", tags=["service"])
+    @get("/instance", responses=ERROR_RESPONSES, tags=["service"])
     async def instance(request: Request[Any, Any, Any]) -> InstanceAnswer:
         """The instance's settings, without secrets."""
         await who(request)
@@ -755,7 +957,13 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         values["attachments"].pop("http_auth_token", None)
         return InstanceAnswer(name=settings.instance_name, version=__version__, settings=values)
 
-    @get("/metrics", opt={"public_metrics": True}, tags=["service"], media_type=CONTENT_TYPE_LATEST)
+    @get(
+        "/metrics",
+        opt={"public": True},
+        responses=ERROR_RESPONSES,
+        tags=["service"],
+        media_type=CONTENT_TYPE_LATEST,
+    )
     async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Prometheus text exposition."""
         if not settings.security.metrics_public:
@@ -784,6 +992,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
     return Litestar(
         route_handlers=handlers,
         lifespan=[running],
+        guards=[authorize],
         exception_handlers={Exception: on_error},
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -824,6 +1033,15 @@ def _problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         ]
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or exc.detail
         return _problem(422, "Unprocessable Content", f"invalid request: {detail}", errors)
+    if isinstance(exc, RecursionError) or (
+        isinstance(exc, ClientException) and exc.status_code == 400
+    ):
+        detail = (
+            "malformed JSON: nested too deeply"
+            if isinstance(exc, RecursionError)
+            else (f"malformed body: {exc.detail}")
+        )
+        return _problem(422, "Unprocessable Content", detail, [FieldError("body", detail)])
     status = {
         Unauthorized: 401,
         Forbidden: 403,
