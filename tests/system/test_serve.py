@@ -3,60 +3,15 @@ exactly as the benchmark starts it, and a graceful stop on SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.system.conftest import TOKEN
+
 pytestmark = pytest.mark.system
-
-TOKEN = "system-test-admin-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "GMP_DB_PATH": str(tmp_path / "mailproxy.db"),
-        "GMP_API_TOKEN": TOKEN,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from mailproxy.entrypoints.cli import main; main()",
-         "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with httpx.Client(timeout=1) as probe:
-                if probe.get(f"{url}/health").status_code == 200:
-                    break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail(f"server did not start: {process.communicate()[0]}")
-    try:
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
 
 
 def test_serve_accepts_sends_reports_state_and_stops_gracefully(server, sink):
