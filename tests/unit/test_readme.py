@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -41,3 +44,47 @@ def test_the_first_screen_has_exactly_two_setup_commands():
     assert len(commands) == 2
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert commands[1] in ci
+
+
+def test_the_first_message_example_runs_against_the_real_server(tmp_path):
+    """The README's curl walk-through, run by bash against ``mail-proxy serve`` started
+    as command 1 starts it (generated admin token in the working folder)."""
+    section = README.read_text(encoding="utf-8").split("## First message over HTTP", 1)[1]
+    script = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1)
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", ""), "MAILPROXY_URL": f"http://127.0.0.1:{port}"}
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from mailproxy.entrypoints.cli import main; main()",
+         "serve", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "admin_token").exists() or not answers(port):
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert '{"ok":true,"queued":1,"rejected":[]}' in result.stdout
+    assert '"status":"sent"' in result.stdout
+    assert (tmp_path / "outbox" / "acme" / "sandbox" / "hello-1.eml").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False

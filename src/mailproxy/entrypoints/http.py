@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -35,10 +36,12 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mailproxy import __version__
-from mailproxy.config import Settings
+from mailproxy.bootstrap import build_proxy
+from mailproxy.config import Settings, load_settings
 from mailproxy.domain.access import (
     ADMIN,
     MIN_ADMIN_TOKEN,
+    SHORT_ADMIN_TOKEN,
     Caller,
     require_admin,
     same_secret,
@@ -525,6 +528,8 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         raise InvalidInput(
             "server.api_token", f"admin token too short: at least {MIN_ADMIN_TOKEN} characters"
         )
+    if admin_token is not None and len(admin_token) < SHORT_ADMIN_TOKEN:
+        log.warning("server.short_admin_token: use %d characters or more", SHORT_ADMIN_TOKEN)
     metrics_registry = CollectorRegistry()
     pending_gauge = Gauge(
         "gmp_pending_messages",
@@ -1076,3 +1081,13 @@ def _problem(status: int, title: str, detail: str, errors: list[FieldError]) -> 
 
 
 __all__ = ["create_app"]
+
+
+def from_environment() -> Litestar:
+    """An app built from ``GMP_*`` settings (and ``GMP_CONFIG``, a config.ini path), for
+    ASGI servers that import a factory, e.g. ``uvicorn --factory
+    mailproxy.entrypoints.http:from_environment``. The admin token is required here."""
+    environ = dict(os.environ)
+    config_file = environ.pop("GMP_CONFIG", None)
+    settings = load_settings(config_file, environ)
+    return create_app(build_proxy(settings), settings)
