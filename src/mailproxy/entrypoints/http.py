@@ -27,7 +27,7 @@ import msgspec
 from litestar import Litestar, MediaType, Request, Response, delete, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.exceptions import ClientException, HTTPException, ValidationException
-from litestar.handlers import BaseRouteHandler
+from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Example, SecurityScheme
@@ -425,6 +425,29 @@ ERROR_RESPONSES = {
 }
 
 
+def route(
+    method: type[HTTPRouteHandler],
+    path: str,
+    tag: str,
+    *,
+    tenant: bool = False,
+    public: bool = False,
+    **options: Any,
+) -> HTTPRouteHandler:
+    """A route of the API: ``tenant`` routes accept tenant keys (the others are the
+    admin's), ``public`` ones need no token; every answer is 200 on success and the
+    error answers are documented."""
+    if method is not get:
+        options.setdefault("status_code", 200)
+    return method(
+        path,
+        opt={"tenant": tenant, "public": public},
+        responses=ERROR_RESPONSES,
+        tags=[tag],
+        **options,
+    )
+
+
 # --- conversions --------------------------------------------------------------------------
 
 
@@ -579,13 +602,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     # --- messages ---------------------------------------------------------------------
 
-    @post(
-        "/commands/add-messages",
-        opt={"tenant": True},
-        status_code=200,
-        responses=ERROR_RESPONSES,
-        tags=["messages"],
-    )
+    @route(post, "/commands/add-messages", "messages", tenant=True)
     async def add_messages(
         request: Request[Any, Any, Any],
         data: Annotated[AddMessagesBody, Body(examples=[ADD_MESSAGES_EXAMPLE])],
@@ -631,7 +648,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             status, payload = await proxy.once(caller, key, fingerprint, produce)
         return Response(payload, status_code=status, media_type=MediaType.JSON)
 
-    @get("/messages", opt={"tenant": True}, responses=ERROR_RESPONSES, tags=["messages"])
+    @route(get, "/messages", "messages", tenant=True)
     async def list_messages(
         request: Request[Any, Any, Any],
         tenant_id: TenantQuery = None,
@@ -659,12 +676,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             records.append(message_record(message, history=history))
         return MessagesAnswer(messages=records, next_cursor=page.next_cursor)
 
-    @get(
-        "/messages/{message_id:str}",
-        opt={"tenant": True},
-        responses=ERROR_RESPONSES,
-        tags=["messages"],
-    )
+    @route(get, "/messages/{message_id:str}", "messages", tenant=True)
     async def get_message(
         request: Request[Any, Any, Any], message_id: FromPath[str], tenant_id: TenantQuery = None
     ) -> MessageAnswer:
@@ -676,13 +688,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         why = await proxy.why(scope, message_id)
         return MessageAnswer(message=message_record(message, history=history, why=why))
 
-    @post(
-        "/commands/delete-messages",
-        opt={"tenant": True},
-        status_code=200,
-        responses=ERROR_RESPONSES,
-        tags=["messages"],
-    )
+    @route(post, "/commands/delete-messages", "messages", tenant=True)
     async def delete_messages(
         request: Request[Any, Any, Any], data: JSONBody[IdsBody], tenant_id: TenantQuery = None
     ) -> DeleteAnswer:
@@ -695,13 +701,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             removed=result.removed, not_found=result.not_found, in_flight=result.in_flight
         )
 
-    @post(
-        "/commands/cleanup-messages",
-        opt={"tenant": True},
-        status_code=200,
-        responses=ERROR_RESPONSES,
-        tags=["messages"],
-    )
+    @route(post, "/commands/cleanup-messages", "messages", tenant=True)
     async def cleanup_messages(
         request: Request[Any, Any, Any], tenant_id: TenantQuery = None
     ) -> RemovedAnswer:
@@ -712,13 +712,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         removed = await proxy.cleanup(scope, body.older_than_seconds)
         return RemovedAnswer(removed=removed)
 
-    @post(
-        "/commands/run-now",
-        opt={"tenant": True},
-        status_code=200,
-        responses=ERROR_RESPONSES,
-        tags=["messages"],
-    )
+    @route(post, "/commands/run-now", "messages", tenant=True)
     async def run_now(request: Request[Any, Any, Any], tenant_id: TenantQuery = None) -> OkAnswer:
         """Wake the dispatcher at once."""
         caller = await who(request)
@@ -741,13 +735,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             pending_messages=state.pending_messages,
         )
 
-    @post(
-        "/commands/suspend",
-        opt={"tenant": True},
-        status_code=200,
-        responses=ERROR_RESPONSES,
-        tags=["messages"],
-    )
+    @route(post, "/commands/suspend", "messages", tenant=True)
     async def suspend(
         request: Request[Any, Any, Any],
         tenant_id: TenantQuery = None,
@@ -757,13 +745,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         caller = await who(request)
         return await suspension(caller, tenant_id, batch_code, proxy.suspend)
 
-    @post(
-        "/commands/activate",
-        opt={"tenant": True},
-        status_code=200,
-        responses=ERROR_RESPONSES,
-        tags=["messages"],
-    )
+    @route(post, "/commands/activate", "messages", tenant=True)
     async def activate(
         request: Request[Any, Any, Any],
         tenant_id: TenantQuery = None,
@@ -775,13 +757,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     # --- accounts ---------------------------------------------------------------------
 
-    @post(
-        "/account",
-        opt={"tenant": True},
-        status_code=200,
-        responses=ERROR_RESPONSES,
-        tags=["accounts"],
-    )
+    @route(post, "/account", "accounts", tenant=True)
     async def put_account(
         request: Request[Any, Any, Any],
         data: Annotated[AccountBody, Body(examples=[ACCOUNT_EXAMPLE])],
@@ -800,7 +776,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             log.warning("account.tls_verify_off tenant=%s account=%s", scope, account.id)
         return AccountAnswer(account=account_record(account))
 
-    @get("/accounts", opt={"tenant": True}, responses=ERROR_RESPONSES, tags=["accounts"])
+    @route(get, "/accounts", "accounts", tenant=True)
     async def list_accounts(
         request: Request[Any, Any, Any], tenant_id: TenantQuery = None
     ) -> AccountsAnswer:
@@ -811,13 +787,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             accounts=[account_record(a) for a in await proxy.list_accounts(scope)]
         )
 
-    @delete(
-        "/account/{account_id:str}",
-        opt={"tenant": True},
-        status_code=200,
-        responses=ERROR_RESPONSES,
-        tags=["accounts"],
-    )
+    @route(delete, "/account/{account_id:str}", "accounts", tenant=True)
     async def delete_account(
         request: Request[Any, Any, Any],
         account_id: FromPath[str],
@@ -836,7 +806,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
     async def record_of(tenant: Tenant) -> TenantRecord:
         return tenant_record(tenant, await proxy.store.suspended_batches(tenant.id))
 
-    @post("/tenant", status_code=200, responses=ERROR_RESPONSES, tags=["tenants"])
+    @route(post, "/tenant", "tenants")
     async def create_tenant(
         request: Request[Any, Any, Any],
         data: Annotated[TenantBody, Body(examples=[TENANT_EXAMPLE])],
@@ -850,13 +820,13 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             webhook_secret=created.webhook_secret,
         )
 
-    @get("/tenants", responses=ERROR_RESPONSES, tags=["tenants"])
+    @route(get, "/tenants", "tenants")
     async def list_tenants(request: Request[Any, Any, Any]) -> TenantsAnswer:
         """Every tenant."""
         await who(request)
         return TenantsAnswer(tenants=[await record_of(t) for t in await proxy.list_tenants()])
 
-    @get("/tenants/sync-status", responses=ERROR_RESPONSES, tags=["tenants"])
+    @route(get, "/tenants/sync-status", "tenants")
     async def sync_status(request: Request[Any, Any, Any]) -> SyncStatusAnswer:
         """Delivery-report state per tenant."""
         await who(request)
@@ -877,18 +847,14 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             sync_interval_seconds=int(settings.reporting.sync_interval_s), tenants=records
         )
 
-    @get(
-        "/tenant/{tenant_id:str}", opt={"tenant": True}, responses=ERROR_RESPONSES, tags=["tenants"]
-    )
+    @route(get, "/tenant/{tenant_id:str}", "tenants", tenant=True)
     async def get_tenant(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> TenantAnswer:
         """One tenant (admin, or that tenant's key)."""
         caller = await who(request)
         scope = await scoped(caller, tenant_id)
         return TenantAnswer(tenant=await record_of(await proxy.get_tenant(scope)))
 
-    @put(
-        "/tenant/{tenant_id:str}", opt={"tenant": True}, responses=ERROR_RESPONSES, tags=["tenants"]
-    )
+    @route(put, "/tenant/{tenant_id:str}", "tenants", tenant=True)
     async def update_tenant(
         request: Request[Any, Any, Any], data: JSONBody[TenantChanges], tenant_id: FromPath[str]
     ) -> TenantAnswer:
@@ -898,19 +864,14 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         tenant = await proxy.update_tenant(scope, _given(data), caller)
         return TenantAnswer(tenant=await record_of(tenant))
 
-    @delete("/tenant/{tenant_id:str}", status_code=200, responses=ERROR_RESPONSES, tags=["tenants"])
+    @route(delete, "/tenant/{tenant_id:str}", "tenants")
     async def delete_tenant(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> OkAnswer:
         """Remove a tenant with its accounts, messages and history."""
         await who(request)
         await proxy.delete_tenant(tenant_id)
         return OkAnswer()
 
-    @post(
-        "/tenant/{tenant_id:str}/api-key",
-        status_code=200,
-        responses=ERROR_RESPONSES,
-        tags=["tenants"],
-    )
+    @route(post, "/tenant/{tenant_id:str}/api-key", "tenants")
     async def rotate_key(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> ApiKeyAnswer:
         """A new API key for the tenant; the old one stops working at once."""
         await who(request)
@@ -918,12 +879,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         key = await proxy.rotate_tenant_key(tenant_id, expires_ts=body.expires_at)
         return ApiKeyAnswer(api_key=key)
 
-    @delete(
-        "/tenant/{tenant_id:str}/api-key",
-        status_code=200,
-        responses=ERROR_RESPONSES,
-        tags=["tenants"],
-    )
+    @route(delete, "/tenant/{tenant_id:str}/api-key", "tenants")
     async def revoke_key(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> OkAnswer:
         """Revoke the tenant's API key."""
         await who(request)
@@ -932,7 +888,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     # --- service ----------------------------------------------------------------------
 
-    @get("/health", opt={"public": True}, responses=ERROR_RESPONSES, tags=["service"])
+    @route(get, "/health", "service", public=True)
     async def health() -> Response[HealthAnswer]:
         """Liveness and storage reachability (503 when storage cannot be reached)."""
         try:
@@ -941,7 +897,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             return Response(HealthAnswer(ok=False, status="unavailable"), status_code=503)
         return Response(HealthAnswer(ok=True, status="ok", version=__version__))
 
-    @get("/status", opt={"tenant": True}, responses=ERROR_RESPONSES, tags=["service"])
+    @route(get, "/status", "service", tenant=True)
     async def status(request: Request[Any, Any, Any]) -> StatusAnswer:
         """Queue counts by status (the tenant's own for a tenant key)."""
         caller = await who(request)
@@ -952,7 +908,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             queue={str(s): counts.get(s, 0) for s in Status},
         )
 
-    @get("/instance", responses=ERROR_RESPONSES, tags=["service"])
+    @route(get, "/instance", "service")
     async def instance(request: Request[Any, Any, Any]) -> InstanceAnswer:
         """The instance's settings, without secrets."""
         await who(request)
@@ -962,13 +918,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         values["attachments"].pop("http_auth_token", None)
         return InstanceAnswer(name=settings.instance_name, version=__version__, settings=values)
 
-    @get(
-        "/metrics",
-        opt={"public": True},
-        responses=ERROR_RESPONSES,
-        tags=["service"],
-        media_type=CONTENT_TYPE_LATEST,
-    )
+    @route(get, "/metrics", "service", public=True, media_type=CONTENT_TYPE_LATEST)
     async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Prometheus text exposition."""
         if not settings.security.metrics_public:
