@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import Settings
+from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.validation import MessageLimits
 from mailproxy.service import MailProxy
@@ -55,5 +57,12 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         worker_id=settings.worker_id,
         aging_s=delivery.priority_aging_s,
         retention_s=settings.reporting.retention_s,
+        reporter=HttpReportSender(
+            timeout_s=settings.reporting.timeout_s,
+            egress_allow=parse_networks(settings.security.egress_allow),
+        ),
+        sync_interval_s=settings.reporting.sync_interval_s,
+        report_batch=settings.reporting.batch_size,
+        report_retry_max_s=settings.reporting.retry_max_delay_s,
         run_dispatcher=run_dispatcher,
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import secrets
@@ -63,6 +64,7 @@ from mailproxy.domain.model import (
     NewMessage,
     QueuedMessage,
     Rejection,
+    ReportBacklog,
     Status,
     SubmitResult,
     SuspendState,
@@ -80,6 +82,7 @@ from mailproxy.domain.policy import (
     rate_windows,
     suspension_of,
 )
+from mailproxy.domain.reporting import SyncState, after_call, next_call_ts
 from mailproxy.domain.retry import RetryPolicy
 from mailproxy.domain.validation import (
     DEFAULT_LIMITS,
@@ -93,6 +96,7 @@ from mailproxy.domain.validation import (
     parse_tenant,
 )
 from mailproxy.ports.attachments import AttachmentSource
+from mailproxy.ports.reporting import ReportSender
 from mailproxy.ports.store import AccessStore, ConfigStore, MessageStore, ReportOutbox
 from mailproxy.ports.transport import Transport
 
@@ -129,6 +133,7 @@ class MailProxy:
         outbox: ReportOutbox,
         transports: Mapping[str, Transport],
         access: AccessStore | None = None,
+        reporter: ReportSender | None = None,
         attachment_sources: Sequence[AttachmentSource] = (),
         retry_policy: RetryPolicy | None = None,
         unknown_policy: UnknownPolicy = "at_least_once",
@@ -142,6 +147,10 @@ class MailProxy:
         window_lengths: WindowLengths | None = None,
         retention_s: float = 604800.0,
         retention_check_s: float = 3600.0,
+        sync_interval_s: float = 300.0,
+        report_batch: int = 500,
+        report_retry_max_s: float = 300.0,
+        report_concurrency: int = 8,
         run_dispatcher: bool = True,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -182,6 +191,15 @@ class MailProxy:
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self.reporter = reporter
+        self.sync_interval_s = sync_interval_s
+        self.report_batch = report_batch
+        self.report_retry_max_s = report_retry_max_s
+        self._report_slots = asyncio.Semaphore(report_concurrency)
+        self._report_wake = asyncio.Event()
+        self._report_loop_task: asyncio.Task[None] | None = None
+        self._reporting: dict[str, asyncio.Task[None]] = {}
+        self._sync: dict[str, SyncState] = {}
         self._tenant_cache: dict[str, tuple[float, Tenant | None]] = {}
         self._account_cache: dict[str, tuple[float, list[Account]]] = {}
 
@@ -201,6 +219,10 @@ class MailProxy:
         await self.recover()
         if self._run_dispatcher:
             self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="mailproxy-dispatch")
+            if self.reporter is not None:
+                self._report_loop_task = asyncio.create_task(
+                    self._report_loop(), name="mailproxy-reports"
+                )
         return self
 
     async def __aexit__(
@@ -225,6 +247,7 @@ class MailProxy:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await self._stop_reporting()
         for transport in self._transports.values():
             await transport.close()
         for part in reversed(self._stores()):
@@ -602,9 +625,14 @@ class MailProxy:
 
     # --- dispatch -----------------------------------------------------------------------
 
-    def run_now(self) -> None:
-        """Wake the dispatcher at once."""
+    def run_now(self, tenant_id: str | None = None) -> None:
+        """Wake the dispatcher at once, and call the tenant's application (every
+        tenant's, without ``tenant_id``) with its reports or a heartbeat."""
         self._wake.set()
+        for state_tenant in [tenant_id] if tenant_id is not None else list(self._sync):
+            state = self._sync.get(state_tenant, SyncState(tenant_id=state_tenant))
+            self._sync[state_tenant] = msgspec.structs.replace(state, forced=True)
+        self._report_wake.set()
 
     async def dispatch_once(self) -> int:
         """Claim what is due now (up to ``max_concurrency``), attempt it, and wait until
@@ -787,5 +815,131 @@ class MailProxy:
             return
         if not applied:
             log.warning("dispatch.lease_lost message=%s", message.id)
-        elif transition.status is not Status.SENT and transition.status is not Status.ERROR:
+            return
+        if transition.events:
+            self._report_wake.set()
+        if transition.status is not Status.SENT and transition.status is not Status.ERROR:
             self._wake.set()  # a retry may be due earlier than the current timer
+
+    # --- delivery reports ---------------------------------------------------------------
+
+    def clock(self) -> float:
+        """The proxy's notion of now (injected in tests)."""
+        return self._clock()
+
+    async def sync_status(self) -> list[tuple[Tenant, SyncState, ReportBacklog, float | None]]:
+        """Per tenant: its report-call state in this process, its unacknowledged events,
+        and when its next call is due (None without a callback URL)."""
+        rows = []
+        for tenant in await self.config.list_tenants():
+            backlog = await self.outbox.report_backlog(tenant.id)
+            state = self._sync.get(tenant.id, SyncState(tenant_id=tenant.id))
+            due = (
+                next_call_ts(state, backlog.count > 0, self.sync_interval_s)
+                if tenant.client_base_url
+                else None
+            )
+            rows.append((tenant, state, backlog, due))
+        return rows
+
+    async def report_once(self) -> int:
+        """Make every report call that is due now and wait for them; return how many
+        calls were made (deterministic tests drive reports with this)."""
+        tenants = await self._due_report_tenants(self._clock())
+        await asyncio.gather(*(self._report_tenant(t) for t in tenants))
+        return len(tenants)
+
+    async def _due_report_tenants(self, now: float) -> list[Tenant]:
+        due = []
+        for tenant in await self.config.list_tenants():
+            if not tenant.client_base_url or tenant.id in self._reporting:
+                continue
+            state = self._sync.setdefault(tenant.id, SyncState(tenant_id=tenant.id))
+            pending = bool(await self.outbox.pending_reports(tenant.id, 1))
+            if next_call_ts(state, pending, self.sync_interval_s) <= now:
+                due.append(tenant)
+        return due
+
+    async def _report_loop(self) -> None:
+        while not self._stopping:
+            self._report_wake.clear()
+            try:
+                for tenant in await self._due_report_tenants(self._clock()):
+                    task = asyncio.create_task(self._report_tenant(tenant))
+                    self._reporting[tenant.id] = task
+                    task.add_done_callback(functools.partial(self._report_done, tenant.id))
+                timeout = await self._report_idle_timeout()
+            except MailProxyError as exc:
+                log.error("report.loop_failed: %s", exc)
+                timeout = 1.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._report_wake.wait()
+
+    def _report_done(self, tenant_id: str, _task: asyncio.Task[None]) -> None:
+        self._reporting.pop(tenant_id, None)
+        self._report_wake.set()
+
+    async def _report_idle_timeout(self) -> float | None:
+        now = self._clock()
+        soonest: float | None = None
+        for tenant_id, state in self._sync.items():
+            if tenant_id in self._reporting:
+                continue
+            pending = bool(await self.outbox.pending_reports(tenant_id, 1))
+            due = next_call_ts(state, pending, self.sync_interval_s)
+            soonest = due if soonest is None else min(soonest, due)
+        return None if soonest is None else max(0.0, soonest - now)
+
+    async def _report_tenant(self, tenant: Tenant) -> None:
+        """Call the tenant's application until it has nothing more to take now: a full
+        batch or ``queued > 0`` calls again at once; a failure backs off."""
+        assert self.reporter is not None
+        async with self._report_slots:
+            while not self._stopping:
+                try:
+                    stored = await self.outbox.pending_reports(tenant.id, self.report_batch)
+                except MailProxyError as exc:
+                    log.error("report.read_failed tenant=%s: %s", tenant.id, exc)
+                    return
+                state = self._sync.get(tenant.id, SyncState(tenant_id=tenant.id))
+                if next_call_ts(state, bool(stored), self.sync_interval_s) > self._clock():
+                    return
+                events = [r.event for r in stored]
+                answer = await self.reporter.post(tenant, events)
+                now = self._clock()
+                self._sync[tenant.id] = after_call(
+                    state,
+                    acknowledged=answer.acknowledged,
+                    error=answer.error,
+                    next_sync_after=answer.next_sync_after,
+                    now=now,
+                    retry_max_delay_s=self.report_retry_max_s,
+                )
+                if not answer.acknowledged:
+                    log.warning(
+                        "report.failed tenant=%s entries=%d error=%s",
+                        tenant.id, len(events), answer.error,
+                    )  # fmt: skip
+                    return
+                if events:
+                    try:
+                        await self.outbox.acknowledge_reports(
+                            tenant.id, [e.event_id for e in events], now
+                        )
+                    except MailProxyError as exc:
+                        log.error("report.ack_failed tenant=%s: %s", tenant.id, exc)
+                        return
+                log.info("report.sent tenant=%s entries=%d", tenant.id, len(events))
+                if len(events) < self.report_batch and answer.queued <= 0:
+                    return
+
+    async def _stop_reporting(self) -> None:
+        self._report_wake.set()
+        if self._report_loop_task is not None:
+            await self._report_loop_task
+            self._report_loop_task = None
+        if self._reporting:
+            await asyncio.wait(list(self._reporting.values()), timeout=self._shutdown_grace_s)
+        if self.reporter is not None:
+            await self.reporter.close()

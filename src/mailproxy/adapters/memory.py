@@ -36,6 +36,7 @@ from mailproxy.domain.model import (
     NewMessage,
     QueuedMessage,
     Rejection,
+    ReportBacklog,
     Status,
     StoredReport,
     SuspendState,
@@ -60,6 +61,7 @@ class _Report(msgspec.Struct):
     tenant_id: str
     pk: int
     report: StoredReport
+    created_ts: float = 0.0
     acked: bool = False
 
 
@@ -280,7 +282,9 @@ class MemoryStore:
         for event in transition.events:
             seq = self._next_report
             self._next_report += 1
-            self._reports.append(_Report(seq, message.tenant_id, pk, StoredReport(seq, event)))
+            self._reports.append(
+                _Report(seq, message.tenant_id, pk, StoredReport(seq, event), created_ts=now)
+            )
         self._push(updated)
 
     async def release(self, lease: Lease, now: float) -> bool:
@@ -588,3 +592,7 @@ class MemoryStore:
                 r.acked = True
                 changed += 1
         return changed
+
+    async def report_backlog(self, tenant_id: str) -> ReportBacklog:
+        pending = [r for r in self._reports if r.tenant_id == tenant_id and not r.acked]
+        return ReportBacklog(len(pending), pending[0].created_ts if pending else None)

@@ -49,6 +49,7 @@ from mailproxy.domain.model import (
     NewMessage,
     QueuedMessage,
     Rejection,
+    ReportBacklog,
     ReportEvent,
     Status,
     StoredReport,
@@ -1223,6 +1224,21 @@ class SqliteStore:
             ).rowcount
 
         return await self._write(write)
+
+    async def report_backlog(self, tenant_id: str) -> ReportBacklog:
+        def read(conn: sqlite3.Connection) -> ReportBacklog:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM reports WHERE tenant_id = ? AND acked_ts IS NULL",
+                (tenant_id,),
+            ).fetchone()
+            oldest = conn.execute(
+                "SELECT created_ts FROM reports WHERE tenant_id = ? AND acked_ts IS NULL "
+                "ORDER BY seq LIMIT 1",
+                (tenant_id,),
+            ).fetchone()
+            return ReportBacklog(int(count), oldest[0] if oldest else None)
+
+        return await self._read(read)
 
 
 __all__ = ["MIGRATIONS", "SqliteStore", "migrate"]

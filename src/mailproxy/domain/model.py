@@ -248,6 +248,13 @@ class StoredReport(msgspec.Struct, frozen=True):
     event: ReportEvent
 
 
+class ReportBacklog(msgspec.Struct, frozen=True):
+    """A tenant's unacknowledged report events: how many, and the oldest one's instant."""
+
+    count: int
+    oldest_ts: float | None
+
+
 class HistoryEntry(msgspec.Struct, frozen=True):
     event: str
     ts: float

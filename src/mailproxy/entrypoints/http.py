@@ -553,7 +553,20 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         )
     if admin_token is not None and len(admin_token) < SHORT_ADMIN_TOKEN:
         log.warning("server.short_admin_token: use %d characters or more", SHORT_ADMIN_TOKEN)
+    proxy_clock = proxy.clock
     metrics_registry = CollectorRegistry()
+    backlog_gauge = Gauge(
+        "gmp_report_backlog",
+        "Unacknowledged delivery-report entries per tenant",
+        ["tenant_id"],
+        registry=metrics_registry,
+    )
+    oldest_report_gauge = Gauge(
+        "gmp_report_oldest_pending_age_seconds",
+        "Age of the oldest unacknowledged report entry per tenant",
+        ["tenant_id"],
+        registry=metrics_registry,
+    )
     pending_gauge = Gauge(
         "gmp_pending_messages",
         "Stored messages by status",
@@ -716,9 +729,10 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
     async def run_now(request: Request[Any, Any, Any], tenant_id: TenantQuery = None) -> OkAnswer:
         """Wake the dispatcher at once."""
         caller = await who(request)
+        scope = None
         if tenant_id is not None or caller.tenant_id is not None:
-            await scoped(caller, tenant_id)
-        proxy.run_now()
+            scope = await scoped(caller, tenant_id)
+        proxy.run_now(scope)
         return OkAnswer()
 
     async def suspension(
@@ -828,21 +842,21 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     @route(get, "/tenants/sync-status", "tenants")
     async def sync_status(request: Request[Any, Any, Any]) -> SyncStatusAnswer:
-        """Delivery-report state per tenant."""
+        """Delivery-report state per tenant: last successful call, next call due, whether
+        the application asked for quiet (``next_sync_after``), backlog and last error."""
         await who(request)
-        records = []
-        for tenant in await proxy.list_tenants():
-            pending = await proxy.outbox.pending_reports(tenant.id, 100_000)
-            records.append(
-                SyncStatusRecord(
-                    id=tenant.id,
-                    last_sync_ts=None,
-                    next_sync_due=None,
-                    in_dnd=False,
-                    pending_reports=len(pending),
-                    last_error=None,
-                )
+        now = proxy_clock()
+        records = [
+            SyncStatusRecord(
+                id=tenant.id,
+                last_sync_ts=_ts(state.last_sync_ts),
+                next_sync_due=None if due is None else int(max(due, now)),
+                in_dnd=state.quiet_until > now,
+                pending_reports=backlog.count,
+                last_error=state.last_error,
             )
+            for tenant, state, backlog, due in await proxy.sync_status()
+        ]
         return SyncStatusAnswer(
             sync_interval_seconds=int(settings.reporting.sync_interval_s), tenants=records
         )
@@ -925,6 +939,11 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             require_admin(await authenticate(request))
         for state, count in (await proxy.counts()).items():
             pending_gauge.labels(status=str(state)).set(count)
+        now = proxy_clock()
+        for tenant, _, backlog, _ in await proxy.sync_status():
+            backlog_gauge.labels(tenant_id=tenant.id).set(backlog.count)
+            age = 0.0 if backlog.oldest_ts is None else max(0.0, now - backlog.oldest_ts)
+            oldest_report_gauge.labels(tenant_id=tenant.id).set(age)
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     # --- errors -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from mailproxy.domain.model import (
     NewMessage,
     QueuedMessage,
     Rejection,
+    ReportBacklog,
     Status,
     StoredReport,
     SuspendState,
@@ -217,6 +218,10 @@ class ReportOutbox(Protocol):
         self, tenant_id: str, event_ids: Sequence[str], now: float
     ) -> int:
         """Mark those events of the tenant acknowledged; return how many changed."""
+
+    async def report_backlog(self, tenant_id: str) -> ReportBacklog:
+        """How many of the tenant's events are unacknowledged, and when the oldest of them
+        was written (None when there is none)."""
 
 
 class AccessStore(Protocol):
