@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailproxy.domain.lifecycle import decide
+from mailproxy.domain.model import ReportBacklog
 from mailproxy.domain.outcome import Delivered, Unknown
 from mailproxy.domain.retry import RetryPolicy
 from tests.conftest import NOW_T, new_message
@@ -58,3 +59,20 @@ async def test_tenants_see_and_acknowledge_only_their_events(store):
     assert len(t1) == len(t2) == 1
     assert await store.acknowledge_reports("t1", [t2[0].event.event_id], NOW_T) == 0
     assert len(await store.pending_reports("t2", 10)) == 1
+
+
+async def test_the_backlog_counts_unacknowledged_events_and_dates_the_oldest(store):
+    assert await store.report_backlog("t1") == ReportBacklog(0, None)
+    await store.enqueue([new_message("m1"), new_message("m2")], NOW_T)
+    for offset, claim in enumerate(
+        await store.claim_due(now=NOW_T, limit=10, owner="w", lease_s=60)
+    ):
+        transition = decide(
+            claim.message, Delivered(250), now=NOW_T + offset, policy=RetryPolicy(),
+            unknown_policy="at_least_once", jitter_sample=0.0, event_id=f"e{offset}",
+        )  # fmt: skip
+        await store.complete(claim.lease, transition, NOW_T + offset)
+    assert await store.report_backlog("t1") == ReportBacklog(2, NOW_T)
+    await store.acknowledge_reports("t1", ["e0"], NOW_T + 5)
+    assert await store.report_backlog("t1") == ReportBacklog(1, NOW_T + 1)
+    assert await store.report_backlog("t2") == ReportBacklog(0, None)
