@@ -103,6 +103,11 @@ from mailproxy.ports.transport import Transport
 log = logging.getLogger("mailproxy.service")
 T = TypeVar("T")
 
+#: The report loop also looks for new events this often, so events written by another
+#: process sharing the database go out within about a second too (this process's own
+#: state changes wake it at once).
+REPORT_POLL_S = 1.0
+
 #: How long an ``Idempotency-Key`` is remembered, and after how long an unfinished request
 #: with one is taken for dead (its key may then be used again).
 IDEMPOTENCY_TTL_S = 86400.0
@@ -152,6 +157,7 @@ class MailProxy:
         report_retry_max_s: float = 300.0,
         report_concurrency: int = 8,
         run_dispatcher: bool = True,
+        run_reporter: bool | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         random_unit: Callable[[], float] = random.random,
@@ -182,6 +188,7 @@ class MailProxy:
         self._retention_check_s = retention_check_s
         self._next_purge = 0.0
         self._run_dispatcher = run_dispatcher
+        self._run_reporter = run_dispatcher if run_reporter is None else run_reporter
         self._clock = clock
         self._monotonic = monotonic
         self._random_unit = random_unit
@@ -219,10 +226,10 @@ class MailProxy:
         await self.recover()
         if self._run_dispatcher:
             self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="mailproxy-dispatch")
-            if self.reporter is not None:
-                self._report_loop_task = asyncio.create_task(
-                    self._report_loop(), name="mailproxy-reports"
-                )
+        if self._run_reporter and self.reporter is not None:
+            self._report_loop_task = asyncio.create_task(
+                self._report_loop(), name="mailproxy-reports"
+            )
         return self
 
     async def __aexit__(
@@ -868,7 +875,8 @@ class MailProxy:
                     task = asyncio.create_task(self._report_tenant(tenant))
                     self._reporting[tenant.id] = task
                     task.add_done_callback(functools.partial(self._report_done, tenant.id))
-                timeout = await self._report_idle_timeout()
+                due_in = await self._report_idle_timeout()
+                timeout = REPORT_POLL_S if due_in is None else min(REPORT_POLL_S, due_in)
             except MailProxyError as exc:
                 log.error("report.loop_failed: %s", exc)
                 timeout = 1.0

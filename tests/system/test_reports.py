@@ -114,6 +114,15 @@ async def test_every_outcome_reaches_the_receiver_with_its_fields(proxy, sink, r
     assert len({e["event_id"] for e in call.entries}) == 4
     assert (await proxy.outbox.report_backlog("acme")).count == 0
 
+    handler.after_dot = None  # the retry of the unknown attempt goes through
+    proxy._clock.advance(3600)
+    await proxy.run_until_idle()
+    await proxy.report_once()
+    retried = {e["id"]: e for e in receiver.calls[-1].entries}["lost"]
+    assert (retried["event"], retried["attempt"], retried["possible_duplicate"]) == (
+        "sent", 2, True
+    )  # fmt: skip
+
 
 async def test_signature_and_auth_headers(proxy, sink, receiver):
     _, smtp_port = sink

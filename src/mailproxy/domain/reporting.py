@@ -34,6 +34,9 @@ class SyncState(msgspec.Struct, frozen=True, kw_only=True):
     quiet_until: float = 0.0
     #: Call at once (``run-now``).
     forced: bool = False
+    #: Calls made by this process, and how many of them failed.
+    calls: int = 0
+    failed_calls: int = 0
 
 
 def retry_delay(failures: int, max_delay_s: float) -> float:
@@ -70,6 +73,7 @@ def after_call(
             retry_at=0.0,
             quiet_until=next_sync_after or 0.0,
             forced=False,
+            calls=state.calls + 1,
         )
     failures = state.failures + 1
     return msgspec.structs.replace(
@@ -78,6 +82,8 @@ def after_call(
         failures=failures,
         retry_at=now + retry_delay(failures, retry_max_delay_s),
         forced=False,
+        calls=state.calls + 1,
+        failed_calls=state.failed_calls + 1,
     )
 
 

@@ -561,6 +561,12 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         ["tenant_id"],
         registry=metrics_registry,
     )
+    report_calls_gauge = Gauge(
+        "gmp_report_calls",
+        "Report calls made by this process since it started, by outcome",
+        ["tenant_id", "outcome"],
+        registry=metrics_registry,
+    )
     oldest_report_gauge = Gauge(
         "gmp_report_oldest_pending_age_seconds",
         "Age of the oldest unacknowledged report entry per tenant",
@@ -940,8 +946,11 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         for state, count in (await proxy.counts()).items():
             pending_gauge.labels(status=str(state)).set(count)
         now = proxy_clock()
-        for tenant, _, backlog, _ in await proxy.sync_status():
+        for tenant, sync, backlog, _ in await proxy.sync_status():
             backlog_gauge.labels(tenant_id=tenant.id).set(backlog.count)
+            ok_calls = sync.calls - sync.failed_calls
+            report_calls_gauge.labels(tenant_id=tenant.id, outcome="ok").set(ok_calls)
+            report_calls_gauge.labels(tenant_id=tenant.id, outcome="failed").set(sync.failed_calls)
             age = 0.0 if backlog.oldest_ts is None else max(0.0, now - backlog.oldest_ts)
             oldest_report_gauge.labels(tenant_id=tenant.id).set(age)
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
