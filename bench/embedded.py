@@ -47,19 +47,25 @@ def free_port() -> int:
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
-    sink = subprocess.Popen(
+    return start_listener(
         [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink",
          "-l", f"127.0.0.1:{port}"],
+        port,
     )  # fmt: skip
+
+
+def start_listener(command: list[str], port: int) -> subprocess.Popen[bytes]:
+    """Start ``command`` and return once it accepts connections on 127.0.0.1:``port``."""
+    process = subprocess.Popen(command)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return sink
+            return process
         except OSError:
             time.sleep(0.05)
-    sink.kill()
-    raise RuntimeError("SMTP sink did not start")
+    process.kill()
+    raise RuntimeError(f"{command[0]} did not start listening on {port}")
 
 
 def message(n: int) -> dict[str, object]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from embedded import free_port, message
+from embedded import free_port, message, start_listener
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.sqlite import SqliteStore
@@ -54,19 +52,6 @@ def serve(port: int) -> None:
             return
 
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
-
-
-def start_receiver(port: int) -> subprocess.Popen[bytes]:
-    receiver = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return receiver
-        except OSError:
-            time.sleep(0.05)
-    receiver.kill()
-    raise RuntimeError("receiver did not start")
 
 
 async def run(n: int, rate: float, port: int, db: Path) -> dict[str, float]:
@@ -138,7 +123,7 @@ def main() -> None:
         serve(args.serve)
         return
     port = free_port()
-    receiver = start_receiver(port)
+    receiver = start_listener([sys.executable, __file__, "--serve", str(port)], port)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(asyncio.run(run(args.n, args.rate, port, Path(tmp) / "r.db"))))
