@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from mailproxy.adapters.attachment_cache import TwoTierCache
+from mailproxy.adapters.attachment_sources import EndpointSource, FilesystemSource, UrlSource
 from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.smtp import SmtpTransport
@@ -11,6 +14,7 @@ from mailproxy.config import Settings
 from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.validation import MessageLimits
+from mailproxy.ports.attachments import AttachmentSource
 from mailproxy.service import MailProxy
 
 
@@ -26,10 +30,40 @@ def build_store(settings: Settings) -> MemoryStore | SqliteStore:
     return SqliteStore(db_path, synchronous=settings.storage.synchronous)
 
 
+def build_attachments(settings: Settings) -> tuple[list[AttachmentSource], TwoTierCache]:
+    """The attachment sources the settings enable (files only with a base_dir or allowed
+    roots; URLs and endpoints always, behind the egress rule) and the cache."""
+    options = settings.attachments
+    egress = parse_networks(settings.security.egress_allow)
+    http = GuardedHttp(timeout_s=options.fetch_timeout_s, egress_allow=egress)
+    sources: list[AttachmentSource] = [
+        UrlSource(http, egress, options.max_bytes),
+        EndpointSource(
+            http, egress, options.max_bytes,
+            instance_endpoint=options.http_endpoint,
+            auth_method=options.http_auth_method,
+            auth_token=options.http_auth_token,
+        ),
+    ]  # fmt: skip
+    roots = [r.strip() for r in (options.allowed_roots or "").split(",") if r.strip()]
+    if options.base_dir or roots:
+        sources.append(FilesystemSource(options.base_dir, roots, max_bytes=options.max_bytes))
+    cache = TwoTierCache(
+        memory_max_items=options.cache_memory_max_items,
+        memory_max_bytes=int(options.cache_memory_max_mb * 1024 * 1024),
+        disk_dir=options.cache_disk_dir,
+        disk_max_bytes=int(options.cache_disk_max_mb * 1024 * 1024),
+        ttl_s=options.cache_ttl_s,
+    )
+    return sources, cache
+
+
 def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy:
-    """A MailProxy for ``settings``: its store, the SMTP and capture transports."""
+    """A MailProxy for ``settings``: its store, the SMTP and capture transports, the
+    report sender, the attachment sources and cache."""
     store = build_store(settings)
     delivery = settings.delivery
+    sources, cache = build_attachments(settings)
     return MailProxy(
         store=store,
         config=store,
@@ -42,6 +76,9 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
             ),
             "capture": CaptureTransport(settings.capture_dir),
         },
+        attachment_sources=sources,
+        attachment_cache=cache,
+        max_attachment_total_bytes=settings.attachments.max_total_bytes,
         retry_policy=settings.retry,
         unknown_policy=delivery.unknown_policy,
         max_concurrency=delivery.max_concurrency,

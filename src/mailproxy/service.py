@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import random
 import secrets
@@ -95,7 +96,7 @@ from mailproxy.domain.validation import (
     parse_priority,
     parse_tenant,
 )
-from mailproxy.ports.attachments import AttachmentSource
+from mailproxy.ports.attachments import AttachmentSource, ContentCache
 from mailproxy.ports.reporting import ReportSender
 from mailproxy.ports.store import AccessStore, ConfigStore, MessageStore, ReportOutbox
 from mailproxy.ports.transport import Transport
@@ -140,6 +141,9 @@ class MailProxy:
         access: AccessStore | None = None,
         reporter: ReportSender | None = None,
         attachment_sources: Sequence[AttachmentSource] = (),
+        attachment_cache: ContentCache | None = None,
+        max_attachment_total_bytes: int = 36700160,
+        fetch_concurrency: int = 8,
         retry_policy: RetryPolicy | None = None,
         unknown_policy: UnknownPolicy = "at_least_once",
         max_concurrency: int = 32,
@@ -174,6 +178,11 @@ class MailProxy:
         self.access: AccessStore = access if access is not None else store  # type: ignore[assignment]
         self._transports = dict(transports)
         self._sources = {mode: s for s in attachment_sources for mode in s.fetch_modes}
+        self.attachment_cache = attachment_cache
+        self.max_attachment_total_bytes = max_attachment_total_bytes
+        #: Fetches at once, over all messages: bounds the memory that attachments in
+        #: flight can take.
+        self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
         self.retry_policy = retry_policy or RetryPolicy()
         self.unknown_policy: UnknownPolicy = unknown_policy
         self.max_concurrency = max_concurrency
@@ -257,6 +266,8 @@ class MailProxy:
         await self._stop_reporting()
         for transport in self._transports.values():
             await transport.close()
+        for source in self._sources.values():
+            await source.close()
         for part in reversed(self._stores()):
             await part.close()
 
@@ -785,20 +796,48 @@ class MailProxy:
         return outcome
 
     async def _attachments(self, tenant_id: str, spec: MessageSpec) -> list[AttachmentContent]:
+        """The bytes of every attachment of a message, at most
+        ``max_attachment_total_bytes`` in all; fetched ones come from the cache when their
+        MD5 is known, and are checked against it when they are fetched."""
         contents = []
+        total = 0
         for ref in spec.attachments:
             if ref.fetch_mode == "base64":
                 content = decode_inline(ref.storage_path)
             else:
-                tenant = await self._tenant(tenant_id)
-                source = self._sources.get(ref.fetch_mode)
-                if tenant is None or source is None:
-                    raise AttachmentUnavailable(
-                        ref.filename, f"no source for {ref.fetch_mode}", temporary=False
-                    )
-                content = await source.fetch(tenant, ref)
+                content = await self._fetched(tenant_id, ref)
+            total += len(content)
+            if total > self.max_attachment_total_bytes:
+                raise AttachmentUnavailable(
+                    ref.filename,
+                    f"attachments larger than {self.max_attachment_total_bytes} bytes in all",
+                    temporary=False,
+                )
             contents.append(AttachmentContent(ref.filename, content, ref.mime_type))
         return contents
+
+    async def _fetched(self, tenant_id: str, ref: AttachmentRef) -> bytes:
+        cache = self.attachment_cache
+        if ref.content_md5 and cache is not None:
+            cached = await cache.get(ref.content_md5)
+            if cached is not None:
+                return cached
+        tenant = await self._tenant(tenant_id)
+        source = self._sources.get(ref.fetch_mode)
+        if tenant is None or source is None:
+            raise AttachmentUnavailable(
+                ref.filename, f"no source for {ref.fetch_mode}", temporary=False
+            )
+        async with self._fetch_slots:
+            content = await source.fetch(tenant, ref)
+        if ref.content_md5:
+            if hashlib.md5(content, usedforsecurity=False).hexdigest() != ref.content_md5:
+                raise AttachmentUnavailable(
+                    ref.filename, "content does not match its MD5", temporary=False
+                )
+            if cache is not None:
+                await cache.put(ref.content_md5, content)
+        return content
 
     async def _settle(self, claim: Claim, outcome: Outcome) -> None:
         message = claim.message

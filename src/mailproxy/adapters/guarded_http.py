@@ -12,6 +12,7 @@ claims.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import socket
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ import httpx
 import msgspec
 
 from mailproxy.domain.egress import Network, address_allowed
+from mailproxy.domain.model import Tenant
 
 
 class EgressRefused(Exception):
@@ -110,3 +112,15 @@ class GuardedHttp:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+def client_auth_headers(tenant: Tenant) -> dict[str, str]:
+    """The ``Authorization`` header of the tenant's ``client_auth`` (none, bearer, basic),
+    for calls to the tenant's own application."""
+    auth = tenant.client_auth
+    if auth.method == "bearer" and auth.token:
+        return {"Authorization": f"Bearer {auth.token}"}
+    if auth.method == "basic":
+        pair = f"{auth.user or ''}:{auth.password or ''}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+    return {}

@@ -6,7 +6,6 @@ JSON answer (at most 64 KiB) are read from the application.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +13,7 @@ from collections.abc import Callable, Sequence
 import httpx
 import msgspec
 
-from mailproxy.adapters.guarded_http import EgressRefused, GuardedHttp
+from mailproxy.adapters.guarded_http import EgressRefused, GuardedHttp, client_auth_headers
 from mailproxy.domain.egress import Network
 from mailproxy.domain.model import ReportEvent, Tenant
 from mailproxy.domain.reporting import signature
@@ -51,7 +50,7 @@ class HttpReportSender:
             return SyncAnswer(acknowledged=False, error="no client_base_url")
         url = tenant.client_base_url.rstrip("/") + tenant.client_sync_path
         body = msgspec.json.encode(_Report(events))
-        headers = {"Content-Type": "application/json"} | self._auth_headers(tenant)
+        headers = {"Content-Type": "application/json"} | client_auth_headers(tenant)
         if tenant.webhook_secret:
             timestamp = int(self._clock())
             headers["X-Mail-Proxy-Timestamp"] = str(timestamp)
@@ -74,16 +73,6 @@ class HttpReportSender:
         return SyncAnswer(
             acknowledged=True, queued=answer.queued, next_sync_after=answer.next_sync_after
         )
-
-    @staticmethod
-    def _auth_headers(tenant: Tenant) -> dict[str, str]:
-        auth = tenant.client_auth
-        if auth.method == "bearer" and auth.token:
-            return {"Authorization": f"Bearer {auth.token}"}
-        if auth.method == "basic":
-            pair = f"{auth.user or ''}:{auth.password or ''}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
-        return {}
 
     async def close(self) -> None:
         await self._http.close()

@@ -24,3 +24,20 @@ class AttachmentSource(Protocol):
         """The attachment's bytes. Raises ``AttachmentUnavailable`` with ``temporary`` set
         when a retry may succeed (a 5xx, a timeout) and unset when it cannot (4xx, missing
         file, a size or policy limit)."""
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+
+class ContentCache(Protocol):
+    """Attachment bytes by MD5 (hex), so that a second message with the same marker does
+    not fetch again. Contract: ``tests/contract/test_content_cache.py``."""
+
+    hits: int
+    misses: int
+
+    async def get(self, md5: str) -> bytes | None:
+        """The content cached under ``md5``, or None (expired, evicted, never put)."""
+
+    async def put(self, md5: str, content: bytes) -> None:
+        """Keep ``content`` under ``md5`` (the caller has checked that it matches)."""
