@@ -14,6 +14,7 @@ import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -111,7 +112,7 @@ class _HttpSource:
 
     def _check_literal_host(self, url: str) -> None:
         """An IP-literal host that is not allowed is refused at enqueue, without I/O."""
-        host = httpx.URL(url).host
+        host = urlsplit(url).hostname or ""
         if _is_ip(host) and not address_allowed(host, self._allow):
             raise InvalidInput(FIELD, f"invalid {FIELD}: address not allowed: {host}")
 
