@@ -52,7 +52,7 @@ from mailproxy.domain.errors import (
     StorageError,
 )
 from mailproxy.domain.lifecycle import abandon, decide, initial_status
-from mailproxy.domain.mime import AttachmentContent, Outgoing, render
+from mailproxy.domain.mime import AttachmentContent, Outgoing, encode_body, render
 from mailproxy.domain.model import (
     DEFAULT_PRIORITY,
     Account,
@@ -108,6 +108,9 @@ T = TypeVar("T")
 #: process sharing the database go out within about a second too (this process's own
 #: state changes wake it at once).
 REPORT_POLL_S = 1.0
+
+#: Transfer-encoded bodies of recurring (MD5-marked) attachments kept in memory.
+ENCODED_BODIES_KEPT = 8
 
 #: How long an ``Idempotency-Key`` is remembered, and after how long an unfinished request
 #: with one is taken for dead (its key may then be used again).
@@ -183,6 +186,7 @@ class MailProxy:
         #: Fetches at once, over all messages: bounds the memory that attachments in
         #: flight can take.
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
+        self._encoded: dict[str, bytes] = {}
         self.retry_policy = retry_policy or RetryPolicy()
         self.unknown_policy: UnknownPolicy = unknown_policy
         self.max_concurrency = max_concurrency
@@ -802,10 +806,13 @@ class MailProxy:
         contents = []
         total = 0
         for ref in spec.attachments:
+            encoded = None
             if ref.fetch_mode == "base64":
                 content = decode_inline(ref.storage_path)
             else:
                 content = await self._fetched(tenant_id, ref)
+                if ref.content_md5:
+                    encoded = self._encoded_body(ref.content_md5, content)
             total += len(content)
             if total > self.max_attachment_total_bytes:
                 raise AttachmentUnavailable(
@@ -813,8 +820,19 @@ class MailProxy:
                     f"attachments larger than {self.max_attachment_total_bytes} bytes in all",
                     temporary=False,
                 )
-            contents.append(AttachmentContent(ref.filename, content, ref.mime_type))
+            contents.append(AttachmentContent(ref.filename, content, ref.mime_type, encoded))
         return contents
+
+    def _encoded_body(self, md5: str, content: bytes) -> bytes:
+        """The transfer form of a recurring attachment, kept for the next message that
+        carries it (base64 of 1 MB costs about 10 ms; the few most recent are kept)."""
+        encoded = self._encoded.pop(md5, None)
+        if encoded is None:
+            encoded = encode_body(content)
+        self._encoded[md5] = encoded
+        while len(self._encoded) > ENCODED_BODIES_KEPT:
+            self._encoded.pop(next(iter(self._encoded)))
+        return encoded
 
     async def _fetched(self, tenant_id: str, ref: AttachmentRef) -> bytes:
         cache = self.attachment_cache

@@ -8,6 +8,8 @@ Failure handling specific to SMTP (reply codes, phases, dropped connections) is 
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.smtp import SmtpTransport
-from mailproxy.domain.mime import Outgoing, render
+from mailproxy.domain.mime import AttachmentContent, Outgoing, render
 from mailproxy.domain.model import Account
 from mailproxy.domain.outcome import Delivered
 from mailproxy.domain.validation import parse_message
@@ -51,7 +53,7 @@ async def destination(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         await capture.close()
 
 
-def outgoing(message_id: str) -> Outgoing:
+def outgoing(message_id: str, body: str = "hello", attachments=()) -> Outgoing:
     spec = parse_message(
         {
             "id": message_id,
@@ -59,10 +61,13 @@ def outgoing(message_id: str) -> Outgoing:
             "to": ["r@example.com"],
             "bcc": ["hidden@example.com"],
             "subject": f"Grüße {message_id}",
-            "body": "hello",
+            "body": body,
         }
     )
-    rendered = render(spec, message_id=f"{message_id}@example.com", date_ts=1_800_000_000)
+    rendered = render(
+        spec, message_id=f"{message_id}@example.com", date_ts=1_800_000_000,
+        attachments=attachments,
+    )  # fmt: skip
     return Outgoing("t1", message_id, rendered)
 
 
@@ -79,6 +84,25 @@ async def test_a_delivered_message_is_held_byte_for_byte(destination: Destinatio
         held[0].replace(b"\r\n", b"\n").endswith(message.rendered.content.replace(b"\r\n", b"\n"))
     )
     assert b"hidden@example.com" not in held[0]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [".starts with a dot\n..two dots\n.\nlast line", "plain\r\nlines\nand a lone\rreturn"],
+)
+async def test_lines_with_dots_and_any_line_ending_arrive_intact(destination, body):
+    attachment = AttachmentContent("data.bin", bytes(range(256)) * 300)
+    message = outgoing("m1", body, [attachment])
+
+    assert isinstance(await destination.transport.send(destination.account, message), Delivered)
+
+    (held,) = destination.held()
+    parsed = email.message_from_bytes(held, policy=email.policy.default)
+    text, attached = list(parsed.iter_parts())
+    assert text.get_content().replace("\r\n", "\n").rstrip("\n") == (
+        body.replace("\r\n", "\n").replace("\r", "\n")
+    )
+    assert attached.get_content() == attachment.content
 
 
 async def test_concurrent_sends_are_all_delivered_once(destination: Destination):

@@ -567,6 +567,12 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
         ["tenant_id", "outcome"],
         registry=metrics_registry,
     )
+    cache_gauge = Gauge(
+        "gmp_attachment_cache",
+        "Attachment cache lookups of this process since it started, by result",
+        ["result"],
+        registry=metrics_registry,
+    )
     oldest_report_gauge = Gauge(
         "gmp_report_oldest_pending_age_seconds",
         "Age of the oldest unacknowledged report entry per tenant",
@@ -945,6 +951,9 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
             require_admin(await authenticate(request))
         for state, count in (await proxy.counts()).items():
             pending_gauge.labels(status=str(state)).set(count)
+        if proxy.attachment_cache is not None:
+            cache_gauge.labels(result="hit").set(proxy.attachment_cache.hits)
+            cache_gauge.labels(result="miss").set(proxy.attachment_cache.misses)
         now = proxy_clock()
         for tenant, sync, backlog, _ in await proxy.sync_status():
             backlog_gauge.labels(tenant_id=tenant.id).set(backlog.count)
