@@ -37,7 +37,7 @@ from mailproxy.service import MailProxy
 SIZE = 1_000_000
 
 
-async def run(n: int, smtp_port: int, url: str | None, workdir: Path) -> float:
+async def run(n: int, smtp_port: int, url: str | None, workdir: Path, digest: str) -> float:
     store = SqliteStore(workdir / f"{'att' if url else 'plain'}.db")
     local = parse_networks("127.0.0.0/8")
     proxy = MailProxy(
@@ -54,7 +54,6 @@ async def run(n: int, smtp_port: int, url: str | None, workdir: Path) -> float:
         )  # fmt: skip
         extra: dict[str, object] = {}
         if url:
-            digest = hashlib.md5(Path(workdir / "files" / "report.bin").read_bytes()).hexdigest()
             name = f"report_{{MD5:{digest}}}.pdf"
             extra = {"attachments": [{"filename": name, "storage_path": url}]}
         cpu0 = cpu_s()
@@ -74,7 +73,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "files").mkdir()
-        (workdir / "files" / "report.bin").write_bytes(os.urandom(SIZE))
+        content = os.urandom(SIZE)
+        (workdir / "files" / "report.bin").write_bytes(content)
+        digest = hashlib.md5(content, usedforsecurity=False).hexdigest()
         sink = start_sink(smtp_port)
         server = start_listener(
             [sys.executable, "-m", "http.server", str(http_port), "--bind", "127.0.0.1",
@@ -84,8 +85,8 @@ def main() -> None:
         try:
             url = f"http://127.0.0.1:{http_port}/report.bin"
             started = time.perf_counter()
-            plain = asyncio.run(run(args.n, smtp_port, None, workdir))
-            cached = asyncio.run(run(args.n, smtp_port, url, workdir))
+            plain = asyncio.run(run(args.n, smtp_port, None, workdir, digest))
+            cached = asyncio.run(run(args.n, smtp_port, url, workdir, digest))
         finally:
             for process in (sink, server):
                 process.terminate()
