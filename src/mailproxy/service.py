@@ -187,6 +187,7 @@ class MailProxy:
         #: flight can take.
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
         self._encoded: dict[str, bytes] = {}
+        self._fetching: dict[str, asyncio.Future[bytes]] = {}
         self.retry_policy = retry_policy or RetryPolicy()
         self.unknown_policy: UnknownPolicy = unknown_policy
         self.max_concurrency = max_concurrency
@@ -835,11 +836,24 @@ class MailProxy:
         return encoded
 
     async def _fetched(self, tenant_id: str, ref: AttachmentRef) -> bytes:
+        """An attachment's bytes: from the cache when its MD5 is known, else fetched once
+        however many messages ask for the same MD5 at the same time."""
+        md5 = ref.content_md5
         cache = self.attachment_cache
-        if ref.content_md5 and cache is not None:
-            cached = await cache.get(ref.content_md5)
+        if md5 and cache is not None:
+            cached = await cache.get(md5)
             if cached is not None:
                 return cached
+        if not md5:
+            return await self._fetch(tenant_id, ref)
+        running = self._fetching.get(md5)
+        if running is None:
+            running = asyncio.ensure_future(self._fetch(tenant_id, ref))
+            self._fetching[md5] = running
+            running.add_done_callback(lambda _: self._fetching.pop(md5, None))
+        return await asyncio.shield(running)
+
+    async def _fetch(self, tenant_id: str, ref: AttachmentRef) -> bytes:
         tenant = await self._tenant(tenant_id)
         source = self._sources.get(ref.fetch_mode)
         if tenant is None or source is None:
@@ -853,8 +867,8 @@ class MailProxy:
                 raise AttachmentUnavailable(
                     ref.filename, "content does not match its MD5", temporary=False
                 )
-            if cache is not None:
-                await cache.put(ref.content_md5, content)
+            if self.attachment_cache is not None:
+                await self.attachment_cache.put(ref.content_md5, content)
         return content
 
     async def _settle(self, claim: Claim, outcome: Outcome) -> None:

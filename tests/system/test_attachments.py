@@ -195,3 +195,13 @@ async def test_a_non_ascii_file_name_arrives_intact(proxy, sink, tmp_path):
     await proxy.run_until_idle()
     (received,) = handler.received
     assert attached(received) == {name: PDF}
+
+
+async def test_messages_sent_together_with_one_marker_fetch_it_once(proxy, sink, files):
+    handler, _ = sink
+    digest = hashlib.md5(PDF, usedforsecurity=False).hexdigest()
+    url = {"filename": f"r_{{MD5:{digest}}}.pdf", "storage_path": f"{files.url}/files/invoice"}
+    await proxy.submit([msg(f"m{n}", url) for n in range(6)], tenant_id="acme")
+    assert await proxy.dispatch_once() == 6  # attempted concurrently
+    assert len(handler.received) == 6
+    assert len([r for r in files.requests if r[0] == "GET"]) == 1
