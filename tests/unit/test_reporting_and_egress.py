@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailproxy.domain.egress import address_allowed, check_callback_url, parse_networks
+from mailproxy.domain.egress import address_allowed, check_http_url, parse_networks
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.reporting import (
     SyncState,
@@ -100,5 +100,5 @@ def test_the_operator_may_allow_networks():
 )
 def test_callback_urls_are_checked_when_configured(url, problem):
     with pytest.raises(InvalidInput, match=problem):
-        check_callback_url("client_base_url", url)
-    assert check_callback_url("client_base_url", "https://app.example.com/x")
+        check_http_url("client_base_url", url)
+    assert check_http_url("client_base_url", "https://app.example.com/x")

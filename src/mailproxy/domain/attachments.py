@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from mailproxy.domain.egress import check_http_url
 from mailproxy.domain.errors import InvalidInput
 
 _ENDPOINT = re.compile(r"@(?:\[(?P<url>[^\]]+)\])?(?P<params>.*)", re.DOTALL)
@@ -81,15 +82,7 @@ def url_allowed(url: str, prefixes: Sequence[str]) -> bool:
 
 def check_url(field: str, url: str, prefixes: Sequence[str]) -> str:
     """A message-supplied URL: http(s), no credentials, under a tenant prefix."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(field, f"invalid {field}: http or https URL expected")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidInput(field, f"invalid {field}: no credentials in URLs")
-    try:
-        parts.port  # noqa: B018 - raises for a bad port
-    except ValueError:
-        raise InvalidInput(field, f"invalid {field}: bad port") from None
+    check_http_url(field, url)
     if not url_allowed(url, prefixes):
         raise InvalidInput(
             field, f"invalid {field}: URL not under the tenant's attachment_url_prefixes"

@@ -51,17 +51,17 @@ def address_allowed(address: str, allow: Sequence[Network] = ()) -> bool:
     return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
-def check_callback_url(field: str, url: str) -> str:
-    """Syntax of a callback base URL: http(s), a host, no credentials in it. Its
-    addresses are checked at each call (they may change, and the operator may allow a
-    network later)."""
+def check_http_url(field: str, url: str) -> str:
+    """Syntax of a URL mailproxy will call (a callback base, an attachment URL): http(s),
+    a host, a valid port, no credentials in it. Its addresses are checked at each call
+    (they may change, and the operator may allow a network later)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise InvalidInput(field, f"invalid {field}: http or https URL expected")
     if not parts.hostname:
         raise InvalidInput(field, f"invalid {field}: no host")
     if parts.username is not None or parts.password is not None:
-        raise InvalidInput(field, f"invalid {field}: credentials go in client_auth")
+        raise InvalidInput(field, f"invalid {field}: no credentials in the URL")
     try:
         parts.port  # noqa: B018 - raises for a bad port
     except ValueError:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from mailproxy.domain.egress import check_callback_url
+from mailproxy.domain.egress import check_http_url
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.model import (
     PRIORITY_BY_LABEL,
@@ -472,7 +472,7 @@ def parse_tenant(raw: object) -> Tenant:
     if not _TENANT_ID.fullmatch(tenant.id):
         raise InvalidInput("id", "invalid id: 1..64 of A-Z a-z 0-9 _ . -")
     if tenant.client_base_url is not None:
-        check_callback_url("client_base_url", tenant.client_base_url)
+        check_http_url("client_base_url", tenant.client_base_url)
     for path_field in ("client_sync_path", "client_attachment_path"):
         if not getattr(tenant, path_field).startswith("/"):
             raise InvalidInput(path_field, f"invalid {path_field}: must start with /")
