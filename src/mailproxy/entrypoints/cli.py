@@ -27,6 +27,7 @@ from mailproxy.config import Settings, load_settings
 from mailproxy.domain.errors import MailProxyError
 from mailproxy.domain.model import Status, SubmitResult
 from mailproxy.entrypoints.http import create_app
+from mailproxy.entrypoints.instances import Instance, home, instances
 
 app = cyclopts.App(
     name="mail-proxy",
@@ -246,6 +247,119 @@ class GracefulServer(uvicorn.Server):
         captured = getattr(self, "_captured_signals", None)
         if sig == signal.SIGTERM and isinstance(captured, list) and sig in captured:
             captured.remove(sig)
+
+
+def _instance(name: str) -> Instance:
+    return Instance(home(), name)
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+@app.command(name="list")
+def list_instances(
+    *, json_output: Annotated[bool, cyclopts.Parameter(name=["--json"])] = False
+) -> int:
+    """Show the instances under GMP_HOME (default ~/.mail-proxy): running or stopped, URL, pid.
+
+    Parameters
+    ----------
+    json_output
+        Print JSON.
+    """
+    rows = [i.info() for i in instances(home())]
+    if json_output:
+        print(json.dumps(msgspec.to_builtins(rows), indent=2))
+        return 0
+    if not rows:
+        print(f"no instances in {home()} (create one with: mail-proxy start NAME)")
+        return 0
+    width = max(len(r.name) for r in rows)
+    for row in rows:
+        state = f"running  pid {row.pid}" if row.running else "stopped"
+        print(f"{row.name:<{width}}  {row.url:<24}  {state}")
+    return 0
+
+
+@app.command
+def start(
+    name: str,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    foreground: bool = False,
+) -> int:
+    """Start instance NAME (created on first start, with a generated admin token) and
+    return once it answers; --foreground runs it in this terminal instead.
+
+    Example: ``mail-proxy start myserver --port 8025``
+
+    Parameters
+    ----------
+    name
+        Instance name (A-Z a-z 0-9 _ . -).
+    host
+        Address to bind (kept in the instance's config.ini).
+    port
+        Port to bind (kept in config.ini; default: the first free from 8000).
+    foreground
+        Do not go to the background.
+    """
+    try:
+        instance = _instance(name)
+        created = not instance.exists()
+        if created:
+            instance.create(host, port)
+        else:
+            instance.update_server(host, port)
+        pid = instance.pid()
+        if pid is not None:
+            print(f"{name} is already running at {instance.url} (pid {pid})")
+            return 0
+        if foreground:
+            return serve(config=instance.config_file)
+        pid = instance.start()
+    except MailProxyError as exc:
+        return _fail(str(exc))
+    print(f"{name} running at {instance.url} (pid {pid})")
+    if created:
+        print(f"admin token: {instance.token}  (kept in {instance.config_file})")
+    return 0
+
+
+@app.command
+def stop(name: str) -> int:
+    """Stop instance NAME gracefully: it stops claiming, finishes in-flight sends, exits.
+
+    Parameters
+    ----------
+    name
+        Instance name.
+    """
+    try:
+        instance = _instance(name)
+        if not instance.exists():
+            return _fail(f"no instance {name} in {home()}")
+        stopped = instance.stop()
+    except MailProxyError as exc:
+        return _fail(str(exc))
+    print(f"{name} stopped" if stopped else f"{name} was not running")
+    return 0
+
+
+@app.command
+def restart(name: str) -> int:
+    """Stop instance NAME if it runs, then start it.
+
+    Parameters
+    ----------
+    name
+        Instance name.
+    """
+    result = stop(name)
+    return result if result else start(name)
 
 
 def main() -> None:

@@ -1,0 +1,213 @@
+"""Named instances of the service on this host, for the CLI.
+
+An instance lives in ``$GMP_HOME/<name>/`` (default ``~/.mail-proxy``): ``config.ini``
+(written at the first start with a generated admin token, mode 600), ``mail_service.db``,
+``mail-proxy.pid`` and ``mail-proxy.log``. A pid file is trusted only when that process
+is alive and is a mailproxy server; otherwise it is stale and removed.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from mailproxy.domain.errors import InvalidInput, MailProxyError
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+FIRST_PORT = 8000
+
+
+class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    path: str
+    url: str
+    running: bool
+    pid: int | None
+
+
+def home(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("GMP_HOME") or Path.home() / ".mail-proxy")
+
+
+class Instance:
+    """One named instance under the instances root."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        if not NAME.fullmatch(name):
+            raise InvalidInput("name", f"invalid instance name {name!r}: A-Z a-z 0-9 _ . -")
+        self.name = name
+        self.path = root / name
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.ini"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.path / "mail-proxy.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "mail-proxy.log"
+
+    def exists(self) -> bool:
+        return self.config_file.is_file()
+
+    def _config(self) -> configparser.ConfigParser:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(self.config_file, encoding="utf-8")
+        return parser
+
+    def create(self, host: str | None, port: int | None) -> None:
+        """Write ``config.ini`` with a generated admin token (mode 600) and a free port."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        parser = configparser.ConfigParser(interpolation=None)
+        parser["server"] = {
+            "host": host or "127.0.0.1",
+            "port": str(port or free_port_from(FIRST_PORT)),
+            "api_token": secrets.token_urlsafe(32),
+        }
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            parser.write(handle)
+
+    def update_server(self, host: str | None, port: int | None) -> None:
+        parser = self._config()
+        if host:
+            parser["server"]["host"] = host
+        if port:
+            parser["server"]["port"] = str(port)
+        if host or port:
+            with self.config_file.open("w", encoding="utf-8") as handle:
+                parser.write(handle)
+
+    @property
+    def url(self) -> str:
+        server = self._config()["server"] if self.exists() else {}
+        host = server.get("host", "127.0.0.1")
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return f"http://{shown}:{server.get('port', FIRST_PORT)}"
+
+    @property
+    def token(self) -> str:
+        return str(self._config()["server"]["api_token"])
+
+    def pid(self) -> int | None:
+        """The pid of the running server, or None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return None
+        if is_mailproxy_process(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def healthy(self) -> bool:
+        try:
+            with httpx.Client(timeout=1, trust_env=False) as client:
+                return client.get(f"{self.url}/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def info(self) -> InstanceInfo:
+        pid = self.pid()
+        return InstanceInfo(
+            name=self.name, path=str(self.path), url=self.url, running=pid is not None, pid=pid
+        )
+
+    def start(self, wait_s: float = 30.0) -> int:
+        """Start the server in the background and return its pid once ``/health``
+        answers. Raises :class:`MailProxyError` with the end of the log if it does not."""
+        command = [sys.executable, "-m", "mailproxy", "serve", "--config", str(self.config_file)]
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("GMP_")}
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=self.path,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{process.pid}\n", encoding="ascii")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise MailProxyError(f"{self.name} did not start: {self.log_tail()}")
+            if self.healthy():
+                return process.pid
+            time.sleep(0.1)
+        process.terminate()
+        self.pid_file.unlink(missing_ok=True)
+        raise MailProxyError(f"{self.name} did not answer /health in {wait_s:.0f} s")
+
+    def stop(self, wait_s: float = 60.0) -> bool:
+        """Ask the server to stop (SIGTERM: it finishes in-flight sends) and wait; False
+        when it was not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and is_mailproxy_process(pid):
+            time.sleep(0.1)
+        if is_mailproxy_process(pid):
+            raise MailProxyError(f"{self.name} (pid {pid}) did not stop in {wait_s:.0f} s")
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "no log"
+        return " | ".join(text.strip().splitlines()[-lines:]) or "empty log"
+
+
+def instances(root: Path) -> list[Instance]:
+    if not root.is_dir():
+        return []
+    return [
+        Instance(root, p.name)
+        for p in sorted(root.iterdir())
+        if NAME.fullmatch(p.name) and (p / "config.ini").is_file()
+    ]
+
+
+def is_mailproxy_process(pid: int) -> bool:
+    """Is ``pid`` alive and a mailproxy server (not a recycled pid)?"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    if state.rsplit(")", 1)[-1].split()[0] == "Z":  # a zombie has exited
+        return False
+    return b"mailproxy" in cmdline and b"serve" in cmdline
+
+
+def free_port_from(first: int) -> int:
+    for port in range(first, first + 100):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise MailProxyError(f"no free port from {first} to {first + 99}")

@@ -1,0 +1,83 @@
+"""``mail-proxy start | list | stop | restart`` as real processes against a temporary
+GMP_HOME: instances are created with a private config, run in the background, answer
+HTTP, and stop gracefully; a stale pid file is not trusted."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.system.conftest import free_port
+
+pytestmark = pytest.mark.system
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "GMP_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "mailproxy", *args],
+        env=env, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+
+
+def test_start_list_stop_an_instance(tmp_path):
+    home = tmp_path / "home"
+    port = free_port()
+    started = cli(home, "start", "myserver", "--port", str(port))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"myserver running at http://127.0.0.1:{port}" in started.stdout
+        config_file = home / "myserver" / "config.ini"
+        assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
+        parser = configparser.ConfigParser()
+        parser.read(config_file)
+        token = parser["server"]["api_token"]
+        assert f"admin token: {token}" in started.stdout
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/tenants", headers={"X-API-Token": token}, timeout=5
+        )
+        assert answer.json() == {"ok": True, "tenants": []}
+        (listed,) = json.loads(cli(home, "list", "--json").stdout)
+        assert (listed["name"], listed["running"], listed["url"]) == (
+            "myserver", True, f"http://127.0.0.1:{port}"
+        )  # fmt: skip
+        again = cli(home, "start", "myserver")
+        assert "already running" in again.stdout
+        assert "admin token" not in again.stdout
+    finally:
+        stopped = cli(home, "stop", "myserver")
+    assert stopped.returncode == 0
+    assert stopped.stdout.strip() == "myserver stopped"
+    assert json.loads(cli(home, "list", "--json").stdout)[0]["running"] is False
+    assert (home / "myserver" / "mail_service.db").is_file()
+
+
+def test_a_stale_pid_file_is_not_trusted(tmp_path):
+    home = tmp_path / "home"
+    folder = home / "old"
+    folder.mkdir(parents=True)
+    (folder / "config.ini").write_text("[server]\nport = 1\napi_token = abcdefgh12345678\n")
+    (folder / "mail-proxy.pid").write_text(f"{os.getpid()}\n")  # alive, but not a server
+    (listed,) = json.loads(cli(home, "list", "--json").stdout)
+    assert listed["running"] is False
+    assert not (folder / "mail-proxy.pid").exists()
+    assert cli(home, "stop", "old").stdout.strip() == "old was not running"
+
+
+def test_bad_names_and_unknown_instances_are_one_line_errors(tmp_path):
+    bad = cli(tmp_path, "start", "../escape")
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("error: ")
+    assert "invalid instance name" in bad.stderr
+    missing = cli(tmp_path, "stop", "ghost")
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1, f"error: no instance ghost in {tmp_path}"
+    )  # fmt: skip
