@@ -1,0 +1,29 @@
+# mailproxy: the HTTP service on an embedded SQLite file in /data.
+#   docker build -t mailproxy .
+#   docker run -p 8000:8000 -v mailproxy-data:/data -e GMP_API_TOKEN=<token> mailproxy
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    GMP_DB_PATH=/data/mail_service.db \
+    GMP_HOST=0.0.0.0 \
+    GMP_PORT=8000
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --home-dir /data mailproxy \
+    && mkdir -p /data \
+    && chown mailproxy /data
+
+USER mailproxy
+VOLUME ["/data"]
+EXPOSE 8000
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('GMP_PORT', '8000') + '/health', timeout=4)"]
+
+# Without GMP_API_TOKEN a token is generated at the first start, printed in the log and
+# kept in /data/admin_token.
+CMD ["mail-proxy", "serve"]
