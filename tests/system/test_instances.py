@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -81,3 +82,37 @@ def test_bad_names_and_unknown_instances_are_one_line_errors(tmp_path):
     assert (missing.returncode, missing.stderr.strip()) == (
         1, f"error: no instance ghost in {tmp_path}"
     )  # fmt: skip
+
+
+def test_the_quick_start_sequence_sends_an_eml_through_smtp(tmp_path, sink):
+    handler, smtp_port = sink
+    home = tmp_path / "home"
+    eml = tmp_path / "welcome.eml"
+    eml.write_bytes(
+        b"From: App <app@example.com>\r\nTo: ada@example.com\r\nSubject: Hello\r\n\r\nHi Ada\r\n"
+    )
+    port = free_port()
+    assert cli(home, "start", "myserver", "--port", str(port)).returncode == 0
+    try:
+        added = cli(home, "myserver", "tenants", "add", "acme", "--name", "Acme Corp")
+        assert added.returncode == 0, added.stderr
+        assert "api key: " in added.stdout
+        account = cli(
+            home, "myserver", "acme", "accounts", "add", "main", "--host", "127.0.0.1",
+            "--port", str(smtp_port), "--no-tls", "--default",
+        )  # fmt: skip
+        assert account.returncode == 0, account.stderr
+        sent = cli(home, "myserver", "acme", "send", str(eml))
+        assert sent.stdout.strip() == "queued 1", sent.stderr
+        deadline = time.monotonic() + 10
+        while not handler.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (message,) = json.loads(cli(home, "myserver", "acme", "messages", "list", "--json").stdout)
+        assert (message["id"], message["status"]) == ("welcome", "sent")
+        assert handler.received[0].rcpt_tos == ["ada@example.com"]
+        assert cli(home, "myserver", "acme", "run-now").stdout.strip() == "ok"
+    finally:
+        cli(home, "stop", "myserver")
+    # Stopped: the same commands work on its database.
+    stopped = json.loads(cli(home, "myserver", "acme", "messages", "list", "--json").stdout)
+    assert [m["status"] for m in stopped] == ["sent"]

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import getpass
 import ipaddress
 import json
 import os
 import secrets
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import cyclopts
+import httpx
 import msgspec
 import uvicorn
 
@@ -26,6 +29,7 @@ from mailproxy.bootstrap import build_proxy
 from mailproxy.config import Settings, load_settings
 from mailproxy.domain.errors import MailProxyError
 from mailproxy.domain.model import Status, SubmitResult
+from mailproxy.entrypoints.admin import call, connect, message_from_eml
 from mailproxy.entrypoints.http import create_app
 from mailproxy.entrypoints.instances import Instance, home, instances
 
@@ -360,6 +364,271 @@ def restart(name: str) -> int:
     """
     result = stop(name)
     return result if result else start(name)
+
+
+JsonFlag = Annotated[bool, cyclopts.Parameter(name=["--json"], help="Print JSON.")]
+
+
+def _run_api(instance: Instance, steps: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
+    async def go() -> Any:
+        async with connect(instance) as client:
+            return await steps(client)
+
+    return asyncio.run(go())
+
+
+def _show(data: Any, json_output: bool, lines: Callable[[Any], list[str]]) -> int:
+    if json_output:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        for line in lines(data):
+            print(line)
+    return 0
+
+
+def instance_app(instance: Instance) -> cyclopts.App:
+    """The commands of one instance: ``mail-proxy NAME ...``."""
+    sub = cyclopts.App(name=f"mail-proxy {instance.name}", help=f"Administer {instance.name}.")
+    tenants = cyclopts.App(name="tenants", help="The instance's tenants.")
+    sub.command(tenants)
+
+    @sub.command
+    def info(*, json_output: JsonFlag = False) -> int:
+        """Where the instance lives, whether it runs, and its queue by status."""
+        status = _run_api(instance, lambda c: call(c, "GET", "/status"))
+        data = msgspec.to_builtins(instance.info()) | {"queue": status["queue"]}
+        return _show(data, json_output, lambda d: [
+            f"{d['name']}  {d['url']}  "
+            + (f"running pid {d['pid']}" if d["running"] else "stopped"),
+            f"folder: {d['path']}",
+            "queue: " + ", ".join(f"{k} {v}" for k, v in d["queue"].items() if v) or "empty",
+        ])  # fmt: skip
+
+    @sub.command
+    def token() -> int:
+        """Print the admin token."""
+        print(instance.token)
+        return 0
+
+    @tenants.command(name="list")
+    def tenants_list(*, json_output: JsonFlag = False) -> int:
+        """List tenants."""
+        found = _run_api(instance, lambda c: call(c, "GET", "/tenants"))["tenants"]
+        return _show(found, json_output, lambda rows: [
+            f"{t['id']}  {t['name']}  {t['client_base_url'] or '-'}" for t in rows
+        ] or ["no tenants"])  # fmt: skip
+
+    @tenants.command(name="add")
+    def tenants_add(
+        tenant_id: str,
+        *,
+        name: str | None = None,
+        base_url: str | None = None,
+        sync_path: str | None = None,
+        json_output: JsonFlag = False,
+    ) -> int:
+        """Create a tenant; prints its API key and webhook secret (shown only now).
+
+        Example: ``mail-proxy myserver tenants add acme --name "Acme Corp"``
+
+        Parameters
+        ----------
+        tenant_id
+            The tenant id (A-Z a-z 0-9 _ . -).
+        name
+            Display name.
+        base_url
+            The application's base URL for delivery reports.
+        sync_path
+            The report path under it (default /mail-proxy/sync).
+        """
+        body: dict[str, Any] = {"id": tenant_id}
+        for key, value in (("name", name), ("client_base_url", base_url),
+                           ("client_sync_path", sync_path)):  # fmt: skip
+            if value is not None:
+                body[key] = value
+        created = _run_api(instance, lambda c: call(c, "POST", "/tenant", json=body))
+        return _show(created, json_output, lambda d: [
+            f"tenant {d['tenant']['id']} created",
+            f"api key: {d['api_key']}",
+            f"webhook secret: {d['webhook_secret']}",
+        ])  # fmt: skip
+
+    @tenants.command(name="show")
+    def tenants_show(tenant_id: str, *, json_output: JsonFlag = False) -> int:
+        """Show one tenant."""
+        found = _run_api(instance, lambda c: call(c, "GET", f"/tenant/{tenant_id}"))["tenant"]
+        return _show(found, json_output, lambda t: [f"{k}: {v}" for k, v in t.items()])
+
+    @tenants.command(name="delete")
+    def tenants_delete(tenant_id: str) -> int:
+        """Delete a tenant with its accounts and messages."""
+        _run_api(instance, lambda c: call(c, "DELETE", f"/tenant/{tenant_id}"))
+        print(f"tenant {tenant_id} deleted")
+        return 0
+
+    return sub
+
+
+def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
+    """The commands of one tenant: ``mail-proxy NAME TENANT ...``."""
+    sub = cyclopts.App(name=f"mail-proxy {instance.name} {tenant_id}")
+    accounts = cyclopts.App(name="accounts", help="The tenant's SMTP accounts.")
+    messages = cyclopts.App(name="messages", help="The tenant's messages.")
+    sub.command(accounts)
+    sub.command(messages)
+    scope = {"tenant_id": tenant_id}
+
+    @accounts.command(name="list")
+    def accounts_list(*, json_output: JsonFlag = False) -> int:
+        """List the tenant's accounts."""
+        found = _run_api(instance, lambda c: call(c, "GET", "/accounts", params=scope))
+        return _show(found["accounts"], json_output, lambda rows: [
+            f"{a['id']}  {a['kind']}  {a['host'] or '-'}:{a['port'] or '-'}"
+            f"{'  default' if a['is_default'] else ''}" for a in rows
+        ] or ["no accounts"])  # fmt: skip
+
+    @accounts.command(name="add")
+    def accounts_add(
+        account_id: str,
+        *,
+        kind: Literal["smtp", "capture"] = "smtp",
+        host: str | None = None,
+        port: int | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        tls: bool | None = None,
+        default: bool = False,
+        json_output: JsonFlag = False,
+    ) -> int:
+        """Create or replace an account. An SMTP account without --host or --port asks
+        for them on a terminal; a --user without --password asks for it without echo.
+
+        Example: ``mail-proxy myserver acme accounts add main --host smtp.example.com
+        --port 587 --user app --default``
+        """
+        if kind == "smtp" and sys.stdin.isatty():
+            host = host or input("SMTP host: ").strip()
+            port = port or int(input("SMTP port [587]: ").strip() or "587")
+        if user and password is None and sys.stdin.isatty():
+            password = getpass.getpass("SMTP password: ")
+        body: dict[str, Any] = {"id": account_id, "kind": kind, "is_default": default}
+        for key, value in (("host", host), ("port", port), ("user", user),
+                           ("password", password), ("use_tls", tls)):  # fmt: skip
+            if value is not None:
+                body[key] = value
+        saved = _run_api(instance, lambda c: call(c, "POST", "/account", params=scope, json=body))[
+            "account"
+        ]
+        return _show(saved, json_output, lambda a: [f"account {a['id']} saved"])
+
+    @messages.command(name="list")
+    def messages_list(
+        *, status: str | None = None, limit: int = 50, json_output: JsonFlag = False
+    ) -> int:
+        """List the tenant's messages, oldest first."""
+        params: dict[str, Any] = scope | {"limit": limit}
+        if status:
+            params["status"] = status
+        found = _run_api(instance, lambda c: call(c, "GET", "/messages", params=params))
+        return _show(found["messages"], json_output, lambda rows: [
+            f"{m['id']}  {m['status']}  attempts {m['attempts']}"
+            f"{'  ' + m['error'] if m['error'] else ''}" for m in rows
+        ] or ["no messages"])  # fmt: skip
+
+    @messages.command(name="show")
+    def messages_show(message_id: str, *, json_output: JsonFlag = False) -> int:
+        """Show one message with its history and why it has not gone yet."""
+        found = _run_api(
+            instance, lambda c: call(c, "GET", f"/messages/{message_id}", params=scope)
+        )["message"]
+        return _show(
+            found,
+            json_output,
+            lambda m: (
+                [f"{k}: {v}" for k, v in m.items() if k != "history"]
+                + [f"  {h['ts']} {h['event']} {h['detail'] or ''}" for h in m.get("history", [])]
+            ),
+        )
+
+    @sub.command
+    def send(
+        *files: Path,
+        account: str | None = None,
+        priority: int | None = None,
+        json_output: JsonFlag = False,
+    ) -> int:
+        """Queue .eml files (or every .eml in a folder); each file's name is its id.
+
+        Example: ``mail-proxy myserver acme send email.eml``
+        """
+        paths = [p for f in files for p in (sorted(f.glob("*.eml")) if f.is_dir() else [f])]
+        if not paths:
+            return _fail("no .eml files given", 2)
+        batch = []
+        for path in paths:
+            message = message_from_eml(path, path.stem)
+            if account:
+                message["account_id"] = account
+            if priority is not None:
+                message["priority"] = priority
+            batch.append(message)
+        answers = []
+        for start in range(0, len(batch), 100):
+            chunk = batch[start : start + 100]
+            body = {"messages": chunk}
+
+            async def add(client: httpx.AsyncClient, body: dict[str, Any] = body) -> Any:
+                return await call(client, "POST", "/commands/add-messages", params=scope, json=body)
+
+            answers.append(_run_api(instance, add))
+            if len(batch) > 100:
+                print(f"  {min(start + 100, len(batch))}/{len(batch)}", file=sys.stderr)
+        result = {"queued": sum(a["queued"] for a in answers),
+                  "rejected": [r for a in answers for r in a["rejected"]]}  # fmt: skip
+        return _show(result, json_output, lambda r: [f"queued {r['queued']}"] + [
+            f"rejected {x['id']}: {x['reason']}" for x in r["rejected"]
+        ])  # fmt: skip
+
+    for command in ("run-now", "suspend", "activate"):
+
+        def make(path: str) -> Callable[..., int]:
+            def command_fn(batch: str | None = None) -> int:
+                params = scope | ({"batch_code": batch} if batch else {})
+                answer = _run_api(instance, lambda c: call(c, "POST", path, params=params))
+                rest = {k: v for k, v in answer.items() if k != "ok"}
+                print(json.dumps(rest) if rest else "ok")
+                return 0
+
+            return command_fn
+
+        sub.command(make(f"/commands/{command}"), name=command)
+    return sub
+
+
+@app.default
+def instance_command(
+    instance_name: str,
+    /,
+    *tokens: Annotated[str, cyclopts.Parameter(allow_leading_hyphen=True)],
+) -> int:
+    """Administer instance NAME: ``NAME info | token | tenants list|add|show|delete``, and
+    one tenant's ``NAME TENANT accounts list|add | messages list|show | send FILE.eml |
+    run-now | suspend [BATCH] | activate [BATCH]``."""
+    try:
+        instance = _instance(instance_name)
+        if not instance.exists():
+            return _fail(
+                f"no instance {instance_name} in {home()} (mail-proxy start {instance_name})"
+            )
+        commands = instance_app(instance)
+        if tokens and tokens[0] not in ("info", "token", "tenants", "--help", "-h"):
+            commands = tenant_app(instance, tokens[0])
+            tokens = tokens[1:]
+        result = commands(list(tokens), result_action="return_value")
+    except MailProxyError as exc:
+        return _fail(str(exc))
+    return result if isinstance(result, int) else 0
 
 
 def main() -> None:

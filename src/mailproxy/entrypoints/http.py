@@ -540,10 +540,13 @@ TenantQuery = Annotated[
 ]
 
 
-def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) -> Litestar:
-    """The Litestar app serving ``proxy``; the app opens the proxy at startup and shuts it
-    down (finishing in-flight sends) at shutdown. Raises :class:`InvalidInput` when there
-    is no admin token and ``insecure`` is false (see the CLI's ``serve --insecure``)."""
+def create_app(
+    proxy: MailProxy, settings: Settings, *, insecure: bool = False, own_proxy: bool = True
+) -> Litestar:
+    """The Litestar app serving ``proxy``; unless ``own_proxy`` is false (the caller opens
+    and closes it), the app opens the proxy at startup and shuts it down (finishing
+    in-flight sends) at shutdown. Raises :class:`InvalidInput` when there is no admin
+    token and ``insecure`` is false (see the CLI's ``serve --insecure``)."""
     admin_token = settings.server.api_token
     if admin_token is None and not insecure:
         raise InvalidInput("server.api_token", "no admin token: set GMP_API_TOKEN")
@@ -983,7 +986,7 @@ def create_app(proxy: MailProxy, settings: Settings, *, insecure: bool = False) 
 
     return Litestar(
         route_handlers=handlers,
-        lifespan=[running],
+        lifespan=[running] if own_proxy else [],
         guards=[authorize],
         exception_handlers={Exception: on_error},
         request_max_body_size=settings.server.max_body_bytes,
