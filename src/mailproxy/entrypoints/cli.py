@@ -405,8 +405,19 @@ def instance_app(instance: Instance) -> cyclopts.App:
         ])  # fmt: skip
 
     @sub.command
-    def token() -> int:
-        """Print the admin token."""
+    def token(*, rotate: bool = False) -> int:
+        """Print the admin token; --rotate replaces it (a running instance takes the new one
+        at its next restart).
+
+        Parameters
+        ----------
+        rotate
+            Generate a new token.
+        """
+        if rotate:
+            instance.rotate_token()
+            if instance.pid() is not None:
+                print(f"restart to apply: mail-proxy restart {instance.name}", file=sys.stderr)
         print(instance.token)
         return 0
 
@@ -459,6 +470,35 @@ def instance_app(instance: Instance) -> cyclopts.App:
         """Show one tenant."""
         found = _run_api(instance, lambda c: call(c, "GET", f"/tenant/{tenant_id}"))["tenant"]
         return _show(found, json_output, lambda t: [f"{k}: {v}" for k, v in t.items()])
+
+    @tenants.command(name="update")
+    def tenants_update(
+        tenant_id: str,
+        *,
+        name: str | None = None,
+        base_url: str | None = None,
+        sync_path: str | None = None,
+        json_output: JsonFlag = False,
+    ) -> int:
+        """Change some fields of a tenant; the others stay.
+
+        Parameters
+        ----------
+        tenant_id
+            The tenant id.
+        name
+            Display name.
+        base_url
+            The application's base URL for delivery reports.
+        sync_path
+            The report path under it.
+        """
+        body = {k: v for k, v in (("name", name), ("client_base_url", base_url),
+                                  ("client_sync_path", sync_path)) if v is not None}  # fmt: skip
+        changed = _run_api(instance, lambda c: call(c, "PUT", f"/tenant/{tenant_id}", json=body))[
+            "tenant"
+        ]
+        return _show(changed, json_output, lambda t: [f"tenant {t['id']} updated"])
 
     @tenants.command(name="delete")
     def tenants_delete(tenant_id: str) -> int:
@@ -521,6 +561,31 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
             "account"
         ]
         return _show(saved, json_output, lambda a: [f"account {a['id']} saved"])
+
+    @accounts.command(name="show")
+    def accounts_show(account_id: str, *, json_output: JsonFlag = False) -> int:
+        """Show one account (never its password)."""
+        found = _run_api(instance, lambda c: call(c, "GET", "/accounts", params=scope))
+        match = [a for a in found["accounts"] if a["id"] == account_id]
+        if not match:
+            return _fail(f"account not found: {account_id}")
+        return _show(match[0], json_output, lambda a: [f"{k}: {v}" for k, v in a.items()])
+
+    @accounts.command(name="delete")
+    def accounts_delete(account_id: str, *, force: bool = False) -> int:
+        """Delete an account; --force fails its queued messages ("account deleted").
+
+        Parameters
+        ----------
+        account_id
+            The account id.
+        force
+            Delete even with queued messages, failing them.
+        """
+        params = scope | ({"force": "true"} if force else {})
+        _run_api(instance, lambda c: call(c, "DELETE", f"/account/{account_id}", params=params))
+        print(f"account {account_id} deleted")
+        return 0
 
     @messages.command(name="list")
     def messages_list(

@@ -94,6 +94,12 @@ class Instance:
             with self.config_file.open("w", encoding="utf-8") as handle:
                 parser.write(handle)
 
+    def rotate_token(self) -> None:
+        parser = self._config()
+        parser["server"]["api_token"] = secrets.token_urlsafe(32)
+        with self.config_file.open("w", encoding="utf-8") as handle:
+            parser.write(handle)
+
     @property
     def url(self) -> str:
         server = self._config()["server"] if self.exists() else {}

@@ -1,0 +1,75 @@
+"""The instance commands driven in-process (the cyclopts app with captured output) on a
+stopped instance, which they administer through the same API on its database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mailproxy.entrypoints.cli import app
+from mailproxy.entrypoints.instances import Instance
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GMP_HOME", str(tmp_path / "home"))
+    Instance(tmp_path / "home", "box").create("127.0.0.1", 1)
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        code = app(list(args), result_action="return_value")
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+def test_tenants_and_accounts_round_trip(run):
+    code, out, _ = run("box", "tenants", "add", "acme", "--name", "Acme Corp")
+    assert code == 0
+    assert "api key: " in out
+    assert run("box", "tenants", "update", "acme", "--name", "Acme Inc")[1].strip() == (
+        "tenant acme updated"
+    )
+    (tenant,) = json.loads(run("box", "tenants", "list", "--json")[1])
+    assert tenant["name"] == "Acme Inc"
+    assert run("box", "acme", "accounts", "add", "sink", "--kind", "capture", "--default")[0] == 0
+    shown = json.loads(run("box", "acme", "accounts", "show", "sink", "--json")[1])
+    assert (shown["kind"], shown["is_default"]) == ("capture", True)
+    assert run("box", "acme", "accounts", "delete", "sink")[1].strip() == "account sink deleted"
+    assert run("box", "acme", "accounts", "list")[1].strip() == "no accounts"
+    assert run("box", "tenants", "delete", "acme")[0] == 0
+    assert run("box", "tenants", "list")[1].strip() == "no tenants"
+
+
+def test_send_list_show_suspend_on_a_stopped_instance(run, tmp_path):
+    run("box", "tenants", "add", "acme")
+    run("box", "acme", "accounts", "add", "sink", "--kind", "capture", "--default")
+    folder = tmp_path / "mails"
+    folder.mkdir()
+    for n in range(3):
+        (folder / f"m{n}.eml").write_bytes(
+            b"From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\n\r\nbody\r\n"
+        )
+    assert run("box", "acme", "send", str(folder))[1].strip() == "queued 3"
+    listed = json.loads(run("box", "acme", "messages", "list", "--json")[1])
+    assert [(m["id"], m["status"]) for m in listed] == [(f"m{n}", "pending") for n in range(3)]
+    shown = json.loads(run("box", "acme", "messages", "show", "m1", "--json")[1])
+    assert shown["why"]["reason"] == "queued"
+    suspended = json.loads(run("box", "acme", "suspend")[1])
+    assert suspended["suspended_batches"] == ["*"]
+    assert json.loads(run("box", "acme", "activate")[1])["suspended_batches"] == []
+
+
+def test_token_rotation_and_errors(run, tmp_path):
+    first = run("box", "token")[1].strip()
+    rotated = run("box", "token", "--rotate")[1].strip()
+    assert len(rotated) >= 32
+    assert rotated != first
+    assert run("box", "token")[1].strip() == rotated
+    code, _, err = run("box", "tenants", "show", "nobody")
+    assert code == 1
+    assert err.strip() == "error: tenant not found: nobody"
+    code, _, err = run("ghost", "tenants", "list")
+    assert code == 1
+    assert "no instance ghost" in err
