@@ -22,6 +22,9 @@ from typing import Annotated, Any, Literal
 import cyclopts
 import httpx
 import msgspec
+import rich.box
+import rich.console
+import rich.table
 import uvicorn
 
 from mailproxy import __version__
@@ -386,6 +389,28 @@ def _show(data: Any, json_output: bool, lines: Callable[[Any], list[str]]) -> in
     return 0
 
 
+def _table(
+    rows: list[dict[str, Any]],
+    json_output: bool,
+    columns: list[tuple[str, Callable[[dict[str, Any]], object]]],
+    empty: str,
+) -> int:
+    """Rows as a table for people (or JSON for scripts); ``empty`` when there are none."""
+    if json_output:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print(empty)
+        return 0
+    table = rich.table.Table(box=rich.box.SIMPLE_HEAD, pad_edge=False)
+    for header, _ in columns:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*("" if (v := cell(row)) is None else str(v) for _, cell in columns))
+    rich.console.Console(file=sys.stdout, soft_wrap=True).print(table)
+    return 0
+
+
 def instance_app(instance: Instance) -> cyclopts.App:
     """The commands of one instance: ``mail-proxy NAME ...``."""
     sub = cyclopts.App(name=f"mail-proxy {instance.name}", help=f"Administer {instance.name}.")
@@ -425,9 +450,13 @@ def instance_app(instance: Instance) -> cyclopts.App:
     def tenants_list(*, json_output: JsonFlag = False) -> int:
         """List tenants."""
         found = _run_api(instance, lambda c: call(c, "GET", "/tenants"))["tenants"]
-        return _show(found, json_output, lambda rows: [
-            f"{t['id']}  {t['name']}  {t['client_base_url'] or '-'}" for t in rows
-        ] or ["no tenants"])  # fmt: skip
+        columns: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
+            ("id", lambda t: t["id"]),
+            ("name", lambda t: t["name"]),
+            ("reports to", lambda t: t["client_base_url"]),
+            ("suspended", lambda t: ", ".join(t["suspended_batches"])),
+        ]
+        return _table(found, json_output, columns, "no tenants")
 
     @tenants.command(name="add")
     def tenants_add(
@@ -523,10 +552,16 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
     def accounts_list(*, json_output: JsonFlag = False) -> int:
         """List the tenant's accounts."""
         found = _run_api(instance, lambda c: call(c, "GET", "/accounts", params=scope))
-        return _show(found["accounts"], json_output, lambda rows: [
-            f"{a['id']}  {a['kind']}  {a['host'] or '-'}:{a['port'] or '-'}"
-            f"{'  default' if a['is_default'] else ''}" for a in rows
-        ] or ["no accounts"])  # fmt: skip
+        columns: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
+            ("id", lambda a: a["id"]),
+            ("kind", lambda a: a["kind"]),
+            ("server", lambda a: f"{a['host']}:{a['port']}" if a["host"] else None),
+            ("default", lambda a: "yes" if a["is_default"] else None),
+            ("limits /min /h /day", lambda a: " ".join(
+                str(a[k] or "-") for k in ("limit_per_minute", "limit_per_hour", "limit_per_day")
+            )),
+        ]  # fmt: skip
+        return _table(found["accounts"], json_output, columns, "no accounts")
 
     @accounts.command(name="add")
     def accounts_add(
@@ -596,10 +631,14 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
         if status:
             params["status"] = status
         found = _run_api(instance, lambda c: call(c, "GET", "/messages", params=params))
-        return _show(found["messages"], json_output, lambda rows: [
-            f"{m['id']}  {m['status']}  attempts {m['attempts']}"
-            f"{'  ' + m['error'] if m['error'] else ''}" for m in rows
-        ] or ["no messages"])  # fmt: skip
+        columns: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
+            ("id", lambda m: m["id"]),
+            ("status", lambda m: m["status"]),
+            ("priority", lambda m: m["priority"]),
+            ("attempts", lambda m: m["attempts"]),
+            ("error", lambda m: m["error"]),
+        ]
+        return _table(found["messages"], json_output, columns, "no messages")
 
     @messages.command(name="show")
     def messages_show(message_id: str, *, json_output: JsonFlag = False) -> int:
@@ -697,5 +736,7 @@ def instance_command(
 
 
 def main() -> None:
+    # Output piped into `head` and closed early ends the program quietly, as Unix tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     result = app()
     sys.exit(result if isinstance(result, int) else 0)
