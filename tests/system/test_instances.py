@@ -5,8 +5,10 @@ HTTP, and stop gracefully; a stale pid file is not trusted."""
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
+import pty
 import stat
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mailproxy.entrypoints.instances import Instance
 from tests.system.conftest import free_port
 
 pytestmark = pytest.mark.system
@@ -116,3 +119,34 @@ def test_the_quick_start_sequence_sends_an_eml_through_smtp(tmp_path, sink):
     # Stopped: the same commands work on its database.
     stopped = json.loads(cli(home, "myserver", "acme", "messages", "list", "--json").stdout)
     assert [m["status"] for m in stopped] == ["sent"]
+
+
+def test_accounts_add_asks_for_what_is_missing_on_a_terminal(tmp_path):
+    home = tmp_path / "home"
+    Instance(home, "box").create("127.0.0.1", 1)
+    env = {"PATH": os.environ.get("PATH", ""), "GMP_HOME": str(home)}
+    assert cli(home, "box", "tenants", "add", "acme").returncode == 0
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the CLI on a terminal
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "mailproxy", "box", "acme", "accounts", "add", "main",
+             "--user", "app"],
+            env,
+        )  # fmt: skip
+    transcript = b""
+    for prompt, answer in ((b"SMTP host: ", b"127.0.0.1\n"), (b"SMTP port", b"2525\n"),
+                           (b"SMTP password: ", b"s3cret\n")):  # fmt: skip
+        while prompt not in transcript:
+            transcript += os.read(terminal, 1024)
+        os.write(terminal, answer)
+    with contextlib.suppress(OSError):
+        while chunk := os.read(terminal, 1024):
+            transcript += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, transcript
+    assert b"s3cret" not in transcript  # the password is not echoed
+    (account,) = json.loads(cli(home, "box", "acme", "accounts", "list", "--json").stdout)
+    assert (account["host"], account["port"], account["user"], account["has_password"]) == (
+        "127.0.0.1", 2525, "app", True
+    )  # fmt: skip
