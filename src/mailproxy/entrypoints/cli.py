@@ -24,6 +24,7 @@ import httpx
 import msgspec
 import rich.box
 import rich.console
+import rich.progress
 import rich.table
 import uvicorn
 
@@ -369,6 +370,9 @@ def restart(name: str) -> int:
     return result if result else start(name)
 
 
+#: Messages per add-messages call when sending files.
+SEND_BATCH = 100
+
 JsonFlag = Annotated[bool, cyclopts.Parameter(name=["--json"], help="Print JSON.")]
 
 
@@ -465,11 +469,19 @@ def instance_app(instance: Instance) -> cyclopts.App:
         name: str | None = None,
         base_url: str | None = None,
         sync_path: str | None = None,
+        auth_method: Literal["none", "bearer", "basic"] | None = None,
+        auth_token: str | None = None,
+        auth_user: str | None = None,
+        auth_password: str | None = None,
+        rate_per_minute: int | None = None,
+        rate_per_hour: int | None = None,
+        rate_per_day: int | None = None,
         json_output: JsonFlag = False,
     ) -> int:
         """Create a tenant; prints its API key and webhook secret (shown only now).
 
-        Example: ``mail-proxy myserver tenants add acme --name "Acme Corp"``
+        Example: ``mail-proxy myserver tenants add acme --name "Acme Corp"
+        --base-url https://app.example.com --auth-method bearer --auth-token T``
 
         Parameters
         ----------
@@ -481,12 +493,34 @@ def instance_app(instance: Instance) -> cyclopts.App:
             The application's base URL for delivery reports.
         sync_path
             The report path under it (default /mail-proxy/sync).
+        auth_method
+            How reports authenticate to the application.
+        auth_token
+            Bearer token for the application.
+        auth_user
+            Basic-auth user for the application.
+        auth_password
+            Basic-auth password for the application.
+        rate_per_minute
+            Sends per minute over all the tenant's accounts.
+        rate_per_hour
+            Sends per hour over all the tenant's accounts.
+        rate_per_day
+            Sends per day over all the tenant's accounts.
         """
         body: dict[str, Any] = {"id": tenant_id}
         for key, value in (("name", name), ("client_base_url", base_url),
                            ("client_sync_path", sync_path)):  # fmt: skip
             if value is not None:
                 body[key] = value
+        if auth_method is not None:
+            auth = {"method": auth_method, "token": auth_token, "user": auth_user,
+                    "password": auth_password}  # fmt: skip
+            body["client_auth"] = {k: v for k, v in auth.items() if v is not None}
+        rates = {"per_minute": rate_per_minute, "per_hour": rate_per_hour,
+                 "per_day": rate_per_day}  # fmt: skip
+        if any(v is not None for v in rates.values()):
+            body["rate_limits"] = {k: v for k, v in rates.items() if v is not None}
         created = _run_api(instance, lambda c: call(c, "POST", "/tenant", json=body))
         return _show(created, json_output, lambda d: [
             f"tenant {d['tenant']['id']} created",
@@ -573,6 +607,11 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
         user: str | None = None,
         password: str | None = None,
         tls: bool | None = None,
+        limit_per_minute: int | None = None,
+        limit_per_hour: int | None = None,
+        limit_per_day: int | None = None,
+        limit_behavior: Literal["defer", "reject"] | None = None,
+        max_connections: int | None = None,
         default: bool = False,
         json_output: JsonFlag = False,
     ) -> int:
@@ -589,7 +628,12 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
             password = getpass.getpass("SMTP password: ")
         body: dict[str, Any] = {"id": account_id, "kind": kind, "is_default": default}
         for key, value in (("host", host), ("port", port), ("user", user),
-                           ("password", password), ("use_tls", tls)):  # fmt: skip
+                           ("password", password), ("use_tls", tls),
+                           ("limit_per_minute", limit_per_minute),
+                           ("limit_per_hour", limit_per_hour),
+                           ("limit_per_day", limit_per_day),
+                           ("limit_behavior", limit_behavior),
+                           ("max_connections", max_connections)):  # fmt: skip
             if value is not None:
                 body[key] = value
         saved = _run_api(instance, lambda c: call(c, "POST", "/account", params=scope, json=body))[
@@ -677,17 +721,27 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
             if priority is not None:
                 message["priority"] = priority
             batch.append(message)
-        answers = []
-        for start in range(0, len(batch), 100):
-            chunk = batch[start : start + 100]
-            body = {"messages": chunk}
 
-            async def add(client: httpx.AsyncClient, body: dict[str, Any] = body) -> Any:
-                return await call(client, "POST", "/commands/add-messages", params=scope, json=body)
+        async def add_all(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+            answers = []
+            with rich.progress.Progress(
+                console=rich.console.Console(file=sys.stderr),
+                transient=True,
+                disable=len(batch) <= SEND_BATCH or not sys.stderr.isatty(),
+            ) as progress:
+                task = progress.add_task("queueing", total=len(batch))
+                for start in range(0, len(batch), SEND_BATCH):
+                    chunk = batch[start : start + SEND_BATCH]
+                    answers.append(
+                        await call(
+                            client, "POST", "/commands/add-messages", params=scope,
+                            json={"messages": chunk},
+                        )
+                    )  # fmt: skip
+                    progress.advance(task, len(chunk))
+            return answers
 
-            answers.append(_run_api(instance, add))
-            if len(batch) > 100:
-                print(f"  {min(start + 100, len(batch))}/{len(batch)}", file=sys.stderr)
+        answers = _run_api(instance, add_all)
         result = {"queued": sum(a["queued"] for a in answers),
                   "rejected": [r for a in answers for r in a["rejected"]]}  # fmt: skip
         return _show(result, json_output, lambda r: [f"queued {r['queued']}"] + [
@@ -697,7 +751,7 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
     for command in ("run-now", "suspend", "activate"):
 
         def make(path: str) -> Callable[..., int]:
-            def command_fn(batch: str | None = None) -> int:
+            def command_fn(batch: str | None = None, /) -> int:
                 params = scope | ({"batch_code": batch} if batch else {})
                 answer = _run_api(instance, lambda c: call(c, "POST", path, params=params))
                 rest = {k: v for k, v in answer.items() if k != "ok"}
