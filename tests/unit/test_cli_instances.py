@@ -73,3 +73,20 @@ def test_token_rotation_and_errors(run, tmp_path):
     code, _, err = run("ghost", "tenants", "list")
     assert code == 1
     assert "no instance ghost" in err
+
+
+HELP = [
+    ("--help",), ("list", "--help"), ("start", "--help"), ("stop", "--help"),
+    ("box", "--help"), ("box", "info", "--help"), ("box", "token", "--help"),
+    ("box", "tenants", "add", "--help"), ("box", "tenants", "update", "--help"),
+    ("box", "acme", "accounts", "add", "--help"), ("box", "acme", "messages", "list", "--help"),
+    ("box", "acme", "send", "--help"), ("box", "acme", "suspend", "--help"),
+    ("box", "acme", "run-now", "--help"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args", HELP, ids=" ".join)
+def test_every_command_has_help(run, args):
+    code, out, _ = run(*args)
+    assert code in (0, None)
+    assert "Usage" in out or "usage" in out

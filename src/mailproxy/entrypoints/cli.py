@@ -423,7 +423,10 @@ def instance_app(instance: Instance) -> cyclopts.App:
 
     @sub.command
     def info(*, json_output: JsonFlag = False) -> int:
-        """Where the instance lives, whether it runs, and its queue by status."""
+        """Where the instance lives, whether it runs, and its queue by status.
+
+        Example: ``mail-proxy myserver info``
+        """
         status = _run_api(instance, lambda c: call(c, "GET", "/status"))
         data = msgspec.to_builtins(instance.info()) | {"queue": status["queue"]}
         return _show(data, json_output, lambda d: [
@@ -452,7 +455,10 @@ def instance_app(instance: Instance) -> cyclopts.App:
 
     @tenants.command(name="list")
     def tenants_list(*, json_output: JsonFlag = False) -> int:
-        """List tenants."""
+        """List tenants.
+
+        Example: ``mail-proxy myserver tenants list --json``
+        """
         found = _run_api(instance, lambda c: call(c, "GET", "/tenants"))["tenants"]
         columns: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
             ("id", lambda t: t["id"]),
@@ -530,7 +536,10 @@ def instance_app(instance: Instance) -> cyclopts.App:
 
     @tenants.command(name="show")
     def tenants_show(tenant_id: str, *, json_output: JsonFlag = False) -> int:
-        """Show one tenant."""
+        """Show one tenant (never its secrets).
+
+        Example: ``mail-proxy myserver tenants show acme``
+        """
         found = _run_api(instance, lambda c: call(c, "GET", f"/tenant/{tenant_id}"))["tenant"]
         return _show(found, json_output, lambda t: [f"{k}: {v}" for k, v in t.items()])
 
@@ -544,6 +553,8 @@ def instance_app(instance: Instance) -> cyclopts.App:
         json_output: JsonFlag = False,
     ) -> int:
         """Change some fields of a tenant; the others stay.
+
+        Example: ``mail-proxy myserver tenants update acme --name "Acme Inc"``
 
         Parameters
         ----------
@@ -565,7 +576,10 @@ def instance_app(instance: Instance) -> cyclopts.App:
 
     @tenants.command(name="delete")
     def tenants_delete(tenant_id: str) -> int:
-        """Delete a tenant with its accounts and messages."""
+        """Delete a tenant with its accounts and messages.
+
+        Example: ``mail-proxy myserver tenants delete acme``
+        """
         _run_api(instance, lambda c: call(c, "DELETE", f"/tenant/{tenant_id}"))
         print(f"tenant {tenant_id} deleted")
         return 0
@@ -584,7 +598,10 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
 
     @accounts.command(name="list")
     def accounts_list(*, json_output: JsonFlag = False) -> int:
-        """List the tenant's accounts."""
+        """List the tenant's accounts.
+
+        Example: ``mail-proxy myserver acme accounts list``
+        """
         found = _run_api(instance, lambda c: call(c, "GET", "/accounts", params=scope))
         columns: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
             ("id", lambda a: a["id"]),
@@ -643,7 +660,10 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
 
     @accounts.command(name="show")
     def accounts_show(account_id: str, *, json_output: JsonFlag = False) -> int:
-        """Show one account (never its password)."""
+        """Show one account (never its password).
+
+        Example: ``mail-proxy myserver acme accounts show main``
+        """
         found = _run_api(instance, lambda c: call(c, "GET", "/accounts", params=scope))
         match = [a for a in found["accounts"] if a["id"] == account_id]
         if not match:
@@ -653,6 +673,8 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
     @accounts.command(name="delete")
     def accounts_delete(account_id: str, *, force: bool = False) -> int:
         """Delete an account; --force fails its queued messages ("account deleted").
+
+        Example: ``mail-proxy myserver acme accounts delete old --force``
 
         Parameters
         ----------
@@ -670,7 +692,10 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
     def messages_list(
         *, status: str | None = None, limit: int = 50, json_output: JsonFlag = False
     ) -> int:
-        """List the tenant's messages, oldest first."""
+        """List the tenant's messages, oldest first.
+
+        Example: ``mail-proxy myserver acme messages list --status error``
+        """
         params: dict[str, Any] = scope | {"limit": limit}
         if status:
             params["status"] = status
@@ -686,7 +711,10 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
 
     @messages.command(name="show")
     def messages_show(message_id: str, *, json_output: JsonFlag = False) -> int:
-        """Show one message with its history and why it has not gone yet."""
+        """Show one message with its history and why it has not gone yet.
+
+        Example: ``mail-proxy myserver acme messages show welcome-1``
+        """
         found = _run_api(
             instance, lambda c: call(c, "GET", f"/messages/{message_id}", params=scope)
         )["message"]
@@ -748,9 +776,17 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
             f"rejected {x['id']}: {x['reason']}" for x in r["rejected"]
         ])  # fmt: skip
 
+    helps = {
+        "run-now": "Wake the dispatcher and call the tenant's application at once.\n\n"
+        "Example: ``mail-proxy myserver acme run-now``",
+        "suspend": "Stop sending the tenant's messages, or one batch's (they stay queued)."
+        "\n\nExample: ``mail-proxy myserver acme suspend newsletter-12``",
+        "activate": "Resume the tenant, or one batch; sending starts at once.\n\n"
+        "Example: ``mail-proxy myserver acme activate newsletter-12``",
+    }
     for command in ("run-now", "suspend", "activate"):
 
-        def make(path: str) -> Callable[..., int]:
+        def make(path: str, help_text: str) -> Callable[..., int]:
             def command_fn(batch: str | None = None, /) -> int:
                 params = scope | ({"batch_code": batch} if batch else {})
                 answer = _run_api(instance, lambda c: call(c, "POST", path, params=params))
@@ -758,9 +794,10 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
                 print(json.dumps(rest) if rest else "ok")
                 return 0
 
+            command_fn.__doc__ = help_text
             return command_fn
 
-        sub.command(make(f"/commands/{command}"), name=command)
+        sub.command(make(f"/commands/{command}", helps[command]), name=command)
     return sub
 
 
