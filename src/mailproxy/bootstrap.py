@@ -8,6 +8,7 @@ from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.memory import MemoryStore
+from mailproxy.adapters.prometheus import PrometheusMetrics
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import Settings
@@ -94,6 +95,7 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         worker_id=settings.worker_id,
         aging_s=delivery.priority_aging_s,
         retention_s=settings.reporting.retention_s,
+        events=PrometheusMetrics(),
         reporter=HttpReportSender(
             timeout_s=settings.reporting.timeout_s,
             egress_allow=parse_networks(settings.security.egress_allow),

@@ -97,6 +97,7 @@ from mailproxy.domain.validation import (
     parse_tenant,
 )
 from mailproxy.ports.attachments import AttachmentSource, ContentCache
+from mailproxy.ports.observability import AttemptResult, DeliveryEvents
 from mailproxy.ports.reporting import ReportSender
 from mailproxy.ports.store import AccessStore, ConfigStore, MessageStore, ReportOutbox
 from mailproxy.ports.transport import Transport
@@ -143,6 +144,7 @@ class MailProxy:
         transports: Mapping[str, Transport],
         access: AccessStore | None = None,
         reporter: ReportSender | None = None,
+        events: DeliveryEvents | None = None,
         attachment_sources: Sequence[AttachmentSource] = (),
         attachment_cache: ContentCache | None = None,
         max_attachment_total_bytes: int = 36700160,
@@ -213,6 +215,9 @@ class MailProxy:
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self.reporter = reporter
+        #: Where delivery metrics go (None: nowhere).
+        self.events = events
+        self._smtp_seconds: dict[int, float] = {}
         self.sync_interval_s = sync_interval_s
         self.report_batch = report_batch
         self.report_retry_max_s = report_retry_max_s
@@ -495,6 +500,7 @@ class MailProxy:
             else parse_priority(default_priority, "default_priority")
         )
         now = self._clock()
+        started = self._monotonic()
         accepted: list[NewMessage] = []
         rejected: list[Rejection] = []
         seen: set[tuple[str, str]] = set()
@@ -513,6 +519,15 @@ class MailProxy:
         refused = await self.store.enqueue(accepted, now) if accepted else []
         if len(refused) < len(accepted):
             self._wake.set()
+        if self.events is not None:
+            refused_ids = {r.id for r in refused}
+            per_tenant: dict[str, int] = {}
+            for new in accepted:
+                if new.id not in refused_ids:
+                    per_tenant[new.tenant_id] = per_tenant.get(new.tenant_id, 0) + 1
+            seconds = self._monotonic() - started
+            for tenant, count in per_tenant.items():
+                self.events.accepted(tenant, count, seconds)
         return SubmitResult(queued=len(accepted) - len(refused), rejected=rejected + refused)
 
     async def send(self, message: Mapping[str, Any], *, tenant_id: str | None = None) -> str:
@@ -789,6 +804,7 @@ class MailProxy:
         outcome = await transport.send(
             account, Outgoing(tenant_id=message.tenant_id, id=message.id, rendered=rendered)
         )
+        self._smtp_seconds[claim.lease.pk] = self._monotonic() - started
         log.info(
             "delivery.attempt tenant=%s account=%s message=%s outcome=%s attempt=%d ms=%.1f",
             message.tenant_id,
@@ -891,9 +907,12 @@ class MailProxy:
         except StorageError as exc:
             log.error("dispatch.complete_failed message=%s: %s", message.id, exc)
             return
+        smtp_seconds = self._smtp_seconds.pop(claim.lease.pk, None)
         if not applied:
             log.warning("dispatch.lease_lost message=%s", message.id)
             return
+        if self.events is not None:
+            self._count(message, outcome, transition, smtp_seconds, now)
         if transition.events:
             self._report_wake.set()
         if transition.status is not Status.SENT and transition.status is not Status.ERROR:
@@ -1012,6 +1031,29 @@ class MailProxy:
                 log.info("report.sent tenant=%s entries=%d", tenant.id, len(events))
                 if len(events) < self.report_batch and answer.queued <= 0:
                     return
+
+    def _count(
+        self,
+        message: QueuedMessage,
+        outcome: Outcome,
+        transition: Transition,
+        smtp_seconds: float | None,
+        now: float,
+    ) -> None:
+        assert self.events is not None
+        result: AttemptResult
+        if transition.status is Status.SENT:
+            result = "sent"
+            self.events.delivered(message.tenant_id, message.account_id, now - message.created_ts)
+        elif transition.status is Status.ERROR:
+            result = "error"
+        elif isinstance(outcome, Unknown):
+            result = "unknown"
+        elif isinstance(outcome, RateLimited):
+            result = "rate_limited"
+        else:
+            result = "deferred"
+        self.events.attempted(message.tenant_id, message.account_id, result, smtp_seconds)
 
     async def _stop_reporting(self) -> None:
         self._report_wake.set()

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mailproxy import __version__
+from mailproxy.adapters.prometheus import PrometheusMetrics
 from mailproxy.bootstrap import build_proxy
 from mailproxy.config import Settings, load_settings
 from mailproxy.domain.access import (
@@ -557,7 +558,12 @@ def create_app(
     if admin_token is not None and len(admin_token) < SHORT_ADMIN_TOKEN:
         log.warning("server.short_admin_token: use %d characters or more", SHORT_ADMIN_TOKEN)
     proxy_clock = proxy.clock
-    metrics_registry = CollectorRegistry()
+    # The delivery metrics' registry when the proxy has one (one registry per app, no
+    # global state); the queue gauges below are read from the store at each scrape.
+    events = proxy.events
+    metrics_registry = (
+        events.registry if isinstance(events, PrometheusMetrics) else CollectorRegistry()
+    )
     backlog_gauge = Gauge(
         "gmp_report_backlog",
         "Unacknowledged delivery-report entries per tenant",

@@ -1,0 +1,65 @@
+"""Delivery metrics in a Prometheus ``CollectorRegistry`` that the caller owns (no global
+registry): counters of attempts by result, histograms of enqueue latency, accept-to-sent
+latency and SMTP transaction time. Implements ``DeliveryEvents``.
+
+Label cardinality is bounded by configuration, never by client input: ``tenant_id`` and
+``account_id`` label values are ids of configured tenants and accounts (at most one series
+per account and metric), and ``result`` has five values.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from mailproxy.ports.observability import AttemptResult
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+class PrometheusMetrics:
+    """Implements ``DeliveryEvents`` on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        labels = ["tenant_id", "account_id"]
+        self._counters = {
+            "sent": Counter("gmp_sent", "Messages sent", labels, registry=self.registry),
+            "error": Counter(
+                "gmp_errors", "Messages failed for good", labels, registry=self.registry
+            ),
+            "deferred": Counter(
+                "gmp_deferred", "Attempts that will be retried", labels, registry=self.registry
+            ),
+            "unknown": Counter(
+                "gmp_unknown", "Attempts without a known answer", labels, registry=self.registry
+            ),
+            "rate_limited": Counter(
+                "gmp_rate_limited", "Sends held back by a rate limit", labels,
+                registry=self.registry,
+            ),
+        }  # fmt: skip
+        self._enqueue = Histogram(
+            "gmp_enqueue_seconds", "Time to validate and commit an accepted batch",
+            ["tenant_id"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self._accept_to_sent = Histogram(
+            "gmp_accept_to_sent_seconds", "From acceptance to the SMTP 250",
+            ["tenant_id"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self._smtp = Histogram(
+            "gmp_smtp_transaction_seconds", "One SMTP transaction",
+            ["tenant_id", "account_id"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+
+    def accepted(self, tenant_id: str, count: int, seconds: float) -> None:
+        self._enqueue.labels(tenant_id=tenant_id).observe(seconds)
+
+    def attempted(
+        self, tenant_id: str, account_id: str, result: AttemptResult, seconds: float | None
+    ) -> None:
+        self._counters[result].labels(tenant_id=tenant_id, account_id=account_id).inc()
+        if seconds is not None:
+            self._smtp.labels(tenant_id=tenant_id, account_id=account_id).observe(seconds)
+
+    def delivered(self, tenant_id: str, account_id: str, accept_to_sent_s: float) -> None:
+        self._accept_to_sent.labels(tenant_id=tenant_id).observe(accept_to_sent_s)

@@ -1,0 +1,32 @@
+"""The observability port: what the service reports as it works, for metrics.
+
+The service calls these synchronously on the event loop; implementations must be cheap
+and must not raise. Contract: ``tests/contract/test_delivery_events.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+#: How an attempt ended, as counted: ``rate_limited`` is a deferral by a rate limit
+#: (no attempt was made), the others are attempts.
+AttemptResult = Literal["sent", "deferred", "error", "unknown", "rate_limited"]
+
+
+class DeliveryEvents(Protocol):
+    def accepted(self, tenant_id: str, count: int, seconds: float) -> None:
+        """``count`` messages of the tenant were committed by a call that took
+        ``seconds``."""
+
+    def attempted(
+        self,
+        tenant_id: str,
+        account_id: str,
+        result: AttemptResult,
+        seconds: float | None,
+    ) -> None:
+        """An attempt ended with ``result``; ``seconds`` is the SMTP transaction time
+        (None when no transaction happened)."""
+
+    def delivered(self, tenant_id: str, account_id: str, accept_to_sent_s: float) -> None:
+        """A message was sent, ``accept_to_sent_s`` after it was accepted."""

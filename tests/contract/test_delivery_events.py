@@ -1,0 +1,35 @@
+"""Contract of the DeliveryEvents port, on every implementation: each event is taken
+without raising, for any result and with or without a transaction time."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailproxy.adapters.prometheus import PrometheusMetrics
+
+
+@pytest.fixture(params=["prometheus"])
+def events(request):
+    return PrometheusMetrics()
+
+
+@pytest.mark.parametrize("result", ["sent", "deferred", "error", "unknown", "rate_limited"])
+def test_every_result_is_taken_with_or_without_a_transaction_time(events, result):
+    events.attempted("t1", "a1", result, 0.01)
+    events.attempted("t1", "a1", result, None)
+    events.accepted("t1", 3, 0.002)
+    events.delivered("t1", "a1", 1.5)
+
+
+def test_prometheus_counts_by_tenant_and_account():
+    metrics = PrometheusMetrics()
+    for _ in range(3):
+        metrics.attempted("t1", "a1", "sent", 0.01)
+    metrics.attempted("t2", "a1", "sent", None)
+    sample = metrics.registry.get_sample_value
+    assert sample("gmp_sent_total", {"tenant_id": "t1", "account_id": "a1"}) == 3
+    assert sample("gmp_sent_total", {"tenant_id": "t2", "account_id": "a1"}) == 1
+    assert (
+        sample("gmp_smtp_transaction_seconds_count", {"tenant_id": "t2", "account_id": "a1"})
+        is None
+    )
