@@ -102,7 +102,7 @@ from mailproxy.ports.reporting import ReportSender
 from mailproxy.ports.store import AccessStore, ConfigStore, MessageStore, ReportOutbox
 from mailproxy.ports.transport import Transport
 
-log = logging.getLogger("mailproxy.service")
+log = logging.getLogger("mailproxy")
 T = TypeVar("T")
 
 #: The report loop also looks for new events this often, so events written by another
@@ -706,7 +706,7 @@ class MailProxy:
                         lease_s=self.lease_s,
                     )
                 except MailProxyError as exc:
-                    log.error("dispatch.claim_failed: %s", exc)
+                    log.error("dispatch.claim_failed", extra={"error": str(exc)})
                     await self._sleep(1.0)
                     continue
                 for claim in claims:
@@ -731,7 +731,7 @@ class MailProxy:
         try:
             due = await self.store.next_due_ts(now)
         except MailProxyError as exc:
-            log.error("dispatch.next_due_failed: %s", exc)
+            log.error("dispatch.next_due_failed", extra={"error": str(exc)})
             return 1.0
         return until_purge if due is None else min(until_purge, max(0.0, due - now))
 
@@ -747,10 +747,10 @@ class MailProxy:
         try:
             removed = await self.store.purge_final(None, self._clock() - self.retention_s)
         except MailProxyError as exc:
-            log.error("retention.purge_failed: %s", exc)
+            log.error("retention.purge_failed", extra={"error": str(exc)})
             return
         if removed:
-            log.info("retention.purged removed=%d", removed)
+            log.info("retention.purged", extra={"removed": removed})
 
     async def _attempt(self, claim: Claim) -> None:
         message = claim.message
@@ -759,7 +759,10 @@ class MailProxy:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("dispatch.unexpected_error message=%s", message.id)
+            log.exception(
+                "dispatch.unexpected_error",
+                extra={"tenant": message.tenant_id, "message_id": message.id},
+            )
             outcome = Temporary(f"internal error: {type(exc).__name__}: {exc}")
         if outcome is not None:
             await self._settle(claim, outcome)
@@ -777,7 +780,10 @@ class MailProxy:
             now = self._clock()
             grant = await self.store.reserve_slots(claim.lease, windows, now)
             if grant is None:
-                log.warning("dispatch.lease_lost message=%s", message.id)
+                log.warning(
+                    "dispatch.lease_lost",
+                    extra={"tenant": message.tenant_id, "message_id": message.id},
+                )
                 return None
             if grant.at_ts > now:
                 return RateLimited(
@@ -798,22 +804,15 @@ class MailProxy:
         except AttachmentUnavailable as exc:
             return Temporary(str(exc)) if exc.temporary else Permanent(str(exc))
         if not await self.store.mark_sending(claim.lease, self._clock()):
-            log.warning("dispatch.lease_lost message=%s", message.id)
+            log.warning(
+                "dispatch.lease_lost", extra={"tenant": message.tenant_id, "message_id": message.id}
+            )
             return None
         started = self._monotonic()
         outcome = await transport.send(
             account, Outgoing(tenant_id=message.tenant_id, id=message.id, rendered=rendered)
         )
         self._smtp_seconds[claim.lease.pk] = self._monotonic() - started
-        log.info(
-            "delivery.attempt tenant=%s account=%s message=%s outcome=%s attempt=%d ms=%.1f",
-            message.tenant_id,
-            account.id,
-            message.id,
-            type(outcome).__name__.lower(),
-            message.attempts + 1,
-            (self._monotonic() - started) * 1000,
-        )
         return outcome
 
     async def _attachments(self, tenant_id: str, spec: MessageSpec) -> list[AttachmentContent]:
@@ -905,14 +904,18 @@ class MailProxy:
         try:
             applied = await self.store.complete(claim.lease, transition, now)
         except StorageError as exc:
-            log.error("dispatch.complete_failed message=%s: %s", message.id, exc)
+            log.error(
+                "dispatch.complete_failed",
+                extra={"tenant": message.tenant_id, "message_id": message.id, "error": str(exc)},
+            )
             return
         smtp_seconds = self._smtp_seconds.pop(claim.lease.pk, None)
         if not applied:
-            log.warning("dispatch.lease_lost message=%s", message.id)
+            log.warning(
+                "dispatch.lease_lost", extra={"tenant": message.tenant_id, "message_id": message.id}
+            )
             return
-        if self.events is not None:
-            self._count(message, outcome, transition, smtp_seconds, now)
+        self._record(message, outcome, transition, smtp_seconds, now)
         if transition.events:
             self._report_wake.set()
         if transition.status is not Status.SENT and transition.status is not Status.ERROR:
@@ -968,7 +971,7 @@ class MailProxy:
                 due_in = await self._report_idle_timeout()
                 timeout = REPORT_POLL_S if due_in is None else min(REPORT_POLL_S, due_in)
             except MailProxyError as exc:
-                log.error("report.loop_failed: %s", exc)
+                log.error("report.loop_failed", extra={"error": str(exc)})
                 timeout = 1.0
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -998,7 +1001,7 @@ class MailProxy:
                 try:
                     stored = await self.outbox.pending_reports(tenant.id, self.report_batch)
                 except MailProxyError as exc:
-                    log.error("report.read_failed tenant=%s: %s", tenant.id, exc)
+                    log.error("report.read_failed", extra={"tenant": tenant.id, "error": str(exc)})
                     return
                 state = self._sync.get(tenant.id, SyncState(tenant_id=tenant.id))
                 if next_call_ts(state, bool(stored), self.sync_interval_s) > self._clock():
@@ -1016,9 +1019,9 @@ class MailProxy:
                 )
                 if not answer.acknowledged:
                     log.warning(
-                        "report.failed tenant=%s entries=%d error=%s",
-                        tenant.id, len(events), answer.error,
-                    )  # fmt: skip
+                        "report.failed",
+                        extra={"tenant": tenant.id, "entries": len(events), "error": answer.error},
+                    )
                     return
                 if events:
                     try:
@@ -1026,13 +1029,15 @@ class MailProxy:
                             tenant.id, [e.event_id for e in events], now
                         )
                     except MailProxyError as exc:
-                        log.error("report.ack_failed tenant=%s: %s", tenant.id, exc)
+                        log.error(
+                            "report.ack_failed", extra={"tenant": tenant.id, "error": str(exc)}
+                        )
                         return
-                log.info("report.sent tenant=%s entries=%d", tenant.id, len(events))
+                log.info("report.sent", extra={"tenant": tenant.id, "entries": len(events)})
                 if len(events) < self.report_batch and answer.queued <= 0:
                     return
 
-    def _count(
+    def _record(
         self,
         message: QueuedMessage,
         outcome: Outcome,
@@ -1040,11 +1045,10 @@ class MailProxy:
         smtp_seconds: float | None,
         now: float,
     ) -> None:
-        assert self.events is not None
+        """One log line per attempt (``delivery.<result>``) and the metrics."""
         result: AttemptResult
         if transition.status is Status.SENT:
             result = "sent"
-            self.events.delivered(message.tenant_id, message.account_id, now - message.created_ts)
         elif transition.status is Status.ERROR:
             result = "error"
         elif isinstance(outcome, Unknown):
@@ -1053,6 +1057,24 @@ class MailProxy:
             result = "rate_limited"
         else:
             result = "deferred"
+        final = transition.status in (Status.SENT, Status.ERROR, Status.UNKNOWN)
+        log.info(
+            f"delivery.{result}",
+            extra={
+                "tenant": message.tenant_id,
+                "account": message.account_id,
+                "message_id": message.id,
+                "attempt": transition.attempts,
+                "smtp_code": transition.smtp_code,
+                "ms": None if smtp_seconds is None else round(smtp_seconds * 1000, 1),
+                "error": transition.error if result != "sent" else None,
+                "next_attempt_ts": None if final else int(transition.due_ts),
+            },
+        )
+        if self.events is None:
+            return
+        if result == "sent":
+            self.events.delivered(message.tenant_id, message.account_id, now - message.created_ts)
         self.events.attempted(message.tenant_id, message.account_id, result, smtp_seconds)
 
     async def _stop_reporting(self) -> None:

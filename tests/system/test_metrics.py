@@ -61,3 +61,32 @@ async def test_counters_and_histograms_after_a_scripted_run(sink):
     assert value("gmp_smtp_transaction_seconds_count", **a2) == 1  # r2 never went out
     assert value("gmp_accept_to_sent_seconds_count", tenant_id="t1") == 3
     assert value("gmp_enqueue_seconds_count", tenant_id="t1") == 2
+
+
+async def test_each_attempt_is_one_structured_log_line(sink, caplog):
+    handler, port = sink
+    handler.replies["RCPT:busy@example.com"] = "451 4.3.0 later"
+    store = MemoryStore()
+    proxy = MailProxy(
+        store=store, config=store, outbox=store,
+        transports={"smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2)},
+        clock=Clock(), random_unit=lambda: 0.5, run_dispatcher=False,
+    )  # fmt: skip
+    caplog.set_level("INFO", logger="mailproxy")
+    async with proxy:
+        await proxy.put_tenant({"id": "t1"})
+        await proxy.put_account(
+            {"id": "a1", "tenant_id": "t1", "host": "127.0.0.1", "port": port, "use_tls": False}
+        )
+        await proxy.submit([msg("ok"), msg("busy", "busy@example.com")], tenant_id="t1")
+        await proxy.run_until_idle()
+    lines = {r.message_id: r for r in caplog.records if r.getMessage().startswith("delivery.")}
+    sent, deferred = lines["ok"], lines["busy"]
+    assert (sent.getMessage(), sent.tenant, sent.account, sent.attempt, sent.smtp_code) == (
+        "delivery.sent", "t1", "a1", 1, 250
+    )  # fmt: skip
+    assert sent.next_attempt_ts is None
+    assert sent.ms > 0
+    assert (deferred.getMessage(), deferred.smtp_code) == ("delivery.deferred", 451)
+    assert deferred.next_attempt_ts == int(Clock().now + 60)
+    assert "451" in deferred.error

@@ -36,6 +36,7 @@ from mailproxy.domain.model import Status, SubmitResult
 from mailproxy.entrypoints.admin import call, connect, message_from_eml
 from mailproxy.entrypoints.http import create_app
 from mailproxy.entrypoints.instances import Instance, home, instances
+from mailproxy.entrypoints.logs import configure_logging
 
 app = cyclopts.App(
     name="mail-proxy",
@@ -226,6 +227,7 @@ def serve(
         settings = msgspec.structs.replace(
             settings, server=msgspec.structs.replace(settings.server, api_token=token)
         )
+    configure_logging(settings.logging.level, settings.logging.format)
     try:
         http_app = create_app(build_proxy(settings), settings, insecure=insecure)
     except MailProxyError as exc:
@@ -827,6 +829,7 @@ def instance_command(
 
 
 def main() -> None:
+    configure_logging("warning")  # commands print their results; `serve` logs more
     # Output piped into `head` and closed early ends the program quietly, as Unix tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     result = app()

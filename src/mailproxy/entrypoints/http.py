@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
+import structlog
 from litestar import Litestar, MediaType, Request, Response, delete, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.exceptions import ClientException, HTTPException, ValidationException
@@ -556,7 +557,9 @@ def create_app(
             "server.api_token", f"admin token too short: at least {MIN_ADMIN_TOKEN} characters"
         )
     if admin_token is not None and len(admin_token) < SHORT_ADMIN_TOKEN:
-        log.warning("server.short_admin_token: use %d characters or more", SHORT_ADMIN_TOKEN)
+        log.warning(
+            "server.short_admin_token", extra={"advice": f"use {SHORT_ADMIN_TOKEN}+ characters"}
+        )
     proxy_clock = proxy.clock
     # The delivery metrics' registry when the proxy has one (one registry per app, no
     # global state); the queue gauges below are read from the store at each scrape.
@@ -808,7 +811,7 @@ def create_app(
             raise Forbidden("tls_verify and tls_ca_file need the admin token")
         account = await proxy.put_account(fields | {"tenant_id": scope})
         if not account.tls_verify:
-            log.warning("account.tls_verify_off tenant=%s account=%s", scope, account.id)
+            log.warning("account.tls_verify_off", extra={"tenant": scope, "account": account.id})
         return AccountAnswer(account=account_record(account))
 
     @route(get, "/accounts", "accounts", tenant=True)
@@ -993,6 +996,8 @@ def create_app(
     return Litestar(
         route_handlers=handlers,
         lifespan=[running] if own_proxy else [],
+        before_request=bind_request_id,
+        after_request=unbind_request_id,
         guards=[authorize],
         exception_handlers={Exception: on_error},
         request_max_body_size=settings.server.max_body_bytes,
@@ -1018,6 +1023,16 @@ def create_app(
         debug=False,
         logging_config=None,
     )
+
+
+async def bind_request_id(request: Request[Any, Any, Any]) -> None:
+    """Every log line of a request carries its ``request_id``."""
+    structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex)
+
+
+async def unbind_request_id(response: Response[Any]) -> Response[Any]:
+    structlog.contextvars.unbind_contextvars("request_id")
+    return response
 
 
 def _problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -1058,9 +1073,11 @@ def _problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[A
             status_code=exc.status_code,
             headers=exc.headers or None,
         )
-    request_id = uuid.uuid4().hex
+    request_id = structlog.contextvars.get_contextvars().get("request_id") or uuid.uuid4().hex
     log.error(
-        "http.unexpected_error request_id=%s path=%s", request_id, request.url.path, exc_info=exc
+        "http.unexpected_error",
+        extra={"path": request.url.path, "request_id": request_id},
+        exc_info=exc,
     )
     return Response(
         ErrorAnswer(error=f"internal error (request id {request_id})", request_id=request_id),
