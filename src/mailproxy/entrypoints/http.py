@@ -67,6 +67,7 @@ from mailproxy.domain.model import (
     Tenant,
 )
 from mailproxy.domain.policy import Why
+from mailproxy.entrypoints.status_page import status_page_routes
 from mailproxy.service import MailProxy
 
 log = logging.getLogger("mailproxy.http")
@@ -987,6 +988,7 @@ def create_app(
         list_tenants, sync_status, get_tenant, update_tenant, delete_tenant, rotate_key,
         revoke_key, health, status, instance, metrics,
     ]  # fmt: skip
+    routes = [*handlers, *status_page_routes(proxy, admin_token)]
 
     @contextlib.asynccontextmanager
     async def running(app: Litestar) -> AsyncIterator[None]:
@@ -994,7 +996,7 @@ def create_app(
             yield
 
     return Litestar(
-        route_handlers=handlers,
+        route_handlers=routes,
         lifespan=[running] if own_proxy else [],
         before_request=bind_request_id,
         after_request=unbind_request_id,

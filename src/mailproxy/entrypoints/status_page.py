@@ -1,0 +1,130 @@
+"""The read-only status page at ``/ui``: queue counts by tenant and status, paused
+accounts, the last failures, and report backlogs. Server-rendered HTML, no script.
+
+Admin only: the admin token in ``X-API-Token``, or the session cookie that the
+``/ui/login`` form sets (HttpOnly, SameSite=Strict). The cookie holds an HMAC of the admin
+token, not the token, so it is worthless once the token changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from html import escape
+from typing import Annotated, Any
+
+from litestar import MediaType, Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.enums import RequestEncodingType
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import Body
+
+from mailproxy.domain.access import same_secret
+from mailproxy.domain.model import Status
+from mailproxy.service import MailProxy
+
+COOKIE = "gmp_session"
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
+    "table{border-collapse:collapse;margin-bottom:2rem}"
+    "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}"
+    "th:first-child,td:first-child{text-align:left}h1{font-size:1.4rem}"
+)
+
+
+def session_value(admin_token: str) -> str:
+    return hmac.new(admin_token.encode(), b"mailproxy-ui-session", hashlib.sha256).hexdigest()
+
+
+def _page(
+    title: str, body: str, status: int = 200, cookies: Sequence[Cookie] = ()
+) -> Response[str]:
+    html = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+    )
+    return Response(html, status_code=status, media_type=MediaType.HTML, cookies=list(cookies))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> str:
+    if not rows:
+        return f"<p>{escape(empty)}</p>"
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def status_page_routes(proxy: MailProxy, admin_token: str | None) -> list[HTTPRouteHandler]:
+    """The routes of the page (public to the API guard: they check the admin themselves)."""
+
+    def signed_in(request: Request[Any, Any, Any]) -> bool:
+        if admin_token is None:
+            return True
+        token = request.headers.get("x-api-token")
+        if token is not None and same_secret(token, admin_token):
+            return True
+        cookie = request.cookies.get(COOKIE)
+        return cookie is not None and same_secret(cookie, session_value(admin_token))
+
+    @get("/ui", opt={"public": True}, include_in_schema=False)
+    async def status_page(request: Request[Any, Any, Any]) -> Response[str]:
+        if not signed_in(request):
+            return Response("", status_code=303, headers={"Location": "/ui/login"})
+        statuses = list(Status)
+        queue_rows, paused_rows, failure_rows = [], [], []
+        for tenant in await proxy.list_tenants():
+            counts = await proxy.counts(tenant.id)
+            queue_rows.append([tenant.id, *(counts.get(s, 0) for s in statuses)])
+            for account in await proxy.list_accounts(tenant.id):
+                pause = await proxy.store.account_pause(tenant.id, account.id)
+                if pause is not None:
+                    paused_rows.append([tenant.id, account.id, pause.reason, int(pause.until_ts)])
+            failed = await proxy.list_messages(tenant.id, statuses=[Status.ERROR], limit=1000)
+            for message in failed.messages[-10:]:
+                failure_rows.append([tenant.id, message.id, message.account_id, message.error])
+        backlog_rows = [
+            [tenant.id, backlog.count, state.last_error]
+            for tenant, state, backlog, _ in await proxy.sync_status()
+            if tenant.client_base_url
+        ]
+        body = (
+            "<h1>mailproxy status</h1><h2>Queue by tenant</h2>"
+            + _table(["tenant", *statuses], queue_rows, "no tenants")
+            + "<h2>Paused accounts</h2>"
+            + _table(["tenant", "account", "reason", "until"], paused_rows, "none")
+            + "<h2>Last failures</h2>"
+            + _table(["tenant", "message", "account", "error"], failure_rows, "none")
+            + "<h2>Delivery reports</h2>"
+            + _table(["tenant", "waiting", "last error"], backlog_rows, "no tenant reports")
+        )
+        return _page("mailproxy status", body)
+
+    login_form = (
+        "<h1>mailproxy</h1><form method='post' action='/ui/login'>"
+        "<label>Admin token <input type='password' name='token' autofocus></label> "
+        "<button type='submit'>Sign in</button></form>"
+    )
+
+    @get("/ui/login", opt={"public": True}, include_in_schema=False)
+    async def login_page() -> Response[str]:
+        return _page("sign in", login_form)
+
+    @post("/ui/login", opt={"public": True}, include_in_schema=False, status_code=303)
+    async def login(
+        data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Response[str]:
+        token = data.get("token", "")
+        if admin_token is None or not same_secret(token, admin_token):
+            return _page("sign in", "<p>Wrong token.</p>" + login_form, status=401)
+        cookie = Cookie(
+            key=COOKIE, value=session_value(admin_token), httponly=True, samesite="strict",
+            path="/ui",
+        )  # fmt: skip
+        return Response("", status_code=303, headers={"Location": "/ui"}, cookies=[cookie])
+
+    return [status_page, login_page, login]

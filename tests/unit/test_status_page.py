@@ -1,0 +1,63 @@
+"""The status page through the real app: admin only (header or the login cookie), and it
+shows the numbers of a seeded queue."""
+
+from __future__ import annotations
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.memory import MemoryStore
+from mailproxy.config import load_settings
+from mailproxy.entrypoints.http import create_app
+from mailproxy.service import MailProxy
+
+TOKEN = "status-page-admin-token"
+
+
+@pytest.fixture
+async def client(tmp_path):
+    store = MemoryStore()
+    proxy = MailProxy(
+        store=store, config=store, outbox=store,
+        transports={"capture": CaptureTransport(tmp_path)}, run_dispatcher=False,
+    )  # fmt: skip
+    app = create_app(proxy, load_settings(environ={"GMP_API_TOKEN": TOKEN}))
+    async with AsyncTestClient(app) as test_client:
+        await proxy.put_tenant({"id": "acme"})
+        await proxy.put_account(
+            {"id": "box", "tenant_id": "acme", "kind": "capture", "is_default": True}
+        )
+        base = {"from": "a@example.com", "to": ["b@example.com"], "subject": "s"}
+        await proxy.submit([base | {"id": f"m{n}"} for n in range(3)], tenant_id="acme")
+        await proxy.run_until_idle()
+        await proxy.submit([base | {"id": "later"}], tenant_id="acme")
+        yield test_client
+
+
+async def test_without_a_token_it_sends_you_to_the_login_form(client):
+    answer = await client.get("/ui", follow_redirects=False)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/ui/login")
+    assert "Admin token" in (await client.get("/ui/login")).text
+
+
+async def test_a_wrong_token_is_refused_and_the_right_one_gets_a_strict_cookie(client):
+    wrong = await client.post("/ui/login", data={"token": "nope"}, follow_redirects=False)
+    assert wrong.status_code == 401
+    right = await client.post("/ui/login", data={"token": TOKEN}, follow_redirects=False)
+    assert right.status_code == 303
+    cookie = right.headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    assert "samesite=strict" in cookie.lower()
+    assert TOKEN not in cookie
+    page = await client.get("/ui")
+    assert page.status_code == 200
+    assert "<td>acme</td><td>1</td>" in page.text  # pending 1 ...
+    assert "<td>3</td>" in page.text  # ... sent 3
+
+
+async def test_the_header_token_works_and_a_tenant_key_does_not(client):
+    assert (await client.get("/ui", headers={"X-API-Token": TOKEN})).status_code == 200
+    tenant_key = "not-the-admin-token"
+    answer = await client.get("/ui", headers={"X-API-Token": tenant_key}, follow_redirects=False)
+    assert answer.status_code == 303
