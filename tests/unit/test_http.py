@@ -557,3 +557,12 @@ async def test_storage_that_cannot_be_reached_is_503(api):
 async def test_the_token_is_checked_before_the_body_is_read(api):
     answer = await api.client.post("/commands/add-messages", content=b"not json")
     assert answer.status_code == 401
+
+
+async def test_metrics_show_the_queue_and_the_oldest_waiting_message(api):
+    await api.call("A", "POST", "/commands/add-messages", json={"messages": [message("m1")]})
+    api.clock.advance(42)
+    text = (await api.client.get("/metrics")).text
+    assert 'gmp_pending_messages{status="pending"} 1.0' in text
+    assert 'gmp_oldest_pending_age_seconds{tenant_id="A"} 42.0' in text
+    assert 'gmp_oldest_pending_age_seconds{tenant_id="B"} 0.0' in text

@@ -586,6 +586,12 @@ def create_app(
         ["result"],
         registry=metrics_registry,
     )
+    oldest_pending_gauge = Gauge(
+        "gmp_oldest_pending_age_seconds",
+        "Age of the oldest message not yet final, per tenant",
+        ["tenant_id"],
+        registry=metrics_registry,
+    )
     oldest_report_gauge = Gauge(
         "gmp_report_oldest_pending_age_seconds",
         "Age of the oldest unacknowledged report entry per tenant",
@@ -969,6 +975,10 @@ def create_app(
             cache_gauge.labels(result="miss").set(proxy.attachment_cache.misses)
         now = proxy_clock()
         for tenant, sync, backlog, _ in await proxy.sync_status():
+            oldest = await proxy.list_messages(tenant.id, active_only=True, limit=1)
+            oldest_pending_gauge.labels(tenant_id=tenant.id).set(
+                max(0.0, now - oldest.messages[0].created_ts) if oldest.messages else 0.0
+            )
             backlog_gauge.labels(tenant_id=tenant.id).set(backlog.count)
             ok_calls = sync.calls - sync.failed_calls
             report_calls_gauge.labels(tenant_id=tenant.id, outcome="ok").set(ok_calls)
