@@ -945,30 +945,36 @@ class MailProxy:
     async def report_once(self) -> int:
         """Make every report call that is due now and wait for them; return how many
         calls were made (deterministic tests drive reports with this)."""
-        tenants = await self._due_report_tenants(self._clock())
+        tenants, _ = await self._due_report_tenants(self._clock())
         await asyncio.gather(*(self._report_tenant(t) for t in tenants))
         return len(tenants)
 
-    async def _due_report_tenants(self, now: float) -> list[Tenant]:
-        due = []
+    async def _due_report_tenants(self, now: float) -> tuple[list[Tenant], float | None]:
+        """In one pass over the tenants with a callback URL that are not being called:
+        those due now, and in how many seconds the next of the others is (None: none)."""
+        due: list[Tenant] = []
+        soonest: float | None = None
         for tenant in await self.config.list_tenants():
             if not tenant.client_base_url or tenant.id in self._reporting:
                 continue
             state = self._sync.setdefault(tenant.id, SyncState(tenant_id=tenant.id))
             pending = bool(await self.outbox.pending_reports(tenant.id, 1))
-            if next_call_ts(state, pending, self.sync_interval_s) <= now:
+            at = next_call_ts(state, pending, self.sync_interval_s)
+            if at <= now:
                 due.append(tenant)
-        return due
+            else:
+                soonest = at if soonest is None else min(soonest, at)
+        return due, None if soonest is None else soonest - now
 
     async def _report_loop(self) -> None:
         while not self._stopping:
             self._report_wake.clear()
             try:
-                for tenant in await self._due_report_tenants(self._clock()):
+                due, due_in = await self._due_report_tenants(self._clock())
+                for tenant in due:
                     task = asyncio.create_task(self._report_tenant(tenant))
                     self._reporting[tenant.id] = task
                     task.add_done_callback(functools.partial(self._report_done, tenant.id))
-                due_in = await self._report_idle_timeout()
                 timeout = REPORT_POLL_S if due_in is None else min(REPORT_POLL_S, due_in)
             except MailProxyError as exc:
                 log.error("report.loop_failed", extra={"error": str(exc)})
@@ -980,17 +986,6 @@ class MailProxy:
     def _report_done(self, tenant_id: str, _task: asyncio.Task[None]) -> None:
         self._reporting.pop(tenant_id, None)
         self._report_wake.set()
-
-    async def _report_idle_timeout(self) -> float | None:
-        now = self._clock()
-        soonest: float | None = None
-        for tenant_id, state in self._sync.items():
-            if tenant_id in self._reporting:
-                continue
-            pending = bool(await self.outbox.pending_reports(tenant_id, 1))
-            due = next_call_ts(state, pending, self.sync_interval_s)
-            soonest = due if soonest is None else min(soonest, due)
-        return None if soonest is None else max(0.0, soonest - now)
 
     async def _report_tenant(self, tenant: Tenant) -> None:
         """Call the tenant's application until it has nothing more to take now: a full
