@@ -9,9 +9,10 @@ import pytest
 
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.sqlite import SqliteStore
-from mailproxy.domain.lifecycle import initial_status
+from mailproxy.domain.lifecycle import decide, initial_status
 from mailproxy.domain.model import Account, NewMessage, Tenant
 from mailproxy.domain.policy import queue_rank
+from mailproxy.domain.retry import RetryPolicy
 from mailproxy.domain.validation import parse_message
 
 STORE_KINDS = ["memory", "sqlite"]
@@ -87,3 +88,18 @@ def new_message(
 
 TENANT = Tenant(id="t1", name="Tenant one")
 ACCOUNT = Account(id="a1", tenant_id="t1", kind="capture", is_default=True)
+
+
+def transition_for(claim, outcome, *, now: float, event_id: str):
+    """The domain's transition for a claimed message and an attempt outcome, with the
+    default policies (what the service would apply)."""
+    return decide(
+        claim.message,
+        outcome,
+        now=now,
+        policy=RetryPolicy(),
+        unknown_policy="at_least_once",
+        jitter_sample=0.0,
+        event_id=event_id,
+        pause=claim.pause,
+    )

@@ -8,12 +8,10 @@ import random
 import pytest
 
 from mailproxy.domain.errors import Conflict
-from mailproxy.domain.lifecycle import decide
 from mailproxy.domain.model import Account, Status
 from mailproxy.domain.outcome import AccountBroken, Delivered, Outcome, RateLimited, Temporary
 from mailproxy.domain.policy import RateWindow, grant_slot
-from mailproxy.domain.retry import RetryPolicy
-from tests.conftest import new_message
+from tests.conftest import new_message, transition_for
 
 pytestmark = pytest.mark.usefixtures("accounts")
 
@@ -26,16 +24,7 @@ async def claim(store, limit=10, now=NOW, owner="w1"):
 
 
 async def settle(store, c, outcome: Outcome, now=NOW):
-    transition = decide(
-        c.message,
-        outcome,
-        now=now,
-        policy=RetryPolicy(),
-        unknown_policy="at_least_once",
-        jitter_sample=0.0,
-        event_id=f"e-{c.message.id}-{now}",
-        pause=c.pause,
-    )
+    transition = transition_for(c, outcome, now=now, event_id=f"e-{c.message.id}-{now}")
     assert await store.complete(c.lease, transition, now)
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mailproxy.domain.lifecycle import decide
 from mailproxy.domain.model import ReportBacklog
 from mailproxy.domain.outcome import Delivered, Unknown
-from mailproxy.domain.retry import RetryPolicy
-from tests.conftest import NOW_T, new_message
+from tests.conftest import NOW_T, new_message, transition_for
 
 pytestmark = pytest.mark.usefixtures("accounts")
 
@@ -16,15 +14,7 @@ pytestmark = pytest.mark.usefixtures("accounts")
 async def settle(store, outcome, event_id, tenant_id="t1", count=1):
     claims = await store.claim_due(now=NOW_T, limit=count, owner="w", lease_s=60)
     for n, c in enumerate(claims):
-        t = decide(
-            c.message,
-            outcome,
-            now=NOW_T,
-            policy=RetryPolicy(),
-            unknown_policy="at_least_once",
-            jitter_sample=0.0,
-            event_id=f"{event_id}-{n}",
-        )
+        t = transition_for(c, outcome, now=NOW_T, event_id=f"{event_id}-{n}")
         assert await store.complete(c.lease, t, NOW_T)
 
 
@@ -67,10 +57,9 @@ async def test_the_backlog_counts_unacknowledged_events_and_dates_the_oldest(sto
     for offset, claim in enumerate(
         await store.claim_due(now=NOW_T, limit=10, owner="w", lease_s=60)
     ):
-        transition = decide(
-            claim.message, Delivered(250), now=NOW_T + offset, policy=RetryPolicy(),
-            unknown_policy="at_least_once", jitter_sample=0.0, event_id=f"e{offset}",
-        )  # fmt: skip
+        transition = transition_for(
+            claim, Delivered(250), now=NOW_T + offset, event_id=f"e{offset}"
+        )
         await store.complete(claim.lease, transition, NOW_T + offset)
     assert await store.report_backlog("t1") == ReportBacklog(2, NOW_T)
     await store.acknowledge_reports("t1", ["e0"], NOW_T + 5)
