@@ -61,6 +61,13 @@ def test_send_list_show_suspend_on_a_stopped_instance(run, tmp_path):
     assert json.loads(run("box", "acme", "activate")[1])["suspended_batches"] == []
 
 
+def test_send_names_files_that_are_not_there(run, tmp_path):
+    run("box", "tenants", "add", "acme")
+    code, _, err = run("box", "acme", "send", str(tmp_path / "nope.eml"))
+    assert code == 2
+    assert err.strip() == f"error: not a file: {tmp_path / 'nope.eml'}"
+
+
 def test_token_rotation_and_errors(run, tmp_path):
     first = run("box", "token")[1].strip()
     rotated = run("box", "token", "--rotate")[1].strip()

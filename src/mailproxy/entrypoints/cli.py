@@ -743,6 +743,9 @@ def tenant_app(instance: Instance, tenant_id: str) -> cyclopts.App:
         paths = [p for f in files for p in (sorted(f.glob("*.eml")) if f.is_dir() else [f])]
         if not paths:
             return _fail("no .eml files given", 2)
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            return _fail(f"not a file: {', '.join(missing)}", 2)
         batch = []
         for path in paths:
             message = message_from_eml(path, path.stem)
