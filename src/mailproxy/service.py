@@ -62,6 +62,7 @@ from mailproxy.domain.model import (
     HistoryEntry,
     MessagePage,
     MessageSpec,
+    MinuteCount,
     NewMessage,
     QueuedMessage,
     Rejection,
@@ -72,6 +73,7 @@ from mailproxy.domain.model import (
     Tenant,
     Transition,
     UnknownPolicy,
+    minute_start,
 )
 from mailproxy.domain.outcome import Outcome, Permanent, RateLimited, Temporary, Unknown
 from mailproxy.domain.policy import (
@@ -627,6 +629,12 @@ class MailProxy:
 
     async def counts(self, tenant_id: str | None = None) -> dict[Status, int]:
         return await self.store.count_by_status(tenant_id)
+
+    async def recent_throughput(self, minutes: int) -> tuple[int, list[MinuteCount]]:
+        """Final outcomes per minute over the last ``minutes`` minutes, the current
+        (partial) minute included, and the start of the first of those minutes."""
+        first_minute = minute_start(self._clock()) - 60 * (minutes - 1)
+        return first_minute, await self.store.finished_per_minute(first_minute)
 
     async def why(self, tenant_id: str, message_id: str) -> Why | None:
         """Why the message has not gone yet (None once final); see

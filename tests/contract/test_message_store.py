@@ -7,11 +7,11 @@ import random
 import pytest
 
 from mailproxy.domain.lifecycle import decide
-from mailproxy.domain.model import Lease, Status
-from mailproxy.domain.outcome import Delivered, Temporary
+from mailproxy.domain.model import Lease, MinuteCount, Status, minute_start
+from mailproxy.domain.outcome import Delivered, Permanent, Temporary
 from mailproxy.domain.policy import queue_order
 from mailproxy.domain.retry import RetryPolicy
-from tests.conftest import new_message
+from tests.conftest import new_message, transition_for
 
 NOW = 1_800_000_000.0
 
@@ -227,3 +227,26 @@ async def test_counts_by_status(store):
 
 async def test_next_due_is_none_for_an_empty_queue(store):
     assert await store.next_due_ts(NOW) is None
+
+
+async def test_finished_messages_are_counted_per_minute_tenant_and_status(store):
+    await store.enqueue(
+        [new_message(f"m{n}") for n in range(4)] + [new_message("x", tenant_id="t2")], NOW
+    )
+    claims = {c.message.id: c for c in await claim(store)}
+    failed = transition_for(claims["m1"], Permanent("no such user", 550), now=NOW, event_id="f")
+    assert await store.complete(claims["m1"].lease, failed, NOW)
+    for message_id, at in (("m0", NOW), ("m2", NOW + 61), ("m3", NOW + 65), ("x", NOW + 70)):
+        done = sent(claims[message_id].message, event_id=f"e-{message_id}")
+        assert await store.complete(claims[message_id].lease, done, at)
+    minute = minute_start(NOW)
+    assert await store.finished_per_minute(NOW - 300) == [
+        MinuteCount(minute, "t1", Status.ERROR, 1),
+        MinuteCount(minute, "t1", Status.SENT, 1),
+        MinuteCount(minute + 60, "t1", Status.SENT, 2),
+        MinuteCount(minute + 60, "t2", Status.SENT, 1),
+    ]
+    assert await store.finished_per_minute(NOW + 62) == [
+        MinuteCount(minute + 60, "t1", Status.SENT, 1),
+        MinuteCount(minute + 60, "t2", Status.SENT, 1),
+    ]

@@ -13,6 +13,7 @@ from mailproxy.entrypoints.http import create_app
 from mailproxy.service import MailProxy
 
 TOKEN = "status-page-admin-token"
+NOW = 1_800_000_030.0  # a fixed clock: every message finishes in the same minute
 
 
 @pytest.fixture
@@ -21,6 +22,7 @@ async def client(tmp_path):
     proxy = MailProxy(
         store=store, config=store, outbox=store,
         transports={"capture": CaptureTransport(tmp_path)}, run_dispatcher=False,
+        clock=lambda: NOW,
     )  # fmt: skip
     app = create_app(proxy, load_settings(environ={"GMP_API_TOKEN": TOKEN}))
     async with AsyncTestClient(app) as test_client:
@@ -61,3 +63,14 @@ async def test_the_header_token_works_and_a_tenant_key_does_not(client):
     tenant_key = "not-the-admin-token"
     answer = await client.get("/ui", headers={"X-API-Token": tenant_key}, follow_redirects=False)
     assert answer.status_code == 303
+
+
+async def test_it_shows_the_last_minutes_throughput_and_forbids_framing_and_scripts(client):
+    page = await client.get("/ui", headers={"X-API-Token": TOKEN})
+    assert "<td>acme</td><td>3</td><td>0</td><td>0</td><td>0.2</td>" in page.text
+    assert page.text.count("<meter ") == 15  # one bar per minute, the current one included
+    assert "value='3'>3</meter>" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "default-src 'none'" in policy
+    assert page.headers["cache-control"] == "no-store"

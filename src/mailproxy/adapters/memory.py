@@ -33,6 +33,7 @@ from mailproxy.domain.model import (
     HistoryEntry,
     Lease,
     MessagePage,
+    MinuteCount,
     NewMessage,
     QueuedMessage,
     Rejection,
@@ -42,6 +43,7 @@ from mailproxy.domain.model import (
     SuspendState,
     Tenant,
     Transition,
+    minute_start,
 )
 from mailproxy.domain.policy import (
     RateWindow,
@@ -475,6 +477,14 @@ class MemoryStore:
             if tenant_id is None or m.tenant_id == tenant_id:
                 counts[m.status] = counts.get(m.status, 0) + 1
         return counts
+
+    async def finished_per_minute(self, since_ts: float) -> list[MinuteCount]:
+        counts: dict[tuple[int, str, Status], int] = {}
+        for m in self._messages.values():
+            if m.final_ts is not None and m.final_ts >= since_ts and is_final(m.status):
+                key = (minute_start(m.final_ts), m.tenant_id, m.status)
+                counts[key] = counts.get(key, 0) + 1
+        return [MinuteCount(*key, count) for key, count in sorted(counts.items())]
 
     # --- configuration ----------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from mailproxy.domain.model import (
     Lease,
     MessagePage,
     MessageSpec,
+    MinuteCount,
     NewMessage,
     QueuedMessage,
     Rejection,
@@ -995,6 +996,19 @@ class SqliteStore:
             return {Status(status): count for status, count in rows}
 
         return await self._read(read)
+
+    async def finished_per_minute(self, since_ts: float) -> list[MinuteCount]:
+        # The status condition repeats the partial index's, so messages_final serves
+        # the range on final_ts.
+        sql = (
+            "SELECT CAST(final_ts / 60 AS INTEGER) * 60 AS minute, tenant_id, status, "
+            f"COUNT(*) FROM messages WHERE status IN {_FINAL_SQL} AND final_ts >= ? "
+            "GROUP BY minute, tenant_id, status ORDER BY minute, tenant_id, status"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql, (since_ts,)).fetchall())
+        return [
+            MinuteCount(minute, tenant, Status(status), n) for minute, tenant, status, n in rows
+        ]
 
     # --- configuration ----------------------------------------------------------------
 

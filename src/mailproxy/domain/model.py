@@ -303,6 +303,21 @@ class Rejection(msgspec.Struct, frozen=True):
     reason: str
 
 
+class MinuteCount(msgspec.Struct, frozen=True):
+    """How many of a tenant's messages reached a final ``status`` during the minute that
+    starts at ``minute_ts`` (whole seconds since the epoch, a multiple of 60)."""
+
+    minute_ts: int
+    tenant_id: str
+    status: Status
+    count: int
+
+
+def minute_start(ts: float) -> int:
+    """The start of the minute holding ``ts``, as ``MinuteCount.minute_ts`` counts it."""
+    return int(ts // 60) * 60
+
+
 class SuspendState(msgspec.Struct, frozen=True):
     """A tenant's suspensions after suspend/activate: ``["*"]`` for the whole tenant or
     the suspended batch codes, and how many not-final messages the scope holds."""

@@ -1,5 +1,6 @@
-"""The read-only status page at ``/ui``: queue counts by tenant and status, paused
-accounts, the last failures, and report backlogs. Server-rendered HTML, no script.
+"""The read-only status page at ``/ui``: queue counts by tenant and status, throughput
+of the last minutes, paused accounts, the last failures, and report backlogs.
+Server-rendered HTML, no script; it reloads itself every 30 seconds.
 
 Admin only: the admin token in ``X-API-Token``, or the session cookie that the
 ``/ui/login`` form sets (HttpOnly, SameSite=Strict). The cookie holds an HMAC of the admin
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Sequence
 from html import escape
 from typing import Annotated, Any
@@ -21,16 +23,29 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import Body
 
 from mailproxy.domain.access import same_secret
-from mailproxy.domain.model import Status
+from mailproxy.domain.model import MinuteCount, Status
 from mailproxy.service import MailProxy
 
 COOKIE = "gmp_session"
+THROUGHPUT_MINUTES = 15
+_OUTCOMES = (Status.SENT, Status.ERROR, Status.UNKNOWN)
+#: The page needs nothing from elsewhere; forbid framing and any script outright.
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
     "table{border-collapse:collapse;margin-bottom:2rem}"
     "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}"
     "th:first-child,td:first-child{text-align:left}h1{font-size:1.4rem}"
+    "meter{width:12rem}"
 )
 
 
@@ -39,13 +54,16 @@ def session_value(admin_token: str) -> str:
 
 
 def _page(
-    title: str, body: str, status: int = 200, cookies: Sequence[Cookie] = ()
+    title: str, body: str, status: int = 200, cookies: Sequence[Cookie] = (), head: str = ""
 ) -> Response[str]:
     html = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+        f"{head}<style>{_STYLE}</style></head><body>{body}</body></html>"
     )
-    return Response(html, status_code=status, media_type=MediaType.HTML, cookies=list(cookies))
+    return Response(
+        html, status_code=status, media_type=MediaType.HTML, cookies=list(cookies),
+        headers=_HEADERS,
+    )  # fmt: skip
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> str:
@@ -57,6 +75,38 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str)
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _throughput(first_minute: int, counts: Sequence[MinuteCount]) -> tuple[str, str]:
+    """The per-minute table (all tenants, a bar per minute, newest first) and the
+    per-tenant totals of the window."""
+    per_minute = {
+        first_minute + 60 * n: dict.fromkeys(_OUTCOMES, 0) for n in range(THROUGHPUT_MINUTES)
+    }
+    per_tenant: dict[str, dict[Status, int]] = {}
+    for count in counts:
+        if count.minute_ts in per_minute:
+            per_minute[count.minute_ts][count.status] += count.count
+            tenant = per_tenant.setdefault(count.tenant_id, dict.fromkeys(_OUTCOMES, 0))
+            tenant[count.status] += count.count
+    busiest = max((sum(row.values()) for row in per_minute.values()), default=0) or 1
+    rows = []
+    for minute, row in sorted(per_minute.items(), reverse=True):
+        total = sum(row.values())
+        bar = f"<meter min='0' max='{busiest}' value='{total}'>{total}</meter>"
+        clock = time.strftime("%H:%M", time.gmtime(minute))
+        cells = "".join(f"<td>{row[status]}</td>" for status in _OUTCOMES)
+        rows.append(f"<tr><td>{clock}</td>{cells}<td>{bar}</td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("minute (UTC)", *_OUTCOMES, ""))
+    minutes_table = f"<table id='throughput'><tr>{head}</tr>{''.join(rows)}</table>"
+    tenant_rows = [
+        [tenant, *(totals[s] for s in _OUTCOMES), f"{totals[Status.SENT] / THROUGHPUT_MINUTES:.1f}"]
+        for tenant, totals in sorted(per_tenant.items())
+    ]
+    tenants_table = _table(
+        ["tenant", *_OUTCOMES, "sent per minute"], tenant_rows, "nothing finished"
+    )
+    return minutes_table, tenants_table
 
 
 def status_page_routes(proxy: MailProxy, admin_token: str | None) -> list[HTTPRouteHandler]:
@@ -92,9 +142,15 @@ def status_page_routes(proxy: MailProxy, admin_token: str | None) -> list[HTTPRo
             for tenant, state, backlog, _ in await proxy.sync_status()
             if tenant.client_base_url
         ]
+        minutes_table, tenants_table = _throughput(
+            *await proxy.recent_throughput(THROUGHPUT_MINUTES)
+        )
         body = (
             "<h1>mailproxy status</h1><h2>Queue by tenant</h2>"
             + _table(["tenant", *statuses], queue_rows, "no tenants")
+            + f"<h2>Throughput, last {THROUGHPUT_MINUTES} minutes</h2>"
+            + tenants_table
+            + minutes_table
             + "<h2>Paused accounts</h2>"
             + _table(["tenant", "account", "reason", "until"], paused_rows, "none")
             + "<h2>Last failures</h2>"
@@ -102,7 +158,7 @@ def status_page_routes(proxy: MailProxy, admin_token: str | None) -> list[HTTPRo
             + "<h2>Delivery reports</h2>"
             + _table(["tenant", "waiting", "last error"], backlog_rows, "no tenant reports")
         )
-        return _page("mailproxy status", body)
+        return _page("mailproxy status", body, head="<meta http-equiv='refresh' content='30'>")
 
     login_form = (
         "<h1>mailproxy</h1><form method='post' action='/ui/login'>"

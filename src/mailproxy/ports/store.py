@@ -19,6 +19,7 @@ from mailproxy.domain.model import (
     HistoryEntry,
     Lease,
     MessagePage,
+    MinuteCount,
     NewMessage,
     QueuedMessage,
     Rejection,
@@ -161,6 +162,13 @@ class MessageStore(Protocol):
 
     async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
         """Stored message counts per status (of one tenant, or of all)."""
+
+    async def finished_per_minute(self, since_ts: float) -> list[MinuteCount]:
+        """Messages that reached a final status (sent, error, unknown) at or after
+        ``since_ts``, counted per minute of their final time, tenant and status; ordered
+        by minute, tenant, status; minutes with none are absent. Messages purged since
+        are not counted. The cost follows the number of messages in the window, not the
+        size of the store."""
 
 
 class ConfigStore(Protocol):
