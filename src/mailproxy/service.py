@@ -630,6 +630,10 @@ class MailProxy:
     async def counts(self, tenant_id: str | None = None) -> dict[Status, int]:
         return await self.store.count_by_status(tenant_id)
 
+    def now(self) -> float:
+        """The service's clock (seconds since the epoch)."""
+        return self._clock()
+
     async def recent_throughput(self, minutes: int) -> tuple[int, list[MinuteCount]]:
         """Final outcomes per minute over the last ``minutes`` minutes, the current
         (partial) minute included, and the start of the first of those minutes."""

@@ -43,10 +43,26 @@ _HEADERS = {
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
     "table{border-collapse:collapse;margin-bottom:2rem}"
-    "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}"
-    "th:first-child,td:first-child{text-align:left}h1{font-size:1.4rem}"
-    "meter{width:12rem}"
+    "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}"
+    ".n{text-align:right;font-variant-numeric:tabular-nums}h1{font-size:1.4rem}"
+    "meter{width:12rem}.note{color:#666}"
 )
+
+
+class _Html(str):
+    """A table cell that is already HTML (built here from numbers), not text to escape."""
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, _Html):
+        return f"<td>{value}</td>"
+    if isinstance(value, int | float):
+        return f"<td class='n'>{value}</td>"
+    return f"<td>{escape('' if value is None else str(value))}</td>"
+
+
+def _utc(ts: float, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return time.strftime(pattern, time.gmtime(ts))
 
 
 def session_value(admin_token: str) -> str:
@@ -69,11 +85,12 @@ def _page(
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> str:
     if not rows:
         return f"<p>{escape(empty)}</p>"
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
-        for row in rows
+    numeric = [all(isinstance(row[i], int | float) for row in rows) for i in range(len(headers))]
+    head = "".join(
+        f"<th class='n'>{escape(h)}</th>" if number else f"<th>{escape(h)}</th>"
+        for h, number in zip(headers, numeric, strict=True)
     )
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -89,18 +106,22 @@ def _throughput(first_minute: int, counts: Sequence[MinuteCount]) -> tuple[str, 
             per_minute[count.minute_ts][count.status] += count.count
             tenant = per_tenant.setdefault(count.tenant_id, dict.fromkeys(_OUTCOMES, 0))
             tenant[count.status] += count.count
-    busiest = max((sum(row.values()) for row in per_minute.values()), default=0) or 1
-    rows = []
-    for minute, row in sorted(per_minute.items(), reverse=True):
-        total = sum(row.values())
-        bar = f"<meter min='0' max='{busiest}' value='{total}'>{total}</meter>"
-        clock = time.strftime("%H:%M", time.gmtime(minute))
-        cells = "".join(f"<td>{row[status]}</td>" for status in _OUTCOMES)
-        rows.append(f"<tr><td>{clock}</td>{cells}<td>{bar}</td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("minute (UTC)", *_OUTCOMES, ""))
-    minutes_table = f"<table id='throughput'><tr>{head}</tr>{''.join(rows)}</table>"
+    busiest = max(sum(row.values()) for row in per_minute.values()) or 1
+    minute_rows = [
+        [
+            _utc(minute, "%H:%M"),
+            *(row[status] for status in _OUTCOMES),
+            _Html(f"<meter min='0' max='{busiest}' value='{sum(row.values())}'></meter>"),
+        ]
+        for minute, row in sorted(per_minute.items(), reverse=True)
+    ]
+    minutes_table = _table(["minute (UTC)", *_OUTCOMES, "finished"], minute_rows, "")
     tenant_rows = [
-        [tenant, *(totals[s] for s in _OUTCOMES), f"{totals[Status.SENT] / THROUGHPUT_MINUTES:.1f}"]
+        [
+            tenant,
+            *(totals[s] for s in _OUTCOMES),
+            round(totals[Status.SENT] / THROUGHPUT_MINUTES, 1),
+        ]
         for tenant, totals in sorted(per_tenant.items())
     ]
     tenants_table = _table(
@@ -133,7 +154,9 @@ def status_page_routes(proxy: MailProxy, admin_token: str | None) -> list[HTTPRo
             for account in await proxy.list_accounts(tenant.id):
                 pause = await proxy.store.account_pause(tenant.id, account.id)
                 if pause is not None:
-                    paused_rows.append([tenant.id, account.id, pause.reason, int(pause.until_ts)])
+                    paused_rows.append(
+                        [tenant.id, account.id, pause.reason, _utc(pause.until_ts) + " UTC"]
+                    )
             failed = await proxy.list_messages(tenant.id, statuses=[Status.ERROR], limit=1000)
             for message in failed.messages[-10:]:
                 failure_rows.append([tenant.id, message.id, message.account_id, message.error])
@@ -146,7 +169,9 @@ def status_page_routes(proxy: MailProxy, admin_token: str | None) -> list[HTTPRo
             *await proxy.recent_throughput(THROUGHPUT_MINUTES)
         )
         body = (
-            "<h1>mailproxy status</h1><h2>Queue by tenant</h2>"
+            "<h1>mailproxy status</h1>"
+            f"<p class='note'>As of {_utc(proxy.now())} UTC; this page reloads every 30 s.</p>"
+            "<h2>Queue by tenant</h2>"
             + _table(["tenant", *statuses], queue_rows, "no tenants")
             + f"<h2>Throughput, last {THROUGHPUT_MINUTES} minutes</h2>"
             + tenants_table
