@@ -1,13 +1,18 @@
-"""Delivery metrics after a scripted run against aiosmtpd: exact counter values by
-tenant and account, and the histograms' counts."""
+"""Delivery metrics after a scripted run against aiosmtpd, scraped from ``GET /metrics``
+of the real app: exact counter values by tenant and account, the histograms' counts and
+the queue gauges."""
 
 from __future__ import annotations
 
 import pytest
+from litestar.testing import AsyncTestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.prometheus import PrometheusMetrics
 from mailproxy.adapters.smtp import SmtpTransport
+from mailproxy.config import load_settings
+from mailproxy.entrypoints.http import create_app
 from mailproxy.service import MailProxy
 from tests.conftest import Clock
 
@@ -29,7 +34,8 @@ async def test_counters_and_histograms_after_a_scripted_run(sink):
         transports={"smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2)},
         events=metrics, clock=Clock(), random_unit=lambda: 0.5, run_dispatcher=False,
     )  # fmt: skip
-    async with proxy:
+    settings = load_settings(environ={"GMP_API_TOKEN": "metrics-test-token"})
+    async with proxy, AsyncTestClient(create_app(proxy, settings)) as client:
         await proxy.put_tenant({"id": "t1"})
         smtp = {"host": "127.0.0.1", "port": port, "use_tls": False, "tenant_id": "t1"}
         await proxy.put_account({"id": "a1", **smtp, "is_default": True})
@@ -45,9 +51,15 @@ async def test_counters_and_histograms_after_a_scripted_run(sink):
         )
         await proxy.submit([msg("r1", account_id="a2"), msg("r2", account_id="a2")], tenant_id="t1")
         await proxy.run_until_idle()
+        scraped = (await client.get("/metrics")).text
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+    }
 
     def value(name: str, **labels: str) -> float | None:
-        return metrics.registry.get_sample_value(name, labels)
+        return samples.get((name, frozenset(labels.items())))
 
     a1 = {"tenant_id": "t1", "account_id": "a1"}
     a2 = {"tenant_id": "t1", "account_id": "a2"}
@@ -61,6 +73,8 @@ async def test_counters_and_histograms_after_a_scripted_run(sink):
     assert value("gmp_smtp_transaction_seconds_count", **a2) == 1  # r2 never went out
     assert value("gmp_accept_to_sent_seconds_count", tenant_id="t1") == 3
     assert value("gmp_enqueue_seconds_count", tenant_id="t1") == 2
+    assert value("gmp_pending_messages", status="sent") == 3
+    assert value("gmp_pending_messages", status="error") == 1
 
 
 async def test_each_attempt_is_one_structured_log_line(sink, caplog):
