@@ -27,6 +27,18 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import sqlite_utils
 
+from mailproxy.adapters.sql_rows import (
+    COLUMNS,
+    FINAL_SQL,
+    QUEUED_SQL,
+    WAITING_SQL,
+    account_decoder,
+    encode,
+    event_decoder,
+    max_connections,
+    message_from_row,
+    tenant_decoder,
+)
 from mailproxy.domain.access import (
     Caller,
     IdempotentStart,
@@ -45,13 +57,11 @@ from mailproxy.domain.model import (
     HistoryEntry,
     Lease,
     MessagePage,
-    MessageSpec,
     MinuteCount,
     NewMessage,
     QueuedMessage,
     Rejection,
     ReportBacklog,
-    ReportEvent,
     Status,
     StoredReport,
     SuspendState,
@@ -69,61 +79,6 @@ from mailproxy.domain.policy import (
 
 T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], Any]
-
-_COLUMNS = (
-    "pk, tenant_id, id, account_id, priority, seq, status, due_ts, batch_code, message_id, "
-    "date_ts, spec, attempts, possible_duplicate, created_ts, updated_ts, sent_ts, error_ts, "
-    "error, smtp_code, lease_owner, lease_token, lease_expires_ts, attempt_open, rank, "
-    "wait_reason, wait_detail, final_ts"
-)
-_QUEUED_SQL = "('pending', 'scheduled', 'deferred')"
-_FINAL_SQL = "('sent', 'error', 'unknown')"
-_WAITING_SQL = "('pending', 'scheduled', 'deferred', 'suspended')"
-
-_spec_decoder = msgspec.json.Decoder(MessageSpec)
-_event_decoder = msgspec.json.Decoder(ReportEvent)
-_tenant_decoder = msgspec.json.Decoder(Tenant)
-_account_decoder = msgspec.json.Decoder(Account)
-_encode = msgspec.json.encode
-
-
-@functools.lru_cache(maxsize=1024)
-def _max_connections(account_data: bytes) -> int:
-    return _account_decoder.decode(account_data).max_connections
-
-
-def _message(row: tuple[Any, ...]) -> QueuedMessage:
-    return QueuedMessage(
-        pk=row[0],
-        tenant_id=row[1],
-        id=row[2],
-        account_id=row[3],
-        priority=row[4],
-        seq=row[5],
-        status=Status(row[6]),
-        due_ts=row[7],
-        batch_code=row[8],
-        message_id=row[9],
-        date_ts=row[10],
-        spec=_spec_decoder.decode(row[11]),
-        attempts=row[12],
-        possible_duplicate=bool(row[13]),
-        created_ts=row[14],
-        updated_ts=row[15],
-        sent_ts=row[16],
-        error_ts=row[17],
-        error=row[18],
-        smtp_code=row[19],
-        lease_owner=row[20],
-        lease_token=row[21],
-        lease_expires_ts=row[22],
-        attempt_open=bool(row[23]),
-        rank=row[24],
-        wait_reason=row[25],
-        wait_detail=row[26],
-        final_ts=row[27],
-    )
-
 
 # --- migrations -------------------------------------------------------------------------
 
@@ -185,9 +140,9 @@ def _v1(db: sqlite_utils.Database) -> None:
     table("messages").create_index(["tenant_id", "id"], unique=True)
     table("messages").create_index(["tenant_id", "seq"])
     db.execute(
-        f"CREATE INDEX messages_queue ON messages(priority, seq) WHERE status IN {_QUEUED_SQL}"
+        f"CREATE INDEX messages_queue ON messages(priority, seq) WHERE status IN {QUEUED_SQL}"
     )
-    db.execute(f"CREATE INDEX messages_due ON messages(due_ts) WHERE status IN {_QUEUED_SQL}")
+    db.execute(f"CREATE INDEX messages_due ON messages(due_ts) WHERE status IN {QUEUED_SQL}")
     db.execute("CREATE INDEX messages_leased ON messages(lease_owner) WHERE status = 'sending'")
     table("history").create(
         {"pk": int, "message_pk": int, "event": str, "ts": float, "detail": str},
@@ -225,9 +180,9 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("DROP INDEX messages_queue")
     db.execute(
         "CREATE INDEX messages_account_queue ON messages(tenant_id, account_id, rank, seq) "
-        f"WHERE status IN {_QUEUED_SQL}"
+        f"WHERE status IN {QUEUED_SQL}"
     )
-    db.execute(f"CREATE INDEX messages_final ON messages(final_ts) WHERE status IN {_FINAL_SQL}")
+    db.execute(f"CREATE INDEX messages_final ON messages(final_ts) WHERE status IN {FINAL_SQL}")
     db.execute("CREATE TABLE rate_slots (key TEXT NOT NULL, ts REAL NOT NULL, message_pk INTEGER)")
     db.execute("CREATE INDEX rate_slots_key ON rate_slots(key, ts)")
     db.execute("CREATE INDEX rate_slots_message ON rate_slots(message_pk)")
@@ -472,7 +427,7 @@ class SqliteStore:
                         new.batch_code,
                         new.message_id,
                         new.date_ts,
-                        _encode(new.spec),
+                        encode(new.spec),
                         now,
                         now,
                     ),
@@ -522,16 +477,16 @@ class SqliteStore:
             ).fetchall():
                 key = (tenant_id, account_id)
                 room = account_room(
-                    _max_connections(data), in_flight.get(key, 0), pauses.get(key), now
+                    max_connections(data), in_flight.get(key, 0), pauses.get(key), now
                 )
                 if room <= 0:
                     continue
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE tenant_id = ? AND account_id = ? "
-                    f"AND status IN {_QUEUED_SQL} AND due_ts <= ? ORDER BY rank, seq LIMIT ?",
+                    f"SELECT {COLUMNS} FROM messages WHERE tenant_id = ? AND account_id = ? "
+                    f"AND status IN {QUEUED_SQL} AND due_ts <= ? ORDER BY rank, seq LIMIT ?",
                     (tenant_id, account_id, now, min(room, limit)),
                 ).fetchall()
-                candidates.extend(map(_message, rows))
+                candidates.extend(map(message_from_row, rows))
             picked = fair_order(candidates, limit)
             conn.executemany(
                 "UPDATE messages SET status = 'sending', lease_owner = ?, lease_token = ?, "
@@ -705,7 +660,7 @@ class SqliteStore:
         conn.executemany(
             "INSERT INTO reports (event_id, tenant_id, message_pk, payload, created_ts) "
             "VALUES (?, ?, ?, ?, ?)",
-            [(e.event_id, tenant_id, pk, _encode(e), now) for e in t.events],
+            [(e.event_id, tenant_id, pk, encode(e), now) for e in t.events],
         )
         if t.slots == "consume":
             conn.execute("UPDATE rate_slots SET message_pk = NULL WHERE message_pk = ?", (pk,))
@@ -765,10 +720,10 @@ class SqliteStore:
                     continue
                 row = conn.execute(
                     "UPDATE messages SET lease_owner = ?, lease_token = ?, lease_expires_ts = ? "
-                    f"WHERE pk = ? RETURNING {_COLUMNS}",
+                    f"WHERE pk = ? RETURNING {COLUMNS}",
                     (owner, token, expires, pk),
                 ).fetchone()
-                claims.append(Claim(_message(row), Lease(pk, owner, token, expires)))
+                claims.append(Claim(message_from_row(row), Lease(pk, owner, token, expires)))
             return claims
 
         return await self._write(write)
@@ -778,10 +733,10 @@ class SqliteStore:
     async def get_message(self, tenant_id: str, message_id: str) -> QueuedMessage | None:
         def read(conn: sqlite3.Connection) -> QueuedMessage | None:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE tenant_id = ? AND id = ?",
+                f"SELECT {COLUMNS} FROM messages WHERE tenant_id = ? AND id = ?",
                 (tenant_id, message_id),
             ).fetchone()
-            return _message(row) if row else None
+            return message_from_row(row) if row else None
 
         return await self._read(read)
 
@@ -795,7 +750,7 @@ class SqliteStore:
         limit: int = 100,
         cursor: str | None = None,
     ) -> MessagePage:
-        sql = f"SELECT {_COLUMNS} FROM messages WHERE tenant_id = ? AND seq > ?"
+        sql = f"SELECT {COLUMNS} FROM messages WHERE tenant_id = ? AND seq > ?"
         args: list[Any] = [tenant_id, int(cursor) if cursor else 0]
         if statuses:
             sql += f" AND status IN ({', '.join('?' * len(statuses))})"
@@ -804,13 +759,13 @@ class SqliteStore:
             sql += " AND batch_code = ?"
             args.append(batch_code)
         if active_only:
-            sql += f" AND status NOT IN {_FINAL_SQL}"
+            sql += f" AND status NOT IN {FINAL_SQL}"
         sql += " ORDER BY seq LIMIT ?"
         args.append(limit + 1)
 
         def read(conn: sqlite3.Connection) -> MessagePage:
             rows = conn.execute(sql, args).fetchall()
-            page = [_message(r) for r in rows[:limit]]
+            page = [message_from_row(r) for r in rows[:limit]]
             more = len(rows) > limit
             return MessagePage(page, str(page[-1].seq) if more and page else None)
 
@@ -856,7 +811,7 @@ class SqliteStore:
     async def next_due_ts(self, after: float) -> float | None:
         def read(conn: sqlite3.Connection) -> float | None:
             (due,) = conn.execute(
-                f"SELECT MIN(due_ts) FROM messages WHERE status IN {_QUEUED_SQL} AND due_ts > ?",
+                f"SELECT MIN(due_ts) FROM messages WHERE status IN {QUEUED_SQL} AND due_ts > ?",
                 (after,),
             ).fetchone()
             (pause_end,) = conn.execute(
@@ -871,7 +826,7 @@ class SqliteStore:
         def read(conn: sqlite3.Connection) -> int:
             (count,) = conn.execute(
                 "SELECT COUNT(*) FROM messages WHERE tenant_id = ? AND account_id = ? "
-                f"AND status IN {_QUEUED_SQL} AND due_ts <= ? "
+                f"AND status IN {QUEUED_SQL} AND due_ts <= ? "
                 "AND (rank < ? OR (rank = ? AND seq < ?))",
                 (
                     message.tenant_id,
@@ -904,7 +859,7 @@ class SqliteStore:
 
     @staticmethod
     def _pending_in_scope(conn: sqlite3.Connection, tenant_id: str, batch_code: str | None) -> int:
-        sql = f"SELECT COUNT(*) FROM messages WHERE tenant_id = ? AND status NOT IN {_FINAL_SQL}"
+        sql = f"SELECT COUNT(*) FROM messages WHERE tenant_id = ? AND status NOT IN {FINAL_SQL}"
         args: list[Any] = [tenant_id]
         if batch_code is not None:
             sql += " AND batch_code = ?"
@@ -921,7 +876,7 @@ class SqliteStore:
                 )
                 sql = (
                     "UPDATE messages SET status = 'suspended', updated_ts = ? "
-                    f"WHERE tenant_id = ? AND status IN {_QUEUED_SQL}"
+                    f"WHERE tenant_id = ? AND status IN {QUEUED_SQL}"
                 )
                 args: list[Any] = [now, tenant_id]
                 if batch_code is not None:
@@ -968,7 +923,7 @@ class SqliteStore:
     async def purge_final(self, tenant_id: str | None, final_before_ts: float) -> int:
         def write(conn: sqlite3.Connection) -> int:
             sql = (
-                f"SELECT pk FROM messages WHERE status IN {_FINAL_SQL} AND final_ts < ? "
+                f"SELECT pk FROM messages WHERE status IN {FINAL_SQL} AND final_ts < ? "
                 "AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.message_pk = messages.pk "
                 "AND r.acked_ts IS NULL)"
             )
@@ -1002,7 +957,7 @@ class SqliteStore:
         # the range on final_ts.
         sql = (
             "SELECT CAST(final_ts / 60 AS INTEGER) * 60 AS minute, tenant_id, status, "
-            f"COUNT(*) FROM messages WHERE status IN {_FINAL_SQL} AND final_ts >= ? "
+            f"COUNT(*) FROM messages WHERE status IN {FINAL_SQL} AND final_ts >= ? "
             "GROUP BY minute, tenant_id, status ORDER BY minute, tenant_id, status"
         )
         rows = await self._read(lambda conn: conn.execute(sql, (since_ts,)).fetchall())
@@ -1016,21 +971,21 @@ class SqliteStore:
         await self._write(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO tenants (id, data) VALUES (?, ?)",
-                (tenant.id, _encode(tenant)),
+                (tenant.id, encode(tenant)),
             )
         )
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         def read(conn: sqlite3.Connection) -> Tenant | None:
             row = conn.execute("SELECT data FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
-            return _tenant_decoder.decode(row[0]) if row else None
+            return tenant_decoder.decode(row[0]) if row else None
 
         return await self._read(read)
 
     async def list_tenants(self) -> list[Tenant]:
         def read(conn: sqlite3.Connection) -> list[Tenant]:
             rows = conn.execute("SELECT data FROM tenants ORDER BY id").fetchall()
-            return [_tenant_decoder.decode(r[0]) for r in rows]
+            return [tenant_decoder.decode(r[0]) for r in rows]
 
         return await self._read(read)
 
@@ -1069,19 +1024,19 @@ class SqliteStore:
                     (account.tenant_id, account.id),
                 ).fetchall()
                 for other_id, data in rows:
-                    other = _account_decoder.decode(data)
+                    other = account_decoder.decode(data)
                     if other.is_default:
                         conn.execute(
                             "UPDATE accounts SET data = ? WHERE tenant_id = ? AND id = ?",
                             (
-                                _encode(msgspec.structs.replace(other, is_default=False)),
+                                encode(msgspec.structs.replace(other, is_default=False)),
                                 account.tenant_id,
                                 other_id,
                             ),
                         )
             conn.execute(
                 "INSERT OR REPLACE INTO accounts (tenant_id, id, data) VALUES (?, ?, ?)",
-                (account.tenant_id, account.id, _encode(account)),
+                (account.tenant_id, account.id, encode(account)),
             )
 
         await self._write(write)
@@ -1092,7 +1047,7 @@ class SqliteStore:
                 "SELECT data FROM accounts WHERE tenant_id = ? AND id = ?",
                 (tenant_id, account_id),
             ).fetchone()
-            return _account_decoder.decode(row[0]) if row else None
+            return account_decoder.decode(row[0]) if row else None
 
         return await self._read(read)
 
@@ -1101,7 +1056,7 @@ class SqliteStore:
             rows = conn.execute(
                 "SELECT data FROM accounts WHERE tenant_id = ? ORDER BY id", (tenant_id,)
             ).fetchall()
-            return [_account_decoder.decode(r[0]) for r in rows]
+            return [account_decoder.decode(r[0]) for r in rows]
 
         return await self._read(read)
 
@@ -1119,8 +1074,8 @@ class SqliteStore:
             ).fetchone():
                 return False
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE tenant_id = ? AND account_id = ? "
-                f"AND status IN {_WAITING_SQL}",
+                f"SELECT {COLUMNS} FROM messages WHERE tenant_id = ? AND account_id = ? "
+                f"AND status IN {WAITING_SQL}",
                 (tenant_id, account_id),
             ).fetchall()
             if rows and abandon is None:
@@ -1128,7 +1083,7 @@ class SqliteStore:
                     f"account {account_id} still has {len(rows)} queued messages "
                     "(delete with force to fail them)"
                 )
-            for message in map(_message, rows):
+            for message in map(message_from_row, rows):
                 assert abandon is not None
                 self._apply_transition(
                     conn, message.pk, tenant_id, account_id, None, abandon(message), now
@@ -1223,7 +1178,7 @@ class SqliteStore:
                 "ORDER BY seq LIMIT ?",
                 (tenant_id, limit),
             ).fetchall()
-            return [StoredReport(seq, _event_decoder.decode(payload)) for seq, payload in rows]
+            return [StoredReport(seq, event_decoder.decode(payload)) for seq, payload in rows]
 
         return await self._read(read)
 
