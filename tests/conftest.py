@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psycopg
+import psycopg.sql
 import pytest
 
 from mailproxy.adapters.memory import MemoryStore
+from mailproxy.adapters.postgres import PostgresStore
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.lifecycle import decide, initial_status
 from mailproxy.domain.model import Account, NewMessage, Tenant
@@ -15,27 +20,70 @@ from mailproxy.domain.policy import queue_rank
 from mailproxy.domain.retry import RetryPolicy
 from mailproxy.domain.validation import parse_message
 
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", "postgres"]
 NOW_T = 1_800_000_000.0
+#: The PostgreSQL server of the tests (loopback); each test gets a schema of its own.
+POSTGRES_DSN = os.environ.get(
+    "GMP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres?connect_timeout=5"
+)
+
+Store = MemoryStore | SqliteStore | PostgresStore
 
 
-def make_store(kind: str, tmp_path: Path) -> MemoryStore | SqliteStore:
+def make_store(kind: str, tmp_path: Path) -> Store:
     if kind == "memory":
         return MemoryStore()
+    if kind == "postgres":
+        return PostgresStore(POSTGRES_DSN, schema=f"test_{uuid.uuid4().hex[:16]}", pool_size=4)
     return SqliteStore(tmp_path / "store.db")
 
 
+async def drop_schema(store: Store) -> None:
+    """Remove a test's PostgreSQL schema (the other stores leave nothing behind)."""
+    if isinstance(store, PostgresStore) and store.schema is not None:
+        async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
+            await conn.execute(
+                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    psycopg.sql.Identifier(store.schema)
+                )
+            )
+
+
 @pytest.fixture(params=STORE_KINDS)
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[MemoryStore | SqliteStore]:
-    """An open store of each kind; the SQLite one is a real file."""
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """An open store of each kind; the SQLite one is a real file, the PostgreSQL one a
+    fresh schema on the local server."""
     store = make_store(request.param, tmp_path)
     await store.open()
     try:
         yield store
     finally:
         await store.close()
+        await drop_schema(store)
+
+
+def twin_of(store: Store) -> Store:
+    """A second store on the same data, as another process would open it (the memory
+    store is its own twin: it cannot be shared)."""
+    if isinstance(store, SqliteStore):
+        return SqliteStore(store.path)
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store.dsn, schema=store.schema, pool_size=4)
+    return store
+
+
+@pytest.fixture
+async def twin(store: Store) -> AsyncIterator[Store]:
+    """``store`` as a second process sees it."""
+    other = twin_of(store)
+    if other is store:
+        yield store
+        return
+    await other.open()
+    try:
+        yield other
+    finally:
+        await other.close()
 
 
 class Clock:

@@ -8,6 +8,7 @@ from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.memory import MemoryStore
+from mailproxy.adapters.postgres import PostgresStore
 from mailproxy.adapters.prometheus import PrometheusMetrics
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
@@ -19,11 +20,14 @@ from mailproxy.ports.attachments import AttachmentSource
 from mailproxy.service import MailProxy
 
 
-def build_store(settings: Settings) -> MemoryStore | SqliteStore:
-    """``:memory:`` → the memory store; a file path → SQLite."""
+def build_store(settings: Settings) -> MemoryStore | SqliteStore | PostgresStore:
+    """``:memory:`` → the memory store; ``postgresql://…`` → PostgreSQL; a file path →
+    SQLite."""
     db_path = settings.db_path
     if db_path == ":memory:":
         return MemoryStore()
+    if db_path.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(db_path, pool_size=settings.storage.pool_size)
     if "://" in db_path:
         raise InvalidInput(
             "storage.db_path", f"unsupported storage.db_path: {db_path.split('://')[0]}:// URLs"
@@ -104,4 +108,5 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         report_batch=settings.reporting.batch_size,
         report_retry_max_s=settings.reporting.retry_max_delay_s,
         run_dispatcher=run_dispatcher,
+        changes=store if isinstance(store, PostgresStore) else None,
     )

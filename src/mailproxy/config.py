@@ -37,6 +37,8 @@ class ServerSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
 class StorageSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     db_path: str | None = None
     synchronous: Literal["full", "normal"] = "full"
+    #: PostgreSQL: connections per process.
+    pool_size: int = 8
 
 
 class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -204,6 +206,7 @@ def load_settings(
 def _check(settings: Settings) -> None:
     positive = {
         "server.max_body_bytes": settings.server.max_body_bytes,
+        "storage.pool_size": settings.storage.pool_size,
         "delivery.max_concurrency": settings.delivery.max_concurrency,
         "delivery.max_batch": settings.delivery.max_batch,
         "delivery.max_recipients": settings.delivery.max_recipients,

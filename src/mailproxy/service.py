@@ -99,6 +99,7 @@ from mailproxy.domain.validation import (
     parse_tenant,
 )
 from mailproxy.ports.attachments import AttachmentSource, ContentCache
+from mailproxy.ports.changes import ChangeFeed
 from mailproxy.ports.observability import AttemptResult, DeliveryEvents
 from mailproxy.ports.reporting import ReportSender
 from mailproxy.ports.store import AccessStore, ConfigStore, MessageStore, ReportOutbox
@@ -169,6 +170,8 @@ class MailProxy:
         report_concurrency: int = 8,
         run_dispatcher: bool = True,
         run_reporter: bool | None = None,
+        changes: ChangeFeed | None = None,
+        report_lease_s: float = 120.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         random_unit: Callable[[], float] = random.random,
@@ -207,6 +210,10 @@ class MailProxy:
         self._next_purge = 0.0
         self._run_dispatcher = run_dispatcher
         self._run_reporter = run_dispatcher if run_reporter is None else run_reporter
+        #: Wake-ups from other processes sharing the store (None: timers only).
+        self.changes = changes
+        self.report_lease_s = report_lease_s
+        self._next_sweep = 0.0
         self._clock = clock
         self._monotonic = monotonic
         self._random_unit = random_unit
@@ -245,6 +252,8 @@ class MailProxy:
             await part.open()
         self._stopping = False
         await self.recover()
+        if self.changes is not None and (self._run_dispatcher or self._run_reporter):
+            await self.changes.watch(self._wake.set, self._report_wake.set)
         if self._run_dispatcher:
             self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="mailproxy-dispatch")
         if self._run_reporter and self.reporter is not None:
@@ -287,8 +296,11 @@ class MailProxy:
         """Settle leases this worker held before a restart, and expired ones: attempts that
         had started become ``unknown`` (then follow the policy); claims that had not are
         re-queued. Returns how many attempts were settled as unknown."""
+        return await self._recover(own=True)
+
+    async def _recover(self, *, own: bool) -> int:
         claims = await self.store.recover(
-            owner=self.worker_id, now=self._clock(), lease_s=self.lease_s
+            owner=self.worker_id, now=self._clock(), lease_s=self.lease_s, own=own
         )
         for claim in claims:
             reason = (
@@ -707,6 +719,7 @@ class MailProxy:
         while not self._stopping:
             self._wake.clear()
             await self._purge_if_due()
+            await self._sweep_if_due()
             free = self.max_concurrency - len(self._inflight)
             claimed = 0
             if free > 0:
@@ -739,7 +752,7 @@ class MailProxy:
         next retention pass. Messages due now but not claimable (their account is busy)
         wait for an attempt to finish, which wakes the loop."""
         now = self._clock()
-        until_purge = max(0.0, self._next_purge - self._monotonic())
+        until_purge = max(0.0, min(self._next_purge, self._next_sweep) - self._monotonic())
         try:
             due = await self.store.next_due_ts(now)
         except MailProxyError as exc:
@@ -751,6 +764,21 @@ class MailProxy:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
+
+    async def _sweep_if_due(self) -> None:
+        """Take over expired leases (a process that died or hung mid-send) twice per
+        lease period: with several processes on one store, the survivors settle what a
+        dead one held."""
+        if self._monotonic() < self._next_sweep:
+            return
+        self._next_sweep = self._monotonic() + max(1.0, self.lease_s / 2)
+        try:
+            settled = await self._recover(own=False)
+        except MailProxyError as exc:
+            log.error("dispatch.sweep_failed", extra={"error": str(exc)})
+            return
+        if settled:
+            log.warning("dispatch.expired_leases", extra={"settled": settled})
 
     async def _purge_if_due(self) -> None:
         if self._monotonic() < self._next_purge:
@@ -1004,45 +1032,59 @@ class MailProxy:
         batch or ``queued > 0`` calls again at once; a failure backs off."""
         assert self.reporter is not None
         async with self._report_slots:
-            while not self._stopping:
-                try:
-                    stored = await self.outbox.pending_reports(tenant.id, self.report_batch)
-                except MailProxyError as exc:
-                    log.error("report.read_failed", extra={"tenant": tenant.id, "error": str(exc)})
-                    return
+            try:
+                await self._report_tenant_leased(tenant)
+            finally:
+                with contextlib.suppress(MailProxyError):
+                    await self.outbox.release_reports(tenant.id, self.worker_id)
+
+    async def _report_tenant_leased(self, tenant: Tenant) -> None:
+        assert self.reporter is not None
+        while not self._stopping:
+            try:
+                stored = await self.outbox.pending_reports(tenant.id, self.report_batch)
                 state = self._sync.get(tenant.id, SyncState(tenant_id=tenant.id))
                 if next_call_ts(state, bool(stored), self.sync_interval_s) > self._clock():
                     return
-                events = [r.event for r in stored]
-                answer = await self.reporter.post(tenant, events)
-                now = self._clock()
-                self._sync[tenant.id] = after_call(
-                    state,
-                    acknowledged=answer.acknowledged,
-                    error=answer.error,
-                    next_sync_after=answer.next_sync_after,
-                    now=now,
-                    retry_max_delay_s=self.report_retry_max_s,
+                # One process at a time calls a tenant's application; the lease is
+                # renewed before every call.
+                if not await self.outbox.lease_reports(
+                    tenant.id, self.worker_id, self._clock(), self.report_lease_s
+                ):
+                    return
+                if stored:  # read again under the lease: the last holder may have acked
+                    stored = await self.outbox.pending_reports(tenant.id, self.report_batch)
+            except MailProxyError as exc:
+                log.error("report.read_failed", extra={"tenant": tenant.id, "error": str(exc)})
+                return
+            events = [r.event for r in stored]
+            answer = await self.reporter.post(tenant, events)
+            now = self._clock()
+            self._sync[tenant.id] = after_call(
+                state,
+                acknowledged=answer.acknowledged,
+                error=answer.error,
+                next_sync_after=answer.next_sync_after,
+                now=now,
+                retry_max_delay_s=self.report_retry_max_s,
+            )
+            if not answer.acknowledged:
+                log.warning(
+                    "report.failed",
+                    extra={"tenant": tenant.id, "entries": len(events), "error": answer.error},
                 )
-                if not answer.acknowledged:
-                    log.warning(
-                        "report.failed",
-                        extra={"tenant": tenant.id, "entries": len(events), "error": answer.error},
+                return
+            if events:
+                try:
+                    await self.outbox.acknowledge_reports(
+                        tenant.id, [e.event_id for e in events], now
                     )
+                except MailProxyError as exc:
+                    log.error("report.ack_failed", extra={"tenant": tenant.id, "error": str(exc)})
                     return
-                if events:
-                    try:
-                        await self.outbox.acknowledge_reports(
-                            tenant.id, [e.event_id for e in events], now
-                        )
-                    except MailProxyError as exc:
-                        log.error(
-                            "report.ack_failed", extra={"tenant": tenant.id, "error": str(exc)}
-                        )
-                        return
-                log.info("report.sent", extra={"tenant": tenant.id, "entries": len(events)})
-                if len(events) < self.report_batch and answer.queued <= 0:
-                    return
+            log.info("report.sent", extra={"tenant": tenant.id, "entries": len(events)})
+            if len(events) < self.report_batch and answer.queued <= 0:
+                return
 
     def _record(
         self,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mailproxy.adapters.memory import MemoryStore
+from mailproxy.adapters.postgres import PostgresStore
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.bootstrap import build_proxy, build_store
 from mailproxy.config import load_settings
@@ -80,8 +81,11 @@ def test_bootstrap_builds_the_store_the_path_names(tmp_path):
     assert isinstance(build_store(load_settings(environ={"GMP_DB_PATH": ":memory:"})), MemoryStore)
     sqlite = build_store(load_settings(environ={"GMP_DB_PATH": str(tmp_path / "x.db")}))
     assert isinstance(sqlite, SqliteStore)
-    with pytest.raises(InvalidInput, match="postgresql://"):
-        build_store(load_settings(environ={"GMP_DB_PATH": "postgresql://localhost/db"}))
+    postgres = build_store(load_settings(environ={"GMP_DB_PATH": "postgresql://localhost/db"}))
+    assert isinstance(postgres, PostgresStore)
+    assert postgres.dsn == "postgresql://localhost/db"
+    with pytest.raises(InvalidInput, match="mysql://"):
+        build_store(load_settings(environ={"GMP_DB_PATH": "mysql://localhost/db"}))
 
 
 async def test_a_proxy_built_from_settings_delivers_to_its_capture_folder(tmp_path):

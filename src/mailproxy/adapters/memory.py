@@ -83,6 +83,7 @@ class MemoryStore:
         self._pauses: dict[tuple[str, str], AccountPause] = {}
         self._suspended: dict[str, set[str]] = {}
         self._tenant_keys: dict[str, TenantKey] = {}
+        self._report_leases: dict[str, tuple[str, float]] = {}  # tenant -> (owner, expiry)
         #: (scope, key) -> (fingerprint, status, body, created_ts)
         self._idempotency: dict[tuple[str, str], tuple[str, int | None, bytes | None, float]] = {}
         self._next_pk = 1
@@ -310,14 +311,16 @@ class MemoryStore:
         self._messages[message.pk] = updated
         self._push(updated)
 
-    async def recover(self, *, owner: str, now: float, lease_s: float) -> list[Claim]:
+    async def recover(
+        self, *, owner: str, now: float, lease_s: float, own: bool = True
+    ) -> list[Claim]:
         claims: list[Claim] = []
         token = uuid.uuid4().hex
         for message in list(self._messages.values()):
             if message.status is not Status.SENDING:
                 continue
             expired = message.lease_expires_ts is not None and message.lease_expires_ts <= now
-            if message.lease_owner != owner and not expired:
+            if not (expired or (own and message.lease_owner == owner)):
                 continue
             if not message.attempt_open:
                 self._requeue(message, now)
@@ -508,6 +511,7 @@ class MemoryStore:
         self._pauses = {k: p for k, p in self._pauses.items() if k[0] != tenant_id}
         self._suspended.pop(tenant_id, None)
         self._tenant_keys.pop(tenant_id, None)
+        self._report_leases.pop(tenant_id, None)
         scope = idempotency_scope(Caller(tenant_id))
         self._idempotency = {k: r for k, r in self._idempotency.items() if k[0] != scope}
         return True
@@ -606,3 +610,14 @@ class MemoryStore:
     async def report_backlog(self, tenant_id: str) -> ReportBacklog:
         pending = [r for r in self._reports if r.tenant_id == tenant_id and not r.acked]
         return ReportBacklog(len(pending), pending[0].created_ts if pending else None)
+
+    async def lease_reports(self, tenant_id: str, owner: str, now: float, lease_s: float) -> bool:
+        holder, expires_ts = self._report_leases.get(tenant_id, (owner, now))
+        if holder != owner and expires_ts > now:
+            return False
+        self._report_leases[tenant_id] = (owner, now + lease_s)
+        return True
+
+    async def release_reports(self, tenant_id: str, owner: str) -> None:
+        if self._report_leases.get(tenant_id, (None, 0.0))[0] == owner:
+            del self._report_leases[tenant_id]

@@ -228,7 +228,15 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idempotency_created ON idempotency(created_ts)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4)
+def _v5(db: sqlite_utils.Database) -> None:
+    """Report leases: which process delivers a tenant's events, until when."""
+    db.execute(
+        "CREATE TABLE report_leases (tenant_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+        "expires_ts REAL NOT NULL)"
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4, _v5)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -703,15 +711,17 @@ class SqliteStore:
 
         return await self._write(write)
 
-    async def recover(self, *, owner: str, now: float, lease_s: float) -> list[Claim]:
+    async def recover(
+        self, *, owner: str, now: float, lease_s: float, own: bool = True
+    ) -> list[Claim]:
         token = uuid.uuid4().hex
         expires = now + lease_s
 
         def write(conn: sqlite3.Connection) -> list[Claim]:
             rows = conn.execute(
                 "SELECT pk, attempts, due_ts, attempt_open FROM messages WHERE status = 'sending' "
-                "AND (lease_owner = ? OR lease_expires_ts <= ?)",
-                (owner, now),
+                "AND ((? AND lease_owner = ?) OR lease_expires_ts <= ?)",
+                (own, owner, now),
             ).fetchall()
             claims = []
             for pk, attempts, due_ts, attempt_open in rows:
@@ -1009,6 +1019,7 @@ class SqliteStore:
             conn.execute("DELETE FROM account_pauses WHERE tenant_id = ?", (tenant_id,))
             conn.execute("DELETE FROM suspensions WHERE tenant_id = ?", (tenant_id,))
             conn.execute("DELETE FROM tenant_keys WHERE tenant_id = ?", (tenant_id,))
+            conn.execute("DELETE FROM report_leases WHERE tenant_id = ?", (tenant_id,))
             conn.execute(
                 "DELETE FROM idempotency WHERE scope = ?", (idempotency_scope(Caller(tenant_id)),)
             )
@@ -1208,6 +1219,26 @@ class SqliteStore:
             return ReportBacklog(int(count), oldest[0] if oldest else None)
 
         return await self._read(read)
+
+    async def lease_reports(self, tenant_id: str, owner: str, now: float, lease_s: float) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "INSERT INTO report_leases (tenant_id, owner, expires_ts) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET owner = excluded.owner, "
+                "expires_ts = excluded.expires_ts WHERE report_leases.owner = excluded.owner "
+                "OR report_leases.expires_ts <= ? RETURNING 1",
+                (tenant_id, owner, now + lease_s, now),
+            ).fetchone()
+            return row is not None
+
+        return await self._write(write)
+
+    async def release_reports(self, tenant_id: str, owner: str) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "DELETE FROM report_leases WHERE tenant_id = ? AND owner = ?", (tenant_id, owner)
+            )
+        )
 
 
 __all__ = ["MIGRATIONS", "SqliteStore", "migrate"]

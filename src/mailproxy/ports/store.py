@@ -99,12 +99,16 @@ class MessageStore(Protocol):
         """Give back a claim whose attempt never started: the message is due again with its
         previous state; nothing is counted. False if the lease is lost."""
 
-    async def recover(self, *, owner: str, now: float, lease_s: float) -> list[Claim]:
-        """Take back leases held by ``owner`` (a restarted process) or expired.
+    async def recover(
+        self, *, owner: str, now: float, lease_s: float, own: bool = True
+    ) -> list[Claim]:
+        """Take back expired leases, and with ``own`` those held by ``owner`` (a restarted
+        process; a live process sweeps with ``own=False``, its own leases being in flight).
 
         Claimed-but-not-started messages are re-queued as they were. Messages whose attempt
         had started (``mark_sending``) are returned, re-leased to ``owner``, so the caller
-        can settle them as ``unknown`` through :meth:`complete`.
+        can settle them as ``unknown`` through :meth:`complete`. Two processes recovering
+        at once never take the same message.
         """
 
     async def get_message(self, tenant_id: str, message_id: str) -> QueuedMessage | None:
@@ -230,6 +234,14 @@ class ReportOutbox(Protocol):
     async def report_backlog(self, tenant_id: str) -> ReportBacklog:
         """How many of the tenant's events are unacknowledged, and when the oldest of them
         was written (None when there is none)."""
+
+    async def lease_reports(self, tenant_id: str, owner: str, now: float, lease_s: float) -> bool:
+        """Take or renew the right to deliver the tenant's events until ``now + lease_s``:
+        True unless another owner holds it unexpired. With several processes on one
+        store, one calls a tenant's application at a time."""
+
+    async def release_reports(self, tenant_id: str, owner: str) -> None:
+        """Give the right back (nothing if ``owner`` does not hold it)."""
 
 
 class AccessStore(Protocol):
