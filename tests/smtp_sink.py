@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -19,17 +20,22 @@ class Received:
     rcpt_tos: list[str]
     content: bytes
     mail_options: list[str]
+    #: When the end of DATA arrived (time.time()).
+    at: float = 0.0
 
 
 @dataclass
 class SinkHandler:
     """Answers 250 unless told otherwise. ``replies`` maps ``"MAIL"``, ``"DATA"`` or
     ``"RCPT:<address>"`` to a reply line; ``after_dot`` is ``None``, ``"drop"`` (keep the
-    message, close without answering) or ``"stall"`` (keep it, answer too late)."""
+    message, close without answering) or ``"stall"`` (keep it, answer too late);
+    ``reply_delay_s`` delays every answer to DATA."""
 
     replies: dict[str, str] = field(default_factory=dict)
     after_dot: str | None = None
     stall_s: float = 2.0
+    #: Seconds to wait after the end of DATA before answering (a provider's latency).
+    reply_delay_s: float = 0.0
     received: list[Received] = field(default_factory=list)
     sessions: int = 0
 
@@ -67,8 +73,11 @@ class SinkHandler:
                 list(envelope.rcpt_tos),
                 envelope.original_content or envelope.content,
                 list(envelope.mail_options),
+                time.time(),
             )
         )
+        if self.reply_delay_s:
+            await asyncio.sleep(self.reply_delay_s)
         if self.after_dot == "drop":
             server.transport.abort()
             return "250 OK"

@@ -15,6 +15,7 @@ from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import Settings
 from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.policy import WindowLengths
 from mailproxy.domain.validation import MessageLimits
 from mailproxy.ports.attachments import AttachmentSource
 from mailproxy.service import MailProxy
@@ -98,6 +99,11 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         lease_s=delivery.lease_s,
         worker_id=settings.worker_id,
         aging_s=delivery.priority_aging_s,
+        window_lengths=WindowLengths(
+            minute_s=delivery.minute_window_s,
+            hour_s=delivery.hour_window_s,
+            day_s=delivery.day_window_s,
+        ),
         retention_s=settings.reporting.retention_s,
         events=PrometheusMetrics(),
         reporter=HttpReportSender(

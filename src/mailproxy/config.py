@@ -52,6 +52,10 @@ class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     unknown_policy: Literal["at_least_once", "at_most_once"] = "at_least_once"
     max_batch: int = 1000
     priority_aging_s: float = 600.0
+    #: The lengths of the rate-limit windows that limit_per_minute/hour/day count in.
+    minute_window_s: float = 60.0
+    hour_window_s: float = 3600.0
+    day_window_s: float = 86400.0
     max_recipients: int = 100
     max_headers: int = 50
     max_attachments: int = 20
@@ -214,6 +218,9 @@ def _check(settings: Settings) -> None:
         "delivery.max_metadata_depth": settings.delivery.max_metadata_depth,
         "delivery.lease_s": settings.delivery.lease_s,
         "delivery.priority_aging_s": settings.delivery.priority_aging_s,
+        "delivery.minute_window_s": settings.delivery.minute_window_s,
+        "delivery.hour_window_s": settings.delivery.hour_window_s,
+        "delivery.day_window_s": settings.delivery.day_window_s,
         "retry.base_delay_s": settings.retry.base_delay_s,
         "retry.max_delay_s": settings.retry.max_delay_s,
         "retry.factor": settings.retry.factor,

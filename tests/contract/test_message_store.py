@@ -250,3 +250,14 @@ async def test_finished_messages_are_counted_per_minute_tenant_and_status(store)
         MinuteCount(minute + 60, "t1", Status.SENT, 1),
         MinuteCount(minute + 60, "t2", Status.SENT, 1),
     ]
+
+
+async def test_a_nul_in_a_lookup_or_a_servers_reply_fails_nothing(store):
+    assert await store.get_message("t1", "m\x00") is None
+    assert await store.history("t1", "m\x00") == []
+    await store.enqueue([new_message("m1")], NOW)
+    (c,) = await claim(store)
+    failed = transition_for(c, Permanent("550 no\x00such user", 550), now=NOW, event_id="n")
+    assert await store.complete(c.lease, failed, NOW)
+    stored = await store.get_message("t1", "m1")
+    assert (stored.status, stored.error.startswith("550 no")) == (Status.ERROR, True)

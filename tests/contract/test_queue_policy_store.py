@@ -84,7 +84,7 @@ async def test_reservations_agree_with_the_domain_over_random_traffic(store, see
     rng = random.Random(seed)
     tenant_window = RateWindow("tenant\x1ft1", 3, 90.0, "tenant t1: 3/minute")
     windows = [MINUTE, tenant_window]
-    log: list[tuple[float, int]] = []  # (instant, holder pk; 0 once consumed)
+    log: list[tuple[float, int]] = []  # (instant, holder pk; 0 once consumed, at its end)
     now = NOW
     deferred = 0
     for step in range(60):
@@ -95,18 +95,15 @@ async def test_reservations_agree_with_the_domain_over_random_traffic(store, see
         if replaced is not None and not refused:  # replaced: its reservation is given back
             log = [(ts, pk) for ts, pk in log if pk != replaced.pk]
         for c in await claim(store, now=now, limit=1000):
-            held = [ts for ts, pk in log if pk == c.lease.pk]
-            expected = (
-                max(held)
-                if held
-                else grant_slot(
-                    {w.key: sorted(ts for ts, _ in log) for w in windows}, windows, now
-                ).at_ts
-            )
+            # A claimed message is due: a slot it held has come and is checked again,
+            # against the reservations up to now.
+            held = any(pk == c.lease.pk for _, pk in log)
+            log = [(ts, pk) for ts, pk in log if pk != c.lease.pk]
+            seen = [ts for ts, _ in log if not held or ts <= now]
+            expected = grant_slot({w.key: sorted(seen) for w in windows}, windows, now).at_ts
             grant = await store.reserve_slots(c.lease, windows, now)
             assert grant.at_ts == expected, f"step {step}"
-            if not held:
-                log.append((grant.at_ts, c.lease.pk))
+            log.append((grant.at_ts, c.lease.pk))
             if grant.at_ts > now:
                 deferred += 1
                 await settle(store, c, RateLimited(grant.at_ts, grant.window or ""), now=now)
@@ -115,7 +112,7 @@ async def test_reservations_agree_with_the_domain_over_random_traffic(store, see
                 log = [(ts, pk) for ts, pk in log if pk != c.lease.pk]
             else:
                 await settle(store, c, Delivered(250), now=now)
-                log = [(ts, 0 if pk == c.lease.pk else pk) for ts, pk in log]
+                log = [(max(ts, now), 0) if pk == c.lease.pk else (ts, pk) for ts, pk in log]
     assert deferred >= 5  # the limits were reached, not only the fast path
 
 
@@ -216,3 +213,31 @@ async def test_next_due_looks_past_what_is_due_now(store):
     await store.enqueue([new_message("now"), new_message("later", deferred_ts=NOW + 5)], NOW)
     assert await store.next_due_ts(NOW) == NOW + 5
     assert await store.next_due_ts(NOW + 5) is None
+
+
+async def test_a_consumed_reservation_counts_from_when_the_send_ended(store):
+    """Two sends reserved at NOW (limit 2 a minute) ended at NOW + 5 and NOW + 1: as
+    the server saw them, the window frees at NOW + 1 + 60, not at NOW + 60."""
+    await store.enqueue([new_message(f"m{n}") for n in range(3)], NOW)
+    c0, c1, c2 = await claim(store)
+    assert (await store.reserve_slots(c0.lease, [MINUTE], NOW)).at_ts == NOW
+    assert (await store.reserve_slots(c1.lease, [MINUTE], NOW)).at_ts == NOW
+    await settle(store, c0, Delivered(250), now=NOW + 5)
+    await settle(store, c1, Delivered(250), now=NOW + 1)
+    assert (await store.reserve_slots(c2.lease, [MINUTE], NOW + 30)).at_ts == NOW + 61
+
+
+async def test_a_slot_that_has_come_is_checked_against_sends_that_ended_late(store):
+    """m2 was granted NOW + 60 while m0 and m1 were in flight; they ended at NOW + 5 and
+    NOW + 1, so when m2's turn comes the window frees at NOW + 61: it waits again."""
+    await store.enqueue([new_message(f"m{n}") for n in range(3)], NOW)
+    c0, c1, c2 = await claim(store)
+    await store.reserve_slots(c0.lease, [MINUTE], NOW)
+    await store.reserve_slots(c1.lease, [MINUTE], NOW)
+    assert (await store.reserve_slots(c2.lease, [MINUTE], NOW)).at_ts == NOW + 60
+    await settle(store, c2, RateLimited(NOW + 60, MINUTE.label))
+    await settle(store, c0, Delivered(250), now=NOW + 5)
+    await settle(store, c1, Delivered(250), now=NOW + 1)
+    (again,) = await claim(store, now=NOW + 60)
+    grant = await store.reserve_slots(again.lease, [MINUTE], NOW + 60)
+    assert (grant.at_ts, grant.window) == (NOW + 61, MINUTE.label)

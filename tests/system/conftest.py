@@ -7,12 +7,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
+import psycopg
+import psycopg.sql
 import pytest
 
+from tests.conftest import POSTGRES_DSN
 from tests.smtp_sink import SinkHandler, running_sink
 
 
@@ -37,19 +41,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``mail-proxy serve`` exactly as the benchmark starts it, on a free loopback port."""
+def start_server(
+    tmp_path: Path, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``mail-proxy serve`` exactly as the benchmark starts it, on a free loopback port
+    (``env``: more settings, e.g. another ``GMP_DB_PATH``)."""
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "GMP_DB_PATH": str(tmp_path / "mailproxy.db"),
         "GMP_API_TOKEN": TOKEN,
+        **(env or {}),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from mailproxy.entrypoints.cli import main; main()",
-         "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    # The log goes to a file: a pipe nobody reads fills up and stops the server.
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from mailproxy.entrypoints.cli import main; main()",
+             "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -61,15 +72,33 @@ def start_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
             time.sleep(0.1)
     else:
         process.kill()
-        pytest.fail(f"server did not start: {process.communicate()[0]}")
+        process.wait()
+        pytest.fail(f"server did not start: {log_path.read_text()[-4000:]}")
     try:
         yield url, process
     finally:
         if process.poll() is None:
             process.kill()
-        process.communicate()
+        process.wait()
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     yield from start_server(tmp_path)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server, dropped afterwards."""
+    name = f"mailproxy_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    try:
+        yield POSTGRES_DSN.replace("/postgres?", f"/{name}?")
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+            admin.execute(
+                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )

@@ -203,8 +203,10 @@ class MemoryStore:
         if self._leased(lease) is None:
             return None
         held = [ts for slots in self._slots.values() for ts, holder in slots if holder == lease.pk]
-        if held:
-            return SlotGrant(max(held), None if max(held) <= now else "reserved earlier")
+        if held and max(held) > now:
+            return SlotGrant(max(held), "reserved earlier")
+        self._release_slots(lease.pk)  # a slot that has come is checked again
+        horizon = now if held else float("inf")
         longest: dict[str, float] = {}
         for window in windows:
             longest[window.key] = max(longest.get(window.key, 0.0), window.window_s)
@@ -213,7 +215,9 @@ class MemoryStore:
                 s for s in self._slots.get(key, []) if s[0] > now - span or s[1] is not None
             ]
         grant = grant_slot(
-            {key: sorted(ts for ts, _ in self._slots[key]) for key in longest}, windows, now
+            {key: sorted(ts for ts, _ in self._slots[key] if ts <= horizon) for key in longest},
+            windows,
+            now,
         )
         for key in longest:
             self._slots[key].append((grant.at_ts, lease.pk))
@@ -274,7 +278,7 @@ class MemoryStore:
             self._release_slots(pk)
         elif transition.slots == "consume":
             for key, slots in self._slots.items():
-                self._slots[key] = [(ts, None if h == pk else h) for ts, h in slots]
+                self._slots[key] = [(max(ts, now), None) if h == pk else (ts, h) for ts, h in slots]
         account_key = (message.tenant_id, message.account_id)
         if transition.pause is not None:
             self._pauses[account_key] = transition.pause

@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 import msgspec
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, sql
+from psycopg.abc import Buffer
+from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import AsyncConnectionPool
 
 from mailproxy.adapters.sql_rows import (
@@ -161,6 +163,18 @@ _MESSAGE_UPSERT = (
 )
 
 
+class _NulSafeText(StrDumperUnknown):
+    """PostgreSQL text cannot hold NUL: one in a value (a lookup key from a request, a
+    server's reply kept as an error) becomes U+FFFD instead of failing the statement."""
+
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    conn.adapters.register_dumper(str, _NulSafeText)
+
+
 def _channels(schema: str | None) -> tuple[str, str]:
     """The NOTIFY channels of one schema (so that databases shared by several
     installations, or test runs, do not wake each other)."""
@@ -231,7 +245,7 @@ class PostgresStore:
                     )
             pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
                 self.dsn, min_size=1, max_size=self._pool_size, kwargs=self._connect_kwargs(),
-                timeout=self._timeout_s, open=False, name="mailproxy",
+                timeout=self._timeout_s, open=False, name="mailproxy", configure=_configure,
             )  # fmt: skip
             await pool.open(wait=True, timeout=self._timeout_s)
         except (psycopg.Error, OSError) as exc:
@@ -486,7 +500,11 @@ class PostgresStore:
                 cur, "SELECT MAX(ts) FROM rate_slots WHERE message_pk = %s", (lease.pk,)
             )
             if held is not None:
-                return SlotGrant(held, None if held <= now else "reserved earlier")
+                if held > now:
+                    return SlotGrant(held, "reserved earlier")
+                # The slot it waited for has come: check again (see the port).
+                await cur.execute("DELETE FROM rate_slots WHERE message_pk = %s", (lease.pk,))
+            horizon = now if held is not None else float("inf")
             longest: dict[str, float] = {}
             for window in windows:
                 longest[window.key] = max(longest.get(window.key, 0.0), window.window_s)
@@ -495,13 +513,14 @@ class PostgresStore:
                 await cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(key),))
             grant = SlotGrant(now)
             for window in windows:
-                # The limit-th newest reservation inside the window (none: room); reads
-                # at most `limit` index entries.
+                # The limit-th newest reservation inside the window (none: room), up to
+                # now only when a held slot is checked again; reads at most `limit` index
+                # entries.
                 row = await self._one(
                     cur,
-                    "SELECT ts FROM rate_slots WHERE key = %s AND ts > %s ORDER BY ts DESC "
-                    "LIMIT 1 OFFSET %s",
-                    (window.key, now - window.window_s, window.limit - 1),
+                    "SELECT ts FROM rate_slots WHERE key = %s AND ts > %s AND ts <= %s "
+                    "ORDER BY ts DESC LIMIT 1 OFFSET %s",
+                    (window.key, now - window.window_s, horizon, window.limit - 1),
                 )
                 if row is None:
                     continue
@@ -610,7 +629,9 @@ class PostgresStore:
             await cur.execute("SELECT pg_notify(%s, %s)", (self._reports_channel, tenant_id))
         if t.slots == "consume":
             await cur.execute(
-                "UPDATE rate_slots SET message_pk = NULL WHERE message_pk = %s", (pk,)
+                "UPDATE rate_slots SET message_pk = NULL, ts = GREATEST(ts, %s) "
+                "WHERE message_pk = %s",
+                (now, pk),
             )
         elif t.slots == "release":
             await cur.execute("DELETE FROM rate_slots WHERE message_pk = %s", (pk,))

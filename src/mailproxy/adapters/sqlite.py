@@ -540,7 +540,11 @@ class SqliteStore:
                 "SELECT MAX(ts) FROM rate_slots WHERE message_pk = ?", (lease.pk,)
             ).fetchone()
             if held is not None:
-                return SlotGrant(held, None if held <= now else "reserved earlier")
+                if held > now:
+                    return SlotGrant(held, "reserved earlier")
+                # The slot it waited for has come: check again (see the port).
+                conn.execute("DELETE FROM rate_slots WHERE message_pk = ?", (lease.pk,))
+            horizon = now if held is not None else float("inf")
             grant = SlotGrant(now)
             totals: dict[str, int] = {}
             for window in windows:
@@ -552,11 +556,12 @@ class SqliteStore:
                 if totals[window.key] < window.limit:
                     continue  # fewer reservations on the key than the limit: room
                 # slot_free_at, in SQL: the limit-th newest reservation inside the window
-                # (none: room); scans at most `limit` index entries.
+                # (none: room), up to now only when a held slot is checked again; scans at
+                # most `limit` index entries.
                 row = conn.execute(
-                    "SELECT ts FROM rate_slots WHERE key = ? AND ts > ? ORDER BY ts DESC "
-                    "LIMIT 1 OFFSET ?",
-                    (window.key, now - window.window_s, window.limit - 1),
+                    "SELECT ts FROM rate_slots WHERE key = ? AND ts > ? AND ts <= ? "
+                    "ORDER BY ts DESC LIMIT 1 OFFSET ?",
+                    (window.key, now - window.window_s, horizon, window.limit - 1),
                 ).fetchone()
                 if row is None:
                     continue
@@ -671,7 +676,10 @@ class SqliteStore:
             [(e.event_id, tenant_id, pk, encode(e), now) for e in t.events],
         )
         if t.slots == "consume":
-            conn.execute("UPDATE rate_slots SET message_pk = NULL WHERE message_pk = ?", (pk,))
+            conn.execute(
+                "UPDATE rate_slots SET message_pk = NULL, ts = MAX(ts, ?) WHERE message_pk = ?",
+                (now, pk),
+            )
         elif t.slots == "release":
             conn.execute("DELETE FROM rate_slots WHERE message_pk = ?", (pk,))
         if t.pause is not None:

@@ -278,8 +278,10 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     wait_reason: str | None = None
     wait_detail: str | None = None
     #: What becomes of the message's rate-limit reservation: ``consume`` (the send
-    #: happened, or may have), ``release`` (nothing reached the server's queue), ``keep``
-    #: (a future slot the message waits for).
+    #: happened, or may have: the slot then counts from when the attempt ended, so that
+    #: the window holds as the receiving server sees it, however long the send took),
+    #: ``release`` (nothing reached the server's queue), ``keep`` (a future slot the
+    #: message waits for).
     slots: Literal["consume", "release", "keep"] = "release"
     #: Pause the account (authentication or TLS failure) ...
     pause: AccountPause | None = None

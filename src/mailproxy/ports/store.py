@@ -76,12 +76,17 @@ class MessageStore(Protocol):
     ) -> SlotGrant | None:
         """Atomically reserve one send in every window for the leased message.
 
-        If the message already holds a reservation (it waited for a future slot), that
-        one is returned. Otherwise the grant is :func:`mailproxy.domain.policy.grant_slot`
-        over the reservations of each window key (sends made, and future slots held by
-        waiting messages): ``at_ts <= now`` means send now; later means the message now
-        holds that future slot and should wait for it. None if the lease is lost.
-        :meth:`complete` consumes, keeps or releases the reservation per the transition.
+        If the message holds a reservation still in the future, that one is returned.
+        Without one, the grant is :func:`mailproxy.domain.policy.grant_slot` over the
+        reservations of each window key (sends made, and future slots held by waiting
+        messages): ``at_ts <= now`` means send now; later means the message now holds that
+        future slot and should wait for it. When the slot it waited for has come, it is
+        checked again, against the reservations up to ``now`` only (the sends since;
+        future slots of other waiting messages are theirs to check): sends that were in
+        flight when it was granted count from when they ended (see
+        ``Transition.slots``), which may be later than assumed then. None if the lease is
+        lost. :meth:`complete` consumes, keeps or releases the reservation per the
+        transition.
         """
 
     async def mark_sending(self, lease: Lease, now: float) -> bool:
