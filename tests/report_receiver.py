@@ -42,6 +42,10 @@ class Receiver:
     calls: list[Call] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
+    #: The most calls that were being answered at once.
+    most_at_once: int = 0
+    _at_once: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
@@ -60,8 +64,13 @@ def running_receiver() -> Iterator[Receiver]:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             reply = receiver.replies.pop(0) if receiver.replies else Reply()
+            with receiver._lock:
+                receiver._at_once += 1
+                receiver.most_at_once = max(receiver.most_at_once, receiver._at_once)
             if reply.delay_s:
                 time.sleep(reply.delay_s)
+            with receiver._lock:
+                receiver._at_once -= 1
             receiver.calls.append(Call(self.path, dict(self.headers.items()), body))
             receiver.arrived.set()
             answer = json.dumps(reply.body or {"ok": True}).encode()

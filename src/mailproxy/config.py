@@ -126,7 +126,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @property
     def worker_id(self) -> str:
-        return self.delivery.worker_id or f"{socket.gethostname()}:{self.instance_name}"
+        """``delivery.worker_id``, or host and instance name: stable across restarts, so a
+        restarted process settles its interrupted attempts at once. On PostgreSQL, which
+        several processes share, the default adds the process id (two processes with one
+        id would take each other's leases); a crashed process's leases are then settled
+        by the others when they expire. Give each process a stable id of its own to have
+        both."""
+        if self.delivery.worker_id:
+            return self.delivery.worker_id
+        base = f"{socket.gethostname()}:{self.instance_name}"
+        if self.db_path.startswith(("postgresql://", "postgres://")):
+            return f"{base}:{os.getpid()}"
+        return base
 
 
 SECTIONS: dict[str, type[msgspec.Struct]] = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,12 @@ def test_message_limits_come_from_the_delivery_section(tmp_path):
     )
     limits = build_proxy(settings, run_dispatcher=False).message_limits
     assert (limits.max_recipients, limits.max_metadata_depth, limits.max_headers) == (2, 1, 50)
+
+
+def test_worker_ids_are_stable_on_sqlite_and_per_process_on_postgresql():
+    sqlite = load_settings(environ={"GMP_DB_PATH": "/data/mail.db"})
+    assert sqlite.worker_id == f"{socket.gethostname()}:default"
+    shared = load_settings(environ={"GMP_DB_PATH": "postgresql://db.example/mail"})
+    assert shared.worker_id == f"{socket.gethostname()}:default:{os.getpid()}"
+    named = {"GMP_DB_PATH": "postgresql://db.example/mail", "GMP_DELIVERY_WORKER_ID": "node-1"}
+    assert load_settings(environ=named).worker_id == "node-1"
