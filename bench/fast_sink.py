@@ -3,13 +3,18 @@ command with success and swallows message data, using ``bytes.find`` on whole re
 that it keeps up with large messages the way a production MTA does (aiosmtpd parses data
 line by line in Python and falls behind on megabyte messages).
 
-    python bench/fast_sink.py PORT
+    python bench/fast_sink.py PORT [LATENCY_MS]
+
+``LATENCY_MS`` delays every answer to the end of DATA, as a provider's queueing does
+(a connection then carries at most 1000 / LATENCY_MS messages a second).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+
+LATENCY_S = 0.0
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -25,6 +30,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     pending = pending[-4:]  # keep what could start the end marker
                     break
                 pending, in_data = pending[end + 5 :], False
+                if LATENCY_S:
+                    await writer.drain()
+                    await asyncio.sleep(LATENCY_S)
                 writer.write(b"250 2.0.0 accepted\r\n")
                 continue
             line_end = pending.find(b"\r\n")
@@ -54,4 +62,6 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        LATENCY_S = float(sys.argv[2]) / 1000
     asyncio.run(main(int(sys.argv[1])))

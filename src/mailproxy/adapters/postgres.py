@@ -334,6 +334,7 @@ class PostgresStore:
                     on_queue()  # whatever happened while not listening
                     on_reports()
                     async for note in conn.notifies():
+                        log.debug("postgres.notified", extra={"channel": note.channel})
                         (on_queue if note.channel == self._queue_channel else on_reports)()
             except (psycopg.Error, OSError) as exc:
                 log.warning("postgres.listen_failed", extra={"error": str(exc)})

@@ -1,0 +1,185 @@
+"""Scale-out benchmark on PostgreSQL (not a test): delivery throughput of 1, 2 and 3
+``mail-proxy serve`` processes sharing one database.
+
+For each process count: a fresh database, the processes, and ``bench/fast_sink.py`` on
+127.0.0.1 answering the end of DATA after ``--latency-ms`` (20 by default: a provider's
+queueing, so that waiting, not CPU, dominates as it does in production). N messages are
+accepted while the tenant is suspended, then the tenant is activated and the clock runs
+until every message is sent. Prints one JSON line per process count: delivered msg/s, the
+ratio to one process in the same run, and CPU ms per message of the mailproxy processes
+(PostgreSQL and the sink excluded).
+
+    python bench/scale_out.py [--n 3000] [--processes 1 2 3] [--latency-ms 20]
+        [--connections 3] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import sql
+
+TOKEN = "bench-scale-out-admin-token"
+ADMIN = {"X-API-Token": TOKEN}
+BENCH = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def database(dsn: str) -> Iterator[str]:
+    name = f"mailproxy_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        # A URL: that is what selects PostgreSQL in storage.db_path.
+        yield urllib.parse.urlsplit(dsn)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextlib.contextmanager
+def processes(command_lists: list[list[str]], envs: list[dict[str, str]]) -> Iterator[list[int]]:
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for command, env in zip(command_lists, envs, strict=True):
+            started.append(
+                subprocess.Popen(
+                    command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+        yield [p.pid for p in started]
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def sent_by(url: str) -> int:
+    """The messages a process sent, from its own metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("gmp_sent_total{")
+    )
+
+
+def wait_healthy(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not start")
+
+
+def run(size: int, args: argparse.Namespace) -> dict[str, float]:
+    sink_port = free_port()
+    sink = [sys.executable, str(BENCH / "fast_sink.py"), str(sink_port), str(args.latency_ms)]
+    with (
+        database(args.dsn) as dsn,
+        tempfile.TemporaryDirectory() as folder,
+        processes([sink], [dict(os.environ)]),
+    ):
+        ports = [free_port() for _ in range(size)]
+        commands, envs = [], []
+        for n, port in enumerate(ports):
+            Path(folder, f"p{n}").mkdir()
+            commands.append(
+                [sys.executable, "-m", "mailproxy", "serve", "--host", "127.0.0.1",
+                 "--port", str(port)]
+            )  # fmt: skip
+            envs.append(
+                {**os.environ, "GMP_DB_PATH": dsn, "GMP_API_TOKEN": TOKEN,
+                 "GMP_DELIVERY_WORKER_ID": f"bench-{n}", "GMP_HOME": str(Path(folder, f"p{n}"))}
+            )  # fmt: skip
+        with processes(commands, envs) as pids:
+            urls = [f"http://127.0.0.1:{port}" for port in ports]
+            for url in urls:
+                wait_healthy(url)
+            with httpx.Client(base_url=urls[0], headers=ADMIN, timeout=60) as admin:
+                admin.post("/tenant", json={"id": "bench"}).raise_for_status()
+                account = {"id": "main", "tenant_id": "bench", "host": "127.0.0.1",
+                           "port": sink_port, "use_tls": False, "is_default": True,
+                           "max_connections": args.connections}  # fmt: skip
+                admin.post("/account", json=account).raise_for_status()
+                admin.post("/commands/suspend", params={"tenant_id": "bench"}).raise_for_status()
+                for start in range(0, args.n, 100):
+                    batch = [
+                        {
+                            "id": f"m{i}",
+                            "tenant_id": "bench",
+                            "from": "bench@example.com",
+                            "to": [f"r{i}@example.com"],
+                            "subject": f"bench {i}",
+                            "body": "hello " * 40,
+                        }
+                        for i in range(start, min(start + 100, args.n))
+                    ]
+                    admin.post("/commands/add-messages", json={"messages": batch})
+                cpu_before = sum(cpu_s(pid) for pid in pids)
+                began = time.perf_counter()
+                admin.post("/commands/activate", params={"tenant_id": "bench"}).raise_for_status()
+                while admin.get("/status").json()["queue"]["sent"] < args.n:
+                    time.sleep(0.05)
+                elapsed = time.perf_counter() - began
+                cpu = sum(cpu_s(pid) for pid in pids) - cpu_before
+            shares = [sent_by(url) for url in urls]
+    return {"processes": size, "n": args.n, "delivered_per_s": round(args.n / elapsed, 1),
+            "cpu_ms_per_msg": round(cpu * 1000 / args.n, 2), "sent_by_process": shares}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--connections", type=int, default=3)
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    baseline = None
+    for size in args.processes:
+        result = run(size, args)
+        baseline = baseline or result["delivered_per_s"]
+        result["ratio_to_first"] = round(result["delivered_per_s"] / baseline, 2)
+        result["latency_ms"] = args.latency_ms
+        result["connections_per_process"] = args.connections
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
