@@ -38,13 +38,17 @@ from mailproxy.adapters.sql_rows import (
     COLUMNS,
     FINAL_SQL,
     QUEUED_SQL,
+    TRANSITION_UPDATE,
     WAITING_SQL,
     account_decoder,
+    claims_of,
     encode,
     event_decoder,
     max_connections,
     message_from_row,
+    page_of,
     tenant_decoder,
+    transition_values,
 )
 from mailproxy.domain.access import (
     Caller,
@@ -54,7 +58,7 @@ from mailproxy.domain.access import (
     idempotent_state,
 )
 from mailproxy.domain.errors import Conflict, StorageError
-from mailproxy.domain.lifecycle import is_final, requeue_status, resubmission_refusal
+from mailproxy.domain.lifecycle import requeue_status, resubmission_refusal
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
     Account,
@@ -173,6 +177,9 @@ class _NulSafeText(StrDumperUnknown):
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
     conn.adapters.register_dumper(str, _NulSafeText)
+
+
+_TRANSITION_SQL = TRANSITION_UPDATE.format(*["%s"] * 14).encode()
 
 
 def _channels(schema: str | None) -> tuple[str, str]:
@@ -463,22 +470,9 @@ class PostgresStore:
                 "WHERE pk = ANY(%s)",
                 (owner, token, expires, now, [m.pk for m in picked]),
             )
-            return [
-                Claim(
-                    msgspec.structs.replace(
-                        m,
-                        status=Status.SENDING,
-                        lease_owner=owner,
-                        lease_token=token,
-                        lease_expires_ts=expires,
-                        attempt_open=False,
-                        updated_ts=now,
-                    ),
-                    Lease(m.pk, owner, token, expires),
-                    pauses.get((m.tenant_id, m.account_id)),
-                )
-                for m in picked
-            ]
+            return claims_of(
+                picked, owner=owner, token=token, expires=expires, now=now, pauses=pauses
+            )
 
         return await self._write(write)
 
@@ -593,29 +587,7 @@ class PostgresStore:
             await self._suspensions(cur, tenant_id), batch_code
         ):
             status = Status.SUSPENDED
-        await cur.execute(
-            "UPDATE messages SET status = %s, due_ts = %s, attempts = %s, "
-            "possible_duplicate = %s, error = %s, smtp_code = %s, "
-            "sent_ts = COALESCE(%s, sent_ts), error_ts = COALESCE(%s, error_ts), "
-            "final_ts = %s, lease_owner = NULL, lease_token = NULL, lease_expires_ts = NULL, "
-            "attempt_open = false, updated_ts = %s, wait_reason = %s, wait_detail = %s "
-            "WHERE pk = %s",
-            (
-                status.value,
-                t.due_ts,
-                t.attempts,
-                t.possible_duplicate,
-                t.error,
-                t.smtp_code,
-                t.sent_ts,
-                t.error_ts,
-                now if is_final(t.status) else None,
-                now,
-                t.wait_reason,
-                t.wait_detail,
-                pk,
-            ),
-        )
+        await cur.execute(_TRANSITION_SQL, transition_values(t, status, now, pk))
         if t.history is not None:
             await cur.execute(
                 "INSERT INTO history (message_pk, event, ts, detail) VALUES (%s, %s, %s, %s)",
@@ -745,10 +717,7 @@ class PostgresStore:
         args.append(limit + 1)
 
         async def read(cur: Cursor) -> MessagePage:
-            rows = await self._all(cur, query, args)
-            page = [message_from_row(r) for r in rows[:limit]]
-            more = len(rows) > limit
-            return MessagePage(page, str(page[-1].seq) if more and page else None)
+            return page_of(await self._all(cur, query, args), limit)
 
         return await self._read(read)
 

@@ -5,11 +5,25 @@ JSON-encoded columns."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
-from mailproxy.domain.model import Account, MessageSpec, QueuedMessage, ReportEvent, Status, Tenant
+from mailproxy.domain.lifecycle import is_final
+from mailproxy.domain.model import (
+    Account,
+    AccountPause,
+    Claim,
+    Lease,
+    MessagePage,
+    MessageSpec,
+    QueuedMessage,
+    ReportEvent,
+    Status,
+    Tenant,
+    Transition,
+)
 
 COLUMNS = (
     "pk, tenant_id, id, account_id, priority, seq, status, due_ts, batch_code, message_id, "
@@ -64,3 +78,69 @@ def message_from_row(row: tuple[Any, ...]) -> QueuedMessage:
         wait_detail=row[26],
         final_ts=row[27],
     )
+
+
+def claims_of(
+    picked: Sequence[QueuedMessage],
+    *,
+    owner: str,
+    token: str,
+    expires: float,
+    now: float,
+    pauses: Mapping[tuple[str, str], AccountPause],
+) -> list[Claim]:
+    """The claims for messages just leased to ``owner`` (as the claiming UPDATE left them)."""
+    return [
+        Claim(
+            msgspec.structs.replace(
+                m,
+                status=Status.SENDING,
+                lease_owner=owner,
+                lease_token=token,
+                lease_expires_ts=expires,
+                attempt_open=False,
+                updated_ts=now,
+            ),
+            Lease(m.pk, owner, token, expires),
+            pauses.get((m.tenant_id, m.account_id)),
+        )
+        for m in picked
+    ]
+
+
+#: The UPDATE of a message by a transition, with its placeholders as ``{}``.
+TRANSITION_UPDATE = (
+    "UPDATE messages SET status = {}, due_ts = {}, attempts = {}, possible_duplicate = {}, "
+    "error = {}, smtp_code = {}, sent_ts = COALESCE({}, sent_ts), "
+    "error_ts = COALESCE({}, error_ts), final_ts = {}, lease_owner = NULL, "
+    "lease_token = NULL, lease_expires_ts = NULL, attempt_open = {}, updated_ts = {}, "
+    "wait_reason = {}, wait_detail = {} WHERE pk = {}"
+)
+
+
+def transition_values(t: Transition, status: Status, now: float, pk: int) -> tuple[Any, ...]:
+    """The values of :data:`TRANSITION_UPDATE` for ``t`` (``status``: the status it
+    stores, which a suspension may have changed)."""
+    return (
+        status.value,
+        t.due_ts,
+        t.attempts,
+        t.possible_duplicate,
+        t.error,
+        t.smtp_code,
+        t.sent_ts,
+        t.error_ts,
+        now if is_final(t.status) else None,
+        False,
+        now,
+        t.wait_reason,
+        t.wait_detail,
+        pk,
+    )
+
+
+def page_of(rows: Sequence[tuple[Any, ...]], limit: int) -> MessagePage:
+    """A page from up to ``limit + 1`` rows in sequence order (the extra one says more)."""
+    page = [message_from_row(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return MessagePage(page, str(page[-1].seq) if more and page else None)

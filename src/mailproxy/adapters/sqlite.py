@@ -31,13 +31,17 @@ from mailproxy.adapters.sql_rows import (
     COLUMNS,
     FINAL_SQL,
     QUEUED_SQL,
+    TRANSITION_UPDATE,
     WAITING_SQL,
     account_decoder,
+    claims_of,
     encode,
     event_decoder,
     max_connections,
     message_from_row,
+    page_of,
     tenant_decoder,
+    transition_values,
 )
 from mailproxy.domain.access import (
     Caller,
@@ -47,7 +51,7 @@ from mailproxy.domain.access import (
     idempotent_state,
 )
 from mailproxy.domain.errors import Conflict, StorageError
-from mailproxy.domain.lifecycle import is_final, requeue_status, resubmission_refusal
+from mailproxy.domain.lifecycle import requeue_status, resubmission_refusal
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
     Account,
@@ -78,6 +82,7 @@ from mailproxy.domain.policy import (
 )
 
 T = TypeVar("T")
+_TRANSITION_SQL = TRANSITION_UPDATE.format(*["?"] * 14)
 Write = Callable[[sqlite3.Connection], Any]
 
 # --- migrations -------------------------------------------------------------------------
@@ -501,22 +506,9 @@ class SqliteStore:
                 "lease_expires_ts = ?, attempt_open = 0, updated_ts = ? WHERE pk = ?",
                 [(owner, token, expires, now, m.pk) for m in picked],
             )
-            return [
-                Claim(
-                    msgspec.structs.replace(
-                        m,
-                        status=Status.SENDING,
-                        lease_owner=owner,
-                        lease_token=token,
-                        lease_expires_ts=expires,
-                        attempt_open=False,
-                        updated_ts=now,
-                    ),
-                    Lease(m.pk, owner, token, expires),
-                    pauses.get((m.tenant_id, m.account_id)),
-                )
-                for m in picked
-            ]
+            return claims_of(
+                picked, owner=owner, token=token, expires=expires, now=now, pauses=pauses
+            )
 
         return await self._write(write)
 
@@ -642,29 +634,7 @@ class SqliteStore:
             cls._suspensions(conn, tenant_id), batch_code
         ):
             status = Status.SUSPENDED
-        conn.execute(
-            "UPDATE messages SET status = ?, due_ts = ?, attempts = ?, "
-            "possible_duplicate = ?, error = ?, smtp_code = ?, "
-            "sent_ts = COALESCE(?, sent_ts), error_ts = COALESCE(?, error_ts), "
-            "final_ts = ?, lease_owner = NULL, lease_token = NULL, lease_expires_ts = NULL, "
-            "attempt_open = 0, updated_ts = ?, wait_reason = ?, wait_detail = ? "
-            "WHERE pk = ?",
-            (
-                status.value,
-                t.due_ts,
-                t.attempts,
-                int(t.possible_duplicate),
-                t.error,
-                t.smtp_code,
-                t.sent_ts,
-                t.error_ts,
-                now if is_final(t.status) else None,
-                now,
-                t.wait_reason,
-                t.wait_detail,
-                pk,
-            ),
-        )
+        conn.execute(_TRANSITION_SQL, transition_values(t, status, now, pk))
         if t.history is not None:
             conn.execute(
                 "INSERT INTO history (message_pk, event, ts, detail) VALUES (?, ?, ?, ?)",
@@ -782,10 +752,7 @@ class SqliteStore:
         args.append(limit + 1)
 
         def read(conn: sqlite3.Connection) -> MessagePage:
-            rows = conn.execute(sql, args).fetchall()
-            page = [message_from_row(r) for r in rows[:limit]]
-            more = len(rows) > limit
-            return MessagePage(page, str(page[-1].seq) if more and page else None)
+            return page_of(conn.execute(sql, args).fetchall(), limit)
 
         return await self._read(read)
 
