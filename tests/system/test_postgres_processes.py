@@ -8,11 +8,12 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.http_reports import HttpReportSender
-from mailproxy.adapters.postgres import PostgresStore
+from mailproxy.adapters.postgres import MIGRATIONS, PostgresStore
 from mailproxy.domain.egress import parse_networks
 from mailproxy.service import MailProxy
 from tests.conftest import drop_schema, make_store, twin_of
@@ -101,3 +102,20 @@ async def test_one_process_at_a_time_calls_a_tenants_application(stores, tmp_pat
             await until(all_acknowledged, 30)
     assert receiver.most_at_once == 1
     assert len(set(receiver.event_ids())) == 30
+
+
+async def test_processes_starting_together_apply_each_migration_once(tmp_path):
+    first = make_store("postgres", tmp_path)
+    assert isinstance(first, PostgresStore)
+    others = [twin_of(first) for _ in range(3)]
+    try:
+        await asyncio.gather(first.open(), *(store.open() for store in others))
+        async with await psycopg.AsyncConnection.connect(
+            first.dsn, options=f"-c search_path={first.schema}"
+        ) as conn:
+            rows = await (await conn.execute("SELECT version FROM schema_version")).fetchall()
+        assert rows == [(len(MIGRATIONS),)]
+    finally:
+        for store in [first, *others]:
+            await store.close()
+        await drop_schema(first)

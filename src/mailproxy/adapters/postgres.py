@@ -244,7 +244,12 @@ class PostgresStore:
             return
         try:
             if self.schema is not None:
-                async with await AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                async with (
+                    await AsyncConnection.connect(self.dsn, autocommit=True) as conn,
+                    conn.transaction(),
+                ):
+                    # Two "IF NOT EXISTS" at once can still collide: one at a time.
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                     await conn.execute(
                         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                             sql.Identifier(self.schema)
