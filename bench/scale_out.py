@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,21 +32,14 @@ import httpx
 import psycopg
 from psycopg import sql
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from embedded import free_port
+from http_enqueue import process_cpu_s
+
 TOKEN = "bench-scale-out-admin-token"
 ADMIN = {"X-API-Token": TOKEN}
 BENCH = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -151,13 +143,13 @@ def run(size: int, args: argparse.Namespace) -> dict[str, float]:
                         for i in range(start, min(start + 100, args.n))
                     ]
                     admin.post("/commands/add-messages", json={"messages": batch})
-                cpu_before = sum(cpu_s(pid) for pid in pids)
+                cpu_before = sum(process_cpu_s(pid) for pid in pids)
                 began = time.perf_counter()
                 admin.post("/commands/activate", params={"tenant_id": "bench"}).raise_for_status()
                 while admin.get("/status").json()["queue"]["sent"] < args.n:
                     time.sleep(0.05)
                 elapsed = time.perf_counter() - began
-                cpu = sum(cpu_s(pid) for pid in pids) - cpu_before
+                cpu = sum(process_cpu_s(pid) for pid in pids) - cpu_before
             shares = [sent_by(url) for url in urls]
     return {"processes": size, "n": args.n, "delivered_per_s": round(args.n / elapsed, 1),
             "cpu_ms_per_msg": round(cpu * 1000 / args.n, 2), "sent_by_process": shares}  # fmt: skip
