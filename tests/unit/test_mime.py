@@ -87,13 +87,17 @@ def test_custom_headers_are_written():
     assert msg["X-Campaign"] == "spring"
 
 
-def test_the_encoded_word_injection_never_reaches_the_wire():
-    # Bypass edge validation to prove the post-serialisation check holds on its own
-    # (CVE-2024-6923: Python 3.11/3.12 write the decoded newline).
+@pytest.mark.parametrize("to", ["r@example.com", "δοκιμή@example.com"])
+def test_the_encoded_word_injection_never_reaches_the_wire(to):
+    # Bypass edge validation to prove the rendering holds on its own. ASCII addresses go
+    # through the classic API, which writes the subject as given (the encoded word stays
+    # text); a UTF-8 local part goes through the modern API, which on Python 3.11/3.12
+    # before the CVE-2024-6923 fix decodes the newline, and the post-serialisation check
+    # must then refuse the message.
     spec = MessageSpec(
         id="m",
         from_="s@example.com",
-        to=("r@example.com",),
+        to=(to,),
         subject="x=?UTF-8?Q?=0A?=Bcc: evil@example.com",
     )
     try:
@@ -103,11 +107,11 @@ def test_the_encoded_word_injection_never_reaches_the_wire():
         )
     except InvalidInput as exc:
         head, refusal = b"", str(exc)
-    # A vulnerable email package writes the line and the check refuses the message; a fixed
-    # one encodes the newline. Either way no Bcc line reaches the wire.
     assert b"\nBcc:" not in head
     assert refusal == "" or "unsafe headers" in refusal
-    if sys.version_info < (3, 11, 10):
+    if to.isascii():
+        assert b"Subject: x=?UTF-8?Q?=0A?=Bcc: evil@example.com" in head
+    elif sys.version_info < (3, 11, 10):
         assert "unsafe headers" in refusal
 
 

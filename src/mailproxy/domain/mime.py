@@ -1,5 +1,8 @@
 """Turning a validated message into the bytes sent over SMTP, with the standard ``email``
-package (never string building).
+package (never string building): its classic API (``MIMENonMultipart``, ``Header``,
+``formataddr``) for messages whose addresses are ASCII or IDNA-encodable, about four
+times cheaper than the modern one; the modern API (``EmailMessage``, SMTPUTF8 policy)
+for the rest, which need raw UTF-8 headers.
 
 The serialised header block is checked after rendering: it must contain exactly the
 headers we set, no bare CR or LF, and never ``Bcc``. That check is version-independent,
@@ -10,6 +13,7 @@ cannot put a line on the wire that the client smuggled in.
 from __future__ import annotations
 
 import base64
+import email.encoders
 import email.policy
 import email.utils
 import hashlib
@@ -17,8 +21,14 @@ import mimetypes
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from email.charset import QP, Charset
+from email.header import Header
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from typing import Any
 
 import msgspec
 
@@ -27,6 +37,8 @@ from mailproxy.domain.model import MessageSpec
 from mailproxy.domain.validation import address_of, idna_domain, parse_mailbox
 
 _HEADER_LINE = re.compile(rb"^([!-9;-~]+):", re.MULTILINE)
+#: Line breaks in a text body (only these: a form feed or U+2028 is content).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class _CachedHeaderRegistry(HeaderRegistry):
@@ -49,7 +61,6 @@ class _CachedHeaderRegistry(HeaderRegistry):
         return built
 
 
-_SMTP = email.policy.SMTP.clone(header_factory=_CachedHeaderRegistry())
 _SMTPUTF8 = email.policy.SMTPUTF8.clone(header_factory=_CachedHeaderRegistry())
 
 
@@ -126,48 +137,10 @@ def render(
     recipients_all = (*spec.to, *spec.cc, *spec.bcc)
     addresses = [address_of(spec.return_path or spec.from_), *map(address_of, recipients_all)]
     utf8 = any(needs_smtputf8(a) for a in addresses) or needs_smtputf8(address_of(spec.from_))
-    policy = _SMTPUTF8 if utf8 else _SMTP
-
-    msg = EmailMessage(policy=policy)
-    msg["From"] = _header_address("from", spec.from_)
-    msg["To"] = tuple(_header_address("to", m) for m in spec.to)
-    if spec.cc:
-        msg["Cc"] = tuple(_header_address("cc", m) for m in spec.cc)
-    if spec.reply_to:
-        msg["Reply-To"] = _header_address("reply_to", spec.reply_to)
-    msg["Subject"] = spec.subject
-    msg["Date"] = email.utils.format_datetime(datetime.fromtimestamp(date_ts, UTC))
-    msg["Message-ID"] = f"<{message_id}>"
-    for name, value in spec.headers.items():
-        msg[name] = value
-
-    if spec.content_type == "html":
-        msg.set_content(spec.body, subtype="html")
-    elif spec.body_html is not None and not spec.body:
-        msg.set_content(spec.body_html, subtype="html")
+    if utf8:
+        content, placeholders = _modern(spec, message_id, date_ts, attachments)
     else:
-        msg.set_content(spec.body)
-        if spec.body_html is not None:
-            msg.add_alternative(spec.body_html, subtype="html")
-    placeholders: list[tuple[bytes, AttachmentContent]] = []
-    for index, attachment in enumerate(attachments):
-        mime_type = (
-            attachment.mime_type
-            or mimetypes.guess_type(attachment.filename)[0]
-            or "application/octet-stream"
-        )
-        maintype, _, subtype = mime_type.partition("/")
-        # The email package encodes and writes a body line by line in Python (about 80 ms
-        # for 1 MB); the part is built around a short stand-in instead, and the body,
-        # base64-encoded in C, takes its place in the serialised message.
-        # 24 bytes: one base64 line of 32 characters, easy to find again.
-        stand_in = hashlib.sha256(f"{message_id}\x00{index}".encode()).digest()[:24]
-        msg.add_attachment(
-            stand_in, maintype=maintype, subtype=subtype, filename=attachment.filename, cte="base64"
-        )
-        placeholders.append((base64.b64encode(stand_in) + b"\r\n", attachment))
-
-    content = msg.as_bytes(policy=policy)
+        content, placeholders = _classic(spec, message_id, date_ts, attachments)
     expected = {"from", "to", "subject", "date", "message-id", "mime-version"}
     expected |= {"content-type", "content-transfer-encoding"}
     expected |= {"cc"} if spec.cc else set()
@@ -200,6 +173,139 @@ def render(
         crlf_only=crlf_only,
         dot_lines=dot_lines,
     )
+
+
+def _stand_in(message_id: str, index: int) -> bytes:
+    """What an attachment part is built around: the email package encodes and writes a
+    body line by line in Python (about 80 ms for 1 MB), so the part carries a short
+    stand-in and the body, base64-encoded in C, takes its place in the serialised
+    message. 24 bytes: one base64 line of 32 characters, easy to find again."""
+    return hashlib.sha256(f"{message_id}\x00{index}".encode()).digest()[:24]
+
+
+def _mime_type(attachment: AttachmentContent) -> tuple[str, str]:
+    mime_type = (
+        attachment.mime_type
+        or mimetypes.guess_type(attachment.filename)[0]
+        or "application/octet-stream"
+    )
+    maintype, _, subtype = mime_type.partition("/")
+    return maintype, subtype
+
+
+Placed = list[tuple[bytes, AttachmentContent]]
+
+
+def _modern(
+    spec: MessageSpec, message_id: str, date_ts: float, attachments: Sequence[AttachmentContent]
+) -> tuple[bytes, Placed]:
+    """The message through ``EmailMessage`` and the SMTPUTF8 policy: raw UTF-8 headers,
+    for messages with a non-ASCII local part (which need SMTPUTF8 anyway)."""
+    policy = _SMTPUTF8
+    msg = EmailMessage(policy=policy)
+    msg["From"] = _header_address("from", spec.from_)
+    msg["To"] = tuple(_header_address("to", m) for m in spec.to)
+    if spec.cc:
+        msg["Cc"] = tuple(_header_address("cc", m) for m in spec.cc)
+    if spec.reply_to:
+        msg["Reply-To"] = _header_address("reply_to", spec.reply_to)
+    msg["Subject"] = spec.subject
+    msg["Date"] = email.utils.format_datetime(datetime.fromtimestamp(date_ts, UTC))
+    msg["Message-ID"] = f"<{message_id}>"
+    for name, value in spec.headers.items():
+        msg[name] = value
+    if spec.content_type == "html":
+        msg.set_content(spec.body, subtype="html")
+    elif spec.body_html is not None and not spec.body:
+        msg.set_content(spec.body_html, subtype="html")
+    else:
+        msg.set_content(spec.body)
+        if spec.body_html is not None:
+            msg.add_alternative(spec.body_html, subtype="html")
+    placeholders: Placed = []
+    for index, attachment in enumerate(attachments):
+        maintype, subtype = _mime_type(attachment)
+        stand_in = _stand_in(message_id, index)
+        msg.add_attachment(
+            stand_in, maintype=maintype, subtype=subtype, filename=attachment.filename, cte="base64"
+        )
+        placeholders.append((base64.b64encode(stand_in) + b"\r\n", attachment))
+    return msg.as_bytes(policy=policy), placeholders
+
+
+#: The classic API of the email package: headers are kept as given (already validated)
+#: instead of being parsed into objects and folded back, which made the modern API
+#: about three quarters of the cost of rendering a message. RFC 2047 and RFC 2231
+#: encodings still come from the package (``Header``, ``formataddr``, ``add_header``).
+_CLASSIC = email.policy.compat32.clone(linesep="\r\n")
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP  # readable text, as the modern API chooses for most of it
+
+
+def _classic_address(field: str, mailbox: str) -> str:
+    name, addr = parse_mailbox(field, mailbox)
+    local, _, domain = addr.rpartition("@")
+    return email.utils.formataddr((name, f"{local}@{idna_domain(domain)}"), charset="utf-8")
+
+
+def _classic_text(value: str) -> str | Header:
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def _classic_body(text: str, subtype: str) -> MIMENonMultipart:
+    part = MIMENonMultipart("text", subtype)
+    lines = _LINE_BREAK.split(text.removesuffix("\r\n").removesuffix("\n").removesuffix("\r"))
+    short_ascii = text.isascii() and all(len(line) <= 998 for line in lines)
+    # Every line ends with a line break, the last one included (as the modern API writes
+    # it, and as SMTP would add it anyway).
+    part.set_payload("\n".join(lines) + "\n", "us-ascii" if short_ascii else _UTF8_QP)
+    del part["MIME-Version"]  # the message's own, set once at the top
+    return part
+
+
+def _classic(
+    spec: MessageSpec, message_id: str, date_ts: float, attachments: Sequence[AttachmentContent]
+) -> tuple[bytes, Placed]:
+    """The message through the classic API (every address ASCII or an IDNA domain)."""
+    if spec.content_type == "html":
+        body: Message[Any, Any] = _classic_body(spec.body, "html")
+    elif spec.body_html is not None and not spec.body:
+        body = _classic_body(spec.body_html, "html")
+    elif spec.body_html is not None:
+        body = MIMEMultipart(
+            "alternative",
+            _subparts=[_classic_body(spec.body, "plain"), _classic_body(spec.body_html, "html")],
+        )
+        del body["MIME-Version"]
+    else:
+        body = _classic_body(spec.body, "plain")
+    placeholders: Placed = []
+    msg = body
+    if attachments:
+        msg = MIMEMultipart("mixed", _subparts=[body])
+        for index, attachment in enumerate(attachments):
+            part = MIMEBase(*_mime_type(attachment))
+            del part["MIME-Version"]
+            stand_in = _stand_in(message_id, index)
+            part.set_payload(stand_in)
+            email.encoders.encode_base64(part)
+            part.add_header("Content-Disposition", "attachment", filename=attachment.filename)
+            msg.attach(part)
+            placeholders.append((base64.b64encode(stand_in) + b"\r\n", attachment))
+    if msg["MIME-Version"] is None:
+        msg["MIME-Version"] = "1.0"
+    msg["From"] = _classic_address("from", spec.from_)
+    msg["To"] = ", ".join(_classic_address("to", m) for m in spec.to)
+    if spec.cc:
+        msg["Cc"] = ", ".join(_classic_address("cc", m) for m in spec.cc)
+    if spec.reply_to:
+        msg["Reply-To"] = _classic_address("reply_to", spec.reply_to)
+    msg["Subject"] = _classic_text(spec.subject)
+    msg["Date"] = email.utils.format_datetime(datetime.fromtimestamp(date_ts, UTC))
+    msg["Message-ID"] = f"<{message_id}>"
+    for name, value in spec.headers.items():
+        msg[name] = _classic_text(value)
+    return msg.as_bytes(policy=_CLASSIC), placeholders
 
 
 def check_header_block(content: bytes, allowed: set[str]) -> None:
