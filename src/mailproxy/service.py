@@ -236,6 +236,7 @@ class MailProxy:
         self._reporting: dict[str, asyncio.Task[None]] = {}
         self._sync: dict[str, SyncState] = {}
         self._tenant_cache: dict[str, tuple[float, Tenant | None]] = {}
+        self._tenant_list: tuple[float, list[Tenant]] | None = None
         self._account_cache: dict[str, tuple[float, list[Account]]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -316,6 +317,7 @@ class MailProxy:
         tenant = data if isinstance(data, Tenant) else parse_tenant(data)
         await self.config.put_tenant(tenant)
         self._tenant_cache.pop(tenant.id, None)
+        self._tenant_list = None
         return tenant
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
@@ -331,6 +333,7 @@ class MailProxy:
         if not await self.config.delete_tenant(tenant_id):
             raise NotFound("tenant", tenant_id)
         self._tenant_cache.pop(tenant_id, None)
+        self._tenant_list = None
         self._account_cache.pop(tenant_id, None)
 
     async def put_account(self, data: Mapping[str, Any] | Account) -> Account:
@@ -378,6 +381,7 @@ class MailProxy:
             tenant = msgspec.structs.replace(tenant, webhook_secret=self._new_secret())
         await self.config.put_tenant(tenant)
         self._tenant_cache.pop(tenant.id, None)
+        self._tenant_list = None
         api_key = await self.rotate_tenant_key(tenant.id, expires_ts=key_expires_ts)
         assert tenant.webhook_secret is not None
         return CreatedTenant(tenant, api_key, tenant.webhook_secret)
@@ -399,6 +403,7 @@ class MailProxy:
         tenant = parse_tenant(merged)
         await self.config.put_tenant(tenant)
         self._tenant_cache.pop(tenant_id, None)
+        self._tenant_list = None
         return tenant
 
     async def rotate_tenant_key(self, tenant_id: str, *, expires_ts: float | None = None) -> str:
@@ -469,6 +474,16 @@ class MailProxy:
         value = await load(key)
         cache[key] = (self._monotonic(), value)
         return value
+
+    async def _tenants(self) -> list[Tenant]:
+        """Every tenant, as the report loop reads them at each wake: cached like the
+        single ones (changes made by another process show within ``CONFIG_CACHE_S``)."""
+        hit = self._tenant_list
+        if hit is not None and self._monotonic() - hit[0] < CONFIG_CACHE_S:
+            return hit[1]
+        tenants = await self.config.list_tenants()
+        self._tenant_list = (self._monotonic(), tenants)
+        return tenants
 
     async def _tenant(self, tenant_id: str) -> Tenant | None:
         return await self._cached(self._tenant_cache, tenant_id, self.config.get_tenant)
@@ -994,7 +1009,7 @@ class MailProxy:
         those due now, and in how many seconds the next of the others is (None: none)."""
         due: list[Tenant] = []
         soonest: float | None = None
-        for tenant in await self.config.list_tenants():
+        for tenant in await self._tenants():
             if not tenant.client_base_url or tenant.id in self._reporting:
                 continue
             state = self._sync.setdefault(tenant.id, SyncState(tenant_id=tenant.id))

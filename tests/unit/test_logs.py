@@ -12,7 +12,8 @@ import logging
 from mailproxy.entrypoints.logs import configure_logging
 configure_logging("info", "{fmt}")
 logging.getLogger("mailproxy").info(
-    "delivery.sent", extra={{"tenant": "t1", "account": "a1", "attempt": 1, "smtp_code": 250}}
+    "delivery.sent", extra={{"tenant": "t1", "account": "a1", "attempt": 1, "smtp_code": 250,
+                             "peer": ValueError("not JSON")}}
 )
 logging.getLogger("mailproxy").debug("hidden.event")
 """
@@ -34,6 +35,7 @@ def test_json_lines_carry_the_event_and_its_fields():
     }  # fmt: skip
     assert (event["level"], event["logger"]) == ("info", "mailproxy")
     assert event["timestamp"].endswith("Z")
+    assert event["peer"] == "ValueError('not JSON')"  # no JSON form: its repr
 
 
 def test_console_lines_are_readable():

@@ -13,16 +13,28 @@ from __future__ import annotations
 import logging
 import sys
 
+import msgspec
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}  # fmt: skip
 
 
+_encoder = msgspec.json.Encoder(enc_hook=repr)
+
+
+def _json_line(event: dict[str, object], **_: object) -> str:
+    """One event as JSON (msgspec: a fraction of the cost of ``json.dumps`` for every
+    delivery line); values JSON has no form for are written as their ``repr``."""
+    return _encoder.encode(event).decode()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer()
+        if console
+        else structlog.processors.JSONRenderer(serializer=_json_line)
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
