@@ -83,6 +83,20 @@ from mailproxy.domain.policy import (
 
 T = TypeVar("T")
 _TRANSITION_SQL = TRANSITION_UPDATE.format(*["?"] * 14)
+_UPSERT_SQL = (
+    "INSERT INTO messages (tenant_id, id, account_id, priority, rank, seq, status, due_ts, "
+    "batch_code, message_id, date_ts, spec, created_ts, updated_ts) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (tenant_id, id) DO UPDATE SET account_id = excluded.account_id, "
+    "priority = excluded.priority, rank = excluded.rank, seq = excluded.seq, "
+    "status = excluded.status, due_ts = excluded.due_ts, batch_code = excluded.batch_code, "
+    "message_id = excluded.message_id, date_ts = excluded.date_ts, spec = excluded.spec, "
+    "created_ts = excluded.created_ts, updated_ts = excluded.updated_ts, attempts = 0, "
+    "possible_duplicate = 0, sent_ts = NULL, error_ts = NULL, final_ts = NULL, error = NULL, "
+    "smtp_code = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_ts = NULL, "
+    "attempt_open = 0, wait_reason = NULL, wait_detail = NULL "
+    "WHERE status NOT IN ('sent', 'sending', 'unknown')"
+)
 Write = Callable[[sqlite3.Connection], Any]
 
 # --- migrations -------------------------------------------------------------------------
@@ -403,8 +417,9 @@ class SqliteStore:
                 (len(messages),),
             ).fetchone()
             seq = last_seq - len(messages)
-            rejected: list[Rejection] = []
             suspended: dict[str, frozenset[str]] = {}
+            rows = []
+            given: dict[tuple[str, str], int] = {}  # the sequence number each id was given
             for new in messages:
                 seq += 1
                 if new.tenant_id not in suspended:
@@ -412,54 +427,45 @@ class SqliteStore:
                 status = new.status
                 if suspension_of(suspended[new.tenant_id], new.batch_code) is not None:
                     status = Status.SUSPENDED
-                row = conn.execute(
-                    "INSERT INTO messages (tenant_id, id, account_id, priority, rank, seq, "
-                    "status, due_ts, batch_code, message_id, date_ts, spec, created_ts, "
-                    "updated_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (tenant_id, id) DO UPDATE SET account_id = excluded.account_id, "
-                    "priority = excluded.priority, rank = excluded.rank, seq = excluded.seq, "
-                    "status = excluded.status, "
-                    "due_ts = excluded.due_ts, batch_code = excluded.batch_code, "
-                    "message_id = excluded.message_id, date_ts = excluded.date_ts, "
-                    "spec = excluded.spec, created_ts = excluded.created_ts, "
-                    "updated_ts = excluded.updated_ts, attempts = 0, possible_duplicate = 0, "
-                    "sent_ts = NULL, error_ts = NULL, final_ts = NULL, error = NULL, "
-                    "smtp_code = NULL, lease_owner = NULL, lease_token = NULL, "
-                    "lease_expires_ts = NULL, attempt_open = 0, wait_reason = NULL, "
-                    "wait_detail = NULL "
-                    "WHERE status NOT IN ('sent', 'sending', 'unknown') RETURNING pk",
+                given[(new.tenant_id, new.id)] = seq
+                rows.append(
                     (
-                        new.tenant_id,
-                        new.id,
-                        new.account_id,
-                        new.priority,
-                        new.rank,
-                        seq,
-                        status.value,
-                        new.due_ts,
-                        new.batch_code,
-                        new.message_id,
-                        new.date_ts,
-                        encode(new.spec),
-                        now,
-                        now,
-                    ),
-                ).fetchone()
-                if row is None:
-                    (existing,) = conn.execute(
-                        "SELECT status FROM messages WHERE tenant_id = ? AND id = ?",
-                        (new.tenant_id, new.id),
-                    ).fetchone()
-                    refusal = resubmission_refusal(Status(existing)) or ""
-                    rejected.append(Rejection(new.id, refusal))
-                    continue
-                # A replaced message gives back any rate slot its previous version held.
-                conn.execute("DELETE FROM rate_slots WHERE message_pk = ?", (row[0],))
-                conn.execute(
-                    "INSERT INTO history (message_pk, event, ts) VALUES (?, 'queued', ?)",
-                    (row[0], now),
-                )
-            return rejected
+                        new.tenant_id, new.id, new.account_id, new.priority, new.rank, seq,
+                        status.value, new.due_ts, new.batch_code, new.message_id, new.date_ts,
+                        encode(new.spec), now, now,
+                    )
+                )  # fmt: skip
+            # One statement for the batch (run row by row in C); which rows it stored is
+            # read back below: those that now carry the sequence number given here.
+            conn.executemany(_UPSERT_SQL, rows)
+            stored: dict[tuple[str, str], int] = {}
+            refused: dict[tuple[str, str], str] = {}
+            for tenant_id in suspended:
+                ids = [message_id for t, message_id in given if t == tenant_id]
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    for pk, message_id, row_seq, status_value in conn.execute(
+                        "SELECT pk, id, seq, status FROM messages WHERE tenant_id = ? "
+                        f"AND id IN ({', '.join('?' * len(chunk))})",
+                        (tenant_id, *chunk),
+                    ):
+                        key = (tenant_id, message_id)
+                        if row_seq == given[key]:
+                            stored[key] = pk
+                        else:
+                            refused[key] = resubmission_refusal(Status(status_value)) or ""
+            pks = [(pk,) for pk in stored.values()]
+            # A replaced message gives back any rate slot its previous version held.
+            conn.executemany("DELETE FROM rate_slots WHERE message_pk = ?", pks)
+            conn.executemany(
+                "INSERT INTO history (message_pk, event, ts) VALUES (?, 'queued', ?)",
+                [(pk, now) for (pk,) in pks],
+            )
+            return [
+                Rejection(new.id, refused[(new.tenant_id, new.id)])
+                for new in messages
+                if (new.tenant_id, new.id) in refused
+            ]
 
         return await self._write(write)
 

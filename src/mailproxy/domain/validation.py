@@ -16,6 +16,7 @@ import base64
 import binascii
 import email.errors
 import email.header
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -131,9 +132,11 @@ def check_header_name(name: str) -> str:
 # --- addresses --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def idna_domain(domain: str) -> str:
     """The ASCII (IDNA) form of ``domain``; raises ``ValueError`` when it is not a valid
-    host name."""
+    host name. Cached: a queue holds few distinct domains, each seen several times per
+    message (validation, headers, envelope)."""
     if domain.startswith("[") or not domain or domain.endswith("."):
         raise ValueError("invalid domain")
     labels = domain.split(".")
@@ -181,8 +184,10 @@ def check_addr_spec(field: str, addr: str) -> str:
     return addr
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_mailbox(field: str, value: str) -> tuple[str, str]:
-    """Split ``Display Name <addr@domain>`` or ``addr@domain`` into (name, address)."""
+    """Split ``Display Name <addr@domain>`` or ``addr@domain`` into (name, address).
+    Cached (the sender of a batch is usually one mailbox; refusals are not cached)."""
     check_header_value(field, value)
     match = _NAME_ADDR.fullmatch(value.strip())
     if match:
