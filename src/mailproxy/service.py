@@ -28,7 +28,6 @@ import logging
 import random
 import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -135,6 +134,15 @@ class CreatedTenant(msgspec.Struct, frozen=True):
 CONFIG_CACHE_S = 5.0
 
 
+def unique_ids() -> Callable[[], str]:
+    """Ids for Message-IDs and report events, as 32 hex digits: 128 bits from a generator
+    seeded once from the operating system. They must be unique, not secret (reports are
+    signed), and ``os.urandom`` per id (``uuid4``) measured about 10 µs under load on
+    the enqueue path, against a fraction of one here."""
+    source = random.Random(secrets.token_bytes(32))
+    return lambda: f"{source.getrandbits(128):032x}"
+
+
 class MailProxy:
     """Accept, store, send and account for email messages. See the module docstring."""
 
@@ -175,7 +183,7 @@ class MailProxy:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         random_unit: Callable[[], float] = random.random,
-        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        new_id: Callable[[], str] | None = None,
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
     ) -> None:
         if max_concurrency < 1:
@@ -217,7 +225,7 @@ class MailProxy:
         self._clock = clock
         self._monotonic = monotonic
         self._random_unit = random_unit
-        self._new_id = new_id
+        self._new_id = new_id if new_id is not None else unique_ids()
         self._new_secret = new_secret
         self._wake = asyncio.Event()
         self._stopping = False

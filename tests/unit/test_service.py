@@ -16,7 +16,7 @@ from mailproxy.domain.errors import InvalidInput, NotFound
 from mailproxy.domain.model import Status
 from mailproxy.domain.outcome import Delivered, Outcome, Temporary, Unknown
 from mailproxy.domain.retry import RetryPolicy
-from mailproxy.service import MailProxy
+from mailproxy.service import MailProxy, unique_ids
 from tests.conftest import Clock
 
 
@@ -282,3 +282,10 @@ async def test_configuration_errors_name_what_is_wrong():
             await proxy.get_message("t1", "nothing")
         with pytest.raises(InvalidInput, match="limit"):
             await proxy.list_messages("t1", limit=0)
+
+
+def test_generated_ids_are_32_hex_digits_unique_within_and_across_processes():
+    first, second = unique_ids(), unique_ids()
+    ids = [first() for _ in range(10_000)] + [second() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
