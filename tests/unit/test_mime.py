@@ -7,6 +7,8 @@ import email.policy
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.mime import AttachmentContent, check_header_block, render
@@ -121,3 +123,11 @@ def test_header_block_check_refuses_bare_newlines_and_unknown_names():
     with pytest.raises(InvalidInput):
         check_header_block(b"From: a\r\nX-Other: y\r\n\r\nbody", {"from"})
     check_header_block(b"From: a\r\n folded\r\n\r\nbody", {"from"})
+
+
+@given(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=120))
+def test_the_policy_shortcut_writes_a_header_exactly_as_the_email_package(value):
+    from mailproxy.domain.mime import _CLASSIC
+
+    package = email.policy.compat32.clone(linesep="\r\n")
+    assert _CLASSIC._fold("Subject", value, False) == package._fold("Subject", value, False)
