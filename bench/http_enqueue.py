@@ -69,20 +69,26 @@ async def load(url: str, n: int, batch: int, clients: int) -> list[float]:
             },
         )
         await client.post("/commands/suspend", params={"tenant_id": "bench"})
-        batches = [list(range(i, min(n, i + batch))) for i in range(0, n, batch)]
-        latencies: list[float] = []
+        return await post_batches(client, n, batch, clients)
 
-        async def worker() -> None:
-            while batches:
-                ids = batches.pop()
-                body = {"messages": [message(i) | {"tenant_id": "bench"} for i in ids]}
-                started = time.perf_counter()
-                answer = await client.post("/commands/add-messages", json=body)
-                latencies.append(time.perf_counter() - started)
-                if answer.status_code != 200 or answer.json()["queued"] != len(ids):
-                    raise RuntimeError(f"enqueue failed: {answer.status_code} {answer.text}")
 
-        await asyncio.gather(*(worker() for _ in range(clients)))
+async def post_batches(client: httpx.AsyncClient, n: int, batch: int, clients: int) -> list[float]:
+    """Post N bench messages for tenant ``bench`` in batches from concurrent clients;
+    return each request's seconds."""
+    batches = [list(range(i, min(n, i + batch))) for i in range(0, n, batch)]
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        while batches:
+            ids = batches.pop()
+            body = {"messages": [message(i) | {"tenant_id": "bench"} for i in ids]}
+            started = time.perf_counter()
+            answer = await client.post("/commands/add-messages", json=body)
+            latencies.append(time.perf_counter() - started)
+            if answer.status_code != 200 or answer.json()["queued"] != len(ids):
+                raise RuntimeError(f"enqueue failed: {answer.status_code} {answer.text}")
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
     return latencies
 
 

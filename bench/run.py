@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).parent.parent))  # the tests' timestamping SMTP sink
 
 from embedded import free_port, message, start_listener
-from http_enqueue import process_cpu_s
+from http_enqueue import post_batches, process_cpu_s
 
 TOKEN = "bench-run-admin-token"
 ADMIN = {"X-API-Token": TOKEN}
@@ -129,21 +129,7 @@ def service(workdir: Path) -> Iterator[tuple[str, int]]:
 
 async def enqueue(url: str, n: int) -> list[float]:
     async with httpx.AsyncClient(base_url=url, headers=ADMIN, timeout=120) as client:
-        batches = [list(range(i, min(n, i + BATCH))) for i in range(0, n, BATCH)]
-        latencies: list[float] = []
-
-        async def worker() -> None:
-            while batches:
-                ids = batches.pop()
-                body = {"messages": [message(i) | {"tenant_id": "bench"} for i in ids]}
-                started = time.perf_counter()
-                answer = await client.post("/commands/add-messages", json=body)
-                latencies.append(time.perf_counter() - started)
-                if answer.status_code != 200 or answer.json()["queued"] != len(ids):
-                    raise RuntimeError(f"enqueue failed: {answer.status_code} {answer.text}")
-
-        await asyncio.gather(*(worker() for _ in range(CLIENTS)))
-    return latencies
+        return await post_batches(client, n, BATCH, CLIENTS)
 
 
 def wait_for(check: Any, what: str, timeout_s: float, every_s: float = 0.05) -> None:
