@@ -261,3 +261,50 @@ async def test_a_nul_in_a_lookup_or_a_servers_reply_fails_nothing(store):
     assert await store.complete(c.lease, failed, NOW)
     stored = await store.get_message("t1", "m1")
     assert (stored.status, stored.error.startswith("550 no")) == (Status.ERROR, True)
+
+
+async def recount(store, tenant_id):
+    counts: dict[Status, int] = {}
+    page = await store.list_messages(tenant_id, limit=1000)
+    for message in page.messages:
+        counts[message.status] = counts.get(message.status, 0) + 1
+    return counts
+
+
+async def test_status_counts_follow_every_change(store):
+    async def check():
+        for tenant_id in ("t1", "t2"):
+            assert await store.count_by_status(tenant_id) == await recount(store, tenant_id)
+        expected: dict[Status, int] = {}
+        for tenant_id in ("t1", "t2"):
+            for status, n in (await recount(store, tenant_id)).items():
+                expected[status] = expected.get(status, 0) + n
+        assert await store.count_by_status() == expected
+
+    await store.enqueue(
+        [new_message(f"m{n}") for n in range(8)] + [new_message("x", tenant_id="t2")], NOW
+    )
+    await check()
+    c0, c1, c2, c3, *_ = await claim(store, limit=5)
+    await check()
+    assert await store.complete(c0.lease, sent(c0.message, "e0"), NOW)
+    failed = transition_for(c1, Permanent("550 no", 550), now=NOW, event_id="e1")
+    assert await store.complete(c1.lease, failed, NOW)
+    later = transition_for(c2, Temporary("451 later", 451), now=NOW, event_id="e2")
+    assert await store.complete(c2.lease, later, NOW)
+    assert await store.release(c3.lease, NOW)
+    await check()
+    await store.enqueue([new_message("m1"), new_message("m2")], NOW + 1)  # replaced
+    await store.suspend("t1", None, NOW + 1)
+    await check()
+    await store.activate("t1", None, NOW + 2)
+    await store.delete_messages("t1", ["m5", "m6"])
+    await check()
+    assert await store.purge_final(None, NOW + 10) >= 0
+    await store.delete_tenant("t2")
+    await check_totals_without(store, "t2")
+
+
+async def check_totals_without(store, gone):
+    assert await store.count_by_status(gone) == {}
+    assert await store.count_by_status() == await store.count_by_status("t1")

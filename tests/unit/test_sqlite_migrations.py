@@ -29,3 +29,28 @@ def test_a_version_2_file_gets_rate_totals_from_its_reservations(tmp_path):
     }  # fmt: skip
     assert migrate(conn) == len(MIGRATIONS)
     conn.close()
+
+
+def test_a_version_5_file_gets_status_counts_from_its_messages(tmp_path):
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for version, step in enumerate(MIGRATIONS[:5]):
+        step(db)
+        conn.execute(f"PRAGMA user_version = {version + 1}")
+    columns = "tenant_id, id, account_id, priority, seq, status, due_ts, message_id, date_ts, spec"
+    rows = [("t1", "a", "sent"), ("t1", "b", "sent"), ("t1", "c", "pending"), ("t2", "d", "error")]
+    conn.executemany(
+        f"INSERT INTO messages ({columns}) VALUES (?, ?, 'acc', 2, 1, ?, 0, 'x@y', 0, x'7b7d')",
+        rows,
+    )
+    assert migrate(conn) == len(MIGRATIONS)
+    counts = "SELECT tenant_id, status, n FROM status_counts ORDER BY 1, 2"
+    assert conn.execute(counts).fetchall() == [
+        ("t1", "pending", 1), ("t1", "sent", 2), ("t2", "error", 1)
+    ]  # fmt: skip
+    conn.execute("UPDATE messages SET status = 'sending' WHERE id = 'c'")
+    conn.execute("DELETE FROM messages WHERE id = 'd'")
+    assert conn.execute(counts).fetchall() == [
+        ("t1", "pending", 0), ("t1", "sending", 1), ("t1", "sent", 2), ("t2", "error", 0)
+    ]  # fmt: skip
+    conn.close()

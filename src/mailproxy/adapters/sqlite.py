@@ -255,7 +255,38 @@ def _v5(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4, _v5)
+def _v6(db: sqlite_utils.Database) -> None:
+    """Message counts per tenant and status, kept by triggers on every path that adds,
+    changes or removes a message: ``/status``, ``/metrics`` and the status page read
+    them without counting the table."""
+    db.execute(
+        "CREATE TABLE status_counts (tenant_id TEXT NOT NULL, status TEXT NOT NULL, "
+        "n INTEGER NOT NULL, PRIMARY KEY (tenant_id, status))"
+    )
+    db.execute(
+        "INSERT INTO status_counts (tenant_id, status, n) "
+        "SELECT tenant_id, status, COUNT(*) FROM messages GROUP BY tenant_id, status"
+    )
+    add = (
+        "INSERT INTO status_counts (tenant_id, status, n) VALUES (NEW.tenant_id, NEW.status, 1) "
+        "ON CONFLICT (tenant_id, status) DO UPDATE SET n = n + 1;"
+    )
+    remove = (
+        "UPDATE status_counts SET n = n - 1 "
+        "WHERE tenant_id = OLD.tenant_id AND status = OLD.status;"
+    )
+    db.execute(f"CREATE TRIGGER messages_counted AFTER INSERT ON messages BEGIN {add} END")
+    db.execute(f"CREATE TRIGGER messages_uncounted AFTER DELETE ON messages BEGIN {remove} END")
+    db.execute(
+        "CREATE TRIGGER messages_recounted AFTER UPDATE OF status, tenant_id ON messages "
+        "WHEN OLD.status IS NOT NEW.status OR OLD.tenant_id IS NOT NEW.tenant_id "
+        f"BEGIN {remove} {add} END"
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _v1, _v2, _v3, _v4, _v5, _v6,
+)  # fmt: skip
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -933,13 +964,15 @@ class SqliteStore:
     async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
         def read(conn: sqlite3.Connection) -> dict[Status, int]:
             if tenant_id is None:
-                rows = conn.execute("SELECT status, COUNT(*) FROM messages GROUP BY status")
+                rows = conn.execute(
+                    "SELECT status, SUM(n) FROM status_counts WHERE n > 0 GROUP BY status"
+                )
             else:
                 rows = conn.execute(
-                    "SELECT status, COUNT(*) FROM messages WHERE tenant_id = ? GROUP BY status",
+                    "SELECT status, n FROM status_counts WHERE tenant_id = ? AND n > 0",
                     (tenant_id,),
                 )
-            return {Status(status): count for status, count in rows}
+            return {Status(status): int(count) for status, count in rows}
 
         return await self._read(read)
 
