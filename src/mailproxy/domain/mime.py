@@ -261,6 +261,7 @@ class _ClassicPolicy(email.policy.Compat32):
 _CLASSIC = _ClassicPolicy(linesep="\r\n")
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP  # readable text, as the modern API chooses for most of it
+_ASCII = Charset("us-ascii")  # built once: a Charset costs more than the 7bit body it marks
 
 
 def _classic_address(field: str, mailbox: str) -> str:
@@ -279,7 +280,7 @@ def _classic_body(text: str, subtype: str) -> MIMENonMultipart:
     short_ascii = text.isascii() and all(len(line) <= 998 for line in lines)
     # Every line ends with a line break, the last one included (as the modern API writes
     # it, and as SMTP would add it anyway).
-    part.set_payload("\n".join(lines) + "\n", "us-ascii" if short_ascii else _UTF8_QP)
+    part.set_payload("\n".join(lines) + "\n", _ASCII if short_ascii else _UTF8_QP)
     del part["MIME-Version"]  # the message's own, set once at the top
     return part
 
