@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from mailproxy.adapters.attachment_cache import TwoTierCache
 from mailproxy.adapters.attachment_sources import EndpointSource, FilesystemSource, UrlSource
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.memory import MemoryStore
-from mailproxy.adapters.postgres import PostgresStore
 from mailproxy.adapters.prometheus import PrometheusMetrics
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
@@ -20,6 +21,9 @@ from mailproxy.domain.validation import MessageLimits
 from mailproxy.ports.attachments import AttachmentSource
 from mailproxy.service import MailProxy
 
+if TYPE_CHECKING:
+    from mailproxy.adapters.postgres import PostgresStore
+
 
 def build_store(settings: Settings) -> MemoryStore | SqliteStore | PostgresStore:
     """``:memory:`` → the memory store; ``postgresql://…`` → PostgreSQL; a file path →
@@ -27,7 +31,10 @@ def build_store(settings: Settings) -> MemoryStore | SqliteStore | PostgresStore
     db_path = settings.db_path
     if db_path == ":memory:":
         return MemoryStore()
-    if db_path.startswith(("postgresql://", "postgres://")):
+    if settings.on_postgres:
+        # Imported only when used: psycopg adds about 10 MB to every process.
+        from mailproxy.adapters.postgres import PostgresStore
+
         return PostgresStore(db_path, pool_size=settings.storage.pool_size)
     if "://" in db_path:
         raise InvalidInput(
@@ -114,5 +121,5 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         report_batch=settings.reporting.batch_size,
         report_retry_max_s=settings.reporting.retry_max_delay_s,
         run_dispatcher=run_dispatcher,
-        changes=store if isinstance(store, PostgresStore) else None,
+        changes=cast("PostgresStore", store) if settings.on_postgres else None,
     )

@@ -125,6 +125,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return base / "outbox"
 
     @property
+    def on_postgres(self) -> bool:
+        """``storage.db_path`` names a PostgreSQL database (a ``postgresql://`` URL)."""
+        return self.db_path.startswith(("postgresql://", "postgres://"))
+
+    @property
     def worker_id(self) -> str:
         """``delivery.worker_id``, or host and instance name: stable across restarts, so a
         restarted process settles its interrupted attempts at once. On PostgreSQL, which
@@ -135,7 +140,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.delivery.worker_id:
             return self.delivery.worker_id
         base = f"{socket.gethostname()}:{self.instance_name}"
-        if self.db_path.startswith(("postgresql://", "postgres://")):
+        if self.on_postgres:
             return f"{base}:{os.getpid()}"
         return base
 
