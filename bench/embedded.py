@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import aiosmtplib
+import httpx
 
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
@@ -66,6 +67,19 @@ def start_listener(command: list[str], port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"{command[0]} did not start listening on {port}")
+
+
+def wait_healthy(url: str, timeout_s: float = 30.0) -> None:
+    """Return once ``url``/health answers 200; raise after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def message(n: int) -> dict[str, object]:

@@ -26,7 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from embedded import free_port, message
+from embedded import free_port, message, wait_healthy
 
 TOKEN = "bench-admin-token"
 FACTORY = "mailproxy.entrypoints.http:from_environment"
@@ -99,15 +99,7 @@ def run(server: str, args: argparse.Namespace, workdir: Path) -> dict[str, objec
     process = subprocess.Popen(command(server, port), env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_healthy(url)
         cpu0, t0 = process_cpu_s(process.pid), time.perf_counter()
         latencies = asyncio.run(load(url, args.n, args.batch, args.clients))
         elapsed, cpu = time.perf_counter() - t0, process_cpu_s(process.pid) - cpu0

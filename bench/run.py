@@ -49,7 +49,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).parent.parent))  # the tests' timestamping SMTP sink
 
-from embedded import free_port, message, start_listener
+from embedded import free_port, message, start_listener, wait_healthy
 from http_enqueue import post_batches, process_cpu_s
 
 TOKEN = "bench-run-admin-token"
@@ -112,15 +112,7 @@ def service(workdir: Path) -> Iterator[tuple[str, int]]:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_healthy(url)
         yield url, process.pid
     finally:
         process.terminate()

@@ -34,7 +34,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from embedded import free_port
+from embedded import free_port, wait_healthy
 from http_enqueue import process_cpu_s
 
 TOKEN = "bench-scale-out-admin-token"
@@ -87,16 +87,6 @@ def sent_by(url: str) -> int:
         for line in text.splitlines()
         if line.startswith("gmp_sent_total{")
     )
-
-
-def wait_healthy(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not start")
 
 
 def run(size: int, args: argparse.Namespace) -> dict[str, float]:
