@@ -10,12 +10,18 @@ import sqlite_utils
 from mailproxy.adapters.sqlite import MIGRATIONS, migrate
 
 
-def test_a_version_2_file_gets_rate_totals_from_its_reservations(tmp_path):
-    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+def file_at_version(path, version: int) -> sqlite3.Connection:
+    """A SQLite file with the schema as the first ``version`` migrations left it."""
+    conn = sqlite3.connect(path, isolation_level=None)
     db = sqlite_utils.Database(conn)
-    for version, step in enumerate(MIGRATIONS[:2]):
+    for number, step in enumerate(MIGRATIONS[:version]):
         step(db)
-        conn.execute(f"PRAGMA user_version = {version + 1}")
+        conn.execute(f"PRAGMA user_version = {number + 1}")
+    return conn
+
+
+def test_a_version_2_file_gets_rate_totals_from_its_reservations(tmp_path):
+    conn = file_at_version(tmp_path / "old.db", 2)
     conn.executemany(
         "INSERT INTO rate_slots (key, ts, message_pk) VALUES (?, ?, ?)",
         [("k1", 1.0, None), ("k1", 2.0, 7), ("k2", 3.0, None)],
@@ -32,11 +38,7 @@ def test_a_version_2_file_gets_rate_totals_from_its_reservations(tmp_path):
 
 
 def test_a_version_5_file_gets_status_counts_from_its_messages(tmp_path):
-    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
-    db = sqlite_utils.Database(conn)
-    for version, step in enumerate(MIGRATIONS[:5]):
-        step(db)
-        conn.execute(f"PRAGMA user_version = {version + 1}")
+    conn = file_at_version(tmp_path / "old.db", 5)
     columns = "tenant_id, id, account_id, priority, seq, status, due_ts, message_id, date_ts, spec"
     rows = [("t1", "a", "sent"), ("t1", "b", "sent"), ("t1", "c", "pending"), ("t2", "d", "error")]
     conn.executemany(
