@@ -260,7 +260,8 @@ class MailProxy:
         for part in self._stores():
             await part.open()
         self._stopping = False
-        await self.recover()
+        await self.recover()  # expired leases included: the first sweep is a period away
+        self._next_sweep = self._monotonic() + self._sweep_period_s()
         if self.changes is not None and (self._run_dispatcher or self._run_reporter):
             await self.changes.watch(self._wake.set, self._report_wake.set)
         if self._run_dispatcher:
@@ -324,8 +325,7 @@ class MailProxy:
         """Create or replace a tenant (validated; raises :class:`InvalidInput`)."""
         tenant = data if isinstance(data, Tenant) else parse_tenant(data)
         await self.config.put_tenant(tenant)
-        self._tenant_cache.pop(tenant.id, None)
-        self._tenant_list = None
+        self._forget_tenant(tenant.id)
         return tenant
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
@@ -340,8 +340,7 @@ class MailProxy:
     async def delete_tenant(self, tenant_id: str) -> None:
         if not await self.config.delete_tenant(tenant_id):
             raise NotFound("tenant", tenant_id)
-        self._tenant_cache.pop(tenant_id, None)
-        self._tenant_list = None
+        self._forget_tenant(tenant_id)
         self._account_cache.pop(tenant_id, None)
 
     async def put_account(self, data: Mapping[str, Any] | Account) -> Account:
@@ -388,8 +387,7 @@ class MailProxy:
         if tenant.webhook_secret is None:
             tenant = msgspec.structs.replace(tenant, webhook_secret=self._new_secret())
         await self.config.put_tenant(tenant)
-        self._tenant_cache.pop(tenant.id, None)
-        self._tenant_list = None
+        self._forget_tenant(tenant.id)
         api_key = await self.rotate_tenant_key(tenant.id, expires_ts=key_expires_ts)
         assert tenant.webhook_secret is not None
         return CreatedTenant(tenant, api_key, tenant.webhook_secret)
@@ -410,8 +408,7 @@ class MailProxy:
         merged = msgspec.to_builtins(current) | dict(changes)
         tenant = parse_tenant(merged)
         await self.config.put_tenant(tenant)
-        self._tenant_cache.pop(tenant_id, None)
-        self._tenant_list = None
+        self._forget_tenant(tenant_id)
         return tenant
 
     async def rotate_tenant_key(self, tenant_id: str, *, expires_ts: float | None = None) -> str:
@@ -482,6 +479,11 @@ class MailProxy:
         value = await load(key)
         cache[key] = (self._monotonic(), value)
         return value
+
+    def _forget_tenant(self, tenant_id: str) -> None:
+        """Drop what this process cached of a tenant it has just changed."""
+        self._tenant_cache.pop(tenant_id, None)
+        self._tenant_list = None
 
     async def _tenants(self) -> list[Tenant]:
         """Every tenant, as the report loop reads them at each wake: cached like the
@@ -788,13 +790,16 @@ class MailProxy:
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
 
+    def _sweep_period_s(self) -> float:
+        return max(1.0, self.lease_s / 2)
+
     async def _sweep_if_due(self) -> None:
         """Take over expired leases (a process that died or hung mid-send) twice per
         lease period: with several processes on one store, the survivors settle what a
         dead one held."""
         if self._monotonic() < self._next_sweep:
             return
-        self._next_sweep = self._monotonic() + max(1.0, self.lease_s / 2)
+        self._next_sweep = self._monotonic() + self._sweep_period_s()
         try:
             settled = await self._recover(own=False)
         except MailProxyError as exc:
@@ -1065,20 +1070,19 @@ class MailProxy:
         assert self.reporter is not None
         while not self._stopping:
             try:
-                stored = await self.outbox.pending_reports(tenant.id, self.report_batch)
-                state = self._sync.get(tenant.id, SyncState(tenant_id=tenant.id))
-                if next_call_ts(state, bool(stored), self.sync_interval_s) > self._clock():
-                    return
-                # One process at a time calls a tenant's application; the lease is
-                # renewed before every call.
+                # One process at a time calls a tenant's application; the lease is taken,
+                # or renewed, before every read and call (the loop only starts tenants
+                # that are due, so a lease is rarely taken for nothing).
                 if not await self.outbox.lease_reports(
                     tenant.id, self.worker_id, self._clock(), self.report_lease_s
                 ):
                     return
-                if stored:  # read again under the lease: the last holder may have acked
-                    stored = await self.outbox.pending_reports(tenant.id, self.report_batch)
+                stored = await self.outbox.pending_reports(tenant.id, self.report_batch)
             except MailProxyError as exc:
                 log.error("report.read_failed", extra={"tenant": tenant.id, "error": str(exc)})
+                return
+            state = self._sync.get(tenant.id, SyncState(tenant_id=tenant.id))
+            if next_call_ts(state, bool(stored), self.sync_interval_s) > self._clock():
                 return
             events = [r.event for r in stored]
             answer = await self.reporter.post(tenant, events)

@@ -471,7 +471,7 @@ class SqliteStore:
             conn.executemany(_UPSERT_SQL, rows)
             stored: dict[tuple[str, str], int] = {}
             refused: dict[tuple[str, str], str] = {}
-            for tenant_id in suspended:
+            for tenant_id in suspended:  # every tenant of the batch
                 ids = [message_id for t, message_id in given if t == tenant_id]
                 for start in range(0, len(ids), 500):
                     chunk = ids[start : start + 500]
