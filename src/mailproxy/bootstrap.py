@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, cast
 
 from mailproxy.adapters.attachment_cache import TwoTierCache
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     from mailproxy.adapters.postgres import PostgresStore
 
 
+#: ``host=… dbname=…``: a libpq key=value string, not a file name.
+_LOOKS_LIKE_CONNINFO = re.compile(r"(?:^|\s)(?:host|dbname|user|port)=\S")
+
+
 def build_store(settings: Settings) -> MemoryStore | SqliteStore | PostgresStore:
     """``:memory:`` → the memory store; ``postgresql://…`` → PostgreSQL; a file path →
     SQLite."""
@@ -39,6 +44,12 @@ def build_store(settings: Settings) -> MemoryStore | SqliteStore | PostgresStore
     if "://" in db_path:
         raise InvalidInput(
             "storage.db_path", f"unsupported storage.db_path: {db_path.split('://')[0]}:// URLs"
+        )
+    if _LOOKS_LIKE_CONNINFO.search(db_path):
+        raise InvalidInput(
+            "storage.db_path",
+            "invalid storage.db_path: a PostgreSQL connection string must be a "
+            "postgresql:// URL (key=value strings would be taken as a SQLite file name)",
         )
     return SqliteStore(db_path, synchronous=settings.storage.synchronous)
 

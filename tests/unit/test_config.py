@@ -88,6 +88,9 @@ def test_bootstrap_builds_the_store_the_path_names(tmp_path):
     assert postgres.dsn == "postgresql://localhost/db"
     with pytest.raises(InvalidInput, match="mysql://"):
         build_store(load_settings(environ={"GMP_DB_PATH": "mysql://localhost/db"}))
+    conninfo = "host=127.0.0.1 port=5432 dbname=mail user=postgres"
+    with pytest.raises(InvalidInput, match="must be a postgresql:// URL"):
+        build_store(load_settings(environ={"GMP_DB_PATH": conninfo}))
 
 
 async def test_a_proxy_built_from_settings_delivers_to_its_capture_folder(tmp_path):
