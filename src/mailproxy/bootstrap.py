@@ -130,6 +130,7 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         ),
         sync_interval_s=settings.reporting.sync_interval_s,
         report_batch=settings.reporting.batch_size,
+        report_gather_s=settings.reporting.gather_s,
         report_retry_max_s=settings.reporting.retry_max_delay_s,
         run_dispatcher=run_dispatcher,
         changes=cast("PostgresStore", store) if settings.on_postgres else None,

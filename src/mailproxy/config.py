@@ -66,6 +66,7 @@ class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
 class ReportingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     sync_interval_s: float = 300.0
     batch_size: int = 500
+    gather_s: float = 0.1
     timeout_s: float = 10.0
     retry_max_delay_s: float = 300.0
     retention_s: float = 604800.0
@@ -246,6 +247,8 @@ def _check(settings: Settings) -> None:
             raise InvalidInput(key, f"invalid setting {key}: must be positive")
     if settings.retry.max_retries < 0:
         raise InvalidInput("retry.max_retries", "invalid setting retry.max_retries: not negative")
+    if not 0 <= settings.reporting.gather_s <= 10:
+        raise InvalidInput("reporting.gather_s", "invalid setting reporting.gather_s: 0..10")
     if not 0 <= settings.retry.jitter <= 1:
         raise InvalidInput("retry.jitter", "invalid setting retry.jitter: 0..1")
     if not 0 < settings.server.port < 65536:

@@ -176,6 +176,7 @@ class MailProxy:
         report_batch: int = 500,
         report_retry_max_s: float = 300.0,
         report_concurrency: int = 8,
+        report_gather_s: float = 0.1,
         run_dispatcher: bool = True,
         run_reporter: bool | None = None,
         changes: ChangeFeed | None = None,
@@ -239,6 +240,9 @@ class MailProxy:
         self.report_batch = report_batch
         self.report_retry_max_s = report_retry_max_s
         self._report_slots = asyncio.Semaphore(report_concurrency)
+        #: After new entries wake the report loop, how long it lets more arrive before
+        #: calling: a call per delivery would cost more CPU than the delivery itself.
+        self.report_gather_s = report_gather_s
         self._report_wake = asyncio.Event()
         self._report_loop_task: asyncio.Task[None] | None = None
         self._reporting: dict[str, asyncio.Task[None]] = {}
@@ -1050,6 +1054,8 @@ class MailProxy:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._report_wake.wait()
+            if self._report_wake.is_set() and self.report_gather_s > 0 and not self._stopping:
+                await asyncio.sleep(self.report_gather_s)
 
     def _report_done(self, tenant_id: str, _task: asyncio.Task[None]) -> None:
         self._reporting.pop(tenant_id, None)

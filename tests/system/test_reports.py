@@ -275,6 +275,20 @@ async def test_a_tenant_whose_receiver_is_down_never_delays_another(tmp_path, si
     assert "ConnectError" in down.last_error
 
 
+async def test_entries_written_close_together_share_one_call(tmp_path, sink, receiver):
+    _, smtp_port = sink
+    async with make_proxy(tmp_path, Clock(), report_gather_s=1.0) as proxy:
+        await add_tenant(proxy, "acme", receiver.url, smtp_port)
+        for n in range(10):  # delivered one by one, each waking the report loop
+            await proxy.submit([msg(f"m{n}")], tenant_id="acme")
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(asyncio.to_thread(wait_for_entry, receiver, "m9"), timeout=5.0)
+    assert sorted(e["id"] for c in receiver.calls for e in c.entries) == [
+        f"m{n}" for n in range(10)
+    ]
+    assert len(receiver.calls) <= 2
+
+
 def wait_for_entry(receiver: Receiver, message_id: str) -> None:
     while not any(e["id"] == message_id for c in receiver.calls for e in c.entries):
         receiver.arrived.wait(0.05)

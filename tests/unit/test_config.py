@@ -58,6 +58,7 @@ def test_the_environment_wins_over_the_file_and_relative_paths_follow_the_file(t
         ("", {"GMP_RETRY_MAX_RETRYS": "3"}, "GMP_RETRY_MAX_RETRYS"),
         ("[retry]\nmax_retries = many\n", {}, "retry.max_retries"),
         ("[retry]\njitter = 2\n", {}, "retry.jitter"),
+        ("", {"GMP_REPORTING_GATHER_S": "-1"}, "reporting.gather_s"),
         ("[delivery]\nmax_concurrency = 0\n", {}, "delivery.max_concurrency"),
         ("[storage]\nsynchronous = sometimes\n", {}, "storage.synchronous"),
         ("", {"GMP_PORT": "70000"}, "server.port"),

@@ -36,6 +36,10 @@ from mailproxy.domain.outcome import (
 )
 
 _PoolKey = tuple[Any, ...]
+_RECIPIENT_ACCEPTED = (aiosmtplib.SMTPStatus.completed, aiosmtplib.SMTPStatus.will_forward)
+#: Up to this size the message and its final dot go out in one write (one system call
+#: instead of two); a larger one is not copied for it.
+_JOIN_TERMINATOR_BELOW = 1 << 16
 
 
 def _failure_of(exc: BaseException) -> Failure:
@@ -197,7 +201,7 @@ class SmtpTransport:
         rendered = message.rendered
         timeout = self._command_timeout_s
         phase = Phase.MAIL
-        options, encoding = (["SMTPUTF8"], "utf-8") if rendered.needs_smtputf8 else ([], "ascii")
+        options, encoding = ([b"SMTPUTF8"], "utf-8") if rendered.needs_smtputf8 else ([], "ascii")
         if rendered.needs_smtputf8 and not client.supports_extension("smtputf8"):
             return (
                 Permanent("the relay does not offer SMTPUTF8, needed by a non-ASCII address"),
@@ -205,16 +209,25 @@ class SmtpTransport:
                 False,
             )
         try:
-            await client.mail(rendered.sender, options=options, encoding=encoding, timeout=timeout)
+            # MAIL and RCPT through execute_command with the address as it is: the
+            # renderer validated it, and mail()/rcpt() would parse it again per message.
+            reply = await client.execute_command(
+                b"MAIL", b"FROM:<" + rendered.sender.encode(encoding) + b">", *options,
+                timeout=timeout,
+            )  # fmt: skip
+            if reply.code != aiosmtplib.SMTPStatus.completed:
+                raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, rendered.sender)
             phase = Phase.RCPT
             refused: list[RefusedRecipient] = []
             accepted = 0
             for recipient in rendered.recipients:
-                try:
-                    await client.rcpt(recipient, encoding=encoding, timeout=timeout)
+                reply = await client.execute_command(
+                    b"RCPT", b"TO:<" + recipient.encode(encoding) + b">", timeout=timeout
+                )
+                if reply.code in _RECIPIENT_ACCEPTED:
                     accepted += 1
-                except aiosmtplib.SMTPRecipientRefused as exc:
-                    refused.append(RefusedRecipient(recipient, exc.code, exc.message))
+                else:
+                    refused.append(RefusedRecipient(recipient, reply.code, reply.message))
             if not accepted:
                 await client.rset(timeout=timeout)
                 return classify_refusals(tuple(refused)), True, False
@@ -283,8 +296,12 @@ async def send_data(
             if start.code != aiosmtplib.SMTPStatus.start_input:
                 raise aiosmtplib.SMTPDataError(start.code, start.message)
             protocol._response_pending = True
-            protocol.write(content)
-            protocol.write(b".\r\n" if content.endswith(b"\r\n") else b"\r\n.\r\n")
+            terminator = b".\r\n" if content.endswith(b"\r\n") else b"\r\n.\r\n"
+            if len(content) < _JOIN_TERMINATOR_BELOW:
+                protocol.write(content + terminator)
+            else:
+                protocol.write(content)
+                protocol.write(terminator)
             response = await protocol.read_response(timeout=reply_timeout_s)
             if response.code != aiosmtplib.SMTPStatus.completed:
                 raise aiosmtplib.SMTPDataError(response.code, response.message)
