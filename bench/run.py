@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import pstats
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -62,6 +63,11 @@ CLIENTS, BATCH, SMTP_CONNECTIONS = 16, 100, 4
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -147,9 +153,10 @@ def scenarios(
                                      "port": sink_port, "use_tls": False, "is_default": True,
                                      "max_connections": SMTP_CONNECTIONS})  # fmt: skip
         admin.post("/commands/suspend", params={"tenant_id": "bench"}).raise_for_status()
-        cpu0, t0 = process_cpu_s(pid), time.perf_counter()
+        cpu0, t0, driver0 = process_cpu_s(pid), time.perf_counter(), own_cpu_s()
         latencies = asyncio.run(enqueue(url, n))
         t1 = time.perf_counter()
+        results["driver_cpu_enqueue_ms_per_msg"] = (own_cpu_s() - driver0) * 1000 / n
         results["enqueue_msg_s"] = n / (t1 - t0)
         results["enqueue_p50_ms"] = statistics.median(latencies) * 1000
         results["enqueue_p99_ms"] = percentile(latencies, 0.99) * 1000
