@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from mailproxy.adapters.sql_rows import RESUME_CHUNK
 from mailproxy.domain.errors import Conflict
 from mailproxy.domain.model import Account, Status
 from mailproxy.domain.outcome import AccountBroken, Delivered, Outcome, RateLimited, Temporary
@@ -167,6 +168,22 @@ async def test_suspend_and_activate_a_batch_and_the_tenant(store):
     assert (await store.get_message("t1", "a")).status is Status.PENDING
     assert await store.suspended_batches("t1") == []
     assert sorted(c.message.id for c in await claim(store)) == ["a", "c", "d"]
+
+
+async def test_activation_resumes_every_waiting_message_however_many(store):
+    # More than two of the SQL stores' resume steps, with a suspended batch spread
+    # through them that must stay suspended.
+    count = 2 * RESUME_CHUNK + 500
+    await store.enqueue(
+        [new_message(f"m{n}", batch_code="held" if n % 7 == 0 else None) for n in range(count)],
+        NOW,
+    )
+    await store.suspend("t1", "held", NOW)
+    await store.suspend("t1", None, NOW)
+    await store.activate("t1", None, NOW)
+    counts = await store.count_by_status("t1")
+    held = len(range(0, count, 7))
+    assert (counts[Status.PENDING], counts[Status.SUSPENDED]) == (count - held, held)
 
 
 async def test_a_message_coming_back_to_a_suspended_tenant_is_suspended(store):

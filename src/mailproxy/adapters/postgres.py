@@ -38,6 +38,7 @@ from mailproxy.adapters.sql_rows import (
     COLUMNS,
     FINAL_SQL,
     QUEUED_SQL,
+    RESUME_CHUNK,
     TRANSITION_UPDATE,
     WAITING_SQL,
     account_decoder,
@@ -871,21 +872,25 @@ class PostgresStore:
                 (tenant_id, batch_code or "*"),
             )
             remaining = await self._suspensions(cur, tenant_id)
-            rows = await self._all(
+            after_seq, any_resumed = -1, False
+            while rows := await self._all(  # in chunks: a tenant may hold millions
                 cur,
-                "SELECT pk, attempts, due_ts, batch_code FROM messages "
-                "WHERE tenant_id = %s AND status = 'suspended' FOR UPDATE",
-                (tenant_id,),
-            )
-            resumed = [
-                (requeue_status(attempts, due_ts, now).value, now, pk)
-                for pk, attempts, due_ts, code in rows
-                if suspension_of(remaining, code) is None
-            ]
-            if resumed:
-                await cur.executemany(
-                    "UPDATE messages SET status = %s, updated_ts = %s WHERE pk = %s", resumed
-                )
+                "SELECT pk, attempts, due_ts, batch_code, seq FROM messages WHERE tenant_id = %s "
+                "AND status = 'suspended' AND seq > %s ORDER BY seq LIMIT %s FOR UPDATE",
+                (tenant_id, after_seq, RESUME_CHUNK),
+            ):
+                after_seq = rows[-1][4]
+                resumed = [
+                    (requeue_status(attempts, due_ts, now).value, now, pk)
+                    for pk, attempts, due_ts, code, _ in rows
+                    if suspension_of(remaining, code) is None
+                ]
+                if resumed:
+                    await cur.executemany(
+                        "UPDATE messages SET status = %s, updated_ts = %s WHERE pk = %s", resumed
+                    )
+                    any_resumed = True
+            if any_resumed:
                 await self._notify_queue(cur)
             return SuspendState(
                 tenant_id,

@@ -31,6 +31,8 @@ COLUMNS = (
     "error, smtp_code, lease_owner, lease_token, lease_expires_ts, attempt_open, rank, "
     "wait_reason, wait_detail, final_ts"
 )
+#: Messages resumed per step of ``activate``: its memory stays flat however many wait.
+RESUME_CHUNK = 1000
 QUEUED_SQL = "('pending', 'scheduled', 'deferred')"
 FINAL_SQL = "('sent', 'error', 'unknown')"
 WAITING_SQL = "('pending', 'scheduled', 'deferred', 'suspended')"

@@ -31,6 +31,7 @@ from mailproxy.adapters.sql_rows import (
     COLUMNS,
     FINAL_SQL,
     QUEUED_SQL,
+    RESUME_CHUNK,
     TRANSITION_UPDATE,
     WAITING_SQL,
     account_decoder,
@@ -923,19 +924,21 @@ class SqliteStore:
                 (tenant_id, batch_code or "*"),
             )
             remaining = self._suspensions(conn, tenant_id)
-            rows = conn.execute(
-                "SELECT pk, attempts, due_ts, batch_code FROM messages "
-                "WHERE tenant_id = ? AND status = 'suspended'",
-                (tenant_id,),
-            ).fetchall()
-            conn.executemany(
-                "UPDATE messages SET status = ?, updated_ts = ? WHERE pk = ?",
-                [
-                    (requeue_status(attempts, due_ts, now).value, now, pk)
-                    for pk, attempts, due_ts, code in rows
-                    if suspension_of(remaining, code) is None
-                ],
-            )
+            after_seq = -1
+            while rows := conn.execute(  # in chunks: a tenant may hold millions
+                "SELECT pk, attempts, due_ts, batch_code, seq FROM messages WHERE tenant_id = ? "
+                "AND status = 'suspended' AND seq > ? ORDER BY seq LIMIT ?",
+                (tenant_id, after_seq, RESUME_CHUNK),
+            ).fetchall():
+                after_seq = rows[-1][4]
+                conn.executemany(
+                    "UPDATE messages SET status = ?, updated_ts = ? WHERE pk = ?",
+                    [
+                        (requeue_status(attempts, due_ts, now).value, now, pk)
+                        for pk, attempts, due_ts, code, _ in rows
+                        if suspension_of(remaining, code) is None
+                    ],
+                )
             return SuspendState(
                 tenant_id, sorted(remaining), self._pending_in_scope(conn, tenant_id, batch_code)
             )
