@@ -287,6 +287,18 @@ def table(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def mark_goals(axes: Any, bars: Any, goals: list[float | None]) -> None:
+    """Each bar's value written on it, and its goal as a dashed line across it."""
+    for bar, goal in zip(bars, goals, strict=True):
+        x, width, height = bar.get_x(), bar.get_width(), bar.get_height()
+        axes.annotate(f"{height:,.0f}" if height >= 10 else f"{height:.1f}",
+                      (x + width / 2, height), ha="center", va="bottom", fontsize=8)  # fmt: skip
+        if goal is not None:
+            axes.hlines(goal, x - 0.05, x + width + 0.05, colors="black", linestyles="dashed")
+    axes.plot([], [], color="black", linestyle="dashed", label="goal")
+    axes.legend(loc="upper right", fontsize=8)
+
+
 def chart(results: dict[str, float], path: Path) -> None:
     import matplotlib
 
@@ -297,14 +309,18 @@ def chart(results: dict[str, float], path: Path) -> None:
     names = ["enqueue", "sqlite ceiling", "delivery", "smtp ceiling"]
     values = [results["enqueue_msg_s"], results["sqlite_ceiling_msg_s"],
               results["delivery_msg_s"], results["smtp_ceiling_msg_s"]]  # fmt: skip
-    rates.bar(names, values, color=["#3b7dd8", "#bbbbbb", "#2e9e5b", "#bbbbbb"])
+    bars = rates.bar(names, values, color=["#3b7dd8", "#bbbbbb", "#2e9e5b", "#bbbbbb"])
+    mark_goals(rates, bars, [GOALS["enqueue_msg_s"][0], None, GOALS["delivery_msg_s"][0], None])
     rates.set_yscale("log")
     rates.set_ylabel("messages per second (log)")
     rates.set_title("Throughput and its ceilings")
     delay_names = ["enqueue p50", "enqueue p99", "idle p50", "idle p99"]
     delay_values = [results["enqueue_p50_ms"], results["enqueue_p99_ms"],
                     results["latency_p50_ms"], results["latency_p99_ms"]]  # fmt: skip
-    delays.bar(delay_names, delay_values, color="#d8843b")
+    bars = delays.bar(delay_names, delay_values, color="#d8843b")
+    goals = [None, GOALS["enqueue_p99_ms"][0], GOALS["latency_p50_ms"][0],
+             GOALS["latency_p99_ms"][0]]  # fmt: skip
+    mark_goals(delays, bars, goals)
     delays.set_ylabel("milliseconds")
     delays.set_title("Request time and accept → SMTP sink")
     figure.tight_layout()
