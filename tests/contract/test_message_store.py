@@ -8,7 +8,7 @@ import pytest
 
 from mailproxy.domain.lifecycle import decide
 from mailproxy.domain.model import Lease, MinuteCount, Status, minute_start
-from mailproxy.domain.outcome import Delivered, Permanent, Temporary
+from mailproxy.domain.outcome import Delivered, Permanent, Temporary, Unknown
 from mailproxy.domain.policy import queue_order
 from mailproxy.domain.retry import RetryPolicy
 from tests.conftest import new_message, transition_for
@@ -175,6 +175,28 @@ async def test_resubmission_replaces_unsent_and_refuses_sent_or_in_flight(store)
     assert replaced.created_ts == NOW + 5
     assert (await store.get_message("t1", "sent")).status is Status.SENT
     assert await store.get_message("t1", "fresh") is not None
+
+
+async def test_resubmission_never_replaces_a_message_the_server_may_already_have(store):
+    # An attempt that ended unknown leaves the message deferred under at-least-once; a
+    # replacement would go out under another Message-ID without possible_duplicate.
+    await store.enqueue([new_message("m1")], NOW)
+    (c,) = await claim(store)
+    await store.mark_sending(c.lease, NOW)
+    unknown = transition_for(
+        c, Unknown("connection lost after the final dot"), now=NOW, event_id="u1"
+    )
+    assert await store.complete(c.lease, unknown, NOW)
+    before = await store.get_message("t1", "m1")
+    assert (before.status, before.possible_duplicate) == (Status.DEFERRED, True)
+    rejected = await store.enqueue([new_message("m1", priority=0)], NOW + 5)
+    assert [(r.id, r.reason) for r in rejected] == [("m1", "in flight")]
+    after = await store.get_message("t1", "m1")
+    assert (after.message_id, after.possible_duplicate, after.priority) == (
+        before.message_id,
+        True,
+        before.priority,
+    )
 
 
 async def test_same_id_in_two_tenants_are_two_messages(store):

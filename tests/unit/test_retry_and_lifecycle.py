@@ -151,6 +151,8 @@ def test_sent_is_absorbing_and_resubmission_rules():
     assert resubmission_refusal(Status.UNKNOWN) == "in flight"
     assert resubmission_refusal(Status.ERROR) is None
     assert resubmission_refusal(Status.DEFERRED) is None
+    assert resubmission_refusal(Status.DEFERRED, possible_duplicate=True) == "in flight"
+    assert resubmission_refusal(Status.ERROR, possible_duplicate=True) == "in flight"
 
 
 def test_scheduled_messages_show_pending_once_due():

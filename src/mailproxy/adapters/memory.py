@@ -113,7 +113,7 @@ class MemoryStore:
             pk = self._keys.get((new.tenant_id, new.id))
             existing = self._messages.get(pk) if pk is not None else None
             if existing is not None:
-                refusal = resubmission_refusal(existing.status)
+                refusal = resubmission_refusal(existing.status, existing.possible_duplicate)
                 if refusal:
                     rejected.append(Rejection(new.id, refusal))
                     continue

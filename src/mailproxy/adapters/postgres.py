@@ -164,7 +164,8 @@ _MESSAGE_UPSERT = (
     "possible_duplicate = false, sent_ts = NULL, error_ts = NULL, final_ts = NULL, "
     "error = NULL, smtp_code = NULL, lease_owner = NULL, lease_token = NULL, "
     "lease_expires_ts = NULL, attempt_open = false, wait_reason = NULL, wait_detail = NULL "
-    "WHERE messages.status NOT IN ('sent', 'sending', 'unknown') RETURNING pk, id"
+    "WHERE messages.status NOT IN ('sent', 'sending', 'unknown') "
+    "AND NOT messages.possible_duplicate RETURNING pk, id"
 )
 
 
@@ -390,12 +391,14 @@ class PostgresStore:
                 stored = {row[1]: row[0] for row in await cur.fetchall()}
                 refused = [m for m in run if m.id not in stored]
                 for new in refused:
-                    (existing,) = await self._one(
+                    existing, duplicate = await self._one(
                         cur,
-                        "SELECT status FROM messages WHERE tenant_id = %s AND id = %s",
+                        "SELECT status, possible_duplicate FROM messages "
+                        "WHERE tenant_id = %s AND id = %s",
                         (new.tenant_id, new.id),
                     )
-                    rejected.append(Rejection(new.id, resubmission_refusal(Status(existing)) or ""))
+                    refusal = resubmission_refusal(Status(existing), duplicate)
+                    rejected.append(Rejection(new.id, refusal or ""))
                 pks = list(stored.values())
                 if pks:
                     # A replaced message gives back any rate slot its previous version held.

@@ -96,7 +96,7 @@ _UPSERT_SQL = (
     "possible_duplicate = 0, sent_ts = NULL, error_ts = NULL, final_ts = NULL, error = NULL, "
     "smtp_code = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_ts = NULL, "
     "attempt_open = 0, wait_reason = NULL, wait_detail = NULL "
-    "WHERE status NOT IN ('sent', 'sending', 'unknown')"
+    "WHERE status NOT IN ('sent', 'sending', 'unknown') AND NOT possible_duplicate"
 )
 Write = Callable[[sqlite3.Connection], Any]
 
@@ -476,8 +476,9 @@ class SqliteStore:
                 ids = [message_id for t, message_id in given if t == tenant_id]
                 for start in range(0, len(ids), 500):
                     chunk = ids[start : start + 500]
-                    for pk, message_id, row_seq, status_value in conn.execute(
-                        "SELECT pk, id, seq, status FROM messages WHERE tenant_id = ? "
+                    for pk, message_id, row_seq, status_value, duplicate in conn.execute(
+                        "SELECT pk, id, seq, status, possible_duplicate FROM messages "
+                        "WHERE tenant_id = ? "
                         f"AND id IN ({', '.join('?' * len(chunk))})",
                         (tenant_id, *chunk),
                     ):
@@ -485,7 +486,9 @@ class SqliteStore:
                         if row_seq == given[key]:
                             stored[key] = pk
                         else:
-                            refused[key] = resubmission_refusal(Status(status_value)) or ""
+                            refused[key] = (
+                                resubmission_refusal(Status(status_value), bool(duplicate)) or ""
+                            )
             pks = [(pk,) for pk in stored.values()]
             # A replaced message gives back any rate slot its previous version held.
             conn.executemany("DELETE FROM rate_slots WHERE message_pk = ?", pks)

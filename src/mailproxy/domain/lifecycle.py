@@ -418,15 +418,17 @@ def _defer(
     )
 
 
-def resubmission_refusal(existing: Status) -> str | None:
+def resubmission_refusal(existing: Status, possible_duplicate: bool = False) -> str | None:
     """Why a re-submitted id may not replace the stored message, or None if it may.
 
     Not yet sent → replaced (the corrected-campaign flow); ``sent`` → ``"already sent"``;
-    ``sending`` or ``unknown`` (the server may have it) → ``"in flight"``.
+    ``sending`` or ``unknown``, or an earlier attempt ended unknown (the server may have
+    it: a replacement would go out with another Message-ID and without
+    ``possible_duplicate``) → ``"in flight"``.
     """
     if existing is Status.SENT:
         return "already sent"
-    if existing in (Status.SENDING, Status.UNKNOWN):
+    if existing in (Status.SENDING, Status.UNKNOWN) or possible_duplicate:
         return "in flight"
     return None
 
