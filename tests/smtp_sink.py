@@ -33,6 +33,8 @@ class SinkHandler:
 
     replies: dict[str, str] = field(default_factory=dict)
     after_dot: str | None = None
+    #: ``"RCPT"``: close the connection without answering RCPT.
+    drop_at: str | None = None
     stall_s: float = 2.0
     #: Seconds to wait after the end of DATA before answering (a provider's latency).
     reply_delay_s: float = 0.0
@@ -58,6 +60,9 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.drop_at == "RCPT":  # hang up before the message could be complete
+            server.transport.abort()
+            return "250 OK"
         reply = self.replies.get(f"RCPT:{address}") or self.replies.get("RCPT")
         if reply:
             return reply
