@@ -67,15 +67,15 @@ MATRIX = {
     "4xx at MAIL": Fault(reply("MAIL", "451 4.3.0 try later"), "deferred", "deferred", 451),
     "5xx at MAIL": Fault(
         reply("MAIL", "553 5.1.8 bad sender"), "error", "error", 553, recovers=False
-    ),  # fmt: skip
+    ),
     "4xx at RCPT": Fault(reply("RCPT", "450 4.2.1 mailbox busy"), "deferred", "deferred", 450),
     "5xx at RCPT": Fault(
         reply("RCPT", "550 5.1.1 no such user"), "error", "error", 550, recovers=False
-    ),  # fmt: skip
+    ),
     "4xx at DATA": Fault(reply("DATA", "451 4.3.0 local error"), "deferred", "deferred", 451),
     "5xx at DATA": Fault(
         reply("DATA", "554 5.7.1 rejected as spam"), "error", "error", 554, recovers=False
-    ),  # fmt: skip
+    ),
     "one recipient refused": Fault(
         reply("RCPT:b@example.com", "550 5.1.1 no such user"),
         "sent",
@@ -83,7 +83,7 @@ MATRIX = {
         250,
         at_sink=1,
         recovers=False,
-    ),  # fmt: skip
+    ),
     "disconnect before the final dot": Fault(
         lambda handler: setattr(handler, "drop_at", "RCPT"), "deferred", "deferred"
     ),
@@ -101,7 +101,7 @@ MATRIX = {
         535,
         attempts=0,
         account={"user": "app", "password": "wrong"},
-    ),  # fmt: skip
+    ),
 }
 
 
