@@ -56,8 +56,10 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def running_receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
+def running_receiver(port: int = 0, receiver: Receiver | None = None) -> Iterator[Receiver]:
+    """A receiver on ``port`` (0: a free one); pass the ``receiver`` of an earlier run to
+    bring it back on the same port with its record."""
+    receiver = receiver if receiver is not None else Receiver()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -88,6 +90,6 @@ def running_receiver() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    with serving(Handler) as port:
-        receiver.port = port
+    with serving(Handler, port) as bound:
+        receiver.port = bound
         yield receiver

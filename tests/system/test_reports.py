@@ -178,6 +178,41 @@ async def test_failed_calls_resend_the_same_events_with_backoff_and_nothing_is_l
     assert (status["acme"].failures, status["acme"].last_error) == (0, None)
 
 
+async def test_a_receiver_down_for_a_while_gets_every_entry_once_it_is_back(tmp_path, sink):
+    _, smtp_port = sink
+    with running_receiver() as receiver:
+        pass  # bound a port, then went down: nothing listens there now
+    async with make_proxy(tmp_path, Clock(), run_dispatcher=False) as proxy:
+        await add_tenant(proxy, "acme", receiver.url, smtp_port)
+        await proxy.submit([msg(f"m{n}") for n in range(5)], tenant_id="acme")
+        await proxy.run_until_idle()
+        for _ in range(4):  # refused, backing off 1, 2, 4 s
+            await proxy.report_once()
+            proxy._clock.advance(8)
+        assert (await proxy.outbox.report_backlog("acme")).count == 5
+        with running_receiver(receiver.port, receiver):
+            await proxy.submit([msg("m5")], tenant_id="acme")
+            await proxy.run_until_idle()
+            await proxy.report_once()
+        assert (await proxy.outbox.report_backlog("acme")).count == 0
+    (call,) = receiver.calls
+    assert sorted(e["id"] for e in call.entries) == [f"m{n}" for n in range(6)]
+    assert len(set(receiver.event_ids())) == 6
+
+
+async def test_a_slow_receiver_within_the_timeout_is_called_once(proxy, sink, receiver):
+    _, smtp_port = sink
+    await add_tenant(proxy, "acme", receiver.url, smtp_port)
+    await proxy.submit([msg("m1"), msg("m2")], tenant_id="acme")
+    await proxy.run_until_idle()
+    receiver.replies = [Reply(200, delay_s=0.3)]  # the sender waits 0.5 s
+    await proxy.report_once()
+    proxy._clock.advance(60)
+    await proxy.report_once()
+    assert len(receiver.calls) == 1
+    assert (await proxy.outbox.report_backlog("acme")).count == 0
+
+
 async def test_a_hanging_receiver_times_out_and_the_events_stay(proxy, sink, receiver):
     _, smtp_port = sink
     await add_tenant(proxy, "acme", receiver.url, smtp_port)
