@@ -16,7 +16,7 @@ from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import Settings
 from mailproxy.domain.egress import parse_networks
-from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.errors import InvalidInput, StorageError
 from mailproxy.domain.policy import WindowLengths
 from mailproxy.domain.validation import MessageLimits
 from mailproxy.ports.attachments import AttachmentSource
@@ -51,7 +51,27 @@ def build_store(settings: Settings) -> MemoryStore | SqliteStore | PostgresStore
             "invalid storage.db_path: a PostgreSQL connection string must be a "
             "postgresql:// URL (key=value strings would be taken as a SQLite file name)",
         )
-    return SqliteStore(db_path, synchronous=settings.storage.synchronous)
+    max_size_mb = settings.storage.max_size_mb
+    return SqliteStore(
+        db_path,
+        synchronous=settings.storage.synchronous,
+        busy_timeout_s=settings.storage.busy_timeout_s,
+        max_size_bytes=None if max_size_mb is None else int(max_size_mb * 1024 * 1024),
+    )
+
+
+async def check_storage(settings: Settings) -> None:
+    """Open the configured store once (running its migrations) and close it, so that a
+    database that cannot be used stops ``serve`` with one clear line instead of a failed
+    start-up deep inside the server."""
+    store = build_store(settings)
+    try:
+        await store.open()
+    except StorageError as exc:
+        # A PostgreSQL URL may hold a password: it is not repeated.
+        where = store.path if isinstance(store, SqliteStore) else "on PostgreSQL"
+        raise StorageError(f"cannot use the database {where}: {exc}") from exc
+    await store.close()
 
 
 def build_attachments(settings: Settings) -> tuple[list[AttachmentSource], TwoTierCache]:

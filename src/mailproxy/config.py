@@ -39,6 +39,10 @@ class StorageSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields
     synchronous: Literal["full", "normal"] = "full"
     #: PostgreSQL: connections per process.
     pool_size: int = 8
+    #: SQLite: how long a write waits for another process's lock before failing (503).
+    busy_timeout_s: float = 5.0
+    #: SQLite: the most the database file may grow to (None: as the disk allows).
+    max_size_mb: float | None = None
 
 
 class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -228,6 +232,8 @@ def _check(settings: Settings) -> None:
     positive = {
         "server.max_body_bytes": settings.server.max_body_bytes,
         "storage.pool_size": settings.storage.pool_size,
+        "storage.busy_timeout_s": settings.storage.busy_timeout_s,
+        "storage.max_size_mb": settings.storage.max_size_mb or 1,
         "delivery.max_concurrency": settings.delivery.max_concurrency,
         "delivery.max_batch": settings.delivery.max_batch,
         "delivery.max_recipients": settings.delivery.max_recipients,

@@ -322,8 +322,12 @@ class SqliteStore:
         *,
         synchronous: Literal["full", "normal"] = "full",
         busy_timeout_s: float = 5.0,
+        max_size_bytes: int | None = None,
     ) -> None:
         self.path = Path(path)
+        #: A cap on the file (``PRAGMA max_page_count``): past it, writes fail as on a full
+        #: disk (``StorageError``, 503 over HTTP) and nothing half-written is kept.
+        self._max_size_bytes = max_size_bytes
         self._synchronous = synchronous
         self._busy_timeout_ms = int(busy_timeout_s * 1000)
         self._conn: sqlite3.Connection | None = None
@@ -352,6 +356,10 @@ class SqliteStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
             migrate(conn)
+            if self._max_size_bytes is not None:
+                (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+                pages = max(1, self._max_size_bytes // page_size)
+                conn.execute(f"PRAGMA max_page_count = {pages}")
         except BaseException:
             conn.close()
             raise

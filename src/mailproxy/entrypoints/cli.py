@@ -29,7 +29,7 @@ import rich.table
 import uvicorn
 
 from mailproxy import __version__
-from mailproxy.bootstrap import build_proxy
+from mailproxy.bootstrap import build_proxy, check_storage
 from mailproxy.config import Settings, load_settings
 from mailproxy.domain.errors import MailProxyError
 from mailproxy.domain.model import Status, SubmitResult
@@ -229,6 +229,7 @@ def serve(
         )
     configure_logging(settings.logging.level, settings.logging.format)
     try:
+        asyncio.run(check_storage(settings))
         http_app = create_app(build_proxy(settings), settings, insecure=insecure)
     except MailProxyError as exc:
         print(f"error: {exc}", file=sys.stderr)
