@@ -449,6 +449,7 @@ BAD_BODIES = [
     b'{"messages": [{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}",
     b'{"messages": [' + b"{}," * 1001 + b"{}]}",
     "\ud800".encode("utf-8", "surrogatepass"),
+    b'{"messages": [{"id": "\xc3\x28"}]}',  # not UTF-8 inside a string
 ]
 
 

@@ -1061,14 +1061,15 @@ def _problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         ]
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or exc.detail
         return _problem(422, "Unprocessable Content", f"invalid request: {detail}", errors)
-    if isinstance(exc, RecursionError) or (
+    if isinstance(exc, RecursionError | UnicodeDecodeError) or (
         isinstance(exc, ClientException) and exc.status_code == 400
     ):
-        detail = (
-            "malformed JSON: nested too deeply"
-            if isinstance(exc, RecursionError)
-            else (f"malformed body: {exc.detail}")
-        )
+        if isinstance(exc, RecursionError):
+            detail = "malformed JSON: nested too deeply"
+        elif isinstance(exc, UnicodeDecodeError):  # msgspec's error for bytes that are not UTF-8
+            detail = f"malformed JSON: not UTF-8 at byte {exc.start}"
+        else:
+            detail = f"malformed body: {exc.detail}"
         return _problem(422, "Unprocessable Content", detail, [FieldError("body", detail)])
     status = {
         Unauthorized: 401,
