@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,6 +402,55 @@ async def test_authorization_matrix(api, caller, method, path, kwargs, allowed):
         expected = {200, 404}
     assert answer.status_code in expected, answer.text
     assert answer.json() if "json" in answer.headers.get("content-type", "") else True
+
+
+async def test_the_authorization_matrix_covers_every_route(api):
+    schema = (await api.call("admin", "GET", "/schema/openapi.json")).json()
+    routes = {(method, path.replace("{self}", "A")) for method, path, _, _ in ROUTES}
+    missing = []
+    for template, operations in schema["paths"].items():
+        pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$")
+        for method in operations:
+            if not any(m == method.upper() and pattern.match(p) for m, p in routes):
+                missing.append(f"{method.upper()} {template}")
+    assert missing == []
+
+
+async def test_no_answer_to_any_get_carries_a_secret(api):
+    secrets = {
+        "webhook": "whsec-never-shown-1",
+        "callback token": "cb-token-never-shown-2",
+        "callback password": "cb-pass-never-shown-3",
+        "smtp password": "smtp-pass-never-shown-4",
+        "admin token": ADMIN_TOKEN,
+    }
+    created = await api.call("admin", "POST", "/tenant", json={
+        "id": "C", "client_base_url": "https://app.example.com", "webhook_secret": secrets["webhook"],
+        "client_auth": {"method": "bearer", "token": secrets["callback token"]}})  # fmt: skip
+    secrets["tenant key"] = created.json()["api_key"]
+    await api.call("admin", "PUT", "/tenant/A", json={
+        "client_auth": {"method": "basic", "user": "u", "password": secrets["callback password"]}
+    })  # fmt: skip
+    account = {"id": "smtp1", "tenant_id": "C", "kind": "capture", "user": "u",
+               "password": secrets["smtp password"]}  # fmt: skip
+    assert (await api.call("admin", "POST", "/account", json=account)).status_code == 200
+    await api.call("admin", "POST", "/commands/add-messages",
+                   json={"messages": [message("m1", tenant_id="C", account_id="smtp1")]})  # fmt: skip
+    api.keys["C"] = secrets["tenant key"]
+    schema = (await api.call("admin", "GET", "/schema/openapi.json")).json()
+    values = {"tenant_id": "C", "message_id": "m1", "account_id": "smtp1"}
+    gets = [re.sub(r"\{([^}]+)\}", lambda m: values[m.group(1)], template)
+            for template, operations in schema["paths"].items() if "get" in operations]  # fmt: skip
+    answers = []
+    for caller in ("admin", "C", "A"):
+        for path in [*gets, "/ui", "/ui/login", "/schema", "/schema/openapi.json"]:
+            params = {"tenant_id": "C"} if caller == "admin" else {}
+            answer = await api.call(caller, "GET", path, params=params)
+            answers.append((caller, path, answer.status_code, answer.text, str(answer.headers)))
+    assert len({path for _, path, _, _, _ in answers}) >= 12
+    leaks = [(caller, path, name) for caller, path, _, text, headers in answers
+             for name, secret in secrets.items() if secret in text or secret in headers]  # fmt: skip
+    assert leaks == []
 
 
 # --- bad input ----------------------------------------------------------------------------
