@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import time
 from collections.abc import Iterator
@@ -35,6 +36,10 @@ class SinkHandler:
     after_dot: str | None = None
     #: ``"RCPT"``: close the connection without answering RCPT.
     drop_at: str | None = None
+    #: The share of messages refused at the end of DATA with a transient 451 (seeded).
+    transient_rate: float = 0.0
+    transient_refusals: int = 0
+    _rng: random.Random = field(default_factory=lambda: random.Random(20261127))
     stall_s: float = 2.0
     #: Seconds to wait after the end of DATA before answering (a provider's latency).
     reply_delay_s: float = 0.0
@@ -72,6 +77,9 @@ class SinkHandler:
     async def handle_DATA(self, server, session, envelope):
         if "DATA" in self.replies:
             return self.replies["DATA"]
+        if self.transient_rate and self._rng.random() < self.transient_rate:
+            self.transient_refusals += 1
+            return "451 4.3.0 temporary failure, try again"
         self.received.append(
             Received(
                 envelope.mail_from,
