@@ -228,6 +228,10 @@ def test_random_kill_9_loses_nothing_and_duplicates_only_what_it_called_unknown(
         integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
         rows, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM messages").fetchone()
         statuses = dict(db.execute("SELECT status, COUNT(*) FROM messages GROUP BY status"))
+        written_events = {row[0] for row in db.execute("SELECT event_id FROM reports")}
+        unacknowledged = db.execute(
+            "SELECT COUNT(*) FROM reports WHERE acked_ts IS NULL"
+        ).fetchone()[0]
         unknown = dict(
             db.execute(
                 "SELECT m.id, COUNT(*) FROM history h JOIN messages m ON m.pk = h.message_pk "
@@ -252,3 +256,6 @@ def test_random_kill_9_loses_nothing_and_duplicates_only_what_it_called_unknown(
     assert rows == distinct == MESSAGES
     assert statuses == {"sent": MESSAGES}
     assert verdict.ok, figures
+    # Every report entry the service wrote reached the receiver, and it knows it did.
+    assert written_events <= {e.event_id for e in report_entries(receiver)}
+    assert unacknowledged == 0
