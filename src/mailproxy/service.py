@@ -309,7 +309,9 @@ class MailProxy:
     async def recover(self) -> int:
         """Settle leases this worker held before a restart, and expired ones: attempts that
         had started become ``unknown`` (then follow the policy); claims that had not are
-        re-queued. Returns how many attempts were settled as unknown."""
+        re-queued; ``Idempotency-Key``s of requests that died with the previous process are
+        released at once. Returns how many attempts were settled as unknown."""
+        await self.access.release_idempotent(self.worker_id)
         return await self._recover(own=True)
 
     async def _recover(self, *, own: bool) -> int:
@@ -457,6 +459,7 @@ class MailProxy:
             self._clock(),
             ttl_s=IDEMPOTENCY_TTL_S,
             stale_s=IDEMPOTENCY_STALE_S,
+            owner=self.worker_id,
         )
         if start.state == "replay":
             return start.status or 200, start.body or b""

@@ -57,6 +57,26 @@ async def test_an_abandoned_or_forgotten_start_lets_the_key_be_used_again(store)
     assert (await begin("admin", "k", "fp", NOW_T + 62, ttl_s=DAY, stale_s=60)).state == "new"
 
 
+async def test_a_restarted_worker_releases_only_its_own_unfinished_keys(store):
+    begin = store.begin_idempotent
+    assert (await begin("admin", "k1", "fp", NOW_T, ttl_s=DAY, stale_s=60, owner="w1")).state == (
+        "new"
+    )
+    assert (await begin("admin", "k2", "fp", NOW_T, ttl_s=DAY, stale_s=60, owner="w2")).state == (
+        "new"
+    )
+    assert (await begin("admin", "k3", "fp", NOW_T, ttl_s=DAY, stale_s=60, owner="w1")).state == (
+        "new"
+    )
+    await store.finish_idempotent("admin", "k3", 200, b"{}")
+    assert await store.release_idempotent("w1") == 1
+    again = [
+        (await begin("admin", k, "fp", NOW_T + 1, ttl_s=DAY, stale_s=60, owner="w1")).state
+        for k in ("k1", "k2", "k3")
+    ]
+    assert again == ["new", "busy", "replay"]
+
+
 async def test_an_account_with_queued_messages_is_deleted_only_with_force(store):
     await store.put_tenant(Tenant(id="t1"))
     await store.put_account(Account(id="a1", tenant_id="t1", kind="capture"))

@@ -13,6 +13,8 @@ CI size: 2,000 messages, 5 kills. Full size, e.g.::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import random
@@ -29,10 +31,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mailproxy.adapters.sqlite import SqliteStore
 from tests.history_check import Delivery, ReportEntry, check
 from tests.report_receiver import Receiver, running_receiver
 from tests.smtp_sink import SinkHandler
-from tests.system.conftest import TOKEN, free_port
+from tests.system.conftest import TOKEN, free_port, start_server
 
 pytestmark = pytest.mark.system
 
@@ -89,8 +92,9 @@ class Service:
 
 
 class Clients:
-    """CLIENTS threads sending the batches; each batch is re-sent (same message ids) after
-    a refused connection, a reset or a 5xx, until the service answers it."""
+    """CLIENTS threads sending the batches; each batch is re-sent (same message ids, same
+    ``Idempotency-Key``) after a refused connection, a reset, a 5xx or a 409 (the first
+    try is still running), until the service answers it."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -123,16 +127,17 @@ class Clients:
 
     def _send(self, client: httpx.Client, ids: list[str]) -> None:
         body = {"messages": [message(i) for i in ids]}
+        key = {"Idempotency-Key": f"batch-{ids[0]}"}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                answer = client.post("/commands/add-messages", json=body)
+                answer = client.post("/commands/add-messages", json=body, headers=key)
             except httpx.TransportError:
                 with self._lock:
                     self.indeterminate += 1
                 time.sleep(0.1)
                 continue
-            if answer.status_code >= 500:
+            if answer.status_code >= 500 or answer.status_code == 409:  # 409: still running
                 time.sleep(0.1)
                 continue
             reply = answer.json()
@@ -259,3 +264,33 @@ def test_random_kill_9_loses_nothing_and_duplicates_only_what_it_called_unknown(
     # Every report entry the service wrote reached the receiver, and it knows it did.
     assert written_events <= {e.event_id for e in report_entries(receiver)}
     assert unacknowledged == 0
+
+
+def test_a_key_whose_request_died_with_the_process_can_be_retried_at_once(tmp_path: Path) -> None:
+    database = tmp_path / "mailproxy.db"
+    env = {"GMP_DB_PATH": str(database), "GMP_DELIVERY_WORKER_ID": "w1"}
+    serving = contextlib.contextmanager(start_server)
+    with serving(tmp_path, env) as (url, _):
+        httpx.post(f"{url}/tenant", json={"id": "acme"}, headers=ADMIN).raise_for_status()
+        httpx.post(f"{url}/account", headers=ADMIN, json={"id": "main", "tenant_id": "acme",
+                   "kind": "capture", "is_default": True}).raise_for_status()  # fmt: skip
+
+    async def requests_that_died() -> None:  # as a killed process leaves them
+        store = SqliteStore(database)
+        await store.open()
+        for key, owner in (("mine", "w1"), ("theirs", "w2")):
+            start = await store.begin_idempotent(
+                "admin", key, "fp", time.time(), ttl_s=86400, stale_s=300, owner=owner
+            )
+            assert start.state == "new"
+        await store.close()
+
+    asyncio.run(requests_that_died())
+    with serving(tmp_path, env) as (url, _):
+        for key, expected in (("mine", 200), ("theirs", 409)):
+            answer = httpx.post(
+                f"{url}/commands/add-messages",
+                headers={**ADMIN, "Idempotency-Key": key},
+                json={"messages": [message(f"c-{key}")]},
+            )
+            assert answer.status_code == expected, answer.text

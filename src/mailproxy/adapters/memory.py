@@ -86,6 +86,7 @@ class MemoryStore:
         self._report_leases: dict[str, tuple[str, float]] = {}  # tenant -> (owner, expiry)
         #: (scope, key) -> (fingerprint, status, body, created_ts)
         self._idempotency: dict[tuple[str, str], tuple[str, int | None, bytes | None, float]] = {}
+        self._idempotency_owners: dict[tuple[str, str], str] = {}
         self._next_pk = 1
         self._next_seq = 1
         self._next_report = 1
@@ -573,7 +574,15 @@ class MemoryStore:
         return self._tenant_keys.pop(tenant_id, None) is not None
 
     async def begin_idempotent(
-        self, scope: str, key: str, fingerprint: str, now: float, *, ttl_s: float, stale_s: float
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: float,
+        *,
+        ttl_s: float,
+        stale_s: float,
+        owner: str = "",
     ) -> IdempotentStart:
         self._idempotency = {k: r for k, r in self._idempotency.items() if r[3] > now - ttl_s}
         record = self._idempotency.get((scope, key))
@@ -582,7 +591,18 @@ class MemoryStore:
             if start is not None:
                 return start
         self._idempotency[(scope, key)] = (fingerprint, None, None, now)
+        self._idempotency_owners[(scope, key)] = owner
         return IdempotentStart("new")
+
+    async def release_idempotent(self, owner: str) -> int:
+        released = [
+            k
+            for k, record in self._idempotency.items()
+            if record[1] is None and self._idempotency_owners.get(k) == owner
+        ]
+        for k in released:
+            del self._idempotency[k]
+        return len(released)
 
     async def finish_idempotent(self, scope: str, key: str, status: int, body: bytes) -> None:
         record = self._idempotency.get((scope, key))

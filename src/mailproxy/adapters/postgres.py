@@ -144,7 +144,10 @@ CREATE TABLE idempotency (
 CREATE INDEX idempotency_created ON idempotency (created_ts);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+#: Who started an unfinished idempotency record, so that a restarted worker can release
+#: the keys its previous process died holding.
+_V2 = "ALTER TABLE idempotency ADD COLUMN owner text;"
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 _MESSAGE_UPSERT = (
     "INSERT INTO messages (tenant_id, id, account_id, priority, rank, seq, status, due_ts, "
@@ -1114,15 +1117,23 @@ class PostgresStore:
         return await self._write(write)
 
     async def begin_idempotent(
-        self, scope: str, key: str, fingerprint: str, now: float, *, ttl_s: float, stale_s: float
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: float,
+        *,
+        ttl_s: float,
+        stale_s: float,
+        owner: str = "",
     ) -> IdempotentStart:
         async def write(cur: Cursor) -> IdempotentStart:
             await cur.execute("DELETE FROM idempotency WHERE created_ts <= %s", (now - ttl_s,))
             # Insert first: of two requests with one key, exactly one inserts.
             await cur.execute(
-                "INSERT INTO idempotency (scope, key, fingerprint, created_ts) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (scope, key, fingerprint, now),
+                "INSERT INTO idempotency (scope, key, fingerprint, created_ts, owner) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (scope, key, fingerprint, now, owner),
             )
             if cur.rowcount == 1:
                 return IdempotentStart("new")
@@ -1137,10 +1148,19 @@ class PostgresStore:
                 return start
             await cur.execute(
                 "UPDATE idempotency SET fingerprint = %s, created_ts = %s, status = NULL, "
-                "body = NULL WHERE scope = %s AND key = %s",
-                (fingerprint, now, scope, key),
+                "body = NULL, owner = %s WHERE scope = %s AND key = %s",
+                (fingerprint, now, owner, scope, key),
             )
             return IdempotentStart("new")
+
+        return await self._write(write)
+
+    async def release_idempotent(self, owner: str) -> int:
+        async def write(cur: Cursor) -> int:
+            await cur.execute(
+                "DELETE FROM idempotency WHERE owner = %s AND status IS NULL", (owner,)
+            )
+            return int(cur.rowcount)
 
         return await self._write(write)
 

@@ -285,8 +285,14 @@ def _v6(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    """Who started an unfinished idempotency record, so that a restarted worker can
+    release the keys its previous process died holding."""
+    db.execute("ALTER TABLE idempotency ADD COLUMN owner TEXT")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
-    _v1, _v2, _v3, _v4, _v5, _v6,
+    _v1, _v2, _v3, _v4, _v5, _v6, _v7,
 )  # fmt: skip
 
 
@@ -1168,7 +1174,15 @@ class SqliteStore:
         return await self._write(write)
 
     async def begin_idempotent(
-        self, scope: str, key: str, fingerprint: str, now: float, *, ttl_s: float, stale_s: float
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: float,
+        *,
+        ttl_s: float,
+        stale_s: float,
+        owner: str = "",
     ) -> IdempotentStart:
         def write(conn: sqlite3.Connection) -> IdempotentStart:
             conn.execute("DELETE FROM idempotency WHERE created_ts <= ?", (now - ttl_s,))
@@ -1182,11 +1196,20 @@ class SqliteStore:
                 if start is not None:
                     return start
             conn.execute(
-                "INSERT OR REPLACE INTO idempotency (scope, key, fingerprint, created_ts) "
-                "VALUES (?, ?, ?, ?)",
-                (scope, key, fingerprint, now),
+                "INSERT OR REPLACE INTO idempotency (scope, key, fingerprint, created_ts, owner) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (scope, key, fingerprint, now, owner),
             )
             return IdempotentStart("new")
+
+        return await self._write(write)
+
+    async def release_idempotent(self, owner: str) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM idempotency WHERE owner = ? AND status IS NULL", (owner,)
+            )
+            return cursor.rowcount
 
         return await self._write(write)
 

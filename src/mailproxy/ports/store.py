@@ -263,9 +263,18 @@ class AccessStore(Protocol):
         """Revoke the tenant's key; False if it had none. Deleting a tenant does this too."""
 
     async def begin_idempotent(
-        self, scope: str, key: str, fingerprint: str, now: float, *, ttl_s: float, stale_s: float
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: float,
+        *,
+        ttl_s: float,
+        stale_s: float,
+        owner: str = "",
     ) -> IdempotentStart:
-        """Start a request with an ``Idempotency-Key`` (scoped per caller).
+        """Start a request with an ``Idempotency-Key`` (scoped per caller), on behalf of
+        the worker ``owner``.
 
         A record older than ``ttl_s`` is forgotten. A finished record with the same
         ``fingerprint`` is a ``replay``, another fingerprint a ``mismatch``; an unfinished
@@ -278,3 +287,8 @@ class AccessStore(Protocol):
 
     async def forget_idempotent(self, scope: str, key: str) -> None:
         """Drop an unfinished record (the request failed before it changed anything)."""
+
+    async def release_idempotent(self, owner: str) -> int:
+        """Drop every unfinished record ``owner`` started, finished ones untouched; return
+        how many. A worker calls it when it starts: the requests it was running died with
+        its previous process, and their keys may be retried at once."""
