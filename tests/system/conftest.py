@@ -10,13 +10,19 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import psycopg.sql
 import pytest
 
-from tests.conftest import POSTGRES_DSN
+from mailproxy.adapters.http_reports import HttpReportSender
+from mailproxy.adapters.smtp import SmtpTransport
+from mailproxy.adapters.sqlite import SqliteStore
+from mailproxy.domain.egress import parse_networks
+from mailproxy.service import MailProxy
+from tests.conftest import POSTGRES_DSN, Clock
 from tests.smtp_sink import SinkHandler, running_sink
 
 
@@ -33,6 +39,40 @@ def utf8_sink() -> Iterator[tuple[SinkHandler, int]]:
 
 
 TOKEN = "system-test-admin-token"
+
+
+def short_timeout_service(clock: Clock, store: Any, **options: Any) -> MailProxy:
+    """The service as the system tests drive it: ``store`` for everything, SMTP with
+    short timeouts (half a second for the reply after the final dot), a fixed jitter."""
+    return MailProxy(
+        store=store,
+        config=store,
+        outbox=store,
+        transports={
+            "smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2, data_timeout_s=0.5)
+        },
+        clock=clock,
+        random_unit=lambda: 0.5,
+        **options,
+    )
+
+
+def reporting_service(
+    tmp_path: Path,
+    clock: Clock,
+    *,
+    allow: str = "127.0.0.0/8",
+    timeout_s: float = 0.5,
+    **options: Any,
+) -> MailProxy:
+    """The service on a SQLite file, reporting to 127.0.0.1 (``allow``) with a short call
+    timeout."""
+    reporter = HttpReportSender(
+        timeout_s=timeout_s, egress_allow=parse_networks(allow), clock=clock
+    )
+    return short_timeout_service(
+        clock, SqliteStore(tmp_path / "reports.db"), reporter=reporter, **options
+    )
 
 
 def free_port() -> int:

@@ -6,27 +6,16 @@ from __future__ import annotations
 import pytest
 
 from mailproxy.adapters.memory import MemoryStore
-from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.domain.model import Status
 from mailproxy.service import MailProxy
 from tests.conftest import Clock
+from tests.system.conftest import short_timeout_service
 
 pytestmark = pytest.mark.system
 
 
 def proxy_for(clock: Clock) -> MailProxy:
-    store = MemoryStore()
-    return MailProxy(
-        store=store,
-        config=store,
-        outbox=store,
-        transports={
-            "smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2, data_timeout_s=0.5)
-        },
-        clock=clock,
-        random_unit=lambda: 0.5,
-        run_dispatcher=False,
-    )
+    return short_timeout_service(clock, MemoryStore(), run_dispatcher=False)
 
 
 async def deliver(sink, messages):

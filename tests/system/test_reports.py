@@ -10,17 +10,13 @@ import base64
 import hashlib
 import hmac
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
-from mailproxy.adapters.http_reports import HttpReportSender
-from mailproxy.adapters.smtp import SmtpTransport
-from mailproxy.adapters.sqlite import SqliteStore
-from mailproxy.domain.egress import parse_networks
 from mailproxy.service import MailProxy
 from tests.conftest import Clock
 from tests.report_receiver import Receiver, Reply, running_receiver
+from tests.system.conftest import reporting_service as make_proxy
 
 pytestmark = pytest.mark.system
 
@@ -37,22 +33,6 @@ def receiver() -> Iterator[Receiver]:
 def other_receiver() -> Iterator[Receiver]:
     with running_receiver() as running:
         yield running
-
-
-def make_proxy(tmp_path: Path, clock: Clock, *, allow: str = "127.0.0.0/8", **options):
-    store = SqliteStore(tmp_path / "reports.db")
-    return MailProxy(
-        store=store,
-        config=store,
-        outbox=store,
-        transports={
-            "smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2, data_timeout_s=0.5)
-        },
-        reporter=HttpReportSender(timeout_s=0.5, egress_allow=parse_networks(allow), clock=clock),
-        clock=clock,
-        random_unit=lambda: 0.5,
-        **options,
-    )
 
 
 @pytest.fixture

@@ -18,14 +18,10 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import AuthResult
 
-from mailproxy.adapters.http_reports import HttpReportSender
-from mailproxy.adapters.smtp import SmtpTransport
-from mailproxy.adapters.sqlite import SqliteStore
-from mailproxy.domain.egress import parse_networks
-from mailproxy.service import MailProxy
 from tests.conftest import Clock
 from tests.report_receiver import Receiver, running_receiver
 from tests.smtp_sink import SinkHandler, running_sink
+from tests.system.conftest import reporting_service as make_proxy
 
 pytestmark = pytest.mark.system
 
@@ -115,24 +111,6 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
-def make_proxy(tmp_path: Path, clock: Clock) -> MailProxy:
-    store = SqliteStore(tmp_path / "faults.db")
-    return MailProxy(
-        store=store,
-        config=store,
-        outbox=store,
-        transports={
-            "smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2, data_timeout_s=0.5)
-        },
-        reporter=HttpReportSender(
-            timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"), clock=clock
-        ),
-        clock=clock,
-        random_unit=lambda: 0.5,
-        run_dispatcher=False,
-    )
-
-
 async def first_and_final(
     tmp_path: Path,
     port: int,
@@ -143,7 +121,7 @@ async def first_and_final(
     """Send one message to three recipients; return its record and report entries after
     the first attempt, and again after the fault is cleared and an hour has passed."""
     clock = Clock()
-    async with make_proxy(tmp_path, clock) as proxy:
+    async with make_proxy(tmp_path, clock, timeout_s=2, run_dispatcher=False) as proxy:
         await proxy.put_tenant({"id": "acme", "client_base_url": receiver.url})
         await proxy.put_account({"id": "main", "tenant_id": "acme", "host": "127.0.0.1",
                                  "port": port, "use_tls": False, "is_default": True,
