@@ -1,7 +1,7 @@
 # mailproxy: the HTTP service on an embedded SQLite file in /data.
 #   docker build -t mailproxy .
 #   docker run -p 8000:8000 -v mailproxy-data:/data -e GMP_API_TOKEN=<token> mailproxy
-# Several containers on one PostgreSQL database instead (see "Scaling out" in the README):
+# Several containers on one PostgreSQL database instead (see docs/guides/scaling-out.md):
 #   docker run -p 8000:8000 -e GMP_DB_PATH=postgresql://user@db/mailproxy \
 #     -e GMP_DELIVERY_WORKER_ID=node-1 -e GMP_API_TOKEN=<token> mailproxy
 FROM python:3.12-slim

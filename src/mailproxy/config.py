@@ -27,15 +27,21 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class ServerSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: Address `serve` binds to.
     host: str = "127.0.0.1"
+    #: Port `serve` binds to.
     port: int = 8000
+    #: The admin token (8 characters at least); generated at the first start when unset.
     api_token: str | None = None
     #: Larger request bodies are refused with 413 before they are read whole.
     max_body_bytes: int = 10485760
 
 
 class StorageSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: A SQLite file (default: `mail_service.db` in the instance folder) or a
+    #: `postgresql://` URL.
     db_path: str | None = None
+    #: SQLite durability: `full` survives a power loss, `normal` a process crash.
     synchronous: Literal["full", "normal"] = "full"
     #: PostgreSQL: connections per process.
     pool_size: int = 8
@@ -46,60 +52,110 @@ class StorageSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: SMTP transactions at once per process, over all accounts.
     max_concurrency: int = 32
+    #: Seconds to connect to an SMTP server and read its greeting.
     connect_timeout_s: float = 10.0
+    #: Seconds to wait for the reply to an SMTP command.
     command_timeout_s: float = 30.0
+    #: Seconds to wait for the reply after the final dot of DATA (past it the outcome is
+    #: `unknown`).
     data_timeout_s: float = 120.0
+    #: How long a claimed message belongs to its worker before another may take it over.
     lease_s: float = 300.0
+    #: This process's name on leases (default: host name + instance name; on PostgreSQL
+    #: + process id).
     worker_id: str | None = None
+    #: Where `capture` accounts write `.eml` files (default: `outbox` in the instance
+    #: folder).
     capture_dir: str | None = None
+    #: After an attempt with no known answer: `at_least_once` retries, `at_most_once`
+    #: stops (tenants may override).
     unknown_policy: Literal["at_least_once", "at_most_once"] = "at_least_once"
+    #: Messages per `add-messages` request or `submit` call.
     max_batch: int = 1000
+    #: Seconds of waiting that one priority step is worth.
     priority_aging_s: float = 600.0
-    #: The lengths of the rate-limit windows that limit_per_minute/hour/day count in.
+    #: Length of the window `limit_per_minute` counts in.
     minute_window_s: float = 60.0
+    #: Length of the window `limit_per_hour` counts in.
     hour_window_s: float = 3600.0
+    #: Length of the window `limit_per_day` counts in.
     day_window_s: float = 86400.0
+    #: Recipients (to + cc + bcc) per message.
     max_recipients: int = 100
+    #: Custom headers per message.
     max_headers: int = 50
+    #: Attachments per message.
     max_attachments: int = 20
+    #: Size of a message's `metadata` as JSON.
     max_metadata_bytes: int = 4096
+    #: Nesting depth of a message's `metadata`.
     max_metadata_depth: int = 8
 
 
 class ReportingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: Seconds between heartbeat calls to a tenant's application when nothing is to
+    #: report.
     sync_interval_s: float = 300.0
+    #: Report entries per call.
     batch_size: int = 500
+    #: After new entries, wait this long (0-10 s) so that one call carries many.
     gather_s: float = 0.1
+    #: Seconds a report call may take before it counts as failed.
     timeout_s: float = 10.0
+    #: Cap of the backoff between failed report calls (it starts at 1 s and doubles).
     retry_max_delay_s: float = 300.0
+    #: Final, acknowledged messages are removed after this many seconds.
     retention_s: float = 604800.0
 
 
 class AttachmentsSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: Folder that relative attachment paths are read from (none: relative paths
+    #: refused).
     base_dir: str | None = None
+    #: Comma-separated folders absolute attachment paths may be under (default:
+    #: `base_dir`).
     allowed_roots: str | None = None
+    #: Instance-wide attachment endpoint for `@id` references (a tenant's own comes
+    #: first).
     http_endpoint: str | None = None
+    #: How to authenticate to `http_endpoint`: `none`, `bearer` or `basic`.
     http_auth_method: Literal["none", "bearer", "basic"] | None = None
+    #: The bearer token, or `user:password` for basic.
     http_auth_token: str | None = None
+    #: Largest single attachment.
     max_bytes: int = 26214400
+    #: Largest total of one message's attachments.
     max_total_bytes: int = 36700160
+    #: Seconds to fetch one attachment.
     fetch_timeout_s: float = 30.0
+    #: Attachments kept in the memory cache.
     cache_memory_max_items: int = 100
+    #: Size of the memory cache.
     cache_memory_max_mb: float = 50.0
+    #: Folder of the disk cache for larger attachments (none: no disk cache).
     cache_disk_dir: str | None = None
+    #: Size of the disk cache.
     cache_disk_max_mb: float = 500.0
+    #: Seconds a cached attachment is kept.
     cache_ttl_s: float = 3600.0
 
 
 class SecuritySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: Fernet key that encrypts SMTP passwords and callback credentials at rest.
     encryption_key: str | None = None
+    #: Comma-separated CIDRs that callbacks and attachment URLs may reach besides public
+    #: addresses.
     egress_allow: str | None = None
+    #: Serve `/metrics` without a token.
     metrics_public: bool = True
 
 
 class LoggingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: `debug`, `info`, `warning` or `error`.
     level: Literal["debug", "info", "warning", "error"] = "info"
+    #: `json`, `console` (readable lines) or `auto` (console on a terminal).
     format: Literal["json", "console", "auto"] = "auto"
 
 

@@ -1,7 +1,7 @@
 """The SMTP fault matrix, end to end: the service (SQLite, the SMTP transport, the HTTP
 report sender) sends one message to a real aiosmtpd sink misbehaving in one way, and the
 message's state, its attempts, what reached the sink and the report the receiver got are
-exactly what the delivery rules say (README "What it does"; outcomes by phase in
+exactly what the delivery rules say (docs/index.md, "What it does"; outcomes by phase in
 ``mailproxy.domain.outcome``). Then the fault goes away, time passes, and whatever was
 retryable is delivered (unknown attempts flagged ``possible_duplicate``)."""
 

@@ -1,4 +1,4 @@
-"""The README's embedding example runs as written and prints what the README says."""
+"""The examples of the README and of the guides run as written and do what they say."""
 
 from __future__ import annotations
 
@@ -11,21 +11,31 @@ import time
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDES = README.parent / "docs" / "guides"
 
 
-def embedding_example() -> str:
-    section = README.read_text(encoding="utf-8").split("## Embedding it", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, "README lost its embedding example"
-    return match.group(1)
+def code_blocks(path: Path, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", path.read_text(encoding="utf-8"), re.DOTALL)
 
 
-def test_the_embedding_example_delivers_and_reports(tmp_path):
+def run_python(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "example.py"
-    script.write_text(embedding_example(), encoding="utf-8")
-    result = subprocess.run(
+    script.write_text(code, encoding="utf-8")
+    return subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
+
+
+def test_the_readme_program_sends_a_message(tmp_path):
+    (code,) = code_blocks(README, "python")
+    result = run_python(tmp_path, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "sent\n"
+    assert (tmp_path / "outbox" / "acme" / "main" / "hello.eml").is_file()
+
+
+def test_the_embedding_guide_example_delivers_and_reports(tmp_path):
+    result = run_python(tmp_path, code_blocks(GUIDES / "embedding.md", "python")[0])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert (
@@ -47,10 +57,10 @@ def test_the_first_screen_has_exactly_two_setup_commands():
 
 
 def test_the_first_message_example_runs_against_the_real_server(tmp_path):
-    """The README's curl walk-through, run by bash against ``mail-proxy serve`` started
-    as command 1 starts it (generated admin token in the working folder)."""
-    section = README.read_text(encoding="utf-8").split("## First message over HTTP", 1)[1]
-    script = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1)
+    """The quick start's curl walk-through, run by bash against ``mail-proxy serve``
+    started as its first command starts it (generated admin token in the folder)."""
+    install, script = code_blocks(GUIDES / "quick-start.md", "bash")
+    assert install.strip().endswith("mail-proxy serve")
     port = free_port()
     env = {"PATH": os.environ.get("PATH", ""), "MAILPROXY_URL": f"http://127.0.0.1:{port}"}
     server = subprocess.Popen(

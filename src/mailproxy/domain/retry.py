@@ -17,11 +17,17 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     a message older than ``max_age_s`` at its next attempt fails with ``expired``.
     """
 
+    #: Delay before the first retry.
     base_delay_s: float = 60.0
+    #: Each further retry waits this many times longer.
     factor: float = 2.5
+    #: Cap of the delay between retries.
     max_delay_s: float = 7200.0
+    #: Spread of each delay, as a share of it (0-1).
     jitter: float = 0.1
+    #: Retries after the first attempt before the message fails.
     max_retries: int = 8
+    #: A message older than this at its next attempt fails as `expired`.
     max_age_s: float = 172800.0
 
 

@@ -1,0 +1,128 @@
+"""The documentation site: its reference pages are what the code generates (so a setting,
+command, metric or route cannot exist without its page), it builds with ``mkdocs build
+--strict``, and the guides' code examples run."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import msgspec
+import pytest
+
+from mailproxy.domain.reporting import signature
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+
+
+@pytest.fixture(scope="module")
+def generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "generate_reference", DOCS / "generate_reference.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def generated(generator: ModuleType) -> dict[str, str]:
+    pages: dict[str, str] = generator.pages()
+    return pages
+
+
+def test_the_committed_reference_pages_are_what_the_code_generates(generated):
+    stale = [
+        name
+        for name, text in generated.items()
+        if (DOCS / "reference" / name).read_text(encoding="utf-8") != text
+    ]
+    assert stale == [], "run: python docs/generate_reference.py"
+
+
+def test_every_setting_has_its_row_with_a_meaning(generator, generated):
+    page = generated["configuration.md"]
+    keys = generator.settings_keys()
+    assert len(keys) >= 50
+    for section, key, _default, meaning in keys:
+        assert meaning, f"{section}.{key} has no #: comment in the code"
+        assert f"`GMP_{section.upper()}_{key.upper()}`" in page
+
+
+def test_every_command_has_its_section(generator, generated):
+    from mailproxy.entrypoints import cli
+
+    page = generated["cli.md"]
+    paths = generator.command_paths(cli.app)
+    assert {"serve", "start", "stop", "demo"} <= {p[0] for p in paths}
+    for path in paths:
+        assert f"### mail-proxy {' '.join(path)}\n" in page
+
+
+def test_every_metric_and_route_is_in_its_page(generated):
+    schema = msgspec.json.decode(generated["openapi.json"])
+    for path, operations in schema["paths"].items():
+        for method in operations:
+            assert f"## {method.upper()} `{path}`" in generated["http-api.md"]
+    for metric in ("gmp_sent", "gmp_pending_messages", "gmp_report_backlog", "gmp_unknown"):
+        assert f"| `{metric}` |" in generated["metrics.md"]
+
+
+def test_the_site_builds_strictly(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={"NO_MKDOCS_2_WARNING": "1", "PATH": ""},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "guides" / "migrating" / "index.html").is_file()
+    assert (tmp_path / "reference" / "configuration" / "index.html").is_file()
+
+
+def fenced(path: Path, language: str) -> list[str]:
+    blocks = re.findall(rf"^( *)```{language}\n(.*?)^\1```", path.read_text(), re.M | re.S)
+    return [textwrap.dedent(code) for _indent, code in blocks]
+
+
+SECRET, TIMESTAMP, BODY = "whsec-docs", "1800000000", b'{"delivery_report": []}'
+
+
+def test_the_python_signature_check_accepts_a_real_signature_and_nothing_else():
+    (code,) = fenced(DOCS / "guides" / "delivery-reports.md", "python")
+    namespace: dict[str, object] = {}
+    exec(compile(code, "delivery-reports.md", "exec"), namespace)  # the guide's own code
+    verify = namespace["verify"]
+    header = signature(SECRET, int(TIMESTAMP), BODY)
+    assert verify(SECRET, TIMESTAMP, BODY, header) is True  # type: ignore[operator]
+    forged = "v1=" + hmac.new(b"other", BODY, hashlib.sha256).hexdigest()
+    assert verify(SECRET, TIMESTAMP, BODY, forged) is False  # type: ignore[operator]
+
+
+def test_the_javascript_signature_check_accepts_a_real_signature_and_nothing_else(tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed")
+    (code,) = fenced(DOCS / "guides" / "delivery-reports.md", "javascript")
+    script = tmp_path / "verify.js"
+    script.write_text(
+        code + "\nconst [s, t, b, h] = process.argv.slice(2);\n"
+        "process.stdout.write(String(verify(s, t, Buffer.from(b), h)));\n"
+    )
+    header = signature(SECRET, int(TIMESTAMP), BODY)
+    for given, expected in ((header, "true"), (header[:-1] + "0", "false"), ("v1=", "false")):
+        result = subprocess.run(
+            [node, str(script), SECRET, TIMESTAMP, BODY.decode(), given],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.stdout == expected, result.stderr
