@@ -126,3 +126,21 @@ def test_the_javascript_signature_check_accepts_a_real_signature_and_nothing_els
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert result.stdout == expected, result.stderr
+
+
+def test_the_config_ini_of_the_running_guide_and_its_environment_twin_agree(tmp_path):
+    from mailproxy.config import load_settings
+
+    (ini,) = fenced(DOCS / "guides" / "running.md", "ini")
+    (tmp_path / "config.ini").write_text(ini)
+    from_file = load_settings(tmp_path / "config.ini", {})
+    text = (DOCS / "guides" / "running.md").read_text()
+    twin = re.search(r"The same through the environment: `(.*?) mail-proxy serve`", text, re.S)
+    assert twin is not None
+    environ = dict(pair.split("=", 1) for pair in twin.group(1).split())
+    from_environment = load_settings(None, environ)
+    assert from_file.server == from_environment.server
+    assert from_file.storage == from_environment.storage
+    assert from_file.delivery == from_environment.delivery
+    assert from_file.security == from_environment.security
+    assert (from_file.server.port, from_file.delivery.max_concurrency) == (8025, 16)
