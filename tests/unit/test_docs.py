@@ -144,3 +144,32 @@ def test_the_config_ini_of_the_running_guide_and_its_environment_twin_agree(tmp_
     assert from_file.delivery == from_environment.delivery
     assert from_file.security == from_environment.security
     assert (from_file.server.port, from_file.delivery.max_concurrency) == (8025, 16)
+
+
+def test_the_embedding_guide_test_example_passes_under_pytest(tmp_path):
+    (_first, example) = fenced(DOCS / "guides" / "embedding.md", "python")
+    (tmp_path / "test_example.py").write_text(example)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
+         "asyncio_mode=auto", str(tmp_path / "test_example.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+async def test_the_quick_start_real_server_account_is_accepted():
+    from mailproxy.adapters.memory import MemoryStore
+    from mailproxy.adapters.smtp import SmtpTransport
+    from mailproxy.service import MailProxy
+
+    (body,) = fenced(DOCS / "guides" / "quick-start.md", "json")
+    store = MemoryStore()
+    proxy = MailProxy(
+        store=store, config=store, outbox=store, transports={"smtp": SmtpTransport()},
+        run_dispatcher=False,
+    )  # fmt: skip
+    async with proxy:
+        await proxy.put_tenant({"id": "acme"})
+        account = await proxy.put_account(msgspec.json.decode(body) | {"tenant_id": "acme"})
+    assert (account.host, account.port, account.use_tls) == ("smtp.example.com", 587, True)
