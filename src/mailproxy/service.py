@@ -50,7 +50,7 @@ from mailproxy.domain.errors import (
     NotFound,
     StorageError,
 )
-from mailproxy.domain.lifecycle import abandon, decide, initial_status
+from mailproxy.domain.lifecycle import abandon, decide, initial_status, is_final, orphaned
 from mailproxy.domain.mime import AttachmentContent, Outgoing, encode_body, render
 from mailproxy.domain.model import (
     DEFAULT_PRIORITY,
@@ -976,6 +976,8 @@ class MailProxy:
             event_id=self._new_id(),
             pause=claim.pause,
         )
+        if not is_final(transition.status) and await self._account_gone(message):
+            transition = orphaned(message, transition, now, self._new_id())
         try:
             applied = await self.store.complete(claim.lease, transition, now)
         except StorageError as exc:
@@ -995,6 +997,15 @@ class MailProxy:
             self._report_wake.set()
         if transition.status is not Status.SENT and transition.status is not Status.ERROR:
             self._wake.set()  # a retry may be due earlier than the current timer
+
+    async def _account_gone(self, message: QueuedMessage) -> bool:
+        """Whether the message's account was deleted (read from the store, not the cache:
+        a deletion while the attempt ran must be seen)."""
+        try:
+            account = await self.config.get_account(message.tenant_id, message.account_id)
+        except MailProxyError:
+            return False  # a store that cannot be read now will not take the completion either
+        return account is None
 
     # --- delivery reports ---------------------------------------------------------------
 

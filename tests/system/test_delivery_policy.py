@@ -3,6 +3,9 @@ becomes (state, attempts, reports), with a controllable clock."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from mailproxy.adapters.memory import MemoryStore
@@ -94,3 +97,37 @@ async def test_a_disconnect_after_the_final_dot_is_unknown_then_retried(sink):
     )  # fmt: skip
     assert [e.event for e in events] == ["unknown"]
     assert len(handler.received) == 1  # the server kept it: the retry may duplicate it
+
+
+async def test_a_message_in_flight_when_its_account_is_deleted_fails_instead_of_waiting(sink):
+    handler, port = sink
+    handler.after_dot = "stall"  # the server takes it and never answers: unknown
+    handler.stall_s = 1.5
+    clock = Clock()
+    async with proxy_for(clock) as proxy:
+        await proxy.put_tenant({"id": "t1"})
+        await proxy.put_account({"id": "a1", "tenant_id": "t1", "host": "127.0.0.1",
+                                 "port": port, "use_tls": False})  # fmt: skip
+        message = {"id": "m1", "from": "s@example.com", "to": ["r@example.com"],
+                   "subject": "s", "account_id": "a1"}  # fmt: skip
+        await proxy.submit([message], tenant_id="t1")
+        attempt = asyncio.create_task(proxy.dispatch_once())
+        await asyncio.to_thread(arrived, handler)  # at the sink, its answer pending
+        await proxy.delete_account("t1", "a1")  # nothing waiting: no force needed
+        await attempt
+        failed = await proxy.get_message("t1", "m1")
+        clock.advance(86400)
+        assert await proxy.run_until_idle() == 0
+        reports = [r.event for r in await proxy.outbox.pending_reports("t1", 10)]
+    assert (failed.status, failed.error, failed.attempts) == (Status.ERROR, "account deleted", 1)
+    assert failed.possible_duplicate is True  # the server took it before the timeout
+    assert [(r.event, r.error, r.possible_duplicate) for r in reports] == [
+        ("error", "account deleted", True)
+    ]
+
+
+def arrived(handler, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not handler.received:
+        assert time.monotonic() < deadline, "the message never reached the sink"
+        time.sleep(0.005)

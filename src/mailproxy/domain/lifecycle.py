@@ -441,6 +441,18 @@ def requeue_status(attempts: int, due_ts: float, now: float) -> Status:
     return Status.SCHEDULED if due_ts > now else Status.PENDING
 
 
+def orphaned(message: QueuedMessage, decided: Transition, now: float, event_id: str) -> Transition:
+    """What follows an attempt that would wait for another one (``decided``) when the
+    message's account was deleted while the attempt ran: no account will ever claim it
+    again, so it fails with ``account deleted``, keeping the attempt just made and whether
+    the server may already have the message."""
+    return msgspec.structs.replace(
+        _fail(message, event_id, decided.attempts, decided.possible_duplicate,
+              "account deleted", decided.smtp_code, now),
+        slots="consume" if decided.slots == "consume" else "release",
+    )  # fmt: skip
+
+
 def abandon(message: QueuedMessage, reason: str, now: float, event_id: str) -> Transition:
     """Fail a message that will never be attempted again (its account was deleted with
     ``force``): final ``error`` with ``reason``, reported like any other failure."""
