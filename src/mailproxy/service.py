@@ -754,10 +754,11 @@ class MailProxy:
             await self._sweep_if_due()
             free = self.max_concurrency - len(self._inflight)
             claimed = 0
+            claimed_at = self._clock()
             if free > 0:
                 try:
                     claims = await self.store.claim_due(
-                        now=self._clock(),
+                        now=claimed_at,
                         limit=free,
                         owner=self.worker_id,
                         lease_s=self.lease_s,
@@ -773,24 +774,25 @@ class MailProxy:
                 claimed = len(claims)
             if self._stopping or (free > 0 and claimed == free):
                 continue
-            await self._sleep(await self._idle_timeout())
+            await self._sleep(await self._idle_timeout(claimed_at))
 
     def _attempt_done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._wake.set()
 
-    async def _idle_timeout(self) -> float | None:
+    async def _idle_timeout(self, claimed_at: float) -> float | None:
         """How long the loop may sleep: until the next message or pause comes due, or the
-        next retention pass. Messages due now but not claimable (their account is busy)
-        wait for an attempt to finish, which wakes the loop."""
-        now = self._clock()
+        next retention pass. Messages that were due when the loop last claimed but were
+        not claimable (their account is busy) wait for an attempt to finish, which wakes
+        the loop; one that came due after that claim, even while this is computed, is due
+        now (looking only past the current time would miss it until the next sweep)."""
         until_purge = max(0.0, min(self._next_purge, self._next_sweep) - self._monotonic())
         try:
-            due = await self.store.next_due_ts(now)
+            due = await self.store.next_due_ts(claimed_at)
         except MailProxyError as exc:
             log.error("dispatch.next_due_failed", extra={"error": str(exc)})
             return 1.0
-        return until_purge if due is None else min(until_purge, max(0.0, due - now))
+        return until_purge if due is None else min(until_purge, max(0.0, due - self._clock()))
 
     async def _sleep(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):

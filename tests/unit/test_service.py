@@ -289,3 +289,42 @@ def test_generated_ids_are_32_hex_digits_unique_within_and_across_processes():
     ids = [first() for _ in range(10_000)] + [second() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+class SteppingClock:
+    """Wall time that moves on by ``step`` seconds every time it is read."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+        self.step = 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def test_a_message_coming_due_while_the_loop_looks_for_the_next_is_not_left_behind(
+    tmp_path,
+):
+    clock = SteppingClock(1_800_000_000.0)
+    store = MemoryStore()
+    proxy = MailProxy(
+        store=store, config=store, outbox=store,
+        transports={"capture": CaptureTransport(tmp_path)}, clock=clock,
+    )  # fmt: skip
+    async with proxy:
+        await proxy.put_tenant({"id": "t1"})
+        await proxy.put_account({"id": "a1", "tenant_id": "t1", "kind": "capture"})
+        await asyncio.sleep(0.05)  # the loop found nothing to do and sleeps
+        message = {"id": "m1", "from": "s@example.com", "to": ["r@example.com"],
+                   "subject": "s", "account_id": "a1", "deferred_ts": int(clock.now) + 2}  # fmt: skip
+        result = await proxy.submit([message], tenant_id="t1")
+        assert result.rejected == []
+        # From now on the claim reads +1 s (not due yet) and the look for the next due
+        # message +2 s (due by then): the message must not wait for the next sweep.
+        clock.step = 1.0
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if (await proxy.get_message("t1", "m1")).status is Status.SENT:
+                break
+        assert (await proxy.get_message("t1", "m1")).status is Status.SENT
