@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import pstats
-import resource
 import sqlite3
 import statistics
 import subprocess
@@ -51,7 +50,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).parent.parent))  # the tests' timestamping SMTP sink
 
-from embedded import free_port, message, start_listener, wait_healthy
+from embedded import cpu_s, free_port, message, start_listener, wait_healthy
 from http_enqueue import post_batches, process_cpu_s
 
 TOKEN = "bench-run-admin-token"
@@ -65,11 +64,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def main_thread_cpu_s(pid: int) -> float:
     """CPU seconds of the process's main thread: the event loop (the rest is the SQLite
     thread and uvicorn's helpers)."""
@@ -77,16 +71,10 @@ def main_thread_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pid: int) -> float:
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure of ``/proc/PID/status`` (``VmRSS``: now, ``VmHWM``: the peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -167,16 +155,16 @@ def scenarios(
                                      "port": sink_port, "use_tls": False, "is_default": True,
                                      "max_connections": SMTP_CONNECTIONS})  # fmt: skip
         admin.post("/commands/suspend", params={"tenant_id": "bench"}).raise_for_status()
-        cpu0, t0, driver0 = process_cpu_s(pid), time.perf_counter(), own_cpu_s()
+        cpu0, t0, driver0 = process_cpu_s(pid), time.perf_counter(), cpu_s()
         latencies = asyncio.run(enqueue(url, n))
         t1 = time.perf_counter()
-        results["driver_cpu_enqueue_ms_per_msg"] = (own_cpu_s() - driver0) * 1000 / n
+        results["driver_cpu_enqueue_ms_per_msg"] = (cpu_s() - driver0) * 1000 / n
         results["enqueue_msg_s"] = n / (t1 - t0)
         results["enqueue_p50_ms"] = statistics.median(latencies) * 1000
         results["enqueue_p99_ms"] = percentile(latencies, 0.99) * 1000
         cpu1, loop1 = process_cpu_s(pid), main_thread_cpu_s(pid)
         results["cpu_enqueue_ms_per_msg"] = (cpu1 - cpu0) * 1000 / n
-        results["rss_after_enqueue_mb"] = rss_mb(pid)
+        results["rss_after_enqueue_mb"] = status_mb(pid, "VmRSS")
         admin.post("/commands/activate", params={"tenant_id": "bench"}).raise_for_status()
         t2 = time.perf_counter()
         # /status counts the whole queue: asking rarely keeps its cost out of the figures.
@@ -190,7 +178,7 @@ def scenarios(
         results["cpu_send_and_report_event_loop_ms_per_msg"] = (loop2 - loop1) * 1000 / n
         results["cpu_ms_per_msg"] = (cpu2 - cpu0) * 1000 / n
         results["reports_acknowledged"] = len(acked)
-        results["peak_rss_mb"] = peak_rss_mb(pid)
+        results["peak_rss_mb"] = status_mb(pid, "VmHWM")
         admin.close()
     return results
 

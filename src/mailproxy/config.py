@@ -289,7 +289,6 @@ def _check(settings: Settings) -> None:
         "server.max_body_bytes": settings.server.max_body_bytes,
         "storage.pool_size": settings.storage.pool_size,
         "storage.busy_timeout_s": settings.storage.busy_timeout_s,
-        "storage.max_size_mb": settings.storage.max_size_mb or 1,
         "delivery.max_concurrency": settings.delivery.max_concurrency,
         "delivery.max_batch": settings.delivery.max_batch,
         "delivery.max_recipients": settings.delivery.max_recipients,
@@ -304,6 +303,8 @@ def _check(settings: Settings) -> None:
         "retry.max_delay_s": settings.retry.max_delay_s,
         "retry.factor": settings.retry.factor,
     }
+    if settings.storage.max_size_mb is not None:  # unset means no cap
+        positive["storage.max_size_mb"] = settings.storage.max_size_mb
     for key, value in positive.items():
         if value <= 0:
             raise InvalidInput(key, f"invalid setting {key}: must be positive")

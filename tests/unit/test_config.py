@@ -59,6 +59,8 @@ def test_the_environment_wins_over_the_file_and_relative_paths_follow_the_file(t
         ("[retry]\nmax_retries = many\n", {}, "retry.max_retries"),
         ("[retry]\njitter = 2\n", {}, "retry.jitter"),
         ("", {"GMP_REPORTING_GATHER_S": "-1"}, "reporting.gather_s"),
+        ("", {"GMP_STORAGE_MAX_SIZE_MB": "0"}, "storage.max_size_mb"),
+        ("", {"GMP_STORAGE_BUSY_TIMEOUT_S": "-1"}, "storage.busy_timeout_s"),
         ("[delivery]\nmax_concurrency = 0\n", {}, "delivery.max_concurrency"),
         ("[storage]\nsynchronous = sometimes\n", {}, "storage.synchronous"),
         ("", {"GMP_PORT": "70000"}, "server.port"),
