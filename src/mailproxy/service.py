@@ -978,7 +978,10 @@ class MailProxy:
             event_id=self._new_id(),
             pause=claim.pause,
         )
-        if not is_final(transition.status) and await self._account_gone(message):
+        # Only an attempt that reached the transport can outlive its account; a rate
+        # deferral (frequent under limits) saves the read.
+        retried = not is_final(transition.status) and not isinstance(outcome, RateLimited)
+        if retried and await self._account_gone(message):
             transition = orphaned(message, transition, now, self._new_id())
         try:
             applied = await self.store.complete(claim.lease, transition, now)
