@@ -5,7 +5,8 @@ The proxy is an SSRF engine by design: it POSTs to configured callback URLs and 
 message-supplied URLs. The rule checks *resolved* addresses (string checks on host names
 are worthless: ``2130706433`` and ``0x7f000001`` resolve to 127.0.0.1), unwraps
 IPv4-mapped IPv6 addresses first (``::ffff:127.0.0.1`` is not "loopback" to Python 3.11),
-and requires ``is_global`` (which also refuses CGNAT space and the cloud metadata address,
+judges IPv6 ranges that embed an IPv4 address (6to4, NAT64, ISATAP) by that address, and
+requires ``is_global`` (which also refuses CGNAT space and the cloud metadata address,
 both missed by an ``is_private`` deny-list).
 """
 
@@ -38,17 +39,60 @@ def parse_networks(spec: str | None) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+#: IPv6 ranges that carry an IPv4 address the packet is delivered to (or through):
+#: 6to4 (RFC 3056) puts it in bits 16-47, the NAT64 well-known prefix (RFC 6052) in the
+#: last 32 bits. ``2002:a9fe:a9fe::`` reaches 169.254.169.254, yet Python calls it global.
+_SIXTO4 = ipaddress.IPv6Network("2002::/16")
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+#: Ranges refused outright (unless allowed): Teredo (RFC 4380, the client address is
+#: obfuscated and the relay is anyone's), the NAT64 local-use prefix (RFC 8215, where the
+#: IPv4 address sits is the operator's choice), IPv4-compatible addresses (RFC 4291,
+#: deprecated).
+_OPAQUE_V4_CARRIERS = (
+    ipaddress.IPv6Network("2001::/32"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+)
+#: ISATAP interface identifiers (RFC 5214): ``…:0:5efe:a.b.c.d`` (or ``200:5efe``) under
+#: any prefix tunnels to the IPv4 address in the last 32 bits.
+_ISATAP_MARKERS = (0x00005EFE, 0x02005EFE)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address delivers to, for the ranges that embed one."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _SIXTO4:
+        return ip.sixtofour
+    packed = int(ip)
+    if ip in _NAT64_WELL_KNOWN or (packed >> 32) & 0xFFFFFFFF in _ISATAP_MARKERS:
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    return None
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
 def address_allowed(address: str, allow: Sequence[Network] = ()) -> bool:
-    """May mailproxy connect to ``address`` (an IP as ``getaddrinfo`` returns it)?"""
+    """May mailproxy connect to ``address`` (an IP as ``getaddrinfo`` returns it)?
+
+    Public addresses, and those inside an ``allow`` network. An IPv6 address that embeds
+    an IPv4 one (mapped, 6to4, NAT64, ISATAP) is judged by the IPv4 address it reaches;
+    Teredo, NAT64 local-use and IPv4-compatible addresses only when allowed."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     if any(ip in network for network in allow):
         return True
-    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return any(embedded in network for network in allow) or _public(embedded)
+        if any(ip in network for network in _OPAQUE_V4_CARRIERS):
+            return False
+    return _public(ip)
 
 
 def check_http_url(field: str, url: str) -> str:
