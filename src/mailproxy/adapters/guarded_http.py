@@ -6,7 +6,10 @@ Every request resolves its host once, requires every resolved address to pass
 and the TLS server name stay the original host name — so a DNS answer that changes
 between the check and the connection cannot send the request elsewhere. Redirects are
 never followed. Bodies are streamed and cut at a size cap, whatever ``Content-Length``
-claims.
+claims; a compressed body is capped while it is decoded (a 100 KB gzip bomb never becomes
+100 MB in memory). Every request has one overall deadline, resolution included: httpx's
+own timeouts are per phase and per read, so a server sending a byte every few seconds
+would otherwise hold the call, and its slot, for as long as it likes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import asyncio
 import base64
 import ipaddress
 import socket
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -40,18 +44,35 @@ class GuardedResponse(msgspec.Struct, frozen=True):
     truncated: bool = False
 
 
+#: Content codings that are decoded (with the cap applied to the decoded bytes); an
+#: answer in any other coding is refused. ``identity`` is asked for, so these are rare.
+_ZLIB_WBITS = {
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    "deflate": zlib.MAX_WBITS,
+}
+
+
 class GuardedHttp:
-    """httpx behind the egress rule; one client (connection pool) for the process."""
+    """httpx behind the egress rule; one client (connection pool) for the process.
+
+    ``timeout_s`` is the whole request's deadline: resolving, connecting, sending and
+    reading the answer to the end. The pool has no connection cap of its own, so that
+    calls to one slow host never queue calls to another (callers bound their
+    concurrency)."""
 
     def __init__(self, *, timeout_s: float, egress_allow: Sequence[Network] = ()) -> None:
-        self._timeout = httpx.Timeout(timeout_s)
+        self._deadline_s = timeout_s
         self._allow = tuple(egress_allow)
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                timeout=self._timeout, follow_redirects=False, trust_env=False
+                timeout=httpx.Timeout(self._deadline_s),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+                follow_redirects=False,
+                trust_env=False,
             )
         return self._client
 
@@ -84,8 +105,30 @@ class GuardedHttp:
         truncate: bool = False,
     ) -> GuardedResponse:
         """Send the request to the checked address and read at most ``max_bytes`` of the
-        answer: beyond that, :class:`TooLarge` (or, with ``truncate``, the first bytes).
-        Raises :class:`EgressRefused`, and ``httpx.HTTPError`` for network failures."""
+        (decoded) answer: beyond that, :class:`TooLarge` (or, with ``truncate``, the first
+        bytes). Raises :class:`EgressRefused`, and ``httpx.HTTPError`` for network
+        failures (``httpx.TimeoutException`` past the deadline)."""
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                return await self._request(
+                    method, url, content=content, headers=headers, max_bytes=max_bytes,
+                    truncate=truncate,
+                )  # fmt: skip
+        except TimeoutError:
+            raise httpx.TimeoutException(
+                f"no complete answer within {self._deadline_s:g} s"
+            ) from None
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        max_bytes: int,
+        truncate: bool,
+    ) -> GuardedResponse:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise EgressRefused(f"not an http(s) URL: {url}")
@@ -94,13 +137,17 @@ class GuardedHttp:
         address = await self.pinned_address(host, port)
         literal = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
         pinned = urlunsplit(parts._replace(netloc=f"{literal}:{port}"))
-        sent_headers = {"Host": parts.netloc.rpartition("@")[2], **(headers or {})}
+        sent_headers = {
+            "Host": parts.netloc.rpartition("@")[2],
+            "Accept-Encoding": "identity",
+            **(headers or {}),
+        }
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         async with self._http().stream(
             method, pinned, content=content, headers=sent_headers, extensions=extensions
         ) as response:
             body = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in _decoded(response, max_bytes + 1):
                 body += chunk
                 if len(body) > max_bytes:
                     if truncate:
@@ -112,6 +159,38 @@ class GuardedHttp:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+async def _decoded(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:
+    """The answer's body, decoded, in pieces of which none takes the total past
+    ``limit`` bytes by more than one piece: each raw chunk is inflated at most up to what
+    is still allowed (httpx's own decoder inflates a whole chunk at once)."""
+    coding = response.headers.get("content-encoding", "identity").strip().lower()
+    if coding in ("", "identity"):
+        async for chunk in response.aiter_raw():
+            yield chunk
+        return
+    wbits = _ZLIB_WBITS.get(coding)
+    if wbits is None:
+        raise httpx.DecodingError(f"answer in an unsupported content coding: {coding}")
+    inflater = zlib.decompressobj(wbits)
+    produced = 0
+    try:
+        async for chunk in response.aiter_raw():
+            pending = chunk
+            while pending and produced < limit:
+                piece = inflater.decompress(pending, limit - produced)
+                produced += len(piece)
+                pending = inflater.unconsumed_tail
+                if piece:
+                    yield piece
+            if produced >= limit:
+                return
+        tail = inflater.flush()
+        if tail:
+            yield tail[: limit - produced + 1]
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"cannot decode the {coding} answer: {exc}") from None
 
 
 def client_auth_headers(tenant: Tenant) -> dict[str, str]:
