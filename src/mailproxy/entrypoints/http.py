@@ -150,6 +150,48 @@ ADD_MESSAGES_EXAMPLE = Example(
 UNSET = msgspec.UNSET
 Unset = msgspec.UnsetType
 
+# --- bounds of client integers --------------------------------------------------------------
+# Every integer a client sends gets a range here, at the edge: a value the storage cannot
+# hold (SQLite and PostgreSQL integers are 64-bit) would otherwise surface as a 500, and an
+# absurd one (a key valid until the year 10**22) as silent nonsense.
+
+#: The last second of 9999-12-31 UTC: the latest instant a client may name.
+MAX_TS = 253402300799
+#: Largest rate limit (messages per window) and similar counts: a PostgreSQL ``integer``.
+MAX_COUNT = 2**31 - 1
+#: Largest ``max_connections`` of an account.
+MAX_CONNECTIONS = 1000
+
+Timestamp = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS)]
+Count = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Connections = Annotated[int, msgspec.Meta(ge=1, le=MAX_CONNECTIONS)]
+Seconds = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS)]
+
+#: Integer fields of a message (``messages[i]`` of add-messages) and their ranges; a
+#: message with one out of range is rejected with a reason naming it.
+MESSAGE_INT_BOUNDS = {"deferred_ts": (0, MAX_TS)}
+
+
+def out_of_range(message: object) -> str | None:
+    """Why a client message has an integer out of its range, or None (the other checks
+    are the service's)."""
+    if not isinstance(message, dict):
+        return None
+    for field, (low, high) in MESSAGE_INT_BOUNDS.items():
+        value = message.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+            return f"invalid {field}: {low}..{high}"
+    return None
+
+
+class RateLimitsBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Messages per minute, hour and day (each 1..2147483647, or null for no limit)."""
+
+    per_minute: Count | None = None
+    per_hour: Count | None = None
+    per_day: Count | None = None
+
 
 class AccountBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """POST /account: an SMTP account, or a ``capture`` sandbox that writes .eml files."""
@@ -158,17 +200,17 @@ class AccountBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tenant_id: str | Unset = UNSET
     kind: Literal["smtp", "capture"] | Unset = UNSET
     host: str | Unset | None = UNSET
-    port: int | Unset | None = UNSET
+    port: Port | Unset | None = UNSET
     user: str | Unset | None = UNSET
     password: str | Unset | None = UNSET
     use_tls: bool | Unset | None = UNSET
     tls_verify: bool | Unset = UNSET
     tls_ca_file: str | Unset | None = UNSET
-    limit_per_minute: int | Unset | None = UNSET
-    limit_per_hour: int | Unset | None = UNSET
-    limit_per_day: int | Unset | None = UNSET
+    limit_per_minute: Count | Unset | None = UNSET
+    limit_per_hour: Count | Unset | None = UNSET
+    limit_per_day: Count | Unset | None = UNSET
     limit_behavior: Literal["defer", "reject"] | Unset = UNSET
-    max_connections: int | Unset = UNSET
+    max_connections: Connections | Unset = UNSET
     is_default: bool | Unset = UNSET
 
 
@@ -181,7 +223,7 @@ class TenantChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     client_sync_path: str | Unset = UNSET
     client_attachment_path: str | Unset = UNSET
     client_auth: ClientAuth | Unset = UNSET
-    rate_limits: RateLimits | Unset | None = UNSET
+    rate_limits: RateLimitsBody | Unset | None = UNSET
     webhook_secret: str | Unset | None = UNSET
     attachment_url_prefixes: list[str] | Unset = UNSET
     unknown_policy: Literal["at_least_once", "at_most_once"] | Unset | None = UNSET
@@ -287,7 +329,7 @@ class DeleteAnswer(msgspec.Struct, kw_only=True):
 
 
 class CleanupBody(msgspec.Struct, kw_only=True):
-    older_than_seconds: int | None = None
+    older_than_seconds: Seconds | None = None
 
 
 class RemovedAnswer(msgspec.Struct, kw_only=True):
@@ -372,7 +414,7 @@ class TenantsAnswer(msgspec.Struct, kw_only=True):
 
 
 class ApiKeyBody(msgspec.Struct, kw_only=True):
-    expires_at: int | None = None
+    expires_at: Timestamp | None = None
 
 
 class ApiKeyAnswer(msgspec.Struct, kw_only=True):
@@ -667,13 +709,21 @@ def create_app(
             await proxy.get_tenant(scope)
 
         async def produce() -> tuple[int, bytes]:
+            bounded, rejected = [], []
+            for message in body.messages:
+                why = out_of_range(message)
+                if why is None:
+                    bounded.append(message)
+                else:
+                    named = message.get("id")
+                    rejected.append(RejectedMessage(named if isinstance(named, str) else "", why))
             result = await proxy.submit(
-                body.messages, tenant_id=scope, default_priority=body.default_priority
+                bounded, tenant_id=scope, default_priority=body.default_priority
             )
-            rejected = [RejectedMessage(r.id, r.reason) for r in result.rejected]
+            rejected += [RejectedMessage(r.id, r.reason) for r in result.rejected]
             answer = AddMessagesAnswer(queued=result.queued, rejected=rejected)
             if result.queued == 0 and any(
-                r.reason not in HARMLESS_REJECTIONS for r in result.rejected
+                r.reason not in HARMLESS_REJECTIONS for r in rejected
             ):
                 answer = AddMessagesAnswer(
                     ok=False,
