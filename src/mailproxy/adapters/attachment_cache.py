@@ -1,11 +1,14 @@
 """The two-tier attachment cache (``ContentCache``): small items in a memory LRU (item and
 byte caps), larger ones in files under a folder (byte cap, oldest evicted first), both
-with a time to live. Keys are MD5 hex digests, so a file name never comes from a client.
+with a time to live. Entries are kept per scope (a tenant) and MD5 hex digest: a tenant
+that names another's digest finds nothing. File names are digests (of the scope too), so
+no part of one ever comes from a client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import tempfile
@@ -32,7 +35,7 @@ class TwoTierCache:
         ttl_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._memory: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._memory: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
         self._memory_bytes = 0
         self._max_items = memory_max_items
         self._max_bytes = memory_max_bytes
@@ -44,46 +47,50 @@ class TwoTierCache:
         self.hits = 0
         self.misses = 0
 
-    async def get(self, md5: str) -> bytes | None:
+    async def get(self, scope: str, md5: str) -> bytes | None:
         if not _MD5.fullmatch(md5):
             return None
-        found = self._memory.get(md5)
+        key = (scope, md5)
+        found = self._memory.get(key)
         if found is not None and self._clock() - found[0] < self._ttl:
-            self._memory.move_to_end(md5)
+            self._memory.move_to_end(key)
             self.hits += 1
             return found[1]
         if found is not None:
-            self._drop(md5)
-        content = await asyncio.to_thread(self._disk_get, md5) if self._disk else None
+            self._drop(key)
+        content = await asyncio.to_thread(self._disk_get, key) if self._disk else None
         if content is None:
             self.misses += 1
         else:
             self.hits += 1
         return content
 
-    async def put(self, md5: str, content: bytes) -> None:
+    async def put(self, scope: str, md5: str, content: bytes) -> None:
         if not _MD5.fullmatch(md5):
             return
+        key = (scope, md5)
         if len(content) <= self._small:
-            self._drop(md5)
-            self._memory[md5] = (self._clock(), content)
+            self._drop(key)
+            self._memory[key] = (self._clock(), content)
             self._memory_bytes += len(content)
             while len(self._memory) > self._max_items or self._memory_bytes > self._max_bytes:
                 self._drop(next(iter(self._memory)))
         elif self._disk is not None and len(content) <= self._disk_max:
-            await asyncio.to_thread(self._disk_put, md5, content)
+            await asyncio.to_thread(self._disk_put, key, content)
 
-    def _drop(self, md5: str) -> None:
-        found = self._memory.pop(md5, None)
+    def _drop(self, key: tuple[str, str]) -> None:
+        found = self._memory.pop(key, None)
         if found is not None:
             self._memory_bytes -= len(found[1])
 
-    def _path(self, md5: str) -> Path:
+    def _path(self, key: tuple[str, str]) -> Path:
         assert self._disk is not None
-        return self._disk / md5[:2] / md5
+        scope, md5 = key
+        folder = hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return self._disk / folder / md5[:2] / md5
 
-    def _disk_get(self, md5: str) -> bytes | None:
-        path = self._path(md5)
+    def _disk_get(self, key: tuple[str, str]) -> bytes | None:
+        path = self._path(key)
         try:
             if self._clock() - path.stat().st_mtime >= self._ttl:
                 path.unlink(missing_ok=True)
@@ -92,8 +99,8 @@ class TwoTierCache:
         except OSError:
             return None
 
-    def _disk_put(self, md5: str, content: bytes) -> None:
-        path = self._path(md5)
+    def _disk_put(self, key: tuple[str, str], content: bytes) -> None:
+        path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".part-")
         with os.fdopen(fd, "wb") as handle:
@@ -104,7 +111,7 @@ class TwoTierCache:
 
     def _evict_disk(self) -> None:
         assert self._disk is not None
-        files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self._disk.glob("??/*")]
+        files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self._disk.glob("*/??/*")]
         total = sum(size for _, size, _ in files)
         now = self._clock()
         for mtime, size, path in sorted(files):

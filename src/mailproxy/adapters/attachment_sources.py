@@ -12,6 +12,7 @@ import asyncio
 import base64
 import ipaddress
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -25,7 +26,13 @@ from mailproxy.adapters.guarded_http import (
     TooLarge,
     client_auth_headers,
 )
-from mailproxy.domain.attachments import check_file_path, check_url, split_endpoint, under_root
+from mailproxy.domain.attachments import (
+    check_file_path,
+    check_url,
+    normalize_url,
+    split_endpoint,
+    under_root,
+)
 from mailproxy.domain.egress import Network, address_allowed
 from mailproxy.domain.errors import AttachmentUnavailable, InvalidInput
 from mailproxy.domain.model import AttachmentRef, Tenant
@@ -81,14 +88,24 @@ class FilesystemSource:
         if not any(real == root or real.is_relative_to(root) for root in self._roots):
             raise AttachmentUnavailable(name, "file is outside the allowed roots", temporary=False)
         try:
-            with real.open("rb") as handle:
-                content = handle.read(self._max_bytes + 1)
-        except IsADirectoryError:
-            raise AttachmentUnavailable(name, "not a file", temporary=False) from None
+            # Non-blocking, so that opening a FIFO (or a device) under a root returns at
+            # once instead of holding a worker thread until a writer appears; not
+            # following a link, so that one swapped in after the check above is refused.
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             raise AttachmentUnavailable(
                 name, f"cannot read: {exc.strerror}", temporary=False
             ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise AttachmentUnavailable(name, "not a regular file", temporary=False)
+        with os.fdopen(fd, "rb") as handle:
+            try:
+                content = handle.read(self._max_bytes + 1)
+            except OSError as exc:
+                raise AttachmentUnavailable(
+                    name, f"cannot read: {exc.strerror}", temporary=False
+                ) from None
         if len(content) > self._max_bytes:
             raise AttachmentUnavailable(
                 name, f"larger than {self._max_bytes} bytes", temporary=False
@@ -166,7 +183,11 @@ class EndpointSource(_HttpSource):
     """``endpoint``: POST ``{"storage_path": params}`` to ``@[url]`` (a message-supplied
     URL, under the tenant's prefixes), else the tenant's attachment endpoint
     (``client_base_url + client_attachment_path``, with its ``client_auth``), else the
-    instance ``attachments.http_endpoint`` (with ``http_auth_*``)."""
+    instance ``attachments.http_endpoint`` (with ``http_auth_*``).
+
+    Credentials go only where they were configured for: a message-supplied URL gets the
+    tenant's ``client_auth`` only when it is the tenant's own endpoint (compared
+    normalised), never because it lies under a prefix; it never gets the instance's."""
 
     fetch_modes = frozenset({"endpoint"})
 
@@ -182,13 +203,18 @@ class EndpointSource(_HttpSource):
 
     def _target(self, tenant: Tenant, attachment: AttachmentRef) -> tuple[str, dict[str, str], str]:
         url, params = split_endpoint(attachment.storage_path)
+        own = (
+            tenant.client_base_url.rstrip("/") + tenant.client_attachment_path
+            if tenant.client_base_url
+            else None
+        )
         if url is not None:
             check_url(FIELD, url, tenant.attachment_url_prefixes)
             self._check_literal_host(url)
-            return url, client_auth_headers(tenant), params
-        if tenant.client_base_url:
-            endpoint = tenant.client_base_url.rstrip("/") + tenant.client_attachment_path
-            return endpoint, client_auth_headers(tenant), params
+            is_own = own is not None and normalize_url(url) == normalize_url(own)
+            return url, client_auth_headers(tenant) if is_own else {}, params
+        if own is not None:
+            return own, client_auth_headers(tenant), params
         if self._instance:
             headers = {}
             if self._auth_method == "bearer" and self._auth_token:

@@ -30,14 +30,18 @@ class AttachmentSource(Protocol):
 
 
 class ContentCache(Protocol):
-    """Attachment bytes by MD5 (hex), so that a second message with the same marker does
-    not fetch again. Contract: ``tests/contract/test_content_cache.py``."""
+    """Attachment bytes by scope (the tenant) and MD5 (hex), so that a second message of
+    the same tenant with the same marker does not fetch again. An entry is found only in
+    the scope it was put in: a digest is a name anyone can learn, never a credential.
+    Contract: ``tests/contract/test_content_cache.py``."""
 
     hits: int
     misses: int
 
-    async def get(self, md5: str) -> bytes | None:
-        """The content cached under ``md5``, or None (expired, evicted, never put)."""
+    async def get(self, scope: str, md5: str) -> bytes | None:
+        """The content cached under ``md5`` in ``scope``, or None (expired, evicted, never
+        put there)."""
 
-    async def put(self, md5: str, content: bytes) -> None:
-        """Keep ``content`` under ``md5`` (the caller has checked that it matches)."""
+    async def put(self, scope: str, md5: str, content: bytes) -> None:
+        """Keep ``content`` under ``md5`` in ``scope`` (the caller has checked that it
+        matches)."""
