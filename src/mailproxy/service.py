@@ -425,6 +425,8 @@ class MailProxy:
         await self.get_tenant(tenant_id)
         if expires_ts is not None and expires_ts <= self._clock():
             raise InvalidInput("expires_at", "invalid expires_at: must be in the future")
+        if expires_ts is not None and expires_ts > 253402300799:  # 9999-12-31T23:59:59Z
+            raise InvalidInput("expires_at", "invalid expires_at: after 9999-12-31")
         key = self._new_secret()
         await self.access.put_tenant_key(TenantKey(tenant_id, key_digest(key), expires_ts))
         return key
@@ -659,7 +661,10 @@ class MailProxy:
     ) -> MessagePage:
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit", "invalid limit: 1..1000")
-        if cursor is not None and not cursor.isdigit():
+        # A cursor is a stored sequence number: digits, within a 64-bit integer.
+        if cursor is not None and not (
+            cursor.isascii() and cursor.isdigit() and int(cursor) < 2**63
+        ):
             raise InvalidInput("cursor", "invalid cursor")
         return await self.store.list_messages(
             tenant_id,
