@@ -617,3 +617,36 @@ async def test_metrics_show_the_queue_and_the_oldest_waiting_message(api):
     assert 'gmp_pending_messages{status="pending"} 1.0' in text
     assert 'gmp_oldest_pending_age_seconds{tenant_id="A"} 42.0' in text
     assert 'gmp_oldest_pending_age_seconds{tenant_id="B"} 0.0' in text
+
+
+async def test_instance_settings_show_no_password_of_any_url(tmp_path):
+    store = SqliteStore(tmp_path / "api.db")
+    proxy = MailProxy(store=store, config=store, outbox=store, transports={}, run_dispatcher=False)
+    settings = load_settings(
+        environ={
+            "GMP_API_TOKEN": ADMIN_TOKEN,
+            "GMP_DB_PATH": "postgresql://mailer:pg-secret@db.example:5432/mail?sslmode=require"
+            "&password=query-secret",
+            "GMP_ATTACHMENTS_HTTP_ENDPOINT": "https://app:ep-secret@files.example/att?token=t-secret",
+            "GMP_ATTACHMENTS_HTTP_AUTH_TOKEN": "auth-secret",
+        }
+    )
+    async with AsyncTestClient(create_app(proxy, settings, own_proxy=False)) as client:
+        answer = await client.get("/instance", headers={"X-API-Token": ADMIN_TOKEN})
+    assert answer.status_code == 200
+    shown = answer.json()["settings"]
+    for secret in ("pg-secret", "query-secret", "ep-secret", "t-secret", "auth-secret"):
+        assert secret not in answer.text
+    assert shown["storage"]["db_path"] == (
+        "postgresql://mailer:***@db.example:5432/mail?sslmode=require&password=***"
+    )
+    assert shown["attachments"]["http_endpoint"] == "https://app:***@files.example/att?token=***"
+
+
+async def test_a_tenant_answer_shows_no_password_of_its_urls(api):
+    changes = {"attachment_url_prefixes": ["https://u:pw-secret@files.example.com/?sig=sig-secret"]}
+    answer = await api.call("admin", "PUT", "/tenant/A", json=changes)
+    assert answer.status_code == 200, answer.text
+    tenant = (await api.call("A", "GET", "/tenant/A")).json()["tenant"]
+    assert tenant["attachment_url_prefixes"] == ["https://u:***@files.example.com/?sig=***"]
+    assert "-secret" not in (await api.call("admin", "GET", "/tenants")).text

@@ -19,9 +19,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import structlog
@@ -534,6 +536,54 @@ def message_record(
     )
 
 
+#: Setting names that hold a secret: left out of every answer that shows settings.
+_SECRET_NAME = re.compile(r"(token|password|secret|_key|_keys)$")
+#: Query parameters of a URL that carry a credential (libpq ``password``, presigned
+#: signatures, access tokens).
+_SECRET_PARAM = re.compile(r"pass|secret|token|sig|credential|key", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redacted_url(value: str) -> str:
+    """``value`` with the password of its userinfo and any credential-like query parameter
+    replaced by ``***``; a string that is not a URL is returned as it is."""
+    if "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return REDACTED  # not parseable: it may hold anything
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}"
+    query = urlencode(
+        [
+            (name, REDACTED if _SECRET_PARAM.search(name) else item)
+            for name, item in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def public_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as shown by ``GET /instance``: no secret setting, and URL-valued ones
+    (``storage.db_path``, endpoints) without their passwords."""
+    values: dict[str, Any] = msgspec.to_builtins(settings)
+    for name, section in values.items():
+        if isinstance(section, dict):
+            values[name] = {
+                key: redacted_url(value) if isinstance(value, str) else value
+                for key, value in section.items()
+                if not _SECRET_NAME.search(key)
+            }
+        elif isinstance(section, str):
+            values[name] = redacted_url(section)
+    return values
+
+
 def account_record(account: Account) -> AccountRecord:
     fields = msgspec.structs.asdict(account)
     fields.pop("password")
@@ -545,13 +595,15 @@ def tenant_record(tenant: Tenant, suspended: list[str]) -> TenantRecord:
         id=tenant.id,
         name=tenant.name,
         active=tenant.active,
-        client_base_url=tenant.client_base_url,
+        client_base_url=(
+            None if tenant.client_base_url is None else redacted_url(tenant.client_base_url)
+        ),
         client_sync_path=tenant.client_sync_path,
         client_attachment_path=tenant.client_attachment_path,
         client_auth=ClientAuthRecord(tenant.client_auth.method),
         rate_limits=tenant.rate_limits,
         has_webhook_secret=tenant.webhook_secret is not None,
-        attachment_url_prefixes=list(tenant.attachment_url_prefixes),
+        attachment_url_prefixes=[redacted_url(u) for u in tenant.attachment_url_prefixes],
         unknown_policy=tenant.unknown_policy,
         suspended_batches=suspended,
     )
@@ -1005,13 +1057,11 @@ def create_app(
 
     @route(get, "/instance", "service")
     async def instance(request: Request[Any, Any, Any]) -> InstanceAnswer:
-        """The instance's settings, without secrets."""
+        """The instance's settings, without secrets (see :func:`public_settings`)."""
         await who(request)
-        values = msgspec.to_builtins(settings)
-        values["server"].pop("api_token", None)
-        values["security"].pop("encryption_key", None)
-        values["attachments"].pop("http_auth_token", None)
-        return InstanceAnswer(name=settings.instance_name, version=__version__, settings=values)
+        return InstanceAnswer(
+            name=settings.instance_name, version=__version__, settings=public_settings(settings)
+        )
 
     @route(get, "/metrics", "service", public=True, media_type=CONTENT_TYPE_LATEST)
     async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:

@@ -6,6 +6,10 @@ dotted form (``delivery.sent``, ``report.failed``) as the message and its fields
 render those records with structlog: JSON lines in production, readable lines on a
 terminal (``logging.format``: json, console, auto), with the request id of the HTTP
 request bound in context.
+
+The HTTP client libraries are held at WARNING whatever the level: httpx logs every request
+line at INFO with its full URL, and an attachment URL's query string is often its
+credential (a presigned signature); httpcore's DEBUG lines add headers.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 
 
 _encoder = msgspec.json.Encoder(enc_hook=repr)
+
+#: Loggers that would write secrets at INFO or DEBUG (full request URLs, headers).
+QUIET_LOGGERS = ("httpx", "httpcore", "hpack")
 
 
 def _json_line(event: dict[str, object], **_: object) -> str:
@@ -57,3 +64,5 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, LEVELS[level]))
