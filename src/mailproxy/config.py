@@ -9,6 +9,7 @@ Only :mod:`mailproxy.bootstrap` reads Settings; adapters take plain arguments.
 
 from __future__ import annotations
 
+import base64
 import configparser
 import os
 import socket
@@ -61,6 +62,9 @@ class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     #: Seconds to wait for the reply after the final dot of DATA (past it the outcome is
     #: `unknown`).
     data_timeout_s: float = 120.0
+    #: The most one SMTP attempt may take as a whole, from connecting to the last reply,
+    #: however the server spaces its answers (cut inside DATA: `unknown`).
+    transaction_timeout_s: float = 180.0
     #: How long a claimed message belongs to its worker before another may take it over.
     lease_s: float = 300.0
     #: This process's name on leases (default: host name + instance name; on PostgreSQL
@@ -143,13 +147,20 @@ class AttachmentsSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class SecuritySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    #: Fernet key that encrypts SMTP passwords and callback credentials at rest.
+    #: Fernet key that encrypts stored secrets at rest (SMTP passwords, callback
+    #: credentials, webhook secrets, stored idempotent answers); several comma-separated
+    #: keys rotate: the first encrypts, all decrypt (then run `mail-proxy NAME rotate-key`).
     encryption_key: str | None = None
     #: Comma-separated CIDRs that callbacks and attachment URLs may reach besides public
     #: addresses.
     egress_allow: str | None = None
     #: Serve `/metrics` without a token.
     metrics_public: bool = True
+
+    @property
+    def encryption_keys(self) -> list[str]:
+        """The keys of ``encryption_key``, the encrypting one first (none when unset)."""
+        return [k.strip() for k in (self.encryption_key or "").split(",") if k.strip()]
 
 
 class LoggingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -290,6 +301,7 @@ def _check(settings: Settings) -> None:
         "storage.pool_size": settings.storage.pool_size,
         "storage.busy_timeout_s": settings.storage.busy_timeout_s,
         "delivery.max_concurrency": settings.delivery.max_concurrency,
+        "delivery.transaction_timeout_s": settings.delivery.transaction_timeout_s,
         "delivery.max_batch": settings.delivery.max_batch,
         "delivery.max_recipients": settings.delivery.max_recipients,
         "delivery.max_metadata_bytes": settings.delivery.max_metadata_bytes,
@@ -316,3 +328,26 @@ def _check(settings: Settings) -> None:
         raise InvalidInput("retry.jitter", "invalid setting retry.jitter: 0..1")
     if not 0 < settings.server.port < 65536:
         raise InvalidInput("server.port", "invalid setting server.port: 1..65535")
+    _check_encryption_keys(settings.security)
+
+
+def _check_encryption_keys(security: SecuritySettings) -> None:
+    """Each key must be a Fernet key: 32 bytes in url-safe base64 (the key itself is
+    never repeated in the message)."""
+    keys = security.encryption_keys
+    if security.encryption_key is not None and not keys:
+        raise InvalidInput(
+            "security.encryption_key", "invalid setting security.encryption_key: no key given"
+        )
+    for n, key in enumerate(keys, 1):
+        try:
+            raw = base64.urlsafe_b64decode(key.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raw = b""
+        if len(raw) != 32:
+            where = f"key {n} of {len(keys)}" if len(keys) > 1 else "the key"
+            raise InvalidInput(
+                "security.encryption_key",
+                f"invalid setting security.encryption_key: {where} is not a Fernet key "
+                "(32 url-safe base64-encoded bytes)",
+            )

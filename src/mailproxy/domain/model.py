@@ -72,6 +72,9 @@ class Tenant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     client_auth: ClientAuth = ClientAuth()
     rate_limits: RateLimits | None = None
     webhook_secret: str | None = None
+    #: The secret before the last rotation, still signing report calls (beside the
+    #: current one) until it is retired, so receivers can switch without a gap.
+    webhook_secret_previous: str | None = None
     attachment_url_prefixes: tuple[str, ...] = ()
     unknown_policy: UnknownPolicy | None = None
 
