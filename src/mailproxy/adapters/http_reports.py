@@ -16,7 +16,7 @@ import msgspec
 from mailproxy.adapters.guarded_http import EgressRefused, GuardedHttp, client_auth_headers
 from mailproxy.domain.egress import Network
 from mailproxy.domain.model import ReportEvent, Tenant
-from mailproxy.domain.reporting import signature
+from mailproxy.domain.reporting import signature_header
 from mailproxy.ports.reporting import SyncAnswer
 
 #: The most of an application's answer that is read.
@@ -54,7 +54,9 @@ class HttpReportSender:
         if tenant.webhook_secret:
             timestamp = int(self._clock())
             headers["X-Mail-Proxy-Timestamp"] = str(timestamp)
-            headers["X-Mail-Proxy-Signature"] = signature(tenant.webhook_secret, timestamp, body)
+            headers["X-Mail-Proxy-Signature"] = signature_header(
+                (tenant.webhook_secret, tenant.webhook_secret_previous), timestamp, body
+            )
         try:
             response = await self._http.request(
                 "POST", url, content=body, headers=headers, max_bytes=MAX_ANSWER_BYTES,

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 import msgspec
+
+from mailproxy.domain.model import Tenant
 
 #: The first retry delay after a failed call; it doubles per consecutive failure.
 REPORT_RETRY_BASE_S = 1.0
@@ -88,6 +91,29 @@ def after_call(
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
-    """``X-Mail-Proxy-Signature``: ``v1=`` + hex HMAC-SHA256 of ``"<timestamp>.<body>"``."""
+    """One signature: ``v1=`` + hex HMAC-SHA256 of ``"<timestamp>.<body>"``."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     return f"v1={mac.hexdigest()}"
+
+
+def signature_header(tenant_secrets: Sequence[str | None], timestamp: int, body: bytes) -> str:
+    """``X-Mail-Proxy-Signature``: the signatures with each secret given (the current one
+    first, then the previous one during a rotation), joined by ``", "``; None entries are
+    skipped. With one secret it is exactly :func:`signature`, so a receiver that
+    compares the whole header keeps working until a rotation starts; during one, a
+    receiver accepts the call when any entry matches a secret it knows."""
+    given = [s for s in tenant_secrets if s]
+    return ", ".join(signature(s, timestamp, body) for s in dict.fromkeys(given))
+
+
+def rotate_webhook_secret(tenant: Tenant, new_secret: str) -> Tenant:
+    """The tenant after a rotation: ``new_secret`` signs, and the secret it replaces stays
+    live as ``webhook_secret_previous`` (replacing any older one) until retired."""
+    return msgspec.structs.replace(
+        tenant, webhook_secret=new_secret, webhook_secret_previous=tenant.webhook_secret
+    )
+
+
+def retire_webhook_secret(tenant: Tenant) -> Tenant:
+    """The tenant with its previous webhook secret gone: only the current one signs."""
+    return msgspec.structs.replace(tenant, webhook_secret_previous=None)
