@@ -200,3 +200,164 @@ def test_message_limits_are_settable():
         parse_message(base, MessageLimits(max_recipients=1))
     with pytest.raises(InvalidInput, match="nested deeper than 1"):
         parse_message(base, MessageLimits(max_metadata_depth=1))
+
+
+# --- encoded words, ids, MIME types: every field that reaches a header or the envelope ---
+
+#: An encoded word with spaces inside (skipped by the old check) that the SMTPUTF8
+#: renderer on Python 3.11/3.12 decodes into a second From header and a forged body.
+SPACED_INJECTION = "=?utf-8?q?a=0D=0AFrom:_Billing_<billing@bank.example>=0D=0A=0D=0Afake ?="
+HIDDEN_BCC = "=?utf-8?q?x=0D=0ABcc_:_leak@evil.example?="
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        SPACED_INJECTION,
+        HIDDEN_BCC,
+        "=?utf-8?b?DQpCY2M6IGxlYWtAZXZpbC5leGFtcGxl?=",  # base64 of CRLF "Bcc: ..."
+        "=?UTF-8?Q?=0a?=",
+        "=?utf-8?q?a b=0A c?=",  # spaces inside, as the lenient parser takes them
+        "=?utf-8?q?a?b=0A?=",  # a "?" inside, as email.header.decode_header takes it
+        "=?utf-8?b?QQ==DQo=?=",  # a line break after an inner padding
+        "=?utf-8?B?DQ?=",  # unpadded
+        "=?utf-8*en?q?=0D?=",  # RFC 2231 language suffix
+        "=?x-unknown?q?=00?=",  # unknown charset: decoders keep the raw bytes
+        "=?utf-7?q?+AA0-?=",  # CR only once decoded with the charset
+        "=?cp500?q?=25?=",  # EBCDIC LF
+        "=?utf-7?q?+AA?= =?utf-7?q?0-?=",  # CR only once adjacent words are joined
+        "=?utf-8?q?=C2=85?=",  # NEL, a C1 control
+        "=?x?=?utf-8?q?=0A?=",  # overlapping candidates
+        "=?utf-8?q?=3D=3Futf-8=3Fq=3F=0A=3F=3D?=",  # decodes to another encoded word
+    ],
+)
+def test_encoded_words_hiding_control_characters_are_refused_in_every_header_field(hidden):
+    fields = {
+        "subject": ({"subject": f"s {hidden}"}, "invalid subject"),
+        "header value": ({"headers": {"X-Note": hidden}}, "invalid headers.X-Note"),
+        "from name": ({"from": f"{hidden} <a@example.com>"}, "invalid from"),
+        "to name": ({"to": [f"{hidden} <b@example.com>"]}, "invalid to"),
+        "cc name": ({"cc": [f"{hidden} <c@example.com>"]}, "invalid cc"),
+        "bcc name": ({"bcc": [f"{hidden} <d@example.com>"]}, "invalid bcc"),
+        "reply_to name": ({"reply_to": f"{hidden} <e@example.com>"}, "invalid reply_to"),
+        "filename": (
+            {"attachments": [{"filename": hidden, "storage_path": "base64:aGk="}]},
+            "invalid attachments[0].filename",
+        ),
+    }
+    for field, (change, reason) in fields.items():
+        with pytest.raises(InvalidInput) as caught:
+            parse_message({**BASE, **change})
+        assert caught.value.reason.startswith(reason), (field, caught.value.reason)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"message_id": "=?utf-8?q?=0D=0ABcc:_x@evil.example?=@example.com"}, "invalid message_id"),
+        ({"return_path": "=?utf-8?q?=0D=0A?=@example.com"}, "invalid address in return_path"),
+        ({"to": ["=?utf-8?q?=0D=0A?=@example.com"]}, "invalid to"),
+    ],
+)
+def test_encoded_words_hiding_control_characters_are_refused_in_ids_and_addresses(change, reason):
+    with pytest.raises(InvalidInput) as caught:
+        parse_message({**BASE, **change})
+    assert caught.value.reason.startswith(reason), caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "=?utf-8?q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?=",
+        "=?iso-2022-jp?b?GyRCJEYkOSRIGyhC?=",  # ESC in the raw bytes is that charset's own
+        "=?utf-8?b?xIHEgQ==?=",  # UTF-8 continuation bytes 0x81: not C1 controls
+        "a =? b ?= c",
+        "=?utf-8?b?!!!?=",
+    ],
+)
+def test_encoded_words_of_plain_text_are_accepted(value):
+    assert check_header_value("subject", value) == value
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"id": "a/b"}, "invalid id: no '/'"),
+        ({"id": "/"}, "invalid id: no '/'"),
+        ({"id": "a%2Fb"}, "invalid id: no '/' or '%'"),
+        ({"id": "50%"}, "invalid id: no '/' or '%'"),
+        ({"id": "."}, "invalid id: no '/' or '%', not '.' or '..'"),
+        ({"id": ".."}, "invalid id: no '/' or '%', not '.' or '..'"),
+        ({"tenant_id": ".."}, "invalid tenant_id"),
+    ],
+)
+def test_ids_that_cannot_be_named_in_a_url_path_are_refused(change, reason):
+    with pytest.raises(InvalidInput) as caught:
+        parse_message({**BASE, **change})
+    assert caught.value.reason.startswith(reason), caught.value.reason
+
+
+def test_account_and_tenant_ids_that_cannot_be_named_in_a_url_path_are_refused():
+    for account_id in ("x/y", "a%41", ".."):
+        with pytest.raises(InvalidInput, match="an id is a URL path segment"):
+            parse_account({"id": account_id, "tenant_id": "t", "kind": "capture"})
+    for tenant_id in (".", ".."):
+        with pytest.raises(InvalidInput, match="invalid id"):
+            parse_tenant({"id": tenant_id})
+    assert parse_message({**BASE, "id": "order:7 ü?#&"}).id == "order:7 ü?#&"
+    assert parse_tenant({"id": "a.b"}).id == "a.b"
+
+
+@pytest.mark.parametrize(
+    "mime_type",
+    [
+        'text/plain; name="evil.exe"',
+        "text/plain;name=evil.exe",
+        "text/plain\tx",
+        "text /plain",
+        "text/",
+        "/plain",
+        "text/plain/x",
+        "text/pl@in",
+        "täxt/plain",
+        "text",
+    ],
+)
+def test_attachment_mime_types_are_type_slash_subtype_tokens_only(mime_type):
+    raw = {**BASE, "attachments": [{"filename": "a", "storage_path": "base64:aGk=",
+                                    "mime_type": mime_type}]}  # fmt: skip
+    with pytest.raises(InvalidInput) as caught:
+        parse_message(raw)
+    assert caught.value.reason.startswith("invalid attachments[0].mime_type: expected type/subtype")
+
+
+@pytest.mark.parametrize(
+    "mime_type", ["application/vnd.ms-excel", "image/svg+xml", "application/x-tar", "TEXT/Plain"]
+)
+def test_registered_looking_mime_types_are_accepted(mime_type):
+    raw = {**BASE, "attachments": [{"filename": "a", "storage_path": "base64:aGk=",
+                                    "mime_type": mime_type}]}  # fmt: skip
+    assert parse_message(raw).attachments[0].mime_type == mime_type
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"from": f"{'n' * 301} <a@example.com>"}, "invalid from: display name longer than 300"),
+        ({"to": [f'"{"ü" * 151}" <b@example.com>']}, "invalid to: display name longer than 300"),
+        ({"message_id": "a" * 240 + "@example.com"}, "invalid message_id"),
+        ({"message_id": "ü@example.com"}, "invalid message_id"),
+        ({"message_id": "a(comment)@example.com"}, "invalid message_id"),
+        ({"message_id": "a,b@example.com"}, "invalid message_id"),
+    ],
+)
+def test_header_fields_that_cannot_be_written_within_998_octets_are_refused(change, reason):
+    with pytest.raises(InvalidInput) as caught:
+        parse_message({**BASE, **change})
+    assert caught.value.reason.startswith(reason), caught.value.reason
+
+
+@pytest.mark.parametrize("name", ["Content-Disposition", "content-id", "Content-Language"])
+def test_content_headers_are_refused_because_the_service_builds_the_mime_structure(name):
+    with pytest.raises(InvalidInput, match=f"header not allowed: {name}"):
+        parse_message({**BASE, "headers": {name: "attachment; filename*=utf-8''a%0D%0AX: 1"}})

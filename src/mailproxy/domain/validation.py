@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.errors
-import email.header
 import functools
 import hashlib
 import re
@@ -45,6 +43,11 @@ MAX_ATTACHMENTS = 20
 MAX_LOCAL_PART_OCTETS = 64
 MAX_DOMAIN_OCTETS = 255
 MAX_PATH_OCTETS = 254  # RFC 5321 §4.5.3.1.3: 256 octets including the angle brackets
+#: A display name is written on one line with its address (``formataddr`` neither folds
+#: inside a quoted name nor splits its encoded word): 300 octets, escaped (x2) or
+#: base64-encoded (x4/3), stay with a 254-octet address within RFC 5322's 998.
+MAX_DISPLAY_NAME_OCTETS = 300
+MAX_MESSAGE_ID_CHARS = 250
 
 #: Headers a client may not set through ``headers``: they define the envelope or the MIME
 #: structure, or are added by relays (HTTP API).
@@ -73,12 +76,22 @@ FORBIDDEN_HEADERS = frozenset(
 # (and so parts of the email package) treat as line breaks.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z|~]{1,76}")
-_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+# Every start of an encoded word (a lookahead, so overlapping candidates are all found);
+# the text may hold spaces and "?", as lenient decoders accept (see hides_control_characters).
+_ENCODED_WORD = re.compile(r"(?==\?([^?]*)\?([bBqQ])\?(.*?)\?=)", re.DOTALL)
+_Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+_RAW_BREAK = re.compile(rb"[\x00\r\n]")
 # atext of RFC 5322 plus any non-ASCII character (RFC 6531 UTF-8 local parts).
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+")
 _LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _NAME_ADDR = re.compile(r"(?P<name>.*?)\s*<(?P<addr>[^<>]*)>\s*")
-_MESSAGE_ID = re.compile(r"[^\s<>@]+@[^\s<>@]+")
+# RFC 5322 §3.6.4 msg-id: dot-atom-text on either side of the "@" (dots anywhere), so the
+# header parser neither drops a comment nor splits at a special.
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+")
+# RFC 2045 §5.1 token: a MIME type is "type/subtype" and nothing else (no parameters).
+_MIME_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`{|}~\-]{1,127}"
+_MIME_TYPE = re.compile(f"{_MIME_TOKEN}/{_MIME_TOKEN}")
 _MD5_MARKER = re.compile(r"_?\{MD5:(?P<hex>[0-9a-fA-F]{32})\}")
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _TENANT_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -89,36 +102,73 @@ _MSGSPEC_PATH = re.compile(r"at `\$\.?(?P<path>[^`]*)`")
 
 
 def check_header_value(field: str, value: str) -> str:
-    """Refuse control characters and RFC 2047 encoded words that decode to CR, LF or NUL.
+    """Refuse control characters, values that cannot be folded, and encoded words whose
+    decoded form holds a control character.
 
     Header values with CR or LF are rejected, never folded. Encoded words are checked
     because Python 3.11/3.12's ``email`` package can be tricked into writing a decoded
-    newline into the serialised header block (CVE-2024-6923).
+    newline into the serialised header block (CVE-2024-6923); see
+    :func:`hides_control_characters` for how leniently they are decoded.
     """
     if _CONTROL.search(value):
         raise InvalidInput(field, f"invalid {field}: control characters (CR, LF, NUL) not allowed")
     if len(value) > MAX_HEADER_VALUE_CHARS:
         raise InvalidInput(field, f"invalid {field}: longer than {MAX_HEADER_VALUE_CHARS} chars")
-    for word in _ENCODED_WORD.findall(value):
-        if _encoded_word_is_unsafe(word):
-            raise InvalidInput(field, f"invalid {field}: encoded word hides control characters")
+    if hides_control_characters(value):
+        raise InvalidInput(field, f"invalid {field}: encoded word hides control characters")
     return value
 
 
-def _encoded_word_is_unsafe(word: str) -> bool:
-    try:
-        parts = email.header.decode_header(word)
-    except (email.errors.HeaderParseError, ValueError, LookupError):
+def hides_control_characters(value: str, depth: int = 3) -> bool:
+    """Whether some RFC 2047 encoded word in ``value`` decodes to a control character.
+
+    Decoded as leniently as any decoder on the way might: the email package's header
+    parser takes encoded text with spaces and ``?`` in it, ``email.header.decode_header``
+    joins adjacent words of one charset before decoding them, and an unknown charset
+    falls back to the raw bytes. So every ``=?charset?b|q?...?=`` candidate counts,
+    overlapping ones too, its bytes are checked as they are and as its charset decodes
+    them, and what decodes to another encoded word is decoded again.
+    """
+    words = [m.groups() for m in _ENCODED_WORD.finditer(value)]
+    if not words:
+        return False
+    decoded: list[str] = []
+    by_charset: dict[str, bytearray] = {}
+    for charset, encoding, text in words:
+        charset = charset.partition("*")[0].strip().lower()
+        for raw in _lenient_payloads(encoding, text):
+            # Raw, only the line breaks and NUL: other control bytes are legitimate in
+            # some charsets (ESC in ISO-2022-JP), and the decoded text is checked fully.
+            if _RAW_BREAK.search(raw):
+                return True
+            by_charset.setdefault(charset, bytearray()).extend(raw)
+            decoded += _decode_as(raw, charset)
+    for charset, joined in by_charset.items():
+        decoded += _decode_as(bytes(joined), charset)
+    if any(_CONTROL.search(text) for text in decoded):
         return True
-    for chunk, charset in parts:
-        raw = chunk if isinstance(chunk, bytes) else chunk.encode("utf-8", "replace")
-        try:
-            text = raw.decode(charset or "ascii", "replace")
-        except LookupError:
-            return True
-        if _CONTROL.search(text):
-            return True
-    return False
+    return depth > 0 and any(hides_control_characters(text, depth - 1) for text in decoded)
+
+
+def _lenient_payloads(encoding: str, text: str) -> list[bytes]:
+    raw = text.encode("utf-8", "surrogatepass")
+    if encoding in "qQ":
+        return [_Q_ESCAPE.sub(lambda m: bytes.fromhex(m[1].decode()), raw.replace(b"_", b" "))]
+    # Base64 decoders skip characters outside the alphabet, and some stop at the first
+    # padding: decode the whole and each run between paddings.
+    runs = [_NOT_BASE64.sub(b"", run) for run in [raw.replace(b"=", b""), *raw.split(b"=")]]
+    payloads = []
+    for run in runs:
+        run = run[: len(run) - len(run) % 4] if len(run) % 4 == 1 else run
+        payloads.append(binascii.a2b_base64(run + b"=" * (-len(run) % 4)))
+    return payloads
+
+
+def _decode_as(raw: bytes, charset: str) -> list[str]:
+    try:
+        return [raw.decode(charset or "ascii", "replace")]
+    except (LookupError, UnicodeError, ValueError):
+        return []  # an unknown charset: decoders keep the raw bytes, checked as they are
 
 
 def check_header_name(name: str) -> str:
@@ -126,6 +176,10 @@ def check_header_name(name: str) -> str:
         raise InvalidInput("headers", f"invalid header name: {name!r}")
     if name.lower() in FORBIDDEN_HEADERS:
         raise InvalidInput("headers", f"header not allowed: {name} (use the message fields)")
+    # RFC 2045 §9: Content-* headers describe the MIME structure, which the service builds
+    # (the SMTPUTF8 renderer drops them, the other one would contradict its own).
+    if name.lower().startswith("content-"):
+        raise InvalidInput("headers", f"header not allowed: {name} (the MIME structure is set)")
     return name
 
 
@@ -164,7 +218,7 @@ def check_addr_spec(field: str, addr: str) -> str:
     def bad(why: str) -> InvalidInput:
         return InvalidInput(field, f"invalid address in {field}: {addr!r} ({why})")
 
-    if _CONTROL.search(addr):
+    if _CONTROL.search(addr) or hides_control_characters(addr):
         raise bad("control characters")
     local, at, domain = addr.rpartition("@")
     if not at or not local or not domain:
@@ -196,6 +250,10 @@ def parse_mailbox(field: str, value: str) -> tuple[str, str]:
             name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     else:
         name, addr = "", value.strip()
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_DISPLAY_NAME_OCTETS:
+        raise InvalidInput(
+            field, f"invalid {field}: display name longer than {MAX_DISPLAY_NAME_OCTETS} octets"
+        )
     return name, check_addr_spec(field, addr)
 
 
@@ -225,6 +283,29 @@ def address_of(mailbox: str) -> str:
     """The addr-spec of an already validated mailbox."""
     match = _NAME_ADDR.fullmatch(mailbox.strip())
     return match["addr"].strip() if match else mailbox.strip()
+
+
+# --- ids --------------------------------------------------------------------------------
+
+
+def check_path_id(field: str, value: str) -> str:
+    """Refuse an id that cannot be named in a URL path (``GET /messages/{id}``,
+    ``DELETE /account/{id}``): a ``/`` ends the path segment even percent-encoded, the
+    server decodes a percent-escape once more than a client encodes it, and clients
+    resolve ``.`` and ``..`` as dot-segments before sending."""
+    if not 0 < len(value) <= MAX_ID_CHARS or _CONTROL.search(value):
+        raise InvalidInput(field, f"invalid {field}: 1..{MAX_ID_CHARS} printable chars")
+    if "/" in value or "%" in value or value in (".", ".."):
+        raise InvalidInput(
+            field, f"invalid {field}: no '/' or '%', not '.' or '..' (an id is a URL path segment)"
+        )
+    return value
+
+
+def is_tenant_id(value: str) -> bool:
+    """``[A-Za-z0-9_.-]{1,64}``, per the HTTP API, but not the dot-segments ``.`` and
+    ``..``, which a client resolves away before ``/tenant/{id}`` reaches the server."""
+    return bool(_TENANT_ID.fullmatch(value)) and value not in (".", "..")
 
 
 # --- messages ---------------------------------------------------------------------------
@@ -332,8 +413,7 @@ def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> Messag
     except msgspec.ValidationError as exc:
         raise _convert_error(exc) from None
 
-    if len(data.id) > MAX_ID_CHARS or _CONTROL.search(data.id):
-        raise InvalidInput("id", f"invalid id: 1..{MAX_ID_CHARS} printable chars")
+    check_path_id("id", data.id)
     check_mailbox("from", data.from_)
     to = _address_list("to", data.to)
     if not to:
@@ -356,8 +436,16 @@ def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> Messag
     message_id = None
     if data.message_id is not None:
         message_id = data.message_id.strip().removeprefix("<").removesuffix(">")
-        if not _MESSAGE_ID.fullmatch(message_id) or _CONTROL.search(message_id):
-            raise InvalidInput("message_id", "invalid message_id: expected left@right")
+        if (
+            len(message_id) > MAX_MESSAGE_ID_CHARS
+            or not _MESSAGE_ID.fullmatch(message_id)
+            or hides_control_characters(message_id)
+        ):
+            raise InvalidInput(
+                "message_id",
+                f"invalid message_id: expected left@right, at most {MAX_MESSAGE_ID_CHARS}"
+                " chars of letters, digits and !#$%&'*+-/=?^_`{|}~.",
+            )
     priority = None if data.priority is None else int(parse_priority(data.priority))
     if data.deferred_ts is not None and data.deferred_ts < 0:
         raise InvalidInput("deferred_ts", "invalid deferred_ts: must not be negative")
@@ -374,7 +462,7 @@ def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> Messag
             raise InvalidInput(
                 "metadata", f"invalid metadata: nested deeper than {limits.max_metadata_depth}"
             )
-    if data.tenant_id is not None and not _TENANT_ID.fullmatch(data.tenant_id):
+    if data.tenant_id is not None and not is_tenant_id(data.tenant_id):
         raise InvalidInput("tenant_id", "invalid tenant_id")
     attachments = data.attachments or []
     if len(attachments) > limits.max_attachments:
@@ -433,7 +521,11 @@ def decode_inline(storage_path: str) -> bytes:
 
 
 def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
-    if not 0 < len(data.filename) <= 255 or _CONTROL.search(data.filename):
+    if (
+        not 0 < len(data.filename) <= 255
+        or _CONTROL.search(data.filename)
+        or hides_control_characters(data.filename)
+    ):
         raise InvalidInput(f"{field}.filename", f"invalid {field}.filename: 1..255 printable chars")
     if "/" in data.filename or "\\" in data.filename:
         raise InvalidInput(f"{field}.filename", f"invalid {field}.filename: no path separators")
@@ -451,10 +543,11 @@ def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
             raise InvalidInput(f"{field}.storage_path", f"invalid base64 in {field}") from None
         if md5 is not None and hashlib.md5(content, usedforsecurity=False).hexdigest() != md5:
             raise InvalidInput(f"{field}.content_md5", f"md5 mismatch in {field}")
-    if data.mime_type is not None:
-        check_header_value(f"{field}.mime_type", data.mime_type)
-        if data.mime_type.count("/") != 1:
-            raise InvalidInput(f"{field}.mime_type", f"invalid {field}.mime_type: type/subtype")
+    if data.mime_type is not None and not _MIME_TYPE.fullmatch(data.mime_type):
+        raise InvalidInput(
+            f"{field}.mime_type",
+            f"invalid {field}.mime_type: expected type/subtype (RFC 2045 tokens, no parameters)",
+        )
     return AttachmentRef(
         filename=name,
         storage_path=data.storage_path,
@@ -474,8 +567,8 @@ def parse_tenant(raw: object) -> Tenant:
         tenant = msgspec.convert(raw, Tenant)
     except msgspec.ValidationError as exc:
         raise _convert_error(exc) from None
-    if not _TENANT_ID.fullmatch(tenant.id):
-        raise InvalidInput("id", "invalid id: 1..64 of A-Z a-z 0-9 _ . -")
+    if not is_tenant_id(tenant.id):
+        raise InvalidInput("id", "invalid id: 1..64 of A-Z a-z 0-9 _ . -, not . or ..")
     if tenant.client_base_url is not None:
         check_http_url("client_base_url", tenant.client_base_url)
     for path_field in ("client_sync_path", "client_attachment_path"):
@@ -497,8 +590,7 @@ def parse_account(raw: object) -> Account:
         account = msgspec.convert(raw, Account)
     except msgspec.ValidationError as exc:
         raise _convert_error(exc) from None
-    if not 0 < len(account.id) <= MAX_ID_CHARS or _CONTROL.search(account.id):
-        raise InvalidInput("id", f"invalid id: 1..{MAX_ID_CHARS} printable chars")
+    check_path_id("id", account.id)
     if account.kind == "smtp":
         if not account.host or _CONTROL.search(account.host):
             raise InvalidInput("host", "missing host")
