@@ -154,8 +154,9 @@ class SecuritySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     #: Comma-separated CIDRs that callbacks and attachment URLs may reach besides public
     #: addresses.
     egress_allow: str | None = None
-    #: Serve `/metrics` without a token.
-    metrics_public: bool = True
+    #: Serve `/metrics` without a token (it names every tenant and account id; the
+    #: default asks for the admin token).
+    metrics_public: bool = False
 
     @property
     def encryption_keys(self) -> list[str]:

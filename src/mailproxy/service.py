@@ -350,6 +350,8 @@ class MailProxy:
             raise NotFound("tenant", tenant_id)
         self._forget_tenant(tenant_id)
         self._account_cache.pop(tenant_id, None)
+        if self.events is not None:
+            self.events.forget(tenant_id)
 
     async def put_account(self, data: Mapping[str, Any] | Account) -> Account:
         """Create or replace an account of an existing tenant. Nothing connects yet: a
@@ -381,6 +383,8 @@ class MailProxy:
         if not deleted:
             raise NotFound("account", f"{tenant_id}/{account_id}")
         self._account_cache.pop(tenant_id, None)
+        if self.events is not None:
+            self.events.forget(tenant_id, account_id)
 
     # --- tenants with their secrets ----------------------------------------------------
 

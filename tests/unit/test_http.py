@@ -363,7 +363,7 @@ ROUTES = [
     ("GET", "/status", {}, "tenant"),
     ("GET", "/instance", {}, "admin"),
     ("GET", "/health", {}, "public"),
-    ("GET", "/metrics", {}, "public"),
+    ("GET", "/metrics", {}, "admin"),
 ]
 CALLERS = ["none", "garbage", "expired", "revoked", "A", "B", "admin"]
 
@@ -613,7 +613,7 @@ async def test_the_token_is_checked_before_the_body_is_read(api):
 async def test_metrics_show_the_queue_and_the_oldest_waiting_message(api):
     await api.call("A", "POST", "/commands/add-messages", json={"messages": [message("m1")]})
     api.clock.advance(42)
-    text = (await api.client.get("/metrics")).text
+    text = (await api.call("admin", "GET", "/metrics")).text
     assert 'gmp_pending_messages{status="pending"} 1.0' in text
     assert 'gmp_oldest_pending_age_seconds{tenant_id="A"} 42.0' in text
     assert 'gmp_oldest_pending_age_seconds{tenant_id="B"} 0.0' in text

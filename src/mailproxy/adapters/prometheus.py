@@ -4,10 +4,14 @@ latency and SMTP transaction time. Implements ``DeliveryEvents``.
 
 Label cardinality is bounded by configuration, never by client input: ``tenant_id`` and
 ``account_id`` label values are ids of configured tenants and accounts (at most one series
-per account and metric), and ``result`` has five values.
+per account and metric), and ``result`` has five values. The series of a deleted account
+or tenant are removed (:meth:`PrometheusMetrics.forget`), so the exposition is bounded by
+what exists, not by what ever existed.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -51,15 +55,39 @@ class PrometheusMetrics:
             ["tenant_id", "account_id"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
 
+        #: The accounts each tenant has series of: what :meth:`forget` removes.
+        self._series: dict[str, set[str]] = {}
+
     def accepted(self, tenant_id: str, count: int, seconds: float) -> None:
+        self._series.setdefault(tenant_id, set())
         self._enqueue.labels(tenant_id=tenant_id).observe(seconds)
 
     def attempted(
         self, tenant_id: str, account_id: str, result: AttemptResult, seconds: float | None
     ) -> None:
+        self._series.setdefault(tenant_id, set()).add(account_id)
         self._counters[result].labels(tenant_id=tenant_id, account_id=account_id).inc()
         if seconds is not None:
             self._smtp.labels(tenant_id=tenant_id, account_id=account_id).observe(seconds)
 
     def delivered(self, tenant_id: str, account_id: str, accept_to_sent_s: float) -> None:
+        self._series.setdefault(tenant_id, set())
         self._accept_to_sent.labels(tenant_id=tenant_id).observe(accept_to_sent_s)
+
+    def forget(self, tenant_id: str, account_id: str | None = None) -> None:
+        accounts = self._series.get(tenant_id, set())
+        gone = set(accounts) if account_id is None else {account_id} & accounts
+        for account in gone:
+            for metric in (*self._counters.values(), self._smtp):
+                with contextlib.suppress(KeyError):  # no series of this metric yet
+                    metric.remove(tenant_id, account)
+            accounts.discard(account)
+        if account_id is None:
+            for metric in (self._enqueue, self._accept_to_sent):
+                with contextlib.suppress(KeyError):
+                    metric.remove(tenant_id)
+            self._series.pop(tenant_id, None)
+
+    def tenant_ids(self) -> set[str]:
+        """The tenants that have series here (for pruning those deleted elsewhere)."""
+        return set(self._series)

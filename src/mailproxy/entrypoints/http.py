@@ -698,6 +698,9 @@ def create_app(
         ["status"],
         registry=metrics_registry,
     )
+    per_tenant_gauges = (
+        backlog_gauge, report_calls_gauge, oldest_pending_gauge, oldest_report_gauge
+    )
 
     async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
         token = connection.headers.get("x-api-token")
@@ -1074,17 +1077,29 @@ def create_app(
             cache_gauge.labels(result="hit").set(proxy.attachment_cache.hits)
             cache_gauge.labels(result="miss").set(proxy.attachment_cache.misses)
         now = proxy_clock()
+        # Tenants with delivery series before the store is read: those the store then no
+        # longer has were deleted (perhaps by another process), and their series go.
+        seen = events.tenant_ids() if isinstance(events, PrometheusMetrics) else set()
+        rows = []
         for tenant, sync, backlog, _ in await proxy.sync_status():
             oldest = await proxy.list_messages(tenant.id, active_only=True, limit=1)
-            oldest_pending_gauge.labels(tenant_id=tenant.id).set(
-                max(0.0, now - oldest.messages[0].created_ts) if oldest.messages else 0.0
-            )
-            backlog_gauge.labels(tenant_id=tenant.id).set(backlog.count)
+            pending_age = max(0.0, now - oldest.messages[0].created_ts) if oldest.messages else 0.0
+            report_age = 0.0 if backlog.oldest_ts is None else max(0.0, now - backlog.oldest_ts)
+            rows.append((tenant.id, sync, backlog.count, pending_age, report_age))
+        # Rebuilt at each scrape without an await in between: a tenant deleted (by any
+        # process) loses its series, and a concurrent scrape never sees half of them.
+        for gauge in per_tenant_gauges:
+            gauge.clear()
+        for tenant_id, sync, backlog_count, pending_age, report_age in rows:
+            oldest_pending_gauge.labels(tenant_id=tenant_id).set(pending_age)
+            backlog_gauge.labels(tenant_id=tenant_id).set(backlog_count)
             ok_calls = sync.calls - sync.failed_calls
-            report_calls_gauge.labels(tenant_id=tenant.id, outcome="ok").set(ok_calls)
-            report_calls_gauge.labels(tenant_id=tenant.id, outcome="failed").set(sync.failed_calls)
-            age = 0.0 if backlog.oldest_ts is None else max(0.0, now - backlog.oldest_ts)
-            oldest_report_gauge.labels(tenant_id=tenant.id).set(age)
+            report_calls_gauge.labels(tenant_id=tenant_id, outcome="ok").set(ok_calls)
+            report_calls_gauge.labels(tenant_id=tenant_id, outcome="failed").set(sync.failed_calls)
+            oldest_report_gauge.labels(tenant_id=tenant_id).set(report_age)
+        if isinstance(events, PrometheusMetrics):
+            for gone in seen - {row[0] for row in rows}:
+                events.forget(gone)
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     # --- errors -----------------------------------------------------------------------

@@ -30,3 +30,9 @@ class DeliveryEvents(Protocol):
 
     def delivered(self, tenant_id: str, account_id: str, accept_to_sent_s: float) -> None:
         """A message was sent, ``accept_to_sent_s`` after it was accepted."""
+
+    def forget(self, tenant_id: str, account_id: str | None = None) -> None:
+        """The account (every account of the tenant and the tenant itself, when
+        ``account_id`` is None) was deleted: drop everything kept about it, so that no
+        series of it is exported any more and what is kept stays bounded by what exists.
+        Forgetting what was never seen is a no-op."""
