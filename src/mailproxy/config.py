@@ -157,6 +157,14 @@ class SecuritySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     #: Serve `/metrics` without a token (it names every tenant and account id; the
     #: default asks for the admin token).
     metrics_public: bool = False
+    #: Failed authentications (API token or `/ui` sign-in) one client address may make
+    #: within `auth_failure_window_s`; past them it is answered 429 without its
+    #: credential being checked (0: no throttling).
+    auth_max_failures: int = 10
+    #: Length of the window `auth_max_failures` counts in.
+    auth_failure_window_s: float = 60.0
+    #: How long a `/ui` sign-in lasts.
+    ui_session_s: float = 43200.0
 
     @property
     def encryption_keys(self) -> list[str]:
@@ -312,6 +320,8 @@ def _check(settings: Settings) -> None:
         "delivery.minute_window_s": settings.delivery.minute_window_s,
         "delivery.hour_window_s": settings.delivery.hour_window_s,
         "delivery.day_window_s": settings.delivery.day_window_s,
+        "security.auth_failure_window_s": settings.security.auth_failure_window_s,
+        "security.ui_session_s": settings.security.ui_session_s,
         "retry.base_delay_s": settings.retry.base_delay_s,
         "retry.max_delay_s": settings.retry.max_delay_s,
         "retry.factor": settings.retry.factor,
@@ -321,6 +331,10 @@ def _check(settings: Settings) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise InvalidInput(key, f"invalid setting {key}: must be positive")
+    if settings.security.auth_max_failures < 0:
+        raise InvalidInput(
+            "security.auth_max_failures", "invalid setting security.auth_max_failures: not negative"
+        )
     if settings.retry.max_retries < 0:
         raise InvalidInput("retry.max_retries", "invalid setting retry.max_retries: not negative")
     if not 0 <= settings.reporting.gather_s <= 10:

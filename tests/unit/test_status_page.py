@@ -3,6 +3,9 @@ shows the numbers of a seeded queue."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -10,7 +13,9 @@ from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.config import load_settings
 from mailproxy.entrypoints.http import create_app
+from mailproxy.entrypoints.status_page import COOKIE
 from mailproxy.service import MailProxy
+from tests.conftest import Clock
 
 TOKEN = "status-page-admin-token"
 NOW = 1_800_000_030.0  # a fixed clock: every message finishes in the same minute
@@ -75,3 +80,71 @@ async def test_it_shows_the_last_minutes_throughput_and_forbids_framing_and_scri
     assert "frame-ancestors 'none'" in policy
     assert "default-src 'none'" in policy
     assert page.headers["cache-control"] == "no-store"
+
+
+# --- the session cookie ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def timed(tmp_path):
+    """An app whose clock the test moves, with a 1-hour sign-in."""
+    clock = Clock()
+    store = MemoryStore()
+    proxy = MailProxy(
+        store=store, config=store, outbox=store, transports={}, run_dispatcher=False, clock=clock
+    )
+    settings = load_settings(environ={"GMP_API_TOKEN": TOKEN, "GMP_SECURITY_UI_SESSION_S": "3600"})
+    async with AsyncTestClient(create_app(proxy, settings, own_proxy=False)) as test_client:
+        yield test_client, clock
+
+
+async def test_a_sign_in_expires_on_the_server_after_its_lifetime(timed):
+    client, clock = timed
+    signed = await client.post("/ui/login", data={"token": TOKEN}, follow_redirects=False)
+    assert "max-age=3600" in signed.headers["set-cookie"].lower()
+    clock.advance(3599)
+    kept = await client.get("/ui", follow_redirects=False)  # the client keeps the cookie
+    assert kept.status_code == 200
+    clock.advance(1)
+    expired = await client.get("/ui", follow_redirects=False)
+    assert (expired.status_code, expired.headers["location"]) == (303, "/ui/login")
+
+
+def forged_cookies() -> list[str]:
+    """Cookies someone holding only the admin token could make: the old fixed HMAC, and the
+    current format signed with the token instead of the server's key."""
+    old = hmac.new(TOKEN.encode(), b"mailproxy-ui-session", hashlib.sha256).hexdigest()
+    far = "99999999999"
+    return [
+        old,
+        f"{far}.{hmac.new(TOKEN.encode(), far.encode(), hashlib.sha256).hexdigest()}",
+        f"{far}.{old}",
+        f"{far}.",
+        "",
+    ]
+
+
+@pytest.mark.parametrize("cookie", forged_cookies())
+async def test_a_cookie_made_from_the_admin_token_alone_is_refused(timed, cookie):
+    client, _ = timed
+    real = (await client.post("/ui/login", data={"token": TOKEN}, follow_redirects=False)).cookies
+    client.cookies.clear()
+    for value, status in ((real[COOKIE], 200), (cookie, 303)):
+        answer = await client.get("/ui", headers={"Cookie": f"{COOKIE}={value}"},
+                                  follow_redirects=False)  # fmt: skip
+        assert answer.status_code == status
+
+
+async def test_the_cookie_is_httponly_strict_scoped_to_ui_and_secure_over_https(tmp_path):
+    store = MemoryStore()
+    proxy = MailProxy(store=store, config=store, outbox=store, transports={}, run_dispatcher=False)
+    app = create_app(proxy, load_settings(environ={"GMP_API_TOKEN": TOKEN}), own_proxy=False)
+    for base_url, secure in (
+        ("http://testserver.local", False),
+        ("https://testserver.local", True),
+    ):
+        async with AsyncTestClient(app, base_url=base_url) as client:
+            signed = await client.post("/ui/login", data={"token": TOKEN}, follow_redirects=False)
+        attributes = [a.strip().lower() for a in signed.headers["set-cookie"].split(";")]
+        assert {"httponly", "samesite=strict", "path=/ui", "max-age=43200"} <= set(attributes)
+        assert ("secure" in attributes) is secure

@@ -9,8 +9,13 @@ anything unexpected → 500 with a request id (logged with its traceback, never 
 Authentication: ``X-API-Token`` or ``Authorization: Bearer``. The admin token (compared in
 constant time) acts everywhere; a tenant key acts only inside its tenant. Which routes a
 tenant key may use is declared per route (``opt={"tenant": True}``); the others are the
-admin's. ``/health``, ``/metrics`` (unless ``security.metrics_public`` is false) and
-``/schema`` are public.
+admin's. ``/health`` and ``/schema`` are public; ``/metrics`` needs the admin token unless
+``security.metrics_public`` is true (it names every tenant and account id).
+
+Failed authentication is throttled per client address (:mod:`mailproxy.domain.throttle`,
+shared with the ``/ui`` sign-in): past ``security.auth_max_failures`` wrong tokens within
+``security.auth_failure_window_s``, the answer is 429 with ``Retry-After`` and the token is
+not checked. A missing token is no guess and does not count; neither do successes.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import re
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -35,7 +42,7 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Example, SecurityScheme
 from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mailproxy import __version__
@@ -69,7 +76,8 @@ from mailproxy.domain.model import (
     Tenant,
 )
 from mailproxy.domain.policy import Why
-from mailproxy.entrypoints.status_page import status_page_routes
+from mailproxy.domain.throttle import FailedAuthentications, ThrottlePolicy
+from mailproxy.entrypoints.status_page import Sessions, status_page_routes
 from mailproxy.service import MailProxy
 
 log = logging.getLogger("mailproxy.http")
@@ -81,6 +89,15 @@ HARMLESS_REJECTIONS = frozenset({"already sent", "in flight"})
 
 class Unauthorized(MailProxyError):
     """No token, or one that is not the admin token nor a live tenant key."""
+
+
+class TooManyAttempts(MailProxyError):
+    """Too many failed authentications from this address: try again after
+    ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"too many failed authentications: retry in {math.ceil(retry_after_s)} s")
+        self.retry_after_s = retry_after_s
 
 
 # --- answer models ------------------------------------------------------------------------
@@ -465,6 +482,7 @@ ERROR_RESPONSES = {
     404: ResponseSpec(ErrorAnswer, description="no such object in the caller's tenant"),
     409: ResponseSpec(ErrorAnswer, description="conflicts with the current state"),
     413: ResponseSpec(ErrorAnswer, description="body over the size limit"),
+    429: ResponseSpec(ErrorAnswer, description="too many failed authentications (Retry-After)"),
     422: ResponseSpec(
         Problem, description="invalid request", media_type="application/problem+json"
     ),
@@ -698,8 +716,38 @@ def create_app(
         ["status"],
         registry=metrics_registry,
     )
+    auth_failures = Counter(
+        "gmp_auth_failures",
+        "Failed authentications (API and /ui sign-in): wrong credentials, and attempts "
+        "refused unchecked because their address had too many",
+        ["outcome"],
+        registry=metrics_registry,
+    )
+    security = settings.security
+    failures = FailedAuthentications(
+        ThrottlePolicy(
+            max_failures=security.auth_max_failures, window_s=security.auth_failure_window_s
+        )
+    )
+    session_secret = (
+        security.encryption_keys[0].encode()
+        if security.encryption_keys
+        else secrets.token_bytes(32)
+    )
+    sessions = (
+        None
+        if admin_token is None
+        else Sessions(admin_token, session_secret, security.ui_session_s)
+    )
+
+    def count_failure(outcome: str) -> None:
+        auth_failures.labels(outcome=outcome).inc()
+
     per_tenant_gauges = (
-        backlog_gauge, report_calls_gauge, oldest_pending_gauge, oldest_report_gauge
+        backlog_gauge,
+        report_calls_gauge,
+        oldest_pending_gauge,
+        oldest_report_gauge,
     )
 
     async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
@@ -711,10 +759,17 @@ def create_app(
             if admin_token is None:
                 return ADMIN  # --insecure on loopback
             raise Unauthorized("missing token: send X-API-Token or Authorization: Bearer")
+        client = connection.client.host if connection.client is not None else "unknown"
+        wait = failures.retry_after(client, proxy_clock())
+        if wait is not None:
+            count_failure("throttled")
+            raise TooManyAttempts(wait)
         if admin_token is not None and same_secret(token, admin_token):
             return ADMIN
         tenant_id = await proxy.tenant_of_key(token)
         if tenant_id is None:
+            failures.failed(client, proxy_clock())
+            count_failure("wrong")
             raise Unauthorized("invalid token")
         return Caller(tenant_id)
 
@@ -777,9 +832,7 @@ def create_app(
             )
             rejected += [RejectedMessage(r.id, r.reason) for r in result.rejected]
             answer = AddMessagesAnswer(queued=result.queued, rejected=rejected)
-            if result.queued == 0 and any(
-                r.reason not in HARMLESS_REJECTIONS for r in rejected
-            ):
+            if result.queued == 0 and any(r.reason not in HARMLESS_REJECTIONS for r in rejected):
                 answer = AddMessagesAnswer(
                     ok=False,
                     queued=0,
@@ -1113,7 +1166,12 @@ def create_app(
         list_tenants, sync_status, get_tenant, update_tenant, delete_tenant, rotate_key,
         revoke_key, health, status, instance, metrics,
     ]  # fmt: skip
-    routes = [*handlers, *status_page_routes(proxy, admin_token)]
+    routes = [
+        *handlers,
+        *status_page_routes(
+            proxy, admin_token, sessions=sessions, failures=failures, on_failure=count_failure
+        ),
+    ]
 
     @contextlib.asynccontextmanager
     async def running(app: Litestar) -> AsyncIterator[None]:
@@ -1195,6 +1253,12 @@ def _problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     }.get(type(exc))
     if status is not None:
         return Response(ErrorAnswer(error=str(exc)), status_code=status)
+    if isinstance(exc, TooManyAttempts):
+        return Response(
+            ErrorAnswer(error=str(exc)),
+            status_code=429,
+            headers={"Retry-After": str(math.ceil(exc.retry_after_s))},
+        )
     if isinstance(exc, HTTPException):
         return Response(
             ErrorAnswer(error=exc.detail),

@@ -3,16 +3,19 @@ of the last minutes, paused accounts, the last failures, and report backlogs.
 Server-rendered HTML, no script; it reloads itself every 30 seconds.
 
 Admin only: the admin token in ``X-API-Token``, or the session cookie that the
-``/ui/login`` form sets (HttpOnly, SameSite=Strict). The cookie holds an HMAC of the admin
-token, not the token, so it is worthless once the token changes.
+``/ui/login`` form sets (see :class:`Sessions`: signed, expiring, HttpOnly,
+SameSite=Strict, Path=/ui, Secure over https). Failed sign-ins and wrong header tokens
+count against the client address like failed API calls; past the limit the answer is 429
+with ``Retry-After`` and the token is not even compared.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 from typing import Annotated, Any
 
@@ -24,6 +27,7 @@ from litestar.params import Body
 
 from mailproxy.domain.access import same_secret
 from mailproxy.domain.model import MinuteCount, Status
+from mailproxy.domain.throttle import FailedAuthentications
 from mailproxy.service import MailProxy
 
 COOKIE = "gmp_session"
@@ -65,8 +69,43 @@ def _utc(ts: float, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
     return time.strftime(pattern, time.gmtime(ts))
 
 
-def session_value(admin_token: str) -> str:
-    return hmac.new(admin_token.encode(), b"mailproxy-ui-session", hashlib.sha256).hexdigest()
+class Sessions:
+    """The ``/ui`` session cookies: ``<expires_ts>.<signature>``, where the signature is
+    HMAC-SHA256 of ``expires_ts`` under a key derived from the admin token and a server-side
+    secret: ``HMAC-SHA256(secret, "mailproxy-ui-session" NUL admin_token)``. So a cookie
+    expires (``security.ui_session_s`` after sign-in, checked on the server whatever the
+    browser keeps), is worthless once the admin token changes, and cannot be made from the
+    admin token alone.
+
+    The secret: the first ``security.encryption_key`` when one is set, else 32 random bytes
+    drawn when the process starts. Several processes behind one load balancer (PostgreSQL)
+    share their encryption key anyway (each decrypts what the others stored), so they
+    accept each other's cookies; without a key, a restart, or a request that lands on
+    another process, asks to sign in again (no security loss, an inconvenience: set
+    ``security.encryption_key``, or make the balancer sticky). A random salt stored in the
+    database would do the same without a key, at the cost of a store method for it.
+    """
+
+    def __init__(self, admin_token: str, secret: bytes, lifetime_s: float) -> None:
+        self.lifetime_s = lifetime_s
+        self._key = hmac.new(
+            secret, b"mailproxy-ui-session\0" + admin_token.encode(), hashlib.sha256
+        ).digest()
+
+    def _signature(self, expires_ts: int) -> str:
+        return hmac.new(self._key, str(expires_ts).encode(), hashlib.sha256).hexdigest()
+
+    def issue(self, now: float) -> str:
+        """A cookie value valid for ``lifetime_s`` from ``now``."""
+        expires_ts = math.ceil(now + self.lifetime_s)
+        return f"{expires_ts}.{self._signature(expires_ts)}"
+
+    def valid(self, value: str, now: float) -> bool:
+        """Whether ``value`` is a cookie this server issued that has not expired at ``now``."""
+        expires, _, signature = value.partition(".")
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+            return False
+        return same_secret(signature, self._signature(int(expires))) and now < int(expires)
 
 
 def _page(
@@ -130,21 +169,65 @@ def _throughput(first_minute: int, counts: Sequence[MinuteCount]) -> tuple[str, 
     return minutes_table, tenants_table
 
 
-def status_page_routes(proxy: MailProxy, admin_token: str | None) -> list[HTTPRouteHandler]:
-    """The routes of the page (public to the API guard: they check the admin themselves)."""
+def _client(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client is not None else "unknown"
 
-    def signed_in(request: Request[Any, Any, Any]) -> bool:
-        if admin_token is None:
+
+def _throttled(retry_after_s: float) -> Response[str]:
+    answer = _page("sign in", "<p>Too many failed attempts: try again later.</p>", status=429)
+    answer.headers["Retry-After"] = str(math.ceil(retry_after_s))
+    return answer
+
+
+def status_page_routes(
+    proxy: MailProxy,
+    admin_token: str | None,
+    *,
+    sessions: Sessions | None = None,
+    failures: FailedAuthentications | None = None,
+    on_failure: Callable[[str], None] = lambda outcome: None,
+) -> list[HTTPRouteHandler]:
+    """The routes of the page (public to the API guard: they check the admin themselves).
+    ``failures`` throttles wrong tokens per client address (shared with the API);
+    ``on_failure`` is told of each (``"wrong"``) and of each refusal (``"throttled"``)."""
+    if admin_token is not None and sessions is None:
+        raise ValueError("an admin token needs Sessions")
+
+    def refused(request: Request[Any, Any, Any]) -> Response[str] | None:
+        """The 429 for a client past its failures, or None."""
+        wait = None if failures is None else failures.retry_after(_client(request), proxy.now())
+        if wait is None:
+            return None
+        on_failure("throttled")
+        return _throttled(wait)
+
+    def wrong(request: Request[Any, Any, Any]) -> None:
+        if failures is not None:
+            failures.failed(_client(request), proxy.now())
+        on_failure("wrong")
+
+    def signed_in(request: Request[Any, Any, Any]) -> bool | Response[str]:
+        """Whether the request is the admin's; a 429 when the header token may not even
+        be compared."""
+        if admin_token is None or sessions is None:
             return True
         token = request.headers.get("x-api-token")
-        if token is not None and same_secret(token, admin_token):
-            return True
+        if token is not None:
+            too_many = refused(request)
+            if too_many is not None:
+                return too_many
+            if same_secret(token, admin_token):
+                return True
+            wrong(request)
         cookie = request.cookies.get(COOKIE)
-        return cookie is not None and same_secret(cookie, session_value(admin_token))
+        return cookie is not None and sessions.valid(cookie, proxy.now())
 
     @get("/ui", opt={"public": True}, include_in_schema=False)
     async def status_page(request: Request[Any, Any, Any]) -> Response[str]:
-        if not signed_in(request):
+        admitted = signed_in(request)
+        if isinstance(admitted, Response):
+            return admitted
+        if not admitted:
             return Response("", status_code=303, headers={"Location": "/ui/login"})
         statuses = list(Status)
         queue_rows, paused_rows, failure_rows = [], [], []
@@ -197,14 +280,19 @@ def status_page_routes(proxy: MailProxy, admin_token: str | None) -> list[HTTPRo
 
     @post("/ui/login", opt={"public": True}, include_in_schema=False, status_code=303)
     async def login(
+        request: Request[Any, Any, Any],
         data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Response[str]:
+        too_many = refused(request)
+        if too_many is not None:
+            return too_many
         token = data.get("token", "")
-        if admin_token is None or not same_secret(token, admin_token):
+        if admin_token is None or sessions is None or not same_secret(token, admin_token):
+            wrong(request)
             return _page("sign in", "<p>Wrong token.</p>" + login_form, status=401)
         cookie = Cookie(
-            key=COOKIE, value=session_value(admin_token), httponly=True, samesite="strict",
-            path="/ui",
+            key=COOKIE, value=sessions.issue(proxy.now()), max_age=int(sessions.lifetime_s),
+            httponly=True, samesite="strict", path="/ui", secure=request.url.scheme == "https",
         )  # fmt: skip
         return Response("", status_code=303, headers={"Location": "/ui"}, cookies=[cookie])
 
