@@ -5,10 +5,15 @@ as the package would): its classic API (``MIMENonMultipart``, ``Header``,
 times cheaper than the modern one; the modern API (``EmailMessage``, SMTPUTF8 policy)
 for the rest, which need raw UTF-8 headers.
 
-The serialised header block is checked after rendering: it must contain exactly the
-headers we set, no bare CR or LF, and never ``Bcc``. That check is version-independent,
-so a header-injection bug in the ``email`` package (CVE-2024-6923 on Python 3.11/3.12)
-cannot put a line on the wire that the client smuggled in.
+The serialised header block is checked after rendering, structurally: parsed line by
+line, it must hold exactly the headers the message asks for (as many of each, so no
+duplicate ``From`` and never ``Bcc``), no bare CR or LF, no line that is neither a header
+nor a fold, no line over RFC 5322's 998 octets, and it must end with ``MIME-Version``,
+which both renderers write last and which holds nothing from the client, so the body
+cannot start earlier than ours. Each attachment part's headers are checked the same way.
+That check is version-independent, so a header-injection bug in the ``email`` package
+(CVE-2024-6923 on Python 3.11/3.12) cannot put a line on the wire that the client
+smuggled in.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import email.utils
 import hashlib
 import mimetypes
 import re
-from collections.abc import Sequence
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from email.charset import QP, Charset
 from email.header import Header
-from email.headerregistry import Address, BaseHeader, HeaderRegistry
+from email.headerregistry import Address, AddressHeader, BaseHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
@@ -35,11 +42,39 @@ import msgspec
 
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.model import MessageSpec
-from mailproxy.domain.validation import address_of, idna_domain, parse_mailbox
+from mailproxy.domain.validation import address_of, idna_domain, is_mime_type, parse_mailbox
 
-_HEADER_LINE = re.compile(rb"^([!-9;-~]+):", re.MULTILINE)
+#: A header line starts with a field name (printable ASCII but ":") and a colon, RFC 5322
+#: §2.2; "Bcc : x" is not one (and must not pass for something else).
+_HEADER_LINE = re.compile(rb"([!-9;-~]+):")
+#: RFC 5322 §2.1.1, without the CRLF.
+MAX_LINE_OCTETS = 998
+#: The last header of every rendered message and part: fixed text, nothing from the
+#: client, so a blank line smuggled into any earlier header cuts it off.
+_FINAL_HEADER = b"MIME-Version: 1.0"
+#: An ASCII word longer than this is written as encoded words (see :func:`_classic_text`):
+#: with a field name of up to 76 characters and ": " it still fits one line.
+_MAX_PLAIN_WORD_CHARS = 900
+_RFC2231_PIECE_CHARS = 60
 #: Line breaks in a text body (only these: a form feed or U+2028 is content).
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+class _MailboxPerLineHeader:
+    """An address header written one mailbox per line, each as ``Address`` quotes it.
+
+    The package's folder, splitting a quoted display name longer than a line, drops its
+    quotes (Python 3.11), so that ``"Support, leak@evil.example, Team …" <r@example.com>``
+    would show three addresses in ``To``; and it measures lines in characters, not in the
+    octets of RFC 5322 §2.1.1. A mailbox (a display name of at most 300 octets, escaped,
+    and an address of at most 254) fits a line of 998 octets on its own."""
+
+    name: str
+    addresses: tuple[Address, ...]
+
+    def fold(self, *, policy: email.policy.EmailPolicy) -> str:
+        mailboxes = [str(address) for address in self.addresses]
+        return f"{self.name}: " + f",{policy.linesep} ".join(mailboxes) + policy.linesep
 
 
 class _CachedHeaderRegistry(HeaderRegistry):
@@ -59,6 +94,8 @@ class _CachedHeaderRegistry(HeaderRegistry):
         built = self._built.get(cls)
         if built is None:
             built = self._built[cls] = super().__getitem__(name)
+            if issubclass(cls, AddressHeader):
+                built = self._built[cls] = type(built.__name__, (_MailboxPerLineHeader, built), {})
         return built
 
 
@@ -142,12 +179,11 @@ def render(
         content, placeholders = _modern(spec, message_id, date_ts, attachments)
     else:
         content, placeholders = _classic(spec, message_id, date_ts, attachments)
-    expected = {"from", "to", "subject", "date", "message-id", "mime-version"}
-    expected |= {"content-type", "content-transfer-encoding"}
-    expected |= {"cc"} if spec.cc else set()
-    expected |= {"reply-to"} if spec.reply_to else set()
-    expected |= {name.lower() for name in spec.headers}
-    check_header_block(content, expected)
+    check_header_block(content, expected_headers(spec, attachments), final_line=_FINAL_HEADER)
+    part_headers = ["content-type", "content-transfer-encoding", "content-disposition"]
+    part_headers += ["mime-version"] if utf8 else []
+    for stand_in_line, _ in placeholders:
+        _check_part_headers(content, stand_in_line, part_headers)
     # Checked while still small: every line of it ends in CRLF, and so do the bodies that
     # replace the stand-ins, so the whole message does.
     crlf_only = content.count(b"\n") == content.count(b"\r\n") == content.count(b"\r")
@@ -176,6 +212,19 @@ def render(
     )
 
 
+def expected_headers(spec: MessageSpec, attachments: Sequence[AttachmentContent]) -> list[str]:
+    """The names (lower-case) of the headers the message must carry, one per header: from
+    the spec, not from what was rendered, so that the check compares the two."""
+    names = ["from", "to", "subject", "date", "message-id", "mime-version", "content-type"]
+    names += ["cc"] if spec.cc else []
+    names += ["reply-to"] if spec.reply_to else []
+    names += [name.lower() for name in spec.headers]
+    alternative = spec.content_type != "html" and spec.body_html is not None and spec.body
+    if not (attachments or alternative):
+        names.append("content-transfer-encoding")  # a multipart has none of its own
+    return names
+
+
 def _stand_in(message_id: str, index: int) -> bytes:
     """What an attachment part is built around: the email package encodes and writes a
     body line by line in Python (about 80 ms for 1 MB), so the part carries a short
@@ -190,6 +239,10 @@ def _mime_type(attachment: AttachmentContent) -> tuple[str, str]:
         or mimetypes.guess_type(attachment.filename)[0]
         or "application/octet-stream"
     )
+    # Validated at enqueue; checked again because the type is written into the part's
+    # header, and a message queued before that check may carry parameters in it.
+    if not is_mime_type(mime_type):
+        raise InvalidInput("attachments", f"invalid attachment mime_type: {mime_type!r}")
     maintype, _, subtype = mime_type.partition("/")
     return maintype, subtype
 
@@ -216,13 +269,13 @@ def _modern(
     for name, value in spec.headers.items():
         msg[name] = value
     if spec.content_type == "html":
-        msg.set_content(spec.body, subtype="html")
+        msg.set_content(spec.body, subtype="html", cte=_forced_cte(spec.body))
     elif spec.body_html is not None and not spec.body:
-        msg.set_content(spec.body_html, subtype="html")
+        msg.set_content(spec.body_html, subtype="html", cte=_forced_cte(spec.body_html))
     else:
-        msg.set_content(spec.body)
+        msg.set_content(spec.body, cte=_forced_cte(spec.body))
         if spec.body_html is not None:
-            msg.add_alternative(spec.body_html, subtype="html")
+            msg.add_alternative(spec.body_html, subtype="html", cte=_forced_cte(spec.body_html))
     placeholders: Placed = []
     for index, attachment in enumerate(attachments):
         maintype, subtype = _mime_type(attachment)
@@ -231,7 +284,16 @@ def _modern(
             stand_in, maintype=maintype, subtype=subtype, filename=attachment.filename, cte="base64"
         )
         placeholders.append((base64.b64encode(stand_in) + b"\r\n", attachment))
+    del msg["MIME-Version"]
+    msg["MIME-Version"] = "1.0"  # last: see _FINAL_HEADER
     return msg.as_bytes(policy=policy), placeholders
+
+
+def _forced_cte(text: str) -> str | None:
+    """Quoted-printable for a text with NUL, which no transfer encoding but QP and base64
+    may carry (RFC 2045 §2.7, §2.8): the text arrives as given and nothing raw goes on the
+    wire. Otherwise the package's choice."""
+    return "quoted-printable" if "\x00" in text else None
 
 
 #: The classic API of the email package: headers are kept as given (already validated)
@@ -271,18 +333,45 @@ def _classic_address(field: str, mailbox: str) -> str:
 
 
 def _classic_text(value: str) -> str | Header:
-    return value if value.isascii() else Header(value, "utf-8")
+    """The value as given when it is ASCII and can be folded at its spaces; otherwise
+    RFC 2047 encoded words, which split anywhere and decode to exactly the text (the
+    modern API does the same with a word too long for a line)."""
+    if value.isascii() and all(len(word) <= _MAX_PLAIN_WORD_CHARS for word in value.split()):
+        return value
+    return Header(value, "utf-8")
 
 
 def _classic_body(text: str, subtype: str) -> MIMENonMultipart:
+    """A text part: 7bit when it is ASCII in lines of at most 998 octets without NUL
+    (RFC 2045 §2.7), else quoted-printable, so nothing raw goes on the wire."""
     part = MIMENonMultipart("text", subtype)
     lines = _LINE_BREAK.split(text.removesuffix("\r\n").removesuffix("\n").removesuffix("\r"))
-    short_ascii = text.isascii() and all(len(line) <= 998 for line in lines)
+    short_ascii = text.isascii() and "\x00" not in text and all(len(line) <= 998 for line in lines)
     # Every line ends with a line break, the last one included (as the modern API writes
     # it, and as SMTP would add it anyway).
     part.set_payload("\n".join(lines) + "\n", _ASCII if short_ascii else _UTF8_QP)
     del part["MIME-Version"]  # the message's own, set once at the top
     return part
+
+
+def _add_disposition(part: Message[Any, Any], filename: str) -> None:
+    """``Content-Disposition: attachment`` with the file name, RFC 2231-encoded by the
+    package; a name whose encoded form is too long for one line goes in RFC 2231 §3
+    continuations (``filename*0*``, ``filename*1*``, ...), which the package folds at
+    their ";" and would otherwise write as one line of up to 3 kB."""
+    encoded = email.utils.encode_rfc2231(filename, "utf-8")
+    if filename.isascii() or len(encoded) <= _MAX_PLAIN_WORD_CHARS:
+        part.add_header("Content-Disposition", "attachment", filename=filename)
+        return
+    pieces = [""]
+    for char in filename:  # whole characters per piece, for decoders that decode each
+        quoted = urllib.parse.quote(char, safe="")
+        if len(pieces[-1]) + len(quoted) > _RFC2231_PIECE_CHARS:
+            pieces.append("")
+        pieces[-1] += quoted
+    params = [f"filename*{n}*={piece}" for n, piece in enumerate(pieces)]
+    params[0] = params[0].replace("*=", "*=utf-8''", 1)
+    part["Content-Disposition"] = "; ".join(["attachment", *params])
 
 
 def _classic(
@@ -311,11 +400,10 @@ def _classic(
             stand_in = _stand_in(message_id, index)
             part.set_payload(stand_in)
             email.encoders.encode_base64(part)
-            part.add_header("Content-Disposition", "attachment", filename=attachment.filename)
+            _add_disposition(part, attachment.filename)
             msg.attach(part)
             placeholders.append((base64.b64encode(stand_in) + b"\r\n", attachment))
-    if msg["MIME-Version"] is None:
-        msg["MIME-Version"] = "1.0"
+    del msg["MIME-Version"]
     msg["From"] = _classic_address("from", spec.from_)
     msg["To"] = ", ".join(_classic_address("to", m) for m in spec.to)
     if spec.cc:
@@ -327,19 +415,57 @@ def _classic(
     msg["Message-ID"] = f"<{message_id}>"
     for name, value in spec.headers.items():
         msg[name] = _classic_text(value)
+    msg["MIME-Version"] = "1.0"  # last: see _FINAL_HEADER
     return msg.as_bytes(policy=_CLASSIC), placeholders
 
 
-def check_header_block(content: bytes, allowed: set[str]) -> None:
-    """Refuse serialised headers with a bare CR/LF, a ``Bcc`` line, or any header name
-    outside ``allowed`` (lower-case)."""
+def check_header_block(
+    content: bytes, expected: Iterable[str], *, final_line: bytes | None = None
+) -> None:
+    """Refuse a serialised header block that is not exactly the ``expected`` headers
+    (lower-case names, one entry per header, any order): a bare CR or LF, a line that is
+    neither a header nor a fold, a line over 998 octets, a header missing, added or
+    repeated, or, when ``final_line`` is given, a block that does not end with it (a body
+    that starts earlier than ours)."""
     end = content.find(b"\r\n\r\n")
-    head = content if end < 0 else content[:end]
+    if end < 0:
+        raise InvalidInput("headers", "unsafe headers: no end to the header block")
+    head = content[:end]
+    names = _header_names(head)
+    found, wanted = Counter(names), Counter(expected)
+    if found != wanted:
+        extra, missing = sorted((found - wanted).elements()), sorted((wanted - found).elements())
+        raise InvalidInput("headers", f"unsafe headers: unexpected {extra}, missing {missing}")
+    if final_line is not None and not head.endswith(b"\r\n" + final_line):
+        raise InvalidInput("headers", "unsafe headers: the body starts before the last header")
+
+
+def _header_names(head: bytes) -> list[str]:
+    """The field names of a header block (CRLF line ends, no blank line), in order."""
     if b"\n" in head.replace(b"\r\n", b"") or b"\r" in head.replace(b"\r\n", b""):
         raise InvalidInput("headers", "unsafe headers: bare line break in the serialised header")
-    names = {m.group(1).decode("ascii").lower() for m in _HEADER_LINE.finditer(head)}
-    unexpected = names - allowed
-    if "bcc" in names or unexpected:
-        raise InvalidInput(
-            "headers", f"unsafe headers: unexpected {sorted(unexpected | (names & {'bcc'}))}"
-        )
+    names: list[str] = []
+    for line in head.split(b"\r\n"):
+        if len(line) > MAX_LINE_OCTETS:
+            raise InvalidInput("headers", f"unsafe headers: a line over {MAX_LINE_OCTETS} octets")
+        if line[:1] in (b" ", b"\t") and names:
+            continue  # a fold of the header before
+        match = _HEADER_LINE.match(line)
+        if match is None:
+            raise InvalidInput("headers", f"unsafe headers: not a header line: {line[:40]!r}")
+        names.append(match[1].decode("ascii").lower())
+    return names
+
+
+def _check_part_headers(content: bytes, stand_in_line: bytes, expected: list[str]) -> None:
+    """An attachment part, whose headers (content type and file name) come from the
+    client too: its body must start with the stand-in, right after exactly ``expected``
+    headers, the last of them ``MIME-Version`` when the renderer writes one there."""
+    at = content.find(b"\r\n\r\n" + stand_in_line)
+    boundary = content.rfind(b"\r\n--", 0, at)
+    if at < 0 or boundary < 0:
+        raise InvalidInput("attachments", "unsafe headers: an attachment part is malformed")
+    start = content.index(b"\r\n", boundary + 2) + 2
+    names = _header_names(content[start:at])
+    if Counter(names) != Counter(expected):
+        raise InvalidInput("attachments", f"unsafe headers: attachment part with {names}")

@@ -496,6 +496,11 @@ def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> Messag
     )
 
 
+def is_mime_type(value: str) -> bool:
+    """``type/subtype``, each an RFC 2045 token: no parameters, nothing that could add one."""
+    return bool(_MIME_TYPE.fullmatch(value))
+
+
 def infer_fetch_mode(storage_path: str) -> Literal["base64", "filesystem", "endpoint", "http_url"]:
     """``base64:`` → base64; ``@`` → endpoint; http(s) URL → http_url; else a file path."""
     if storage_path.startswith("base64:"):
@@ -543,7 +548,7 @@ def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
             raise InvalidInput(f"{field}.storage_path", f"invalid base64 in {field}") from None
         if md5 is not None and hashlib.md5(content, usedforsecurity=False).hexdigest() != md5:
             raise InvalidInput(f"{field}.content_md5", f"md5 mismatch in {field}")
-    if data.mime_type is not None and not _MIME_TYPE.fullmatch(data.mime_type):
+    if data.mime_type is not None and not is_mime_type(data.mime_type):
         raise InvalidInput(
             f"{field}.mime_type",
             f"invalid {field}.mime_type: expected type/subtype (RFC 2045 tokens, no parameters)",
