@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -196,3 +197,80 @@ def test_hostile_input_never_fails_the_server_injects_nothing_and_reaches_no_can
         parsed = message_from_bytes(received.content, policy=policy.default)
         assert parsed["Bcc"] is None
         assert EVIL.encode() not in head.replace(b"\r\n\t", b"").replace(b"\r\n ", b"")
+
+
+def test_encoded_word_injection_ids_types_long_lines_and_nul_bodies_end_to_end(
+    tmp_path: Path, utf8_sink: tuple[SinkHandler, int]
+) -> None:
+    """The SMTPUTF8 renderer is used as soon as one address has a UTF-8 local part (a
+    Bcc here): an encoded word with spaces that it would decode into a second ``From``
+    and a forged body, or a ``Bcc :`` line, is refused at enqueue; ids a URL cannot
+    name, attachment types with parameters and encoded words in a message_id too. What
+    is accepted arrives with no line over 998 octets, no NUL, and only its own headers."""
+    handler, smtp_port = utf8_sink
+    smuggled_from = "=?utf-8?q?a=0D=0AFrom:_Billing_<billing@bank.example>=0D=0A=0D=0Afake ?="
+    smuggled_bcc = "=?utf-8?q?x=0D=0ABcc : leak@evil.example ?="
+    base = {"tenant_id": "acme", "from": "app@example.com", "to": ["r@example.com"],
+            "bcc": ["ü@example.org"], "subject": "hello", "body": "text"}  # fmt: skip
+    evil_type = {"filename": "a.txt", "storage_path": "base64:aGk=",
+                 "mime_type": 'text/plain; name="evil.exe"'}  # fmt: skip
+    refused = {
+        "x1": ({"headers": {"X-Note": smuggled_from}}, "invalid headers.X-Note: encoded word"),
+        "x2": ({"subject": smuggled_bcc}, "invalid subject: encoded word"),
+        "x3": ({"from": f"{smuggled_from} <app@example.com>"}, "invalid from: encoded word"),
+        "a/b": ({}, "invalid id: no '/'"),
+        "x5": ({"attachments": [evil_type]}, "invalid attachments[0].mime_type"),
+        "x6": ({"message_id": "=?utf-8?q?=0D=0ABcc:_x?=@example.com"}, "invalid message_id"),
+    }
+    long_name = "Support, leak@evil.example, " + "Team " * 20
+    accepted = {
+        "order:7 ü?#&": {"body": "nul\x00inside"},
+        "y2": {"body": "nul\x00inside", "bcc": [], "body_html": "<p>nul\x00</p>"},
+        "y3": {"subject": "a" * 2000, "headers": {"X-Long": "b" * 1500}, "bcc": []},
+        "y4": {"subject": "ü" * 1200, "headers": {"X-Long": "🎉" * 600}},
+        "y5": {"to": [f'"{long_name}" <r@example.com>'] * 3},
+    }
+    # The sink is on loopback, which this test (no URLs in it) lets the service reach.
+    loopback = {"GMP_SECURITY_EGRESS_ALLOW": "127.0.0.0/8"}
+    with contextlib.ExitStack() as stack:
+        url, _ = stack.enter_context(contextlib.contextmanager(start_server)(tmp_path, loopback))
+        with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as admin:
+            admin.post("/tenant", json={"id": "acme"}).raise_for_status()
+            admin.post("/account", json={"id": "main", "tenant_id": "acme",
+                                         "host": "127.0.0.1", "port": smtp_port,
+                                         "use_tls": False,
+                                         "is_default": True}).raise_for_status()  # fmt: skip
+            for message_id, (fields, reason) in refused.items():
+                answer = admin.post(
+                    "/commands/add-messages",
+                    json={"messages": [base | {"id": message_id} | fields]},
+                )
+                assert answer.status_code == 400, answer.text
+                assert answer.json()["rejected"][0]["reason"].startswith(reason), answer.text
+            messages = [
+                base | {"id": message_id} | fields for message_id, fields in accepted.items()
+            ]
+            answer = admin.post("/commands/add-messages", json={"messages": messages})
+            assert answer.json() == {"ok": True, "queued": len(accepted), "rejected": []}
+            deadline = time.monotonic() + 30
+            while len(handler.received) < len(accepted) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            for message_id in accepted:
+                record = admin.get(
+                    f"/messages/{quote(message_id, safe='')}", params={"tenant_id": "acme"}
+                )
+                assert record.status_code == 200, (message_id, record.text)
+                assert record.json()["message"]["status"] == "sent", record.text
+
+    assert len(handler.received) == len(accepted)
+    for received in handler.received:
+        head = received.content.split(b"\r\n\r\n", 1)[0]
+        assert b"\x00" not in received.content
+        assert max(len(line) for line in received.content.split(b"\r\n")) <= 998
+        names = [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")
+                 if line[:1] not in (b" ", b"\t")]  # fmt: skip
+        assert names.count(b"from") == 1, head
+        assert b"bcc" not in names, head
+        assert b"billing@bank.example" not in received.content
+        parsed = message_from_bytes(received.content, policy=policy.default)
+        assert {a.addr_spec for a in parsed["To"].addresses} == {"r@example.com"}
