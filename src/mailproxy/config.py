@@ -55,6 +55,12 @@ class StorageSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields
 class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: SMTP transactions at once per process, over all accounts.
     max_concurrency: int = 32
+    #: Of those, the most one tenant may hold (default: half of `max_concurrency`), so
+    #: a tenant whose sends stall never takes every slot.
+    tenant_concurrency: int | None = None
+    #: The most `max_connections` a tenant's key may give an account (the admin token
+    #: may give more).
+    tenant_max_connections: int = 10
     #: Seconds to connect to an SMTP server and read its greeting.
     connect_timeout_s: float = 10.0
     #: Seconds to wait for the reply to an SMTP command.
@@ -311,6 +317,7 @@ def _check(settings: Settings) -> None:
         "storage.busy_timeout_s": settings.storage.busy_timeout_s,
         "delivery.max_concurrency": settings.delivery.max_concurrency,
         "delivery.transaction_timeout_s": settings.delivery.transaction_timeout_s,
+        "delivery.tenant_max_connections": settings.delivery.tenant_max_connections,
         "delivery.max_batch": settings.delivery.max_batch,
         "delivery.max_recipients": settings.delivery.max_recipients,
         "delivery.max_metadata_bytes": settings.delivery.max_metadata_bytes,
@@ -326,6 +333,8 @@ def _check(settings: Settings) -> None:
         "retry.max_delay_s": settings.retry.max_delay_s,
         "retry.factor": settings.retry.factor,
     }
+    if settings.delivery.tenant_concurrency is not None:  # unset means half
+        positive["delivery.tenant_concurrency"] = settings.delivery.tenant_concurrency
     if settings.storage.max_size_mb is not None:  # unset means no cap
         positive["storage.max_size_mb"] = settings.storage.max_size_mb
     for key, value in positive.items():

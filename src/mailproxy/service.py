@@ -35,6 +35,7 @@ from typing import Any, Self, TypeVar
 import msgspec
 
 from mailproxy.domain.access import (
+    ADMIN,
     TENANT_EDITABLE_BY_TENANT,
     Caller,
     TenantKey,
@@ -160,6 +161,8 @@ class MailProxy:
         attachment_cache: ContentCache | None = None,
         max_attachment_total_bytes: int = 36700160,
         fetch_concurrency: int = 8,
+        tenant_concurrency: int | None = None,
+        tenant_max_connections: int = 10,
         retry_policy: RetryPolicy | None = None,
         unknown_policy: UnknownPolicy = "at_least_once",
         max_concurrency: int = 32,
@@ -176,6 +179,7 @@ class MailProxy:
         report_batch: int = 500,
         report_retry_max_s: float = 300.0,
         report_concurrency: int = 8,
+        report_slot_hold_s: float = 0.5,
         report_gather_s: float = 0.1,
         run_dispatcher: bool = True,
         run_reporter: bool | None = None,
@@ -202,6 +206,10 @@ class MailProxy:
         #: Fetches at once, over all messages: bounds the memory that attachments in
         #: flight can take.
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
+        #: ... and per tenant at most half of them, so a tenant whose attachment server
+        #: drips its answers leaves the rest to the others.
+        self._tenant_fetch_share = max(1, fetch_concurrency // 2)
+        self._tenant_fetch_slots: dict[str, asyncio.Semaphore] = {}
         #: Both keyed by (tenant, MD5): a digest names content, it never grants it, so
         #: one tenant's marker can never reach what another tenant's fetch brought in.
         self._encoded: dict[tuple[str, str], bytes] = {}
@@ -209,6 +217,17 @@ class MailProxy:
         self.retry_policy = retry_policy or RetryPolicy()
         self.unknown_policy: UnknownPolicy = unknown_policy
         self.max_concurrency = max_concurrency
+        #: Sends at once per tenant in this process (default: half of
+        #: ``max_concurrency``): a tenant whose sends stall can hold that many slots,
+        #: never all of them, so the others' messages still go at once.
+        self.tenant_concurrency = (
+            max(1, max_concurrency // 2) if tenant_concurrency is None else tenant_concurrency
+        )
+        if self.tenant_concurrency < 1:
+            raise InvalidInput("tenant_concurrency", "invalid tenant_concurrency: at least 1")
+        #: The most ``max_connections`` a tenant's key may give an account (the admin
+        #: may give more).
+        self.tenant_max_connections = tenant_max_connections
         self.max_batch = max_batch
         self.message_limits = message_limits
         self.lease_s = lease_s
@@ -241,7 +260,11 @@ class MailProxy:
         self.sync_interval_s = sync_interval_s
         self.report_batch = report_batch
         self.report_retry_max_s = report_retry_max_s
+        #: Report calls started at once; a call that takes longer than
+        #: ``report_slot_hold_s`` goes on outside them, so tenants whose applications
+        #: answer slowly never hold back another tenant's reports by more than that.
         self._report_slots = asyncio.Semaphore(report_concurrency)
+        self.report_slot_hold_s = report_slot_hold_s
         #: After new entries wake the report loop, how long it lets more arrive before
         #: calling: a call per delivery would cost more CPU than the delivery itself.
         self.report_gather_s = report_gather_s
@@ -349,17 +372,29 @@ class MailProxy:
         if not await self.config.delete_tenant(tenant_id):
             raise NotFound("tenant", tenant_id)
         self._forget_tenant(tenant_id)
+        self._tenant_fetch_slots.pop(tenant_id, None)
         self._account_cache.pop(tenant_id, None)
         if self.events is not None:
             self.events.forget(tenant_id)
 
-    async def put_account(self, data: Mapping[str, Any] | Account) -> Account:
+    async def put_account(
+        self, data: Mapping[str, Any] | Account, *, caller: Caller = ADMIN
+    ) -> Account:
         """Create or replace an account of an existing tenant. Nothing connects yet: a
-        wrong host or password shows up on the first attempt, as an account problem."""
+        wrong host or password shows up on the first attempt, as an account problem
+        (a host the egress rule forbids, given as an address, is refused at once). A
+        tenant's key may give it at most ``tenant_max_connections`` connections."""
         account = data if isinstance(data, Account) else parse_account(data)
+        if not caller.is_admin and account.max_connections > self.tenant_max_connections:
+            raise Forbidden(
+                f"max_connections above {self.tenant_max_connections} needs the admin token "
+                "(delivery.tenant_max_connections)"
+            )
         await self.get_tenant(account.tenant_id)
-        if account.kind not in self._transports:
+        transport = self._transports.get(account.kind)
+        if transport is None:
             raise InvalidInput("kind", f"invalid kind: no transport for {account.kind!r}")
+        transport.check(account)
         await self.config.put_account(account)
         self._account_cache.pop(account.tenant_id, None)
         self._wake.set()
@@ -747,6 +782,7 @@ class MailProxy:
             limit=self.max_concurrency,
             owner=self.worker_id,
             lease_s=self.lease_s,
+            tenant_limit=self.tenant_concurrency,
         )
         await asyncio.gather(*(self._attempt(claim) for claim in claims))
         return len(claims)
@@ -773,6 +809,7 @@ class MailProxy:
                         limit=free,
                         owner=self.worker_id,
                         lease_s=self.lease_s,
+                        tenant_limit=self.tenant_concurrency,
                     )
                 except MailProxyError as exc:
                     log.error("dispatch.claim_failed", extra={"error": str(exc)})
@@ -964,7 +1001,12 @@ class MailProxy:
             raise AttachmentUnavailable(
                 ref.filename, f"no source for {ref.fetch_mode}", temporary=False
             )
-        async with self._fetch_slots:
+        share = self._tenant_fetch_slots.get(tenant_id)
+        if share is None:
+            share = self._tenant_fetch_slots[tenant_id] = asyncio.Semaphore(
+                self._tenant_fetch_share
+            )
+        async with share, self._fetch_slots:
             content = await source.fetch(tenant, ref)
         if ref.content_md5:
             if hashlib.md5(content, usedforsecurity=False).hexdigest() != ref.content_md5:
@@ -1096,12 +1138,21 @@ class MailProxy:
         """Call the tenant's application until it has nothing more to take now: a full
         batch or ``queued > 0`` calls again at once; a failure backs off."""
         assert self.reporter is not None
-        async with self._report_slots:
-            try:
-                await self._report_tenant_leased(tenant)
-            finally:
-                with contextlib.suppress(MailProxyError):
-                    await self.outbox.release_reports(tenant.id, self.worker_id)
+        await self._report_slots.acquire()
+        holding = True
+        calls = asyncio.ensure_future(self._report_tenant_leased(tenant))
+        try:
+            await asyncio.wait({calls}, timeout=self.report_slot_hold_s)
+            self._report_slots.release()
+            holding = False
+            await calls
+        finally:
+            if holding:
+                self._report_slots.release()
+            if not calls.done():
+                calls.cancel()
+            with contextlib.suppress(MailProxyError):
+                await self.outbox.release_reports(tenant.id, self.worker_id)
 
     async def _report_tenant_leased(self, tenant: Tenant) -> None:
         assert self.reporter is not None

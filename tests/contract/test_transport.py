@@ -18,6 +18,7 @@ import pytest
 
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.smtp import SmtpTransport
+from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.mime import AttachmentContent, Outgoing, render
 from mailproxy.domain.model import Account
 from mailproxy.domain.outcome import Delivered
@@ -38,7 +39,12 @@ class Destination:
 async def destination(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Destination]:
     if request.param == "smtp":
         with running_sink() as (handler, port):
-            transport = SmtpTransport(connect_timeout_s=2, command_timeout_s=2, data_timeout_s=2)
+            transport = SmtpTransport(
+                connect_timeout_s=2,
+                command_timeout_s=2,
+                data_timeout_s=2,
+                egress_allow=parse_networks("127.0.0.0/8"),
+            )
             account = Account(id="a1", tenant_id="t1", host="127.0.0.1", port=port, use_tls=False)
             yield Destination(transport, account, lambda: [r.content for r in handler.received])
             await transport.close()

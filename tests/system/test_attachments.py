@@ -52,7 +52,7 @@ async def proxy(tmp_path: Path, sink, files) -> AsyncIterator[MailProxy]:
     store = MemoryStore()
     proxy = MailProxy(
         store=store, config=store, outbox=store,
-        transports={"smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2)},
+        transports={"smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))},
         attachment_sources=[
             FilesystemSource(docs, max_bytes=100_000),
             UrlSource(http, local, 5000),

@@ -9,6 +9,7 @@ import email.policy
 import pytest
 
 from mailproxy.adapters.smtp import SmtpTransport
+from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.mime import AttachmentContent, Outgoing, render
 from mailproxy.domain.model import Account
 from mailproxy.domain.outcome import AccountBroken, Delivered, Permanent, Temporary, Unknown
@@ -41,7 +42,12 @@ def account(port: int, **fields) -> Account:
 
 @pytest.fixture
 async def transport():
-    t = SmtpTransport(connect_timeout_s=2, command_timeout_s=2, data_timeout_s=0.5)
+    t = SmtpTransport(
+        connect_timeout_s=2,
+        command_timeout_s=2,
+        data_timeout_s=0.5,
+        egress_allow=parse_networks("127.0.0.0/8"),
+    )
     yield t
     await t.close()
 

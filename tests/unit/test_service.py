@@ -28,6 +28,9 @@ class ScriptedTransport:
         self.sent: list[str] = []
         self.delivered = asyncio.Event()
 
+    def check(self, account) -> None:
+        return None
+
     async def send(self, account, message):
         self.sent.append(message.id)
         steps = self.script.get(message.id)

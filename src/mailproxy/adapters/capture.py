@@ -38,6 +38,9 @@ class CaptureTransport:
             / f"{safe_name(message_id)}.eml"
         )
 
+    def check(self, account: Account) -> None:
+        """Every account may write into the folder: names become safe file names."""
+
     async def send(self, account: Account, message: Outgoing) -> Outcome:
         path = self.path_for(message.tenant_id, account.id, message.id)
         try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import socket
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -25,12 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import msgspec
 
-from mailproxy.domain.egress import Network, address_allowed
+from mailproxy.adapters.resolver import EgressRefused, Resolver, pinned_address, system_resolver
+from mailproxy.domain.egress import Network
 from mailproxy.domain.model import Tenant
-
-
-class EgressRefused(Exception):
-    """The host is not a place mailproxy may connect to (or cannot be resolved)."""
 
 
 class TooLarge(Exception):
@@ -61,9 +57,16 @@ class GuardedHttp:
     calls to one slow host never queue calls to another (callers bound their
     concurrency)."""
 
-    def __init__(self, *, timeout_s: float, egress_allow: Sequence[Network] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        egress_allow: Sequence[Network] = (),
+        resolve: Resolver = system_resolver,
+    ) -> None:
         self._deadline_s = timeout_s
         self._allow = tuple(egress_allow)
+        self._resolve = resolve
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -75,24 +78,6 @@ class GuardedHttp:
                 trust_env=False,
             )
         return self._client
-
-    async def pinned_address(self, host: str, port: int) -> str:
-        """The address to connect to for ``host``; raises :class:`EgressRefused` unless
-        every address it resolves to is allowed."""
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except (OSError, UnicodeError) as exc:
-            raise EgressRefused(f"cannot resolve {host}: {exc}") from None
-        addresses = [str(info[4][0]) for info in infos]
-        refused = [a for a in addresses if not address_allowed(a, self._allow)]
-        if not addresses or refused:
-            raise EgressRefused(
-                f"{host} resolves to an address that is not allowed: "
-                f"{', '.join(refused) or 'none'} (see security.egress_allow)"
-            )
-        return addresses[0]
 
     async def request(
         self,
@@ -134,7 +119,7 @@ class GuardedHttp:
             raise EgressRefused(f"not an http(s) URL: {url}")
         host = parts.hostname
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = await self.pinned_address(host, port)
+        address = await pinned_address(host, port, self._allow, self._resolve)
         literal = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
         pinned = urlunsplit(parts._replace(netloc=f"{literal}:{port}"))
         sent_headers = {
@@ -203,3 +188,6 @@ def client_auth_headers(tenant: Tenant) -> dict[str, str]:
         pair = f"{auth.user or ''}:{auth.password or ''}".encode()
         return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
     return {}
+
+
+__all__ = ["EgressRefused", "GuardedHttp", "GuardedResponse", "TooLarge", "client_auth_headers"]

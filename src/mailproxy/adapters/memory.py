@@ -51,6 +51,7 @@ from mailproxy.domain.policy import (
     account_room,
     fair_order,
     grant_slot,
+    held_by_tenant,
     queue_order,
     suspension_of,
 )
@@ -142,7 +143,10 @@ class MemoryStore:
             self._push(message)
         return rejected
 
-    async def claim_due(self, *, now: float, limit: int, owner: str, lease_s: float) -> list[Claim]:
+    async def claim_due(
+        self, *, now: float, limit: int, owner: str, lease_s: float,
+        tenant_limit: int | None = None,
+    ) -> list[Claim]:  # fmt: skip
         in_flight: dict[tuple[str, str], int] = {}
         for m in self._messages.values():
             if m.status is Status.SENDING and m.lease_owner == owner:
@@ -157,7 +161,10 @@ class MemoryStore:
                 candidates.extend(self._due_heads(key, now, min(room, limit)))
         token = uuid.uuid4().hex
         claims: list[Claim] = []
-        for message in fair_order(candidates, limit):
+        picked = fair_order(
+            candidates, limit, tenant_limit=tenant_limit, held=held_by_tenant(in_flight)
+        )
+        for message in picked:
             lease = Lease(message.pk, owner, token, now + lease_s)
             claimed = replace(
                 message,

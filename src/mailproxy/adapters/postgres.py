@@ -80,7 +80,14 @@ from mailproxy.domain.model import (
     Tenant,
     Transition,
 )
-from mailproxy.domain.policy import RateWindow, SlotGrant, account_room, fair_order, suspension_of
+from mailproxy.domain.policy import (
+    RateWindow,
+    SlotGrant,
+    account_room,
+    fair_order,
+    held_by_tenant,
+    suspension_of,
+)
 
 T = TypeVar("T")
 Cursor = AsyncCursor[tuple[Any, ...]]
@@ -432,7 +439,10 @@ class PostgresStore:
             for t, a, f, u, r in rows
         ]
 
-    async def claim_due(self, *, now: float, limit: int, owner: str, lease_s: float) -> list[Claim]:
+    async def claim_due(
+        self, *, now: float, limit: int, owner: str, lease_s: float,
+        tenant_limit: int | None = None,
+    ) -> list[Claim]:  # fmt: skip
         token = uuid.uuid4().hex
         expires = now + lease_s
 
@@ -473,7 +483,10 @@ class PostgresStore:
                 "ORDER BY rank, seq LIMIT a.room FOR UPDATE SKIP LOCKED) m",
                 (tenants, accounts, rooms, now),
             )
-            picked = fair_order([message_from_row(r) for r in rows], limit)
+            picked = fair_order(
+                [message_from_row(r) for r in rows], limit,
+                tenant_limit=tenant_limit, held=held_by_tenant(in_flight),
+            )  # fmt: skip
             if not picked:
                 return []
             await cur.execute(

@@ -9,19 +9,32 @@ counts as failed.
 MAIL, RCPT and DATA are issued one by one (not ``sendmail``) so each failure is known by
 its phase: a connection lost or a timeout inside DATA is ``Unknown`` (the server may
 already hold the message), anywhere before it is a safe ``Temporary``.
+
+Account hosts are untrusted (a tenant key may set them): the host is resolved once, every
+address must pass the egress rule (public, or inside ``security.egress_allow``), and the
+connection goes to the address that was checked, with the host name kept for TLS. A whole
+transaction, from the connection to the last reply, has one deadline, so a server that
+answers slowly, or drips its answers, cannot hold a connection slot past it. Text that is
+not an SMTP reply (another service's banner) never reaches a message's error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiosmtplib
 
+from mailproxy.adapters.resolver import EgressRefused, Resolver, pinned_address, system_resolver
+from mailproxy.domain.egress import Network, address_allowed
+from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.mime import Outgoing, RenderedMessage
 from mailproxy.domain.model import Account, RefusedRecipient
 from mailproxy.domain.outcome import (
@@ -57,6 +70,10 @@ def _failure_of(exc: BaseException) -> Failure:
 
 def _classify_exception(phase: Phase, exc: BaseException) -> Outcome:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if not 200 <= exc.code <= 599:
+            # Not an SMTP reply (aiosmtplib's code -1 for a malformed line): whatever
+            # answered is not shown, it may be an internal service's banner.
+            return classify(phase, Failure.NOT_SUPPORTED, None, "the server does not speak SMTP")
         return classify(phase, Failure.REPLY, exc.code, exc.message)
     return classify(phase, _failure_of(exc), None, f"{type(exc).__name__}: {exc}".rstrip(": "))
 
@@ -65,6 +82,14 @@ class _Pool:
     def __init__(self, max_connections: int) -> None:
         self.slots = asyncio.Semaphore(max_connections)
         self.idle: list[tuple[aiosmtplib.SMTP, float]] = []
+
+
+@dataclass
+class _Progress:
+    """How far one attempt got, for the outcome when its deadline cuts it off."""
+
+    phase: Phase = Phase.CONNECT
+    client: aiosmtplib.SMTP | None = None
 
 
 class SmtpTransport:
@@ -80,10 +105,16 @@ class SmtpTransport:
         connect_timeout_s: float = 10.0,
         command_timeout_s: float = 30.0,
         data_timeout_s: float = 120.0,
+        transaction_timeout_s: float = 180.0,
         idle_timeout_s: float = 60.0,
         local_hostname: str | None = None,
+        egress_allow: Sequence[Network] = (),
+        resolve: Resolver = system_resolver,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._transaction_timeout_s = transaction_timeout_s
+        self._allow = tuple(egress_allow)
+        self._resolve = resolve
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
         self._data_timeout_s = data_timeout_s
@@ -113,22 +144,57 @@ class SmtpTransport:
             pool = self._pools[key] = _Pool(account.max_connections)
         return pool
 
+    def check(self, account: Account) -> None:
+        """Refuse, without I/O, an account whose host is an address the egress rule
+        forbids (names are checked when they are resolved, at each connection)."""
+        if account.kind != "smtp" or not account.host:
+            return
+        try:
+            ipaddress.ip_address(account.host.strip("[]"))
+        except ValueError:
+            return
+        if not address_allowed(account.host.strip("[]"), self._allow):
+            raise InvalidInput(
+                "host",
+                f"invalid host: {account.host} is not an address mailproxy may connect to "
+                "(see security.egress_allow)",
+            )
+
     async def send(self, account: Account, message: Outgoing) -> Outcome:
         pool = self._pool(account)
         async with pool.slots:
-            client = self._take_idle(pool)
-            if client is not None:
-                outcome, keep, stale = await self._transact(client, message, reused=True)
-                if not stale:
-                    self._finish(pool, client, keep)
-                    return outcome
-                self._discard(client)
-            client_or_outcome = await self._open(account)
-            if not isinstance(client_or_outcome, aiosmtplib.SMTP):
-                return client_or_outcome
-            outcome, keep, _ = await self._transact(client_or_outcome, message, reused=False)
-            self._finish(pool, client_or_outcome, keep)
-            return outcome
+            progress = _Progress()
+            try:
+                async with asyncio.timeout(self._transaction_timeout_s):
+                    return await self._send_in_slot(pool, account, message, progress)
+            except TimeoutError:
+                if progress.client is not None:
+                    self._discard(progress.client)
+                return classify(
+                    progress.phase,
+                    Failure.TIMEOUT,
+                    None,
+                    f"no complete SMTP transaction within {self._transaction_timeout_s:g} s",
+                )
+
+    async def _send_in_slot(
+        self, pool: _Pool, account: Account, message: Outgoing, progress: _Progress
+    ) -> Outcome:
+        client = self._take_idle(pool)
+        if client is not None:
+            progress.client = client
+            outcome, keep, stale = await self._transact(client, message, progress, reused=True)
+            if not stale:
+                self._finish(pool, client, keep)
+                return outcome
+            self._discard(client)
+        progress.phase = Phase.CONNECT
+        client_or_outcome = await self._open(account, progress)
+        if not isinstance(client_or_outcome, aiosmtplib.SMTP):
+            return client_or_outcome
+        outcome, keep, _ = await self._transact(client_or_outcome, message, progress, reused=False)
+        self._finish(pool, client_or_outcome, keep)
+        return outcome
 
     def _take_idle(self, pool: _Pool) -> aiosmtplib.SMTP | None:
         now = self._monotonic()
@@ -150,13 +216,34 @@ class SmtpTransport:
         with contextlib.suppress(Exception):
             client.close()
 
-    async def _open(self, account: Account) -> aiosmtplib.SMTP | Outcome:
+    async def _connected_socket(self, host: str, port: int) -> socket.socket | Outcome:
+        """A socket connected to the checked address of ``host`` (or the outcome that
+        stops the attempt: a refused address pauses the account)."""
+        try:
+            address = await pinned_address(host, port, self._allow, self._resolve)
+        except EgressRefused as exc:
+            return AccountBroken(str(exc))
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await asyncio.get_running_loop().sock_connect(sock, (address, port))
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            return _classify_exception(Phase.CONNECT, exc)
+        return sock
+
+    async def _open(self, account: Account, progress: _Progress) -> aiosmtplib.SMTP | Outcome:
         assert account.host is not None
         assert account.port is not None
         implicit_tls = account.port == 465 and account.use_tls is not False
+        sock = await self._connected_socket(account.host, account.port)
+        if not isinstance(sock, socket.socket):
+            return sock
         client = aiosmtplib.SMTP(
             hostname=account.host,
-            port=account.port,
+            sock=sock,
             local_hostname=self._local_hostname,
             timeout=self._connect_timeout_s,
             use_tls=implicit_tls,
@@ -164,21 +251,21 @@ class SmtpTransport:
             validate_certs=account.tls_verify,
             cert_bundle=account.tls_ca_file,
         )
+        progress.client = client
         timeout = self._command_timeout_s
-        phase = Phase.CONNECT
         try:
             await client.connect()
-            phase = Phase.EHLO
+            progress.phase = Phase.EHLO
             await client.ehlo(timeout=timeout)
             if not implicit_tls and account.use_tls is not False:
                 if client.supports_extension("starttls"):
-                    phase = Phase.STARTTLS
+                    progress.phase = Phase.STARTTLS
                     await client.starttls(
                         validate_certs=account.tls_verify,
                         cert_bundle=account.tls_ca_file,
                         timeout=timeout,
                     )
-                    phase = Phase.EHLO
+                    progress.phase = Phase.EHLO
                     await client.ehlo(timeout=timeout)
                 elif account.use_tls is True:
                     self._discard(client)
@@ -187,20 +274,20 @@ class SmtpTransport:
                 if not client.supports_extension("auth"):
                     self._discard(client)
                     return AccountBroken("credentials configured but the server offers no AUTH")
-                phase = Phase.AUTH
+                progress.phase = Phase.AUTH
                 await client.login(account.user, account.password, timeout=timeout)
         except Exception as exc:
             self._discard(client)
-            return _classify_exception(phase, exc)
+            return _classify_exception(progress.phase, exc)
         return client
 
     async def _transact(
-        self, client: aiosmtplib.SMTP, message: Outgoing, *, reused: bool
+        self, client: aiosmtplib.SMTP, message: Outgoing, progress: _Progress, *, reused: bool
     ) -> tuple[Outcome, bool, bool]:
         """One mail transaction: (outcome, keep the connection, connection was stale)."""
         rendered = message.rendered
         timeout = self._command_timeout_s
-        phase = Phase.MAIL
+        progress.phase = phase = Phase.MAIL
         options, encoding = ([b"SMTPUTF8"], "utf-8") if rendered.needs_smtputf8 else ([], "ascii")
         if rendered.needs_smtputf8 and not client.supports_extension("smtputf8"):
             return (
@@ -217,7 +304,7 @@ class SmtpTransport:
             )  # fmt: skip
             if reply.code != aiosmtplib.SMTPStatus.completed:
                 raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, rendered.sender)
-            phase = Phase.RCPT
+            progress.phase = phase = Phase.RCPT
             refused: list[RefusedRecipient] = []
             accepted = 0
             for recipient in rendered.recipients:
@@ -231,7 +318,7 @@ class SmtpTransport:
             if not accepted:
                 await client.rset(timeout=timeout)
                 return classify_refusals(tuple(refused)), True, False
-            phase = Phase.DATA
+            progress.phase = phase = Phase.DATA
             response = await send_data(client, rendered, reply_timeout_s=self._data_timeout_s)
             return Delivered(response.code, tuple(refused)), True, False
         except Exception as exc:

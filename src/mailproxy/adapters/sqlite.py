@@ -79,6 +79,7 @@ from mailproxy.domain.policy import (
     SlotGrant,
     account_room,
     fair_order,
+    held_by_tenant,
     suspension_of,
 )
 
@@ -525,7 +526,10 @@ class SqliteStore:
         ).fetchall()
         return frozenset(r[0] for r in rows)
 
-    async def claim_due(self, *, now: float, limit: int, owner: str, lease_s: float) -> list[Claim]:
+    async def claim_due(
+        self, *, now: float, limit: int, owner: str, lease_s: float,
+        tenant_limit: int | None = None,
+    ) -> list[Claim]:  # fmt: skip
         token = uuid.uuid4().hex
         expires = now + lease_s
 
@@ -555,7 +559,9 @@ class SqliteStore:
                     (tenant_id, account_id, now, min(room, limit)),
                 ).fetchall()
                 candidates.extend(map(message_from_row, rows))
-            picked = fair_order(candidates, limit)
+            picked = fair_order(
+                candidates, limit, tenant_limit=tenant_limit, held=held_by_tenant(in_flight)
+            )
             conn.executemany(
                 "UPDATE messages SET status = 'sending', lease_owner = ?, lease_token = ?, "
                 "lease_expires_ts = ?, attempt_open = 0, updated_ts = ? WHERE pk = ?",

@@ -40,19 +40,34 @@ def queue_order(message: QueuedMessage) -> tuple[float, int]:
     return (message.rank, message.seq)
 
 
-def fair_order(candidates: Iterable[QueuedMessage], limit: int) -> list[QueuedMessage]:
+def fair_order(
+    candidates: Iterable[QueuedMessage],
+    limit: int,
+    *,
+    tenant_limit: int | None = None,
+    held: Mapping[str, int] | None = None,
+) -> list[QueuedMessage]:
     """Choose up to ``limit`` of ``candidates`` so that tenants share the workers fairly.
 
     Round-robin over tenants: round 1 takes each tenant's first message in queue order,
     round 2 each tenant's second, and so on; inside a round messages go in queue order.
+    With ``tenant_limit``, no tenant ends up holding more than that many messages, the
+    ones it already ``held`` (by tenant) included.
+
     Bound: a message that is first in its tenant's queue is among the first T picks of
     the next claim, where T is the number of tenants with due work — so a tenant's bulk
     can delay another tenant's immediate message by at most the send slots already busy
-    when it arrives, never by its own backlog.
+    when it arrives, never by its own backlog. The tenant limit keeps that bound against
+    a tenant whose sends never end quickly (a server that stalls, an attachment that
+    drips): it can hold ``tenant_limit`` slots, never all of them.
     """
+    held = held or {}
     by_tenant: dict[str, list[QueuedMessage]] = {}
     for message in sorted(candidates, key=queue_order):
         by_tenant.setdefault(message.tenant_id, []).append(message)
+    if tenant_limit is not None:
+        for tenant_id, queue in by_tenant.items():
+            del queue[max(0, tenant_limit - held.get(tenant_id, 0)) :]
     picked: list[QueuedMessage] = []
     depth = 0
     while len(picked) < limit:
@@ -62,6 +77,14 @@ def fair_order(candidates: Iterable[QueuedMessage], limit: int) -> list[QueuedMe
         picked.extend(sorted(round_, key=queue_order)[: limit - len(picked)])
         depth += 1
     return picked
+
+
+def held_by_tenant(held_by_account: Mapping[tuple[str, str], int]) -> dict[str, int]:
+    """Messages a worker holds per tenant, from its count per (tenant, account)."""
+    totals: dict[str, int] = {}
+    for (tenant_id, _), count in held_by_account.items():
+        totals[tenant_id] = totals.get(tenant_id, 0) + count
+    return totals
 
 
 def suspension_of(suspended: Collection[str], batch_code: str | None) -> str | None:

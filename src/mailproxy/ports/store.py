@@ -58,7 +58,10 @@ class MessageStore(Protocol):
         sequence number, in input order. A ``queued`` history entry is written.
         """
 
-    async def claim_due(self, *, now: float, limit: int, owner: str, lease_s: float) -> list[Claim]:
+    async def claim_due(
+        self, *, now: float, limit: int, owner: str, lease_s: float,
+        tenant_limit: int | None = None,
+    ) -> list[Claim]:  # fmt: skip
         """Atomically lease up to ``limit`` due messages and return them.
 
         Due: status ``pending``, ``scheduled`` or ``deferred`` with ``due_ts <= now``, of an
@@ -66,7 +69,9 @@ class MessageStore(Protocol):
         messages (two per connection of ``max_connections``, minus those ``owner``
         holds; none while the account is paused; one probe once the pause ends), taken in
         :func:`mailproxy.domain.policy.queue_order`; across accounts and tenants,
-        :func:`mailproxy.domain.policy.fair_order`. Claimed messages become ``sending``
+        :func:`mailproxy.domain.policy.fair_order`, with at most ``tenant_limit``
+        messages per tenant held by ``owner`` after the claim (None: no limit; see
+        :func:`mailproxy.domain.policy.held_by_tenant`). Claimed messages become ``sending``
         with ``lease_owner=owner``, a fresh token and ``lease_expires_ts = now + lease_s``;
         no message is ever held by two live leases. Each claim carries its account's pause.
         """

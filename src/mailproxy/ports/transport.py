@@ -14,6 +14,11 @@ from mailproxy.domain.outcome import Outcome
 
 
 class Transport(Protocol):
+    def check(self, account: Account) -> None:
+        """Refuse, without I/O, an account this transport would never use (raise
+        ``InvalidInput`` naming the field): e.g. an SMTP host that is an address the
+        egress rule forbids. Called when an account is stored."""
+
     async def send(self, account: Account, message: Outgoing) -> Outcome:
         """Try once to hand ``message`` over on ``account`` and say how it went.
 

@@ -1,0 +1,415 @@
+"""A hostile tenant against everyone else, over real servers on loopback: an account host
+that points inside the network, a service that is not SMTP, servers and applications that
+answer a byte at a time. Nothing it does may reach a forbidden address, leak what answered,
+hold a slot past a deadline, or delay another tenant's immediate message or report.
+
+Rules about names use an in-process resolver stub, and sockets are blocked in-process
+for any address that is not loopback: no test resolves through the system's DNS or
+connects anywhere but 127.0.0.1 and ::1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailproxy.adapters.attachment_sources import UrlSource
+from mailproxy.adapters.guarded_http import GuardedHttp
+from mailproxy.adapters.http_reports import HttpReportSender
+from mailproxy.adapters.smtp import SmtpTransport
+from mailproxy.adapters.sqlite import SqliteStore
+from mailproxy.domain.access import ADMIN, Caller
+from mailproxy.domain.egress import parse_networks
+from mailproxy.domain.errors import Forbidden, InvalidInput
+from mailproxy.domain.model import Account, Status
+from mailproxy.domain.outcome import AccountBroken, Delivered, Temporary, Unknown
+from mailproxy.service import MailProxy
+from tests.file_server import running_file_server
+from tests.http_server import serving
+from tests.report_receiver import running_receiver
+from tests.smtp_sink import running_sink
+from tests.system.test_smtp_transport import outgoing
+
+pytestmark = pytest.mark.system
+
+LOOPBACK = parse_networks("127.0.0.0/8")
+
+
+@pytest.fixture
+def outside_connections(monkeypatch) -> list[object]:
+    """Every connection attempt to an address that is not loopback fails at once, and
+    is recorded (the list must stay empty)."""
+    attempts: list[object] = []
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def loopback(address: object) -> bool:
+        host = address[0] if isinstance(address, tuple) else None
+        try:
+            return host is not None and ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if not loopback(address):
+            attempts.append(address)
+            raise ConnectionRefusedError("blocked by the test: not a loopback address")
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        if not loopback(address):
+            attempts.append(address)
+            return 111
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    return attempts
+
+
+def stub_resolver(names: dict[str, list[str]]):
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        if host not in names:
+            raise OSError(f"no such name in the test resolver: {host}")
+        return names[host]
+
+    return resolve, asked
+
+
+# --- account hosts and the egress rule ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "10.0.0.5", "169.254.169.254", "::1", "2002:a9fe:a9fe::", "[::1]"]
+)
+async def test_an_account_host_that_is_a_forbidden_address_is_refused_when_stored(tmp_path, host):
+    store = SqliteStore(tmp_path / "q.db")
+    proxy = MailProxy(
+        store=store, config=store, outbox=store, transports={"smtp": SmtpTransport()},
+        run_dispatcher=False,
+    )  # fmt: skip
+    async with proxy:
+        await proxy.put_tenant({"id": "evil"})
+        with pytest.raises(InvalidInput, match="egress_allow"):
+            await proxy.put_account(
+                {"id": "a", "tenant_id": "evil", "host": host, "port": 25, "use_tls": False}
+            )
+        assert await proxy.list_accounts("evil") == []
+
+
+async def test_a_name_that_resolves_inside_the_network_is_never_connected(outside_connections):
+    resolve, asked = stub_resolver({"relay.corp.example": ["10.0.0.5"]})
+    transport = SmtpTransport(connect_timeout_s=2, resolve=resolve)
+    account = Account(id="a", tenant_id="evil", host="relay.corp.example", port=25)
+    outcome = await transport.send(account, outgoing())
+    await transport.close()
+    assert isinstance(outcome, AccountBroken)  # the account pauses, like any account fault
+    assert "10.0.0.5" in outcome.reason
+    assert "egress_allow" in outcome.reason
+    assert asked == ["relay.corp.example"]
+    assert outside_connections == []
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(sink, outside_connections):
+    handler, port = sink
+    resolve, asked = stub_resolver({"relay.acme.example": ["127.0.0.1"]})
+    transport = SmtpTransport(connect_timeout_s=2, egress_allow=LOOPBACK, resolve=resolve)
+    account = Account(id="a", tenant_id="t1", host="relay.acme.example", port=port, use_tls=False)
+    outcome = await transport.send(account, outgoing())
+    await transport.close()
+    assert isinstance(outcome, Delivered)
+    assert asked == ["relay.acme.example"]
+    assert len(handler.received) == 1
+    assert outside_connections == []
+
+
+@contextlib.contextmanager
+def line_server(lines: list[bytes], pause_s: float = 0.0) -> Iterator[int]:
+    """A TCP service on 127.0.0.1 that writes ``lines`` (``pause_s`` apart) to whoever
+    connects, then keeps the connection open."""
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                for line in lines:
+                    if stop.is_set():
+                        break
+                    conn.sendall(line)
+                    time.sleep(pause_s)
+                stop.wait(10)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+async def test_a_service_that_is_not_smtp_is_not_echoed():
+    banner = b"+OK INTERNAL-SERVICE-BANNER secret=hunter2\r\n"
+    with line_server([banner]) as port:
+        transport = SmtpTransport(connect_timeout_s=2, egress_allow=LOOPBACK)
+        account = Account(id="a", tenant_id="t1", host="127.0.0.1", port=port, use_tls=False)
+        outcome = await transport.send(account, outgoing())
+        await transport.close()
+    assert isinstance(outcome, AccountBroken)
+    assert "does not speak SMTP" in outcome.reason
+    assert "hunter2" not in outcome.reason
+    assert "INTERNAL" not in outcome.reason
+
+
+# --- deadlines ----------------------------------------------------------------------------
+
+
+async def test_a_greeting_dripped_line_by_line_is_cut_at_the_deadline():
+    # Every line comes well within the per-read timeout; the greeting never ends.
+    lines = [b"220-still greeting\r\n"] * 100
+    with line_server(lines, pause_s=0.2) as port:
+        transport = SmtpTransport(
+            connect_timeout_s=2, command_timeout_s=2, transaction_timeout_s=1,
+            egress_allow=LOOPBACK,
+        )  # fmt: skip
+        account = Account(id="a", tenant_id="t1", host="127.0.0.1", port=port, use_tls=False)
+        outcome = await transport.send(account, outgoing())
+        await transport.close()
+    assert isinstance(outcome, Temporary)
+    assert "within 1 s" in outcome.reason
+
+
+async def test_a_reply_after_the_dot_past_the_deadline_is_unknown(sink):
+    handler, port = sink
+    handler.reply_delay_s = 5  # within data_timeout_s, past the whole transaction's deadline
+    transport = SmtpTransport(
+        connect_timeout_s=2, command_timeout_s=2, data_timeout_s=10, transaction_timeout_s=1,
+        egress_allow=LOOPBACK,
+    )  # fmt: skip
+    account = Account(id="a", tenant_id="t1", host="127.0.0.1", port=port, use_tls=False)
+    outcome = await transport.send(account, outgoing())
+    await transport.close()
+    assert isinstance(outcome, Unknown)
+    assert "within 1 s" in outcome.reason
+
+
+# --- fair shares --------------------------------------------------------------------------
+
+
+async def test_a_tenant_key_cannot_give_an_account_more_connections_than_allowed(tmp_path):
+    store = SqliteStore(tmp_path / "q.db")
+    proxy = MailProxy(
+        store=store, config=store, outbox=store, transports={"smtp": SmtpTransport()},
+        tenant_max_connections=4, run_dispatcher=False,
+    )  # fmt: skip
+    account = {"id": "a", "tenant_id": "evil", "kind": "smtp", "host": "smtp.example.com",
+               "port": 587}  # fmt: skip
+    async with proxy:
+        await proxy.put_tenant({"id": "evil"})
+        with pytest.raises(Forbidden, match="tenant_max_connections"):
+            await proxy.put_account(account | {"max_connections": 5}, caller=Caller("evil"))
+        await proxy.put_account(account | {"max_connections": 4}, caller=Caller("evil"))
+        await proxy.put_account(account | {"max_connections": 50})  # the admin may
+
+
+@contextlib.contextmanager
+def dripping_http(release: threading.Event) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 that answers every request a byte at a time until
+    ``release`` is set."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def handle_one(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for _ in range(1000):
+                    if release.wait(0.2):
+                        return
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+
+        def do_GET(self) -> None:
+            self.handle_one()
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.handle_one()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    with serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+async def wait_until(condition, timeout_s: float = 20.0) -> None:
+    """Poll ``condition`` (a coroutine function); fail the test if it never holds (the
+    bound only keeps a broken build from hanging the suite)."""
+    async with asyncio.timeout(timeout_s):
+        while not await condition():  # noqa: ASYNC110 - the condition is read from the store
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def two_tenants(tmp_path: Path, release) -> AsyncIterator[tuple[MailProxy, Any, Any]]:
+    """A running service with 4 send slots; tenant ``evil`` has an account on a server
+    that holds every message after DATA, tenant ``good`` one on an honest server."""
+    with running_sink() as (stall, stall_port), running_sink() as (honest, honest_port):
+        stall.reply_delay_s = 60
+        store = SqliteStore(tmp_path / "q.db")
+        proxy = MailProxy(
+            store=store, config=store, outbox=store,
+            transports={"smtp": SmtpTransport(
+                connect_timeout_s=2, command_timeout_s=2, data_timeout_s=120,
+                transaction_timeout_s=120, egress_allow=LOOPBACK,
+            )},
+            attachment_sources=[UrlSource(GuardedHttp(timeout_s=120, egress_allow=LOOPBACK),
+                                          LOOPBACK, 100_000)],
+            max_concurrency=4, fetch_concurrency=2, shutdown_grace_s=0.2,
+        )  # fmt: skip
+        async with proxy:
+            for tenant, port in (("evil", stall_port), ("good", honest_port)):
+                await proxy.put_tenant(
+                    {"id": tenant, "attachment_url_prefixes": ["http://127.0.0.1/"]}
+                )
+                await proxy.put_account(
+                    {"id": "a", "tenant_id": tenant, "host": "127.0.0.1", "port": port,
+                     "use_tls": False, "is_default": True, "max_connections": 10}
+                )  # fmt: skip
+            yield proxy, stall, honest
+        release.set()
+
+
+def msg(message_id: str, **fields: Any) -> dict[str, Any]:
+    return {"id": message_id, "from": "s@example.com", "to": ["r@example.com"],
+            "subject": message_id, "body": "b", **fields}  # fmt: skip
+
+
+async def sending(proxy: MailProxy, tenant: str) -> int:
+    return (await proxy.counts(tenant)).get(Status.SENDING, 0)
+
+
+async def test_a_stalling_tenant_never_holds_every_send_slot(two_tenants):
+    proxy, stall, honest = two_tenants
+    await proxy.submit([msg(f"bulk-{n}") for n in range(20)], tenant_id="evil")
+
+    async def evil_holds_its_share() -> bool:
+        return stall.sessions >= 1 and await sending(proxy, "evil") >= proxy.tenant_concurrency
+
+    await wait_until(evil_holds_its_share)
+    await proxy.submit([msg("urgent", priority="immediate")], tenant_id="good")
+
+    async def urgent_sent() -> bool:
+        return (await proxy.get_message("good", "urgent")).status is Status.SENT
+
+    await wait_until(urgent_sent)
+    assert await sending(proxy, "evil") == proxy.tenant_concurrency  # still stalled
+    assert [r.content.count(b"Subject: urgent") for r in honest.received] == [1]
+
+
+async def test_a_dripping_attachment_server_never_holds_every_fetch(two_tenants, release):
+    proxy, _, honest = two_tenants
+    proxy.tenant_concurrency = 4  # 3 of 4 send slots for the bulk: only fetches are shared
+    with dripping_http(release) as drip, running_file_server() as files:
+        files.files["b"] = b"the honest attachment"
+        for tenant in ("evil", "good"):
+            await proxy.update_tenant(
+                tenant, {"attachment_url_prefixes": [f"{drip}/", f"{files.url}/"]}, ADMIN
+            )
+        queued = await proxy.submit(
+            [msg(f"bulk-{n}", attachments=[{"filename": "a.bin", "storage_path": f"{drip}/a"}])
+             for n in range(3)],
+            tenant_id="evil",
+        )  # fmt: skip
+        assert queued.rejected == []
+
+        async def evil_fetching() -> bool:
+            return await sending(proxy, "evil") == 3
+
+        await wait_until(evil_fetching)
+        queued = await proxy.submit(
+            [msg("urgent", priority="immediate",
+                 attachments=[{"filename": "b.txt", "storage_path": f"{files.url}/files/b"}])],
+            tenant_id="good",
+        )  # fmt: skip
+        assert queued.rejected == []
+
+        async def urgent_sent() -> bool:
+            return (await proxy.get_message("good", "urgent")).status is Status.SENT
+
+        await wait_until(urgent_sent)
+        assert await sending(proxy, "evil") == 3  # still dripping
+    assert len(honest.received) == 1
+
+
+async def _sending_at_least(proxy: MailProxy, tenant: str, count: int) -> bool:
+    return await sending(proxy, tenant) >= count
+
+
+async def test_applications_that_answer_slowly_never_hold_back_another_tenant_s_reports(
+    tmp_path, release
+):
+    with running_sink() as (_, smtp_port), dripping_http(release) as drip, \
+            running_receiver() as receiver:  # fmt: skip
+        store = SqliteStore(tmp_path / "q.db")
+        proxy = MailProxy(
+            store=store, config=store, outbox=store,
+            transports={"smtp": SmtpTransport(connect_timeout_s=2, egress_allow=LOOPBACK)},
+            reporter=HttpReportSender(timeout_s=120, egress_allow=LOOPBACK),
+            report_concurrency=8, report_gather_s=0, shutdown_grace_s=0.2,
+        )  # fmt: skip
+        async with proxy:
+            slow = [f"slow{n}" for n in range(8)]
+            for tenant in [*slow, "fast"]:
+                url = receiver.url if tenant == "fast" else drip
+                await proxy.put_tenant({"id": tenant, "client_base_url": url})
+                await proxy.put_account(
+                    {"id": "a", "tenant_id": tenant, "host": "127.0.0.1", "port": smtp_port,
+                     "use_tls": False, "is_default": True}
+                )  # fmt: skip
+            for tenant in slow:
+                await proxy.submit([msg("m")], tenant_id=tenant)
+
+            async def slow_calls_running() -> bool:
+                return len(proxy._reporting) >= 8
+
+            await wait_until(slow_calls_running)
+            await proxy.submit([msg("m")], tenant_id="fast")
+
+            async def fast_reported() -> bool:
+                return any(e["id"] == "m" for c in receiver.calls for e in c.entries)
+
+            await wait_until(fast_reported)
+            still_dripping = [t for t in slow if t in proxy._reporting]
+        assert len(still_dripping) == 8
