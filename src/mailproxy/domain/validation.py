@@ -129,9 +129,9 @@ def hides_control_characters(value: str, depth: int = 3) -> bool:
     overlapping ones too, its bytes are checked as they are and as its charset decodes
     them, and what decodes to another encoded word is decoded again.
     """
-    words = [m.groups() for m in _ENCODED_WORD.finditer(value)]
-    if not words:
+    if "=?" not in value:  # the common case, at a fraction of the cost of the search
         return False
+    words = [m.groups() for m in _ENCODED_WORD.finditer(value)]
     decoded: list[str] = []
     by_charset: dict[str, bytearray] = {}
     for charset, encoding, text in words:
