@@ -81,7 +81,7 @@ def processes(command_lists: list[list[str]], envs: list[dict[str, str]]) -> Ite
 
 def sent_by(url: str) -> int:
     """The messages a process sent, from its own metrics."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    text = httpx.get(f"{url}/metrics", headers=ADMIN, timeout=10).text
     return sum(
         int(float(line.rsplit(" ", 1)[1]))
         for line in text.splitlines()
@@ -107,6 +107,7 @@ def run(size: int, args: argparse.Namespace) -> dict[str, float]:
             )  # fmt: skip
             envs.append(
                 {**os.environ, "GMP_DB_PATH": dsn, "GMP_API_TOKEN": TOKEN,
+                 "GMP_SECURITY_EGRESS_ALLOW": "127.0.0.0/8",
                  "GMP_DELIVERY_WORKER_ID": f"bench-{n}", "GMP_HOME": str(Path(folder, f"p{n}"))}
             )  # fmt: skip
         with processes(commands, envs) as pids:

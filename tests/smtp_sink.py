@@ -105,19 +105,23 @@ class CountingController(Controller):
         return super().factory()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 @contextlib.contextmanager
-def running_sink(**smtp_parameters: object) -> Iterator[tuple[SinkHandler, int]]:
-    """Start a sink in its own thread and event loop; stop and close both afterwards."""
+def running_sink(
+    host: str = "127.0.0.1", **smtp_parameters: object
+) -> Iterator[tuple[SinkHandler, int]]:
+    """Start a sink on ``host`` (a loopback address) in its own thread and event loop;
+    stop and close both afterwards."""
     handler = SinkHandler()
     loop = asyncio.new_event_loop()
     controller = CountingController(
-        handler, hostname="127.0.0.1", port=free_port(), loop=loop, **smtp_parameters
+        handler, hostname=host, port=free_port(host), loop=loop, **smtp_parameters
     )
     controller.start()
     try:

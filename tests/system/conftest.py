@@ -96,6 +96,9 @@ def start_server(
         "PATH": os.environ.get("PATH", ""),
         "GMP_DB_PATH": str(tmp_path / "mailproxy.db"),
         "GMP_API_TOKEN": TOKEN,
+        # The sinks and receivers are on loopback, which the egress rule refuses unless
+        # the operator allows it.
+        "GMP_SECURITY_EGRESS_ALLOW": "127.0.0.0/8",
         **(env or {}),
     }
     # The log goes to a file: a pipe nobody reads fills up and stops the server.

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.smtp_sink import SinkHandler
+from tests.smtp_sink import SinkHandler, running_sink
 from tests.system.conftest import TOKEN, start_server
 
 pytestmark = pytest.mark.system
@@ -120,17 +120,28 @@ def post_raw(url: str, body: bytes, headers: dict[str, str] | None = None) -> ht
     )
 
 
+@pytest.fixture
+def ipv6_sink() -> Iterator[tuple[SinkHandler, int]]:
+    """The sink on ::1, the one address this test lets the service reach: the canary
+    listens on 127.0.0.1, which stays forbidden in every spelling."""
+    with running_sink(host="::1", enable_SMTPUTF8=False) as running:
+        yield running
+
+
 def test_hostile_input_never_fails_the_server_injects_nothing_and_reaches_no_canary(
-    tmp_path: Path, sink: tuple[SinkHandler, int]
+    tmp_path: Path, ipv6_sink: tuple[SinkHandler, int]
 ) -> None:
-    handler, smtp_port = sink
+    handler, smtp_port = ipv6_sink
     statuses: dict[str, int] = {}
+    only_the_sink = {"GMP_SECURITY_EGRESS_ALLOW": "::1/128"}
     with canary() as (canary_port, connections), contextlib.ExitStack() as stack:
-        url, _ = stack.enter_context(contextlib.contextmanager(start_server)(tmp_path))
+        url, _ = stack.enter_context(
+            contextlib.contextmanager(start_server)(tmp_path, only_the_sink)
+        )
         with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as admin:
             admin.post("/tenant", json={"id": "acme"}).raise_for_status()
             admin.post("/account", json={"id": "main", "tenant_id": "acme",
-                                         "host": "127.0.0.1", "port": smtp_port,
+                                         "host": "::1", "port": smtp_port,
                                          "use_tls": False,
                                          "is_default": True}).raise_for_status()  # fmt: skip
             statuses["callback to the canary"] = admin.post(
@@ -145,7 +156,7 @@ def test_hostile_input_never_fails_the_server_injects_nothing_and_reaches_no_can
             # A message to the spy tenant makes a report the service must not deliver.
             spy = {"id": "s1", "tenant_id": "spy", "from": "app@example.com",
                    "to": ["r@example.com"], "subject": "s", "account_id": "main"}  # fmt: skip
-            admin.post("/account", json={"id": "main", "tenant_id": "spy", "host": "127.0.0.1",
+            admin.post("/account", json={"id": "main", "tenant_id": "spy", "host": "::1",
                                          "port": smtp_port, "use_tls": False,
                                          "is_default": True})  # fmt: skip
             admin.post("/commands/add-messages", json={"messages": [spy]})

@@ -24,6 +24,12 @@ from tests.system.conftest import free_port
 pytestmark = pytest.mark.system
 
 
+def allow_loopback(home: Path, name: str) -> None:
+    """Let the instance reach the SMTP sink: loopback is refused unless allowed."""
+    with (home / name / "config.ini").open("a", encoding="utf-8") as config:
+        config.write("\n[security]\negress_allow = 127.0.0.0/8\n")
+
+
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "GMP_HOME": str(home)}
     return subprocess.run(
@@ -95,6 +101,8 @@ def test_the_quick_start_sequence_sends_an_eml_through_smtp(tmp_path, sink):
         b"From: App <app@example.com>\r\nTo: ada@example.com\r\nSubject: Hello\r\n\r\nHi Ada\r\n"
     )
     port = free_port()
+    Instance(home, "myserver").create("127.0.0.1", port)
+    allow_loopback(home, "myserver")
     assert cli(home, "start", "myserver", "--port", str(port)).returncode == 0
     try:
         added = cli(home, "myserver", "tenants", "add", "acme", "--name", "Acme Corp")
@@ -124,6 +132,7 @@ def test_the_quick_start_sequence_sends_an_eml_through_smtp(tmp_path, sink):
 def test_accounts_add_asks_for_what_is_missing_on_a_terminal(tmp_path):
     home = tmp_path / "home"
     Instance(home, "box").create("127.0.0.1", 1)
+    allow_loopback(home, "box")
     env = {"PATH": os.environ.get("PATH", ""), "GMP_HOME": str(home)}
     assert cli(home, "box", "tenants", "add", "acme").returncode == 0
     pid, terminal = pty.fork()

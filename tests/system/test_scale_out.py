@@ -82,7 +82,7 @@ def queue(url: str) -> dict[str, int]:
 
 
 def sent_by(url: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    text = httpx.get(f"{url}/metrics", headers=ADMIN, timeout=10).text
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)

@@ -88,9 +88,10 @@ def _seed(url: str, smtp_port: int) -> None:
     credentials for a server that offers no AUTH, so the breaker pauses it and its
     message waits deferred."""
     with httpx.Client(base_url=url, headers={"X-API-Token": TOKEN}, timeout=10) as admin:
-        # acme's report receiver is on a loopback address, which the default egress rule
-        # refuses: its reports stay waiting, with the reason, and nothing is connected to.
-        receiver = f"http://127.0.0.1:{free_port()}/reports"
+        # acme's report receiver is on ::1, outside the allowed 127.0.0.0/8 (which lets
+        # the service reach the SMTP sink): its reports stay waiting, with the reason,
+        # and nothing is connected to.
+        receiver = f"http://[::1]:{free_port()}/reports"
         admin.post("/tenant", json={"id": "acme", "client_base_url": receiver}).raise_for_status()
         admin.post("/tenant", json={"id": "beta"}).raise_for_status()
         smtp = {"host": "127.0.0.1", "use_tls": False, "is_default": True}

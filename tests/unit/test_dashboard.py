@@ -36,7 +36,8 @@ async def test_every_metric_the_dashboard_queries_is_exported():
             metrics.attempted("t1", "a1", result, 0.01)
         metrics.accepted("t1", 1, 0.001)
         metrics.delivered("t1", "a1", 1.0)
-        text = (await client.get("/metrics")).text
+        answer = await client.get("/metrics", headers={"X-API-Token": "dashboard-test-token"})
+        text = answer.text
     families = set(re.findall(r"^# TYPE (\w+) ", text, re.MULTILINE))
     exported = families | {f + s for f in families for s in SUFFIXES}
     missing = queried - exported

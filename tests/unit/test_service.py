@@ -81,14 +81,14 @@ async def setup_tenant(proxy, tenant="t1", kind="smtp", **tenant_fields):
 async def test_capture_delivery_writes_eml_files_and_reports(tmp_path):
     async with make_proxy(tmp_path=tmp_path) as proxy:
         await setup_tenant(proxy, kind="capture")
-        result = await proxy.submit([msg("m1", subject="Grüße"), msg("m/2")], tenant_id="t1")
+        result = await proxy.submit([msg("m1", subject="Grüße"), msg("m\\2")], tenant_id="t1")
         assert (result.queued, result.rejected) == (2, [])
         assert await proxy.run_until_idle() == 2
         assert await proxy.counts("t1") == {Status.SENT: 2}
         reports = await proxy.outbox.pending_reports("t1", 10)
-        assert sorted(r.event.id for r in reports) == ["m/2", "m1"]
+        assert sorted(r.event.id for r in reports) == ["m1", "m\\2"]
     files = sorted((tmp_path / "outbox" / "t1" / "a1").glob("*.eml"))
-    assert [f.name for f in files] == ["m%2F2.eml", "m1.eml"]
+    assert [f.name for f in files] == ["m%5C2.eml", "m1.eml"]
     parsed = email.message_from_bytes(files[1].read_bytes(), policy=email.policy.default)
     assert str(parsed["Subject"]) == "Grüße"
 
