@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from mailproxy.adapters.attachment_cache import TwoTierCache
@@ -12,6 +14,12 @@ from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.prometheus import PrometheusMetrics
+from mailproxy.adapters.sealed import (
+    FernetCipher,
+    ResealCount,
+    SealedAccessStore,
+    SealedConfigStore,
+)
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import Settings
@@ -25,6 +33,8 @@ from mailproxy.service import MailProxy
 if TYPE_CHECKING:
     from mailproxy.adapters.postgres import PostgresStore
 
+
+log = logging.getLogger("mailproxy")
 
 #: ``host=… dbname=…``: a libpq key=value string, not a file name.
 _LOOKS_LIKE_CONNINFO = re.compile(r"(?:^|\s)(?:host|dbname|user|port)=\S")
@@ -71,7 +81,35 @@ async def check_storage(settings: Settings) -> None:
         # A PostgreSQL URL may hold a password: it is not repeated.
         where = store.path if isinstance(store, SqliteStore) else "on PostgreSQL"
         raise StorageError(f"cannot use the database {where}: {exc}") from exc
-    await store.close()
+    try:
+        plaintext = await SealedConfigStore(store, build_cipher(settings)).check()
+    finally:
+        await store.close()
+    if plaintext and settings.security.encryption_keys:
+        log.warning(
+            "secrets.plaintext",
+            extra={"count": plaintext, "hint": "run mail-proxy NAME rotate-key to encrypt them"},
+        )
+
+
+def build_cipher(settings: Settings) -> FernetCipher:
+    """The cipher of stored secrets: ``security.encryption_key``'s keys, the first
+    encrypting (none: secrets are stored as given)."""
+    return FernetCipher(settings.security.encryption_keys)
+
+
+async def reseal_secrets(
+    settings: Settings, progress: Callable[[ResealCount], None] | None = None
+) -> ResealCount:
+    """Re-encrypt every stored secret with the first key of ``security.encryption_key``
+    (plaintext ones included), on the configured store."""
+    store = build_store(settings)
+    sealed = SealedConfigStore(store, build_cipher(settings))
+    await store.open()
+    try:
+        return await sealed.reseal(progress)
+    finally:
+        await store.close()
 
 
 def build_attachments(settings: Settings) -> tuple[list[AttachmentSource], TwoTierCache]:
@@ -106,12 +144,14 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
     """A MailProxy for ``settings``: its store, the SMTP and capture transports, the
     report sender, the attachment sources and cache."""
     store = build_store(settings)
+    cipher = build_cipher(settings)
     delivery = settings.delivery
     sources, cache = build_attachments(settings)
     return MailProxy(
         store=store,
-        config=store,
+        config=SealedConfigStore(store, cipher),
         outbox=store,
+        access=SealedAccessStore(store, cipher),
         transports={
             "smtp": SmtpTransport(
                 connect_timeout_s=delivery.connect_timeout_s,

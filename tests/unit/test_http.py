@@ -360,6 +360,8 @@ ROUTES = [
     ("DELETE", "/tenant/{self}", {}, "admin"),
     ("POST", "/tenant/{self}/api-key", {}, "admin"),
     ("DELETE", "/tenant/{self}/api-key", {}, "admin"),
+    ("POST", "/tenant/{self}/webhook-secret", {}, "admin"),
+    ("DELETE", "/tenant/{self}/webhook-secret/previous", {}, "admin"),
     ("GET", "/status", {}, "tenant"),
     ("GET", "/instance", {}, "admin"),
     ("GET", "/health", {}, "public"),

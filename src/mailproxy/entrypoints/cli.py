@@ -29,7 +29,8 @@ import rich.table
 import uvicorn
 
 from mailproxy import __version__
-from mailproxy.bootstrap import build_proxy, check_storage
+from mailproxy.adapters.sealed import ResealCount
+from mailproxy.bootstrap import build_proxy, check_storage, reseal_secrets
 from mailproxy.config import Settings, load_settings
 from mailproxy.domain.errors import MailProxyError
 from mailproxy.domain.model import Status, SubmitResult
@@ -460,6 +461,37 @@ def instance_app(instance: Instance) -> cyclopts.App:
         print(instance.token)
         return 0
 
+    @sub.command(name="rotate-key")
+    def rotate_key(*, json_output: JsonFlag = False) -> int:
+        """Re-encrypt every stored secret with the first key of security.encryption_key
+        (plaintext ones too). After putting a new key first in the list (the old ones
+        after it) and restarting; the instance may keep running meanwhile.
+
+        Example: ``mail-proxy myserver rotate-key``
+        """
+        settings = load_settings(instance.config_file, instance_name=instance.name)
+        console = rich.console.Console(file=sys.stderr)
+        with rich.progress.Progress(
+            rich.progress.SpinnerColumn(),
+            rich.progress.TextColumn("{task.description}"),
+            console=console,
+            transient=True,
+            disable=not sys.stderr.isatty(),
+        ) as progress:
+            task = progress.add_task("re-encrypting", total=None)
+
+            def show(count: ResealCount) -> None:
+                progress.update(
+                    task, description=f"re-encrypting: {count.tenants} tenants, "
+                    f"{count.secrets} secrets",
+                )  # fmt: skip
+
+            count = asyncio.run(reseal_secrets(settings, show))
+        return _show(msgspec.to_builtins(count), json_output, lambda c: [
+            f"re-encrypted {c['secrets']} secrets ({c['tenants']} tenants, "
+            f"{c['accounts']} accounts) with the first key of security.encryption_key",
+        ])  # fmt: skip
+
     @tenants.command(name="list")
     def tenants_list(*, json_output: JsonFlag = False) -> int:
         """List tenants.
@@ -580,6 +612,32 @@ def instance_app(instance: Instance) -> cyclopts.App:
             "tenant"
         ]
         return _show(changed, json_output, lambda t: [f"tenant {t['id']} updated"])
+
+    @tenants.command(name="rotate-secret")
+    def tenants_rotate_secret(tenant_id: str, *, json_output: JsonFlag = False) -> int:
+        """Give a tenant a new webhook secret (shown only now); the old one keeps signing
+        report calls beside it until ``tenants retire-secret``.
+
+        Example: ``mail-proxy myserver tenants rotate-secret acme``
+        """
+        path = f"/tenant/{tenant_id}/webhook-secret"
+        answer = _run_api(instance, lambda c: call(c, "POST", path))
+        return _show(answer, json_output, lambda d: [
+            f"webhook secret: {d['webhook_secret']}",
+            "the previous secret still signs until: "
+            f"mail-proxy {instance.name} tenants retire-secret {tenant_id}",
+        ])  # fmt: skip
+
+    @tenants.command(name="retire-secret")
+    def tenants_retire_secret(tenant_id: str) -> int:
+        """Stop signing a tenant's report calls with its previous webhook secret.
+
+        Example: ``mail-proxy myserver tenants retire-secret acme``
+        """
+        path = f"/tenant/{tenant_id}/webhook-secret/previous"
+        _run_api(instance, lambda c: call(c, "DELETE", path))
+        print(f"tenant {tenant_id}: only the current webhook secret signs")
+        return 0
 
     @tenants.command(name="delete")
     def tenants_delete(tenant_id: str) -> int:
@@ -817,7 +875,8 @@ def instance_command(
     /,
     *tokens: Annotated[str, cyclopts.Parameter(allow_leading_hyphen=True)],
 ) -> int:
-    """Administer instance NAME: ``NAME info | token | tenants list|add|show|delete``, and
+    """Administer instance NAME: ``NAME info | token | rotate-key | tenants
+    list|add|show|update|delete|rotate-secret|retire-secret``, and
     one tenant's ``NAME TENANT accounts list|add | messages list|show | send FILE.eml |
     run-now | suspend [BATCH] | activate [BATCH]``."""
     try:
@@ -827,7 +886,7 @@ def instance_command(
                 f"no instance {instance_name} in {home()} (mail-proxy start {instance_name})"
             )
         commands = instance_app(instance)
-        if tokens and tokens[0] not in ("info", "token", "tenants", "--help", "-h"):
+        if tokens and tokens[0] not in ("info", "token", "rotate-key", "tenants", "--help", "-h"):
             commands = tenant_app(instance, tokens[0])
             tokens = tokens[1:]
         result = commands(list(tokens), result_action="return_value")

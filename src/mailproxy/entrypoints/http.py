@@ -76,6 +76,7 @@ from mailproxy.domain.model import (
     Tenant,
 )
 from mailproxy.domain.policy import Why
+from mailproxy.domain.reporting import retire_webhook_secret, rotate_webhook_secret
 from mailproxy.domain.throttle import FailedAuthentications, ThrottlePolicy
 from mailproxy.entrypoints.status_page import Sessions, status_page_routes
 from mailproxy.service import MailProxy
@@ -410,6 +411,8 @@ class TenantRecord(msgspec.Struct, kw_only=True):
     client_auth: ClientAuthRecord
     rate_limits: RateLimits | None
     has_webhook_secret: bool
+    #: A rotation is in progress: the previous webhook secret still signs report calls.
+    has_webhook_secret_previous: bool
     attachment_url_prefixes: list[str]
     unknown_policy: str | None
     suspended_batches: list[str]
@@ -439,6 +442,11 @@ class ApiKeyBody(msgspec.Struct, kw_only=True):
 class ApiKeyAnswer(msgspec.Struct, kw_only=True):
     ok: bool = True
     api_key: str
+
+
+class WebhookSecretAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    webhook_secret: str
 
 
 class SyncStatusRecord(msgspec.Struct, kw_only=True):
@@ -621,6 +629,7 @@ def tenant_record(tenant: Tenant, suspended: list[str]) -> TenantRecord:
         client_auth=ClientAuthRecord(tenant.client_auth.method),
         rate_limits=tenant.rate_limits,
         has_webhook_secret=tenant.webhook_secret is not None,
+        has_webhook_secret_previous=tenant.webhook_secret_previous is not None,
         attachment_url_prefixes=[redacted_url(u) for u in tenant.attachment_url_prefixes],
         unknown_policy=tenant.unknown_policy,
         suspended_batches=suspended,
@@ -1089,6 +1098,25 @@ def create_app(
         await proxy.revoke_tenant_key(tenant_id)
         return OkAnswer()
 
+    @route(post, "/tenant/{tenant_id:str}/webhook-secret", "tenants")
+    async def rotate_secret(
+        request: Request[Any, Any, Any], tenant_id: FromPath[str]
+    ) -> WebhookSecretAnswer:
+        """A new webhook secret, shown only in this answer. The one it replaces keeps
+        signing report calls beside it (``webhook_secret_previous``) until
+        ``DELETE /tenant/{id}/webhook-secret/previous``."""
+        await who(request)
+        new_secret = secrets.token_urlsafe(32)
+        await proxy.put_tenant(rotate_webhook_secret(await proxy.get_tenant(tenant_id), new_secret))
+        return WebhookSecretAnswer(webhook_secret=new_secret)
+
+    @route(delete, "/tenant/{tenant_id:str}/webhook-secret/previous", "tenants")
+    async def retire_secret(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> OkAnswer:
+        """End a webhook secret rotation: the previous secret stops signing."""
+        await who(request)
+        await proxy.put_tenant(retire_webhook_secret(await proxy.get_tenant(tenant_id)))
+        return OkAnswer()
+
     # --- service ----------------------------------------------------------------------
 
     @route(get, "/health", "service", public=True)
@@ -1164,7 +1192,7 @@ def create_app(
         add_messages, list_messages, get_message, delete_messages, cleanup_messages, run_now,
         suspend, activate, put_account, list_accounts, delete_account, create_tenant,
         list_tenants, sync_status, get_tenant, update_tenant, delete_tenant, rotate_key,
-        revoke_key, health, status, instance, metrics,
+        revoke_key, rotate_secret, retire_secret, health, status, instance, metrics,
     ]  # fmt: skip
     routes = [
         *handlers,
