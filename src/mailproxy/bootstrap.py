@@ -157,6 +157,8 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
                 connect_timeout_s=delivery.connect_timeout_s,
                 command_timeout_s=delivery.command_timeout_s,
                 data_timeout_s=delivery.data_timeout_s,
+                transaction_timeout_s=delivery.transaction_timeout_s,
+                egress_allow=parse_networks(settings.security.egress_allow),
             ),
             "capture": CaptureTransport(settings.capture_dir),
         },
@@ -166,6 +168,8 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         retry_policy=settings.retry,
         unknown_policy=delivery.unknown_policy,
         max_concurrency=delivery.max_concurrency,
+        tenant_concurrency=delivery.tenant_concurrency,
+        tenant_max_connections=delivery.tenant_max_connections,
         max_batch=delivery.max_batch,
         message_limits=MessageLimits(
             max_recipients=delivery.max_recipients,

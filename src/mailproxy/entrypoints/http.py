@@ -983,7 +983,7 @@ def create_app(
             raise InvalidInput("tenant_id", "invalid tenant_id: query and body differ")
         if not caller.is_admin and (fields.get("tls_verify") is False or fields.get("tls_ca_file")):
             raise Forbidden("tls_verify and tls_ca_file need the admin token")
-        account = await proxy.put_account(fields | {"tenant_id": scope})
+        account = await proxy.put_account(fields | {"tenant_id": scope}, caller=caller)
         if not account.tls_verify:
             log.warning("account.tls_verify_off", extra={"tenant": scope, "account": account.id})
         return AccountAnswer(account=account_record(account))
