@@ -148,3 +148,22 @@ def test_every_integer_field_of_a_request_body_has_both_bounds(body):
     fields = {f.name: _ints(f.type) for f in info.fields}
     unbounded = [n for n, ints in fields.items() for i in ints if i.ge is None or i.le is None]
     assert unbounded == []
+
+
+async def test_a_tenant_key_is_held_to_the_operator_s_cap_on_connections(client):
+    test_client, key = client
+    tenant = {"Authorization": f"Bearer {key}"}
+    account = {"id": "bulk", "tenant_id": "A", "kind": "capture"}
+    too_many = await test_client.post(
+        "/account", json=account | {"max_connections": 11}, headers=tenant
+    )
+    assert too_many.status_code == 403, too_many.text
+    assert "tenant_max_connections" in too_many.text
+    allowed = await test_client.post(
+        "/account", json=account | {"max_connections": 10}, headers=tenant
+    )
+    assert allowed.status_code == 200, allowed.text
+    admin = await test_client.post(
+        "/account", json=account | {"max_connections": 50}, headers=ADMIN
+    )
+    assert admin.status_code == 200, admin.text
