@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -28,6 +29,23 @@ POSTGRES_DSN = os.environ.get(
 )
 
 Store = MemoryStore | SqliteStore | PostgresStore
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str = "mailproxy_test") -> Iterator[str]:
+    """A new database on the local PostgreSQL server (its URL), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    try:
+        yield POSTGRES_DSN.replace("/postgres?", f"/{name}?")
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+            admin.execute(
+                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )
 
 
 def make_store(kind: str, tmp_path: Path) -> Store:

@@ -7,22 +7,23 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-import psycopg.sql
 import pytest
 
+from mailproxy.adapters.attachment_cache import TwoTierCache
+from mailproxy.adapters.attachment_sources import EndpointSource, FilesystemSource, UrlSource
+from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.adapters.http_reports import HttpReportSender
+from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.egress import parse_networks
 from mailproxy.service import MailProxy
-from tests.conftest import POSTGRES_DSN, Clock
+from tests.conftest import Clock, fresh_postgres_database
 from tests.smtp_sink import SinkHandler, running_sink
 
 
@@ -138,15 +139,27 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh database on the local PostgreSQL server, dropped afterwards."""
-    name = f"mailproxy_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
-        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    try:
-        yield POSTGRES_DSN.replace("/postgres?", f"/{name}?")
-    finally:
-        with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
-            admin.execute(
-                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    psycopg.sql.Identifier(name)
-                )
-            )
+    with fresh_postgres_database() as url:
+        yield url
+
+
+def attachment_service(tmp_path: Path, docs: Path, *, fetch_timeout_s: float) -> MailProxy:
+    """The service as the attachment tests drive it: a memory store, SMTP to loopback,
+    files under ``docs``, URLs and endpoints on loopback with 5,000-byte answers, the
+    two-tier cache with its disk under ``tmp_path``."""
+    local = parse_networks("127.0.0.0/8")
+    http = GuardedHttp(timeout_s=fetch_timeout_s, egress_allow=local)
+    store = MemoryStore()
+    return MailProxy(
+        store=store, config=store, outbox=store,
+        transports={
+            "smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2, egress_allow=local)
+        },
+        attachment_sources=[
+            FilesystemSource(docs, max_bytes=100_000),
+            UrlSource(http, local, 5000),
+            EndpointSource(http, local, 5000),
+        ],
+        attachment_cache=TwoTierCache(disk_dir=tmp_path / "cache"),
+        clock=Clock(), random_unit=lambda: 0.5, run_dispatcher=False,
+    )  # fmt: skip

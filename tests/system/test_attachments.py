@@ -15,16 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mailproxy.adapters.attachment_cache import TwoTierCache
-from mailproxy.adapters.attachment_sources import EndpointSource, FilesystemSource, UrlSource
-from mailproxy.adapters.guarded_http import GuardedHttp
-from mailproxy.adapters.memory import MemoryStore
-from mailproxy.adapters.smtp import SmtpTransport
-from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.model import Status
 from mailproxy.service import MailProxy
-from tests.conftest import Clock
 from tests.file_server import FileServer, running_file_server
+from tests.system.conftest import attachment_service
 
 pytestmark = pytest.mark.system
 
@@ -47,20 +41,7 @@ async def proxy(tmp_path: Path, sink, files) -> AsyncIterator[MailProxy]:
     (docs / "invoice.pdf").write_bytes(PDF)
     (tmp_path / "secret.txt").write_bytes(SECRET)
     (docs / "link.pdf").symlink_to(tmp_path / "secret.txt")
-    local = parse_networks("127.0.0.0/8")
-    http = GuardedHttp(timeout_s=1, egress_allow=local)
-    store = MemoryStore()
-    proxy = MailProxy(
-        store=store, config=store, outbox=store,
-        transports={"smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))},
-        attachment_sources=[
-            FilesystemSource(docs, max_bytes=100_000),
-            UrlSource(http, local, 5000),
-            EndpointSource(http, local, 5000),
-        ],
-        attachment_cache=TwoTierCache(disk_dir=tmp_path / "cache"),
-        clock=Clock(), random_unit=lambda: 0.5, run_dispatcher=False,
-    )  # fmt: skip
+    proxy = attachment_service(tmp_path, docs, fetch_timeout_s=1)
     async with proxy:
         await proxy.put_tenant(
             {"id": "acme", "client_base_url": files.url, "client_attachment_path": "/endpoint",

@@ -14,7 +14,6 @@ import contextlib
 import ipaddress
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -38,6 +37,7 @@ from tests.http_server import serving
 from tests.report_receiver import running_receiver
 from tests.smtp_sink import running_sink
 from tests.system.test_smtp_transport import outgoing
+from tests.tcp_peers import line_server
 
 pytestmark = pytest.mark.system
 
@@ -135,43 +135,9 @@ async def test_the_connection_goes_to_the_address_that_was_checked(sink, outside
     assert outside_connections == []
 
 
-@contextlib.contextmanager
-def line_server(lines: list[bytes], pause_s: float = 0.0) -> Iterator[int]:
-    """A TCP service on 127.0.0.1 that writes ``lines`` (``pause_s`` apart) to whoever
-    connects, then keeps the connection open."""
-    stop = threading.Event()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.settimeout(0.2)
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn, contextlib.suppress(OSError):
-                for line in lines:
-                    if stop.is_set():
-                        break
-                    conn.sendall(line)
-                    time.sleep(pause_s)
-                stop.wait(10)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
-
-
 async def test_a_service_that_is_not_smtp_is_not_echoed():
     banner = b"+OK INTERNAL-SERVICE-BANNER secret=hunter2\r\n"
-    with line_server([banner]) as port:
+    with line_server([banner], hold_s=10) as port:
         transport = SmtpTransport(connect_timeout_s=2, egress_allow=LOOPBACK)
         account = Account(id="a", tenant_id="t1", host="127.0.0.1", port=port, use_tls=False)
         outcome = await transport.send(account, outgoing())
@@ -188,7 +154,7 @@ async def test_a_service_that_is_not_smtp_is_not_echoed():
 async def test_a_greeting_dripped_line_by_line_is_cut_at_the_deadline():
     # Every line comes well within the per-read timeout; the greeting never ends.
     lines = [b"220-still greeting\r\n"] * 100
-    with line_server(lines, pause_s=0.2) as port:
+    with line_server(lines, pause_s=0.2, hold_s=10) as port:
         transport = SmtpTransport(
             connect_timeout_s=2, command_timeout_s=2, transaction_timeout_s=1,
             egress_allow=LOOPBACK,

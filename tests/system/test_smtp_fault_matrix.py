@@ -8,8 +8,6 @@ retryable is delivered (unknown attempts flagged ``possible_duplicate``)."""
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from tests.conftest import Clock
 from tests.report_receiver import Receiver, running_receiver
 from tests.smtp_sink import SinkHandler, running_sink
 from tests.system.conftest import reporting_service as make_proxy
+from tests.tcp_peers import line_server
 
 pytestmark = pytest.mark.system
 
@@ -201,30 +200,7 @@ async def test_a_421_greeting_pauses_the_account_and_keeps_the_message(tmp_path,
     assert (entry["event"], entry["smtp_code"]) == ("deferred", 421)
 
 
-@contextlib.contextmanager
-def refusing_server(greeting: str) -> Iterator[int]:
+def refusing_server(greeting: str) -> contextlib.AbstractContextManager[int]:
     """A listener on 127.0.0.1 that greets every connection with ``greeting`` and hangs
     up, as a server over its connection limit does."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with connection:
-                connection.sendall(greeting.encode())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
+    return line_server([greeting.encode()])

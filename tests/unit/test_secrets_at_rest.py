@@ -9,7 +9,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from mailproxy.domain.errors import InvalidInput, StorageError
 from mailproxy.entrypoints.cli import app
 from mailproxy.entrypoints.instances import Instance
 from mailproxy.service import MailProxy
-from tests.conftest import POSTGRES_DSN
+from tests.conftest import fresh_postgres_database
 
 KEY_A = Fernet.generate_key().decode()
 KEY_B = Fernet.generate_key().decode()
@@ -55,18 +54,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "secrets.db")
         return
-    name = f"mailproxy_secrets_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
-        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    try:
-        yield POSTGRES_DSN.replace("/postgres?", f"/{name}?")
-    finally:
-        with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
-            admin.execute(
-                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    psycopg.sql.Identifier(name)
-                )
-            )
+    with fresh_postgres_database("mailproxy_secrets") as url:
+        yield url
 
 
 def stored_bytes(database: str) -> bytes:
