@@ -25,6 +25,7 @@ from mailproxy.domain.egress import address_allowed, parse_networks
         "2606:4700::5efe:a9fe:a9fe",  # ISATAP identifier of 169.254.169.254
         "2606:4700::200:5efe:a00:1",  # ISATAP (universal bit) of 10.0.0.1
         "::ffff:169.254.169.254",  # IPv4-mapped
+        "fec0::1",  # site-local (deprecated; Python calls it global)
     ],
 )
 def test_ipv6_carriers_of_non_public_ipv4_are_refused(address):

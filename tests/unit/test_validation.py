@@ -361,3 +361,44 @@ def test_header_fields_that_cannot_be_written_within_998_octets_are_refused(chan
 def test_content_headers_are_refused_because_the_service_builds_the_mime_structure(name):
     with pytest.raises(InvalidInput, match=f"header not allowed: {name}"):
         parse_message({**BASE, "headers": {name: "attachment; filename*=utf-8''a%0D%0AX: 1"}})
+
+
+HI_MD5 = "49f68a5c8493ec2c0bf489821c21fc3b"  # of b"hi"
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        # Taking the marker out joins "=0" and "A" into "=0A", an encoded line feed.
+        f"=?utf-8?q?invoice=0{{MD5:{HI_MD5}}}ABcc:_x@evil.example?=.pdf",
+        f"a\r{{MD5:{HI_MD5}}}\nb.pdf",
+        f"{{MD5:{HI_MD5}}}",  # nothing left to send
+    ],
+)
+def test_a_file_name_is_checked_as_it_is_sent_once_its_md5_marker_is_out(filename):
+    attachment = {"filename": filename, "storage_path": "base64:aGk="}
+    with pytest.raises(InvalidInput, match="filename"):
+        parse_message({**BASE, "attachments": [attachment]})
+
+
+def test_an_attachment_s_auth_is_accepted_and_not_kept():
+    attachment = {"filename": "a.txt", "storage_path": "base64:aGk=",
+                  "auth": {"token": "ATTACHMENT-SECRET"}}  # fmt: skip
+    spec = parse_message({**BASE, "attachments": [attachment]})
+    assert "ATTACHMENT-SECRET" not in repr(spec)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://app.example/hooks?token=s3cret", "https://app.example/x#frag", "https://a.example/?"],
+)
+def test_a_callback_base_url_has_no_query_or_fragment(url):
+    with pytest.raises(InvalidInput, match="client_base_url: no query"):
+        parse_tenant({"id": "acme", "client_base_url": url})
+
+
+@pytest.mark.parametrize("value", ["=?utf-8?q?=0D", "x =?utf-8?q?a=0Ab", "=?utf-8?b?DQo"])
+def test_an_encoded_word_left_open_at_the_end_is_decoded_too(value):
+    # The SMTPUTF8 renderer's parser decodes such a word and wrote the bare CR or LF.
+    with pytest.raises(InvalidInput, match="encoded word hides control characters"):
+        check_header_value("subject", value)

@@ -53,6 +53,9 @@ _OPAQUE_V4_CARRIERS = (
     ipaddress.IPv6Network("64:ff9b:1::/48"),
     ipaddress.IPv6Network("::/96"),
 )
+#: Site-local addresses (RFC 3879 deprecated them; Python 3.11 still calls them global):
+#: a network's own, like the private IPv4 ranges.
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
 #: ISATAP interface identifiers (RFC 5214): ``…:0:5efe:a.b.c.d`` (or ``200:5efe``) under
 #: any prefix tunnels to the IPv4 address in the last 32 bits.
 _ISATAP_MARKERS = (0x00005EFE, 0x02005EFE)
@@ -90,7 +93,7 @@ def address_allowed(address: str, allow: Sequence[Network] = ()) -> bool:
         embedded = _embedded_ipv4(ip)
         if embedded is not None:
             return any(embedded in network for network in allow) or _public(embedded)
-        if any(ip in network for network in _OPAQUE_V4_CARRIERS):
+        if ip in _SITE_LOCAL or any(ip in network for network in _OPAQUE_V4_CARRIERS):
             return False
     return _public(ip)
 

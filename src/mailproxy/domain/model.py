@@ -108,7 +108,6 @@ class AttachmentRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     fetch_mode: Literal["base64", "filesystem", "endpoint", "http_url"]
     mime_type: str | None = None
     content_md5: str | None = None
-    auth: dict[str, Any] | None = None
 
 
 class MessageSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

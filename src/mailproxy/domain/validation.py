@@ -19,6 +19,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -78,7 +79,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z|~]{1,76}")
 # Every start of an encoded word (a lookahead, so overlapping candidates are all found);
 # the text may hold spaces and "?", as lenient decoders accept (see hides_control_characters).
-_ENCODED_WORD = re.compile(r"(?==\?([^?]*)\?([bBqQ])\?(.*?)\?=)", re.DOTALL)
+# The closing "?=" may be missing: the email package's header parser decodes a word that
+# runs to the end of the value all the same.
+_ENCODED_WORD = re.compile(r"(?==\?([^?]*)\?([bBqQ])\?(.*?)(?:\?=|\Z))", re.DOTALL)
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 _RAW_BREAK = re.compile(rb"[\x00\r\n]")
@@ -124,8 +127,9 @@ def hides_control_characters(value: str, depth: int = 3) -> bool:
 
     Decoded as leniently as any decoder on the way might: the email package's header
     parser takes encoded text with spaces and ``?`` in it, ``email.header.decode_header``
-    joins adjacent words of one charset before decoding them, and an unknown charset
-    falls back to the raw bytes. So every ``=?charset?b|q?...?=`` candidate counts,
+    joins adjacent words of one charset before decoding them, an unknown charset falls
+    back to the raw bytes, and a word left open at the end of the value is decoded too.
+    So every ``=?charset?b|q?...?=`` candidate counts,
     overlapping ones too, its bytes are checked as they are and as its charset decodes
     them, and what decodes to another encoded word is decoded again.
     """
@@ -317,6 +321,8 @@ class _AttachmentInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     fetch_mode: Literal["base64", "filesystem", "endpoint", "http_url"] | None = None
     mime_type: str | None = None
     content_md5: str | None = None
+    #: Accepted for compatibility and dropped: no source uses it, and a credential that
+    #: nothing needs is not kept in the queue.
     auth: dict[str, Any] | None = None
 
 
@@ -526,18 +532,20 @@ def decode_inline(storage_path: str) -> bytes:
 
 
 def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
-    if (
-        not 0 < len(data.filename) <= 255
-        or _CONTROL.search(data.filename)
-        or hides_control_characters(data.filename)
-    ):
-        raise InvalidInput(f"{field}.filename", f"invalid {field}.filename: 1..255 printable chars")
+    # The name is checked as it will be sent, once the MD5 marker is out of it: taking
+    # the marker out joins what was around it (``=0{MD5:…}A`` becomes ``=0A``, an
+    # encoded line feed), and may leave nothing at all.
+    name, marker_md5 = strip_md5_marker(data.filename)
+    for form in (data.filename, name):
+        if not 0 < len(form) <= 255 or _CONTROL.search(form) or hides_control_characters(form):
+            raise InvalidInput(
+                f"{field}.filename", f"invalid {field}.filename: 1..255 printable chars"
+            )
     if "/" in data.filename or "\\" in data.filename:
         raise InvalidInput(f"{field}.filename", f"invalid {field}.filename: no path separators")
     if not data.storage_path or "\x00" in data.storage_path:
         raise InvalidInput(f"{field}.storage_path", f"invalid {field}.storage_path")
     mode = data.fetch_mode or infer_fetch_mode(data.storage_path)
-    name, marker_md5 = strip_md5_marker(data.filename)
     if data.content_md5 is not None and not _HEX32.fullmatch(data.content_md5):
         raise InvalidInput(f"{field}.content_md5", f"invalid {field}.content_md5: 32 hex digits")
     md5 = (data.content_md5 or marker_md5 or "").lower() or None
@@ -559,7 +567,6 @@ def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
         fetch_mode=mode,
         mime_type=data.mime_type,
         content_md5=md5,
-        auth=data.auth,
     )
 
 
@@ -576,6 +583,14 @@ def parse_tenant(raw: object) -> Tenant:
         raise InvalidInput("id", "invalid id: 1..64 of A-Z a-z 0-9 _ . -, not . or ..")
     if tenant.client_base_url is not None:
         check_http_url("client_base_url", tenant.client_base_url)
+        # Paths are appended to it, and a query there would be a credential kept in
+        # the clear beside the sealed client_auth: credentials go in client_auth.
+        base = urlsplit(tenant.client_base_url)
+        if base.query or base.fragment or tenant.client_base_url.endswith(("?", "#")):
+            raise InvalidInput(
+                "client_base_url",
+                "invalid client_base_url: no query or fragment (credentials go in client_auth)",
+            )
     for path_field in ("client_sync_path", "client_attachment_path"):
         if not getattr(tenant, path_field).startswith("/"):
             raise InvalidInput(path_field, f"invalid {path_field}: must start with /")
