@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mailproxy.domain.model import Status
+from mailproxy.adapters.attachment_sources import EndpointSource
+from mailproxy.adapters.guarded_http import GuardedHttp
+from mailproxy.domain.egress import parse_networks
+from mailproxy.domain.model import AttachmentRef, Status, Tenant
 from mailproxy.service import MailProxy
 from tests.file_server import FileServer, running_file_server
 from tests.system.conftest import attachment_service
@@ -132,3 +135,26 @@ async def test_a_named_url_equal_to_the_own_endpoint_keeps_the_credentials(proxy
     await proxy.run_until_idle()
     (post,) = [r for r in files.requests if r[0] == "POST"]
     assert post[2]["Authorization"] == f"Bearer {TOKEN}"
+
+
+async def test_the_instance_endpoint_is_told_which_tenant_asks(tmp_path, sink, files):
+    files.files["doc"] = b"the document"
+    docs = tmp_path / "instance-docs"
+    docs.mkdir()
+    local = parse_networks("127.0.0.0/8")
+    http = GuardedHttp(timeout_s=5, egress_allow=local)
+    source = EndpointSource(
+        http, local, 5000, instance_endpoint=f"{files.url}/endpoint",
+        auth_method="bearer", auth_token="INSTANCE-TOKEN",
+    )  # fmt: skip
+    try:
+        for tenant in ("eve", "bob"):
+            await source.fetch(
+                Tenant(id=tenant),
+                AttachmentRef(filename="d.pdf", storage_path="@doc", fetch_mode="endpoint"),
+            )
+    finally:
+        await source.close()
+    calls = [(headers["X-Mail-Proxy-Tenant"], headers["Authorization"]) for _, _, headers, _ in
+             files.requests]  # fmt: skip
+    assert calls == [("eve", "Bearer INSTANCE-TOKEN"), ("bob", "Bearer INSTANCE-TOKEN")]

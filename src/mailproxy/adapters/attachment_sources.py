@@ -38,6 +38,8 @@ from mailproxy.domain.errors import AttachmentUnavailable, InvalidInput
 from mailproxy.domain.model import AttachmentRef, Tenant
 
 FIELD = "attachments.storage_path"
+#: Names the tenant on every endpoint call.
+TENANT_HEADER = "X-Mail-Proxy-Tenant"
 
 
 class FilesystemSource:
@@ -187,7 +189,10 @@ class EndpointSource(_HttpSource):
 
     Credentials go only where they were configured for: a message-supplied URL gets the
     tenant's ``client_auth`` only when it is the tenant's own endpoint (compared
-    normalised), never because it lies under a prefix; it never gets the instance's."""
+    normalised), never because it lies under a prefix; it never gets the instance's.
+    Every call names the tenant in ``X-Mail-Proxy-Tenant``: the instance endpoint serves
+    every tenant with one credential, and must check that the one asking may have the
+    document."""
 
     fetch_modes = frozenset({"endpoint"})
 
@@ -234,7 +239,9 @@ class EndpointSource(_HttpSource):
         except InvalidInput as exc:
             raise AttachmentUnavailable(attachment.filename, exc.reason, temporary=False) from None
         body = msgspec.json.encode(_EndpointCall(params))
-        headers = {"Content-Type": "application/json", **headers}
+        # The tenant whose message asks, so that an endpoint serving several tenants
+        # (the instance's) can check that this one may have the document.
+        headers = {"Content-Type": "application/json", TENANT_HEADER: tenant.id, **headers}
         return await self._fetch(attachment.filename, "POST", url, content=body, headers=headers)
 
 
