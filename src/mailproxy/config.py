@@ -36,6 +36,9 @@ class ServerSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     api_token: str | None = None
     #: Larger request bodies are refused with 413 before they are read whole.
     max_body_bytes: int = 10485760
+    #: Comma-separated addresses of reverse proxies whose `X-Forwarded-For` names the
+    #: client (none: the header is ignored, the connection's address is the client's).
+    forwarded_allow_ips: str | None = None
 
 
 class StorageSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

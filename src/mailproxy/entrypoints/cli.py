@@ -242,6 +242,11 @@ def serve(
             port=bind_port,
             log_level=settings.logging.level,
             access_log=False,
+            # Who the client is decides the authentication throttle: a forwarded address
+            # is believed only from the proxies the operator names (uvicorn would believe
+            # any local process).
+            proxy_headers=settings.server.forwarded_allow_ips is not None,
+            forwarded_allow_ips=settings.server.forwarded_allow_ips or "",
             # uvloop and httptools when installed (dependencies where uvloop exists):
             # about a sixth less CPU per delivered message than asyncio's own loop.
             loop="auto",
