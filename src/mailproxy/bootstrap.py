@@ -158,6 +158,7 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
                 command_timeout_s=delivery.command_timeout_s,
                 data_timeout_s=delivery.data_timeout_s,
                 transaction_timeout_s=delivery.transaction_timeout_s,
+                max_idle_connections=delivery.max_concurrency,
                 egress_allow=parse_networks(settings.security.egress_allow),
             ),
             "capture": CaptureTransport(settings.capture_dir),
@@ -170,6 +171,7 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         max_concurrency=delivery.max_concurrency,
         tenant_concurrency=delivery.tenant_concurrency,
         tenant_max_connections=delivery.tenant_max_connections,
+        tenant_max_accounts=delivery.tenant_max_accounts,
         max_batch=delivery.max_batch,
         message_limits=MessageLimits(
             max_recipients=delivery.max_recipients,

@@ -64,6 +64,9 @@ class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     #: The most `max_connections` a tenant's key may give an account (the admin token
     #: may give more).
     tenant_max_connections: int = 10
+    #: The most accounts a tenant's key may create in its tenant (the admin token may
+    #: create more).
+    tenant_max_accounts: int = 50
     #: Seconds to connect to an SMTP server and read its greeting.
     connect_timeout_s: float = 10.0
     #: Seconds to wait for the reply to an SMTP command.
@@ -321,6 +324,7 @@ def _check(settings: Settings) -> None:
         "delivery.max_concurrency": settings.delivery.max_concurrency,
         "delivery.transaction_timeout_s": settings.delivery.transaction_timeout_s,
         "delivery.tenant_max_connections": settings.delivery.tenant_max_connections,
+        "delivery.tenant_max_accounts": settings.delivery.tenant_max_accounts,
         "delivery.max_batch": settings.delivery.max_batch,
         "delivery.max_recipients": settings.delivery.max_recipients,
         "delivery.max_metadata_bytes": settings.delivery.max_metadata_bytes,

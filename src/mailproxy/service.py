@@ -163,6 +163,7 @@ class MailProxy:
         fetch_concurrency: int = 8,
         tenant_concurrency: int | None = None,
         tenant_max_connections: int = 10,
+        tenant_max_accounts: int = 50,
         retry_policy: RetryPolicy | None = None,
         unknown_policy: UnknownPolicy = "at_least_once",
         max_concurrency: int = 32,
@@ -228,6 +229,9 @@ class MailProxy:
         #: The most ``max_connections`` a tenant's key may give an account (the admin
         #: may give more).
         self.tenant_max_connections = tenant_max_connections
+        #: The most accounts a tenant's key may create in its tenant (each holds
+        #: connections, metric series and a row; the admin may create more).
+        self.tenant_max_accounts = tenant_max_accounts
         self.max_batch = max_batch
         self.message_limits = message_limits
         self.lease_s = lease_s
@@ -383,7 +387,8 @@ class MailProxy:
         """Create or replace an account of an existing tenant. Nothing connects yet: a
         wrong host or password shows up on the first attempt, as an account problem
         (a host the egress rule forbids, given as an address, is refused at once). A
-        tenant's key may give it at most ``tenant_max_connections`` connections."""
+        tenant's key may give it at most ``tenant_max_connections`` connections, and
+        create at most ``tenant_max_accounts`` accounts."""
         account = data if isinstance(data, Account) else parse_account(data)
         if not caller.is_admin and account.max_connections > self.tenant_max_connections:
             raise Forbidden(
@@ -391,6 +396,13 @@ class MailProxy:
                 "(delivery.tenant_max_connections)"
             )
         await self.get_tenant(account.tenant_id)
+        if not caller.is_admin:
+            existing = {a.id for a in await self.config.list_accounts(account.tenant_id)}
+            if account.id not in existing and len(existing) >= self.tenant_max_accounts:
+                raise Forbidden(
+                    f"more than {self.tenant_max_accounts} accounts need the admin token "
+                    "(delivery.tenant_max_accounts)"
+                )
         transport = self._transports.get(account.kind)
         if transport is None:
             raise InvalidInput("kind", f"invalid kind: no transport for {account.kind!r}")

@@ -379,3 +379,73 @@ async def test_applications_that_answer_slowly_never_hold_back_another_tenant_s_
             await wait_until(fast_reported)
             still_dripping = [t for t in slow if t in proxy._reporting]
         assert len(still_dripping) == 8
+
+
+# --- connections left open ----------------------------------------------------------------
+
+
+def established_to(port: int) -> int:
+    """Connections of this machine in state ESTABLISHED whose remote end is ``port`` on
+    loopback (read from /proc/net, so the count is the kernel's, not the transport's)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                count += remote_port == port and fields[3] == "01"
+    return count
+
+
+async def test_idle_connections_stay_bounded_and_close_however_many_accounts(sink):
+    _, port = sink
+    transport = SmtpTransport(
+        connect_timeout_s=2, idle_timeout_s=1, max_idle_connections=3, egress_allow=LOOPBACK
+    )
+    try:
+        for n in range(10):  # ten accounts, or one account saved with ten passwords
+            account = Account(id="a", tenant_id="evil", host="127.0.0.1", port=port,
+                              use_tls=False, user=None, password=f"pw{n}")  # fmt: skip
+            assert isinstance(await transport.send(account, outgoing()), Delivered)
+
+        async def at_most_three() -> bool:  # a closed transport lets go on the next turn
+            return established_to(port) <= 3
+
+        await wait_until(at_most_three, timeout_s=0.5)
+
+        async def all_closed() -> bool:
+            return established_to(port) == 0
+
+        await wait_until(all_closed)  # past the idle timeout, with no send to trigger it
+    finally:
+        await transport.close()
+
+
+async def test_a_tenant_key_cannot_create_accounts_without_end(tmp_path):
+    store = SqliteStore(tmp_path / "q.db")
+    proxy = MailProxy(
+        store=store, config=store, outbox=store, transports={"smtp": SmtpTransport()},
+        tenant_max_accounts=3, run_dispatcher=False,
+    )  # fmt: skip
+    tenant = Caller("evil")
+    async with proxy:
+        await proxy.put_tenant({"id": "evil"})
+        for n in range(3):
+            await proxy.put_account(
+                {"id": f"a{n}", "tenant_id": "evil", "host": "smtp.example.com", "port": 587},
+                caller=tenant,
+            )
+        with pytest.raises(Forbidden, match="tenant_max_accounts"):
+            await proxy.put_account(
+                {"id": "a3", "tenant_id": "evil", "host": "smtp.example.com", "port": 587},
+                caller=tenant,
+            )
+        # Changing one it has is not creating one; the admin may create more.
+        await proxy.put_account(
+            {"id": "a0", "tenant_id": "evil", "host": "relay.example.com", "port": 587},
+            caller=tenant,
+        )
+        await proxy.put_account(
+            {"id": "a3", "tenant_id": "evil", "host": "smtp.example.com", "port": 587}
+        )
+        assert len(await proxy.list_accounts("evil")) == 4

@@ -82,6 +82,9 @@ class _Pool:
     def __init__(self, max_connections: int) -> None:
         self.slots = asyncio.Semaphore(max_connections)
         self.idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        #: Sends using or waiting for the pool (a pool nobody uses and with nothing idle
+        #: is forgotten).
+        self.users = 0
 
 
 @dataclass
@@ -107,6 +110,7 @@ class SmtpTransport:
         data_timeout_s: float = 120.0,
         transaction_timeout_s: float = 180.0,
         idle_timeout_s: float = 60.0,
+        max_idle_connections: int = 32,
         local_hostname: str | None = None,
         egress_allow: Sequence[Network] = (),
         resolve: Resolver = system_resolver,
@@ -122,6 +126,9 @@ class SmtpTransport:
         self._local_hostname = local_hostname
         self._monotonic = monotonic
         self._pools: dict[_PoolKey, _Pool] = {}
+        self._max_idle = max_idle_connections
+        self._idle_total = 0
+        self._sweeper: asyncio.TimerHandle | None = None
 
     @staticmethod
     def _key(account: Account) -> _PoolKey:
@@ -162,20 +169,24 @@ class SmtpTransport:
 
     async def send(self, account: Account, message: Outgoing) -> Outcome:
         pool = self._pool(account)
-        async with pool.slots:
-            progress = _Progress()
-            try:
-                async with asyncio.timeout(self._transaction_timeout_s):
-                    return await self._send_in_slot(pool, account, message, progress)
-            except TimeoutError:
-                if progress.client is not None:
-                    self._discard(progress.client)
-                return classify(
-                    progress.phase,
-                    Failure.TIMEOUT,
-                    None,
-                    f"no complete SMTP transaction within {self._transaction_timeout_s:g} s",
-                )
+        pool.users += 1
+        try:
+            async with pool.slots:
+                progress = _Progress()
+                try:
+                    async with asyncio.timeout(self._transaction_timeout_s):
+                        return await self._send_in_slot(pool, account, message, progress)
+                except TimeoutError:
+                    if progress.client is not None:
+                        self._discard(progress.client)
+                    return classify(
+                        progress.phase,
+                        Failure.TIMEOUT,
+                        None,
+                        f"no complete SMTP transaction within {self._transaction_timeout_s:g} s",
+                    )
+        finally:
+            pool.users -= 1
 
     async def _send_in_slot(
         self, pool: _Pool, account: Account, message: Outgoing, progress: _Progress
@@ -200,6 +211,7 @@ class SmtpTransport:
         now = self._monotonic()
         while pool.idle:
             client, since = pool.idle.pop()
+            self._idle_total -= 1
             if now - since < self._idle_timeout_s and client.is_connected:
                 return client
             self._discard(client)
@@ -208,6 +220,13 @@ class SmtpTransport:
     def _finish(self, pool: _Pool, client: aiosmtplib.SMTP, keep: bool) -> None:
         if keep and client.is_connected:
             pool.idle.append((client, self._monotonic()))
+            self._idle_total += 1
+            if self._idle_total > self._max_idle:
+                self._sweep()
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().call_later(
+                    self._idle_timeout_s / 2, self._sweep_on_timer
+                )
         else:
             self._discard(client)
 
@@ -337,7 +356,45 @@ class SmtpTransport:
             return False
         return True
 
+    def _sweep_on_timer(self) -> None:
+        self._sweeper = None
+        self._sweep()
+        if self._idle_total:
+            self._sweeper = asyncio.get_running_loop().call_later(
+                self._idle_timeout_s / 2, self._sweep_on_timer
+            )
+
+    def _sweep(self) -> None:
+        """Close idle connections past the idle timeout (or dead), then the oldest beyond
+        ``max_idle_connections`` over all pools, and forget pools nobody uses: however
+        many accounts a tenant makes (or changes), the connections left open stay
+        bounded, and those of deleted or changed accounts close within the timeout."""
+        now = self._monotonic()
+        kept: list[tuple[float, _PoolKey, aiosmtplib.SMTP]] = []
+        for key, pool in list(self._pools.items()):
+            for client, since in pool.idle:
+                if now - since < self._idle_timeout_s and client.is_connected:
+                    kept.append((since, key, client))
+                else:
+                    self._discard(client)
+            pool.idle = []
+        kept.sort(key=lambda entry: entry[0])
+        excess = max(0, len(kept) - self._max_idle)
+        for _, _, client in kept[:excess]:
+            self._discard(client)
+        kept = kept[excess:]
+        for since, key, client in kept:
+            self._pools[key].idle.append((client, since))
+        self._idle_total = len(kept)
+        for key, pool in list(self._pools.items()):
+            if not pool.idle and pool.users == 0:
+                del self._pools[key]
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._idle_total = 0
         pools, self._pools = self._pools, {}
         clients = [client for pool in pools.values() for client, _ in pool.idle]
 
