@@ -14,6 +14,7 @@ from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.prometheus import PrometheusMetrics
+from mailproxy.adapters.resolver import Resolver, ThreadedResolver
 from mailproxy.adapters.sealed import (
     FernetCipher,
     ResealCount,
@@ -112,12 +113,14 @@ async def reseal_secrets(
         await store.close()
 
 
-def build_attachments(settings: Settings) -> tuple[list[AttachmentSource], TwoTierCache]:
+def build_attachments(
+    settings: Settings, resolve: Resolver | None = None
+) -> tuple[list[AttachmentSource], TwoTierCache]:
     """The attachment sources the settings enable (files only with a base_dir or allowed
     roots; URLs and endpoints always, behind the egress rule) and the cache."""
     options = settings.attachments
     egress = parse_networks(settings.security.egress_allow)
-    http = GuardedHttp(timeout_s=options.fetch_timeout_s, egress_allow=egress)
+    http = GuardedHttp(timeout_s=options.fetch_timeout_s, egress_allow=egress, resolve=resolve)
     sources: list[AttachmentSource] = [
         UrlSource(http, egress, options.max_bytes),
         EndpointSource(
@@ -146,7 +149,10 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
     store = build_store(settings)
     cipher = build_cipher(settings)
     delivery = settings.delivery
-    sources, cache = build_attachments(settings)
+    # One resolver for every outbound kind, so that its per-tenant share of lookup
+    # threads holds across them.
+    resolve = ThreadedResolver()
+    sources, cache = build_attachments(settings, resolve)
     return MailProxy(
         store=store,
         config=SealedConfigStore(store, cipher),
@@ -159,6 +165,7 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
                 data_timeout_s=delivery.data_timeout_s,
                 transaction_timeout_s=delivery.transaction_timeout_s,
                 max_idle_connections=delivery.max_concurrency,
+                resolve=resolve,
                 egress_allow=parse_networks(settings.security.egress_allow),
             ),
             "capture": CaptureTransport(settings.capture_dir),
@@ -193,6 +200,7 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         reporter=HttpReportSender(
             timeout_s=settings.reporting.timeout_s,
             egress_allow=parse_networks(settings.security.egress_allow),
+            resolve=resolve,
         ),
         sync_interval_s=settings.reporting.sync_interval_s,
         report_batch=settings.reporting.batch_size,

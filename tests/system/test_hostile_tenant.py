@@ -24,6 +24,7 @@ import pytest
 from mailproxy.adapters.attachment_sources import UrlSource
 from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.adapters.http_reports import HttpReportSender
+from mailproxy.adapters.resolver import ThreadedResolver
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.access import ADMIN, Caller
@@ -79,7 +80,7 @@ def outside_connections(monkeypatch) -> list[object]:
 def stub_resolver(names: dict[str, list[str]]):
     asked: list[str] = []
 
-    async def resolve(host: str, port: int) -> list[str]:
+    async def resolve(host: str, port: int, scope: str | None = None) -> list[str]:
         asked.append(host)
         if host not in names:
             raise OSError(f"no such name in the test resolver: {host}")
@@ -449,3 +450,52 @@ async def test_a_tenant_key_cannot_create_accounts_without_end(tmp_path):
             {"id": "a3", "tenant_id": "evil", "host": "smtp.example.com", "port": 587}
         )
         assert len(await proxy.list_accounts("evil")) == 4
+
+
+# --- name resolution ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_names(monkeypatch) -> Iterator[list[str]]:
+    """The system resolver, stubbed in-process: names under ``.slow.test`` take 3 s and
+    fail (servers that never answer), ``relay.good.test`` is 127.0.0.1 at once, anything
+    else fails at once. No lookup leaves the process."""
+    asked: list[str] = []
+    released = threading.Event()
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        asked.append(host)
+        if host.endswith(".slow.test"):
+            released.wait(3)
+            raise socket.gaierror(socket.EAI_AGAIN, "temporary failure in name resolution")
+        if host == "relay.good.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        raise socket.gaierror(socket.EAI_NONAME, "name not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield asked
+    released.set()
+
+
+async def test_names_that_never_resolve_hold_only_their_tenant_s_share_of_lookups(slow_names):
+    resolver = ThreadedResolver(threads=8, share=2)
+    try:
+        for n in range(10):  # each given up by its caller, each thread still blocked
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await resolver(f"mx{n}.slow.test", 25, "evil")
+        async with asyncio.timeout(2):  # a bound for a broken build, not a measurement
+            assert await resolver("relay.good.test", 25, "good") == ["127.0.0.1"]
+        assert sum(name.endswith(".slow.test") for name in slow_names) == 2  # its share
+    finally:
+        resolver.close()
+
+
+async def test_an_address_literal_takes_no_lookup(slow_names):
+    resolver = ThreadedResolver(threads=1, share=1)
+    try:
+        assert await resolver("127.0.0.1", 25, "t") == ["127.0.0.1"]
+        assert await resolver("[::1]", 25, "t") == ["::1"]
+    finally:
+        resolver.close()
+    assert slow_names == []

@@ -136,13 +136,14 @@ class _HttpSource:
             raise InvalidInput(FIELD, f"invalid {FIELD}: address not allowed: {host}")
 
     async def _fetch(
-        self, name: str, method: str, url: str, *, content: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, tenant: Tenant, name: str, method: str, url: str, *,
+        content: bytes | None = None, headers: Mapping[str, str] | None = None,
     ) -> bytes:  # fmt: skip
         try:
             response = await self._http.request(
-                method, url, content=content, headers=headers, max_bytes=self._max_bytes
-            )
+                method, url, content=content, headers=headers, max_bytes=self._max_bytes,
+                scope=tenant.id,
+            )  # fmt: skip
         except EgressRefused as exc:
             raise AttachmentUnavailable(name, str(exc), temporary=False) from None
         except TooLarge as exc:
@@ -174,7 +175,7 @@ class UrlSource(_HttpSource):
             self.check(tenant, attachment)
         except InvalidInput as exc:
             raise AttachmentUnavailable(attachment.filename, exc.reason, temporary=False) from None
-        return await self._fetch(attachment.filename, "GET", attachment.storage_path)
+        return await self._fetch(tenant, attachment.filename, "GET", attachment.storage_path)
 
 
 class _EndpointCall(msgspec.Struct):
@@ -242,7 +243,9 @@ class EndpointSource(_HttpSource):
         # The tenant whose message asks, so that an endpoint serving several tenants
         # (the instance's) can check that this one may have the document.
         headers = {"Content-Type": "application/json", TENANT_HEADER: tenant.id, **headers}
-        return await self._fetch(attachment.filename, "POST", url, content=body, headers=headers)
+        return await self._fetch(
+            tenant, attachment.filename, "POST", url, content=body, headers=headers
+        )
 
 
 def _is_ip(host: str) -> bool:

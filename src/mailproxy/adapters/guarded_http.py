@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import msgspec
 
-from mailproxy.adapters.resolver import EgressRefused, Resolver, pinned_address, system_resolver
+from mailproxy.adapters.resolver import EgressRefused, Resolver, ThreadedResolver, pinned_address
 from mailproxy.domain.egress import Network
 from mailproxy.domain.model import Tenant
 
@@ -62,11 +62,12 @@ class GuardedHttp:
         *,
         timeout_s: float,
         egress_allow: Sequence[Network] = (),
-        resolve: Resolver = system_resolver,
+        resolve: Resolver | None = None,
     ) -> None:
         self._deadline_s = timeout_s
         self._allow = tuple(egress_allow)
-        self._resolve = resolve
+        self._own_resolver = ThreadedResolver() if resolve is None else None
+        self._resolve: Resolver = resolve or self._own_resolver  # type: ignore[assignment]
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -88,6 +89,7 @@ class GuardedHttp:
         headers: Mapping[str, str] | None = None,
         max_bytes: int,
         truncate: bool = False,
+        scope: str | None = None,
     ) -> GuardedResponse:
         """Send the request to the checked address and read at most ``max_bytes`` of the
         (decoded) answer: beyond that, :class:`TooLarge` (or, with ``truncate``, the first
@@ -97,7 +99,7 @@ class GuardedHttp:
             async with asyncio.timeout(self._deadline_s):
                 return await self._request(
                     method, url, content=content, headers=headers, max_bytes=max_bytes,
-                    truncate=truncate,
+                    truncate=truncate, scope=scope,
                 )  # fmt: skip
         except TimeoutError:
             raise httpx.TimeoutException(
@@ -113,13 +115,14 @@ class GuardedHttp:
         headers: Mapping[str, str] | None,
         max_bytes: int,
         truncate: bool,
+        scope: str | None,
     ) -> GuardedResponse:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise EgressRefused(f"not an http(s) URL: {url}")
         host = parts.hostname
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = await pinned_address(host, port, self._allow, self._resolve)
+        address = await pinned_address(host, port, self._allow, self._resolve, scope)
         literal = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
         pinned = urlunsplit(parts._replace(netloc=f"{literal}:{port}"))
         sent_headers = {
@@ -144,6 +147,8 @@ class GuardedHttp:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+        if self._own_resolver is not None:
+            self._own_resolver.close()
 
 
 async def _decoded(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:

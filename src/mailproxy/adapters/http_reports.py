@@ -14,6 +14,7 @@ import httpx
 import msgspec
 
 from mailproxy.adapters.guarded_http import EgressRefused, GuardedHttp, client_auth_headers
+from mailproxy.adapters.resolver import Resolver
 from mailproxy.domain.egress import Network
 from mailproxy.domain.model import ReportEvent, Tenant
 from mailproxy.domain.reporting import signature_header
@@ -40,9 +41,10 @@ class HttpReportSender:
         *,
         timeout_s: float = 10.0,
         egress_allow: Sequence[Network] = (),
+        resolve: Resolver | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._http = GuardedHttp(timeout_s=timeout_s, egress_allow=egress_allow)
+        self._http = GuardedHttp(timeout_s=timeout_s, egress_allow=egress_allow, resolve=resolve)
         self._clock = clock
 
     async def post(self, tenant: Tenant, events: Sequence[ReportEvent]) -> SyncAnswer:
@@ -60,7 +62,7 @@ class HttpReportSender:
         try:
             response = await self._http.request(
                 "POST", url, content=body, headers=headers, max_bytes=MAX_ANSWER_BYTES,
-                truncate=True,
+                truncate=True, scope=tenant.id,
             )  # fmt: skip
         except EgressRefused as exc:
             return SyncAnswer(acknowledged=False, error=str(exc))

@@ -32,7 +32,7 @@ from typing import Any
 
 import aiosmtplib
 
-from mailproxy.adapters.resolver import EgressRefused, Resolver, pinned_address, system_resolver
+from mailproxy.adapters.resolver import EgressRefused, Resolver, ThreadedResolver, pinned_address
 from mailproxy.domain.egress import Network, address_allowed
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.mime import Outgoing, RenderedMessage
@@ -113,12 +113,13 @@ class SmtpTransport:
         max_idle_connections: int = 32,
         local_hostname: str | None = None,
         egress_allow: Sequence[Network] = (),
-        resolve: Resolver = system_resolver,
+        resolve: Resolver | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._transaction_timeout_s = transaction_timeout_s
         self._allow = tuple(egress_allow)
-        self._resolve = resolve
+        self._own_resolver = ThreadedResolver() if resolve is None else None
+        self._resolve: Resolver = resolve or self._own_resolver  # type: ignore[assignment]
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
         self._data_timeout_s = data_timeout_s
@@ -235,11 +236,13 @@ class SmtpTransport:
         with contextlib.suppress(Exception):
             client.close()
 
-    async def _connected_socket(self, host: str, port: int) -> socket.socket | Outcome:
+    async def _connected_socket(
+        self, host: str, port: int, tenant_id: str
+    ) -> socket.socket | Outcome:
         """A socket connected to the checked address of ``host`` (or the outcome that
         stops the attempt: a refused address pauses the account)."""
         try:
-            address = await pinned_address(host, port, self._allow, self._resolve)
+            address = await pinned_address(host, port, self._allow, self._resolve, tenant_id)
         except EgressRefused as exc:
             return AccountBroken(str(exc))
         family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
@@ -257,7 +260,7 @@ class SmtpTransport:
         assert account.host is not None
         assert account.port is not None
         implicit_tls = account.port == 465 and account.use_tls is not False
-        sock = await self._connected_socket(account.host, account.port)
+        sock = await self._connected_socket(account.host, account.port, account.tenant_id)
         if not isinstance(sock, socket.socket):
             return sock
         client = aiosmtplib.SMTP(
@@ -394,6 +397,8 @@ class SmtpTransport:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._own_resolver is not None:
+            self._own_resolver.close()
         self._idle_total = 0
         pools, self._pools = self._pools, {}
         clients = [client for pool in pools.values() for client, _ in pool.idle]
