@@ -89,6 +89,7 @@ from mailproxy.domain.reporting import SyncState, after_call, next_call_ts
 from mailproxy.domain.retry import RetryPolicy
 from mailproxy.domain.validation import (
     DEFAULT_LIMITS,
+    MAX_TS,
     MessageLimits,
     address_of,
     decode_inline,
@@ -476,7 +477,7 @@ class MailProxy:
         await self.get_tenant(tenant_id)
         if expires_ts is not None and expires_ts <= self._clock():
             raise InvalidInput("expires_at", "invalid expires_at: must be in the future")
-        if expires_ts is not None and expires_ts > 253402300799:  # 9999-12-31T23:59:59Z
+        if expires_ts is not None and expires_ts > MAX_TS:
             raise InvalidInput("expires_at", "invalid expires_at: after 9999-12-31")
         key = self._new_secret()
         await self.access.put_tenant_key(TenantKey(tenant_id, key_digest(key), expires_ts))

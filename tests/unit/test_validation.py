@@ -181,7 +181,7 @@ def test_tenant_and_account_validation():
     assert parse_tenant({"id": "acme"}).name == "acme"
     with pytest.raises(InvalidInput, match="invalid id"):
         parse_tenant({"id": "bad id"})
-    with pytest.raises(InvalidInput, match=r"invalid rate_limits\.per_hour: at least 1"):
+    with pytest.raises(InvalidInput, match=r"invalid rate_limits\.per_hour: 1\.\."):
         parse_tenant({"id": "acme", "rate_limits": {"per_minute": 5, "per_hour": 0}})
     with pytest.raises(InvalidInput, match="missing host"):
         parse_account({"id": "a", "tenant_id": "t"})
@@ -402,3 +402,16 @@ def test_an_encoded_word_left_open_at_the_end_is_decoded_too(value):
     # The SMTPUTF8 renderer's parser decodes such a word and wrote the bare CR or LF.
     with pytest.raises(InvalidInput, match="encoded word hides control characters"):
         check_header_value("subject", value)
+
+
+@pytest.mark.parametrize("value", [10**30, 2**63, -1])
+def test_integers_have_their_range_for_library_callers_too(value):
+    with pytest.raises(InvalidInput, match="deferred_ts"):
+        parse_message({**BASE, "deferred_ts": value})
+    account = {"id": "a", "tenant_id": "t", "kind": "capture"}
+    with pytest.raises(InvalidInput, match="max_connections"):
+        parse_account(account | {"max_connections": value})
+    with pytest.raises(InvalidInput, match="limit_per_day"):
+        parse_account(account | {"limit_per_day": value})
+    with pytest.raises(InvalidInput, match=r"rate_limits\.per_hour"):
+        parse_tenant({"id": "t", "rate_limits": {"per_hour": value}})

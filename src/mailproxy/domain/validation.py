@@ -101,6 +101,19 @@ _TENANT_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _MSGSPEC_PATH = re.compile(r"at `\$\.?(?P<path>[^`]*)`")
 
 
+# --- bounds of client integers -----------------------------------------------------------
+# A value the storage cannot hold (SQLite and PostgreSQL integers are 64-bit) would surface
+# as a storage failure, and an absurd one (a key valid until the year 10**22) as silent
+# nonsense: every integer a client gives has a range, for HTTP and library callers alike.
+
+#: The last second of 9999-12-31 UTC: the latest instant a client may name.
+MAX_TS = 253402300799
+#: Largest rate limit (messages per window) and similar counts: a PostgreSQL ``integer``.
+MAX_COUNT = 2**31 - 1
+#: Largest ``max_connections`` of an account.
+MAX_CONNECTIONS = 1000
+
+
 # --- strings and headers ----------------------------------------------------------------
 
 
@@ -453,8 +466,8 @@ def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> Messag
                 " chars of letters, digits and !#$%&'*+-/=?^_`{|}~.",
             )
     priority = None if data.priority is None else int(parse_priority(data.priority))
-    if data.deferred_ts is not None and data.deferred_ts < 0:
-        raise InvalidInput("deferred_ts", "invalid deferred_ts: must not be negative")
+    if data.deferred_ts is not None and not 0 <= data.deferred_ts <= MAX_TS:
+        raise InvalidInput("deferred_ts", f"invalid deferred_ts: 0..{MAX_TS}")
     if data.batch_code is not None and (
         not 0 < len(data.batch_code) <= MAX_BATCH_CODE_CHARS or _CONTROL.search(data.batch_code)
     ):
@@ -597,8 +610,8 @@ def parse_tenant(raw: object) -> Tenant:
     limits = tenant.rate_limits
     for unit in ("per_minute", "per_hour", "per_day"):
         value = getattr(limits, unit) if limits is not None else None
-        if value is not None and value < 1:
-            raise InvalidInput(f"rate_limits.{unit}", f"invalid rate_limits.{unit}: at least 1")
+        if value is not None and not 1 <= value <= MAX_COUNT:
+            raise InvalidInput(f"rate_limits.{unit}", f"invalid rate_limits.{unit}: 1..{MAX_COUNT}")
     if not tenant.name:
         tenant = msgspec.structs.replace(tenant, name=tenant.id)
     return tenant
@@ -616,10 +629,10 @@ def parse_account(raw: object) -> Account:
             raise InvalidInput("host", "missing host")
         if account.port is None or not 0 < account.port < 65536:
             raise InvalidInput("port", "invalid port: 1..65535")
-    if account.max_connections < 1:
-        raise InvalidInput("max_connections", "invalid max_connections: at least 1")
+    if not 1 <= account.max_connections <= MAX_CONNECTIONS:
+        raise InvalidInput("max_connections", f"invalid max_connections: 1..{MAX_CONNECTIONS}")
     for name in ("limit_per_minute", "limit_per_hour", "limit_per_day"):
         value = getattr(account, name)
-        if value is not None and value < 1:
-            raise InvalidInput(name, f"invalid {name}: at least 1")
+        if value is not None and not 1 <= value <= MAX_COUNT:
+            raise InvalidInput(name, f"invalid {name}: 1..{MAX_COUNT}")
     return account

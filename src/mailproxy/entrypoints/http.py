@@ -78,6 +78,7 @@ from mailproxy.domain.model import (
 from mailproxy.domain.policy import Why
 from mailproxy.domain.reporting import retire_webhook_secret, rotate_webhook_secret
 from mailproxy.domain.throttle import FailedAuthentications, ThrottlePolicy
+from mailproxy.domain.validation import MAX_CONNECTIONS, MAX_COUNT, MAX_TS
 from mailproxy.entrypoints.status_page import Sessions, status_page_routes
 from mailproxy.service import MailProxy
 
@@ -171,16 +172,8 @@ UNSET = msgspec.UNSET
 Unset = msgspec.UnsetType
 
 # --- bounds of client integers --------------------------------------------------------------
-# Every integer a client sends gets a range here, at the edge: a value the storage cannot
-# hold (SQLite and PostgreSQL integers are 64-bit) would otherwise surface as a 500, and an
-# absurd one (a key valid until the year 10**22) as silent nonsense.
-
-#: The last second of 9999-12-31 UTC: the latest instant a client may name.
-MAX_TS = 253402300799
-#: Largest rate limit (messages per window) and similar counts: a PostgreSQL ``integer``.
-MAX_COUNT = 2**31 - 1
-#: Largest ``max_connections`` of an account.
-MAX_CONNECTIONS = 1000
+# Every integer of a request body gets its range (the domain's) in the schema, so that it is
+# refused with the field's name before anything else reads it.
 
 Timestamp = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS)]
 Count = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
