@@ -93,3 +93,16 @@ async def test_a_store_sealed_with_another_key_or_none_is_locked(store):
             await other.check()
         with pytest.raises(LockedSecret):
             await other.get_tenant("t1")
+
+
+@pytest.mark.parametrize("password", ["fernet:hunter2", "plain:hunter2", "fernet:"])
+@pytest.mark.parametrize("cipher", [FernetCipher(), CIPHER], ids=["no key", "key"])
+async def test_a_secret_that_looks_sealed_is_kept_as_the_client_gave_it(store, cipher, password):
+    # A tenant key chose the password: it must never lock the store (every restart
+    # checks every stored secret) nor be taken for a token.
+    sealed = SealedConfigStore(store.inner, cipher)
+    await sealed.put_tenant(Tenant(id="t1", webhook_secret=password))
+    await sealed.put_account(Account(id="a", tenant_id="t1", kind="capture", password=password))
+    assert await sealed.check() >= 0
+    assert [a.password for a in await sealed.list_accounts("t1")] == [password]
+    assert (await sealed.get_tenant("t1")).webhook_secret == password

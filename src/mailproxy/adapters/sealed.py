@@ -34,6 +34,9 @@ from mailproxy.ports.store import AccessStore, ConfigStore
 #: Marks a sealed value; anything else is plaintext written without a key.
 SEALED_PREFIX = "fernet:"
 _SEALED_BYTES = SEALED_PREFIX.encode()
+#: Marks a plaintext written without a key that would otherwise look sealed (a password a
+#: client chose to start with ``fernet:``): it is stored escaped, never taken for a token.
+ESCAPED_PREFIX = "plain:"
 SETTING = "security.encryption_key"
 
 
@@ -85,21 +88,26 @@ class FernetCipher:
         return text.startswith(SEALED_PREFIX)
 
     def seal(self, text: str) -> str:
-        """``fernet:<token>`` of ``text`` under the first key; ``text`` itself without a
-        key. An already sealed text is returned as it is."""
-        if self._fernet is None or self.is_sealed(text):
-            return text
+        """``fernet:<token>`` of ``text`` under the first key. Without a key, ``text``
+        itself, escaped (``plain:``) when it starts like a sealed or escaped value, so
+        that what a client chose is never taken for a token."""
+        if self._fernet is None:
+            escape = text.startswith((SEALED_PREFIX, ESCAPED_PREFIX))
+            return ESCAPED_PREFIX + text if escape else text
         return SEALED_PREFIX + self._fernet.encrypt(text.encode()).decode("ascii")
 
     def open(self, text: str) -> str:
         """The plaintext of a sealed text; a plaintext one as it is. Raises
         :class:`LockedSecret` when no configured key opens it."""
+        if text.startswith(ESCAPED_PREFIX):
+            return text[len(ESCAPED_PREFIX) :]
         if not self.is_sealed(text):
             return text
         return self._decrypt(text[len(SEALED_PREFIX) :].encode()).decode()
 
     def seal_bytes(self, data: bytes) -> bytes:
-        if self._fernet is None or self.is_sealed(data):
+        # Answer bodies are the service's own JSON: they never start like a token.
+        if self._fernet is None:
             return data
         return _SEALED_BYTES + self._fernet.encrypt(data)
 
