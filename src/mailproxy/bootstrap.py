@@ -14,7 +14,7 @@ from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.prometheus import PrometheusMetrics
-from mailproxy.adapters.resolver import Resolver, ThreadedResolver
+from mailproxy.adapters.resolver import ThreadedResolver
 from mailproxy.adapters.sealed import (
     FernetCipher,
     ResealCount,
@@ -29,6 +29,7 @@ from mailproxy.domain.errors import InvalidInput, StorageError
 from mailproxy.domain.policy import WindowLengths
 from mailproxy.domain.validation import MessageLimits
 from mailproxy.ports.attachments import AttachmentSource
+from mailproxy.ports.resolver import Resolver
 from mailproxy.service import MailProxy
 
 if TYPE_CHECKING:

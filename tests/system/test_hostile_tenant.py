@@ -479,23 +479,57 @@ def slow_names(monkeypatch) -> Iterator[list[str]]:
 
 async def test_names_that_never_resolve_hold_only_their_tenant_s_share_of_lookups(slow_names):
     resolver = ThreadedResolver(threads=8, share=2)
-    try:
-        for n in range(10):  # each given up by its caller, each thread still blocked
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.05):
-                    await resolver(f"mx{n}.slow.test", 25, "evil")
-        async with asyncio.timeout(2):  # a bound for a broken build, not a measurement
-            assert await resolver("relay.good.test", 25, "good") == ["127.0.0.1"]
-        assert sum(name.endswith(".slow.test") for name in slow_names) == 2  # its share
-    finally:
-        resolver.close()
+    for n in range(10):  # each given up by its caller, each thread still blocked
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await resolver(f"mx{n}.slow.test", 25, "evil")
+    async with asyncio.timeout(2):  # a bound for a broken build, not a measurement
+        assert await resolver("relay.good.test", 25, "good") == ["127.0.0.1"]
+    assert sum(name.endswith(".slow.test") for name in slow_names) == 2  # its share
 
 
 async def test_an_address_literal_takes_no_lookup(slow_names):
     resolver = ThreadedResolver(threads=1, share=1)
-    try:
-        assert await resolver("127.0.0.1", 25, "t") == ["127.0.0.1"]
-        assert await resolver("[::1]", 25, "t") == ["::1"]
-    finally:
-        resolver.close()
+    assert await resolver("127.0.0.1", 25, "t") == ["127.0.0.1"]
+    assert await resolver("[::1]", 25, "t") == ["::1"]
     assert slow_names == []
+
+
+async def test_a_name_that_does_not_resolve_now_is_a_failed_connection_not_a_broken_account():
+    resolve, _ = stub_resolver({})
+    transport = SmtpTransport(connect_timeout_s=2, egress_allow=LOOPBACK, resolve=resolve)
+    account = Account(id="a", tenant_id="t1", host="relay.acme.example", port=25)
+    outcome = await transport.send(account, outgoing())
+    await transport.close()
+    assert isinstance(outcome, Temporary)  # retried like a refused connection
+    assert "cannot resolve relay.acme.example" in outcome.reason
+
+
+async def test_every_checked_address_is_tried_in_turn(sink, outside_connections):
+    handler, port = sink  # listens on 127.0.0.1 only: ::1 refuses the connection
+    resolve, _ = stub_resolver({"relay.acme.example": ["::1", "127.0.0.1"]})
+    transport = SmtpTransport(
+        connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8, ::1/128"), resolve=resolve
+    )
+    account = Account(id="a", tenant_id="t1", host="relay.acme.example", port=port,
+                      use_tls=False)  # fmt: skip
+    outcome = await transport.send(account, outgoing())
+    await transport.close()
+    assert isinstance(outcome, Delivered)
+    assert len(handler.received) == 1
+
+
+async def test_a_send_finishing_after_close_leaves_no_connection_open(sink):
+    handler, port = sink
+    handler.reply_delay_s = 0.3
+    transport = SmtpTransport(connect_timeout_s=2, egress_allow=LOOPBACK)
+    account = Account(id="a", tenant_id="t1", host="127.0.0.1", port=port, use_tls=False)
+    sending = asyncio.create_task(transport.send(account, outgoing()))
+    await asyncio.sleep(0.1)
+    await transport.close()
+    assert isinstance(await sending, Delivered)
+
+    async def none_open() -> bool:
+        return established_to(port) == 0
+
+    await wait_until(none_open, timeout_s=2)

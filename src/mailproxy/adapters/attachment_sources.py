@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from mailproxy.adapters.guarded_http import (
     TooLarge,
     client_auth_headers,
 )
+from mailproxy.adapters.resolver import address_literal
 from mailproxy.domain.attachments import (
     check_file_path,
     check_url,
@@ -131,9 +131,9 @@ class _HttpSource:
 
     def _check_literal_host(self, url: str) -> None:
         """An IP-literal host that is not allowed is refused at enqueue, without I/O."""
-        host = urlsplit(url).hostname or ""
-        if _is_ip(host) and not address_allowed(host, self._allow):
-            raise InvalidInput(FIELD, f"invalid {FIELD}: address not allowed: {host}")
+        literal = address_literal(urlsplit(url).hostname or "")
+        if literal is not None and not address_allowed(literal, self._allow):
+            raise InvalidInput(FIELD, f"invalid {FIELD}: address not allowed: {literal}")
 
     async def _fetch(
         self, tenant: Tenant, name: str, method: str, url: str, *,
@@ -146,7 +146,7 @@ class _HttpSource:
             )  # fmt: skip
         except EgressRefused as exc:
             raise AttachmentUnavailable(name, str(exc), temporary=False) from None
-        except TooLarge as exc:
+        except (TooLarge, httpx.DecodingError) as exc:  # the same answer again
             raise AttachmentUnavailable(name, str(exc), temporary=False) from None
         except httpx.HTTPError as exc:
             reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
@@ -246,11 +246,3 @@ class EndpointSource(_HttpSource):
         return await self._fetch(
             tenant, attachment.filename, "POST", url, content=body, headers=headers
         )
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True

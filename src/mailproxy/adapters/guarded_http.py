@@ -19,14 +19,21 @@ import base64
 import ipaddress
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import msgspec
 
-from mailproxy.adapters.resolver import EgressRefused, Resolver, ThreadedResolver, pinned_address
+from mailproxy.adapters.resolver import (
+    EgressRefused,
+    ThreadedResolver,
+    Unresolved,
+    pinned_addresses,
+)
 from mailproxy.domain.egress import Network
 from mailproxy.domain.model import Tenant
+from mailproxy.ports.resolver import Resolver
 
 
 class TooLarge(Exception):
@@ -66,8 +73,7 @@ class GuardedHttp:
     ) -> None:
         self._deadline_s = timeout_s
         self._allow = tuple(egress_allow)
-        self._own_resolver = ThreadedResolver() if resolve is None else None
-        self._resolve: Resolver = resolve or self._own_resolver  # type: ignore[assignment]
+        self._resolve: Resolver = resolve if resolve is not None else ThreadedResolver()
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -122,7 +128,11 @@ class GuardedHttp:
             raise EgressRefused(f"not an http(s) URL: {url}")
         host = parts.hostname
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = await pinned_address(host, port, self._allow, self._resolve, scope)
+        try:
+            addresses = await pinned_addresses(host, port, self._allow, self._resolve, scope)
+        except Unresolved as exc:  # like a refused connection: worth another try later
+            raise httpx.ConnectError(str(exc)) from None
+        address = addresses[0]
         literal = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
         pinned = urlunsplit(parts._replace(netloc=f"{literal}:{port}"))
         sent_headers = {
@@ -147,8 +157,6 @@ class GuardedHttp:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
-        if self._own_resolver is not None:
-            self._own_resolver.close()
 
 
 async def _decoded(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:
@@ -163,10 +171,12 @@ async def _decoded(response: httpx.Response, limit: int) -> AsyncIterator[bytes]
     wbits = _ZLIB_WBITS.get(coding)
     if wbits is None:
         raise httpx.DecodingError(f"answer in an unsupported content coding: {coding}")
-    inflater = zlib.decompressobj(wbits)
+    inflater: Any = None
     produced = 0
     try:
         async for chunk in response.aiter_raw():
+            if inflater is None and chunk:
+                inflater = zlib.decompressobj(_window_bits(coding, wbits, chunk))
             pending = chunk
             while pending and produced < limit:
                 piece = inflater.decompress(pending, limit - produced)
@@ -176,11 +186,20 @@ async def _decoded(response: httpx.Response, limit: int) -> AsyncIterator[bytes]
                     yield piece
             if produced >= limit:
                 return
-        tail = inflater.flush()
+        tail = inflater.flush() if inflater is not None else b""
         if tail:
             yield tail[: limit - produced + 1]
     except zlib.error as exc:
         raise httpx.DecodingError(f"cannot decode the {coding} answer: {exc}") from None
+
+
+def _window_bits(coding: str, wbits: int, first: bytes) -> int:
+    """``deflate`` is meant as zlib-wrapped data (RFC 9110), but some servers send the raw
+    stream: a first byte that is no zlib header (method 8, header check) means raw."""
+    if coding != "deflate":
+        return wbits
+    wrapped = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
+    return wbits if wrapped else -zlib.MAX_WBITS
 
 
 def client_auth_headers(tenant: Tenant) -> dict[str, str]:

@@ -14,11 +14,11 @@ import httpx
 import msgspec
 
 from mailproxy.adapters.guarded_http import EgressRefused, GuardedHttp, client_auth_headers
-from mailproxy.adapters.resolver import Resolver
 from mailproxy.domain.egress import Network
 from mailproxy.domain.model import ReportEvent, Tenant
 from mailproxy.domain.reporting import signature_header
 from mailproxy.ports.reporting import SyncAnswer
+from mailproxy.ports.resolver import Resolver
 
 #: The most of an application's answer that is read.
 MAX_ANSWER_BYTES = 65536

@@ -2,40 +2,38 @@
 calls and fetches, SMTP accounts).
 
 A host is resolved once, every address it resolves to must pass
-:func:`mailproxy.domain.egress.address_allowed`, and the caller connects to the address
+:func:`mailproxy.domain.egress.address_allowed`, and the caller connects to an address
 that was checked: a DNS answer that changes between the check and the connection cannot
 send it elsewhere.
 
 Resolving is a blocking call on a thread, and a name whose servers never answer holds
 its thread until the system resolver gives up, whatever deadline the caller set. So
-:class:`ThreadedResolver` resolves on threads of its own (never the pool that file
-reads and the event loop's own lookups use), gives each scope (a tenant) a share of them
+:class:`ThreadedResolver` resolves on threads of its own (never the pool that file reads
+and the event loop's own lookups use), gives each scope (a tenant) a share of them,
 counted until the thread is free again, and never spends a thread on an address literal.
-The resolver is injectable, so rules about names are tested without the system's DNS.
+Its threads are daemons: one still blocked never holds up the process's exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
+import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol
 
 from mailproxy.domain.egress import Network, address_allowed
-
-
-class Resolver(Protocol):
-    async def __call__(self, host: str, port: int, scope: str | None = None) -> Sequence[str]:
-        """The addresses of ``host``, as ``getaddrinfo`` gives them, for a lookup made on
-        behalf of ``scope`` (None: the service's own). Raises ``OSError`` when the name
-        does not resolve."""
-        ...
+from mailproxy.ports.resolver import Resolver
 
 
 class EgressRefused(Exception):
-    """The host is not a place mailproxy may connect to (or cannot be resolved)."""
+    """The host resolves to an address mailproxy may not connect to."""
+
+
+class Unresolved(Exception):
+    """The host name did not resolve (now): a temporary failure, like a refused
+    connection."""
 
 
 def address_literal(host: str) -> str | None:
@@ -46,14 +44,18 @@ def address_literal(host: str) -> str | None:
         return None
 
 
+def _addresses(host: str, port: int) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
 class ThreadedResolver:
-    """Implements :class:`Resolver` with ``socket.getaddrinfo`` on ``threads`` threads of
-    its own, of which one scope holds at most ``share`` (default a quarter) at a time —
-    until the lookup's thread is free, even when the caller stopped waiting for it."""
+    """Implements :class:`~mailproxy.ports.resolver.Resolver` with
+    ``socket.getaddrinfo`` on at most ``threads`` daemon threads at once, of which one
+    scope holds at most ``share`` (default a quarter), each until its lookup ends — even
+    when the caller stopped waiting for it."""
 
     def __init__(self, *, threads: int = 32, share: int | None = None) -> None:
-        self._threads = threads
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads = asyncio.Semaphore(threads)
         self._share = share if share is not None else max(1, threads // 4)
         self._scopes: dict[str | None, asyncio.Semaphore] = {}
 
@@ -65,46 +67,57 @@ class ThreadedResolver:
         if gate is None:
             gate = self._scopes[scope] = asyncio.Semaphore(self._share)
         await gate.acquire()
-        loop = asyncio.get_running_loop()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="dns")
         try:
-            lookup: Future[list[str]] = self._executor.submit(_addresses, host, port)
+            await self._threads.acquire()
         except BaseException:
             gate.release()
             raise
-        lookup.add_done_callback(lambda _: loop.call_soon_threadsafe(gate.release))
-        return await asyncio.wrap_future(lookup)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[list[str]] = loop.create_future()
 
-    def close(self) -> None:
-        """Let the threads go (a later lookup starts new ones); threads still blocked
-        end when their lookup does."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        def settle(addresses: list[str] | None, error: BaseException | None) -> None:
+            gate.release()
+            self._threads.release()
+            if answer.done():  # the caller stopped waiting
+                return
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(addresses or [])
+
+        def look_up() -> None:
+            try:
+                addresses, error = _addresses(host, port), None
+            except Exception as exc:
+                addresses, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, addresses, error)
+
+        try:
+            threading.Thread(target=look_up, name="dns", daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had
+            settle(None, OSError(f"cannot start a lookup: {exc}"))
+        return await answer
 
 
-def _addresses(host: str, port: int) -> list[str]:
-    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
-
-
-async def pinned_address(
+async def pinned_addresses(
     host: str,
     port: int,
     allow: Sequence[Network],
     resolve: Resolver,
     scope: str | None = None,
-) -> str:
-    """The address to connect to for ``host``; raises :class:`EgressRefused` unless every
-    address it resolves to is allowed."""
+) -> list[str]:
+    """The addresses to connect to for ``host``, in the resolver's order. Raises
+    :class:`Unresolved` when it does not resolve, :class:`EgressRefused` unless every
+    address it resolves to is allowed (one forbidden address refuses the name)."""
     try:
         addresses = list(await resolve(host, port, scope))
     except (OSError, UnicodeError) as exc:
-        raise EgressRefused(f"cannot resolve {host}: {exc}") from None
+        raise Unresolved(f"cannot resolve {host}: {exc}") from None
     refused = [a for a in addresses if not address_allowed(a, allow)]
     if not addresses or refused:
         raise EgressRefused(
             f"{host} resolves to an address that is not allowed: "
             f"{', '.join(refused) or 'none'} (see security.egress_allow)"
         )
-    return addresses[0]
+    return addresses

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import ssl
 import time
@@ -32,7 +31,13 @@ from typing import Any
 
 import aiosmtplib
 
-from mailproxy.adapters.resolver import EgressRefused, Resolver, ThreadedResolver, pinned_address
+from mailproxy.adapters.resolver import (
+    EgressRefused,
+    ThreadedResolver,
+    Unresolved,
+    address_literal,
+    pinned_addresses,
+)
 from mailproxy.domain.egress import Network, address_allowed
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.mime import Outgoing, RenderedMessage
@@ -47,6 +52,7 @@ from mailproxy.domain.outcome import (
     classify,
     classify_refusals,
 )
+from mailproxy.ports.resolver import Resolver
 
 _PoolKey = tuple[Any, ...]
 _RECIPIENT_ACCEPTED = (aiosmtplib.SMTPStatus.completed, aiosmtplib.SMTPStatus.will_forward)
@@ -118,8 +124,8 @@ class SmtpTransport:
     ) -> None:
         self._transaction_timeout_s = transaction_timeout_s
         self._allow = tuple(egress_allow)
-        self._own_resolver = ThreadedResolver() if resolve is None else None
-        self._resolve: Resolver = resolve or self._own_resolver  # type: ignore[assignment]
+        self._resolve: Resolver = resolve if resolve is not None else ThreadedResolver()
+        self._closed = False
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
         self._data_timeout_s = data_timeout_s
@@ -157,11 +163,8 @@ class SmtpTransport:
         forbids (names are checked when they are resolved, at each connection)."""
         if account.kind != "smtp" or not account.host:
             return
-        try:
-            ipaddress.ip_address(account.host.strip("[]"))
-        except ValueError:
-            return
-        if not address_allowed(account.host.strip("[]"), self._allow):
+        literal = address_literal(account.host)
+        if literal is not None and not address_allowed(literal, self._allow):
             raise InvalidInput(
                 "host",
                 f"invalid host: {account.host} is not an address mailproxy may connect to "
@@ -219,7 +222,7 @@ class SmtpTransport:
         return None
 
     def _finish(self, pool: _Pool, client: aiosmtplib.SMTP, keep: bool) -> None:
-        if keep and client.is_connected:
+        if keep and client.is_connected and not self._closed:
             pool.idle.append((client, self._monotonic()))
             self._idle_total += 1
             if self._idle_total > self._max_idle:
@@ -239,22 +242,36 @@ class SmtpTransport:
     async def _connected_socket(
         self, host: str, port: int, tenant_id: str
     ) -> socket.socket | Outcome:
-        """A socket connected to the checked address of ``host`` (or the outcome that
-        stops the attempt: a refused address pauses the account)."""
+        """A socket connected to a checked address of ``host``, each tried in turn within
+        the connect timeout (or the outcome that stops the attempt: a forbidden address
+        pauses the account; a name that does not resolve is a failed connection)."""
         try:
-            address = await pinned_address(host, port, self._allow, self._resolve, tenant_id)
+            addresses = await pinned_addresses(host, port, self._allow, self._resolve, tenant_id)
         except EgressRefused as exc:
             return AccountBroken(str(exc))
-        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
+        except Unresolved as exc:
+            return classify(Phase.CONNECT, Failure.CONNECTION, None, str(exc))
+        failure: BaseException | None = None
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                await asyncio.get_running_loop().sock_connect(sock, (address, port))
-        except (OSError, TimeoutError) as exc:
-            sock.close()
-            return _classify_exception(Phase.CONNECT, exc)
-        return sock
+                for address in addresses:
+                    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                    sock.setblocking(False)
+                    try:
+                        await asyncio.get_running_loop().sock_connect(sock, (address, port))
+                    except OSError as exc:
+                        sock.close()
+                        failure = exc
+                        continue
+                    except BaseException:
+                        sock.close()
+                        raise
+                    return sock
+        except TimeoutError as exc:
+            failure = exc
+        assert failure is not None
+        return _classify_exception(Phase.CONNECT, failure)
 
     async def _open(self, account: Account, progress: _Progress) -> aiosmtplib.SMTP | Outcome:
         assert account.host is not None
@@ -397,8 +414,7 @@ class SmtpTransport:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        if self._own_resolver is not None:
-            self._own_resolver.close()
+        self._closed = True
         self._idle_total = 0
         pools, self._pools = self._pools, {}
         clients = [client for pool in pools.values() for client, _ in pool.idle]
