@@ -1151,19 +1151,9 @@ class MailProxy:
         """Call the tenant's application until it has nothing more to take now: a full
         batch or ``queued > 0`` calls again at once; a failure backs off."""
         assert self.reporter is not None
-        await self._report_slots.acquire()
-        holding = True
-        calls = asyncio.ensure_future(self._report_tenant_leased(tenant))
         try:
-            await asyncio.wait({calls}, timeout=self.report_slot_hold_s)
-            self._report_slots.release()
-            holding = False
-            await calls
+            await self._report_tenant_leased(tenant)
         finally:
-            if holding:
-                self._report_slots.release()
-            if not calls.done():
-                calls.cancel()
             with contextlib.suppress(MailProxyError):
                 await self.outbox.release_reports(tenant.id, self.worker_id)
 
@@ -1186,7 +1176,7 @@ class MailProxy:
             if next_call_ts(state, bool(stored), self.sync_interval_s) > self._clock():
                 return
             events = [r.event for r in stored]
-            answer = await self.reporter.post(tenant, events)
+            answer = await self._in_report_slot(self.reporter.post(tenant, events))
             now = self._clock()
             self._sync[tenant.id] = after_call(
                 state,
@@ -1213,6 +1203,27 @@ class MailProxy:
             log.info("report.sent", extra={"tenant": tenant.id, "entries": len(events)})
             if len(events) < self.report_batch and answer.queued <= 0:
                 return
+
+    async def _in_report_slot(self, call: Awaitable[T]) -> T:
+        """Run one report call in one of the ``report_concurrency`` slots; a call still
+        running after ``report_slot_hold_s`` gives its slot up and goes on beside them
+        (it ends within the sender's own deadline), so applications that answer slowly
+        never hold back the others' calls by more than that."""
+        await self._report_slots.acquire()
+        running = asyncio.ensure_future(call)
+        holding = True
+        try:
+            await asyncio.wait({running}, timeout=self.report_slot_hold_s)
+            self._report_slots.release()
+            holding = False
+            return await running
+        except asyncio.CancelledError:
+            running.cancel()
+            await asyncio.wait({running})
+            raise
+        finally:
+            if holding:
+                self._report_slots.release()
 
     def _record(
         self,

@@ -201,14 +201,25 @@ async def test_a_tenant_key_cannot_give_an_account_more_connections_than_allowed
 
 
 @contextlib.contextmanager
-def dripping_http(release: threading.Event) -> Iterator[str]:
+def dripping_http(release: threading.Event, answering: list[int] | None = None) -> Iterator[str]:
     """An HTTP server on 127.0.0.1 that answers every request a byte at a time until
-    ``release`` is set."""
+    ``release`` is set; ``answering[0]`` counts the requests it is answering."""
+    answering = answering if answering is not None else [0]
+    lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def handle_one(self) -> None:
+            with lock:
+                answering[0] += 1
+            try:
+                self.drip()
+            finally:
+                with lock:
+                    answering[0] -= 1
+
+        def drip(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", "1000")
             self.end_headers()
@@ -347,7 +358,8 @@ async def _sending_at_least(proxy: MailProxy, tenant: str, count: int) -> bool:
 async def test_applications_that_answer_slowly_never_hold_back_another_tenant_s_reports(
     tmp_path, release
 ):
-    with running_sink() as (_, smtp_port), dripping_http(release) as drip, \
+    answering = [0]
+    with running_sink() as (_, smtp_port), dripping_http(release, answering) as drip, \
             running_receiver() as receiver:  # fmt: skip
         store = SqliteStore(tmp_path / "q.db")
         proxy = MailProxy(
@@ -369,7 +381,7 @@ async def test_applications_that_answer_slowly_never_hold_back_another_tenant_s_
                 await proxy.submit([msg("m")], tenant_id=tenant)
 
             async def slow_calls_running() -> bool:
-                return len(proxy._reporting) >= 8
+                return answering[0] == 8
 
             await wait_until(slow_calls_running)
             await proxy.submit([msg("m")], tenant_id="fast")
@@ -378,8 +390,8 @@ async def test_applications_that_answer_slowly_never_hold_back_another_tenant_s_
                 return any(e["id"] == "m" for c in receiver.calls for e in c.entries)
 
             await wait_until(fast_reported)
-            still_dripping = [t for t in slow if t in proxy._reporting]
-        assert len(still_dripping) == 8
+            still_dripping = answering[0]
+        assert still_dripping == 8
 
 
 # --- connections left open ----------------------------------------------------------------
