@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from mailproxy.adapters.attachment_sources import UrlSource
@@ -545,3 +546,29 @@ async def test_a_send_finishing_after_close_leaves_no_connection_open(sink):
         return established_to(port) == 0
 
     await wait_until(none_open, timeout_s=2)
+
+
+async def test_credentials_never_go_out_in_the_clear_unless_the_account_says_so():
+    logins: list[str] = []
+
+    def record_login(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult
+
+        logins.append(mechanism)
+        return AuthResult(success=True)
+
+    # A server (or someone in between) that offers AUTH and no STARTTLS.
+    with running_sink(authenticator=record_login, auth_require_tls=False) as (handler, port):
+        transport = SmtpTransport(connect_timeout_s=2, egress_allow=LOOPBACK)
+        account = Account(
+            id="a", tenant_id="t1", host="127.0.0.1", port=port, user="mailer", password="S3cret"
+        )  # fmt: skip  (use_tls unset)
+        refused = await transport.send(account, outgoing())
+        explicit = msgspec.structs.replace(account, id="b", use_tls=False)
+        sent = await transport.send(explicit, outgoing())
+        await transport.close()
+    assert isinstance(refused, AccountBroken)
+    assert "credentials need TLS" in refused.reason
+    assert isinstance(sent, Delivered)  # use_tls false: the operator's choice
+    assert logins == ["PLAIN"] or logins == ["LOGIN"]
+    assert len(handler.received) == 1

@@ -104,9 +104,10 @@ class _Progress:
 class SmtpTransport:
     """Implements ``Transport`` over SMTP. TLS modes, per the HTTP API (``use_tls``): ``True`` —
     implicit TLS on port 465, STARTTLS required elsewhere; ``False`` — plaintext; ``None`` —
-    implicit TLS on 465, STARTTLS when offered elsewhere. Credentials, when set, are always
-    used: a server offering no AUTH is an account problem, never a reason to send
-    unauthenticated."""
+    implicit TLS on 465, STARTTLS when offered elsewhere, and required when the account
+    has credentials (they never go out in the clear unless ``use_tls`` is ``False``).
+    Credentials, when set, are always used: a server offering no AUTH is an account
+    problem, never a reason to send unauthenticated."""
 
     def __init__(
         self,
@@ -306,9 +307,13 @@ class SmtpTransport:
                     )
                     progress.phase = Phase.EHLO
                     await client.ehlo(timeout=timeout)
-                elif account.use_tls is True:
+                elif account.use_tls is True or (account.user and account.password):
+                    # Opportunistic TLS would send the credentials in the clear to anyone
+                    # who strips STARTTLS from the answer: with credentials, TLS is
+                    # required unless the account says use_tls false.
                     self._discard(client)
-                    return AccountBroken("TLS required but the server does not offer STARTTLS")
+                    why = "TLS required" if account.use_tls else "credentials need TLS"
+                    return AccountBroken(f"{why} but the server does not offer STARTTLS")
             if account.user and account.password:
                 if not client.supports_extension("auth"):
                     self._discard(client)
