@@ -75,8 +75,9 @@ class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     #: `unknown`).
     data_timeout_s: float = 120.0
     #: The most one SMTP attempt may take as a whole, from connecting to the last reply,
-    #: however the server spaces its answers (cut inside DATA: `unknown`).
-    transaction_timeout_s: float = 180.0
+    #: however the server spaces its answers (cut inside DATA: `unknown`); at least
+    #: `connect_timeout_s + data_timeout_s`, and room for the largest message to travel.
+    transaction_timeout_s: float = 600.0
     #: How long a claimed message belongs to its worker before another may take it over.
     lease_s: float = 300.0
     #: This process's name on leases (default: host name + instance name; on PostgreSQL
@@ -353,6 +354,13 @@ def _check(settings: Settings) -> None:
         )
     if settings.retry.max_retries < 0:
         raise InvalidInput("retry.max_retries", "invalid setting retry.max_retries: not negative")
+    delivery = settings.delivery
+    if delivery.transaction_timeout_s < delivery.connect_timeout_s + delivery.data_timeout_s:
+        raise InvalidInput(
+            "delivery.transaction_timeout_s",
+            "invalid setting delivery.transaction_timeout_s: at least connect_timeout_s + "
+            "data_timeout_s (a slow but steady server must be able to answer the final dot)",
+        )
     if not 0 <= settings.reporting.gather_s <= 10:
         raise InvalidInput("reporting.gather_s", "invalid setting reporting.gather_s: 0..10")
     if not 0 <= settings.retry.jitter <= 1:

@@ -92,3 +92,15 @@ async def test_scopes_that_look_like_paths_stay_inside_the_cache(tiers, tmp_path
     await cache.put("../../escape", md5(content), content)
     assert not (tmp_path.parent / "escape").exists()
     assert not any(p.name == "escape" for p in tmp_path.rglob("*"))
+
+
+async def test_files_of_the_layout_before_tenant_scopes_are_removed(tmp_path):
+    # Entries once lived at <dir>/<md5[:2]>/<md5>: never found again, they must not keep
+    # taking room under the cap.
+    old = tmp_path / "cache" / "ab" / ("ab" + "0" * 30)
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"x" * 100)
+    cache = TwoTierCache(disk_dir=tmp_path / "cache", small_item_bytes=1, clock=Clock())
+    await cache.put("t1", md5(b"y" * 50), b"y" * 50)
+    assert not old.exists()
+    assert await cache.get("t1", md5(b"y" * 50)) == b"y" * 50

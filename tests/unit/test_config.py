@@ -130,3 +130,12 @@ def test_worker_ids_are_stable_on_sqlite_and_per_process_on_postgresql():
     assert shared.worker_id == f"{socket.gethostname()}:default:{os.getpid()}"
     named = {"GMP_DB_PATH": "postgresql://db.example/mail", "GMP_DELIVERY_WORKER_ID": "node-1"}
     assert load_settings(environ=named).worker_id == "node-1"
+
+
+def test_the_transaction_deadline_leaves_room_for_a_slow_but_steady_server():
+    with pytest.raises(InvalidInput, match="transaction_timeout_s: at least"):
+        load_settings(environ={"GMP_DELIVERY_TRANSACTION_TIMEOUT_S": "100"})  # < 10 + 120
+    settings = load_settings(
+        environ={"GMP_DELIVERY_TRANSACTION_TIMEOUT_S": "60", "GMP_DELIVERY_DATA_TIMEOUT_S": "30"}
+    )
+    assert settings.delivery.transaction_timeout_s == 60

@@ -111,6 +111,11 @@ class TwoTierCache:
 
     def _evict_disk(self) -> None:
         assert self._disk is not None
+        # Files of the layout before entries were kept per tenant (``??/<md5>``) are
+        # never found again: they go, so that the cap counts only what can be found.
+        for stale in self._disk.glob("??/*"):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
         files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self._disk.glob("*/??/*")]
         total = sum(size for _, size, _ in files)
         now = self._clock()

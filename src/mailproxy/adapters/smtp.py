@@ -115,7 +115,7 @@ class SmtpTransport:
         connect_timeout_s: float = 10.0,
         command_timeout_s: float = 30.0,
         data_timeout_s: float = 120.0,
-        transaction_timeout_s: float = 180.0,
+        transaction_timeout_s: float = 600.0,
         idle_timeout_s: float = 60.0,
         max_idle_connections: int = 32,
         local_hostname: str | None = None,
