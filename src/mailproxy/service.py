@@ -85,7 +85,13 @@ from mailproxy.domain.policy import (
     rate_windows,
     suspension_of,
 )
-from mailproxy.domain.reporting import SyncState, after_call, next_call_ts
+from mailproxy.domain.reporting import (
+    SyncState,
+    after_call,
+    next_call_ts,
+    retire_webhook_secret,
+    rotate_webhook_secret,
+)
 from mailproxy.domain.retry import RetryPolicy
 from mailproxy.domain.validation import (
     DEFAULT_LIMITS,
@@ -466,6 +472,9 @@ class MailProxy:
             raise InvalidInput("id", "invalid id: the id of a tenant cannot change")
         current = await self.get_tenant(tenant_id)
         merged = msgspec.to_builtins(current) | dict(changes)
+        if "webhook_secret" in changes:
+            # A secret set by hand replaces the rotation too: a leaked one is revoked.
+            merged["webhook_secret_previous"] = None
         tenant = parse_tenant(merged)
         await self.config.put_tenant(tenant)
         self._forget_tenant(tenant_id)
@@ -482,6 +491,21 @@ class MailProxy:
         key = self._new_secret()
         await self.access.put_tenant_key(TenantKey(tenant_id, key_digest(key), expires_ts))
         return key
+
+    async def rotate_webhook_secret(self, tenant_id: str) -> str:
+        """Give the tenant a new webhook secret (returned once); the one it replaces keeps
+        signing report calls beside it until :meth:`retire_webhook_secret`."""
+        tenant = await self.get_tenant(tenant_id)
+        secret = self._new_secret()
+        await self.config.put_tenant(rotate_webhook_secret(tenant, secret))
+        self._forget_tenant(tenant_id)
+        return secret
+
+    async def retire_webhook_secret(self, tenant_id: str) -> None:
+        """End a webhook secret rotation: only the current secret signs."""
+        tenant = await self.get_tenant(tenant_id)
+        await self.config.put_tenant(retire_webhook_secret(tenant))
+        self._forget_tenant(tenant_id)
 
     async def revoke_tenant_key(self, tenant_id: str) -> None:
         await self.get_tenant(tenant_id)

@@ -148,3 +148,23 @@ def test_the_rotate_and_retire_secret_commands(tmp_path, monkeypatch, capsys):
     code, out = run("box", "tenants", "rotate-secret", "acme")
     assert out.startswith("webhook secret: ")
     assert "mail-proxy box tenants retire-secret acme" in out
+
+
+async def test_a_secret_set_by_hand_ends_a_rotation_and_rotating_is_the_service_s():
+    from mailproxy.adapters.memory import MemoryStore
+    from mailproxy.domain.access import ADMIN
+    from mailproxy.service import MailProxy
+
+    store = MemoryStore()
+    proxy = MailProxy(store=store, config=store, outbox=store, transports={},
+                      run_dispatcher=False, new_secret=lambda: "whsec-generated")  # fmt: skip
+    async with proxy:
+        await proxy.put_tenant({"id": "acme", "webhook_secret": "whsec-leaked"})
+        assert await proxy.rotate_webhook_secret("acme") == "whsec-generated"
+        rotated = await proxy.get_tenant("acme")
+        assert (rotated.webhook_secret, rotated.webhook_secret_previous) == (
+            "whsec-generated", "whsec-leaked",
+        )  # fmt: skip
+        await proxy.update_tenant("acme", {"webhook_secret": "whsec-by-hand"}, ADMIN)
+        revoked = await proxy.get_tenant("acme")
+        assert (revoked.webhook_secret, revoked.webhook_secret_previous) == ("whsec-by-hand", None)

@@ -76,7 +76,6 @@ from mailproxy.domain.model import (
     Tenant,
 )
 from mailproxy.domain.policy import Why
-from mailproxy.domain.reporting import retire_webhook_secret, rotate_webhook_secret
 from mailproxy.domain.throttle import FailedAuthentications, ThrottlePolicy
 from mailproxy.domain.validation import MAX_CONNECTIONS, MAX_COUNT, MAX_TS
 from mailproxy.entrypoints.status_page import Sessions, status_page_routes
@@ -1099,15 +1098,13 @@ def create_app(
         signing report calls beside it (``webhook_secret_previous``) until
         ``DELETE /tenant/{id}/webhook-secret/previous``."""
         await who(request)
-        new_secret = secrets.token_urlsafe(32)
-        await proxy.put_tenant(rotate_webhook_secret(await proxy.get_tenant(tenant_id), new_secret))
-        return WebhookSecretAnswer(webhook_secret=new_secret)
+        return WebhookSecretAnswer(webhook_secret=await proxy.rotate_webhook_secret(tenant_id))
 
     @route(delete, "/tenant/{tenant_id:str}/webhook-secret/previous", "tenants")
     async def retire_secret(request: Request[Any, Any, Any], tenant_id: FromPath[str]) -> OkAnswer:
         """End a webhook secret rotation: the previous secret stops signing."""
         await who(request)
-        await proxy.put_tenant(retire_webhook_secret(await proxy.get_tenant(tenant_id)))
+        await proxy.retire_webhook_secret(tenant_id)
         return OkAnswer()
 
     # --- service ----------------------------------------------------------------------
