@@ -168,3 +168,13 @@ async def test_a_secret_set_by_hand_ends_a_rotation_and_rotating_is_the_service_
         await proxy.update_tenant("acme", {"webhook_secret": "whsec-by-hand"}, ADMIN)
         revoked = await proxy.get_tenant("acme")
         assert (revoked.webhook_secret, revoked.webhook_secret_previous) == ("whsec-by-hand", None)
+
+
+def test_a_stored_tenant_names_the_previous_secret_only_during_a_rotation():
+    import msgspec
+
+    from mailproxy.domain.model import Tenant
+
+    assert b"webhook_secret_previous" not in msgspec.json.encode(Tenant(id="t"))
+    rotating = Tenant(id="t", webhook_secret="b", webhook_secret_previous="a")
+    assert msgspec.json.decode(msgspec.json.encode(rotating), type=Tenant) == rotating

@@ -62,7 +62,12 @@ class ClientAuth(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     password: str | None = None
 
 
-class Tenant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Tenant(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    # omit_defaults: a stored tenant names only what differs from the defaults, so a
+    # field added later (webhook_secret_previous) reaches the database only once it is
+    # used, and processes of the previous version sharing it can still read the tenant.
     id: str
     name: str = ""
     active: bool = True
