@@ -47,6 +47,25 @@ async def test_an_account_gets_two_claims_per_connection_per_owner(store):
     assert [c.message.id for c in await claim(store, owner="w1")] == ["m4"]
 
 
+async def test_a_tenant_holds_at_most_its_limit_whatever_it_already_holds(store):
+    await store.put_account(Account(id="a2", tenant_id="t1", kind="capture", max_connections=1000))
+    await store.enqueue([new_message(f"bulk{n}") for n in range(10)], NOW)
+    await store.enqueue([new_message(f"more{n}", account_id="a2") for n in range(10)], NOW)
+    await store.enqueue([new_message(f"other{n}", tenant_id="t2") for n in range(2)], NOW)
+    first = await store.claim_due(now=NOW, limit=20, owner="w1", lease_s=60, tenant_limit=3)
+    by_tenant = [c.message.tenant_id for c in first]
+    assert (by_tenant.count("t1"), by_tenant.count("t2")) == (3, 2)  # over both accounts
+    again = await store.claim_due(now=NOW, limit=20, owner="w1", lease_s=60, tenant_limit=3)
+    assert again == []  # t1 holds its 3, t2 has nothing more due
+    other_worker = await store.claim_due(now=NOW, limit=20, owner="w2", lease_s=60, tenant_limit=3)
+    assert [c.message.tenant_id for c in other_worker] == ["t1"] * 3  # per worker
+    await settle(store, first[0], Delivered(250))
+    after = await store.claim_due(now=NOW, limit=20, owner="w1", lease_s=60, tenant_limit=3)
+    assert [c.message.tenant_id for c in after] == ["t1"]
+    unlimited = await store.claim_due(now=NOW, limit=20, owner="w3", lease_s=60)
+    assert len(unlimited) == 20 - 3 - 3 - 1
+
+
 async def test_messages_of_an_unknown_account_are_never_claimed(store):
     await store.enqueue([new_message("orphan", account_id="gone")], NOW)
     assert await claim(store) == []

@@ -17,6 +17,7 @@ from mailproxy.domain.policy import (
     explain,
     fair_order,
     grant_slot,
+    held_by_tenant,
     queue_order,
     queue_rank,
     rate_windows,
@@ -330,3 +331,32 @@ def test_why_explains_each_kind_of_wait(message, context, expected):
 @pytest.mark.parametrize("status", [Status.SENT, Status.ERROR, Status.UNKNOWN])
 def test_why_is_none_once_final(status):
     assert explain(queued(1, status=status), NOW) is None
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3)), min_size=1, max_size=60),
+    st.integers(1, 20),
+    st.integers(1, 6),
+    st.dictionaries(st.sampled_from([f"t{n}" for n in range(5)]), st.integers(0, 8)),
+)
+def test_no_tenant_ends_a_claim_above_its_limit(arrivals, limit, tenant_limit, held):
+    """With a tenant limit, what a tenant already holds plus what it gets never exceeds it,
+    and the claim still takes as much as the limits leave."""
+    messages = [
+        queued(n, tenant=f"t{tenant}", priority=priority, accepted=NOW + n)
+        for n, (tenant, priority) in enumerate(arrivals)
+    ]
+    picked = fair_order(messages, limit, tenant_limit=tenant_limit, held=held)
+    counts = {t: sum(m.tenant_id == t for m in picked) for t in {m.tenant_id for m in messages}}
+    for tenant, count in counts.items():
+        assert count == 0 or held.get(tenant, 0) + count <= tenant_limit
+    room = sum(
+        min(max(0, tenant_limit - held.get(t, 0)), sum(m.tenant_id == t for m in messages))
+        for t in counts
+    )
+    assert len(picked) == min(limit, room)
+
+
+def test_held_by_tenant_adds_up_every_account():
+    assert held_by_tenant({("t1", "a1"): 2, ("t1", "a2"): 3, ("t2", "a1"): 1}) == {"t1": 5, "t2": 1}
