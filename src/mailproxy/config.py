@@ -164,8 +164,8 @@ class SecuritySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     #: credentials, webhook secrets, stored idempotent answers); several comma-separated
     #: keys rotate: the first encrypts, all decrypt (then run `mail-proxy NAME rotate-key`).
     encryption_key: str | None = None
-    #: Comma-separated CIDRs that callbacks and attachment URLs may reach besides public
-    #: addresses.
+    #: Comma-separated CIDRs that callbacks, attachment URLs and SMTP account hosts may
+    #: reach besides public addresses.
     egress_allow: str | None = None
     #: Serve `/metrics` without a token (it names every tenant and account id; the
     #: default asks for the admin token).

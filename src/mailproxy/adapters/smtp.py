@@ -393,7 +393,8 @@ class SmtpTransport:
         """Close idle connections past the idle timeout (or dead), then the oldest beyond
         ``max_idle_connections`` over all pools, and forget pools nobody uses: however
         many accounts a tenant makes (or changes), the connections left open stay
-        bounded, and those of deleted or changed accounts close within the timeout."""
+        bounded, and those of deleted or changed accounts close within one and a half
+        timeouts (the timer runs every half timeout)."""
         now = self._monotonic()
         kept: list[tuple[float, _PoolKey, aiosmtplib.SMTP]] = []
         for key, pool in list(self._pools.items()):
