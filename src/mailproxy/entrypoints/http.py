@@ -180,22 +180,6 @@ Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Connections = Annotated[int, msgspec.Meta(ge=1, le=MAX_CONNECTIONS)]
 Seconds = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS)]
 
-#: Integer fields of a message (``messages[i]`` of add-messages) and their ranges; a
-#: message with one out of range is rejected with a reason naming it.
-MESSAGE_INT_BOUNDS = {"deferred_ts": (0, MAX_TS)}
-
-
-def out_of_range(message: object) -> str | None:
-    """Why a client message has an integer out of its range, or None (the other checks
-    are the service's)."""
-    if not isinstance(message, dict):
-        return None
-    for field, (low, high) in MESSAGE_INT_BOUNDS.items():
-        value = message.get(field)
-        if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
-            return f"invalid {field}: {low}..{high}"
-    return None
-
 
 class RateLimitsBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Messages per minute, hour and day (each 1..2147483647, or null for no limit)."""
@@ -820,18 +804,11 @@ def create_app(
             await proxy.get_tenant(scope)
 
         async def produce() -> tuple[int, bytes]:
-            bounded, rejected = [], []
-            for message in body.messages:
-                why = out_of_range(message)
-                if why is None:
-                    bounded.append(message)
-                else:
-                    named = message.get("id")
-                    rejected.append(RejectedMessage(named if isinstance(named, str) else "", why))
+            # Each message's ranges are the domain's (validation), rejected one by one.
             result = await proxy.submit(
-                bounded, tenant_id=scope, default_priority=body.default_priority
+                body.messages, tenant_id=scope, default_priority=body.default_priority
             )
-            rejected += [RejectedMessage(r.id, r.reason) for r in result.rejected]
+            rejected = [RejectedMessage(r.id, r.reason) for r in result.rejected]
             answer = AddMessagesAnswer(queued=result.queued, rejected=rejected)
             if result.queued == 0 and any(r.reason not in HARMLESS_REJECTIONS for r in rejected):
                 answer = AddMessagesAnswer(
