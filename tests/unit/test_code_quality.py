@@ -24,3 +24,25 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_gate_passes(command):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_domain_never_reads_the_clock_through_datetime():
+    """The import contract keeps ``time``, ``os``, ``socket``, ``mimetypes`` and the rest out
+    of the domain; ``datetime`` stays (it formats the instants that come in), so its clock
+    reads are looked for here."""
+    reads = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "src" / "mailproxy" / "domain").glob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if any(call in line for call in ("datetime.now(", ".utcnow(", "date.today(", ".today("))
+    ]
+    assert reads == []
+
+
+def test_attachment_types_do_not_depend_on_the_host():
+    from mailproxy.domain.mime import guess_type
+
+    assert guess_type("Report.PDF") == "application/pdf"
+    assert guess_type("archive.tar.gz") == "application/gzip"
+    assert guess_type("no-extension") == "application/octet-stream"
+    assert guess_type("strange.xyz123") == "application/octet-stream"
