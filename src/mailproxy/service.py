@@ -758,7 +758,7 @@ class MailProxy:
         return await self.store.count_by_status(tenant_id)
 
     def now(self) -> float:
-        """The service's clock (seconds since the epoch)."""
+        """The service's clock, seconds since the epoch (injected in tests)."""
         return self._clock()
 
     async def recent_throughput(self, minutes: int) -> tuple[int, list[MinuteCount]]:
@@ -1104,10 +1104,6 @@ class MailProxy:
         return account is None
 
     # --- delivery reports ---------------------------------------------------------------
-
-    def clock(self) -> float:
-        """The proxy's notion of now (injected in tests)."""
-        return self._clock()
 
     async def sync_status(self) -> list[tuple[Tenant, SyncState, ReportBacklog, float | None]]:
         """Per tenant: its report-call state in this process, its unacknowledged events,

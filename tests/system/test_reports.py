@@ -86,7 +86,7 @@ async def test_every_outcome_reaches_the_receiver_with_its_fields(proxy, sink, r
     assert isinstance(entries["gone"]["error_ts"], int)
     busy = entries["busy"]
     assert (busy["event"], busy["smtp_code"]) == ("deferred", 451)
-    assert busy["deferred_ts"] > proxy.clock()
+    assert busy["deferred_ts"] > proxy.now()
     assert "451" in busy["deferred_reason"]
     lost = entries["lost"]
     assert lost["event"] == "unknown"

@@ -658,7 +658,7 @@ def create_app(
         log.warning(
             "server.short_admin_token", extra={"advice": f"use {SHORT_ADMIN_TOKEN}+ characters"}
         )
-    proxy_clock = proxy.clock
+    proxy_clock = proxy.now
     # The delivery metrics' registry when the proxy has one (one registry per app, no
     # global state); the queue gauges below are read from the store at each scrape.
     events = proxy.events
