@@ -1,5 +1,6 @@
 """Contract of the ``Transport`` port, run against every transport: SMTP (to a real
-aiosmtpd sink on 127.0.0.1) and capture (to a real folder).
+aiosmtpd sink on 127.0.0.1), capture (to a real folder) and the scripted transport shipped
+for applications' tests.
 
 Failure handling specific to SMTP (reply codes, phases, dropped connections) is in
 ``tests/system/test_smtp_transport.py``.
@@ -24,6 +25,7 @@ from mailproxy.domain.model import Account
 from mailproxy.domain.outcome import Delivered
 from mailproxy.domain.validation import parse_message
 from mailproxy.ports.transport import Transport
+from mailproxy.testing import ScriptedTransport
 from tests.smtp_sink import running_sink
 
 
@@ -35,7 +37,7 @@ class Destination:
     held: Callable[[], list[bytes]]
 
 
-@pytest.fixture(params=["smtp", "capture"])
+@pytest.fixture(params=["smtp", "capture", "scripted"])
 async def destination(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Destination]:
     if request.param == "smtp":
         with running_sink() as (handler, port):
@@ -48,6 +50,11 @@ async def destination(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
             account = Account(id="a1", tenant_id="t1", host="127.0.0.1", port=port, use_tls=False)
             yield Destination(transport, account, lambda: [r.content for r in handler.received])
             await transport.close()
+    elif request.param == "scripted":
+        scripted = ScriptedTransport()
+        account = Account(id="a1", tenant_id="t1", kind="smtp", host="smtp.example.com", port=25)
+        yield Destination(scripted, account, lambda: [m.rendered.content for m in scripted.sent])
+        await scripted.close()
     else:
         capture = CaptureTransport(tmp_path / "outbox")
         account = Account(id="a1", tenant_id="t1", kind="capture")

@@ -14,34 +14,11 @@ from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.errors import InvalidInput, NotFound
 from mailproxy.domain.model import Status
-from mailproxy.domain.outcome import Delivered, Outcome, Temporary, Unknown
+from mailproxy.domain.outcome import Temporary, Unknown
 from mailproxy.domain.retry import RetryPolicy
 from mailproxy.service import MailProxy, unique_ids
+from mailproxy.testing import ScriptedTransport
 from tests.conftest import Clock
-
-
-class ScriptedTransport:
-    """A transport fake: answers from a per-message script, Delivered by default."""
-
-    def __init__(self) -> None:
-        self.script: dict[str, list[Outcome | Exception]] = {}
-        self.sent: list[str] = []
-        self.delivered = asyncio.Event()
-
-    def check(self, account) -> None:
-        return None
-
-    async def send(self, account, message):
-        self.sent.append(message.id)
-        steps = self.script.get(message.id)
-        step = steps.pop(0) if steps else Delivered(250)
-        if isinstance(step, Exception):
-            raise step
-        self.delivered.set()
-        return step
-
-    async def close(self) -> None:
-        return None
 
 
 def msg(message_id: str, **fields):
@@ -167,7 +144,7 @@ async def test_priorities_go_out_in_order_with_one_slot():
             tenant_id="t1",
         )
         await proxy.run_until_idle()
-    assert scripted.sent == ["now", "high", "med", "med2", "low"]
+    assert scripted.sent_ids == ["now", "high", "med", "med2", "low"]
 
 
 async def test_default_priority_applies_to_messages_without_one():
@@ -270,8 +247,8 @@ async def test_the_dispatcher_sends_a_new_message_without_any_poll(tmp_path):
     async with proxy:
         await setup_tenant(proxy)
         await proxy.submit([msg("urgent", priority=0)], tenant_id="t1")
-        await asyncio.wait_for(scripted.delivered.wait(), timeout=5)
-    assert scripted.sent == ["urgent"]
+        await asyncio.wait_for(scripted.handed_over.wait(), timeout=5)
+    assert scripted.sent_ids == ["urgent"]
 
 
 async def test_configuration_errors_name_what_is_wrong():

@@ -70,11 +70,15 @@ class GuardedHttp:
         timeout_s: float,
         egress_allow: Sequence[Network] = (),
         resolve: Resolver | None = None,
+        client: httpx.AsyncClient | None = None,
     ) -> None:
         self._deadline_s = timeout_s
         self._allow = tuple(egress_allow)
         self._resolve: Resolver = resolve if resolve is not None else ThreadedResolver()
-        self._client: httpx.AsyncClient | None = None
+        #: An injected client (``httpx.MockTransport`` in tests) is the caller's to close;
+        #: redirects and timeouts are set on every request, whatever it was built with.
+        self._client: httpx.AsyncClient | None = client
+        self._owns_client = client is None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -142,8 +146,9 @@ class GuardedHttp:
         }
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         async with self._http().stream(
-            method, pinned, content=content, headers=sent_headers, extensions=extensions
-        ) as response:
+            method, pinned, content=content, headers=sent_headers, extensions=extensions,
+            follow_redirects=False, timeout=httpx.Timeout(self._deadline_s),
+        ) as response:  # fmt: skip
             body = bytearray()
             async for chunk in _decoded(response, max_bytes + 1):
                 body += chunk
@@ -154,7 +159,7 @@ class GuardedHttp:
             return GuardedResponse(response.status_code, bytes(body))
 
     async def close(self) -> None:
-        if self._client is not None:
+        if self._client is not None and self._owns_client:
             client, self._client = self._client, None
             await client.aclose()
 
@@ -165,7 +170,7 @@ async def _decoded(response: httpx.Response, limit: int) -> AsyncIterator[bytes]
     is still allowed (httpx's own decoder inflates a whole chunk at once)."""
     coding = response.headers.get("content-encoding", "identity").strip().lower()
     if coding in ("", "identity"):
-        async for chunk in response.aiter_raw():
+        async for chunk in _raw(response):
             yield chunk
         return
     wbits = _ZLIB_WBITS.get(coding)
@@ -174,7 +179,7 @@ async def _decoded(response: httpx.Response, limit: int) -> AsyncIterator[bytes]
     inflater: Any = None
     produced = 0
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in _raw(response):
             if inflater is None and chunk:
                 inflater = zlib.decompressobj(_window_bits(coding, wbits, chunk))
             pending = chunk
@@ -191,6 +196,16 @@ async def _decoded(response: httpx.Response, limit: int) -> AsyncIterator[bytes]
             yield tail[: limit - produced + 1]
     except zlib.error as exc:
         raise httpx.DecodingError(f"cannot decode the {coding} answer: {exc}") from None
+
+
+async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The answer's bytes as they came; an answer made in memory (``httpx.MockTransport``
+    in tests) is already read."""
+    if response.is_stream_consumed:
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
 
 
 def _window_bits(coding: str, wbits: int, first: bytes) -> int:

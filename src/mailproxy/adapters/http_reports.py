@@ -42,9 +42,12 @@ class HttpReportSender:
         timeout_s: float = 10.0,
         egress_allow: Sequence[Network] = (),
         resolve: Resolver | None = None,
+        client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._http = GuardedHttp(timeout_s=timeout_s, egress_allow=egress_allow, resolve=resolve)
+        self._http = GuardedHttp(
+            timeout_s=timeout_s, egress_allow=egress_allow, resolve=resolve, client=client
+        )
         self._clock = clock
 
     async def post(self, tenant: Tenant, events: Sequence[ReportEvent]) -> SyncAnswer:
