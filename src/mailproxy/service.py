@@ -1132,12 +1132,12 @@ class MailProxy:
         those due now, and in how many seconds the next of the others is (None: none)."""
         due: list[Tenant] = []
         soonest: float | None = None
+        with_reports = await self.outbox.tenants_with_pending_reports()
         for tenant in await self._tenants():
             if not tenant.client_base_url or tenant.id in self._reporting:
                 continue
             state = self._sync.setdefault(tenant.id, SyncState(tenant_id=tenant.id))
-            pending = bool(await self.outbox.pending_reports(tenant.id, 1))
-            at = next_call_ts(state, pending, self.sync_interval_s)
+            at = next_call_ts(state, tenant.id in with_reports, self.sync_interval_s)
             if at <= now:
                 due.append(tenant)
             else:

@@ -65,3 +65,15 @@ async def test_the_backlog_counts_unacknowledged_events_and_dates_the_oldest(sto
     await store.acknowledge_reports("t1", ["e0"], NOW_T + 5)
     assert await store.report_backlog("t1") == ReportBacklog(1, NOW_T + 1)
     assert await store.report_backlog("t2") == ReportBacklog(0, None)
+
+
+async def test_the_tenants_with_pending_events_are_found_in_one_read(store):
+    assert await store.tenants_with_pending_reports() == set()
+    await store.enqueue([new_message("m1"), new_message("m2", tenant_id="t2")], NOW_T)
+    claims = await store.claim_due(now=NOW_T, limit=10, owner="w", lease_s=60)
+    for c in claims:
+        t = transition_for(c, Delivered(250), now=NOW_T, event_id=f"ev-{c.message.tenant_id}")
+        assert await store.complete(c.lease, t, NOW_T)
+    assert await store.tenants_with_pending_reports() == {"t1", "t2"}
+    await store.acknowledge_reports("t1", ["ev-t1"], NOW_T)
+    assert await store.tenants_with_pending_reports() == {"t2"}

@@ -627,6 +627,9 @@ class MemoryStore:
         pending = [r.report for r in self._reports if r.tenant_id == tenant_id and not r.acked]
         return pending[:limit]
 
+    async def tenants_with_pending_reports(self) -> set[str]:
+        return {r.tenant_id for r in self._reports if not r.acked}
+
     async def acknowledge_reports(
         self, tenant_id: str, event_ids: Sequence[str], now: float
     ) -> int:

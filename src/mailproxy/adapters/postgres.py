@@ -1208,6 +1208,14 @@ class PostgresStore:
         )
         return [StoredReport(seq, event_decoder.decode(payload)) for seq, payload in rows]
 
+    async def tenants_with_pending_reports(self) -> set[str]:
+        rows = await self._read(
+            lambda cur: self._all(
+                cur, "SELECT DISTINCT tenant_id FROM reports WHERE acked_ts IS NULL", ()
+            )
+        )
+        return {tenant_id for (tenant_id,) in rows}
+
     async def acknowledge_reports(
         self, tenant_id: str, event_ids: Sequence[str], now: float
     ) -> int:

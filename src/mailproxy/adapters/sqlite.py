@@ -1250,6 +1250,15 @@ class SqliteStore:
 
         return await self._read(read)
 
+    async def tenants_with_pending_reports(self) -> set[str]:
+        def read(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT tenant_id FROM reports WHERE acked_ts IS NULL"
+            ).fetchall()
+            return {tenant_id for (tenant_id,) in rows}
+
+        return await self._read(read)
+
     async def acknowledge_reports(
         self, tenant_id: str, event_ids: Sequence[str], now: float
     ) -> int:

@@ -236,6 +236,10 @@ class ReportOutbox(Protocol):
     async def pending_reports(self, tenant_id: str, limit: int) -> list[StoredReport]:
         """Up to ``limit`` unacknowledged events of the tenant, oldest first."""
 
+    async def tenants_with_pending_reports(self) -> set[str]:
+        """The tenants that have unacknowledged events, in one read (the report loop
+        asks at every wake-up, for every tenant)."""
+
     async def acknowledge_reports(
         self, tenant_id: str, event_ids: Sequence[str], now: float
     ) -> int:
