@@ -13,8 +13,9 @@ from mailproxy.domain.errors import Conflict
 from mailproxy.domain.model import Status
 from mailproxy.domain.outcome import AccountBroken
 from mailproxy.domain.policy import WindowLengths
+from mailproxy.testing import ScriptedTransport
 from tests.conftest import Clock
-from tests.unit.test_service import ScriptedTransport, make_proxy, msg
+from tests.unit.test_service import make_proxy, msg
 
 SHORT = WindowLengths(minute_s=2, hour_s=4, day_s=8)
 
@@ -36,7 +37,7 @@ async def test_with_one_connection_the_server_sees_priorities_in_order():
             [msg("plain"), msg("urgent", priority=1)], tenant_id="t1", default_priority=3
         )
         await proxy.run_until_idle()
-    assert scripted.sent == ["m2", "m5", "m3", "urgent", "m1", "m0", "m4", "plain"]
+    assert scripted.sent_ids == ["m2", "m5", "m3", "urgent", "m1", "m0", "m4", "plain"]
 
 
 async def test_another_tenants_immediate_message_goes_next_despite_a_backlog():
@@ -50,7 +51,7 @@ async def test_another_tenants_immediate_message_goes_next_despite_a_backlog():
         await proxy.submit([msg("receipt", priority="immediate")], tenant_id="shop")
         await proxy.dispatch_once()
     # The bulk account holds two claims per connection; the receipt comes right after.
-    assert scripted.sent == ["b0", "b1", "receipt", "b2", "b3"]
+    assert scripted.sent_ids == ["b0", "b1", "receipt", "b2", "b3"]
 
 
 async def test_an_account_limit_defers_to_the_free_slot_without_using_an_attempt():
@@ -61,7 +62,7 @@ async def test_an_account_limit_defers_to_the_free_slot_without_using_an_attempt
         await add_account(proxy, limit_per_minute=2, is_default=True)
         await proxy.submit([msg("m1"), msg("m2"), msg("m3")], tenant_id="t1")
         await proxy.run_until_idle()
-        assert scripted.sent == ["m1", "m2"]
+        assert scripted.sent_ids == ["m1", "m2"]
         waiting = await proxy.get_message("t1", "m3")
         assert (waiting.status, waiting.attempts, waiting.due_ts) == (
             Status.DEFERRED,
@@ -79,7 +80,7 @@ async def test_an_account_limit_defers_to_the_free_slot_without_using_an_attempt
         assert await proxy.run_until_idle() == 0
         clock.advance(0.1)
         await proxy.run_until_idle()
-        assert scripted.sent == ["m1", "m2", "m3"]
+        assert scripted.sent_ids == ["m1", "m2", "m3"]
         assert (await proxy.get_message("t1", "m3")).attempts == 1
 
 
@@ -107,7 +108,7 @@ async def test_a_tenant_limit_holds_across_its_accounts_but_not_other_tenants():
         )
         await proxy.submit([msg("z", account_id="main")], tenant_id="t2")
         await proxy.run_until_idle()
-        assert sorted(scripted.sent) == ["x", "z"]
+        assert sorted(scripted.sent_ids) == ["x", "z"]
         assert (await proxy.why("t1", "y")).detail == "tenant t1: 1/minute"
 
 
@@ -120,7 +121,7 @@ async def test_an_account_failure_pauses_the_account_and_a_probe_resumes_it():
         await add_account(proxy, max_connections=1, is_default=True)
         await proxy.submit([msg("m1"), msg("m2"), msg("m3")], tenant_id="t1")
         await proxy.run_until_idle()
-        assert scripted.sent == ["m1", "m2"]  # claimed together, before the failure
+        assert scripted.sent_ids == ["m1", "m2"]  # claimed together, before the failure
         first = await proxy.get_message("t1", "m1")
         assert (first.status, first.attempts, first.wait_reason) == (
             Status.DEFERRED,
@@ -133,7 +134,7 @@ async def test_an_account_failure_pauses_the_account_and_a_probe_resumes_it():
         assert why.next_attempt_ts == int(clock.now + 60)
         clock.advance(60)
         await proxy.run_until_idle()
-        assert scripted.sent == ["m1", "m2", "m1", "m3"]
+        assert scripted.sent_ids == ["m1", "m2", "m1", "m3"]
         assert await proxy.store.account_pause("t1", "a1") is None
 
 
@@ -154,7 +155,7 @@ async def test_suspend_keeps_messages_and_activation_sends_them_at_once():
         )
         await proxy.submit([msg("held"), msg("b1", batch_code="spring")], tenant_id="t1")
         await proxy.submit([msg("free")], tenant_id="t2")
-        await asyncio.wait_for(_until(lambda: "free" in scripted.sent), 1)
+        await asyncio.wait_for(_until(lambda: "free" in scripted.sent_ids), 1)
         assert (await proxy.get_message("t1", "held")).status is Status.SUSPENDED
         assert (await proxy.why("t1", "held")).reason == "suspended"
         assert (await proxy.suspend("t1", "spring")).suspended_batches == ["*"]
@@ -163,7 +164,7 @@ async def test_suspend_keeps_messages_and_activation_sends_them_at_once():
             await proxy.activate("t1", "spring")
         state = await proxy.activate("t1")
         assert state.pending_messages == 2
-        await asyncio.wait_for(_until(lambda: {"held", "b1"} <= set(scripted.sent)), 1)
+        await asyncio.wait_for(_until(lambda: {"held", "b1"} <= set(scripted.sent_ids)), 1)
 
 
 async def test_a_scheduled_message_goes_out_on_time_without_polling():
@@ -175,7 +176,7 @@ async def test_a_scheduled_message_goes_out_on_time_without_polling():
         await proxy.submit([msg("later", deferred_ts=int(time.time()) + 1)], tenant_id="t1")
         assert (await proxy.get_message("t1", "later")).status is Status.SCHEDULED
         assert (await proxy.why("t1", "later")).reason == "scheduled"
-        await asyncio.wait_for(_until(lambda: scripted.sent == ["later"]), 2.5)
+        await asyncio.wait_for(_until(lambda: scripted.sent_ids == ["later"]), 2.5)
 
 
 async def test_cleanup_removes_acknowledged_final_messages_only():
