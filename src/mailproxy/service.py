@@ -42,6 +42,7 @@ from mailproxy.domain.access import (
     idempotency_scope,
     key_digest,
 )
+from mailproxy.domain.configuration import parse_account, parse_tenant
 from mailproxy.domain.errors import (
     AttachmentUnavailable,
     Conflict,
@@ -100,10 +101,8 @@ from mailproxy.domain.validation import (
     address_of,
     decode_inline,
     idna_domain,
-    parse_account,
     parse_message,
     parse_priority,
-    parse_tenant,
 )
 from mailproxy.ports.attachments import AttachmentSource, ContentCache
 from mailproxy.ports.changes import ChangeFeed

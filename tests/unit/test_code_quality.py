@@ -40,7 +40,7 @@ def test_the_domain_never_reads_the_clock_through_datetime():
 
 
 def test_attachment_types_do_not_depend_on_the_host():
-    from mailproxy.domain.mime import guess_type
+    from mailproxy.domain.media_types import guess_type
 
     assert guess_type("Report.PDF") == "application/pdf"
     assert guess_type("archive.tar.gz") == "application/gzip"

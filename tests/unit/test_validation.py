@@ -6,14 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailproxy.domain.configuration import parse_account, parse_tenant
 from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.headers import check_header_value
 from mailproxy.domain.validation import (
     MessageLimits,
     check_addr_spec,
-    check_header_value,
-    parse_account,
     parse_message,
-    parse_tenant,
     split_address_list,
 )
 

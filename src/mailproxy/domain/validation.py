@@ -1,4 +1,5 @@
-"""Validation at the edge: addresses, header names and values, whole messages, accounts.
+"""Validation at the edge: addresses, ids and whole messages (header names and values in
+:mod:`mailproxy.domain.headers`, tenants and accounts in :mod:`mailproxy.domain.configuration`).
 
 Validation is syntactic only (no DNS). Every failure raises :class:`InvalidInput` whose
 reason starts with a stable lowercase phrase that names the field, per the HTTP API ("Details
@@ -19,19 +20,21 @@ import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
-from mailproxy.domain.egress import check_http_url
 from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.headers import (
+    CONTROL,
+    check_header_name,
+    check_header_value,
+    hides_control_characters,
+)
 from mailproxy.domain.model import (
     PRIORITY_BY_LABEL,
-    Account,
     AttachmentRef,
     MessageSpec,
     Priority,
-    Tenant,
 )
 
 MAX_ID_CHARS = 200
@@ -39,7 +42,6 @@ MAX_BATCH_CODE_CHARS = 64
 MAX_METADATA_BYTES = 4096
 MAX_RECIPIENTS = 100
 MAX_HEADERS = 50
-MAX_HEADER_VALUE_CHARS = 8192
 MAX_ATTACHMENTS = 20
 MAX_LOCAL_PART_OCTETS = 64
 MAX_DOMAIN_OCTETS = 255
@@ -50,41 +52,6 @@ MAX_PATH_OCTETS = 254  # RFC 5321 §4.5.3.1.3: 256 octets including the angle br
 MAX_DISPLAY_NAME_OCTETS = 300
 MAX_MESSAGE_ID_CHARS = 250
 
-#: Headers a client may not set through ``headers``: they define the envelope or the MIME
-#: structure, or are added by relays (HTTP API).
-FORBIDDEN_HEADERS = frozenset(
-    name.lower()
-    for name in (
-        "From",
-        "To",
-        "Cc",
-        "Bcc",
-        "Subject",
-        "Date",
-        "Message-ID",
-        "Sender",
-        "Return-Path",
-        "Reply-To",
-        "MIME-Version",
-        "Content-Type",
-        "Content-Transfer-Encoding",
-        "Received",
-        "DKIM-Signature",
-    )
-)
-
-# C0 and C1 controls except TAB, and the Unicode line separators that str.splitlines()
-# (and so parts of the email package) treat as line breaks.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z|~]{1,76}")
-# Every start of an encoded word (a lookahead, so overlapping candidates are all found);
-# the text may hold spaces and "?", as lenient decoders accept (see hides_control_characters).
-# The closing "?=" may be missing: the email package's header parser decodes a word that
-# runs to the end of the value all the same.
-_ENCODED_WORD = re.compile(r"(?==\?([^?]*)\?([bBqQ])\?(.*?)(?:\?=|\Z))", re.DOTALL)
-_Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
-_RAW_BREAK = re.compile(rb"[\x00\r\n]")
 # atext of RFC 5322 plus any non-ASCII character (RFC 6531 UTF-8 local parts).
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+")
 _LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -112,92 +79,6 @@ MAX_TS = 253402300799
 MAX_COUNT = 2**31 - 1
 #: Largest ``max_connections`` of an account.
 MAX_CONNECTIONS = 1000
-
-
-# --- strings and headers ----------------------------------------------------------------
-
-
-def check_header_value(field: str, value: str) -> str:
-    """Refuse control characters, values that cannot be folded, and encoded words whose
-    decoded form holds a control character.
-
-    Header values with CR or LF are rejected, never folded. Encoded words are checked
-    because Python 3.11/3.12's ``email`` package can be tricked into writing a decoded
-    newline into the serialised header block (CVE-2024-6923); see
-    :func:`hides_control_characters` for how leniently they are decoded.
-    """
-    if _CONTROL.search(value):
-        raise InvalidInput(field, f"invalid {field}: control characters (CR, LF, NUL) not allowed")
-    if len(value) > MAX_HEADER_VALUE_CHARS:
-        raise InvalidInput(field, f"invalid {field}: longer than {MAX_HEADER_VALUE_CHARS} chars")
-    if hides_control_characters(value):
-        raise InvalidInput(field, f"invalid {field}: encoded word hides control characters")
-    return value
-
-
-def hides_control_characters(value: str, depth: int = 3) -> bool:
-    """Whether some RFC 2047 encoded word in ``value`` decodes to a control character.
-
-    Decoded as leniently as any decoder on the way might: the email package's header
-    parser takes encoded text with spaces and ``?`` in it, ``email.header.decode_header``
-    joins adjacent words of one charset before decoding them, an unknown charset falls
-    back to the raw bytes, and a word left open at the end of the value is decoded too.
-    So every ``=?charset?b|q?...?=`` candidate counts,
-    overlapping ones too, its bytes are checked as they are and as its charset decodes
-    them, and what decodes to another encoded word is decoded again.
-    """
-    if "=?" not in value:  # the common case, at a fraction of the cost of the search
-        return False
-    words = [m.groups() for m in _ENCODED_WORD.finditer(value)]
-    decoded: list[str] = []
-    by_charset: dict[str, bytearray] = {}
-    for charset, encoding, text in words:
-        charset = charset.partition("*")[0].strip().lower()
-        for raw in _lenient_payloads(encoding, text):
-            # Raw, only the line breaks and NUL: other control bytes are legitimate in
-            # some charsets (ESC in ISO-2022-JP), and the decoded text is checked fully.
-            if _RAW_BREAK.search(raw):
-                return True
-            by_charset.setdefault(charset, bytearray()).extend(raw)
-            decoded += _decode_as(raw, charset)
-    for charset, joined in by_charset.items():
-        decoded += _decode_as(bytes(joined), charset)
-    if any(_CONTROL.search(text) for text in decoded):
-        return True
-    return depth > 0 and any(hides_control_characters(text, depth - 1) for text in decoded)
-
-
-def _lenient_payloads(encoding: str, text: str) -> list[bytes]:
-    raw = text.encode("utf-8", "surrogatepass")
-    if encoding in "qQ":
-        return [_Q_ESCAPE.sub(lambda m: bytes.fromhex(m[1].decode()), raw.replace(b"_", b" "))]
-    # Base64 decoders skip characters outside the alphabet, and some stop at the first
-    # padding: decode the whole and each run between paddings.
-    runs = [_NOT_BASE64.sub(b"", run) for run in [raw.replace(b"=", b""), *raw.split(b"=")]]
-    payloads = []
-    for run in runs:
-        run = run[: len(run) - len(run) % 4] if len(run) % 4 == 1 else run
-        payloads.append(binascii.a2b_base64(run + b"=" * (-len(run) % 4)))
-    return payloads
-
-
-def _decode_as(raw: bytes, charset: str) -> list[str]:
-    try:
-        return [raw.decode(charset or "ascii", "replace")]
-    except (LookupError, UnicodeError, ValueError):
-        return []  # an unknown charset: decoders keep the raw bytes, checked as they are
-
-
-def check_header_name(name: str) -> str:
-    if not _HEADER_NAME.fullmatch(name):
-        raise InvalidInput("headers", f"invalid header name: {name!r}")
-    if name.lower() in FORBIDDEN_HEADERS:
-        raise InvalidInput("headers", f"header not allowed: {name} (use the message fields)")
-    # RFC 2045 §9: Content-* headers describe the MIME structure, which the service builds
-    # (the SMTPUTF8 renderer drops them, the other one would contradict its own).
-    if name.lower().startswith("content-"):
-        raise InvalidInput("headers", f"header not allowed: {name} (the MIME structure is set)")
-    return name
 
 
 # --- addresses --------------------------------------------------------------------------
@@ -235,7 +116,7 @@ def check_addr_spec(field: str, addr: str) -> str:
     def bad(why: str) -> InvalidInput:
         return InvalidInput(field, f"invalid address in {field}: {addr!r} ({why})")
 
-    if _CONTROL.search(addr) or hides_control_characters(addr):
+    if CONTROL.search(addr) or hides_control_characters(addr):
         raise bad("control characters")
     local, at, domain = addr.rpartition("@")
     if not at or not local or not domain:
@@ -310,7 +191,7 @@ def check_path_id(field: str, value: str) -> str:
     ``DELETE /account/{id}``): a ``/`` ends the path segment even percent-encoded, the
     server decodes a percent-escape once more than a client encodes it, and clients
     resolve ``.`` and ``..`` as dot-segments before sending."""
-    if not 0 < len(value) <= MAX_ID_CHARS or _CONTROL.search(value):
+    if not 0 < len(value) <= MAX_ID_CHARS or CONTROL.search(value):
         raise InvalidInput(field, f"invalid {field}: 1..{MAX_ID_CHARS} printable chars")
     if "/" in value or "%" in value or value in (".", ".."):
         raise InvalidInput(
@@ -377,7 +258,7 @@ def parse_priority(value: object, field: str = "priority") -> Priority:
     raise InvalidInput(field, f"invalid {field}: {value!r}")
 
 
-def _convert_error(exc: msgspec.ValidationError) -> InvalidInput:
+def convert_error(exc: msgspec.ValidationError) -> InvalidInput:
     text = str(exc)
     match = _MSGSPEC_PATH.search(text)
     field = match["path"] if match and match["path"] else "message"
@@ -430,7 +311,7 @@ def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> Messag
     try:
         data = msgspec.convert(raw, _MessageInput)
     except msgspec.ValidationError as exc:
-        raise _convert_error(exc) from None
+        raise convert_error(exc) from None
 
     check_path_id("id", data.id)
     check_mailbox("from", data.from_)
@@ -469,7 +350,7 @@ def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> Messag
     if data.deferred_ts is not None and not 0 <= data.deferred_ts <= MAX_TS:
         raise InvalidInput("deferred_ts", f"invalid deferred_ts: 0..{MAX_TS}")
     if data.batch_code is not None and (
-        not 0 < len(data.batch_code) <= MAX_BATCH_CODE_CHARS or _CONTROL.search(data.batch_code)
+        not 0 < len(data.batch_code) <= MAX_BATCH_CODE_CHARS or CONTROL.search(data.batch_code)
     ):
         raise InvalidInput("batch_code", f"invalid batch_code: 1..{MAX_BATCH_CODE_CHARS} chars")
     if data.metadata is not None:
@@ -550,7 +431,7 @@ def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
     # encoded line feed), and may leave nothing at all.
     name, marker_md5 = strip_md5_marker(data.filename)
     for form in (data.filename, name):
-        if not 0 < len(form) <= 255 or _CONTROL.search(form) or hides_control_characters(form):
+        if not 0 < len(form) <= 255 or CONTROL.search(form) or hides_control_characters(form):
             raise InvalidInput(
                 f"{field}.filename", f"invalid {field}.filename: 1..255 printable chars"
             )
@@ -581,58 +462,3 @@ def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
         mime_type=data.mime_type,
         content_md5=md5,
     )
-
-
-# --- configuration objects --------------------------------------------------------------
-
-
-def parse_tenant(raw: object) -> Tenant:
-    """Validate a tenant definition, per the HTTP API (TENANT)."""
-    try:
-        tenant = msgspec.convert(raw, Tenant)
-    except msgspec.ValidationError as exc:
-        raise _convert_error(exc) from None
-    if not is_tenant_id(tenant.id):
-        raise InvalidInput("id", "invalid id: 1..64 of A-Z a-z 0-9 _ . -, not . or ..")
-    if tenant.client_base_url is not None:
-        check_http_url("client_base_url", tenant.client_base_url)
-        # Paths are appended to it, and a query there would be a credential kept in
-        # the clear beside the sealed client_auth: credentials go in client_auth.
-        base = urlsplit(tenant.client_base_url)
-        if base.query or base.fragment or tenant.client_base_url.endswith(("?", "#")):
-            raise InvalidInput(
-                "client_base_url",
-                "invalid client_base_url: no query or fragment (credentials go in client_auth)",
-            )
-    for path_field in ("client_sync_path", "client_attachment_path"):
-        if not getattr(tenant, path_field).startswith("/"):
-            raise InvalidInput(path_field, f"invalid {path_field}: must start with /")
-    limits = tenant.rate_limits
-    for unit in ("per_minute", "per_hour", "per_day"):
-        value = getattr(limits, unit) if limits is not None else None
-        if value is not None and not 1 <= value <= MAX_COUNT:
-            raise InvalidInput(f"rate_limits.{unit}", f"invalid rate_limits.{unit}: 1..{MAX_COUNT}")
-    if not tenant.name:
-        tenant = msgspec.structs.replace(tenant, name=tenant.id)
-    return tenant
-
-
-def parse_account(raw: object) -> Account:
-    """Validate an SMTP or capture account, per the HTTP API (POST /account)."""
-    try:
-        account = msgspec.convert(raw, Account)
-    except msgspec.ValidationError as exc:
-        raise _convert_error(exc) from None
-    check_path_id("id", account.id)
-    if account.kind == "smtp":
-        if not account.host or _CONTROL.search(account.host):
-            raise InvalidInput("host", "missing host")
-        if account.port is None or not 0 < account.port < 65536:
-            raise InvalidInput("port", "invalid port: 1..65535")
-    if not 1 <= account.max_connections <= MAX_CONNECTIONS:
-        raise InvalidInput("max_connections", f"invalid max_connections: 1..{MAX_CONNECTIONS}")
-    for name in ("limit_per_minute", "limit_per_hour", "limit_per_day"):
-        value = getattr(account, name)
-        if value is not None and not 1 <= value <= MAX_COUNT:
-            raise InvalidInput(name, f"invalid {name}: 1..{MAX_COUNT}")
-    return account
