@@ -41,6 +41,7 @@ from mailproxy.domain.access import (
     TenantKey,
     idempotency_scope,
     key_digest,
+    tenant_key_refusal,
 )
 from mailproxy.domain.configuration import parse_account, parse_tenant
 from mailproxy.domain.errors import (
@@ -392,15 +393,15 @@ class MailProxy:
     ) -> Account:
         """Create or replace an account of an existing tenant. Nothing connects yet: a
         wrong host or password shows up on the first attempt, as an account problem
-        (a host the egress rule forbids, given as an address, is refused at once). A
-        tenant's key may give it at most ``tenant_max_connections`` connections, and
-        create at most ``tenant_max_accounts`` accounts."""
+        (a host the egress rule forbids, given as an address, is refused at once). What a
+        tenant's key may not set is :func:`~mailproxy.domain.access.tenant_key_refusal`;
+        it may create at most ``tenant_max_accounts`` accounts."""
         account = data if isinstance(data, Account) else parse_account(data)
-        if not caller.is_admin and account.max_connections > self.tenant_max_connections:
-            raise Forbidden(
-                f"max_connections above {self.tenant_max_connections} needs the admin token "
-                "(delivery.tenant_max_connections)"
-            )
+        refusal = (
+            None if caller.is_admin else tenant_key_refusal(account, self.tenant_max_connections)
+        )
+        if refusal is not None:
+            raise Forbidden(refusal)
         await self.get_tenant(account.tenant_id)
         if not caller.is_admin:
             existing = {a.id for a in await self.config.list_accounts(account.tenant_id)}

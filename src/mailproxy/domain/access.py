@@ -14,6 +14,7 @@ from typing import Literal
 import msgspec
 
 from mailproxy.domain.errors import Forbidden, InvalidInput
+from mailproxy.domain.model import Account
 
 #: The shortest admin token accepted, and the length below which a warning is logged.
 MIN_ADMIN_TOKEN = 8
@@ -75,6 +76,20 @@ def require_admin(caller: Caller) -> None:
 
 #: Tenant fields a tenant key may change on its own tenant; the others are the admin's.
 TENANT_EDITABLE_BY_TENANT = frozenset({"name"})
+
+
+def tenant_key_refusal(account: Account, max_connections: int) -> str | None:
+    """Why a tenant's own key may not store ``account`` (None: it may). Turning TLS
+    verification off, naming a CA file and connections beyond the operator's cap
+    (``delivery.tenant_max_connections``) are the admin's."""
+    if not account.tls_verify or account.tls_ca_file:
+        return "tls_verify and tls_ca_file need the admin token"
+    if account.max_connections > max_connections:
+        return (
+            f"max_connections above {max_connections} needs the admin token "
+            "(delivery.tenant_max_connections)"
+        )
+    return None
 
 
 def idempotency_scope(caller: Caller) -> str:

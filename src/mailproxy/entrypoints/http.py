@@ -950,8 +950,6 @@ def create_app(
         scope = await scoped(caller, fields.get("tenant_id") or tenant_id)
         if tenant_id is not None and tenant_id != scope:
             raise InvalidInput("tenant_id", "invalid tenant_id: query and body differ")
-        if not caller.is_admin and (fields.get("tls_verify") is False or fields.get("tls_ca_file")):
-            raise Forbidden("tls_verify and tls_ca_file need the admin token")
         account = await proxy.put_account(fields | {"tenant_id": scope}, caller=caller)
         if not account.tls_verify:
             log.warning("account.tls_verify_off", extra={"tenant": scope, "account": account.id})
