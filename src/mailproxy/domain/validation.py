@@ -299,69 +299,14 @@ def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> Messag
     Raises :class:`InvalidInput` naming the first problem found. Checks that need I/O or
     configuration (tenant, account, attachment sources) belong to the service.
     """
-    if not isinstance(raw, Mapping):
-        raise InvalidInput("message", "invalid message: expected an object")
-    for key in raw:
-        if key not in _MESSAGE_FIELDS:
-            raise InvalidInput(str(key), f"unknown field: {key}")
-    for key in _REQUIRED_FIELDS:
-        value = raw.get(key)
-        if value is None or (key != "subject" and value in ("", [])):
-            raise InvalidInput(key, f"missing {key}")
-    try:
-        data = msgspec.convert(raw, _MessageInput)
-    except msgspec.ValidationError as exc:
-        raise convert_error(exc) from None
-
+    data = _decode_message(raw)
     check_path_id("id", data.id)
-    check_mailbox("from", data.from_)
-    to = _address_list("to", data.to)
-    if not to:
-        raise InvalidInput("to", "missing to")
-    cc = _address_list("cc", data.cc)
-    bcc = _address_list("bcc", data.bcc)
-    if len(to) + len(cc) + len(bcc) > limits.max_recipients:
-        raise InvalidInput("to", f"too many recipients: more than {limits.max_recipients}")
-    if data.reply_to is not None:
-        check_mailbox("reply_to", data.reply_to)
-    if data.return_path is not None:
-        check_addr_spec("return_path", address_of(data.return_path))
-    check_header_value("subject", data.subject)
-    headers = data.headers or {}
-    if len(headers) > limits.max_headers:
-        raise InvalidInput("headers", f"too many headers: more than {limits.max_headers}")
-    for name, value in headers.items():
-        check_header_name(name)
-        check_header_value(f"headers.{name}", value)
-    message_id = None
-    if data.message_id is not None:
-        message_id = data.message_id.strip().removeprefix("<").removesuffix(">")
-        if (
-            len(message_id) > MAX_MESSAGE_ID_CHARS
-            or not _MESSAGE_ID.fullmatch(message_id)
-            or hides_control_characters(message_id)
-        ):
-            raise InvalidInput(
-                "message_id",
-                f"invalid message_id: expected left@right, at most {MAX_MESSAGE_ID_CHARS}"
-                " chars of letters, digits and !#$%&'*+-/=?^_`{|}~.",
-            )
+    to, cc, bcc = _checked_recipients(data, limits)
+    headers = _checked_headers(data, limits)
+    message_id = _normalised_message_id(data.message_id)
     priority = None if data.priority is None else int(parse_priority(data.priority))
-    if data.deferred_ts is not None and not 0 <= data.deferred_ts <= MAX_TS:
-        raise InvalidInput("deferred_ts", f"invalid deferred_ts: 0..{MAX_TS}")
-    if data.batch_code is not None and (
-        not 0 < len(data.batch_code) <= MAX_BATCH_CODE_CHARS or CONTROL.search(data.batch_code)
-    ):
-        raise InvalidInput("batch_code", f"invalid batch_code: 1..{MAX_BATCH_CODE_CHARS} chars")
-    if data.metadata is not None:
-        if len(msgspec.json.encode(data.metadata)) > limits.max_metadata_bytes:
-            raise InvalidInput(
-                "metadata", f"invalid metadata: larger than {limits.max_metadata_bytes} bytes"
-            )
-        if _depth(data.metadata) > limits.max_metadata_depth:
-            raise InvalidInput(
-                "metadata", f"invalid metadata: nested deeper than {limits.max_metadata_depth}"
-            )
+    _check_scheduling(data)
+    _check_metadata(data.metadata, limits)
     if data.tenant_id is not None and not is_tenant_id(data.tenant_id):
         raise InvalidInput("tenant_id", "invalid tenant_id")
     attachments = data.attachments or []
@@ -384,7 +329,7 @@ def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> Messag
         body=data.body,
         content_type=data.content_type,
         body_html=data.body_html,
-        headers=dict(headers),
+        headers=headers,
         message_id=message_id,
         attachments=tuple(
             parse_attachment(f"attachments[{i}]", a) for i, a in enumerate(attachments)
@@ -394,6 +339,94 @@ def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> Messag
         batch_code=data.batch_code,
         metadata=data.metadata,
     )
+
+
+def _decode_message(raw: object) -> _MessageInput:
+    """The message's fields, typed: unknown and missing fields are named first, since
+    msgspec's own messages for them are less helpful."""
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("message", "invalid message: expected an object")
+    for key in raw:
+        if key not in _MESSAGE_FIELDS:
+            raise InvalidInput(str(key), f"unknown field: {key}")
+    for key in _REQUIRED_FIELDS:
+        value = raw.get(key)
+        if value is None or (key != "subject" and value in ("", [])):
+            raise InvalidInput(key, f"missing {key}")
+    try:
+        return msgspec.convert(raw, _MessageInput)
+    except msgspec.ValidationError as exc:
+        raise convert_error(exc) from None
+
+
+def _checked_recipients(
+    data: _MessageInput, limits: MessageLimits
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """``to``, ``cc`` and ``bcc`` parsed; the sender and reply addresses checked."""
+    check_mailbox("from", data.from_)
+    to = _address_list("to", data.to)
+    if not to:
+        raise InvalidInput("to", "missing to")
+    cc = _address_list("cc", data.cc)
+    bcc = _address_list("bcc", data.bcc)
+    if len(to) + len(cc) + len(bcc) > limits.max_recipients:
+        raise InvalidInput("to", f"too many recipients: more than {limits.max_recipients}")
+    if data.reply_to is not None:
+        check_mailbox("reply_to", data.reply_to)
+    if data.return_path is not None:
+        check_addr_spec("return_path", address_of(data.return_path))
+    return to, cc, bcc
+
+
+def _checked_headers(data: _MessageInput, limits: MessageLimits) -> dict[str, str]:
+    check_header_value("subject", data.subject)
+    headers = data.headers or {}
+    if len(headers) > limits.max_headers:
+        raise InvalidInput("headers", f"too many headers: more than {limits.max_headers}")
+    for name, value in headers.items():
+        check_header_name(name)
+        check_header_value(f"headers.{name}", value)
+    return dict(headers)
+
+
+def _normalised_message_id(given: str | None) -> str | None:
+    """The client's Message-ID without its angle brackets (they are added when sent)."""
+    if given is None:
+        return None
+    message_id = given.strip().removeprefix("<").removesuffix(">")
+    if (
+        len(message_id) > MAX_MESSAGE_ID_CHARS
+        or not _MESSAGE_ID.fullmatch(message_id)
+        or hides_control_characters(message_id)
+    ):
+        raise InvalidInput(
+            "message_id",
+            f"invalid message_id: expected left@right, at most {MAX_MESSAGE_ID_CHARS}"
+            " chars of letters, digits and !#$%&'*+-/=?^_`{|}~.",
+        )
+    return message_id
+
+
+def _check_scheduling(data: _MessageInput) -> None:
+    if data.deferred_ts is not None and not 0 <= data.deferred_ts <= MAX_TS:
+        raise InvalidInput("deferred_ts", f"invalid deferred_ts: 0..{MAX_TS}")
+    if data.batch_code is not None and (
+        not 0 < len(data.batch_code) <= MAX_BATCH_CODE_CHARS or CONTROL.search(data.batch_code)
+    ):
+        raise InvalidInput("batch_code", f"invalid batch_code: 1..{MAX_BATCH_CODE_CHARS} chars")
+
+
+def _check_metadata(metadata: object, limits: MessageLimits) -> None:
+    if metadata is None:
+        return
+    if len(msgspec.json.encode(metadata)) > limits.max_metadata_bytes:
+        raise InvalidInput(
+            "metadata", f"invalid metadata: larger than {limits.max_metadata_bytes} bytes"
+        )
+    if _depth(metadata) > limits.max_metadata_depth:
+        raise InvalidInput(
+            "metadata", f"invalid metadata: nested deeper than {limits.max_metadata_depth}"
+        )
 
 
 def is_mime_type(value: str) -> bool:
