@@ -1,5 +1,6 @@
 """Contract of the AttachmentSource port, run against every source: the filesystem under
-a root, URLs and endpoints over a real HTTP server on 127.0.0.1."""
+a root, URLs and endpoints over a real HTTP server on 127.0.0.1, and the memory source
+shipped for applications' tests."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.errors import AttachmentUnavailable, InvalidInput
 from mailproxy.domain.model import AttachmentRef, Tenant
+from mailproxy.testing import MemoryAttachmentSource
 from tests.file_server import FileServer, running_file_server
 
 CONTENT = b"%PDF-1.4 the invoice"
@@ -43,7 +45,7 @@ def file_server() -> Iterator[FileServer]:
         yield server
 
 
-@pytest.fixture(params=["filesystem", "http_url", "endpoint"])
+@pytest.fixture(params=["filesystem", "http_url", "endpoint", "memory"])
 async def case(request, tmp_path: Path, file_server: FileServer) -> AsyncIterator[Case]:
     http = GuardedHttp(timeout_s=1, egress_allow=LOCAL)
     tenant = Tenant(id="t1", attachment_url_prefixes=(f"{file_server.url}/files/",))
@@ -57,6 +59,14 @@ async def case(request, tmp_path: Path, file_server: FileServer) -> AsyncIterato
         made = Case(
             source, tenant, f"{file_server.url}/files/invoice", f"{file_server.url}/files/missing",
             f"{file_server.url}/private/invoice", "http_url",
+        )  # fmt: skip
+    elif request.param == "memory":
+        source = MemoryAttachmentSource()
+        source.put("t1", "invoices/invoice.pdf", CONTENT)
+        source.put("t2", "invoices/other.pdf", CONTENT)
+        made = Case(
+            source, tenant, "invoices/invoice.pdf", "invoices/other.pdf", "../invoices/x.pdf",
+            "filesystem",
         )  # fmt: skip
     else:
         source = EndpointSource(http, LOCAL, 1000)

@@ -1,8 +1,9 @@
 """Scripted adapters for an application's own tests (and the service's): a transport and a
-report sender that answer as a script says and record what they were given. Both pass the
-contract suites of their ports (``tests/contract/test_transport.py``,
-``tests/contract/test_report_sender.py``), so a test written against them holds against
-SMTP and HTTP.
+report sender that answer as a script says and record what they were given, and an
+attachment source holding documents in memory. Each passes the contract suite of its port
+(``tests/contract/test_transport.py``, ``tests/contract/test_report_sender.py``,
+``tests/contract/test_attachment_sources.py``), so a test written against them holds
+against SMTP, HTTP and real attachment sources.
 
     transport = ScriptedTransport()
     transport.script["welcome-ada"] = [Temporary("451 try later", 451)]  # then Delivered
@@ -17,8 +18,9 @@ from collections.abc import Sequence
 
 import msgspec
 
+from mailproxy.domain.errors import AttachmentUnavailable, InvalidInput
 from mailproxy.domain.mime import Outgoing
-from mailproxy.domain.model import Account, ReportEvent, Tenant
+from mailproxy.domain.model import Account, AttachmentRef, ReportEvent, Tenant
 from mailproxy.domain.outcome import Delivered, Outcome
 from mailproxy.ports.reporting import SyncAnswer
 
@@ -79,4 +81,44 @@ class RecordingReportSender:
         return None
 
 
-__all__ = ["RecordingReportSender", "ReportCall", "ScriptedTransport"]
+class MemoryAttachmentSource:
+    """Implements ``AttachmentSource`` from documents kept in memory per tenant, for tests
+    that would otherwise need a file tree or an HTTP server: ``put`` a document under a
+    tenant and a storage path, and a message of that tenant naming the path gets its bytes.
+    Each tenant sees only its own documents; a path that climbs (``..``) or is absolute is
+    refused by ``check``, as the filesystem source refuses it. What was fetched is kept in
+    :attr:`fetched` as ``(tenant id, storage path)``."""
+
+    def __init__(
+        self, fetch_modes: frozenset[str] = frozenset({"filesystem", "endpoint", "http_url"})
+    ) -> None:
+        self.fetch_modes = fetch_modes
+        self.documents: dict[tuple[str, str], bytes] = {}
+        self.fetched: list[tuple[str, str]] = []
+
+    def put(self, tenant_id: str, storage_path: str, content: bytes) -> None:
+        self.documents[tenant_id, storage_path] = content
+
+    def check(self, tenant: Tenant, attachment: AttachmentRef) -> None:
+        path = attachment.storage_path
+        if path.startswith("/") or ".." in path.split("/"):
+            raise InvalidInput(
+                "attachments.storage_path", "invalid attachments.storage_path: outside the store"
+            )
+
+    async def fetch(self, tenant: Tenant, attachment: AttachmentRef) -> bytes:
+        try:
+            self.check(tenant, attachment)
+        except InvalidInput as exc:
+            raise AttachmentUnavailable(attachment.filename, exc.reason, temporary=False) from None
+        content = self.documents.get((tenant.id, attachment.storage_path))
+        if content is None:
+            raise AttachmentUnavailable(attachment.filename, "not found", temporary=False)
+        self.fetched.append((tenant.id, attachment.storage_path))
+        return content
+
+    async def close(self) -> None:
+        pass
+
+
+__all__ = ["MemoryAttachmentSource", "RecordingReportSender", "ReportCall", "ScriptedTransport"]
