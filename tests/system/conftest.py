@@ -24,7 +24,16 @@ from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.egress import parse_networks
 from mailproxy.service import MailProxy
 from tests.conftest import Clock, fresh_postgres_database
+from tests.file_server import FileServer, running_file_server
 from tests.smtp_sink import SinkHandler, running_sink
+
+
+@pytest.fixture
+def files() -> Iterator[FileServer]:
+    """A real HTTP server on 127.0.0.1 serving ``files.files`` (empty at first) under
+    ``/files/`` and as an attachment endpoint; it records every request."""
+    with running_file_server() as server:
+        yield server
 
 
 @pytest.fixture

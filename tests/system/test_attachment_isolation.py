@@ -8,7 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,19 +18,12 @@ from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.model import AttachmentRef, Status, Tenant
 from mailproxy.service import MailProxy
-from tests.file_server import FileServer, running_file_server
 from tests.system.conftest import attachment_service
 
 pytestmark = pytest.mark.system
 
 SECRET_DOC = b"%PDF-1.4 tenant A's contract"
 TOKEN = "tenant-a-bearer-token"
-
-
-@pytest.fixture
-def files() -> Iterator[FileServer]:
-    with running_file_server() as server:
-        yield server
 
 
 @pytest.fixture

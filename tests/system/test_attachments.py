@@ -10,14 +10,13 @@ import email
 import email.policy
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from mailproxy.domain.model import Status
 from mailproxy.service import MailProxy
-from tests.file_server import FileServer, running_file_server
 from tests.system.conftest import attachment_service
 
 pytestmark = pytest.mark.system
@@ -27,15 +26,9 @@ SECRET = b"root:x:0:0:the secret bytes"
 
 
 @pytest.fixture
-def files() -> Iterator[FileServer]:
-    with running_file_server() as server:
-        server.files["invoice"] = PDF
-        yield server
-
-
-@pytest.fixture
 async def proxy(tmp_path: Path, sink, files) -> AsyncIterator[MailProxy]:
     _, smtp_port = sink
+    files.files["invoice"] = PDF
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "invoice.pdf").write_bytes(PDF)

@@ -125,15 +125,8 @@ def decide(
     account's pause when the message was claimed: any outcome that got past the account's
     own checks ends it.
     """
-    transition = _decide(
-        message,
-        outcome,
-        now=now,
-        policy=policy,
-        unknown_policy=unknown_policy,
-        jitter_sample=jitter_sample,
-        event_id=event_id,
-        pause=pause,
+    transition = _transition_after(
+        message, outcome, now, policy, unknown_policy, jitter_sample, event_id, pause
     )
     if isinstance(outcome, Delivered | Unknown):
         slots: Literal["consume", "release", "keep"] = "consume"
@@ -149,10 +142,9 @@ def decide(
     )
 
 
-def _decide(
+def _transition_after(
     message: QueuedMessage,
     outcome: Outcome,
-    *,
     now: float,
     policy: RetryPolicy,
     unknown_policy: UnknownPolicy,
@@ -176,17 +168,9 @@ def _decide(
         return _after_account_failure(message, outcome, event_id, now, policy, jitter_sample, pause)
     assert isinstance(outcome, Temporary)
     return _retry(
-        message,
-        event_id,
-        attempt,
-        duplicate,
-        outcome.reason,
-        outcome.smtp_code,
-        now,
-        policy,
-        jitter_sample,
-        report_deferral=True,
-    )
+        message, event_id, attempt, duplicate, outcome.reason, outcome.smtp_code, now, policy,
+        jitter_sample, report_deferral=True,
+    )  # fmt: skip
 
 
 def _after_rate_limit(
