@@ -4,6 +4,7 @@ instance as ``instance`` and the tenant id as ``tenant_id``."""
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import sys
@@ -25,7 +26,6 @@ from mailproxy.entrypoints.cli.apps import (
 )
 from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError
 from mailproxy.entrypoints.cli.output import Column, present, request, run_api, show, table
-from mailproxy.entrypoints.instances import Instance
 
 #: Messages per add-messages call when sending files.
 SEND_BATCH = 100
@@ -239,7 +239,14 @@ async def add_in_chunks(
     return answers
 
 
-def tenant_command(instance: Instance, tenant_id: str, command: str, batch: str | None) -> None:
+def post_tenant_command(
+    command: str,
+    batch: str | None = None,
+    /,
+    *,
+    instance: TargetInstance,
+    tenant_id: TargetTenant,
+) -> None:
     """POST /commands/``command`` for the tenant (or one batch); print what it answers
     beside ``ok``."""
     params = {"tenant_id": tenant_id} | ({"batch_code": batch} if batch else {})
@@ -248,34 +255,17 @@ def tenant_command(instance: Instance, tenant_id: str, command: str, batch: str 
     print(json.dumps(rest) if rest else "ok")
 
 
-@tenant_app.command(name="run-now")
-def run_now(
-    batch: str | None = None, /, *, instance: TargetInstance, tenant_id: TargetTenant
-) -> None:
-    """Wake the dispatcher and call the tenant's application at once.
-
-    Example: ``mail-proxy myserver acme run-now``
-    """
-    tenant_command(instance, tenant_id, "run-now", batch)
-
-
-@tenant_app.command
-def suspend(
-    batch: str | None = None, /, *, instance: TargetInstance, tenant_id: TargetTenant
-) -> None:
-    """Stop sending the tenant's messages, or one batch's (they stay queued).
-
-    Example: ``mail-proxy myserver acme suspend newsletter-12``
-    """
-    tenant_command(instance, tenant_id, "suspend", batch)
-
-
-@tenant_app.command
-def activate(
-    batch: str | None = None, /, *, instance: TargetInstance, tenant_id: TargetTenant
-) -> None:
-    """Resume the tenant, or one batch; sending starts at once.
-
-    Example: ``mail-proxy myserver acme activate newsletter-12``
-    """
-    tenant_command(instance, tenant_id, "activate", batch)
+#: The tenant's commands that are one POST /commands/NAME with an optional batch code,
+#: and their help.
+BATCH_COMMANDS = {
+    "run-now": "Wake the dispatcher and call the tenant's application at once.\n\n"
+    "Example: ``mail-proxy myserver acme run-now``",
+    "suspend": "Stop sending the tenant's messages, or one batch's (they stay queued).\n\n"
+    "Example: ``mail-proxy myserver acme suspend newsletter-12``",
+    "activate": "Resume the tenant, or one batch; sending starts at once.\n\n"
+    "Example: ``mail-proxy myserver acme activate newsletter-12``",
+}
+for command_name, summary in BATCH_COMMANDS.items():
+    tenant_app.command(
+        functools.partial(post_tenant_command, command_name), name=command_name, help=summary
+    )
