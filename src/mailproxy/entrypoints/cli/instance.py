@@ -14,9 +14,8 @@ import rich.progress
 from mailproxy.adapters.sealed import ResealCount
 from mailproxy.bootstrap import reseal_secrets
 from mailproxy.config import load_settings
-from mailproxy.entrypoints.admin import call
 from mailproxy.entrypoints.cli.apps import JsonFlag, TargetInstance, instance_app, tenants_app
-from mailproxy.entrypoints.cli.output import Column, present, request, run_api, show, table
+from mailproxy.entrypoints.cli.output import Column, present, request, show, table
 
 
 @instance_app.command
@@ -25,7 +24,7 @@ def info(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
 
     Example: ``mail-proxy myserver info``
     """
-    status = run_api(instance, lambda c: call(c, "GET", "/status"))
+    status = request(instance, "GET", "/status")
     data = msgspec.to_builtins(instance.info()) | {"queue": status["queue"]}
     show(data, json_output, lambda d: [
         f"{d['name']}  {d['url']}  "

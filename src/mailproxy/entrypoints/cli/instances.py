@@ -133,7 +133,10 @@ def instance_command(
         )
     targets: dict[str, Any] = {"instance": instance}
     level = instance_app
+    # A first word that is not one of the instance's commands (or its help) is a tenant id.
     if tokens and tokens[0] not in instance_app:
         level, targets["tenant_id"], tokens = tenant_app, tokens[0], tokens[1:]
+    # The cyclopts meta-app pattern: the level parses the rest of the line, and the
+    # command's parse=False parameters (``injected``, by name) get the targets.
     command, bound, injected = level.parse_args(list(tokens))
     return command(*bound.args, **bound.kwargs, **{name: targets[name] for name in injected})
