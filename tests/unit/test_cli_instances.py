@@ -97,3 +97,35 @@ def test_every_command_has_help(run, args):
     code, out, _ = run(*args)
     assert code in (0, None)
     assert "Usage" in out or "usage" in out
+
+
+def commands_listed(help_page: str) -> set[str]:
+    return {
+        line.split()[1]
+        for line in help_page.splitlines()
+        if line.startswith("│ ") and len(line.split()) > 1 and not line.split()[1].startswith("-")
+    }
+
+
+def test_a_bare_level_lists_the_commands_of_that_level(run):
+    run("box", "tenants", "add", "acme")
+    code, instance_page, _ = run("box")
+    assert code == 0
+    assert {"info", "token", "rotate-key", "tenants"} <= commands_listed(instance_page)
+    assert "accounts" not in commands_listed(instance_page)
+    code, tenant_page, _ = run("box", "acme")
+    assert code == 0
+    assert {"accounts", "messages", "send", "run-now", "suspend", "activate"} <= commands_listed(
+        tenant_page
+    )
+    assert "tenants" not in commands_listed(tenant_page)
+
+
+@pytest.mark.parametrize("option", ["--instance", "--tenant-id"])
+def test_the_instance_and_tenant_come_only_from_the_line_s_first_words(run, option):
+    run("box", "tenants", "add", "acme")
+    with pytest.raises(SystemExit) as exit_info:
+        run("box", "acme", "accounts", "list", option, "other")
+    assert exit_info.value.code == 2
+    _, accounts_help, _ = run("box", "acme", "accounts", "list", "--help")
+    assert option not in accounts_help

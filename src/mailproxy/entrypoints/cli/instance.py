@@ -1,0 +1,242 @@
+"""The commands of one instance, ``mail-proxy NAME ...``: ``info``, ``token``,
+``rotate-key`` and ``tenants ...``. Each receives the instance as ``instance``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any, Literal
+
+import msgspec
+import rich.console
+import rich.progress
+
+from mailproxy.adapters.sealed import ResealCount
+from mailproxy.bootstrap import reseal_secrets
+from mailproxy.config import load_settings
+from mailproxy.entrypoints.cli.apps import JsonFlag, TargetInstance, instance_app, tenants_app
+from mailproxy.entrypoints.cli.output import Column, present, request, show, table
+
+
+@instance_app.command
+def info(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
+    """Where the instance lives, whether it runs, and its queue by status.
+
+    Example: ``mail-proxy myserver info``
+    """
+    status = request(instance, "GET", "/status")
+    data = msgspec.to_builtins(instance.info()) | {"queue": status["queue"]}
+    show(data, json_output, lambda d: [
+        f"{d['name']}  {d['url']}  "
+        + (f"running pid {d['pid']}" if d["running"] else "stopped"),
+        f"folder: {d['path']}",
+        "queue: " + ", ".join(f"{k} {v}" for k, v in d["queue"].items() if v) or "empty",
+    ])  # fmt: skip
+
+
+@instance_app.command
+def token(*, instance: TargetInstance, rotate: bool = False) -> None:
+    """Print the admin token; --rotate replaces it (a running instance takes the new one
+    at its next restart).
+
+    Parameters
+    ----------
+    rotate
+        Generate a new token.
+    """
+    if rotate:
+        instance.rotate_token()
+        if instance.pid() is not None:
+            print(f"restart to apply: mail-proxy restart {instance.name}", file=sys.stderr)
+    print(instance.token)
+
+
+@instance_app.command(name="rotate-key")
+def rotate_key(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
+    """Re-encrypt every stored secret with the first key of security.encryption_key
+    (plaintext ones too). After putting a new key first in the list (the old ones
+    after it) and restarting; the instance may keep running meanwhile.
+
+    Example: ``mail-proxy myserver rotate-key``
+    """
+    settings = load_settings(instance.config_file, instance_name=instance.name)
+    console = rich.console.Console(file=sys.stderr)
+    with rich.progress.Progress(
+        rich.progress.SpinnerColumn(),
+        rich.progress.TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    ) as progress:
+        task = progress.add_task("re-encrypting", total=None)
+
+        def report(count: ResealCount) -> None:
+            progress.update(
+                task, description=f"re-encrypting: {count.tenants} tenants, "
+                f"{count.secrets} secrets",
+            )  # fmt: skip
+
+        count = asyncio.run(reseal_secrets(settings, report))
+    show(msgspec.to_builtins(count), json_output, lambda c: [
+        f"re-encrypted {c['secrets']} secrets ({c['tenants']} tenants, "
+        f"{c['accounts']} accounts) with the first key of security.encryption_key",
+    ])  # fmt: skip
+
+
+@tenants_app.command(name="list")
+def tenants_list(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
+    """List tenants.
+
+    Example: ``mail-proxy myserver tenants list --json``
+    """
+    found = request(instance, "GET", "/tenants")["tenants"]
+    columns: list[Column] = [
+        ("id", lambda t: t["id"]),
+        ("name", lambda t: t["name"]),
+        ("reports to", lambda t: t["client_base_url"]),
+        ("suspended", lambda t: ", ".join(t["suspended_batches"])),
+    ]
+    table(found, json_output, columns, "no tenants")
+
+
+@tenants_app.command(name="add")
+def tenants_add(
+    tenant_id: str,
+    *,
+    instance: TargetInstance,
+    name: str | None = None,
+    base_url: str | None = None,
+    sync_path: str | None = None,
+    auth_method: Literal["none", "bearer", "basic"] | None = None,
+    auth_token: str | None = None,
+    auth_user: str | None = None,
+    auth_password: str | None = None,
+    rate_per_minute: int | None = None,
+    rate_per_hour: int | None = None,
+    rate_per_day: int | None = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Create a tenant; prints its API key and webhook secret (shown only now).
+
+    Example: ``mail-proxy myserver tenants add acme --name "Acme Corp"
+    --base-url https://app.example.com --auth-method bearer --auth-token T``
+
+    Parameters
+    ----------
+    tenant_id
+        The tenant id (A-Z a-z 0-9 _ . -).
+    name
+        Display name.
+    base_url
+        The application's base URL for delivery reports.
+    sync_path
+        The report path under it (default /mail-proxy/sync).
+    auth_method
+        How reports authenticate to the application.
+    auth_token
+        Bearer token for the application.
+    auth_user
+        Basic-auth user for the application.
+    auth_password
+        Basic-auth password for the application.
+    rate_per_minute
+        Sends per minute over all the tenant's accounts.
+    rate_per_hour
+        Sends per hour over all the tenant's accounts.
+    rate_per_day
+        Sends per day over all the tenant's accounts.
+    """
+    body: dict[str, Any] = {"id": tenant_id}
+    body |= present(name=name, client_base_url=base_url, client_sync_path=sync_path)
+    if auth_method is not None:
+        body["client_auth"] = present(
+            method=auth_method, token=auth_token, user=auth_user, password=auth_password
+        )
+    rates = present(per_minute=rate_per_minute, per_hour=rate_per_hour, per_day=rate_per_day)
+    if rates:
+        body["rate_limits"] = rates
+    created = request(instance, "POST", "/tenant", json=body)
+    show(created, json_output, lambda d: [
+        f"tenant {d['tenant']['id']} created",
+        f"api key: {d['api_key']}",
+        f"webhook secret: {d['webhook_secret']}",
+    ])  # fmt: skip
+
+
+@tenants_app.command(name="show")
+def tenants_show(
+    tenant_id: str, *, instance: TargetInstance, json_output: JsonFlag = False
+) -> None:
+    """Show one tenant (never its secrets).
+
+    Example: ``mail-proxy myserver tenants show acme``
+    """
+    found = request(instance, "GET", f"/tenant/{tenant_id}")["tenant"]
+    show(found, json_output, lambda t: [f"{k}: {v}" for k, v in t.items()])
+
+
+@tenants_app.command(name="update")
+def tenants_update(
+    tenant_id: str,
+    *,
+    instance: TargetInstance,
+    name: str | None = None,
+    base_url: str | None = None,
+    sync_path: str | None = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Change some fields of a tenant; the others stay.
+
+    Example: ``mail-proxy myserver tenants update acme --name "Acme Inc"``
+
+    Parameters
+    ----------
+    tenant_id
+        The tenant id.
+    name
+        Display name.
+    base_url
+        The application's base URL for delivery reports.
+    sync_path
+        The report path under it.
+    """
+    body = present(name=name, client_base_url=base_url, client_sync_path=sync_path)
+    changed = request(instance, "PUT", f"/tenant/{tenant_id}", json=body)["tenant"]
+    show(changed, json_output, lambda t: [f"tenant {t['id']} updated"])
+
+
+@tenants_app.command(name="rotate-secret")
+def tenants_rotate_secret(
+    tenant_id: str, *, instance: TargetInstance, json_output: JsonFlag = False
+) -> None:
+    """Give a tenant a new webhook secret (shown only now); the old one keeps signing
+    report calls beside it until ``tenants retire-secret``.
+
+    Example: ``mail-proxy myserver tenants rotate-secret acme``
+    """
+    answer = request(instance, "POST", f"/tenant/{tenant_id}/webhook-secret")
+    show(answer, json_output, lambda d: [
+        f"webhook secret: {d['webhook_secret']}",
+        "the previous secret still signs until: "
+        f"mail-proxy {instance.name} tenants retire-secret {tenant_id}",
+    ])  # fmt: skip
+
+
+@tenants_app.command(name="retire-secret")
+def tenants_retire_secret(tenant_id: str, *, instance: TargetInstance) -> None:
+    """Stop signing a tenant's report calls with its previous webhook secret.
+
+    Example: ``mail-proxy myserver tenants retire-secret acme``
+    """
+    request(instance, "DELETE", f"/tenant/{tenant_id}/webhook-secret/previous")
+    print(f"tenant {tenant_id}: only the current webhook secret signs")
+
+
+@tenants_app.command(name="delete")
+def tenants_delete(tenant_id: str, *, instance: TargetInstance) -> None:
+    """Delete a tenant with its accounts and messages.
+
+    Example: ``mail-proxy myserver tenants delete acme``
+    """
+    request(instance, "DELETE", f"/tenant/{tenant_id}")
+    print(f"tenant {tenant_id} deleted")

@@ -1,0 +1,142 @@
+"""The top level's instance commands (``list``, ``start``, ``stop``, ``restart``) and
+``mail-proxy NAME ...``, which hands the rest of the line to the instance's or the
+tenant's app."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import cyclopts
+import msgspec
+
+from mailproxy.entrypoints.cli.apps import app, instance_app, tenant_app
+from mailproxy.entrypoints.cli.exits import CommandFailed, exit_code
+from mailproxy.entrypoints.cli.serve import serve
+from mailproxy.entrypoints.instances import Instance, home, instances
+
+
+@app.command(name="list")
+@exit_code
+def list_instances(
+    *, json_output: Annotated[bool, cyclopts.Parameter(name=["--json"])] = False
+) -> None:
+    """Show the instances under GMP_HOME (default ~/.mail-proxy): running or stopped, URL, pid.
+
+    Parameters
+    ----------
+    json_output
+        Print JSON.
+    """
+    rows = [i.info() for i in instances(home())]
+    if json_output:
+        print(json.dumps(msgspec.to_builtins(rows), indent=2))
+        return
+    if not rows:
+        print(f"no instances in {home()} (create one with: mail-proxy start NAME)")
+        return
+    width = max(len(r.name) for r in rows)
+    for row in rows:
+        state = f"running  pid {row.pid}" if row.running else "stopped"
+        print(f"{row.name:<{width}}  {row.url:<24}  {state}")
+
+
+@app.command
+@exit_code
+def start(
+    name: str,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    foreground: bool = False,
+) -> int | None:
+    """Start instance NAME (created on first start, with a generated admin token) and
+    return once it answers; --foreground runs it in this terminal instead.
+
+    Example: ``mail-proxy start myserver --port 8025``
+
+    Parameters
+    ----------
+    name
+        Instance name (A-Z a-z 0-9 _ . -).
+    host
+        Address to bind (kept in the instance's config.ini).
+    port
+        Port to bind (kept in config.ini; default: the first free from 8000).
+    foreground
+        Do not go to the background.
+    """
+    instance = Instance(home(), name)
+    created = not instance.exists()
+    if created:
+        instance.create(host, port)
+    else:
+        instance.update_server(host, port)
+    pid = instance.pid()
+    if pid is not None:
+        print(f"{name} is already running at {instance.url} (pid {pid})")
+        return None
+    if foreground:
+        return serve(config=instance.config_file)
+    pid = instance.start()
+    print(f"{name} running at {instance.url} (pid {pid})")
+    if created:
+        print(f"admin token: {instance.token}  (kept in {instance.config_file})")
+    return None
+
+
+@app.command
+@exit_code
+def stop(name: str) -> None:
+    """Stop instance NAME gracefully: it stops claiming, finishes in-flight sends, exits.
+
+    Parameters
+    ----------
+    name
+        Instance name.
+    """
+    instance = Instance(home(), name)
+    if not instance.exists():
+        raise CommandFailed(f"no instance {name} in {home()}")
+    stopped = instance.stop()
+    print(f"{name} stopped" if stopped else f"{name} was not running")
+
+
+@app.command
+@exit_code
+def restart(name: str) -> int:
+    """Stop instance NAME if it runs, then start it.
+
+    Parameters
+    ----------
+    name
+        Instance name.
+    """
+    return stop(name) or start(name)
+
+
+@app.default
+@exit_code
+def instance_command(
+    instance_name: str,
+    /,
+    *tokens: Annotated[str, cyclopts.Parameter(allow_leading_hyphen=True)],
+) -> Any:
+    """Administer instance NAME: ``NAME info | token | rotate-key | tenants
+    list|add|show|update|delete|rotate-secret|retire-secret``, and
+    one tenant's ``NAME TENANT accounts list|add | messages list|show | send FILE.eml |
+    run-now | suspend [BATCH] | activate [BATCH]``."""
+    instance = Instance(home(), instance_name)
+    if not instance.exists():
+        raise CommandFailed(
+            f"no instance {instance_name} in {home()} (mail-proxy start {instance_name})"
+        )
+    targets: dict[str, Any] = {"instance": instance}
+    level = instance_app
+    # A first word that is not one of the instance's commands (or its help) is a tenant id.
+    if tokens and tokens[0] not in instance_app:
+        level, targets["tenant_id"], tokens = tenant_app, tokens[0], tokens[1:]
+    # The cyclopts meta-app pattern: the level parses the rest of the line, and the
+    # command's parse=False parameters (``injected``, by name) get the targets.
+    command, bound, injected = level.parse_args(list(tokens))
+    return command(*bound.args, **bound.kwargs, **{name: targets[name] for name in injected})
