@@ -9,7 +9,8 @@ per mode and tenant count: calls per message in all and by method.
 real app (one message per request), by caller (a tenant key; the admin naming the tenant)
 and with or without an ``Idempotency-Key``: ``warm``, requests close together (the
 service's configuration cache holds the tenant; the first request is left out), and
-``spaced``, each request more than ``CONFIG_CACHE_S`` after the last (a clock that jumps).
+``spaced``, each request more than ``CONFIG_CACHE_S`` after the last (a clock that jumps);
+then the store calls of one ``GET /metrics`` scrape with 1 and with 10 tenants.
 
     python bench/round_trips.py [--n 1000] [--tenants 1 10]
     python bench/round_trips.py --http [--n 100]
@@ -141,6 +142,18 @@ async def run_http(n: int, folder: Path, spaced: bool) -> list[dict[str, Any]]:
                     "requests": n,
                     "store_calls_per_request": round(total / n, 2),
                     "by_method": {k: round(v / n, 3) for k, v in store.calls.most_common()},
+                })  # fmt: skip
+        if not spaced:
+            for tenants in (1, 10):
+                for t in range(1, tenants):
+                    await proxy.put_tenant({"id": f"t{t}"})
+                store.calls.clear()
+                answer = await client.get("/metrics", headers={"X-API-Token": ADMIN_TOKEN})
+                assert answer.status_code == 200, answer.text
+                results.append({
+                    "mode": "http scrape", "tenants": tenants,
+                    "store_calls_per_scrape": sum(store.calls.values()),
+                    "by_method": dict(store.calls.most_common()),
                 })  # fmt: skip
     return results
 

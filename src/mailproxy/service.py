@@ -1109,8 +1109,9 @@ class MailProxy:
         """Per tenant: its report-call state in this process, its unacknowledged events,
         and when its next call is due (None without a callback URL)."""
         rows = []
+        backlogs = await self.outbox.report_backlogs()
         for tenant in await self.config.list_tenants():
-            backlog = await self.outbox.report_backlog(tenant.id)
+            backlog = backlogs.get(tenant.id, ReportBacklog(0, None))
             state = self._sync.get(tenant.id, SyncState(tenant_id=tenant.id))
             due = (
                 next_call_ts(state, backlog.count > 0, self.sync_interval_s)

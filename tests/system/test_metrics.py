@@ -211,3 +211,44 @@ async def test_metrics_need_the_admin_token_unless_made_public(tmp_path):
     public = load_settings(environ=token | {"GMP_SECURITY_METRICS_PUBLIC": "true"})
     async with AsyncTestClient(create_app(proxy, public, own_proxy=False)) as client:
         assert (await client.get("/metrics")).status_code == 200
+
+
+class CountingStore:
+    """The memory store, with every awaited call counted."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryStore()
+        self.calls = 0
+
+    def __getattr__(self, name: str):
+        value = getattr(self._inner, name)
+        if not callable(value) or name.startswith("_"):
+            return value
+
+        async def counted(*args, **kwargs):
+            self.calls += 1
+            return await value(*args, **kwargs)
+
+        return counted
+
+
+async def test_a_scrape_reads_the_store_as_often_for_twenty_tenants_as_for_one(tmp_path):
+    store = CountingStore()
+    proxy = MailProxy(
+        store=store, config=store, outbox=store,
+        transports={"capture": CaptureTransport(tmp_path)}, events=PrometheusMetrics(),
+        clock=Clock(), run_dispatcher=False,
+    )  # fmt: skip
+    settings = load_settings(environ={"GMP_API_TOKEN": METRICS_ADMIN["X-API-Token"]})
+    reads = []
+    async with proxy, AsyncTestClient(create_app(proxy, settings, own_proxy=False)) as client:
+        for tenants in (1, 20):
+            for n in range(tenants):
+                await proxy.put_tenant({"id": f"t{n}"})
+                await proxy.put_account({"id": "a", "tenant_id": f"t{n}", "kind": "capture"})
+                await proxy.submit([msg(f"m{n}")], tenant_id=f"t{n}")
+            store.calls = 0
+            scraped = await client.get("/metrics", headers=METRICS_ADMIN)
+            assert f'gmp_oldest_pending_age_seconds{{tenant_id="t{tenants - 1}"}}' in scraped.text
+            reads.append(store.calls)
+    assert reads[0] == reads[1] <= 4

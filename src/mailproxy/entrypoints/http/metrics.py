@@ -37,9 +37,10 @@ class GaugeSnapshot(msgspec.Struct, frozen=True):
 
 
 class QueueGauges:
-    """A prometheus_client collector: :meth:`refresh` reads the queue counts, the report
-    backlogs and the oldest waiting message of every tenant, and :meth:`collect` renders
-    what the last refresh read. Series are rebuilt from each snapshot, so a tenant deleted
+    """A prometheus_client collector: :meth:`refresh` reads the queue counts, the tenants
+    with their report backlogs and the oldest message not yet final of every tenant — four
+    store reads, however many tenants there are — and :meth:`collect` renders what the
+    last refresh read. Series are rebuilt from each snapshot, so a tenant deleted
     (by any process) loses its series at the next scrape, and a concurrent scrape never
     sees half of them."""
 
@@ -56,11 +57,12 @@ class QueueGauges:
         # longer has were deleted (perhaps by another process), and their series go.
         seen = events.tenant_ids() if isinstance(events, PrometheusMetrics) else set()
         pending = await proxy.counts()
+        oldest_not_final = await proxy.store.oldest_not_final()
         now = proxy.now()
         tenants = []
         for tenant, sync, backlog, _ in await proxy.sync_status():
-            oldest = await proxy.list_messages(tenant.id, active_only=True, limit=1)
-            pending_age = max(0.0, now - oldest.messages[0].created_ts) if oldest.messages else 0.0
+            oldest = oldest_not_final.get(tenant.id)
+            pending_age = 0.0 if oldest is None else max(0.0, now - oldest)
             report_age = 0.0 if backlog.oldest_ts is None else max(0.0, now - backlog.oldest_ts)
             tenants.append(
                 TenantGauges(
