@@ -371,9 +371,13 @@ class MailProxy:
         return tenant
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
+        """The tenant as stored now (:class:`NotFound` when there is none). The read
+        refreshes the configuration cache, so a submission right after (an add-messages
+        request checks its tenant first) does not read the tenant again."""
         tenant = await self.config.get_tenant(tenant_id)
         if tenant is None:
             raise NotFound("tenant", tenant_id)
+        self._tenant_cache[tenant_id] = (self._monotonic(), tenant)
         return tenant
 
     async def list_tenants(self) -> list[Tenant]:

@@ -16,7 +16,7 @@ from mailproxy.config import load_settings
 from mailproxy.domain.egress import parse_networks
 from mailproxy.entrypoints.http import create_app
 from mailproxy.service import MailProxy
-from tests.conftest import Clock
+from tests.conftest import Clock, CountingStore
 
 pytestmark = pytest.mark.system
 
@@ -213,25 +213,6 @@ async def test_metrics_need_the_admin_token_unless_made_public(tmp_path):
         assert (await client.get("/metrics")).status_code == 200
 
 
-class CountingStore:
-    """The memory store, with every awaited call counted."""
-
-    def __init__(self) -> None:
-        self._inner = MemoryStore()
-        self.calls = 0
-
-    def __getattr__(self, name: str):
-        value = getattr(self._inner, name)
-        if not callable(value) or name.startswith("_"):
-            return value
-
-        async def counted(*args, **kwargs):
-            self.calls += 1
-            return await value(*args, **kwargs)
-
-        return counted
-
-
 async def test_a_scrape_reads_the_store_as_often_for_twenty_tenants_as_for_one(tmp_path):
     store = CountingStore()
     proxy = MailProxy(
@@ -247,8 +228,8 @@ async def test_a_scrape_reads_the_store_as_often_for_twenty_tenants_as_for_one(t
                 await proxy.put_tenant({"id": f"t{n}"})
                 await proxy.put_account({"id": "a", "tenant_id": f"t{n}", "kind": "capture"})
                 await proxy.submit([msg(f"m{n}")], tenant_id=f"t{n}")
-            store.calls = 0
+            store.calls.clear()
             scraped = await client.get("/metrics", headers=METRICS_ADMIN)
             assert f'gmp_oldest_pending_age_seconds{{tenant_id="t{tenants - 1}"}}' in scraped.text
-            reads.append(store.calls)
+            reads.append(sum(store.calls.values()))
     assert reads[0] == reads[1] <= 4

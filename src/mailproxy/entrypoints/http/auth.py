@@ -39,6 +39,7 @@ from mailproxy.domain.access import (
     scope_tenant,
 )
 from mailproxy.domain.errors import InvalidInput, MailProxyError
+from mailproxy.domain.model import Tenant
 from mailproxy.domain.throttle import FailedAuthentications, ThrottlePolicy
 from mailproxy.service import MailProxy
 
@@ -228,8 +229,12 @@ def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     return caller
 
 
+async def tenant_in_scope(proxy: MailProxy, caller: Caller, tenant_id: str | None) -> Tenant:
+    """The tenant a request acts on, read once; 404 for an admin naming a missing tenant,
+    403 for a tenant key naming another."""
+    return await proxy.get_tenant(scope_tenant(caller, tenant_id))
+
+
 async def scoped(proxy: MailProxy, caller: Caller, tenant_id: str | None) -> str:
-    """The tenant a request acts on; 404 for an admin naming a missing tenant."""
-    scope = scope_tenant(caller, tenant_id)
-    await proxy.get_tenant(scope)
-    return scope
+    """The id of :func:`tenant_in_scope`."""
+    return (await tenant_in_scope(proxy, caller, tenant_id)).id

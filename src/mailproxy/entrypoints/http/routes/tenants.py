@@ -12,7 +12,7 @@ from litestar.params import Body, FromPath, JSONBody
 from mailproxy.config import Settings
 from mailproxy.domain.access import Caller
 from mailproxy.domain.model import Tenant
-from mailproxy.entrypoints.http.auth import scoped
+from mailproxy.entrypoints.http.auth import scoped, tenant_in_scope
 from mailproxy.entrypoints.http.records import tenant_record, whole_seconds
 from mailproxy.entrypoints.http.routing import route
 from mailproxy.entrypoints.http.schemas import (
@@ -87,8 +87,8 @@ async def get_tenant(
     proxy: NamedDependency[MailProxy], caller: NamedDependency[Caller], tenant_id: FromPath[str]
 ) -> TenantAnswer:
     """One tenant (admin, or that tenant's key)."""
-    scope = await scoped(proxy, caller, tenant_id)
-    return TenantAnswer(tenant=await record_of(proxy, await proxy.get_tenant(scope)))
+    tenant = await tenant_in_scope(proxy, caller, tenant_id)
+    return TenantAnswer(tenant=await record_of(proxy, tenant))
 
 
 @route(put, "/tenant/{tenant_id:str}", "tenants", tenant=True)
