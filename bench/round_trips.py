@@ -24,7 +24,6 @@ import asyncio
 import json
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +33,11 @@ from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import load_settings
 from mailproxy.entrypoints.http import create_app
 from mailproxy.service import CONFIG_CACHE_S, MailProxy
-from mailproxy.testing import RecordingReportSender, ScriptedTransport
-
-
-class Counting:
-    """The store, with every awaited method call counted by name."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._inner, name)
-        if not callable(value) or name.startswith("_"):
-            return value
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return await value(*args, **kwargs)
-
-        return counted
+from mailproxy.testing import CountingStore, RecordingReportSender, ScriptedTransport
 
 
 async def run(n: int, tenants: int, folder: Path, running: bool) -> dict[str, Any]:
-    store = Counting(SqliteStore(folder / f"trips-{tenants}-{running}.db"))
+    store = CountingStore(SqliteStore(folder / f"trips-{tenants}-{running}.db"))
     reporter = RecordingReportSender()
     proxy = MailProxy(
         store=store, config=store, outbox=store, access=store,
@@ -103,7 +83,7 @@ ADMIN_TOKEN = "round-trips-admin-token-0123456789abcdef"
 
 
 async def run_http(n: int, folder: Path, spaced: bool) -> list[dict[str, Any]]:
-    store = Counting(SqliteStore(folder / f"trips-http-{spaced}.db"))
+    store = CountingStore(SqliteStore(folder / f"trips-http-{spaced}.db"))
     #: The service's monotonic clock; moved past the cache lifetime before each request.
     elapsed = [0.0]
     proxy = MailProxy(

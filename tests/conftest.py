@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import psycopg.sql
@@ -117,26 +115,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-class CountingStore:
-    """The memory store with every awaited call counted by method name (``calls``): the
-    store round trips an operation makes."""
-
-    def __init__(self) -> None:
-        self._inner = MemoryStore()
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._inner, name)
-        if not callable(value) or name.startswith("_"):
-            return value
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return await value(*args, **kwargs)
-
-        return counted
 
 
 def new_message(

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.memory import MemoryStore
-from mailproxy.adapters.scripted import RecordingReportSender, ReportCall, ScriptedTransport
+from mailproxy.adapters.scripted import (
+    CountingStore,
+    RecordingReportSender,
+    ReportCall,
+    ScriptedTransport,
+)
 
 __all__ = [
     "CaptureTransport",
+    "CountingStore",
     "MemoryStore",
     "RecordingReportSender",
     "ReportCall",

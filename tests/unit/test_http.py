@@ -15,11 +15,13 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import load_settings
 from mailproxy.entrypoints.http import create_app
 from mailproxy.service import MailProxy
-from tests.conftest import Clock, CountingStore
+from mailproxy.testing import CountingStore
+from tests.conftest import Clock
 
 ADMIN_TOKEN = "admin-token-for-tests"
 
@@ -657,7 +659,7 @@ async def test_a_tenant_answer_shows_no_password_of_its_urls(api):
 @pytest.mark.parametrize("caller", ["admin", "tenant key"])
 async def test_an_add_messages_request_reads_its_tenant_once(tmp_path, caller):
     """Even when the service's configuration cache has expired since the last request."""
-    store, monotonic = CountingStore(), Clock()
+    store, monotonic = CountingStore(MemoryStore()), Clock()
     proxy = MailProxy(
         store=store, config=store, outbox=store,
         transports={"capture": CaptureTransport(tmp_path)}, run_dispatcher=False,

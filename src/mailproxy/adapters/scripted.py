@@ -1,5 +1,6 @@
 """Scripted adapters for an application's own tests (and the service's): a transport and a
-report sender that answer as a script says and record what they were given. Both pass the
+report sender that answer as a script says and record what they were given, and a store
+wrapper that counts the calls made to it. Both pass the
 contract suites of their ports (``tests/contract/test_transport.py``,
 ``tests/contract/test_report_sender.py``), so a test written against them holds against
 SMTP and HTTP.
@@ -13,7 +14,9 @@ SMTP and HTTP.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -80,3 +83,28 @@ class RecordingReportSender:
 
 
 __all__ = ["RecordingReportSender", "ReportCall", "ScriptedTransport"]
+
+
+class CountingStore:
+    """A store (any adapter, or anything with async methods) with every awaited call
+    counted by method name in :attr:`calls`: the store round trips an operation makes.
+
+        store = CountingStore(MemoryStore())
+        proxy = MailProxy(store=store, config=store, outbox=store, access=store, ...)
+        store.calls.clear(); await proxy.submit(batch); print(store.calls)
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if not callable(value) or name.startswith("_"):
+            return value
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return await value(*args, **kwargs)
+
+        return counted

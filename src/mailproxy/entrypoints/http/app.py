@@ -28,7 +28,6 @@ from mailproxy import __version__
 from mailproxy.bootstrap import build_proxy
 from mailproxy.config import Settings, load_settings
 from mailproxy.entrypoints.http.auth import (
-    Gate,
     admin_token_of,
     authorize,
     build_gate,
@@ -41,32 +40,19 @@ from mailproxy.entrypoints.status_page import STATUS_PAGE_ROUTES
 from mailproxy.service import MailProxy
 
 
-def provide_proxy(state: State) -> MailProxy:
-    proxy: MailProxy = state.proxy
-    return proxy
+def from_state(name: str) -> Provide:
+    """The dependency that hands handlers ``app.state[name]``."""
+
+    def provide(state: State) -> Any:
+        return state[name]
+
+    return Provide(provide, sync_to_thread=False)
 
 
-def provide_settings(state: State) -> Settings:
-    settings: Settings = state.settings
-    return settings
-
-
-def provide_gate(state: State) -> Gate:
-    gate: Gate = state.gate
-    return gate
-
-
-def provide_http_metrics(state: State) -> HttpMetrics:
-    http_metrics: HttpMetrics = state.http_metrics
-    return http_metrics
-
-
+#: What a handler may ask for by parameter name (``NamedDependency[...]``).
 DEPENDENCIES = {
-    "proxy": Provide(provide_proxy, sync_to_thread=False),
-    "settings": Provide(provide_settings, sync_to_thread=False),
+    **{name: from_state(name) for name in ("proxy", "settings", "gate", "http_metrics")},
     "caller": Provide(provide_caller, sync_to_thread=False),
-    "gate": Provide(provide_gate, sync_to_thread=False),
-    "http_metrics": Provide(provide_http_metrics, sync_to_thread=False),
 }
 
 
