@@ -49,11 +49,10 @@ def from_state(name: str) -> Provide:
     return Provide(provide, sync_to_thread=False)
 
 
-#: What a handler may ask for by parameter name (``NamedDependency[...]``).
-DEPENDENCIES = {
-    **{name: from_state(name) for name in ("proxy", "settings", "gate", "http_metrics")},
-    "caller": Provide(provide_caller, sync_to_thread=False),
-}
+def dependencies() -> dict[str, Provide]:
+    """What a handler may ask for by parameter name (``NamedDependency[...]``)."""
+    state = {name: from_state(name) for name in ("proxy", "settings", "gate", "http_metrics")}
+    return state | {"caller": Provide(provide_caller, sync_to_thread=False)}
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -89,19 +88,13 @@ def create_app(
     admin_token = admin_token_of(settings, insecure=insecure)
     http_metrics = HttpMetrics(proxy)
     gate = build_gate(proxy, settings, admin_token, http_metrics.count_auth_failure)
-
-    @contextlib.asynccontextmanager
-    async def running(app: Litestar) -> AsyncIterator[None]:
-        async with proxy:
-            yield
-
     return Litestar(
         route_handlers=[*API_ROUTES, *STATUS_PAGE_ROUTES],
         state=State(
             {"proxy": proxy, "settings": settings, "gate": gate, "http_metrics": http_metrics}
         ),
-        dependencies=DEPENDENCIES,
-        lifespan=[running] if own_proxy else [],
+        dependencies=dependencies(),
+        lifespan=[proxy_running] if own_proxy else [],
         before_request=bind_request_id,
         after_request=unbind_request_id,
         guards=[authorize],
@@ -111,6 +104,15 @@ def create_app(
         debug=False,
         logging_config=None,
     )
+
+
+@contextlib.asynccontextmanager
+async def proxy_running(app: Litestar) -> AsyncIterator[None]:
+    """The lifespan of an app that owns its proxy: opened at startup, shut down (in-flight
+    sends finished) at shutdown."""
+    proxy: MailProxy = app.state.proxy
+    async with proxy:
+        yield
 
 
 async def bind_request_id(request: Request[Any, Any, Any]) -> None:
