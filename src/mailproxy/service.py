@@ -371,9 +371,13 @@ class MailProxy:
         return tenant
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
+        """The tenant as stored now (:class:`NotFound` when there is none). The read
+        refreshes the configuration cache, so a submission right after (an add-messages
+        request checks its tenant first) does not read the tenant again."""
         tenant = await self.config.get_tenant(tenant_id)
         if tenant is None:
             raise NotFound("tenant", tenant_id)
+        self._tenant_cache[tenant_id] = (self._monotonic(), tenant)
         return tenant
 
     async def list_tenants(self) -> list[Tenant]:
@@ -1109,8 +1113,9 @@ class MailProxy:
         """Per tenant: its report-call state in this process, its unacknowledged events,
         and when its next call is due (None without a callback URL)."""
         rows = []
+        backlogs = await self.outbox.report_backlogs()
         for tenant in await self.config.list_tenants():
-            backlog = await self.outbox.report_backlog(tenant.id)
+            backlog = backlogs.get(tenant.id, ReportBacklog(0, None))
             state = self._sync.get(tenant.id, SyncState(tenant_id=tenant.id))
             due = (
                 next_call_ts(state, backlog.count > 0, self.sync_interval_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.scripted import (
+    CountingStore,
     MemoryAttachmentSource,
     RecordingReportSender,
     ReportCall,
@@ -19,6 +20,7 @@ from mailproxy.adapters.scripted import (
 
 __all__ = [
     "CaptureTransport",
+    "CountingStore",
     "MemoryAttachmentSource",
     "MemoryStore",
     "RecordingReportSender",

@@ -247,6 +247,16 @@ async def test_counts_by_status(store):
     assert sum((await store.count_by_status()).values()) == 3
 
 
+async def test_the_oldest_message_not_yet_final_is_dated_per_tenant_in_one_read(store):
+    assert await store.oldest_not_final() == {}
+    await store.enqueue([new_message("a"), new_message("c", tenant_id="t2")], NOW)
+    await store.enqueue([new_message("b")], NOW + 10)
+    assert await store.oldest_not_final() == {"t1": NOW, "t2": NOW}
+    claims = {c.message.id: c for c in await claim(store)}
+    assert await store.complete(claims["a"].lease, sent(claims["a"].message), NOW)
+    assert await store.oldest_not_final() == {"t1": NOW + 10, "t2": NOW}  # sending is not final
+
+
 async def test_next_due_is_none_for_an_empty_queue(store):
     assert await store.next_due_ts(NOW) is None
 

@@ -77,3 +77,22 @@ async def test_the_tenants_with_pending_events_are_found_in_one_read(store):
     assert await store.tenants_with_pending_reports() == {"t1", "t2"}
     await store.acknowledge_reports("t1", ["ev-t1"], NOW_T)
     assert await store.tenants_with_pending_reports() == {"t2"}
+
+
+async def test_every_tenants_backlog_is_read_at_once_and_agrees_with_each_one(store):
+    assert await store.report_backlogs() == {}
+    await store.enqueue(
+        [new_message("m1"), new_message("m2"), new_message("m3", tenant_id="t2")], NOW_T
+    )
+    claims = await store.claim_due(now=NOW_T, limit=10, owner="w", lease_s=60)
+    for offset, claim in enumerate(claims):
+        event_id = f"ev-{claim.message.tenant_id}-{claim.message.id}"
+        transition = transition_for(claim, Delivered(250), now=NOW_T + offset, event_id=event_id)
+        assert await store.complete(claim.lease, transition, NOW_T + offset)
+    backlogs = await store.report_backlogs()
+    assert set(backlogs) == {"t1", "t2"}
+    for tenant_id, backlog in backlogs.items():
+        assert backlog == await store.report_backlog(tenant_id)
+    assert backlogs["t1"].count == 2
+    await store.acknowledge_reports("t2", ["ev-t2-m3"], NOW_T + 5)
+    assert set(await store.report_backlogs()) == {"t1"}

@@ -16,6 +16,7 @@ from mailproxy.config import load_settings
 from mailproxy.domain.egress import parse_networks
 from mailproxy.entrypoints.http import create_app
 from mailproxy.service import MailProxy
+from mailproxy.testing import CountingStore
 from tests.conftest import Clock
 
 pytestmark = pytest.mark.system
@@ -120,9 +121,9 @@ def series_of(scraped: str) -> set[tuple[str, frozenset[tuple[str, str]]]]:
 
 @pytest.fixture
 async def scraping(tmp_path):
-    """A proxy with Prometheus metrics on the capture transport, the real app, and a
-    scrape function (with the admin token)."""
-    store = MemoryStore()
+    """A proxy with Prometheus metrics on the capture transport (its store counts the
+    calls made to it), the real app, and a scrape function (with the admin token)."""
+    store = CountingStore(MemoryStore())
     proxy = MailProxy(
         store=store, config=store, outbox=store,
         transports={"capture": CaptureTransport(tmp_path)}, events=PrometheusMetrics(),
@@ -211,3 +212,18 @@ async def test_metrics_need_the_admin_token_unless_made_public(tmp_path):
     public = load_settings(environ=token | {"GMP_SECURITY_METRICS_PUBLIC": "true"})
     async with AsyncTestClient(create_app(proxy, public, own_proxy=False)) as client:
         assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_a_scrape_reads_the_store_as_often_for_twenty_tenants_as_for_one(scraping):
+    proxy, _, scrape = scraping
+    reads = []
+    for tenants in (1, 20):
+        for n in range(tenants):
+            await proxy.put_tenant({"id": f"t{n}"})
+            await proxy.put_account({"id": "a", "tenant_id": f"t{n}", "kind": "capture"})
+            await proxy.submit([msg(f"m{n}")], tenant_id=f"t{n}")
+        proxy.store.calls.clear()
+        scraped = await scrape()
+        assert f'gmp_oldest_pending_age_seconds{{tenant_id="t{tenants - 1}"}}' in scraped
+        reads.append(proxy.store.calls.total())
+    assert reads[0] == reads[1] <= 4

@@ -15,10 +15,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import load_settings
 from mailproxy.entrypoints.http import create_app
 from mailproxy.service import MailProxy
+from mailproxy.testing import CountingStore
 from tests.conftest import Clock
 
 ADMIN_TOKEN = "admin-token-for-tests"
@@ -652,3 +654,32 @@ async def test_a_tenant_answer_shows_no_password_of_its_urls(api):
     tenant = (await api.call("A", "GET", "/tenant/A")).json()["tenant"]
     assert tenant["attachment_url_prefixes"] == ["https://u:***@files.example.com/?sig=***"]
     assert "-secret" not in (await api.call("admin", "GET", "/tenants")).text
+
+
+@pytest.mark.parametrize("caller", ["admin", "tenant key"])
+async def test_an_add_messages_request_reads_its_tenant_once(tmp_path, caller):
+    """Even when the service's configuration cache has expired since the last request."""
+    store, monotonic = CountingStore(MemoryStore()), Clock()
+    proxy = MailProxy(
+        store=store, config=store, outbox=store,
+        transports={"capture": CaptureTransport(tmp_path)}, run_dispatcher=False,
+        clock=Clock(), monotonic=monotonic,
+    )  # fmt: skip
+    settings = load_settings(environ={"GMP_API_TOKEN": ADMIN_TOKEN})
+    async with AsyncTestClient(create_app(proxy, settings, own_proxy=False)) as client:
+        created = await proxy.create_tenant({"id": "A"})
+        await proxy.put_account({"id": "main", "tenant_id": "A", "kind": "capture"})
+        if caller == "admin":
+            headers, params = {"X-API-Token": ADMIN_TOKEN}, {"tenant_id": "A"}
+        else:
+            headers, params = {"X-API-Token": created.api_key}, {}
+        for n in range(2):
+            monotonic.advance(3600)
+            store.calls.clear()
+            answer = await client.post(
+                "/commands/add-messages", json={"messages": [message(f"m{n}")]},
+                params=params, headers=headers,
+            )  # fmt: skip
+            assert answer.json()["queued"] == 1, answer.text
+            assert store.calls["get_tenant"] == 1
+            assert store.calls["enqueue"] == 1

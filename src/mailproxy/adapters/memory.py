@@ -493,6 +493,13 @@ class MemoryStore:
                 counts[m.status] = counts.get(m.status, 0) + 1
         return counts
 
+    async def oldest_not_final(self) -> dict[str, float]:
+        oldest: dict[str, float] = {}
+        for m in self._messages.values():
+            if not is_final(m.status):
+                oldest[m.tenant_id] = min(m.created_ts, oldest.get(m.tenant_id, m.created_ts))
+        return oldest
+
     async def finished_per_minute(self, since_ts: float) -> list[MinuteCount]:
         counts: dict[tuple[int, str, Status], int] = {}
         for m in self._messages.values():
@@ -644,6 +651,15 @@ class MemoryStore:
     async def report_backlog(self, tenant_id: str) -> ReportBacklog:
         pending = [r for r in self._reports if r.tenant_id == tenant_id and not r.acked]
         return ReportBacklog(len(pending), pending[0].created_ts if pending else None)
+
+    async def report_backlogs(self) -> dict[str, ReportBacklog]:
+        backlogs: dict[str, ReportBacklog] = {}
+        for r in self._reports:
+            if not r.acked:
+                known = backlogs.get(r.tenant_id)
+                oldest = r.created_ts if known is None else known.oldest_ts
+                backlogs[r.tenant_id] = ReportBacklog((known.count if known else 0) + 1, oldest)
+        return backlogs
 
     async def lease_reports(self, tenant_id: str, owner: str, now: float, lease_s: float) -> bool:
         holder, expires_ts = self._report_leases.get(tenant_id, (owner, now))

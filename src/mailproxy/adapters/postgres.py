@@ -951,6 +951,14 @@ class PostgresStore:
 
         return await self._read(read)
 
+    async def oldest_not_final(self) -> dict[str, float]:
+        query = (
+            "SELECT tenant_id, MIN(created_ts) FROM messages "
+            f"WHERE status NOT IN {FINAL_SQL} GROUP BY tenant_id"
+        )
+        rows = await self._read(lambda cur: self._all(cur, query, ()))
+        return {tenant_id: float(oldest) for tenant_id, oldest in rows}
+
     async def finished_per_minute(self, since_ts: float) -> list[MinuteCount]:
         # The status condition repeats the partial index's, so messages_final serves
         # the range on final_ts.
@@ -1240,6 +1248,14 @@ class PostgresStore:
             return ReportBacklog(int(count), oldest)
 
         return await self._read(read)
+
+    async def report_backlogs(self) -> dict[str, ReportBacklog]:
+        query = (
+            "SELECT tenant_id, COUNT(*), MIN(created_ts) FROM reports "
+            "WHERE acked_ts IS NULL GROUP BY tenant_id"
+        )
+        rows = await self._read(lambda cur: self._all(cur, query, ()))
+        return {tenant_id: ReportBacklog(int(n), oldest) for tenant_id, n, oldest in rows}
 
     async def lease_reports(self, tenant_id: str, owner: str, now: float, lease_s: float) -> bool:
         async def write(cur: Cursor) -> bool:

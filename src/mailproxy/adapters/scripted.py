@@ -1,6 +1,7 @@
 """Scripted adapters for an application's own tests (and the service's): a transport and a
-report sender that answer as a script says and record what they were given, and an
-attachment source holding documents in memory. Each passes the contract suite of its port
+report sender that answer as a script says and record what they were given, an
+attachment source holding documents in memory, and a store wrapper that counts the
+calls made to it. Each fake passes the contract suite of its port
 (``tests/contract/test_transport.py``, ``tests/contract/test_report_sender.py``,
 ``tests/contract/test_attachment_sources.py``), so a test written against them holds
 against SMTP, HTTP and real attachment sources.
@@ -14,7 +15,9 @@ against SMTP, HTTP and real attachment sources.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -121,4 +124,35 @@ class MemoryAttachmentSource:
         pass
 
 
-__all__ = ["MemoryAttachmentSource", "RecordingReportSender", "ReportCall", "ScriptedTransport"]
+class CountingStore:
+    """A store (any adapter, or anything with async methods) with every awaited call
+    counted by method name in :attr:`calls`: the store round trips an operation makes.
+
+        store = CountingStore(MemoryStore())
+        proxy = MailProxy(store=store, config=store, outbox=store, access=store, ...)
+        store.calls.clear(); await proxy.submit(batch); print(store.calls)
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if not callable(value) or name.startswith("_"):
+            return value
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return await value(*args, **kwargs)
+
+        return counted
+
+
+__all__ = [
+    "CountingStore",
+    "MemoryAttachmentSource",
+    "RecordingReportSender",
+    "ReportCall",
+    "ScriptedTransport",
+]

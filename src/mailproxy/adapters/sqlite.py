@@ -1002,6 +1002,17 @@ class SqliteStore:
 
         return await self._read(read)
 
+    async def oldest_not_final(self) -> dict[str, float]:
+        sql = (
+            "SELECT tenant_id, MIN(created_ts) FROM messages "
+            f"WHERE status NOT IN {FINAL_SQL} GROUP BY tenant_id"
+        )
+
+        def read(conn: sqlite3.Connection) -> dict[str, float]:
+            return {tenant_id: float(oldest) for tenant_id, oldest in conn.execute(sql)}
+
+        return await self._read(read)
+
     async def finished_per_minute(self, since_ts: float) -> list[MinuteCount]:
         # The status condition repeats the partial index's, so messages_final serves
         # the range on final_ts.
@@ -1283,6 +1294,16 @@ class SqliteStore:
                 (tenant_id,),
             ).fetchone()
             return ReportBacklog(int(count), oldest[0] if oldest else None)
+
+        return await self._read(read)
+
+    async def report_backlogs(self) -> dict[str, ReportBacklog]:
+        def read(conn: sqlite3.Connection) -> dict[str, ReportBacklog]:
+            rows = conn.execute(
+                "SELECT tenant_id, COUNT(*), MIN(created_ts) FROM reports "
+                "WHERE acked_ts IS NULL GROUP BY tenant_id"
+            )
+            return {tenant_id: ReportBacklog(int(n), oldest) for tenant_id, n, oldest in rows}
 
         return await self._read(read)
 

@@ -3,7 +3,8 @@ of the last minutes, paused accounts, the last failures, and report backlogs.
 Server-rendered HTML, no script; it reloads itself every 30 seconds.
 
 Admin only: the admin token in ``X-API-Token``, or the session cookie that the
-``/ui/login`` form sets (see :class:`Sessions`: signed, expiring, HttpOnly,
+``/ui/login`` form sets (see :class:`~mailproxy.entrypoints.http.auth.Sessions`: signed,
+expiring, HttpOnly,
 SameSite=Strict, Path=/ui, Secure over https). Failed sign-ins and wrong header tokens
 count against the client address like failed API calls; past the limit the answer is 429
 with ``Retry-After`` and the token is not even compared.
@@ -11,23 +12,20 @@ with ``Retry-After`` and the token is not even compared.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from html import escape
 from typing import Annotated, Any
 
 from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.handlers import HTTPRouteHandler
 from litestar.params import Body
 
-from mailproxy.domain.access import same_secret
 from mailproxy.domain.model import MinuteCount, Status
-from mailproxy.domain.throttle import FailedAuthentications
+from mailproxy.entrypoints.http.auth import Gate, client_address
 from mailproxy.service import MailProxy
 
 COOKIE = "gmp_session"
@@ -67,45 +65,6 @@ def _cell(value: object) -> str:
 
 def _utc(ts: float, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
     return time.strftime(pattern, time.gmtime(ts))
-
-
-class Sessions:
-    """The ``/ui`` session cookies: ``<expires_ts>.<signature>``, where the signature is
-    HMAC-SHA256 of ``expires_ts`` under a key derived from the admin token and a server-side
-    secret: ``HMAC-SHA256(secret, "mailproxy-ui-session" NUL admin_token)``. So a cookie
-    expires (``security.ui_session_s`` after sign-in, checked on the server whatever the
-    browser keeps), is worthless once the admin token changes, and cannot be made from the
-    admin token alone.
-
-    The secret: the first ``security.encryption_key`` when one is set, else 32 random bytes
-    drawn when the process starts. Several processes behind one load balancer (PostgreSQL)
-    share their encryption key anyway (each decrypts what the others stored), so they
-    accept each other's cookies; without a key, a restart, or a request that lands on
-    another process, asks to sign in again (no security loss, an inconvenience: set
-    ``security.encryption_key``, or make the balancer sticky). A random salt stored in the
-    database would do the same without a key, at the cost of a store method for it.
-    """
-
-    def __init__(self, admin_token: str, secret: bytes, lifetime_s: float) -> None:
-        self.lifetime_s = lifetime_s
-        self._key = hmac.new(
-            secret, b"mailproxy-ui-session\0" + admin_token.encode(), hashlib.sha256
-        ).digest()
-
-    def _signature(self, expires_ts: int) -> str:
-        return hmac.new(self._key, str(expires_ts).encode(), hashlib.sha256).hexdigest()
-
-    def issue(self, now: float) -> str:
-        """A cookie value valid for ``lifetime_s`` from ``now``."""
-        expires_ts = math.ceil(now + self.lifetime_s)
-        return f"{expires_ts}.{self._signature(expires_ts)}"
-
-    def valid(self, value: str, now: float) -> bool:
-        """Whether ``value`` is a cookie this server issued that has not expired at ``now``."""
-        expires, _, signature = value.partition(".")
-        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
-            return False
-        return same_secret(signature, self._signature(int(expires))) and now < int(expires)
 
 
 def _page(
@@ -169,131 +128,116 @@ def _throughput(first_minute: int, counts: Sequence[MinuteCount]) -> tuple[str, 
     return minutes_table, tenants_table
 
 
-def _client(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client is not None else "unknown"
-
-
 def _throttled(retry_after_s: float) -> Response[str]:
     answer = _page("sign in", "<p>Too many failed attempts: try again later.</p>", status=429)
     answer.headers["Retry-After"] = str(math.ceil(retry_after_s))
     return answer
 
 
-def status_page_routes(
-    proxy: MailProxy,
-    admin_token: str | None,
-    *,
-    sessions: Sessions | None = None,
-    failures: FailedAuthentications | None = None,
-    on_failure: Callable[[str], None] = lambda outcome: None,
-) -> list[HTTPRouteHandler]:
-    """The routes of the page (public to the API guard: they check the admin themselves).
-    ``failures`` throttles wrong tokens per client address (shared with the API);
-    ``on_failure`` is told of each (``"wrong"``) and of each refusal (``"throttled"``)."""
-    if admin_token is not None and sessions is None:
-        raise ValueError("an admin token needs Sessions")
-
-    def refused(request: Request[Any, Any, Any]) -> Response[str] | None:
-        """The 429 for a client past its failures, or None."""
-        wait = None if failures is None else failures.retry_after(_client(request), proxy.now())
-        if wait is None:
-            return None
-        on_failure("throttled")
-        return _throttled(wait)
-
-    def wrong(request: Request[Any, Any, Any]) -> None:
-        if failures is not None:
-            failures.failed(_client(request), proxy.now())
-        on_failure("wrong")
-
-    def signed_in(request: Request[Any, Any, Any]) -> bool | Response[str]:
-        """Whether the request is the admin's; a 429 when the header token may not even
-        be compared."""
-        if admin_token is None or sessions is None:
+def _signed_in(request: Request[Any, Any, Any], gate: Gate) -> bool | Response[str]:
+    """Whether the request is the admin's; a 429 when the header token may not even be
+    compared. Wrong header tokens count against the address like failed API calls."""
+    if gate.admin_token is None or gate.sessions is None:
+        return True
+    token = request.headers.get("x-api-token")
+    if token is not None:
+        wait = gate.retry_after(client_address(request))
+        if wait is not None:
+            return _throttled(wait)
+        if gate.is_admin_token(token):
             return True
-        token = request.headers.get("x-api-token")
-        if token is not None:
-            too_many = refused(request)
-            if too_many is not None:
-                return too_many
-            if same_secret(token, admin_token):
-                return True
-            wrong(request)
-        cookie = request.cookies.get(COOKIE)
-        return cookie is not None and sessions.valid(cookie, proxy.now())
+        gate.failed(client_address(request))
+    cookie = request.cookies.get(COOKIE)
+    return cookie is not None and gate.sessions.valid(cookie, gate.proxy.now())
 
-    @get("/ui", opt={"public": True}, include_in_schema=False)
-    async def status_page(request: Request[Any, Any, Any]) -> Response[str]:
-        admitted = signed_in(request)
-        if isinstance(admitted, Response):
-            return admitted
-        if not admitted:
-            return Response("", status_code=303, headers={"Location": "/ui/login"})
-        statuses = list(Status)
-        queue_rows, paused_rows, failure_rows = [], [], []
-        for tenant in await proxy.list_tenants():
-            counts = await proxy.counts(tenant.id)
-            queue_rows.append([tenant.id, *(counts.get(s, 0) for s in statuses)])
-            for account in await proxy.list_accounts(tenant.id):
-                pause = await proxy.store.account_pause(tenant.id, account.id)
-                if pause is not None:
-                    paused_rows.append(
-                        [tenant.id, account.id, pause.reason, _utc(pause.until_ts) + " UTC"]
-                    )
-            failed = await proxy.list_messages(tenant.id, statuses=[Status.ERROR], limit=1000)
-            for message in failed.messages[-10:]:
-                failure_rows.append([tenant.id, message.id, message.account_id, message.error])
-        backlog_rows = [
-            [tenant.id, backlog.count, state.last_error]
-            for tenant, state, backlog, _ in await proxy.sync_status()
-            if tenant.client_base_url
-        ]
-        minutes_table, tenants_table = _throughput(
-            *await proxy.recent_throughput(THROUGHPUT_MINUTES)
-        )
-        body = (
-            "<h1>mailproxy status</h1>"
-            f"<p class='note'>As of {_utc(proxy.now())} UTC; this page reloads every 30 s.</p>"
-            "<h2>Queue by tenant</h2>"
-            + _table(["tenant", *statuses], queue_rows, "no tenants")
-            + f"<h2>Throughput, last {THROUGHPUT_MINUTES} minutes</h2>"
-            + tenants_table
-            + minutes_table
-            + "<h2>Paused accounts</h2>"
-            + _table(["tenant", "account", "reason", "until"], paused_rows, "none")
-            + "<h2>Last failures</h2>"
-            + _table(["tenant", "message", "account", "error"], failure_rows, "none")
-            + "<h2>Delivery reports</h2>"
-            + _table(["tenant", "waiting", "last error"], backlog_rows, "no tenant reports")
-        )
-        return _page("mailproxy status", body, head="<meta http-equiv='refresh' content='30'>")
 
-    login_form = (
-        "<h1>mailproxy</h1><form method='post' action='/ui/login'>"
-        "<label>Admin token <input type='password' name='token' autofocus></label> "
-        "<button type='submit'>Sign in</button></form>"
+# The routes are public to the API guard: they check the admin themselves.
+
+
+@get("/ui", opt={"public": True}, include_in_schema=False)
+async def status_page(
+    request: Request[Any, Any, Any], proxy: NamedDependency[MailProxy], gate: NamedDependency[Gate]
+) -> Response[str]:
+    admitted = _signed_in(request, gate)
+    if isinstance(admitted, Response):
+        return admitted
+    if not admitted:
+        return Response("", status_code=303, headers={"Location": "/ui/login"})
+    return _page(
+        "mailproxy status",
+        await _status_body(proxy),
+        head="<meta http-equiv='refresh' content='30'>",
     )
 
-    @get("/ui/login", opt={"public": True}, include_in_schema=False)
-    async def login_page() -> Response[str]:
-        return _page("sign in", login_form)
 
-    @post("/ui/login", opt={"public": True}, include_in_schema=False, status_code=303)
-    async def login(
-        request: Request[Any, Any, Any],
-        data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
-    ) -> Response[str]:
-        too_many = refused(request)
-        if too_many is not None:
-            return too_many
-        token = data.get("token", "")
-        if admin_token is None or sessions is None or not same_secret(token, admin_token):
-            wrong(request)
-            return _page("sign in", "<p>Wrong token.</p>" + login_form, status=401)
-        cookie = Cookie(
-            key=COOKIE, value=sessions.issue(proxy.now()), max_age=int(sessions.lifetime_s),
-            httponly=True, samesite="strict", path="/ui", secure=request.url.scheme == "https",
-        )  # fmt: skip
-        return Response("", status_code=303, headers={"Location": "/ui"}, cookies=[cookie])
+async def _status_body(proxy: MailProxy) -> str:
+    statuses = list(Status)
+    queue_rows, paused_rows, failure_rows = [], [], []
+    for tenant in await proxy.list_tenants():
+        counts = await proxy.counts(tenant.id)
+        queue_rows.append([tenant.id, *(counts.get(s, 0) for s in statuses)])
+        for account in await proxy.list_accounts(tenant.id):
+            pause = await proxy.store.account_pause(tenant.id, account.id)
+            if pause is not None:
+                paused_rows.append(
+                    [tenant.id, account.id, pause.reason, _utc(pause.until_ts) + " UTC"]
+                )
+        failed = await proxy.list_messages(tenant.id, statuses=[Status.ERROR], limit=1000)
+        for message in failed.messages[-10:]:
+            failure_rows.append([tenant.id, message.id, message.account_id, message.error])
+    backlog_rows = [
+        [tenant.id, backlog.count, state.last_error]
+        for tenant, state, backlog, _ in await proxy.sync_status()
+        if tenant.client_base_url
+    ]
+    minutes_table, tenants_table = _throughput(*await proxy.recent_throughput(THROUGHPUT_MINUTES))
+    return (
+        "<h1>mailproxy status</h1>"
+        f"<p class='note'>As of {_utc(proxy.now())} UTC; this page reloads every 30 s.</p>"
+        "<h2>Queue by tenant</h2>"
+        + _table(["tenant", *statuses], queue_rows, "no tenants")
+        + f"<h2>Throughput, last {THROUGHPUT_MINUTES} minutes</h2>"
+        + tenants_table
+        + minutes_table
+        + "<h2>Paused accounts</h2>"
+        + _table(["tenant", "account", "reason", "until"], paused_rows, "none")
+        + "<h2>Last failures</h2>"
+        + _table(["tenant", "message", "account", "error"], failure_rows, "none")
+        + "<h2>Delivery reports</h2>"
+        + _table(["tenant", "waiting", "last error"], backlog_rows, "no tenant reports")
+    )
 
-    return [status_page, login_page, login]
+
+LOGIN_FORM = (
+    "<h1>mailproxy</h1><form method='post' action='/ui/login'>"
+    "<label>Admin token <input type='password' name='token' autofocus></label> "
+    "<button type='submit'>Sign in</button></form>"
+)
+
+
+@get("/ui/login", opt={"public": True}, include_in_schema=False)
+async def login_page() -> Response[str]:
+    return _page("sign in", LOGIN_FORM)
+
+
+@post("/ui/login", opt={"public": True}, include_in_schema=False, status_code=303)
+async def login(
+    request: Request[Any, Any, Any],
+    gate: NamedDependency[Gate],
+    data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[str]:
+    wait = gate.retry_after(client_address(request))
+    if wait is not None:
+        return _throttled(wait)
+    if gate.sessions is None or not gate.is_admin_token(data.get("token", "")):
+        gate.failed(client_address(request))
+        return _page("sign in", "<p>Wrong token.</p>" + LOGIN_FORM, status=401)
+    cookie = Cookie(
+        key=COOKIE, value=gate.sessions.issue(gate.proxy.now()),
+        max_age=int(gate.sessions.lifetime_s), httponly=True, samesite="strict", path="/ui",
+        secure=request.url.scheme == "https",
+    )  # fmt: skip
+    return Response("", status_code=303, headers={"Location": "/ui"}, cookies=[cookie])
+
+
+STATUS_PAGE_ROUTES = [status_page, login_page, login]

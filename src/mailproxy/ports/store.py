@@ -177,6 +177,10 @@ class MessageStore(Protocol):
     async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
         """Stored message counts per status (of one tenant, or of all)."""
 
+    async def oldest_not_final(self) -> dict[str, float]:
+        """Per tenant that has messages not yet final, the ``created_ts`` of the oldest of
+        them, in one read (``/metrics`` shows every tenant's at each scrape)."""
+
     async def finished_per_minute(self, since_ts: float) -> list[MinuteCount]:
         """Messages that reached a final status (sent, error, unknown) at or after
         ``since_ts``, counted per minute of their final time, tenant and status; ordered
@@ -248,6 +252,10 @@ class ReportOutbox(Protocol):
     async def report_backlog(self, tenant_id: str) -> ReportBacklog:
         """How many of the tenant's events are unacknowledged, and when the oldest of them
         was written (None when there is none)."""
+
+    async def report_backlogs(self) -> dict[str, ReportBacklog]:
+        """:meth:`report_backlog` of every tenant that has unacknowledged events, in one
+        read (``/metrics`` and the sync status show every tenant's)."""
 
     async def lease_reports(self, tenant_id: str, owner: str, now: float, lease_s: float) -> bool:
         """Take or renew the right to deliver the tenant's events until ``now + lease_s``:

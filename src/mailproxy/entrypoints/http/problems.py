@@ -1,0 +1,91 @@
+"""The one place that maps errors to answers (:func:`problem_from`, the app's exception
+handler): ``InvalidInput`` and request bodies that do not fit → 422 RFC 9457 problem
+details naming the field, ``Unauthorized`` → 401, ``Forbidden`` → 403, ``NotFound`` → 404,
+``Conflict`` → 409, ``TooManyAttempts`` → 429 with ``Retry-After``, ``StorageError`` → 503,
+Litestar's own HTTP errors with their status, and anything unexpected → 500 with a request
+id (logged with its traceback, never sent)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import ClientException, HTTPException, ValidationException
+
+from mailproxy.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, StorageError
+from mailproxy.entrypoints.http.auth import TooManyAttempts, Unauthorized
+from mailproxy.entrypoints.http.schemas import ErrorAnswer, FieldError, Problem
+
+log = logging.getLogger("mailproxy.http")
+
+#: The status of each error that is answered with its message alone.
+STATUS_OF: dict[type[Exception], int] = {
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    StorageError: 503,
+}
+
+
+def problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The answer to ``exc`` raised while serving ``request`` (see the module docstring)."""
+    if isinstance(exc, InvalidInput):
+        return problem(
+            422, "Unprocessable Content", exc.reason, [FieldError(exc.field, exc.reason)]
+        )
+    if isinstance(exc, ValidationException):
+        errors = [
+            FieldError(str(e.get("key", "")), str(e.get("message", "")))
+            for e in (exc.extra if isinstance(exc.extra, list) else [])
+            if isinstance(e, dict)
+        ]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or exc.detail
+        return problem(422, "Unprocessable Content", f"invalid request: {detail}", errors)
+    if isinstance(exc, RecursionError | UnicodeDecodeError) or (
+        isinstance(exc, ClientException) and exc.status_code == 400
+    ):
+        if isinstance(exc, RecursionError):
+            detail = "malformed JSON: nested too deeply"
+        elif isinstance(exc, UnicodeDecodeError):  # msgspec's error for bytes that are not UTF-8
+            detail = f"malformed JSON: not UTF-8 at byte {exc.start}"
+        else:
+            detail = f"malformed body: {exc.detail}"
+        return problem(422, "Unprocessable Content", detail, [FieldError("body", detail)])
+    status = STATUS_OF.get(type(exc))
+    if status is not None:
+        return Response(ErrorAnswer(error=str(exc)), status_code=status)
+    if isinstance(exc, TooManyAttempts):
+        return Response(
+            ErrorAnswer(error=str(exc)),
+            status_code=429,
+            headers={"Retry-After": str(math.ceil(exc.retry_after_s))},
+        )
+    if isinstance(exc, HTTPException):
+        return Response(
+            ErrorAnswer(error=exc.detail),
+            status_code=exc.status_code,
+            headers=exc.headers or None,
+        )
+    request_id = structlog.contextvars.get_contextvars().get("request_id") or uuid.uuid4().hex
+    log.error(
+        "http.unexpected_error",
+        extra={"path": request.url.path, "request_id": request_id},
+        exc_info=exc,
+    )
+    return Response(
+        ErrorAnswer(error=f"internal error (request id {request_id})", request_id=request_id),
+        status_code=500,
+    )
+
+
+def problem(status: int, title: str, detail: str, errors: list[FieldError]) -> Response[Problem]:
+    return Response(
+        Problem(title=title, status=status, detail=detail, errors=errors, error=detail),
+        status_code=status,
+        media_type="application/problem+json",
+    )

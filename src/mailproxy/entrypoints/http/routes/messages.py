@@ -1,0 +1,238 @@
+"""The routes of messages: add (with an optional ``Idempotency-Key``), list, read one,
+delete, clean up, wake the dispatcher, suspend and activate a tenant or a batch."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import msgspec
+from litestar import MediaType, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
+
+from mailproxy.domain.access import Caller, scope_tenant
+from mailproxy.domain.errors import Forbidden
+from mailproxy.domain.model import Status
+from mailproxy.entrypoints.http.auth import scoped
+from mailproxy.entrypoints.http.records import message_record
+from mailproxy.entrypoints.http.routing import TenantQuery, route
+from mailproxy.entrypoints.http.schemas import (
+    ADD_MESSAGES_EXAMPLE,
+    AddMessagesAnswer,
+    AddMessagesBody,
+    CleanupBody,
+    DeleteAnswer,
+    IdsBody,
+    MessageAnswer,
+    MessagesAnswer,
+    OkAnswer,
+    RejectedMessage,
+    RemovedAnswer,
+    SuspendAnswer,
+    decode_body,
+)
+from mailproxy.service import MailProxy
+
+#: Rejection reasons that do not make an add-messages request a failure when nothing was
+#: queued: the client re-sent what is already on its way.
+HARMLESS_REJECTIONS = frozenset({"already sent", "in flight"})
+
+BatchCode = Annotated[str | None, QueryParameter(max_length=64)]
+
+
+@route(post, "/commands/add-messages", "messages", tenant=True)
+async def add_messages(
+    request: Request[Any, Any, Any],
+    proxy: NamedDependency[MailProxy],
+    caller: NamedDependency[Caller],
+    data: Annotated[AddMessagesBody, Body(examples=[ADD_MESSAGES_EXAMPLE])],
+    tenant_id: TenantQuery = None,
+) -> Response[bytes]:
+    """Queue messages; each bad one is rejected with a reason, the others are committed
+    to storage before the answer. Optional ``Idempotency-Key`` header."""
+    scope = scope_tenant(caller, tenant_id) if caller.tenant_id or tenant_id else None
+    if caller.tenant_id is not None:
+        for message in data.messages:
+            named = message.get("tenant_id")
+            if named is not None and named != caller.tenant_id:
+                raise Forbidden("a tenant key acts only inside its own tenant")
+    elif scope is not None:
+        await proxy.get_tenant(scope)
+    status, payload = await submit_once(
+        proxy, caller, request.headers.get("idempotency-key"), await request.body(), scope, data
+    )
+    return Response(payload, status_code=status, media_type=MediaType.JSON)
+
+
+# --- idempotency: the submission runs at most once per caller and Idempotency-Key ----------
+
+
+async def submit_once(
+    proxy: MailProxy,
+    caller: Caller,
+    key: str | None,
+    raw: bytes,
+    scope: str | None,
+    body: AddMessagesBody,
+) -> tuple[int, bytes]:
+    """The status and JSON answer of an add-messages request: submitted at once without
+    ``key``, else through :meth:`MailProxy.once` (a repeat with the same body gets the
+    stored answer)."""
+
+    async def produce() -> tuple[int, bytes]:
+        # Each message's ranges are the domain's (validation), rejected one by one.
+        result = await proxy.submit(
+            body.messages, tenant_id=scope, default_priority=body.default_priority
+        )
+        rejected = [RejectedMessage(r.id, r.reason) for r in result.rejected]
+        answer = AddMessagesAnswer(queued=result.queued, rejected=rejected)
+        if result.queued == 0 and any(r.reason not in HARMLESS_REJECTIONS for r in rejected):
+            answer = AddMessagesAnswer(
+                ok=False,
+                queued=0,
+                rejected=rejected,
+                error=f"no message queued: {rejected[0].id}: {rejected[0].reason}",
+            )
+            return 400, msgspec.json.encode(answer)
+        return 200, msgspec.json.encode(answer)
+
+    if key is None:
+        return await produce()
+    fingerprint = hashlib.sha256(f"{scope}\n".encode() + raw).hexdigest()
+    return await proxy.once(caller, key, fingerprint, produce)
+
+
+# --- end of idempotency -------------------------------------------------------------------
+
+
+@route(get, "/messages", "messages", tenant=True)
+async def list_messages(
+    proxy: NamedDependency[MailProxy],
+    caller: NamedDependency[Caller],
+    tenant_id: TenantQuery = None,
+    status: Annotated[list[Status] | None, QueryParameter(description="repeatable")] = None,
+    batch_code: BatchCode = None,
+    active_only: FromQuery[bool] = False,
+    include_history: FromQuery[bool] = False,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, QueryParameter(max_length=32)] = None,
+) -> MessagesAnswer:
+    """The tenant's messages in acceptance order, filtered, a page at a time."""
+    scope = await scoped(proxy, caller, tenant_id)
+    page = await proxy.list_messages(
+        scope,
+        statuses=status or (),
+        batch_code=batch_code,
+        active_only=active_only,
+        limit=limit,
+        cursor=cursor,
+    )
+    records = []
+    for message in page.messages:
+        history = await proxy.message_history(scope, message.id) if include_history else None
+        records.append(message_record(message, history=history))
+    return MessagesAnswer(messages=records, next_cursor=page.next_cursor)
+
+
+@route(get, "/messages/{message_id:str}", "messages", tenant=True)
+async def get_message(
+    proxy: NamedDependency[MailProxy],
+    caller: NamedDependency[Caller],
+    message_id: FromPath[str],
+    tenant_id: TenantQuery = None,
+) -> MessageAnswer:
+    """One message with its history and, while it is not final, why it has not gone."""
+    scope = await scoped(proxy, caller, tenant_id)
+    message = await proxy.get_message(scope, message_id)
+    history = await proxy.message_history(scope, message_id)
+    why = await proxy.why(scope, message_id)
+    return MessageAnswer(message=message_record(message, history=history, why=why))
+
+
+@route(post, "/commands/delete-messages", "messages", tenant=True)
+async def delete_messages(
+    proxy: NamedDependency[MailProxy],
+    caller: NamedDependency[Caller],
+    data: JSONBody[IdsBody],
+    tenant_id: TenantQuery = None,
+) -> DeleteAnswer:
+    """Remove messages whatever their status, except those being sent right now."""
+    scope = await scoped(proxy, caller, tenant_id)
+    result = await proxy.delete_messages(scope, data.ids)
+    return DeleteAnswer(
+        removed=result.removed, not_found=result.not_found, in_flight=result.in_flight
+    )
+
+
+@route(post, "/commands/cleanup-messages", "messages", tenant=True)
+async def cleanup_messages(
+    request: Request[Any, Any, Any],
+    proxy: NamedDependency[MailProxy],
+    caller: NamedDependency[Caller],
+    tenant_id: TenantQuery = None,
+) -> RemovedAnswer:
+    """Remove final, reported messages older than ``older_than_seconds``."""
+    body: CleanupBody = decode_body(await request.body(), CleanupBody, empty_ok=True)
+    scope = await scoped(proxy, caller, tenant_id)
+    removed = await proxy.cleanup(scope, body.older_than_seconds)
+    return RemovedAnswer(removed=removed)
+
+
+@route(post, "/commands/run-now", "messages", tenant=True)
+async def run_now(
+    proxy: NamedDependency[MailProxy],
+    caller: NamedDependency[Caller],
+    tenant_id: TenantQuery = None,
+) -> OkAnswer:
+    """Wake the dispatcher at once."""
+    scope = None
+    if tenant_id is not None or caller.tenant_id is not None:
+        scope = await scoped(proxy, caller, tenant_id)
+    proxy.run_now(scope)
+    return OkAnswer()
+
+
+async def suspension(
+    proxy: MailProxy,
+    caller: Caller,
+    tenant_id: str | None,
+    batch_code: str | None,
+    change: Callable[[str, str | None], Awaitable[Any]],
+) -> SuspendAnswer:
+    scope = await scoped(proxy, caller, tenant_id)
+    state = await change(scope, batch_code)
+    return SuspendAnswer(
+        tenant_id=state.tenant_id,
+        suspended_batches=state.suspended_batches,
+        pending_messages=state.pending_messages,
+    )
+
+
+@route(post, "/commands/suspend", "messages", tenant=True)
+async def suspend(
+    proxy: NamedDependency[MailProxy],
+    caller: NamedDependency[Caller],
+    tenant_id: TenantQuery = None,
+    batch_code: BatchCode = None,
+) -> SuspendAnswer:
+    """Stop sending the tenant's messages, or one batch's; they stay queued."""
+    return await suspension(proxy, caller, tenant_id, batch_code, proxy.suspend)
+
+
+@route(post, "/commands/activate", "messages", tenant=True)
+async def activate(
+    proxy: NamedDependency[MailProxy],
+    caller: NamedDependency[Caller],
+    tenant_id: TenantQuery = None,
+    batch_code: BatchCode = None,
+) -> SuspendAnswer:
+    """Resume a suspended tenant or batch; the dispatcher wakes at once."""
+    return await suspension(proxy, caller, tenant_id, batch_code, proxy.activate)
+
+
+MESSAGE_ROUTES = [
+    add_messages, list_messages, get_message, delete_messages, cleanup_messages, run_now,
+    suspend, activate,
+]  # fmt: skip

@@ -1,0 +1,59 @@
+"""How a route of the API is declared (:func:`route`): who may call it, its tag in the
+schema and the error answers it documents; and the ``tenant_id`` query parameter that
+the routes acting inside a tenant share (:data:`TenantQuery`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import get
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
+from litestar.params import QueryParameter
+
+from mailproxy.entrypoints.http.schemas import ErrorAnswer, Problem
+
+ERROR_RESPONSES = {
+    401: ResponseSpec(ErrorAnswer, description="missing or unknown token"),
+    403: ResponseSpec(ErrorAnswer, description="another tenant, or an admin-only action"),
+    404: ResponseSpec(ErrorAnswer, description="no such object in the caller's tenant"),
+    409: ResponseSpec(ErrorAnswer, description="conflicts with the current state"),
+    413: ResponseSpec(ErrorAnswer, description="body over the size limit"),
+    429: ResponseSpec(ErrorAnswer, description="too many failed authentications (Retry-After)"),
+    422: ResponseSpec(
+        Problem, description="invalid request", media_type="application/problem+json"
+    ),
+    503: ResponseSpec(ErrorAnswer, description="storage unavailable"),
+}
+
+
+def route(
+    method: type[HTTPRouteHandler],
+    path: str,
+    tag: str,
+    *,
+    tenant: bool = False,
+    public: bool = False,
+    **options: Any,
+) -> HTTPRouteHandler:
+    """A route of the API: ``tenant`` routes accept tenant keys (the others are the
+    admin's), ``public`` ones need no token; every answer is 200 on success and the
+    error answers are documented."""
+    if method is not get:
+        options.setdefault("status_code", 200)
+    return method(
+        path,
+        opt={"tenant": tenant, "public": public},
+        responses=ERROR_RESPONSES,
+        tags=[tag],
+        **options,
+    )
+
+
+TenantQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="the tenant (the admin must name it; implied by a tenant key)",
+        max_length=64,
+    ),
+]

@@ -1,0 +1,393 @@
+"""The request and answer bodies of the REST API (msgspec Structs; their field names are
+the HTTP contract, see docs/guides/http-api.md), the examples shown in the schema, and
+:func:`decode_body` for the routes that read an optional body themselves.
+
+Every integer a client sends has the domain's range in the schema, so that it is refused
+with the field's name before anything else reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar.openapi.spec import Example
+
+from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.model import ClientAuth, RateLimits, Status
+from mailproxy.domain.policy import Why
+from mailproxy.domain.validation import MAX_CONNECTIONS, MAX_COUNT, MAX_TS
+
+UNSET = msgspec.UNSET
+Unset = msgspec.UnsetType
+
+# --- bounds of client integers --------------------------------------------------------------
+
+Timestamp = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS)]
+Count = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Connections = Annotated[int, msgspec.Meta(ge=1, le=MAX_CONNECTIONS)]
+Seconds = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS)]
+
+# --- answers every route shares ---------------------------------------------------------------
+
+
+class OkAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+
+
+class ErrorAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = False
+    error: str
+    request_id: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class FieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """RFC 9457 problem details, plus the ``ok``/``error`` members every answer has."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError]
+    ok: bool = False
+    error: str
+
+
+class AddMessagesBody(msgspec.Struct, kw_only=True):
+    """POST /commands/add-messages. Each message is checked on its own (see MESSAGE in
+    the API contract); a bad one is rejected with a reason while the others are queued."""
+
+    messages: list[dict[str, Any]]
+    default_priority: int | str | None = None
+
+
+ADD_MESSAGES_EXAMPLE = Example(
+    summary="two messages, one with an attachment",
+    value={
+        "messages": [
+            {
+                "id": "invoice-2041",
+                "account_id": "main",
+                "from": "Billing <billing@example.com>",
+                "to": ["customer@example.com"],
+                "subject": "Your invoice",
+                "body": "Please find your invoice attached.",
+                "attachments": [{"filename": "invoice.pdf", "storage_path": "base64:JVBERi0xLjQK"}],
+                "metadata": {"order": 2041},
+            },
+            {
+                "id": "welcome-77",
+                "from": "hello@example.com",
+                "to": "new.user@example.com",
+                "subject": "Welcome",
+                "body_html": "<p>Welcome aboard!</p>",
+                "priority": "high",
+            },
+        ],
+        "default_priority": 2,
+    },
+)
+
+
+# --- accounts and tenants ---------------------------------------------------------------
+
+
+class RateLimitsBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Messages per minute, hour and day (each 1..2147483647, or null for no limit)."""
+
+    per_minute: Count | None = None
+    per_hour: Count | None = None
+    per_day: Count | None = None
+
+
+class AccountBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /account: an SMTP account, or a ``capture`` sandbox that writes .eml files."""
+
+    id: str
+    tenant_id: str | Unset = UNSET
+    kind: Literal["smtp", "capture"] | Unset = UNSET
+    host: str | Unset | None = UNSET
+    port: Port | Unset | None = UNSET
+    user: str | Unset | None = UNSET
+    password: str | Unset | None = UNSET
+    use_tls: bool | Unset | None = UNSET
+    tls_verify: bool | Unset = UNSET
+    tls_ca_file: str | Unset | None = UNSET
+    limit_per_minute: Count | Unset | None = UNSET
+    limit_per_hour: Count | Unset | None = UNSET
+    limit_per_day: Count | Unset | None = UNSET
+    limit_behavior: Literal["defer", "reject"] | Unset = UNSET
+    max_connections: Connections | Unset = UNSET
+    is_default: bool | Unset = UNSET
+
+
+class TenantChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """PUT /tenant/{id}: the fields to change (the others stay)."""
+
+    name: str | Unset = UNSET
+    active: bool | Unset = UNSET
+    client_base_url: str | Unset | None = UNSET
+    client_sync_path: str | Unset = UNSET
+    client_attachment_path: str | Unset = UNSET
+    client_auth: ClientAuth | Unset = UNSET
+    rate_limits: RateLimitsBody | Unset | None = UNSET
+    webhook_secret: str | Unset | None = UNSET
+    attachment_url_prefixes: list[str] | Unset = UNSET
+    unknown_policy: Literal["at_least_once", "at_most_once"] | Unset | None = UNSET
+
+
+class TenantBody(TenantChanges, kw_only=True, forbid_unknown_fields=True):
+    """POST /tenant: only ``id`` is required."""
+
+    id: str
+
+
+ACCOUNT_EXAMPLE = Example(
+    summary="an SMTP account with limits",
+    value={
+        "id": "main",
+        "tenant_id": "acme",
+        "host": "smtp.example.com",
+        "port": 587,
+        "user": "mailer",
+        "password": "app-password",
+        "limit_per_minute": 60,
+        "is_default": True,
+    },
+)
+TENANT_EXAMPLE = Example(
+    summary="a tenant that receives delivery reports",
+    value={
+        "id": "acme",
+        "name": "Acme Corp",
+        "client_base_url": "https://app.example.com",
+        "client_auth": {"method": "bearer", "token": "callback-token"},
+        "rate_limits": {"per_hour": 5000},
+    },
+)
+
+
+def given_fields(data: msgspec.Struct) -> dict[str, Any]:
+    """The fields a client sent (UNSET ones left out)."""
+    given: dict[str, Any] = msgspec.to_builtins(data)
+    return given
+
+
+class RejectedMessage(msgspec.Struct):
+    id: str
+    reason: str
+
+
+class AddMessagesAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    queued: int
+    rejected: list[RejectedMessage]
+    error: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class HistoryRecord(msgspec.Struct):
+    event: str
+    ts: int
+    detail: str | None
+
+
+class MessageRecord(msgspec.Struct, kw_only=True):
+    id: str
+    tenant_id: str
+    account_id: str
+    status: Status
+    priority: int
+    batch_code: str | None
+    deferred_ts: int | None
+    sent_ts: int | None
+    error_ts: int | None
+    error: str | None
+    smtp_code: int | None
+    attempts: int
+    created_at: int
+    updated_at: int
+    message_id: str
+    metadata: dict[str, Any] | None
+    possible_duplicate: bool
+    history: list[HistoryRecord] | msgspec.UnsetType = msgspec.UNSET
+    why: Why | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class MessagesAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    messages: list[MessageRecord]
+    next_cursor: str | None
+
+
+class MessageAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    message: MessageRecord
+
+
+class IdsBody(msgspec.Struct, kw_only=True):
+    ids: list[str]
+
+
+class DeleteAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    removed: int
+    not_found: list[str]
+    in_flight: list[str]
+
+
+class CleanupBody(msgspec.Struct, kw_only=True):
+    older_than_seconds: Seconds | None = None
+
+
+class RemovedAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    removed: int
+
+
+class SuspendAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    tenant_id: str
+    suspended_batches: list[str]
+    pending_messages: int
+
+
+class AccountRecord(msgspec.Struct, kw_only=True):
+    """An account as answered: every field but ``password``, and ``has_password``."""
+
+    id: str
+    tenant_id: str
+    kind: str
+    host: str | None
+    port: int | None
+    user: str | None
+    has_password: bool
+    use_tls: bool | None
+    tls_verify: bool
+    tls_ca_file: str | None
+    limit_per_minute: int | None
+    limit_per_hour: int | None
+    limit_per_day: int | None
+    limit_behavior: str
+    max_connections: int
+    is_default: bool
+
+
+class AccountAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    account: AccountRecord
+
+
+class AccountsAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    accounts: list[AccountRecord]
+
+
+class ClientAuthRecord(msgspec.Struct):
+    method: str
+
+
+class TenantRecord(msgspec.Struct, kw_only=True):
+    """A tenant as answered: no secrets; ``client_auth`` shows only its method."""
+
+    id: str
+    name: str
+    active: bool
+    client_base_url: str | None
+    client_sync_path: str
+    client_attachment_path: str
+    client_auth: ClientAuthRecord
+    rate_limits: RateLimits | None
+    has_webhook_secret: bool
+    #: A rotation is in progress: the previous webhook secret still signs report calls.
+    has_webhook_secret_previous: bool
+    attachment_url_prefixes: list[str]
+    unknown_policy: str | None
+    suspended_batches: list[str]
+
+
+class TenantAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    tenant: TenantRecord
+
+
+class CreatedTenantAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    tenant: TenantRecord
+    api_key: str
+    webhook_secret: str
+
+
+class TenantsAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    tenants: list[TenantRecord]
+
+
+class ApiKeyBody(msgspec.Struct, kw_only=True):
+    expires_at: Timestamp | None = None
+
+
+class ApiKeyAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    api_key: str
+
+
+class WebhookSecretAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    webhook_secret: str
+
+
+class SyncStatusRecord(msgspec.Struct, kw_only=True):
+    id: str
+    last_sync_ts: int | None
+    next_sync_due: int | None
+    in_dnd: bool
+    pending_reports: int
+    last_error: str | None
+
+
+class SyncStatusAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    sync_interval_seconds: int
+    tenants: list[SyncStatusRecord]
+
+
+class HealthAnswer(msgspec.Struct, kw_only=True):
+    ok: bool
+    status: str
+    version: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class StatusAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    active: bool
+    version: str
+    queue: dict[str, int]
+
+
+class InstanceAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    name: str
+    version: str
+    settings: dict[str, Any]
+
+
+def decode_body(raw: bytes, model: type[Any], *, empty_ok: bool = False) -> Any:
+    """Decode a JSON body into ``model``; 422 (naming the field) when it does not fit."""
+    if not raw.strip():
+        if empty_ok:
+            return model()
+        raise InvalidInput("body", "missing body: expected a JSON object")
+    try:
+        return msgspec.json.decode(raw, type=model)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        field = text.rsplit("$.", 1)[-1].split("[")[0] if "$." in text else "body"
+        raise InvalidInput(field, f"invalid body: {text}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise InvalidInput("body", f"malformed JSON: {exc}") from None
