@@ -803,30 +803,33 @@ def create_app(
         elif scope is not None:
             await proxy.get_tenant(scope)
 
-        async def produce() -> tuple[int, bytes]:
-            # Each message's ranges are the domain's (validation), rejected one by one.
+        # Each message's ranges are the domain's (validation), rejected one by one.
+        key = request.headers.get("idempotency-key")
+        if key is None:
             result = await proxy.submit(
                 body.messages, tenant_id=scope, default_priority=body.default_priority
             )
-            rejected = [RejectedMessage(r.id, r.reason) for r in result.rejected]
-            answer = AddMessagesAnswer(queued=result.queued, rejected=rejected)
-            if result.queued == 0 and any(r.reason not in HARMLESS_REJECTIONS for r in rejected):
-                answer = AddMessagesAnswer(
-                    ok=False,
-                    queued=0,
-                    rejected=rejected,
-                    error=f"no message queued: {rejected[0].id}: {rejected[0].reason}",
-                )
-                return 400, msgspec.json.encode(answer)
-            return 200, msgspec.json.encode(answer)
-
-        key = request.headers.get("idempotency-key")
-        if key is None:
-            status, payload = await produce()
         else:
-            fingerprint = hashlib.sha256(f"{scope}\n".encode() + raw).hexdigest()
-            status, payload = await proxy.once(caller, key, fingerprint, produce)
-        return Response(payload, status_code=status, media_type=MediaType.JSON)
+            result = await proxy.submit_once(
+                body.messages,
+                caller=caller,
+                idempotency_key=key,
+                fingerprint=hashlib.sha256(f"{scope}\n".encode() + raw).hexdigest(),
+                tenant_id=scope,
+                default_priority=body.default_priority,
+            )
+        rejected = [RejectedMessage(r.id, r.reason) for r in result.rejected]
+        answer = AddMessagesAnswer(queued=result.queued, rejected=rejected)
+        status = 200
+        if result.queued == 0 and any(r.reason not in HARMLESS_REJECTIONS for r in rejected):
+            status = 400
+            answer = AddMessagesAnswer(
+                ok=False,
+                queued=0,
+                rejected=rejected,
+                error=f"no message queued: {rejected[0].id}: {rejected[0].reason}",
+            )
+        return Response(msgspec.json.encode(answer), status_code=status, media_type=MediaType.JSON)
 
     @route(get, "/messages", "messages", tenant=True)
     async def list_messages(
