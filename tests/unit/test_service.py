@@ -340,3 +340,12 @@ async def test_an_idempotency_record_of_an_unknown_kind_is_refused_not_run_again
                 [msg("m1", tenant_id="t1")], caller=ADMIN, idempotency_key="k", fingerprint="f"
             )
         assert await proxy.counts("t1") == {}
+
+
+def test_delivery_options_refuse_fewer_than_one_send_slot():
+    with pytest.raises(InvalidInput, match="max_concurrency"):
+        DeliveryOptions(max_concurrency=0)
+    with pytest.raises(InvalidInput, match="tenant_concurrency"):
+        DeliveryOptions(tenant_concurrency=0)
+    assert DeliveryOptions(max_concurrency=5).sends_per_tenant == 2  # half by default
+    assert DeliveryOptions(max_concurrency=1).sends_per_tenant == 1

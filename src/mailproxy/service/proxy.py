@@ -124,6 +124,7 @@ class MailProxy:
         limits = limits or LimitsOptions()
         retention = retention or RetentionOptions()
         self.delivery = delivery
+        self.limits = limits
         self.worker_id = worker_id
         self._clock = clock
         self._run_dispatcher = run_dispatcher
