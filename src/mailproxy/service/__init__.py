@@ -15,7 +15,7 @@ from mailproxy.service.options import (
     RetentionOptions,
 )
 from mailproxy.service.proxy import MailProxy, unique_ids
-from mailproxy.service.queries import Queries
+from mailproxy.service.queries import MessageFilters, Queries
 from mailproxy.service.reports import REPORT_POLL_S, ReportScheduler
 from mailproxy.service.submission import Submission
 
@@ -33,6 +33,7 @@ __all__ = [
     "Dispatcher",
     "LimitsOptions",
     "MailProxy",
+    "MessageFilters",
     "Queries",
     "ReportScheduler",
     "ReportingOptions",

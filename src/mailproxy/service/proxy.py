@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 from mailproxy.domain.access import ADMIN, Caller
 from mailproxy.domain.model import (
@@ -50,7 +50,7 @@ from mailproxy.service.options import (
     ReportingOptions,
     RetentionOptions,
 )
-from mailproxy.service.queries import Queries
+from mailproxy.service.queries import MessageFilters, Queries
 from mailproxy.service.reports import ReportScheduler
 from mailproxy.service.submission import Submission
 
@@ -148,7 +148,7 @@ class MailProxy:
         self.idempotency = Idempotency(self.access, worker_id, clock)
         self.submission = Submission(
             store=store, tenants=tenants, attachments=self.attachments,
-            idempotency=self.idempotency, events=events, limits=limits, delivery=delivery,
+            events=events, limits=limits, delivery=delivery,
             clock=clock, monotonic=monotonic, new_id=ids, wake_dispatcher=self.dispatcher.wake,
         )  # fmt: skip
         self.admin = Admin(
@@ -303,10 +303,15 @@ class MailProxy:
         tenant_id: str | None = None,
         default_priority: int | str | None = None,
     ) -> SubmitResult:
-        return await self.submission.submit_once(
-            messages, caller=caller, idempotency_key=idempotency_key, fingerprint=fingerprint,
-            tenant_id=tenant_id, default_priority=default_priority,
-        )  # fmt: skip
+        """:meth:`submit` at most once per caller and ``idempotency_key``; see
+        :meth:`~mailproxy.service.idempotency.Idempotency.once`."""
+
+        async def submit() -> SubmitResult:
+            return await self.submit(
+                messages, tenant_id=tenant_id, default_priority=default_priority
+            )
+
+        return await self.idempotency.once(caller, idempotency_key, fingerprint, submit)
 
     async def send(self, message: Mapping[str, Any], *, tenant_id: str | None = None) -> str:
         return await self.submission.send(message, tenant_id=tenant_id)
@@ -319,20 +324,8 @@ class MailProxy:
     async def message_history(self, tenant_id: str, message_id: str) -> list[HistoryEntry]:
         return await self.queries.message_history(tenant_id, message_id)
 
-    async def list_messages(
-        self,
-        tenant_id: str,
-        *,
-        statuses: Collection[Status] = (),
-        batch_code: str | None = None,
-        active_only: bool = False,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> MessagePage:
-        return await self.queries.list_messages(
-            tenant_id, statuses=statuses, batch_code=batch_code, active_only=active_only,
-            limit=limit, cursor=cursor,
-        )  # fmt: skip
+    async def list_messages(self, tenant_id: str, **filters: Unpack[MessageFilters]) -> MessagePage:
+        return await self.queries.list_messages(tenant_id, **filters)
 
     async def counts(self, tenant_id: str | None = None) -> dict[Status, int]:
         return await self.queries.counts(tenant_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from typing import TypedDict, Unpack
 
 from mailproxy.domain.errors import InvalidInput, NotFound
 from mailproxy.domain.model import (
@@ -15,6 +16,16 @@ from mailproxy.domain.model import (
 )
 from mailproxy.domain.policy import Why, explain, suspension_of
 from mailproxy.ports.store import MessageStore
+
+
+class MessageFilters(TypedDict, total=False):
+    """The keyword filters of :meth:`Queries.list_messages`, for callers that pass them on."""
+
+    statuses: Collection[Status]
+    batch_code: str | None
+    active_only: bool
+    limit: int
+    cursor: str | None
 
 
 class Queries:
@@ -35,31 +46,18 @@ class Queries:
         await self.get_message(tenant_id, message_id)
         return await self._store.history(tenant_id, message_id)
 
-    async def list_messages(
-        self,
-        tenant_id: str,
-        *,
-        statuses: Collection[Status] = (),
-        batch_code: str | None = None,
-        active_only: bool = False,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> MessagePage:
-        if not 1 <= limit <= 1000:
+    async def list_messages(self, tenant_id: str, **filters: Unpack[MessageFilters]) -> MessagePage:
+        """A page of the tenant's messages, as :meth:`MessageStore.list_messages` reads it
+        (its defaults: every status, 100 a page), with the paging checked first."""
+        if not 1 <= filters.get("limit", 100) <= 1000:
             raise InvalidInput("limit", "invalid limit: 1..1000")
         # A cursor is a stored sequence number: digits, within a 64-bit integer.
+        cursor = filters.get("cursor")
         if cursor is not None and not (
             cursor.isascii() and cursor.isdigit() and int(cursor) < 2**63
         ):
             raise InvalidInput("cursor", "invalid cursor")
-        return await self._store.list_messages(
-            tenant_id,
-            statuses=statuses,
-            batch_code=batch_code,
-            active_only=active_only,
-            limit=limit,
-            cursor=cursor,
-        )
+        return await self._store.list_messages(tenant_id, **filters)
 
     async def counts(self, tenant_id: str | None = None) -> dict[Status, int]:
         return await self._store.count_by_status(tenant_id)

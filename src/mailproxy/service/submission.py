@@ -7,7 +7,6 @@ from typing import Any
 
 import msgspec
 
-from mailproxy.domain.access import Caller
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.lifecycle import initial_status
 from mailproxy.domain.model import DEFAULT_PRIORITY, NewMessage, Rejection, SubmitResult
@@ -17,7 +16,6 @@ from mailproxy.ports.observability import DeliveryEvents
 from mailproxy.ports.store import MessageStore
 from mailproxy.service.attachments import AttachmentFetcher
 from mailproxy.service.config_cache import ConfigCache
-from mailproxy.service.idempotency import Idempotency
 from mailproxy.service.options import DeliveryOptions, LimitsOptions
 
 
@@ -30,7 +28,6 @@ class Submission:
         store: MessageStore,
         tenants: ConfigCache,
         attachments: AttachmentFetcher,
-        idempotency: Idempotency,
         events: DeliveryEvents | None,
         limits: LimitsOptions,
         delivery: DeliveryOptions,
@@ -42,7 +39,6 @@ class Submission:
         self._store = store
         self._tenants = tenants
         self._attachments = attachments
-        self._idempotency = idempotency
         self._events = events
         self._limits = limits
         self._delivery = delivery
@@ -99,26 +95,6 @@ class Submission:
             self._wake_dispatcher()
         self._count_accepted(accepted, refused, started)
         return SubmitResult(queued=len(accepted) - len(refused), rejected=rejected + refused)
-
-    async def submit_once(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        caller: Caller,
-        idempotency_key: str,
-        fingerprint: str,
-        tenant_id: str | None = None,
-        default_priority: int | str | None = None,
-    ) -> SubmitResult:
-        """:meth:`submit` at most once per caller and ``idempotency_key``; see
-        :meth:`~mailproxy.service.idempotency.Idempotency.once`."""
-
-        async def submit() -> SubmitResult:
-            return await self.submit(
-                messages, tenant_id=tenant_id, default_priority=default_priority
-            )
-
-        return await self._idempotency.once(caller, idempotency_key, fingerprint, submit)
 
     async def send(self, message: Mapping[str, Any], *, tenant_id: str | None = None) -> str:
         """Queue one message; return its ``Message-ID``. Raises :class:`InvalidInput` (the
