@@ -86,7 +86,7 @@ async def run(n: int, rate: float, port: int, db: Path) -> dict[str, float]:
                             claim.message,
                             Delivered(250),
                             now=now,
-                            policy=proxy.retry_policy,
+                            policy=proxy.delivery.retry_policy,
                             unknown_policy="at_least_once",
                             jitter_sample=0.0,
                             event_id=f"e{claim.lease.pk}",

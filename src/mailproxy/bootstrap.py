@@ -30,7 +30,14 @@ from mailproxy.domain.policy import WindowLengths
 from mailproxy.domain.validation import MessageLimits
 from mailproxy.ports.attachments import AttachmentSource
 from mailproxy.ports.resolver import Resolver
-from mailproxy.service import MailProxy
+from mailproxy.service import (
+    AttachmentOptions,
+    DeliveryOptions,
+    LimitsOptions,
+    MailProxy,
+    ReportingOptions,
+    RetentionOptions,
+)
 
 if TYPE_CHECKING:
     from mailproxy.adapters.postgres import PostgresStore
@@ -173,40 +180,46 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         },
         attachment_sources=sources,
         attachment_cache=cache,
-        max_attachment_total_bytes=settings.attachments.max_total_bytes,
-        retry_policy=settings.retry,
-        unknown_policy=delivery.unknown_policy,
-        max_concurrency=delivery.max_concurrency,
-        tenant_concurrency=delivery.tenant_concurrency,
-        tenant_max_connections=delivery.tenant_max_connections,
-        tenant_max_accounts=delivery.tenant_max_accounts,
-        max_batch=delivery.max_batch,
-        message_limits=MessageLimits(
-            max_recipients=delivery.max_recipients,
-            max_headers=delivery.max_headers,
-            max_attachments=delivery.max_attachments,
-            max_metadata_bytes=delivery.max_metadata_bytes,
-            max_metadata_depth=delivery.max_metadata_depth,
-        ),
-        lease_s=delivery.lease_s,
-        worker_id=settings.worker_id,
-        aging_s=delivery.priority_aging_s,
-        window_lengths=WindowLengths(
-            minute_s=delivery.minute_window_s,
-            hour_s=delivery.hour_window_s,
-            day_s=delivery.day_window_s,
-        ),
-        retention_s=settings.reporting.retention_s,
         events=PrometheusMetrics(),
         reporter=HttpReportSender(
             timeout_s=settings.reporting.timeout_s,
             egress_allow=parse_networks(settings.security.egress_allow),
             resolve=resolve,
         ),
-        sync_interval_s=settings.reporting.sync_interval_s,
-        report_batch=settings.reporting.batch_size,
-        report_gather_s=settings.reporting.gather_s,
-        report_retry_max_s=settings.reporting.retry_max_delay_s,
+        delivery=DeliveryOptions(
+            retry_policy=settings.retry,
+            unknown_policy=delivery.unknown_policy,
+            max_concurrency=delivery.max_concurrency,
+            tenant_concurrency=delivery.tenant_concurrency,
+            lease_s=delivery.lease_s,
+            aging_s=delivery.priority_aging_s,
+            window_lengths=WindowLengths(
+                minute_s=delivery.minute_window_s,
+                hour_s=delivery.hour_window_s,
+                day_s=delivery.day_window_s,
+            ),
+        ),
+        limits=LimitsOptions(
+            max_batch=delivery.max_batch,
+            message_limits=MessageLimits(
+                max_recipients=delivery.max_recipients,
+                max_headers=delivery.max_headers,
+                max_attachments=delivery.max_attachments,
+                max_metadata_bytes=delivery.max_metadata_bytes,
+                max_metadata_depth=delivery.max_metadata_depth,
+            ),
+            tenant_max_connections=delivery.tenant_max_connections,
+            tenant_max_accounts=delivery.tenant_max_accounts,
+        ),
+        attachments=AttachmentOptions(max_total_bytes=settings.attachments.max_total_bytes),
+        reporting=ReportingOptions(
+            sync_interval_s=settings.reporting.sync_interval_s,
+            batch=settings.reporting.batch_size,
+            gather_s=settings.reporting.gather_s,
+            retry_max_s=settings.reporting.retry_max_delay_s,
+        ),
+        retention=RetentionOptions(retention_s=settings.reporting.retention_s),
+        worker_id=settings.worker_id,
         run_dispatcher=run_dispatcher,
         changes=cast("PostgresStore", store) if settings.on_postgres else None,
     )

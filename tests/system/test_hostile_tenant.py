@@ -33,7 +33,13 @@ from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.errors import Forbidden, InvalidInput
 from mailproxy.domain.model import Account, Status
 from mailproxy.domain.outcome import AccountBroken, Delivered, Temporary, Unknown
-from mailproxy.service import MailProxy
+from mailproxy.service import (
+    AttachmentOptions,
+    DeliveryOptions,
+    LimitsOptions,
+    MailProxy,
+    ReportingOptions,
+)
 from tests.file_server import running_file_server
 from tests.http_server import serving
 from tests.report_receiver import running_receiver
@@ -189,7 +195,7 @@ async def test_a_tenant_key_cannot_give_an_account_more_connections_than_allowed
     store = SqliteStore(tmp_path / "q.db")
     proxy = MailProxy(
         store=store, config=store, outbox=store, transports={"smtp": SmtpTransport()},
-        tenant_max_connections=4, run_dispatcher=False,
+        limits=LimitsOptions(tenant_max_connections=4), run_dispatcher=False,
     )  # fmt: skip
     account = {"id": "a", "tenant_id": "evil", "kind": "smtp", "host": "smtp.example.com",
                "port": 587}  # fmt: skip
@@ -261,9 +267,12 @@ async def wait_until(condition, timeout_s: float = 20.0) -> None:
 
 
 @pytest.fixture
-async def two_tenants(tmp_path: Path, release) -> AsyncIterator[tuple[MailProxy, Any, Any]]:
+async def two_tenants(
+    tmp_path: Path, release, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[MailProxy, Any, Any]]:
     """A running service with 4 send slots; tenant ``evil`` has an account on a server
-    that holds every message after DATA, tenant ``good`` one on an honest server."""
+    that holds every message after DATA, tenant ``good`` one on an honest server; a test
+    may give the send slots per tenant as the fixture's parameter (default: half)."""
     with running_sink() as (stall, stall_port), running_sink() as (honest, honest_port):
         stall.reply_delay_s = 60
         store = SqliteStore(tmp_path / "q.db")
@@ -275,7 +284,11 @@ async def two_tenants(tmp_path: Path, release) -> AsyncIterator[tuple[MailProxy,
             )},
             attachment_sources=[UrlSource(GuardedHttp(timeout_s=120, egress_allow=LOOPBACK),
                                           LOOPBACK, 100_000)],
-            max_concurrency=4, fetch_concurrency=2, shutdown_grace_s=0.2,
+            delivery=DeliveryOptions(
+                max_concurrency=4, tenant_concurrency=getattr(request, "param", None),
+                shutdown_grace_s=0.2,
+            ),
+            attachments=AttachmentOptions(fetch_concurrency=2),
         )  # fmt: skip
         async with proxy:
             for tenant, port in (("evil", stall_port), ("good", honest_port)):
@@ -304,7 +317,9 @@ async def test_a_stalling_tenant_never_holds_every_send_slot(two_tenants):
     await proxy.submit([msg(f"bulk-{n}") for n in range(20)], tenant_id="evil")
 
     async def evil_holds_its_share() -> bool:
-        return stall.sessions >= 1 and await sending(proxy, "evil") >= proxy.tenant_concurrency
+        return (
+            stall.sessions >= 1 and await sending(proxy, "evil") >= proxy.delivery.sends_per_tenant
+        )
 
     await wait_until(evil_holds_its_share)
     await proxy.submit([msg("urgent", priority="immediate")], tenant_id="good")
@@ -313,13 +328,14 @@ async def test_a_stalling_tenant_never_holds_every_send_slot(two_tenants):
         return (await proxy.get_message("good", "urgent")).status is Status.SENT
 
     await wait_until(urgent_sent)
-    assert await sending(proxy, "evil") == proxy.tenant_concurrency  # still stalled
+    assert await sending(proxy, "evil") == proxy.delivery.sends_per_tenant  # still stalled
     assert [r.content.count(b"Subject: urgent") for r in honest.received] == [1]
 
 
+# 4 send slots per tenant: 3 of 4 for the bulk, so only the fetches are shared.
+@pytest.mark.parametrize("two_tenants", [4], indirect=True)
 async def test_a_dripping_attachment_server_never_holds_every_fetch(two_tenants, release):
     proxy, _, honest = two_tenants
-    proxy.tenant_concurrency = 4  # 3 of 4 send slots for the bulk: only fetches are shared
     with dripping_http(release) as drip, running_file_server() as files:
         files.files["b"] = b"the honest attachment"
         for tenant in ("evil", "good"):
@@ -367,7 +383,8 @@ async def test_applications_that_answer_slowly_never_hold_back_another_tenant_s_
             store=store, config=store, outbox=store,
             transports={"smtp": SmtpTransport(connect_timeout_s=2, egress_allow=LOOPBACK)},
             reporter=HttpReportSender(timeout_s=120, egress_allow=LOOPBACK),
-            report_concurrency=8, report_gather_s=0, shutdown_grace_s=0.2,
+            reporting=ReportingOptions(concurrency=8, gather_s=0),
+            delivery=DeliveryOptions(shutdown_grace_s=0.2),
         )  # fmt: skip
         async with proxy:
             slow = [f"slow{n}" for n in range(8)]
@@ -439,7 +456,7 @@ async def test_a_tenant_key_cannot_create_accounts_without_end(tmp_path):
     store = SqliteStore(tmp_path / "q.db")
     proxy = MailProxy(
         store=store, config=store, outbox=store, transports={"smtp": SmtpTransport()},
-        tenant_max_accounts=3, run_dispatcher=False,
+        limits=LimitsOptions(tenant_max_accounts=3), run_dispatcher=False,
     )  # fmt: skip
     tenant = Caller("evil")
     async with proxy:

@@ -15,7 +15,7 @@ from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.postgres import MIGRATIONS, PostgresStore
 from mailproxy.domain.egress import parse_networks
-from mailproxy.service import MailProxy
+from mailproxy.service import DeliveryOptions, MailProxy, ReportingOptions
 from tests.conftest import drop_schema, make_store, twin_of
 from tests.report_receiver import Reply, running_receiver
 
@@ -38,7 +38,7 @@ def service(store: PostgresStore, outbox: Path, name: str, **options) -> MailPro
     return MailProxy(
         store=store, config=store, outbox=store,
         transports={"capture": CaptureTransport(outbox)},
-        worker_id=name, changes=store, lease_s=600, **options,
+        worker_id=name, changes=store, delivery=DeliveryOptions(lease_s=600), **options,
     )  # fmt: skip
 
 
@@ -78,7 +78,7 @@ async def test_a_message_accepted_by_one_process_is_sent_by_another_at_once(stor
 async def test_one_process_at_a_time_calls_a_tenants_application(stores, tmp_path):
     with running_receiver() as receiver:
         receiver.replies.extend(Reply(delay_s=0.2) for _ in range(50))
-        options = {"report_batch": 5, "run_reporter": True}
+        options = {"reporting": ReportingOptions(batch=5), "run_reporter": True}
 
         def reporter() -> HttpReportSender:
             return HttpReportSender(timeout_s=5, egress_allow=parse_networks("127.0.0.0/8"))

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from mailproxy.service import MailProxy
+from mailproxy.service import MailProxy, ReportingOptions
 from tests.conftest import Clock
 from tests.report_receiver import Receiver, Reply, running_receiver
 from tests.system.conftest import reporting_service as make_proxy
@@ -263,7 +263,9 @@ async def test_sync_answers_and_heartbeats(proxy, sink, receiver):
 
 async def test_a_full_batch_or_queued_calls_again_at_once(tmp_path, sink, receiver):
     _, smtp_port = sink
-    async with make_proxy(tmp_path, Clock(), run_dispatcher=False, report_batch=2) as proxy:
+    async with make_proxy(
+        tmp_path, Clock(), run_dispatcher=False, reporting=ReportingOptions(batch=2)
+    ) as proxy:
         await add_tenant(proxy, "acme", receiver.url, smtp_port)
         await proxy.submit([msg(f"m{n}") for n in range(5)], tenant_id="acme")
         await proxy.run_until_idle()
@@ -292,7 +294,7 @@ async def test_a_tenant_whose_receiver_is_down_never_delays_another(tmp_path, si
 
 async def test_entries_written_close_together_share_one_call(tmp_path, sink, receiver):
     _, smtp_port = sink
-    async with make_proxy(tmp_path, Clock(), report_gather_s=1.0) as proxy:
+    async with make_proxy(tmp_path, Clock(), reporting=ReportingOptions(gather_s=1.0)) as proxy:
         await add_tenant(proxy, "acme", receiver.url, smtp_port)
         for n in range(10):  # delivered one by one, each waking the report loop
             await proxy.submit([msg(f"m{n}")], tenant_id="acme")

@@ -119,7 +119,7 @@ def test_message_limits_come_from_the_delivery_section(tmp_path):
             "GMP_DELIVERY_MAX_METADATA_DEPTH": "1",
         }
     )
-    limits = build_proxy(settings, run_dispatcher=False).message_limits
+    limits = build_proxy(settings, run_dispatcher=False).limits.message_limits
     assert (limits.max_recipients, limits.max_metadata_depth, limits.max_headers) == (2, 1, 50)
 
 

@@ -5,6 +5,7 @@ errors, limits and idempotency."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -178,6 +179,27 @@ async def test_idempotency_key_replays_refuses_another_body(api):
     assert (await api.client.post("/commands/add-messages", json=body, headers=b_headers)).json()[
         "queued"
     ] == 1
+
+
+LEGACY_ANSWERS = [
+    (200, {"ok": True, "queued": 1, "rejected": []}),
+    (400, {"ok": False, "queued": 0, "rejected": [{"id": "m1", "reason": "unknown tenant"}],
+           "error": "no message queued: m1: unknown tenant"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "answer"), LEGACY_ANSWERS)
+async def test_an_answer_stored_by_the_previous_version_replays_unchanged(api, status, answer):
+    # The previous version stored the HTTP answer; its records live a day after an upgrade.
+    raw = json.dumps({"messages": [message("m1")]}).encode()
+    fingerprint = hashlib.sha256(b"A\n" + raw).hexdigest()
+    access = api.proxy.access
+    await access.begin_idempotent("tenant:A", "k", fingerprint, api.clock.now, ttl_s=60, stale_s=60)
+    await access.finish_idempotent("tenant:A", "k", status, json.dumps(answer).encode())
+    headers = {**api.headers("A"), "Idempotency-Key": "k", "Content-Type": "application/json"}
+    replay = await api.client.post("/commands/add-messages", content=raw, headers=headers)
+    assert (replay.status_code, replay.json()) == (status, answer)
+    assert await api.proxy.counts("A") == {}  # replayed, not run
 
 
 async def test_delete_cleanup_suspend_activate_and_run_now(api):

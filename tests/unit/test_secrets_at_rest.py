@@ -107,12 +107,12 @@ async def write_secrets(proxy: MailProxy) -> None:
         "id": "main", "tenant_id": "acme", "host": "smtp.example.com", "port": 587,
         "user": "app", "password": SECRETS["smtp password"],
     })  # fmt: skip
-    answer = json.dumps({"ok": True, "api_key": SECRETS["answer body"]}).encode()
-
-    async def produce() -> tuple[int, bytes]:
-        return 200, answer
-
-    assert await proxy.once(ADMIN, "idem-1", "fp", produce) == (200, answer)
+    # A rejected message's id comes back in the stored result, and in no other row.
+    result = await proxy.submit_once(
+        [{"id": SECRETS["answer body"], "tenant_id": "nobody"}],
+        caller=ADMIN, idempotency_key="idem-1", fingerprint="fp",
+    )  # fmt: skip
+    assert [r.id for r in result.rejected] == [SECRETS["answer body"]]
 
 
 async def assert_secrets_read_back(proxy: MailProxy) -> None:
@@ -124,11 +124,9 @@ async def assert_secrets_read_back(proxy: MailProxy) -> None:
     (account,) = await proxy.list_accounts("acme")
     assert account.password == SECRETS["smtp password"]
 
-    async def produce() -> tuple[int, bytes]:
-        raise AssertionError("a replay must not run again")
-
-    status, body = await proxy.once(ADMIN, "idem-1", "fp", produce)
-    assert (status, json.loads(body)["api_key"]) == (200, SECRETS["answer body"])
+    # Same key and fingerprint, no messages: only a replay can name the rejected one.
+    replay = await proxy.submit_once([], caller=ADMIN, idempotency_key="idem-1", fingerprint="fp")
+    assert [r.id for r in replay.rejected] == [SECRETS["answer body"]]
 
 
 async def test_with_a_key_no_secret_can_be_read_in_the_database(database):

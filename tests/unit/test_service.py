@@ -12,11 +12,13 @@ import pytest
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.adapters.sqlite import SqliteStore
-from mailproxy.domain.errors import InvalidInput, NotFound
-from mailproxy.domain.model import Status
+from mailproxy.domain.access import ADMIN
+from mailproxy.domain.errors import InvalidInput, NotFound, StorageError
+from mailproxy.domain.model import Rejection, Status, SubmitResult
 from mailproxy.domain.outcome import Temporary, Unknown
 from mailproxy.domain.retry import RetryPolicy
-from mailproxy.service import MailProxy, unique_ids
+from mailproxy.service import DeliveryOptions, LimitsOptions, MailProxy, unique_ids
+from mailproxy.service.idempotency import RESULT_RECORD, decode_result
 from mailproxy.testing import ScriptedTransport
 from tests.conftest import Clock
 
@@ -103,7 +105,7 @@ async def test_bad_messages_are_rejected_and_the_rest_queued():
 
 
 async def test_a_malformed_batch_raises_and_queues_nothing():
-    async with make_proxy(max_batch=3) as proxy:
+    async with make_proxy(limits=LimitsOptions(max_batch=3)) as proxy:
         await setup_tenant(proxy)
         for bad, field in [
             ({"id": "x"}, "messages"),
@@ -131,7 +133,7 @@ async def test_send_raises_naming_the_field():
 
 async def test_priorities_go_out_in_order_with_one_slot():
     scripted = ScriptedTransport()
-    async with make_proxy(scripted=scripted, max_concurrency=1) as proxy:
+    async with make_proxy(scripted=scripted, delivery=DeliveryOptions(max_concurrency=1)) as proxy:
         await setup_tenant(proxy)
         await proxy.submit(
             [
@@ -202,7 +204,9 @@ async def test_unknown_outcomes_follow_the_tenant_policy():
 async def test_an_unexpected_exception_fails_one_message_not_the_loop():
     scripted = ScriptedTransport()
     scripted.script["boom"] = [RuntimeError("bug")]
-    async with make_proxy(scripted=scripted, retry_policy=RetryPolicy(max_retries=0)) as proxy:
+    async with make_proxy(
+        scripted=scripted, delivery=DeliveryOptions(retry_policy=RetryPolicy(max_retries=0))
+    ) as proxy:
         await setup_tenant(proxy)
         await proxy.submit([msg("boom"), msg("fine")], tenant_id="t1")
         await proxy.run_until_idle()
@@ -308,3 +312,40 @@ async def test_a_message_coming_due_while_the_loop_looks_for_the_next_is_not_lef
             if (await proxy.get_message("t1", "m1")).status is Status.SENT:
                 break
         assert (await proxy.get_message("t1", "m1")).status is Status.SENT
+
+
+async def test_an_idempotent_submission_stores_its_result_and_replays_it():
+    async with make_proxy() as proxy:
+        await setup_tenant(proxy)
+        first = await proxy.submit_once(
+            [msg("m1", tenant_id="t1"), msg("m2", tenant_id="nobody")],
+            caller=ADMIN, idempotency_key="k", fingerprint="f",
+        )  # fmt: skip
+        assert first == SubmitResult(queued=1, rejected=[Rejection("m2", "unknown tenant")])
+        repeat = await proxy.submit_once([], caller=ADMIN, idempotency_key="k", fingerprint="f")
+        assert repeat == first
+        start = await proxy.access.begin_idempotent(
+            "admin", "k", "f", proxy.now(), ttl_s=60, stale_s=60
+        )
+        assert (start.status, decode_result(start.status, start.body)) == (RESULT_RECORD, first)
+
+
+async def test_an_idempotency_record_of_an_unknown_kind_is_refused_not_run_again():
+    async with make_proxy() as proxy:
+        await setup_tenant(proxy)
+        await proxy.access.begin_idempotent("admin", "k", "f", proxy.now(), ttl_s=60, stale_s=60)
+        await proxy.access.finish_idempotent("admin", "k", 7, b"\x00")
+        with pytest.raises(StorageError, match="unreadable idempotency record"):
+            await proxy.submit_once(
+                [msg("m1", tenant_id="t1")], caller=ADMIN, idempotency_key="k", fingerprint="f"
+            )
+        assert await proxy.counts("t1") == {}
+
+
+def test_delivery_options_refuse_fewer_than_one_send_slot():
+    with pytest.raises(InvalidInput, match="max_concurrency"):
+        DeliveryOptions(max_concurrency=0)
+    with pytest.raises(InvalidInput, match="tenant_concurrency"):
+        DeliveryOptions(tenant_concurrency=0)
+    assert DeliveryOptions(max_concurrency=5).sends_per_tenant == 2  # half by default
+    assert DeliveryOptions(max_concurrency=1).sends_per_tenant == 1

@@ -13,6 +13,7 @@ from mailproxy.domain.errors import Conflict
 from mailproxy.domain.model import Status
 from mailproxy.domain.outcome import AccountBroken
 from mailproxy.domain.policy import WindowLengths
+from mailproxy.service import DeliveryOptions
 from mailproxy.testing import ScriptedTransport
 from tests.conftest import Clock
 from tests.unit.test_service import make_proxy, msg
@@ -57,7 +58,9 @@ async def test_another_tenants_immediate_message_goes_next_despite_a_backlog():
 async def test_an_account_limit_defers_to_the_free_slot_without_using_an_attempt():
     clock = Clock()
     scripted = ScriptedTransport()
-    async with make_proxy(scripted=scripted, clock=clock, window_lengths=SHORT) as proxy:
+    async with make_proxy(
+        scripted=scripted, clock=clock, delivery=DeliveryOptions(window_lengths=SHORT)
+    ) as proxy:
         await proxy.put_tenant({"id": "t1"})
         await add_account(proxy, limit_per_minute=2, is_default=True)
         await proxy.submit([msg("m1"), msg("m2"), msg("m3")], tenant_id="t1")
@@ -85,7 +88,7 @@ async def test_an_account_limit_defers_to_the_free_slot_without_using_an_attempt
 
 
 async def test_reject_behaviour_fails_the_message_over_the_limit():
-    async with make_proxy(window_lengths=SHORT) as proxy:
+    async with make_proxy(delivery=DeliveryOptions(window_lengths=SHORT)) as proxy:
         await proxy.put_tenant({"id": "t1"})
         await add_account(proxy, limit_per_minute=1, limit_behavior="reject", is_default=True)
         await proxy.submit([msg("m1"), msg("m2")], tenant_id="t1")
@@ -97,7 +100,9 @@ async def test_reject_behaviour_fails_the_message_over_the_limit():
 
 async def test_a_tenant_limit_holds_across_its_accounts_but_not_other_tenants():
     scripted = ScriptedTransport()
-    async with make_proxy(scripted=scripted, window_lengths=SHORT) as proxy:
+    async with make_proxy(
+        scripted=scripted, delivery=DeliveryOptions(window_lengths=SHORT)
+    ) as proxy:
         await proxy.put_tenant({"id": "t1", "rate_limits": {"per_minute": 1}})
         await proxy.put_tenant({"id": "t2"})
         await add_account(proxy, account="main")

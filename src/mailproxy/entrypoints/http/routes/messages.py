@@ -14,7 +14,7 @@ from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
 from mailproxy.domain.access import Caller, scope_tenant
 from mailproxy.domain.errors import Forbidden
-from mailproxy.domain.model import Status
+from mailproxy.domain.model import Status, SubmitResult
 from mailproxy.entrypoints.http.auth import scoped
 from mailproxy.entrypoints.http.records import message_record
 from mailproxy.entrypoints.http.routing import TenantQuery, route
@@ -60,51 +60,36 @@ async def add_messages(
                 raise Forbidden("a tenant key acts only inside its own tenant")
     elif scope is not None:
         await proxy.get_tenant(scope)
-    status, payload = await submit_once(
-        proxy, caller, request.headers.get("idempotency-key"), await request.body(), scope, data
-    )
-    return Response(payload, status_code=status, media_type=MediaType.JSON)
-
-
-# --- idempotency: the submission runs at most once per caller and Idempotency-Key ----------
-
-
-async def submit_once(
-    proxy: MailProxy,
-    caller: Caller,
-    key: str | None,
-    raw: bytes,
-    scope: str | None,
-    body: AddMessagesBody,
-) -> tuple[int, bytes]:
-    """The status and JSON answer of an add-messages request: submitted at once without
-    ``key``, else through :meth:`MailProxy.once` (a repeat with the same body gets the
-    stored answer)."""
-
-    async def produce() -> tuple[int, bytes]:
-        # Each message's ranges are the domain's (validation), rejected one by one.
-        result = await proxy.submit(
-            body.messages, tenant_id=scope, default_priority=body.default_priority
-        )
-        rejected = [RejectedMessage(r.id, r.reason) for r in result.rejected]
-        answer = AddMessagesAnswer(queued=result.queued, rejected=rejected)
-        if result.queued == 0 and any(r.reason not in HARMLESS_REJECTIONS for r in rejected):
-            answer = AddMessagesAnswer(
-                ok=False,
-                queued=0,
-                rejected=rejected,
-                error=f"no message queued: {rejected[0].id}: {rejected[0].reason}",
-            )
-            return 400, msgspec.json.encode(answer)
-        return 200, msgspec.json.encode(answer)
-
+    key = request.headers.get("idempotency-key")
     if key is None:
-        return await produce()
-    fingerprint = hashlib.sha256(f"{scope}\n".encode() + raw).hexdigest()
-    return await proxy.once(caller, key, fingerprint, produce)
+        result = await proxy.submit(
+            data.messages, tenant_id=scope, default_priority=data.default_priority
+        )
+    else:
+        # The scope is part of what is fingerprinted: one key reused for another tenant
+        # is a different request.
+        fingerprint = hashlib.sha256(f"{scope}\n".encode() + await request.body()).hexdigest()
+        result = await proxy.submit_once(
+            data.messages,
+            caller=caller,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            tenant_id=scope,
+            default_priority=data.default_priority,
+        )
+    status, answer = add_messages_answer(result)
+    return Response(msgspec.json.encode(answer), status_code=status, media_type=MediaType.JSON)
 
 
-# --- end of idempotency -------------------------------------------------------------------
+def add_messages_answer(result: SubmitResult) -> tuple[int, AddMessagesAnswer]:
+    """The HTTP rendering of a submission's result (a fresh one or one stored under an
+    Idempotency-Key): 400 when nothing was queued for a reason other than a harmless
+    repeat, 200 otherwise. Each message's ranges are the domain's, rejected one by one."""
+    rejected = [RejectedMessage(r.id, r.reason) for r in result.rejected]
+    if result.queued == 0 and any(r.reason not in HARMLESS_REJECTIONS for r in rejected):
+        error = f"no message queued: {rejected[0].id}: {rejected[0].reason}"
+        return 400, AddMessagesAnswer(ok=False, queued=0, rejected=rejected, error=error)
+    return 200, AddMessagesAnswer(queued=result.queued, rejected=rejected)
 
 
 @route(get, "/messages", "messages", tenant=True)

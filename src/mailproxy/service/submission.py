@@ -1,0 +1,160 @@
+"""Accepting messages: validation against the tenant's configuration, then one enqueue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.lifecycle import initial_status
+from mailproxy.domain.model import DEFAULT_PRIORITY, NewMessage, Rejection, SubmitResult
+from mailproxy.domain.policy import queue_rank
+from mailproxy.domain.validation import address_of, idna_domain, parse_message, parse_priority
+from mailproxy.ports.observability import DeliveryEvents
+from mailproxy.ports.store import MessageStore
+from mailproxy.service.attachments import AttachmentFetcher
+from mailproxy.service.config_cache import ConfigCache
+from mailproxy.service.options import DeliveryOptions, LimitsOptions
+
+
+class Submission:
+    """Validates and queues batches of messages."""
+
+    def __init__(
+        self,
+        *,
+        store: MessageStore,
+        tenants: ConfigCache,
+        attachments: AttachmentFetcher,
+        events: DeliveryEvents | None,
+        limits: LimitsOptions,
+        delivery: DeliveryOptions,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float],
+        new_id: Callable[[], str],
+        wake_dispatcher: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._tenants = tenants
+        self._attachments = attachments
+        self._events = events
+        self._limits = limits
+        self._delivery = delivery
+        self._clock = clock
+        self._monotonic = monotonic
+        self._new_id = new_id
+        self._wake_dispatcher = wake_dispatcher
+
+    async def submit(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tenant_id: str | None = None,
+        default_priority: int | str | None = None,
+    ) -> SubmitResult:
+        """Validate and queue a batch, per the HTTP API (add-messages); return queued and rejected.
+
+        ``tenant_id`` scopes the call: messages may omit their ``tenant_id`` and may not name
+        another. Each bad message is rejected with a reason naming the problem while the
+        others are queued; the accepted ones are committed in one transaction before this
+        returns. A malformed batch (not a list, too long, bad ``default_priority``) raises
+        :class:`InvalidInput` and queues nothing.
+        """
+        if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+            raise InvalidInput("messages", "invalid messages: expected a list")
+        if len(messages) > self._limits.max_batch:
+            raise InvalidInput(
+                "messages", f"too many messages: at most {self._limits.max_batch} per request"
+            )
+        default = (
+            DEFAULT_PRIORITY
+            if default_priority is None
+            else parse_priority(default_priority, "default_priority")
+        )
+        now = self._clock()
+        started = self._monotonic()
+        accepted: list[NewMessage] = []
+        rejected: list[Rejection] = []
+        seen: set[tuple[str, str]] = set()
+        for raw in messages:
+            raw_id = raw.get("id") if isinstance(raw, Mapping) else None
+            try:
+                new = await self._prepare(raw, tenant_id, int(default), now)
+            except InvalidInput as exc:
+                rejected.append(Rejection(raw_id if isinstance(raw_id, str) else "", exc.reason))
+                continue
+            if (new.tenant_id, new.id) in seen:
+                rejected.append(Rejection(new.id, "duplicate id in request"))
+                continue
+            seen.add((new.tenant_id, new.id))
+            accepted.append(new)
+        refused = await self._store.enqueue(accepted, now) if accepted else []
+        if len(refused) < len(accepted):
+            self._wake_dispatcher()
+        self._count_accepted(accepted, refused, started)
+        return SubmitResult(queued=len(accepted) - len(refused), rejected=rejected + refused)
+
+    async def send(self, message: Mapping[str, Any], *, tenant_id: str | None = None) -> str:
+        """Queue one message; return its ``Message-ID``. Raises :class:`InvalidInput` (the
+        reason names the field) when it is rejected."""
+        result = await self.submit([message], tenant_id=tenant_id)
+        if result.rejected:
+            raise InvalidInput("message", result.rejected[0].reason)
+        stored = await self._store.get_message(
+            tenant_id or str(message.get("tenant_id")), str(message["id"])
+        )
+        assert stored is not None
+        return stored.message_id
+
+    def _count_accepted(
+        self, accepted: list[NewMessage], refused: list[Rejection], started: float
+    ) -> None:
+        if self._events is None:
+            return
+        seconds = self._monotonic() - started
+        refused_ids = {r.id for r in refused}
+        per_tenant: dict[str, int] = {}
+        for new in accepted:
+            if new.id not in refused_ids:
+                per_tenant[new.tenant_id] = per_tenant.get(new.tenant_id, 0) + 1
+        for tenant, count in per_tenant.items():
+            self._events.accepted(tenant, count, seconds)
+
+    async def _prepare(
+        self, raw: object, scope_tenant: str | None, default_priority: int, now: float
+    ) -> NewMessage:
+        spec = parse_message(raw, self._limits.message_limits)
+        if scope_tenant is not None and spec.tenant_id not in (None, scope_tenant):
+            raise InvalidInput("tenant_id", "invalid tenant_id: another tenant than the caller's")
+        tenant_id = spec.tenant_id or scope_tenant
+        if tenant_id is None:
+            raise InvalidInput("tenant_id", "missing tenant_id")
+        tenant = await self._tenants.tenant(tenant_id)
+        if tenant is None:
+            raise InvalidInput("tenant_id", "unknown tenant")
+        account = await self._tenants.account(tenant_id, spec.account_id)
+        if account is None:
+            if spec.account_id is None:
+                raise InvalidInput("account_id", "no default account")
+            raise InvalidInput("account_id", "account not found for tenant")
+        for ref in spec.attachments:
+            self._attachments.check(tenant, ref)
+        status, due_ts = initial_status(spec.deferred_ts, now)
+        priority = spec.priority if spec.priority is not None else default_priority
+        sender_domain = address_of(spec.from_).rpartition("@")[2]
+        message_id = spec.message_id or f"{self._new_id()}@{idna_domain(sender_domain)}"
+        return NewMessage(
+            tenant_id=tenant_id,
+            id=spec.id,
+            account_id=account.id,
+            priority=priority,
+            rank=queue_rank(priority, now, self._delivery.aging_s),
+            status=status,
+            due_ts=due_ts,
+            batch_code=spec.batch_code,
+            message_id=message_id,
+            date_ts=now,
+            spec=msgspec.structs.replace(spec, tenant_id=tenant_id, account_id=account.id),
+        )
