@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from mailproxy.adapters.attachment_cache import TwoTierCache
 from mailproxy.adapters.attachment_sources import EndpointSource, FilesystemSource, UrlSource
@@ -29,6 +29,7 @@ from mailproxy.domain.errors import InvalidInput, StorageError
 from mailproxy.domain.policy import WindowLengths
 from mailproxy.domain.validation import MessageLimits
 from mailproxy.ports.attachments import AttachmentSource
+from mailproxy.ports.changes import ChangeFeed
 from mailproxy.ports.resolver import Resolver
 from mailproxy.service import MailProxy
 
@@ -208,5 +209,5 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         report_gather_s=settings.reporting.gather_s,
         report_retry_max_s=settings.reporting.retry_max_delay_s,
         run_dispatcher=run_dispatcher,
-        changes=cast("PostgresStore", store) if settings.on_postgres else None,
+        changes=store if isinstance(store, ChangeFeed) else None,
     )

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from mailproxy.adapters.sql_rows import RESUME_CHUNK
+from mailproxy.adapters.sql.rows import RESUME_CHUNK
 from mailproxy.domain.errors import Conflict
 from mailproxy.domain.model import Account, Status
 from mailproxy.domain.outcome import AccountBroken, Delivered, Outcome, RateLimited, Temporary

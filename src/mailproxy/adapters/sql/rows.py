@@ -1,4 +1,4 @@
-"""What the SQL stores (SQLite and PostgreSQL) share: the message row's columns in the
+"""What the SQL operations share: the message row's columns in the
 order the queries select them, the status sets as SQL literals, and the codecs of the
 JSON-encoded columns."""
 
@@ -110,18 +110,8 @@ def claims_of(
     ]
 
 
-#: The UPDATE of a message by a transition, with its placeholders as ``{}``.
-TRANSITION_UPDATE = (
-    "UPDATE messages SET status = {}, due_ts = {}, attempts = {}, possible_duplicate = {}, "
-    "error = {}, smtp_code = {}, sent_ts = COALESCE({}, sent_ts), "
-    "error_ts = COALESCE({}, error_ts), final_ts = {}, lease_owner = NULL, "
-    "lease_token = NULL, lease_expires_ts = NULL, attempt_open = {}, updated_ts = {}, "
-    "wait_reason = {}, wait_detail = {} WHERE pk = {}"
-)
-
-
 def transition_values(t: Transition, status: Status, now: float, pk: int) -> tuple[Any, ...]:
-    """The values of :data:`TRANSITION_UPDATE` for ``t`` (``status``: the status it
+    """The values of the ``apply_transition`` query for ``t`` (``status``: the status it
     stores, which a suspension may have changed)."""
     return (
         status.value,

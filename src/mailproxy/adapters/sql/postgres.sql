@@ -1,0 +1,31 @@
+-- PostgreSQL's side of the queries whose dialects differ (see queries.sql for the rest).
+
+-- name: next_seqs
+SELECT nextval('message_seq') FROM generate_series(1, ?)
+
+-- name: queue_heads
+-- Every claimable account's head of queue (domain.policy.queue_order: rank, seq), locked
+-- in one statement; rows another process holds are skipped, not waited for.
+SELECT {m_columns} FROM unnest(?::text[], ?::text[], ?::int[]) AS a(tenant_id, account_id, room)
+CROSS JOIN LATERAL (
+    SELECT * FROM messages WHERE tenant_id = a.tenant_id AND account_id = a.account_id
+    AND status IN ('pending', 'scheduled', 'deferred') AND due_ts <= ?
+    ORDER BY rank, seq LIMIT a.room FOR UPDATE SKIP LOCKED) m
+
+-- name: lock_key
+SELECT pg_advisory_xact_lock(?)
+
+-- name: notify
+SELECT pg_notify(?, ?)
+
+-- name: count_all
+SELECT status, COUNT(*) FROM messages GROUP BY status
+
+-- name: count_tenant
+SELECT status, COUNT(*) FROM messages WHERE tenant_id = ? GROUP BY status
+
+-- name: finished_per_minute
+-- The status condition repeats the partial index's, so messages_final serves the range.
+SELECT (floor(final_ts / 60) * 60)::bigint AS minute, tenant_id, status, COUNT(*)
+FROM messages WHERE status IN ('sent', 'error', 'unknown') AND final_ts >= ?
+GROUP BY minute, tenant_id, status ORDER BY minute, tenant_id, status
