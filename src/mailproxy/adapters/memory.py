@@ -20,9 +20,11 @@ from mailproxy.domain.access import (
 )
 from mailproxy.domain.errors import Conflict
 from mailproxy.domain.lifecycle import (
+    account_deletion_refusal,
     is_final,
     requeue_status,
     resubmission_refusal,
+    stored_status,
 )
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
@@ -124,10 +126,9 @@ class MemoryStore:
                 self._next_pk += 1
                 self._keys[(new.tenant_id, new.id)] = pk
             self._release_slots(pk)
-            suspended = suspension_of(self._suspended.get(new.tenant_id, ()), new.batch_code)
             fields = msgspec.structs.asdict(new)
-            if suspended is not None:
-                fields["status"] = Status.SUSPENDED
+            suspended = self._suspended.get(new.tenant_id, ())
+            fields["status"] = stored_status(new.status, suspended, new.batch_code)
             message = QueuedMessage(
                 pk=pk,
                 seq=self._next_seq,
@@ -190,6 +191,7 @@ class MemoryStore:
         queue = self._queues.get(key, [])
         heads: list[QueuedMessage] = []
         not_due: list[tuple[float, int, int]] = []
+        seen: set[int] = set()
         while queue and len(heads) < count:
             entry = heapq.heappop(queue)
             message = self._messages.get(entry[2])
@@ -197,6 +199,9 @@ class MemoryStore:
                 continue
             if queue_order(message) != entry[:2] or (message.tenant_id, message.account_id) != key:
                 continue
+            if message.pk in seen:
+                continue  # pushed again when its suspension was lifted: one entry is enough
+            seen.add(message.pk)
             if message.due_ts > now:
                 not_due.append(entry)
                 continue
@@ -258,10 +263,8 @@ class MemoryStore:
 
     def _apply(self, message: QueuedMessage, transition: Transition, now: float) -> None:
         pk = message.pk
-        status = transition.status
         suspensions = self._suspended.get(message.tenant_id, ())
-        if status in QUEUED_STATUSES and suspension_of(suspensions, message.batch_code):
-            status = Status.SUSPENDED
+        status = stored_status(transition.status, suspensions, message.batch_code)
         updated = replace(
             message,
             status=status,
@@ -557,13 +560,11 @@ class MemoryStore:
             if (m.tenant_id, m.account_id) == (tenant_id, account_id)
             and (m.status in QUEUED_STATUSES or m.status is Status.SUSPENDED)
         ]
-        if waiting and abandon is None:
-            raise Conflict(
-                f"account {account_id} still has {len(waiting)} queued messages "
-                "(delete with force to fail them)"
-            )
+        refusal = account_deletion_refusal(account_id, len(waiting), abandon=abandon is not None)
+        if refusal is not None:
+            raise Conflict(refusal)
         for message in waiting:
-            assert abandon is not None
+            assert abandon is not None  # no refusal: the account is deleted with force
             self._apply(message, abandon(message), now)
         del self._accounts[(tenant_id, account_id)]
         self._pauses.pop((tenant_id, account_id), None)

@@ -97,7 +97,6 @@ class SqliteEngine:
     def __init__(
         self,
         path: Path,
-        *,
         synchronous: Literal["full", "normal"],
         busy_timeout_s: float,
         max_size_bytes: int | None,
@@ -242,12 +241,7 @@ class SqliteStore(SqlStore):
         max_size_bytes: int | None = None,
     ) -> None:
         self.path = Path(path)
-        super().__init__(
-            SqliteEngine(
-                self.path, synchronous=synchronous, busy_timeout_s=busy_timeout_s,
-                max_size_bytes=max_size_bytes,
-            )
-        )  # fmt: skip
+        super().__init__(SqliteEngine(self.path, synchronous, busy_timeout_s, max_size_bytes))
 
 
 __all__ = ["MIGRATIONS", "SqliteStore", "migrate", "run_script"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Literal
 
 import msgspec
 
 from mailproxy.domain.model import (
+    QUEUED_STATUSES,
     AccountPause,
     HistoryEntry,
     QueuedMessage,
@@ -25,7 +27,7 @@ from mailproxy.domain.outcome import (
     Temporary,
     Unknown,
 )
-from mailproxy.domain.policy import pause_account
+from mailproxy.domain.policy import pause_account, suspension_of
 from mailproxy.domain.retry import RetryPolicy, retry_delay
 
 #: Which state may follow which. ``sending`` is left by an attempt's outcome or by a
@@ -430,6 +432,29 @@ def resubmission_refusal(existing: Status, possible_duplicate: bool = False) -> 
         return "already sent"
     if existing in (Status.SENDING, Status.UNKNOWN) or possible_duplicate:
         return "in flight"
+    return None
+
+
+def stored_status(status: Status, suspended: Collection[str], batch_code: str | None) -> Status:
+    """The status a message is stored with when it is accepted or goes back to the queue
+    (``status``): ``suspended`` while its tenant or its batch is suspended (see
+    :func:`mailproxy.domain.policy.suspension_of`); a suspended message is never claimed
+    until its scope is activated."""
+    if status in QUEUED_STATUSES and suspension_of(suspended, batch_code) is not None:
+        return Status.SUSPENDED
+    return status
+
+
+def account_deletion_refusal(account_id: str, waiting: int, *, abandon: bool) -> str | None:
+    """Why an account may not be deleted, or None if it may: while ``waiting`` messages
+    (queued or suspended) remain, only with ``abandon`` (``force``), which fails each of
+    them (:func:`abandon`) in the same transaction. Messages being sent finish their
+    attempt either way."""
+    if waiting and not abandon:
+        return (
+            f"account {account_id} still has {waiting} queued messages "
+            "(delete with force to fail them)"
+        )
     return None
 
 

@@ -23,6 +23,7 @@ from mailproxy.domain.access import (
     idempotent_state,
 )
 from mailproxy.domain.errors import Conflict
+from mailproxy.domain.lifecycle import account_deletion_refusal
 from mailproxy.domain.model import (
     Account,
     QueuedMessage,
@@ -88,13 +89,11 @@ def delete_account(
     if not tx.one(tx.q.account + tx.FOR_UPDATE, (tenant_id, account_id)):
         return False
     rows = tx.all(tx.q.waiting_in_account + tx.FOR_UPDATE, (tenant_id, account_id))
-    if rows and abandon is None:
-        raise Conflict(
-            f"account {account_id} still has {len(rows)} queued messages "
-            "(delete with force to fail them)"
-        )
+    refusal = account_deletion_refusal(account_id, len(rows), abandon=abandon is not None)
+    if refusal is not None:
+        raise Conflict(refusal)
     for message in map(message_from_row, rows):
-        assert abandon is not None
+        assert abandon is not None  # no refusal: the account is deleted with force
         apply_transition(tx, message.pk, tenant_id, account_id, None, abandon(message), now)
     tx.run(tx.q.delete_account, (tenant_id, account_id))
     tx.run(tx.q.clear_pause, (tenant_id, account_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from mailproxy.adapters.sql.rows import (
     claims_of,
@@ -13,9 +14,8 @@ from mailproxy.adapters.sql.rows import (
     transition_values,
 )
 from mailproxy.adapters.sql.tx import Tx
-from mailproxy.domain.lifecycle import requeue_status, resubmission_refusal
+from mailproxy.domain.lifecycle import requeue_status, resubmission_refusal, stored_status
 from mailproxy.domain.model import (
-    QUEUED_STATUSES,
     AccountPause,
     Claim,
     Lease,
@@ -30,9 +30,9 @@ from mailproxy.domain.policy import (
     account_room,
     fair_order,
     held_by_tenant,
-    suspension_of,
 )
 
+_PAUSE_FIELDS = ("tenant_id", "account_id", "failures", "until_ts", "reason")
 #: Ids read back per statement after an upsert (SQLite binds at most 32766 values).
 _READ_BACK_CHUNK = 500
 
@@ -45,12 +45,8 @@ def pauses(tx: Tx) -> dict[tuple[str, str], AccountPause]:
     return {(row[0], row[1]): pause_of(row) for row in tx.all(tx.q.pauses)}
 
 
-def pause_of(row: tuple[str, str, int, float, str]) -> AccountPause:
-    tenant_id, account_id, failures, until_ts, reason = row
-    return AccountPause(
-        tenant_id=tenant_id, account_id=account_id, failures=failures, until_ts=until_ts,
-        reason=reason,
-    )  # fmt: skip
+def pause_of(row: Sequence[Any]) -> AccountPause:
+    return AccountPause(**dict(zip(_PAUSE_FIELDS, row, strict=True)))
 
 
 def enqueue(tx: Tx, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
@@ -58,9 +54,7 @@ def enqueue(tx: Tx, messages: Sequence[NewMessage], now: float) -> list[Rejectio
     given: dict[tuple[str, str], int] = {}  # the sequence number each id was given
     rows = []
     for new, seq in zip(messages, tx.sequence_numbers(len(messages)), strict=True):
-        status = new.status
-        if suspension_of(suspended[new.tenant_id], new.batch_code) is not None:
-            status = Status.SUSPENDED
+        status = stored_status(new.status, suspended[new.tenant_id], new.batch_code)
         given[(new.tenant_id, new.id)] = seq
         rows.append(
             (
@@ -184,9 +178,7 @@ def apply_transition(
 ) -> None:
     """Store ``t`` with its history, report events, rate slots and pause. A message going
     back to the queue in a suspended scope is stored ``suspended``."""
-    status = t.status
-    if status in QUEUED_STATUSES and suspension_of(suspensions(tx, tenant_id), batch_code):
-        status = Status.SUSPENDED
+    status = stored_status(t.status, suspensions(tx, tenant_id), batch_code)
     tx.run(tx.q.apply_transition, transition_values(t, status, now, pk))
     if t.history is not None:
         tx.run(tx.q.history_entry, (pk, t.history.event, t.history.ts, t.history.detail))
