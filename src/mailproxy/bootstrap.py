@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from mailproxy.adapters.attachment_cache import TwoTierCache
 from mailproxy.adapters.attachment_sources import EndpointSource, FilesystemSource, UrlSource
@@ -31,11 +30,8 @@ from mailproxy.domain.validation import MessageLimits
 from mailproxy.ports.attachments import AttachmentSource
 from mailproxy.ports.changes import ChangeFeed
 from mailproxy.ports.resolver import Resolver
+from mailproxy.ports.store import Store
 from mailproxy.service import MailProxy
-
-if TYPE_CHECKING:
-    from mailproxy.adapters.postgres import PostgresStore
-
 
 log = logging.getLogger("mailproxy")
 
@@ -43,7 +39,7 @@ log = logging.getLogger("mailproxy")
 _LOOKS_LIKE_CONNINFO = re.compile(r"(?:^|\s)(?:host|dbname|user|port)=\S")
 
 
-def build_store(settings: Settings) -> MemoryStore | SqliteStore | PostgresStore:
+def build_store(settings: Settings) -> Store:
     """``:memory:`` → the memory store; ``postgresql://…`` → PostgreSQL; a file path →
     SQLite."""
     db_path = settings.db_path

@@ -47,6 +47,8 @@ log = logging.getLogger("mailproxy.postgres")
 
 #: The advisory lock key that serialises migrations (any constant the schema owns).
 _MIGRATION_LOCK = 0x6D61696C70726F78  # "mailprox"
+#: The advisory lock key of folding the status count deltas.
+_FOLD_LOCK = _MIGRATION_LOCK + 1
 #: The schema history: script N brings a database from version N-1 to N.
 MIGRATIONS: tuple[str, ...] = tuple(sections("postgres_schema.sql").values())
 
@@ -110,6 +112,9 @@ class PostgresTx(Tx):
     def queue_heads(self, rooms: Sequence[tuple[str, str, int]], now: float) -> list[Any]:
         tenants, accounts, limits = (list(column) for column in zip(*rooms, strict=True))
         return self.all(self.q.queue_heads, (tenants, accounts, limits, now))
+
+    def fold_counts(self) -> None:
+        self.run(self.q.fold_status_counts, (_FOLD_LOCK,))
 
     def wake_queue(self) -> None:
         self.run(self.q.notify, (self._queue_channel, ""))

@@ -18,11 +18,15 @@ SELECT pg_advisory_xact_lock(?)
 -- name: notify
 SELECT pg_notify(?, ?)
 
--- name: count_all
-SELECT status, COUNT(*) FROM messages GROUP BY status
-
--- name: count_tenant
-SELECT status, COUNT(*) FROM messages WHERE tenant_id = ? GROUP BY status
+-- name: fold_status_counts
+-- One row per (tenant, status) for the deltas committed so far; one process at a time
+-- (the others skip: their deltas are folded next time).
+WITH folding AS (SELECT pg_try_advisory_xact_lock(?) AS mine),
+gone AS (
+    DELETE FROM status_counts WHERE (SELECT mine FROM folding)
+    RETURNING tenant_id, status, n)
+INSERT INTO status_counts (tenant_id, status, n)
+SELECT tenant_id, status, SUM(n) FROM gone GROUP BY tenant_id, status HAVING SUM(n) <> 0
 
 -- name: finished_per_minute
 -- The status condition repeats the partial index's, so messages_final serves the range.

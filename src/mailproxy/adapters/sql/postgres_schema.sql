@@ -58,3 +58,33 @@ CREATE INDEX idempotency_created ON idempotency (created_ts);
 -- Who started an unfinished idempotency record, so that a restarted worker can release
 -- the keys its previous process died holding.
 ALTER TABLE idempotency ADD COLUMN owner text;
+
+-- name: 3
+-- Message counts per tenant and status, kept by triggers on every path that adds,
+-- changes or removes a message, as SQLite keeps them: /status, /metrics and the status
+-- page read them without counting the table. Unlike SQLite's, the rows are deltas, only
+-- ever inserted (a row-level counter that every claim and completion updates would be a
+-- hot row, and one that transactions lock in different orders would deadlock); readers
+-- sum them, and fold_status_counts folds them now and then.
+CREATE TABLE status_counts (tenant_id text NOT NULL, status text NOT NULL, n bigint NOT NULL);
+CREATE INDEX status_counts_tenant ON status_counts (tenant_id, status);
+INSERT INTO status_counts (tenant_id, status, n)
+    SELECT tenant_id, status, COUNT(*) FROM messages GROUP BY tenant_id, status;
+CREATE FUNCTION count_message_status() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        INSERT INTO status_counts (tenant_id, status, n) VALUES (OLD.tenant_id, OLD.status, -1);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        INSERT INTO status_counts (tenant_id, status, n) VALUES (NEW.tenant_id, NEW.status, 1);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER messages_counted AFTER INSERT ON messages
+    FOR EACH ROW EXECUTE FUNCTION count_message_status();
+CREATE TRIGGER messages_uncounted AFTER DELETE ON messages
+    FOR EACH ROW EXECUTE FUNCTION count_message_status();
+CREATE TRIGGER messages_recounted AFTER UPDATE OF status, tenant_id ON messages
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+                       OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
+    EXECUTE FUNCTION count_message_status();

@@ -170,6 +170,14 @@ SELECT pk FROM messages WHERE status IN ('sent', 'error', 'unknown') AND final_t
 AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.message_pk = messages.pk
                 AND r.acked_ts IS NULL)
 
+-- name: count_all
+-- status_counts: one row per (tenant, status) on SQLite, deltas to sum on PostgreSQL.
+SELECT status, SUM(n) FROM status_counts GROUP BY status HAVING SUM(n) > 0
+
+-- name: count_tenant
+SELECT status, SUM(n) FROM status_counts WHERE tenant_id = ? GROUP BY status
+HAVING SUM(n) > 0
+
 -- name: put_tenant
 INSERT INTO tenants (id, data) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data
 

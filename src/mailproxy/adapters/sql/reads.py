@@ -144,10 +144,12 @@ def purge_final(tx: Tx, tenant_id: str | None, final_before_ts: float) -> int:
     pks = [row[0] for row in tx.all(sql + tx.SKIP_LOCKED, args)]
     for pk in pks:
         remove(tx, pk, acked_reports_too=True)
+    tx.fold_counts()
     return len(pks)
 
 
 def count_by_status(tx: Tx, tenant_id: str | None) -> dict[Status, int]:
+    tx.fold_counts()
     by_tenant = tenant_id is not None
     rows = tx.all(tx.q.count_tenant, (tenant_id,)) if by_tenant else tx.all(tx.q.count_all)
     return {Status(status): int(count) for status, count in rows}

@@ -12,12 +12,6 @@ ORDER BY rank, seq LIMIT ?
 -- name: rate_total
 SELECT n FROM rate_totals WHERE key = ?
 
--- name: count_all
-SELECT status, SUM(n) FROM status_counts WHERE n > 0 GROUP BY status
-
--- name: count_tenant
-SELECT status, n FROM status_counts WHERE tenant_id = ? AND n > 0
-
 -- name: finished_per_minute
 -- The status condition repeats the partial index's, so messages_final serves the range.
 SELECT CAST(final_ts / 60 AS INTEGER) * 60 AS minute, tenant_id, status, COUNT(*)

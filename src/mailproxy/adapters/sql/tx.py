@@ -48,8 +48,8 @@ class Tx:
 
     Everything in which the engines differ is named here and filled in by ``SqliteTx`` and
     ``PostgresTx``: the row-lock suffixes, :meth:`lock_keys`, :meth:`sequence_numbers`,
-    :meth:`queue_heads`, :meth:`wake_queue` / :meth:`wake_reports`, :meth:`rate_total`
-    and the engine's queries file.
+    :meth:`queue_heads`, :meth:`wake_queue` / :meth:`wake_reports`, :meth:`rate_total`,
+    :meth:`fold_counts` and the engine's queries file.
     """
 
     #: Appended to a SELECT whose rows the transaction goes on to change.
@@ -97,6 +97,10 @@ class Tx:
         """The live reservations on ``key`` when the engine keeps that count (a key below
         a window's limit has room without a scan); None when it does not."""
         return None
+
+    def fold_counts(self) -> None:
+        """Bring the maintained message counts to one row per (tenant, status), where the
+        engine keeps them as deltas."""
 
     def wake_queue(self) -> None:
         """On commit, tell other processes that messages became claimable."""
