@@ -82,7 +82,7 @@ def _lock_key(text: str) -> int:
 class PostgresTx(Tx):
     """PostgreSQL's side of the engine differences: row locks, ``SKIP LOCKED``, advisory
     locks on rate keys, a sequence, one statement for every account's queue head,
-    ``NOTIFY`` on commit."""
+    ``NOTIFY`` on commit, counts kept as deltas (folded now and then)."""
 
     FOR_UPDATE = " FOR UPDATE"
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
@@ -115,6 +115,9 @@ class PostgresTx(Tx):
 
     def fold_counts(self) -> None:
         self.run(self.q.fold_status_counts, (_FOLD_LOCK,))
+
+    def fold_rate_total(self, key: str) -> None:
+        self.run(self.q.fold_rate_total, (key, key))
 
     def wake_queue(self) -> None:
         self.run(self.q.notify, (self._queue_channel, ""))

@@ -40,7 +40,7 @@ MIGRATIONS: tuple[str, ...] = tuple(sections("sqlite_schema.sql").values())
 
 class SqliteTx(Tx):
     """SQLite's side of the engine differences: no row locks (``BEGIN IMMEDIATE`` holds
-    the file), sequence numbers from a counter row, rate totals kept by triggers."""
+    the file), sequence numbers from a counter row, counts kept in place by triggers."""
 
     q = Queries("sqlite.sql")
 
@@ -53,10 +53,6 @@ class SqliteTx(Tx):
         for tenant_id, account_id, room in rooms:
             heads += self.all(self.q.account_head, (tenant_id, account_id, now, room))
         return heads
-
-    def rate_total(self, key: str) -> int | None:
-        row = self.one(self.q.rate_total, (key,))
-        return int(row[0]) if row else 0
 
 
 def run_script(conn: sqlite3.Connection, script: str) -> None:

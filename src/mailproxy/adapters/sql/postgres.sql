@@ -33,3 +33,8 @@ SELECT tenant_id, status, SUM(n) FROM gone GROUP BY tenant_id, status HAVING SUM
 SELECT (floor(final_ts / 60) * 60)::bigint AS minute, tenant_id, status, COUNT(*)
 FROM messages WHERE status IN ('sent', 'error', 'unknown') AND final_ts >= ?
 GROUP BY minute, tenant_id, status ORDER BY minute, tenant_id, status
+
+-- name: fold_rate_total
+-- One row for the key's deltas committed so far (under the key's advisory lock).
+WITH gone AS (DELETE FROM rate_totals WHERE key = ? RETURNING n)
+INSERT INTO rate_totals (key, n) SELECT ?, SUM(n) FROM gone HAVING COUNT(*) > 0

@@ -88,3 +88,24 @@ CREATE TRIGGER messages_recounted AFTER UPDATE OF status, tenant_id ON messages
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
                        OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
     EXECUTE FUNCTION count_message_status();
+
+-- name: 4
+-- Rate-limit totals, as SQLite keeps them: the live reservations of each window key, so
+-- that a key below a window's limit has room without a scan. Insert-only deltas, as the
+-- status counts; reserve_slots folds a key's deltas under the key's advisory lock.
+CREATE TABLE rate_totals (key text NOT NULL, n bigint NOT NULL);
+CREATE INDEX rate_totals_key ON rate_totals (key);
+INSERT INTO rate_totals (key, n) SELECT key, COUNT(*) FROM rate_slots GROUP BY key;
+CREATE FUNCTION count_rate_slot() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO rate_totals (key, n) VALUES (NEW.key, 1);
+    ELSE
+        INSERT INTO rate_totals (key, n) VALUES (OLD.key, -1);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER rate_slots_added AFTER INSERT ON rate_slots
+    FOR EACH ROW EXECUTE FUNCTION count_rate_slot();
+CREATE TRIGGER rate_slots_removed AFTER DELETE ON rate_slots
+    FOR EACH ROW EXECUTE FUNCTION count_rate_slot();

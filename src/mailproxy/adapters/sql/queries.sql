@@ -58,6 +58,10 @@ SELECT MAX(ts) FROM rate_slots WHERE message_pk = ?
 -- name: release_slots
 DELETE FROM rate_slots WHERE message_pk = ?
 
+-- name: rate_total
+-- rate_totals: one row per key on SQLite, deltas to sum on PostgreSQL.
+SELECT COALESCE(SUM(n), 0), COUNT(*) FROM rate_totals WHERE key = ?
+
 -- name: nth_newest_slot
 -- domain.policy.slot_free_at, in SQL: the limit-th newest reservation inside the window
 -- (none: room), up to a horizon; reads at most `limit` index entries.

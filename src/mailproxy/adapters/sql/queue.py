@@ -137,8 +137,7 @@ def reserve_slots(
     tx.lock_keys(sorted(longest))
     grant = SlotGrant(now)
     for window in windows:
-        total = tx.rate_total(window.key)
-        if total is not None and total < window.limit:
+        if tx.rate_total(window.key) < window.limit:
             continue  # fewer reservations on the key than the limit: room
         row = tx.one(
             tx.q.nth_newest_slot, (window.key, now - window.window_s, horizon, window.limit - 1)

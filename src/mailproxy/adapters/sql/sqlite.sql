@@ -9,9 +9,6 @@ SELECT {columns} FROM messages WHERE tenant_id = ? AND account_id = ?
 AND status IN ('pending', 'scheduled', 'deferred') AND due_ts <= ?
 ORDER BY rank, seq LIMIT ?
 
--- name: rate_total
-SELECT n FROM rate_totals WHERE key = ?
-
 -- name: finished_per_minute
 -- The status condition repeats the partial index's, so messages_final serves the range.
 SELECT CAST(final_ts / 60 AS INTEGER) * 60 AS minute, tenant_id, status, COUNT(*)

@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 from mailproxy.adapters.sql.rows import COLUMNS
 
 _HERE = Path(__file__).parent
+#: Delta rows of a rate total past which it is folded into one.
+_FOLD_AT = 64
 
 
 def sections(filename: str) -> dict[str, str]:
@@ -48,8 +50,8 @@ class Tx:
 
     Everything in which the engines differ is named here and filled in by ``SqliteTx`` and
     ``PostgresTx``: the row-lock suffixes, :meth:`lock_keys`, :meth:`sequence_numbers`,
-    :meth:`queue_heads`, :meth:`wake_queue` / :meth:`wake_reports`, :meth:`rate_total`,
-    :meth:`fold_counts` and the engine's queries file.
+    :meth:`queue_heads`, :meth:`wake_queue` / :meth:`wake_reports`, :meth:`fold_counts`,
+    :meth:`fold_rate_total` and the engine's queries file.
     """
 
     #: Appended to a SELECT whose rows the transaction goes on to change.
@@ -93,10 +95,16 @@ class Tx:
         them."""
         raise NotImplementedError
 
-    def rate_total(self, key: str) -> int | None:
-        """The live reservations on ``key`` when the engine keeps that count (a key below
-        a window's limit has room without a scan); None when it does not."""
-        return None
+    def rate_total(self, key: str) -> int:
+        """The live reservations on ``key`` (kept by triggers: a key below a window's
+        limit has room without a scan). Call with the key locked (:meth:`lock_keys`)."""
+        total, rows = self.one(self.q.rate_total, (key,))
+        if rows > _FOLD_AT:
+            self.fold_rate_total(key)
+        return int(total)
+
+    def fold_rate_total(self, key: str) -> None:
+        """Bring the key's total to one row, where the engine keeps it as deltas."""
 
     def fold_counts(self) -> None:
         """Bring the maintained message counts to one row per (tenant, status), where the
