@@ -17,9 +17,9 @@ from mailproxy.ports.changes import ChangeFeed
 from tests.conftest import (
     NOW_T,
     STORE_KINDS,
-    drop_schema,
     make_store,
     new_message,
+    opened,
     transition_for,
     twin_of,
 )
@@ -46,20 +46,17 @@ class Heard:
 @pytest.fixture(params=FEED_KINDS)
 async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple]:
     """A store with a change feed and a second one on the same data, watched."""
-    writer = make_store(request.param, tmp_path)
-    await writer.open()
-    watcher = twin_of(writer)
-    await watcher.open()
-    assert isinstance(watcher, ChangeFeed)
-    heard = Heard()
-    await watcher.watch(heard.queue.set, heard.reports.set)
-    await heard.settle()
-    try:
-        yield writer, heard
-    finally:
-        await watcher.close()
-        await writer.close()
-        await drop_schema(writer)
+    async with opened(make_store(request.param, tmp_path)) as writer:
+        watcher = twin_of(writer)
+        await watcher.open()
+        try:
+            assert isinstance(watcher, ChangeFeed)
+            heard = Heard()
+            await watcher.watch(heard.queue.set, heard.reports.set)
+            await heard.settle()
+            yield writer, heard
+        finally:
+            await watcher.close()
 
 
 async def test_accepted_messages_wake_the_other_process(pair):
