@@ -164,140 +164,132 @@ def _decide(
 ) -> Transition:
     attempt = message.attempts + 1
     duplicate = message.possible_duplicate
-
     if isinstance(outcome, RateLimited):
-        if outcome.reject:
-            return _fail(
-                message,
-                event_id,
-                message.attempts,
-                duplicate,
-                f"rate_limit_exceeded: {outcome.window}",
-                None,
-                now,
-            )
-        return _defer(
-            message,
-            event_id,
-            message.attempts,
-            duplicate,
-            now,
-            outcome.until_ts,
-            reason="rate_limit",
-            wait_reason="rate_limit",
-            wait_detail=outcome.window,
-            error=message.error,
-            code=None,
-        )
+        return _rate_limited(message, outcome, event_id, now)
     if isinstance(outcome, Delivered):
-        return Transition(
-            status=Status.SENT,
-            due_ts=message.due_ts,
-            attempts=attempt,
-            possible_duplicate=duplicate,
-            smtp_code=outcome.smtp_code,
-            sent_ts=now,
-            events=(
-                _event(
-                    message,
-                    event_id,
-                    "sent",
-                    attempt,
-                    duplicate,
-                    sent_ts=int(now),
-                    smtp_code=outcome.smtp_code,
-                    refused_recipients=outcome.refused or None,
-                ),
-            ),
-            history=HistoryEntry("sent", now, f"attempt {attempt}"),
-        )
+        return _delivered(message, outcome, event_id, now)
     if isinstance(outcome, Permanent):
         return _fail(message, event_id, attempt, duplicate, outcome.reason, outcome.smtp_code, now)
     if isinstance(outcome, Unknown):
-        unknown_event = _event(
-            message,
-            event_id,
-            "unknown",
-            attempt,
-            duplicate,
-            unknown_ts=int(now),
-            error=outcome.reason,
-        )
-        if unknown_policy == "at_most_once":
-            return Transition(
-                status=Status.UNKNOWN,
-                due_ts=message.due_ts,
-                attempts=attempt,
-                possible_duplicate=duplicate,
-                error=outcome.reason,
-                error_ts=now,
-                events=(unknown_event,),
-                history=HistoryEntry("unknown", now, outcome.reason),
-            )
-        retry = _retry(
-            message,
-            f"{event_id}.1",
-            attempt,
-            True,
-            outcome.reason,
-            None,
-            now,
-            policy,
-            jitter_sample,
-            report_deferral=False,
-        )
-        return Transition(
-            status=retry.status,
-            due_ts=retry.due_ts,
-            attempts=retry.attempts,
-            possible_duplicate=True,
-            error=retry.error,
-            error_ts=retry.error_ts,
-            events=(unknown_event, *retry.events),
-            history=HistoryEntry("unknown", now, outcome.reason),
-        )
+        return _unknown(message, outcome, event_id, now, policy, unknown_policy, jitter_sample)
     if isinstance(outcome, AccountBroken):
-        paused = pause_account(
-            message.tenant_id,
-            message.account_id,
-            pause.failures if pause is not None else 0,
-            outcome.reason,
-            now,
-            policy,
-            jitter_sample,
-        )
-        if paused.until_ts - message.created_ts > policy.max_age_s:
-            return _fail(
-                message, event_id, message.attempts, duplicate, f"expired: {outcome.reason}",
-                outcome.smtp_code, now,
-            )  # fmt: skip
-        deferral = _defer(
-            message,
-            event_id,
-            message.attempts,
-            duplicate,
-            now,
-            paused.until_ts,
-            reason=outcome.reason,
-            wait_reason="account_paused",
-            wait_detail=outcome.reason,
-            error=outcome.reason,
-            code=outcome.smtp_code,
-        )
-        return msgspec.structs.replace(deferral, pause=paused)
+        return _account_broken(message, outcome, event_id, now, policy, jitter_sample, pause)
     assert isinstance(outcome, Temporary)
     return _retry(
-        message,
-        event_id,
-        attempt,
-        duplicate,
-        outcome.reason,
-        outcome.smtp_code,
-        now,
-        policy,
-        jitter_sample,
-        report_deferral=True,
+        message, event_id, attempt, duplicate, outcome.reason, outcome.smtp_code, now, policy,
+        jitter_sample, report_deferral=True,
+    )  # fmt: skip
+
+
+def _rate_limited(
+    message: QueuedMessage, outcome: RateLimited, event_id: str, now: float
+) -> Transition:
+    duplicate = message.possible_duplicate
+    if outcome.reject:
+        return _fail(
+            message, event_id, message.attempts, duplicate,
+            f"rate_limit_exceeded: {outcome.window}", None, now,
+        )  # fmt: skip
+    return _defer(
+        message, event_id, message.attempts, duplicate, now, outcome.until_ts,
+        reason="rate_limit", wait_reason="rate_limit", wait_detail=outcome.window,
+        error=message.error, code=None,
+    )  # fmt: skip
+
+
+def _delivered(message: QueuedMessage, outcome: Delivered, event_id: str, now: float) -> Transition:
+    attempt = message.attempts + 1
+    duplicate = message.possible_duplicate
+    return Transition(
+        status=Status.SENT,
+        due_ts=message.due_ts,
+        attempts=attempt,
+        possible_duplicate=duplicate,
+        smtp_code=outcome.smtp_code,
+        sent_ts=now,
+        events=(
+            _event(
+                message,
+                event_id,
+                "sent",
+                attempt,
+                duplicate,
+                sent_ts=int(now),
+                smtp_code=outcome.smtp_code,
+                refused_recipients=outcome.refused or None,
+            ),
+        ),
+        history=HistoryEntry("sent", now, f"attempt {attempt}"),
     )
+
+
+def _unknown(
+    message: QueuedMessage,
+    outcome: Unknown,
+    event_id: str,
+    now: float,
+    policy: RetryPolicy,
+    unknown_policy: UnknownPolicy,
+    jitter_sample: float,
+) -> Transition:
+    attempt = message.attempts + 1
+    duplicate = message.possible_duplicate
+    unknown_event = _event(
+        message, event_id, "unknown", attempt, duplicate, unknown_ts=int(now),
+        error=outcome.reason,
+    )  # fmt: skip
+    if unknown_policy == "at_most_once":
+        return Transition(
+            status=Status.UNKNOWN,
+            due_ts=message.due_ts,
+            attempts=attempt,
+            possible_duplicate=duplicate,
+            error=outcome.reason,
+            error_ts=now,
+            events=(unknown_event,),
+            history=HistoryEntry("unknown", now, outcome.reason),
+        )
+    retry = _retry(
+        message, f"{event_id}.1", attempt, True, outcome.reason, None, now, policy,
+        jitter_sample, report_deferral=False,
+    )  # fmt: skip
+    return Transition(
+        status=retry.status,
+        due_ts=retry.due_ts,
+        attempts=retry.attempts,
+        possible_duplicate=True,
+        error=retry.error,
+        error_ts=retry.error_ts,
+        events=(unknown_event, *retry.events),
+        history=HistoryEntry("unknown", now, outcome.reason),
+    )
+
+
+def _account_broken(
+    message: QueuedMessage,
+    outcome: AccountBroken,
+    event_id: str,
+    now: float,
+    policy: RetryPolicy,
+    jitter_sample: float,
+    pause: AccountPause | None,
+) -> Transition:
+    duplicate = message.possible_duplicate
+    paused = pause_account(
+        message.tenant_id, message.account_id, pause.failures if pause is not None else 0,
+        outcome.reason, now, policy, jitter_sample,
+    )  # fmt: skip
+    if paused.until_ts - message.created_ts > policy.max_age_s:
+        return _fail(
+            message, event_id, message.attempts, duplicate, f"expired: {outcome.reason}",
+            outcome.smtp_code, now,
+        )  # fmt: skip
+    deferral = _defer(
+        message, event_id, message.attempts, duplicate, now, paused.until_ts,
+        reason=outcome.reason, wait_reason="account_paused", wait_detail=outcome.reason,
+        error=outcome.reason, code=outcome.smtp_code,
+    )  # fmt: skip
+    return msgspec.structs.replace(deferral, pause=paused)
 
 
 def _fail(
