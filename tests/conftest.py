@@ -22,6 +22,8 @@ from mailproxy.domain.retry import RetryPolicy
 from mailproxy.domain.validation import parse_message
 
 STORE_KINDS = ["memory", "sqlite", "postgres"]
+#: The stores several processes can share: the cross-process tests run on these.
+SHARED_KINDS = ["sqlite", "postgres"]
 NOW_T = 1_800_000_000.0
 #: The PostgreSQL server of the tests (loopback); each test gets a schema of its own.
 POSTGRES_DSN = os.environ.get(
@@ -67,11 +69,9 @@ async def drop_schema(store: Store) -> None:
             )
 
 
-@pytest.fixture(params=STORE_KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """An open store of each kind; the SQLite one is a real file, the PostgreSQL one a
-    fresh schema on the local server."""
-    store = make_store(request.param, tmp_path)
+@contextlib.asynccontextmanager
+async def opened(store: Store) -> AsyncIterator[Store]:
+    """``store`` open; afterwards closed, and its PostgreSQL schema dropped."""
     await store.open()
     try:
         yield store
@@ -80,23 +80,28 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await drop_schema(store)
 
 
+@pytest.fixture(params=STORE_KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """An open store of each kind; the SQLite one is a real file, the PostgreSQL one a
+    fresh schema on the local server."""
+    async with opened(make_store(request.param, tmp_path)) as store:
+        yield store
+
+
 def twin_of(store: Store) -> Store:
-    """A second store on the same data, as another process would open it (the memory
-    store is its own twin: it cannot be shared)."""
+    """A second store on the same data, as another process would open it (only the
+    kinds of :data:`SHARED_KINDS`: the memory store cannot be shared)."""
     if isinstance(store, SqliteStore):
         return SqliteStore(store.path)
     if isinstance(store, PostgresStore):
         return PostgresStore(store.dsn, schema=store.schema, pool_size=4)
-    return store
+    raise TypeError(f"{type(store).__name__} cannot be shared by two processes")
 
 
 @pytest.fixture
 async def twin(store: Store) -> AsyncIterator[Store]:
     """``store`` as a second process sees it."""
     other = twin_of(store)
-    if other is store:
-        yield store
-        return
     await other.open()
     try:
         yield other

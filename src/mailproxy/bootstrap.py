@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
 
 from mailproxy.adapters.attachment_cache import TwoTierCache
 from mailproxy.adapters.attachment_sources import EndpointSource, FilesystemSource, UrlSource
@@ -29,7 +28,9 @@ from mailproxy.domain.errors import InvalidInput, StorageError
 from mailproxy.domain.policy import WindowLengths
 from mailproxy.domain.validation import MessageLimits
 from mailproxy.ports.attachments import AttachmentSource
+from mailproxy.ports.changes import ChangeFeed
 from mailproxy.ports.resolver import Resolver
+from mailproxy.ports.store import Store
 from mailproxy.service import (
     AttachmentOptions,
     DeliveryOptions,
@@ -39,17 +40,13 @@ from mailproxy.service import (
     RetentionOptions,
 )
 
-if TYPE_CHECKING:
-    from mailproxy.adapters.postgres import PostgresStore
-
-
 log = logging.getLogger("mailproxy")
 
 #: ``host=… dbname=…``: a libpq key=value string, not a file name.
 _LOOKS_LIKE_CONNINFO = re.compile(r"(?:^|\s)(?:host|dbname|user|port)=\S")
 
 
-def build_store(settings: Settings) -> MemoryStore | SqliteStore | PostgresStore:
+def build_store(settings: Settings) -> Store:
     """``:memory:`` → the memory store; ``postgresql://…`` → PostgreSQL; a file path →
     SQLite."""
     db_path = settings.db_path
@@ -221,5 +218,5 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         retention=RetentionOptions(retention_s=settings.reporting.retention_s),
         worker_id=settings.worker_id,
         run_dispatcher=run_dispatcher,
-        changes=cast("PostgresStore", store) if settings.on_postgres else None,
+        changes=store if isinstance(store, ChangeFeed) else None,
     )

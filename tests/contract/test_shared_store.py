@@ -1,6 +1,6 @@
-"""Contract of a store that several processes share (each test also runs against the
-memory store, which is its own twin): claims, lease recovery, rate-limit reservations and
-the report lease hold across store instances working at the same time."""
+"""Contract of a store that several processes share, on every store that can be shared
+(a SQLite file, PostgreSQL; the memory store cannot): claims, lease recovery, rate-limit
+reservations and the report lease hold across store instances working at the same time."""
 
 from __future__ import annotations
 
@@ -11,11 +11,18 @@ import pytest
 from mailproxy.domain.model import Account, Status
 from mailproxy.domain.outcome import Delivered
 from mailproxy.domain.policy import RateWindow
-from tests.conftest import new_message, transition_for
+from tests.conftest import SHARED_KINDS, make_store, new_message, opened, transition_for
 
 pytestmark = pytest.mark.usefixtures("accounts")
 
 NOW = 1_800_000_000.0
+
+
+@pytest.fixture(params=SHARED_KINDS)
+async def store(request, tmp_path):
+    """An open store of each kind that several processes can share."""
+    async with opened(make_store(request.param, tmp_path)) as store:
+        yield store
 
 
 async def test_concurrent_claims_from_two_processes_never_take_a_message_twice(store, twin):

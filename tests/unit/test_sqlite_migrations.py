@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 
-import sqlite_utils
-
-from mailproxy.adapters.sqlite import MIGRATIONS, migrate
+from mailproxy.adapters.sqlite import MIGRATIONS, migrate, run_script
 
 
 def file_at_version(path, version: int) -> sqlite3.Connection:
     """A SQLite file with the schema as the first ``version`` migrations left it."""
     conn = sqlite3.connect(path, isolation_level=None)
-    db = sqlite_utils.Database(conn)
-    for number, step in enumerate(MIGRATIONS[:version]):
-        step(db)
+    for number, script in enumerate(MIGRATIONS[:version]):
+        run_script(conn, script)
         conn.execute(f"PRAGMA user_version = {number + 1}")
     return conn
 

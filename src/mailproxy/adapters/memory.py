@@ -1,49 +1,37 @@
 """In-memory store: a real adapter of every storage port, for tests and embedding.
 
-Nothing survives the process. It passes the same contract suites as the SQLite store.
+Nothing survives the process. It passes the same contract suites as the SQL stores and
+takes its policy from the same domain functions (queue order, fairness, slot grants, the
+resubmission rule, the suspended-scope status, the account-deletion rule).
 """
 
 from __future__ import annotations
 
 import heapq
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
-from mailproxy.domain.access import (
-    Caller,
-    IdempotentStart,
-    TenantKey,
-    idempotency_scope,
-    idempotent_state,
-)
+from mailproxy.adapters.memory_records import MemoryRecords, StoredEvent
 from mailproxy.domain.errors import Conflict
 from mailproxy.domain.lifecycle import (
+    account_deletion_refusal,
     is_final,
-    requeue_status,
     resubmission_refusal,
+    stored_status,
 )
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
-    Account,
-    AccountPause,
     Claim,
-    DeleteResult,
     HistoryEntry,
     Lease,
-    MessagePage,
-    MinuteCount,
     NewMessage,
     QueuedMessage,
     Rejection,
-    ReportBacklog,
     Status,
     StoredReport,
-    SuspendState,
-    Tenant,
     Transition,
-    minute_start,
 )
 from mailproxy.domain.policy import (
     RateWindow,
@@ -53,61 +41,16 @@ from mailproxy.domain.policy import (
     grant_slot,
     held_by_tenant,
     queue_order,
-    suspension_of,
 )
 
 replace = msgspec.structs.replace
 
 
-class _Report(msgspec.Struct):
-    seq: int
-    tenant_id: str
-    pk: int
-    report: StoredReport
-    created_ts: float = 0.0
-    acked: bool = False
-
-
-class MemoryStore:
-    """Implements ``MessageStore``, ``ConfigStore`` and ``ReportOutbox`` in memory."""
-
-    def __init__(self) -> None:
-        self._messages: dict[int, QueuedMessage] = {}
-        self._keys: dict[tuple[str, str], int] = {}
-        self._history: dict[int, list[HistoryEntry]] = {}
-        self._reports: list[_Report] = []
-        self._tenants: dict[str, Tenant] = {}
-        self._accounts: dict[tuple[str, str], Account] = {}
-        # Per account: a heap of (rank, seq, pk); entries that no longer match are skipped.
-        self._queues: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
-        self._slots: dict[str, list[tuple[float, int | None]]] = {}  # key -> (ts, holder)
-        self._pauses: dict[tuple[str, str], AccountPause] = {}
-        self._suspended: dict[str, set[str]] = {}
-        self._tenant_keys: dict[str, TenantKey] = {}
-        self._report_leases: dict[str, tuple[str, float]] = {}  # tenant -> (owner, expiry)
-        #: (scope, key) -> (fingerprint, status, body, created_ts)
-        self._idempotency: dict[tuple[str, str], tuple[str, int | None, bytes | None, float]] = {}
-        self._idempotency_owners: dict[tuple[str, str], str] = {}
-        self._next_pk = 1
-        self._next_seq = 1
-        self._next_report = 1
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
+class MemoryStore(MemoryRecords):
+    """Implements every storage port in memory (the records and reads in
+    :class:`~mailproxy.adapters.memory_records.MemoryRecords`; the queue here)."""
 
     # --- queue ------------------------------------------------------------------------
-
-    def _push(self, message: QueuedMessage) -> None:
-        if message.status in QUEUED_STATUSES:
-            queue = self._queues.setdefault((message.tenant_id, message.account_id), [])
-            heapq.heappush(queue, (*queue_order(message), message.pk))
-
-    def _release_slots(self, pk: int) -> None:
-        for key, slots in self._slots.items():
-            self._slots[key] = [slot for slot in slots if slot[1] != pk]
 
     async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
         rejected: list[Rejection] = []
@@ -124,10 +67,9 @@ class MemoryStore:
                 self._next_pk += 1
                 self._keys[(new.tenant_id, new.id)] = pk
             self._release_slots(pk)
-            suspended = suspension_of(self._suspended.get(new.tenant_id, ()), new.batch_code)
             fields = msgspec.structs.asdict(new)
-            if suspended is not None:
-                fields["status"] = Status.SUSPENDED
+            suspended = self._suspended.get(new.tenant_id, ())
+            fields["status"] = stored_status(new.status, suspended, new.batch_code)
             message = QueuedMessage(
                 pk=pk,
                 seq=self._next_seq,
@@ -190,6 +132,7 @@ class MemoryStore:
         queue = self._queues.get(key, [])
         heads: list[QueuedMessage] = []
         not_due: list[tuple[float, int, int]] = []
+        seen: set[int] = set()
         while queue and len(heads) < count:
             entry = heapq.heappop(queue)
             message = self._messages.get(entry[2])
@@ -197,6 +140,9 @@ class MemoryStore:
                 continue
             if queue_order(message) != entry[:2] or (message.tenant_id, message.account_id) != key:
                 continue
+            if message.pk in seen:
+                continue  # pushed again when its suspension was lifted: one entry is enough
+            seen.add(message.pk)
             if message.due_ts > now:
                 not_due.append(entry)
                 continue
@@ -258,10 +204,8 @@ class MemoryStore:
 
     def _apply(self, message: QueuedMessage, transition: Transition, now: float) -> None:
         pk = message.pk
-        status = transition.status
         suspensions = self._suspended.get(message.tenant_id, ())
-        if status in QUEUED_STATUSES and suspension_of(suspensions, message.batch_code):
-            status = Status.SUSPENDED
+        status = stored_status(transition.status, suspensions, message.batch_code)
         updated = replace(
             message,
             status=status,
@@ -298,7 +242,7 @@ class MemoryStore:
             seq = self._next_report
             self._next_report += 1
             self._reports.append(
-                _Report(seq, message.tenant_id, pk, StoredReport(seq, event), created_ts=now)
+                StoredEvent(seq, message.tenant_id, pk, StoredReport(seq, event), created_ts=now)
             )
         self._push(updated)
 
@@ -308,20 +252,6 @@ class MemoryStore:
             return False
         self._requeue(message, now)
         return True
-
-    def _requeue(self, message: QueuedMessage, now: float) -> None:
-        status = requeue_status(message.attempts, message.due_ts, now)
-        updated = replace(
-            message,
-            status=status,
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_ts=None,
-            attempt_open=False,
-            updated_ts=now,
-        )
-        self._messages[message.pk] = updated
-        self._push(updated)
 
     async def recover(
         self, *, owner: str, now: float, lease_s: float, own: bool = True
@@ -345,209 +275,6 @@ class MemoryStore:
             claims.append(Claim(taken, lease))
         return claims
 
-    # --- reading and deleting ---------------------------------------------------------
-
-    async def get_message(self, tenant_id: str, message_id: str) -> QueuedMessage | None:
-        pk = self._keys.get((tenant_id, message_id))
-        return self._messages.get(pk) if pk is not None else None
-
-    async def list_messages(
-        self,
-        tenant_id: str,
-        *,
-        statuses: Collection[Status] = (),
-        batch_code: str | None = None,
-        active_only: bool = False,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> MessagePage:
-        after = int(cursor) if cursor else 0
-        wanted = set(statuses)
-        selected = sorted(
-            (
-                m
-                for m in self._messages.values()
-                if m.tenant_id == tenant_id
-                and m.seq > after
-                and (not wanted or m.status in wanted)
-                and (batch_code is None or m.batch_code == batch_code)
-                and (not active_only or not is_final(m.status))
-            ),
-            key=lambda m: m.seq,
-        )
-        page = selected[:limit]
-        more = len(selected) > limit
-        return MessagePage(page, str(page[-1].seq) if more and page else None)
-
-    async def history(self, tenant_id: str, message_id: str) -> list[HistoryEntry]:
-        pk = self._keys.get((tenant_id, message_id))
-        return list(self._history.get(pk, [])) if pk is not None else []
-
-    def _remove(self, pk: int) -> None:
-        message = self._messages.pop(pk)
-        del self._keys[(message.tenant_id, message.id)]
-        self._history.pop(pk, None)
-        self._release_slots(pk)
-        self._reports = [r for r in self._reports if r.pk != pk or r.acked]
-
-    async def delete_messages(self, tenant_id: str, ids: Sequence[str]) -> DeleteResult:
-        removed, not_found, in_flight = 0, [], []
-        for message_id in dict.fromkeys(ids):
-            pk = self._keys.get((tenant_id, message_id))
-            if pk is None:
-                not_found.append(message_id)
-            elif self._messages[pk].status is Status.SENDING:
-                in_flight.append(message_id)
-            else:
-                self._remove(pk)
-                removed += 1
-        return DeleteResult(removed, not_found, in_flight)
-
-    async def next_due_ts(self, after: float) -> float | None:
-        instants = [
-            m.due_ts
-            for m in self._messages.values()
-            if m.status in QUEUED_STATUSES and m.due_ts > after
-        ]
-        instants += [p.until_ts for p in self._pauses.values() if p.until_ts > after]
-        return min(instants) if instants else None
-
-    async def count_ahead(self, message: QueuedMessage, now: float) -> int:
-        return sum(
-            1
-            for m in self._messages.values()
-            if m.tenant_id == message.tenant_id
-            and m.account_id == message.account_id
-            and m.status in QUEUED_STATUSES
-            and m.due_ts <= now
-            and queue_order(m) < queue_order(message)
-        )
-
-    async def account_pause(self, tenant_id: str, account_id: str) -> AccountPause | None:
-        return self._pauses.get((tenant_id, account_id))
-
-    async def suspended_batches(self, tenant_id: str) -> list[str]:
-        return sorted(self._suspended.get(tenant_id, ()))
-
-    def _pending_in_scope(self, tenant_id: str, batch_code: str | None) -> int:
-        return sum(
-            1
-            for m in self._messages.values()
-            if m.tenant_id == tenant_id
-            and not is_final(m.status)
-            and (batch_code is None or m.batch_code == batch_code)
-        )
-
-    async def suspend(self, tenant_id: str, batch_code: str | None, now: float) -> SuspendState:
-        suspended = self._suspended.setdefault(tenant_id, set())
-        if "*" not in suspended:
-            suspended.add(batch_code or "*")
-            for m in list(self._messages.values()):
-                if (
-                    m.tenant_id == tenant_id
-                    and m.status in QUEUED_STATUSES
-                    and (batch_code is None or m.batch_code == batch_code)
-                ):
-                    self._messages[m.pk] = replace(m, status=Status.SUSPENDED, updated_ts=now)
-        return SuspendState(
-            tenant_id, sorted(suspended), self._pending_in_scope(tenant_id, batch_code)
-        )
-
-    async def activate(self, tenant_id: str, batch_code: str | None, now: float) -> SuspendState:
-        suspended = self._suspended.setdefault(tenant_id, set())
-        if batch_code is not None and "*" in suspended:
-            raise Conflict("the whole tenant is suspended: activate the tenant first")
-        suspended.discard(batch_code or "*")
-        for m in list(self._messages.values()):
-            if (
-                m.tenant_id == tenant_id
-                and m.status is Status.SUSPENDED
-                and suspension_of(suspended, m.batch_code) is None
-            ):
-                self._requeue(m, now)
-        return SuspendState(
-            tenant_id, sorted(suspended), self._pending_in_scope(tenant_id, batch_code)
-        )
-
-    async def purge_final(self, tenant_id: str | None, final_before_ts: float) -> int:
-        unreported = {r.pk for r in self._reports if not r.acked}
-        doomed = [
-            m.pk
-            for m in self._messages.values()
-            if (tenant_id is None or m.tenant_id == tenant_id)
-            and is_final(m.status)
-            and m.final_ts is not None
-            and m.final_ts < final_before_ts
-            and m.pk not in unreported
-        ]
-        for pk in doomed:
-            self._remove(pk)
-        gone = set(doomed)
-        self._reports = [r for r in self._reports if r.pk not in gone]
-        return len(doomed)
-
-    async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
-        counts: dict[Status, int] = {}
-        for m in self._messages.values():
-            if tenant_id is None or m.tenant_id == tenant_id:
-                counts[m.status] = counts.get(m.status, 0) + 1
-        return counts
-
-    async def oldest_not_final(self) -> dict[str, float]:
-        oldest: dict[str, float] = {}
-        for m in self._messages.values():
-            if not is_final(m.status):
-                oldest[m.tenant_id] = min(m.created_ts, oldest.get(m.tenant_id, m.created_ts))
-        return oldest
-
-    async def finished_per_minute(self, since_ts: float) -> list[MinuteCount]:
-        counts: dict[tuple[int, str, Status], int] = {}
-        for m in self._messages.values():
-            if m.final_ts is not None and m.final_ts >= since_ts and is_final(m.status):
-                key = (minute_start(m.final_ts), m.tenant_id, m.status)
-                counts[key] = counts.get(key, 0) + 1
-        return [MinuteCount(*key, count) for key, count in sorted(counts.items())]
-
-    # --- configuration ----------------------------------------------------------------
-
-    async def put_tenant(self, tenant: Tenant) -> None:
-        self._tenants[tenant.id] = tenant
-
-    async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        return self._tenants.get(tenant_id)
-
-    async def list_tenants(self) -> list[Tenant]:
-        return [self._tenants[k] for k in sorted(self._tenants)]
-
-    async def delete_tenant(self, tenant_id: str) -> bool:
-        if self._tenants.pop(tenant_id, None) is None:
-            return False
-        for key in [k for k in self._accounts if k[0] == tenant_id]:
-            del self._accounts[key]
-        for pk in [pk for (t, _), pk in self._keys.items() if t == tenant_id]:
-            self._remove(pk)
-        self._reports = [r for r in self._reports if r.tenant_id != tenant_id]
-        self._pauses = {k: p for k, p in self._pauses.items() if k[0] != tenant_id}
-        self._suspended.pop(tenant_id, None)
-        self._tenant_keys.pop(tenant_id, None)
-        self._report_leases.pop(tenant_id, None)
-        scope = idempotency_scope(Caller(tenant_id))
-        self._idempotency = {k: r for k, r in self._idempotency.items() if k[0] != scope}
-        return True
-
-    async def put_account(self, account: Account) -> None:
-        if account.is_default:
-            for key, other in self._accounts.items():
-                if key[0] == account.tenant_id and other.is_default:
-                    self._accounts[key] = replace(other, is_default=False)
-        self._accounts[(account.tenant_id, account.id)] = account
-
-    async def get_account(self, tenant_id: str, account_id: str) -> Account | None:
-        return self._accounts.get((tenant_id, account_id))
-
-    async def list_accounts(self, tenant_id: str) -> list[Account]:
-        return [a for k, a in sorted(self._accounts.items()) if k[0] == tenant_id]
-
     async def delete_account(
         self,
         tenant_id: str,
@@ -564,110 +291,12 @@ class MemoryStore:
             if (m.tenant_id, m.account_id) == (tenant_id, account_id)
             and (m.status in QUEUED_STATUSES or m.status is Status.SUSPENDED)
         ]
-        if waiting and abandon is None:
-            raise Conflict(
-                f"account {account_id} still has {len(waiting)} queued messages "
-                "(delete with force to fail them)"
-            )
+        refusal = account_deletion_refusal(account_id, len(waiting), abandon=abandon is not None)
+        if refusal is not None:
+            raise Conflict(refusal)
         for message in waiting:
-            assert abandon is not None
+            assert abandon is not None  # no refusal: the account is deleted with force
             self._apply(message, abandon(message), now)
         del self._accounts[(tenant_id, account_id)]
         self._pauses.pop((tenant_id, account_id), None)
         return True
-
-    # --- access -----------------------------------------------------------------------
-
-    async def put_tenant_key(self, key: TenantKey) -> None:
-        self._tenant_keys[key.tenant_id] = key
-
-    async def find_tenant_key(self, digest: str) -> TenantKey | None:
-        return next((k for k in self._tenant_keys.values() if k.digest == digest), None)
-
-    async def delete_tenant_key(self, tenant_id: str) -> bool:
-        return self._tenant_keys.pop(tenant_id, None) is not None
-
-    async def begin_idempotent(
-        self,
-        scope: str,
-        key: str,
-        fingerprint: str,
-        now: float,
-        *,
-        ttl_s: float,
-        stale_s: float,
-        owner: str = "",
-    ) -> IdempotentStart:
-        self._idempotency = {k: r for k, r in self._idempotency.items() if r[3] > now - ttl_s}
-        record = self._idempotency.get((scope, key))
-        if record is not None:
-            start = idempotent_state(*record, fingerprint, now, stale_s)
-            if start is not None:
-                return start
-        self._idempotency[(scope, key)] = (fingerprint, None, None, now)
-        self._idempotency_owners[(scope, key)] = owner
-        return IdempotentStart("new")
-
-    async def release_idempotent(self, owner: str) -> int:
-        released = [
-            k
-            for k, record in self._idempotency.items()
-            if record[1] is None and self._idempotency_owners.get(k) == owner
-        ]
-        for k in released:
-            del self._idempotency[k]
-        return len(released)
-
-    async def finish_idempotent(self, scope: str, key: str, status: int, body: bytes) -> None:
-        record = self._idempotency.get((scope, key))
-        if record is not None:
-            self._idempotency[(scope, key)] = (record[0], status, body, record[3])
-
-    async def forget_idempotent(self, scope: str, key: str) -> None:
-        record = self._idempotency.get((scope, key))
-        if record is not None and record[1] is None:
-            del self._idempotency[(scope, key)]
-
-    # --- report outbox ----------------------------------------------------------------
-
-    async def pending_reports(self, tenant_id: str, limit: int) -> list[StoredReport]:
-        pending = [r.report for r in self._reports if r.tenant_id == tenant_id and not r.acked]
-        return pending[:limit]
-
-    async def tenants_with_pending_reports(self) -> set[str]:
-        return {r.tenant_id for r in self._reports if not r.acked}
-
-    async def acknowledge_reports(
-        self, tenant_id: str, event_ids: Sequence[str], now: float
-    ) -> int:
-        wanted = set(event_ids)
-        changed = 0
-        for r in self._reports:
-            if r.tenant_id == tenant_id and not r.acked and r.report.event.event_id in wanted:
-                r.acked = True
-                changed += 1
-        return changed
-
-    async def report_backlog(self, tenant_id: str) -> ReportBacklog:
-        pending = [r for r in self._reports if r.tenant_id == tenant_id and not r.acked]
-        return ReportBacklog(len(pending), pending[0].created_ts if pending else None)
-
-    async def report_backlogs(self) -> dict[str, ReportBacklog]:
-        backlogs: dict[str, ReportBacklog] = {}
-        for r in self._reports:
-            if not r.acked:
-                known = backlogs.get(r.tenant_id)
-                oldest = r.created_ts if known is None else known.oldest_ts
-                backlogs[r.tenant_id] = ReportBacklog((known.count if known else 0) + 1, oldest)
-        return backlogs
-
-    async def lease_reports(self, tenant_id: str, owner: str, now: float, lease_s: float) -> bool:
-        holder, expires_ts = self._report_leases.get(tenant_id, (owner, now))
-        if holder != owner and expires_ts > now:
-            return False
-        self._report_leases[tenant_id] = (owner, now + lease_s)
-        return True
-
-    async def release_reports(self, tenant_id: str, owner: str) -> None:
-        if self._report_leases.get(tenant_id, (None, 0.0))[0] == owner:
-            del self._report_leases[tenant_id]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Literal
 
 import msgspec
 
 from mailproxy.domain.model import (
+    QUEUED_STATUSES,
     AccountPause,
     HistoryEntry,
     QueuedMessage,
@@ -25,7 +27,7 @@ from mailproxy.domain.outcome import (
     Temporary,
     Unknown,
 )
-from mailproxy.domain.policy import pause_account
+from mailproxy.domain.policy import pause_account, suspension_of
 from mailproxy.domain.retry import RetryPolicy, retry_delay
 
 #: Which state may follow which. ``sending`` is left by an attempt's outcome or by a
@@ -125,8 +127,15 @@ def decide(
     account's pause when the message was claimed: any outcome that got past the account's
     own checks ends it.
     """
-    transition = _transition_after(
-        message, outcome, now, policy, unknown_policy, jitter_sample, event_id, pause
+    transition = _decide(
+        message,
+        outcome,
+        now=now,
+        policy=policy,
+        unknown_policy=unknown_policy,
+        jitter_sample=jitter_sample,
+        event_id=event_id,
+        pause=pause,
     )
     if isinstance(outcome, Delivered | Unknown):
         slots: Literal["consume", "release", "keep"] = "consume"
@@ -142,9 +151,10 @@ def decide(
     )
 
 
-def _transition_after(
+def _decide(
     message: QueuedMessage,
     outcome: Outcome,
+    *,
     now: float,
     policy: RetryPolicy,
     unknown_policy: UnknownPolicy,
@@ -155,17 +165,15 @@ def _transition_after(
     attempt = message.attempts + 1
     duplicate = message.possible_duplicate
     if isinstance(outcome, RateLimited):
-        return _after_rate_limit(message, outcome, event_id, now)
+        return _rate_limited(message, outcome, event_id, now)
     if isinstance(outcome, Delivered):
-        return _after_delivery(message, outcome, event_id, now)
+        return _delivered(message, outcome, event_id, now)
     if isinstance(outcome, Permanent):
         return _fail(message, event_id, attempt, duplicate, outcome.reason, outcome.smtp_code, now)
     if isinstance(outcome, Unknown):
-        return _after_unknown(
-            message, outcome, event_id, now, policy, unknown_policy, jitter_sample
-        )
+        return _unknown(message, outcome, event_id, now, policy, unknown_policy, jitter_sample)
     if isinstance(outcome, AccountBroken):
-        return _after_account_failure(message, outcome, event_id, now, policy, jitter_sample, pause)
+        return _account_broken(message, outcome, event_id, now, policy, jitter_sample, pause)
     assert isinstance(outcome, Temporary)
     return _retry(
         message, event_id, attempt, duplicate, outcome.reason, outcome.smtp_code, now, policy,
@@ -173,33 +181,23 @@ def _transition_after(
     )  # fmt: skip
 
 
-def _after_rate_limit(
+def _rate_limited(
     message: QueuedMessage, outcome: RateLimited, event_id: str, now: float
 ) -> Transition:
-    """No attempt was made: the attempt count stays, the message waits for its window
-    (or fails at once when the account rejects over-limit messages)."""
     duplicate = message.possible_duplicate
     if outcome.reject:
-        reason = f"rate_limit_exceeded: {outcome.window}"
-        return _fail(message, event_id, message.attempts, duplicate, reason, None, now)
+        return _fail(
+            message, event_id, message.attempts, duplicate,
+            f"rate_limit_exceeded: {outcome.window}", None, now,
+        )  # fmt: skip
     return _defer(
-        message,
-        event_id,
-        message.attempts,
-        duplicate,
-        now,
-        outcome.until_ts,
-        reason="rate_limit",
-        wait_reason="rate_limit",
-        wait_detail=outcome.window,
-        error=message.error,
-        code=None,
-    )
+        message, event_id, message.attempts, duplicate, now, outcome.until_ts,
+        reason="rate_limit", wait_reason="rate_limit", wait_detail=outcome.window,
+        error=message.error, code=None,
+    )  # fmt: skip
 
 
-def _after_delivery(
-    message: QueuedMessage, outcome: Delivered, event_id: str, now: float
-) -> Transition:
+def _delivered(message: QueuedMessage, outcome: Delivered, event_id: str, now: float) -> Transition:
     attempt = message.attempts + 1
     duplicate = message.possible_duplicate
     return Transition(
@@ -225,7 +223,7 @@ def _after_delivery(
     )
 
 
-def _after_unknown(
+def _unknown(
     message: QueuedMessage,
     outcome: Unknown,
     event_id: str,
@@ -234,13 +232,12 @@ def _after_unknown(
     unknown_policy: UnknownPolicy,
     jitter_sample: float,
 ) -> Transition:
-    """The server may have taken the message: reported as ``unknown``, then either kept
-    (at most once) or retried flagged as a possible duplicate (at least once)."""
     attempt = message.attempts + 1
     duplicate = message.possible_duplicate
     unknown_event = _event(
-        message, event_id, "unknown", attempt, duplicate, unknown_ts=int(now), error=outcome.reason
-    )
+        message, event_id, "unknown", attempt, duplicate, unknown_ts=int(now),
+        error=outcome.reason,
+    )  # fmt: skip
     if unknown_policy == "at_most_once":
         return Transition(
             status=Status.UNKNOWN,
@@ -253,17 +250,9 @@ def _after_unknown(
             history=HistoryEntry("unknown", now, outcome.reason),
         )
     retry = _retry(
-        message,
-        f"{event_id}.1",
-        attempt,
-        True,
-        outcome.reason,
-        None,
-        now,
-        policy,
-        jitter_sample,
-        report_deferral=False,
-    )
+        message, f"{event_id}.1", attempt, True, outcome.reason, None, now, policy,
+        jitter_sample, report_deferral=False,
+    )  # fmt: skip
     return Transition(
         status=retry.status,
         due_ts=retry.due_ts,
@@ -276,7 +265,7 @@ def _after_unknown(
     )
 
 
-def _after_account_failure(
+def _account_broken(
     message: QueuedMessage,
     outcome: AccountBroken,
     event_id: str,
@@ -285,36 +274,21 @@ def _after_account_failure(
     jitter_sample: float,
     pause: AccountPause | None,
 ) -> Transition:
-    """The account, not the message, failed: the account is paused (longer after each
-    failure) and the message waits for the pause to end, unless that outlives its age."""
     duplicate = message.possible_duplicate
     paused = pause_account(
-        message.tenant_id,
-        message.account_id,
-        pause.failures if pause is not None else 0,
-        outcome.reason,
-        now,
-        policy,
-        jitter_sample,
-    )
+        message.tenant_id, message.account_id, pause.failures if pause is not None else 0,
+        outcome.reason, now, policy, jitter_sample,
+    )  # fmt: skip
     if paused.until_ts - message.created_ts > policy.max_age_s:
         return _fail(
             message, event_id, message.attempts, duplicate, f"expired: {outcome.reason}",
             outcome.smtp_code, now,
         )  # fmt: skip
     deferral = _defer(
-        message,
-        event_id,
-        message.attempts,
-        duplicate,
-        now,
-        paused.until_ts,
-        reason=outcome.reason,
-        wait_reason="account_paused",
-        wait_detail=outcome.reason,
-        error=outcome.reason,
-        code=outcome.smtp_code,
-    )
+        message, event_id, message.attempts, duplicate, now, paused.until_ts,
+        reason=outcome.reason, wait_reason="account_paused", wait_detail=outcome.reason,
+        error=outcome.reason, code=outcome.smtp_code,
+    )  # fmt: skip
     return msgspec.structs.replace(deferral, pause=paused)
 
 
@@ -450,6 +424,29 @@ def resubmission_refusal(existing: Status, possible_duplicate: bool = False) -> 
         return "already sent"
     if existing in (Status.SENDING, Status.UNKNOWN) or possible_duplicate:
         return "in flight"
+    return None
+
+
+def stored_status(status: Status, suspended: Collection[str], batch_code: str | None) -> Status:
+    """The status a message is stored with when it is accepted or goes back to the queue
+    (``status``): ``suspended`` while its tenant or its batch is suspended (see
+    :func:`mailproxy.domain.policy.suspension_of`); a suspended message is never claimed
+    until its scope is activated."""
+    if status in QUEUED_STATUSES and suspension_of(suspended, batch_code) is not None:
+        return Status.SUSPENDED
+    return status
+
+
+def account_deletion_refusal(account_id: str, waiting: int, *, abandon: bool) -> str | None:
+    """Why an account may not be deleted, or None if it may: while ``waiting`` messages
+    (queued or suspended) remain, only with ``abandon`` (``force``), which fails each of
+    them (:func:`abandon`) in the same transaction. Messages being sent finish their
+    attempt either way."""
+    if waiting and not abandon:
+        return (
+            f"account {account_id} still has {waiting} queued messages "
+            "(delete with force to fail them)"
+        )
     return None
 
 

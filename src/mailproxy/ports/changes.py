@@ -3,15 +3,18 @@ made work (messages accepted or due again, report events written).
 
 Optional: without one, a process sees other processes' work at its next timer (the next
 due message it knows of, the report loop's poll). Implemented by the PostgreSQL store
-(LISTEN/NOTIFY); checked by the system tests with several processes.
+(LISTEN/NOTIFY); a store provides one when it is one (``isinstance(store, ChangeFeed)``).
+Contract: ``tests/contract/test_change_feed.py``, and the system tests with several
+processes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
+@runtime_checkable
 class ChangeFeed(Protocol):
     async def watch(self, on_queue: Callable[[], None], on_reports: Callable[[], None]) -> None:
         """Start calling ``on_queue`` when any process makes messages claimable and

@@ -1,8 +1,14 @@
-"""Storage ports: the message queue, the configuration, and the report outbox.
+"""The storage port: :class:`Store`, in four sections — the message queue
+(:class:`MessageStore`), the configuration (:class:`ConfigStore`), the report outbox
+(:class:`ReportOutbox`) and access (:class:`AccessStore`).
 
-One adapter usually implements all three on one database, because a state change and its
-report event must commit in the same transaction. Contract suites:
-``tests/contract/test_message_store.py``, ``test_config_store.py``, ``test_report_outbox.py``.
+A store is one object on one database: a state change and its report event commit in one
+transaction, and deleting a tenant removes its accounts, messages, events and keys
+together. The sections are Protocols of their own only so that a collaborator can ask for
+the part it uses (the sealing decorators in ``adapters/sealed.py`` wrap the configuration
+and access sections). Contract suites: ``tests/contract/test_message_store.py``,
+``test_queue_policy_store.py``, ``test_config_store.py``, ``test_report_outbox.py``,
+``test_access_store.py``, ``test_store_follows_the_domain.py``, all run over every store.
 """
 
 from __future__ import annotations
@@ -309,3 +315,9 @@ class AccessStore(Protocol):
         """Drop every unfinished record ``owner`` started, finished ones untouched; return
         how many. A worker calls it when it starts: the requests it was running died with
         its previous process, and their keys may be retried at once."""
+
+
+class Store(MessageStore, ConfigStore, ReportOutbox, AccessStore, Protocol):
+    """Every section on one database: what each shipped store implements (``MemoryStore``,
+    ``SqliteStore``, ``PostgresStore``). A store that also implements
+    :class:`mailproxy.ports.changes.ChangeFeed` tells other processes of the work it makes."""

@@ -1,4 +1,4 @@
-"""What the SQL stores (SQLite and PostgreSQL) share: the message row's columns in the
+"""What the SQL operations share: the message row's columns in the
 order the queries select them, the status sets as SQL literals, and the codecs of the
 JSON-encoded columns."""
 
@@ -31,6 +31,7 @@ COLUMNS = (
     "error, smtp_code, lease_owner, lease_token, lease_expires_ts, attempt_open, rank, "
     "wait_reason, wait_detail, final_ts"
 )
+_NAMES = [name.strip() for name in COLUMNS.split(",")]
 #: Messages resumed per step of ``activate``: its memory stays flat however many wait.
 RESUME_CHUNK = 1000
 QUEUED_SQL = "('pending', 'scheduled', 'deferred')"
@@ -49,37 +50,13 @@ def max_connections(account_data: bytes) -> int:
     return account_decoder.decode(account_data).max_connections
 
 
-def message_from_row(row: tuple[Any, ...]) -> QueuedMessage:
-    return QueuedMessage(
-        pk=row[0],
-        tenant_id=row[1],
-        id=row[2],
-        account_id=row[3],
-        priority=row[4],
-        seq=row[5],
-        status=Status(row[6]),
-        due_ts=row[7],
-        batch_code=row[8],
-        message_id=row[9],
-        date_ts=row[10],
-        spec=spec_decoder.decode(row[11]),
-        attempts=row[12],
-        possible_duplicate=bool(row[13]),
-        created_ts=row[14],
-        updated_ts=row[15],
-        sent_ts=row[16],
-        error_ts=row[17],
-        error=row[18],
-        smtp_code=row[19],
-        lease_owner=row[20],
-        lease_token=row[21],
-        lease_expires_ts=row[22],
-        attempt_open=bool(row[23]),
-        rank=row[24],
-        wait_reason=row[25],
-        wait_detail=row[26],
-        final_ts=row[27],
-    )
+def message_from_row(row: Sequence[Any]) -> QueuedMessage:
+    fields = dict(zip(_NAMES, row, strict=True))
+    fields["status"] = Status(fields["status"])
+    fields["spec"] = spec_decoder.decode(fields["spec"])
+    fields["possible_duplicate"] = bool(fields["possible_duplicate"])
+    fields["attempt_open"] = bool(fields["attempt_open"])
+    return QueuedMessage(**fields)
 
 
 def claims_of(
@@ -110,18 +87,8 @@ def claims_of(
     ]
 
 
-#: The UPDATE of a message by a transition, with its placeholders as ``{}``.
-TRANSITION_UPDATE = (
-    "UPDATE messages SET status = {}, due_ts = {}, attempts = {}, possible_duplicate = {}, "
-    "error = {}, smtp_code = {}, sent_ts = COALESCE({}, sent_ts), "
-    "error_ts = COALESCE({}, error_ts), final_ts = {}, lease_owner = NULL, "
-    "lease_token = NULL, lease_expires_ts = NULL, attempt_open = {}, updated_ts = {}, "
-    "wait_reason = {}, wait_detail = {} WHERE pk = {}"
-)
-
-
 def transition_values(t: Transition, status: Status, now: float, pk: int) -> tuple[Any, ...]:
-    """The values of :data:`TRANSITION_UPDATE` for ``t`` (``status``: the status it
+    """The values of the ``apply_transition`` query for ``t`` (``status``: the status it
     stores, which a suspension may have changed)."""
     return (
         status.value,

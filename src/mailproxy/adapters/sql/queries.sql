@@ -1,0 +1,294 @@
+-- The queries both engines run as written (? placeholders). Status sets: queued =
+-- ('pending', 'scheduled', 'deferred'), final = ('sent', 'error', 'unknown').
+
+-- name: suspensions
+SELECT batch_code FROM suspensions WHERE tenant_id = ?
+
+-- name: pauses
+SELECT tenant_id, account_id, failures, until_ts, reason FROM account_pauses
+
+-- name: account_pause
+SELECT tenant_id, account_id, failures, until_ts, reason FROM account_pauses
+WHERE tenant_id = ? AND account_id = ?
+
+-- name: upsert_message
+-- Replaces a message only where domain.lifecycle.resubmission_refusal allows it (not
+-- sent, not in flight, not a possible duplicate); which rows it stored is read back.
+INSERT INTO messages (tenant_id, id, account_id, priority, rank, seq, status, due_ts,
+    batch_code, message_id, date_ts, spec, created_ts, updated_ts)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (tenant_id, id) DO UPDATE SET account_id = excluded.account_id,
+    priority = excluded.priority, rank = excluded.rank, seq = excluded.seq,
+    status = excluded.status, due_ts = excluded.due_ts, batch_code = excluded.batch_code,
+    message_id = excluded.message_id, date_ts = excluded.date_ts, spec = excluded.spec,
+    created_ts = excluded.created_ts, updated_ts = excluded.updated_ts, attempts = 0,
+    possible_duplicate = FALSE, sent_ts = NULL, error_ts = NULL, final_ts = NULL,
+    error = NULL, smtp_code = NULL, lease_owner = NULL, lease_token = NULL,
+    lease_expires_ts = NULL, attempt_open = FALSE, wait_reason = NULL, wait_detail = NULL
+WHERE messages.status NOT IN ('sent', 'sending', 'unknown')
+    AND NOT messages.possible_duplicate
+
+-- name: stored_versions
+SELECT pk, id, seq, status, possible_duplicate FROM messages WHERE tenant_id = ? AND id IN
+
+-- name: history_queued
+INSERT INTO history (message_pk, event, ts) VALUES (?, 'queued', ?)
+
+-- name: history_entry
+INSERT INTO history (message_pk, event, ts, detail) VALUES (?, ?, ?, ?)
+
+-- name: held_by_owner
+SELECT tenant_id, account_id, COUNT(*) FROM messages
+WHERE status = 'sending' AND lease_owner = ? GROUP BY tenant_id, account_id
+
+-- name: account_configs
+SELECT tenant_id, id, data FROM accounts
+
+-- name: claim
+UPDATE messages SET status = 'sending', lease_owner = ?, lease_token = ?,
+    lease_expires_ts = ?, attempt_open = FALSE, updated_ts = ? WHERE pk = ?
+
+-- name: holds_lease
+SELECT tenant_id, account_id, batch_code, attempts, due_ts, attempt_open FROM messages
+WHERE pk = ? AND lease_token = ? AND status = 'sending'
+
+-- name: held_slot
+SELECT MAX(ts) FROM rate_slots WHERE message_pk = ?
+
+-- name: release_slots
+DELETE FROM rate_slots WHERE message_pk = ?
+
+-- name: rate_total
+-- rate_totals: one row per key on SQLite, deltas to sum on PostgreSQL.
+SELECT COALESCE(SUM(n), 0), COUNT(*) FROM rate_totals WHERE key = ?
+
+-- name: nth_newest_slot
+-- domain.policy.slot_free_at, in SQL: the limit-th newest reservation inside the window
+-- (none: room), up to a horizon; reads at most `limit` index entries.
+SELECT ts FROM rate_slots WHERE key = ? AND ts > ? AND ts <= ?
+ORDER BY ts DESC LIMIT 1 OFFSET ?
+
+-- name: forget_old_sends
+DELETE FROM rate_slots WHERE key = ? AND ts <= ? AND message_pk IS NULL
+
+-- name: reserve_slot
+INSERT INTO rate_slots (key, ts, message_pk) VALUES (?, ?, ?)
+
+-- name: consume_slots
+UPDATE rate_slots SET message_pk = NULL, ts = CASE WHEN ts < ? THEN ? ELSE ts END
+WHERE message_pk = ?
+
+-- name: open_attempt
+UPDATE messages SET attempt_open = TRUE, updated_ts = ?
+WHERE pk = ? AND lease_token = ? AND status = 'sending' RETURNING attempts
+
+-- name: apply_transition
+UPDATE messages SET status = ?, due_ts = ?, attempts = ?, possible_duplicate = ?,
+    error = ?, smtp_code = ?, sent_ts = COALESCE(?, sent_ts),
+    error_ts = COALESCE(?, error_ts), final_ts = ?, lease_owner = NULL,
+    lease_token = NULL, lease_expires_ts = NULL, attempt_open = ?, updated_ts = ?,
+    wait_reason = ?, wait_detail = ? WHERE pk = ?
+
+-- name: add_report
+INSERT INTO reports (event_id, tenant_id, message_pk, payload, created_ts)
+VALUES (?, ?, ?, ?, ?)
+
+-- name: put_pause
+INSERT INTO account_pauses (tenant_id, account_id, failures, until_ts, reason)
+VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, account_id) DO UPDATE
+SET failures = excluded.failures, until_ts = excluded.until_ts, reason = excluded.reason
+
+-- name: clear_pause
+DELETE FROM account_pauses WHERE tenant_id = ? AND account_id = ?
+
+-- name: requeue
+UPDATE messages SET status = ?, lease_owner = NULL, lease_token = NULL,
+    lease_expires_ts = NULL, attempt_open = FALSE, updated_ts = ? WHERE pk = ?
+
+-- name: expired_leases
+SELECT pk, attempts, due_ts, attempt_open FROM messages
+WHERE status = 'sending' AND ((? AND lease_owner = ?) OR lease_expires_ts <= ?)
+
+-- name: re_lease
+UPDATE messages SET lease_owner = ?, lease_token = ?, lease_expires_ts = ? WHERE pk = ?
+
+-- name: message_by_pk
+SELECT {columns} FROM messages WHERE pk = ?
+
+-- name: message
+SELECT {columns} FROM messages WHERE tenant_id = ? AND id = ?
+
+-- name: history
+SELECT h.event, h.ts, h.detail FROM history h JOIN messages m ON m.pk = h.message_pk
+WHERE m.tenant_id = ? AND m.id = ? ORDER BY h.pk
+
+-- name: remove_history
+DELETE FROM history WHERE message_pk = ?
+
+-- name: remove_unacked_reports
+DELETE FROM reports WHERE message_pk = ? AND acked_ts IS NULL
+
+-- name: remove_reports
+DELETE FROM reports WHERE message_pk = ?
+
+-- name: remove_message
+DELETE FROM messages WHERE pk = ?
+
+-- name: message_state
+SELECT pk, status FROM messages WHERE tenant_id = ? AND id = ?
+
+-- name: next_due
+SELECT (SELECT MIN(due_ts) FROM messages
+        WHERE status IN ('pending', 'scheduled', 'deferred') AND due_ts > ?),
+       (SELECT MIN(until_ts) FROM account_pauses WHERE until_ts > ?)
+
+-- name: count_ahead
+-- domain.policy.queue_order: (rank, seq).
+SELECT COUNT(*) FROM messages WHERE tenant_id = ? AND account_id = ?
+AND status IN ('pending', 'scheduled', 'deferred') AND due_ts <= ?
+AND (rank < ? OR (rank = ? AND seq < ?))
+
+-- name: not_final_in_tenant
+SELECT COUNT(*) FROM messages WHERE tenant_id = ?
+AND status NOT IN ('sent', 'error', 'unknown')
+
+-- name: add_suspension
+INSERT INTO suspensions (tenant_id, batch_code) VALUES (?, ?) ON CONFLICT DO NOTHING
+
+-- name: remove_suspension
+DELETE FROM suspensions WHERE tenant_id = ? AND batch_code = ?
+
+-- name: suspend_queued
+UPDATE messages SET status = 'suspended', updated_ts = ?
+WHERE tenant_id = ? AND status IN ('pending', 'scheduled', 'deferred')
+
+-- name: suspended_chunk
+SELECT pk, attempts, due_ts, batch_code, seq FROM messages WHERE tenant_id = ?
+AND status = 'suspended' AND seq > ? ORDER BY seq LIMIT ?
+
+-- name: set_status
+UPDATE messages SET status = ?, updated_ts = ? WHERE pk = ?
+
+-- name: purgeable
+SELECT pk FROM messages WHERE status IN ('sent', 'error', 'unknown') AND final_ts < ?
+AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.message_pk = messages.pk
+                AND r.acked_ts IS NULL)
+
+-- name: count_all
+-- status_counts: one row per (tenant, status) on SQLite, deltas to sum on PostgreSQL.
+SELECT status, SUM(n) FROM status_counts GROUP BY status HAVING SUM(n) > 0
+
+-- name: count_tenant
+SELECT status, SUM(n) FROM status_counts WHERE tenant_id = ? GROUP BY status
+HAVING SUM(n) > 0
+
+-- name: oldest_not_final
+SELECT tenant_id, MIN(created_ts) FROM messages
+WHERE status NOT IN ('sent', 'error', 'unknown') GROUP BY tenant_id
+
+-- name: put_tenant
+INSERT INTO tenants (id, data) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data
+
+-- name: tenant
+SELECT data FROM tenants WHERE id = ?
+
+-- name: tenants
+SELECT data FROM tenants ORDER BY id
+
+-- name: delete_tenant
+DELETE FROM tenants WHERE id = ?
+
+-- name: delete_tenant_rows
+DELETE FROM accounts WHERE tenant_id = ?;
+DELETE FROM history WHERE message_pk IN (SELECT pk FROM messages WHERE tenant_id = ?);
+DELETE FROM reports WHERE tenant_id = ?;
+DELETE FROM rate_slots WHERE message_pk IN (SELECT pk FROM messages WHERE tenant_id = ?);
+DELETE FROM messages WHERE tenant_id = ?;
+DELETE FROM account_pauses WHERE tenant_id = ?;
+DELETE FROM suspensions WHERE tenant_id = ?;
+DELETE FROM tenant_keys WHERE tenant_id = ?;
+DELETE FROM report_leases WHERE tenant_id = ?
+
+-- name: delete_scope_keys
+DELETE FROM idempotency WHERE scope = ?
+
+-- name: other_accounts
+SELECT id, data FROM accounts WHERE tenant_id = ? AND id != ?
+
+-- name: set_account_data
+UPDATE accounts SET data = ? WHERE tenant_id = ? AND id = ?
+
+-- name: put_account
+INSERT INTO accounts (tenant_id, id, data) VALUES (?, ?, ?)
+ON CONFLICT (tenant_id, id) DO UPDATE SET data = excluded.data
+
+-- name: account
+SELECT data FROM accounts WHERE tenant_id = ? AND id = ?
+
+-- name: accounts
+SELECT data FROM accounts WHERE tenant_id = ? ORDER BY id
+
+-- name: waiting_in_account
+SELECT {columns} FROM messages WHERE tenant_id = ? AND account_id = ?
+AND status IN ('pending', 'scheduled', 'deferred', 'suspended')
+
+-- name: delete_account
+DELETE FROM accounts WHERE tenant_id = ? AND id = ?
+
+-- name: put_tenant_key
+INSERT INTO tenant_keys (tenant_id, digest, expires_ts) VALUES (?, ?, ?)
+ON CONFLICT (tenant_id) DO UPDATE SET digest = excluded.digest, expires_ts = excluded.expires_ts
+
+-- name: tenant_key
+SELECT tenant_id, digest, expires_ts FROM tenant_keys WHERE digest = ?
+
+-- name: delete_tenant_key
+DELETE FROM tenant_keys WHERE tenant_id = ?
+
+-- name: forget_expired_keys
+DELETE FROM idempotency WHERE created_ts <= ?
+
+-- name: start_key
+-- Insert first: of two requests with one key, exactly one inserts.
+INSERT INTO idempotency (scope, key, fingerprint, created_ts, owner) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+
+-- name: key_record
+SELECT fingerprint, status, body, created_ts FROM idempotency WHERE scope = ? AND key = ?
+
+-- name: restart_key
+UPDATE idempotency SET fingerprint = ?, created_ts = ?, status = NULL, body = NULL, owner = ?
+WHERE scope = ? AND key = ?
+
+-- name: release_keys
+DELETE FROM idempotency WHERE owner = ? AND status IS NULL
+
+-- name: finish_key
+UPDATE idempotency SET status = ?, body = ? WHERE scope = ? AND key = ?
+
+-- name: forget_key
+DELETE FROM idempotency WHERE scope = ? AND key = ? AND status IS NULL
+
+-- name: pending_reports
+SELECT seq, payload FROM reports WHERE tenant_id = ? AND acked_ts IS NULL ORDER BY seq LIMIT ?
+
+-- name: tenants_with_pending_reports
+SELECT DISTINCT tenant_id FROM reports WHERE acked_ts IS NULL
+
+-- name: acknowledge_report
+UPDATE reports SET acked_ts = ? WHERE tenant_id = ? AND event_id = ? AND acked_ts IS NULL
+
+-- name: report_backlog
+SELECT COUNT(*), MIN(created_ts) FROM reports WHERE tenant_id = ? AND acked_ts IS NULL
+
+-- name: report_backlogs
+SELECT tenant_id, COUNT(*), MIN(created_ts) FROM reports WHERE acked_ts IS NULL
+GROUP BY tenant_id
+
+-- name: lease_reports
+INSERT INTO report_leases (tenant_id, owner, expires_ts) VALUES (?, ?, ?)
+ON CONFLICT (tenant_id) DO UPDATE SET owner = excluded.owner, expires_ts = excluded.expires_ts
+WHERE report_leases.owner = excluded.owner OR report_leases.expires_ts <= ? RETURNING 1
+
+-- name: release_reports
+DELETE FROM report_leases WHERE tenant_id = ? AND owner = ?

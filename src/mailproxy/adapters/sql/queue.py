@@ -1,0 +1,224 @@
+"""Queue operations: accept, claim, reserve rate slots, settle, give back, recover."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from mailproxy.adapters.sql.rows import (
+    claims_of,
+    encode,
+    max_connections,
+    message_from_row,
+    transition_values,
+)
+from mailproxy.adapters.sql.tx import Tx
+from mailproxy.domain.lifecycle import requeue_status, resubmission_refusal, stored_status
+from mailproxy.domain.model import (
+    AccountPause,
+    Claim,
+    Lease,
+    NewMessage,
+    Rejection,
+    Status,
+    Transition,
+)
+from mailproxy.domain.policy import (
+    RateWindow,
+    SlotGrant,
+    account_room,
+    fair_order,
+    held_by_tenant,
+)
+
+_PAUSE_FIELDS = ("tenant_id", "account_id", "failures", "until_ts", "reason")
+#: Ids read back per statement after an upsert (SQLite binds at most 32766 values).
+_READ_BACK_CHUNK = 500
+
+
+def suspensions(tx: Tx, tenant_id: str) -> frozenset[str]:
+    return frozenset(row[0] for row in tx.all(tx.q.suspensions, (tenant_id,)))
+
+
+def pauses(tx: Tx) -> dict[tuple[str, str], AccountPause]:
+    return {(row[0], row[1]): pause_of(row) for row in tx.all(tx.q.pauses)}
+
+
+def pause_of(row: Sequence[Any]) -> AccountPause:
+    return AccountPause(**dict(zip(_PAUSE_FIELDS, row, strict=True)))
+
+
+def enqueue(tx: Tx, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
+    suspended = {t: suspensions(tx, t) for t in dict.fromkeys(m.tenant_id for m in messages)}
+    given: dict[tuple[str, str], int] = {}  # the sequence number each id was given
+    rows = []
+    for new, seq in zip(messages, tx.sequence_numbers(len(messages)), strict=True):
+        status = stored_status(new.status, suspended[new.tenant_id], new.batch_code)
+        given[(new.tenant_id, new.id)] = seq
+        rows.append(
+            (
+                new.tenant_id, new.id, new.account_id, new.priority, new.rank, seq,
+                status.value, new.due_ts, new.batch_code, new.message_id, new.date_ts,
+                encode(new.spec), now, now,
+            )
+        )  # fmt: skip
+    tx.many(tx.q.upsert_message, rows)
+    # Which rows were stored: those that now carry the sequence number given here; the
+    # others were refused by the upsert's condition (resubmission_refusal says why).
+    stored: list[int] = []
+    refused: dict[tuple[str, str], str] = {}
+    for tenant_id in suspended:
+        ids = [message_id for t, message_id in given if t == tenant_id]
+        for start in range(0, len(ids), _READ_BACK_CHUNK):
+            chunk = ids[start : start + _READ_BACK_CHUNK]
+            sql = f"{tx.q.stored_versions} ({', '.join('?' * len(chunk))})"
+            for pk, message_id, seq, status, duplicate in tx.all(sql, (tenant_id, *chunk)):
+                key = (tenant_id, message_id)
+                if seq == given[key]:
+                    stored.append(pk)
+                else:
+                    refused[key] = resubmission_refusal(Status(status), bool(duplicate)) or ""
+    # A replaced message gives back any rate slot its previous version held.
+    tx.many(tx.q.release_slots, [(pk,) for pk in stored])
+    tx.many(tx.q.history_queued, [(pk, now) for pk in stored])
+    if stored:
+        tx.wake_queue()
+    return [
+        Rejection(new.id, refused[(new.tenant_id, new.id)])
+        for new in messages
+        if (new.tenant_id, new.id) in refused
+    ]
+
+
+def claim_due(
+    tx: Tx, *, now: float, limit: int, owner: str, lease_s: float, tenant_limit: int | None
+) -> list[Claim]:
+    token, expires = uuid.uuid4().hex, now + lease_s
+    in_flight = {(t, a): n for t, a, n in tx.all(tx.q.held_by_owner, (owner,))}
+    paused = pauses(tx)
+    rooms = []
+    for tenant_id, account_id, data in tx.all(tx.q.account_configs):
+        key = (tenant_id, account_id)
+        room = account_room(max_connections(data), in_flight.get(key, 0), paused.get(key), now)
+        if room > 0:
+            rooms.append((tenant_id, account_id, min(room, limit)))
+    if not rooms:
+        return []
+    candidates = [message_from_row(row) for row in tx.queue_heads(rooms, now)]
+    picked = fair_order(
+        candidates, limit, tenant_limit=tenant_limit, held=held_by_tenant(in_flight)
+    )
+    tx.many(tx.q.claim, [(owner, token, expires, now, m.pk) for m in picked])
+    return claims_of(picked, owner=owner, token=token, expires=expires, now=now, pauses=paused)
+
+
+def _held(tx: Tx, lease: Lease) -> tuple[str, str, str | None, int, float, bool] | None:
+    row = tx.one(tx.q.holds_lease + tx.FOR_UPDATE, (lease.pk, lease.token))
+    return None if row is None else (row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+
+
+def reserve_slots(
+    tx: Tx, lease: Lease, windows: Sequence[RateWindow], now: float
+) -> SlotGrant | None:
+    """:func:`mailproxy.domain.policy.grant_slot` over the stored reservations (see the
+    port's contract for the re-check of a slot that has come)."""
+    if _held(tx, lease) is None:
+        return None
+    (held,) = tx.one(tx.q.held_slot, (lease.pk,))
+    if held is not None:
+        if held > now:
+            return SlotGrant(held, "reserved earlier")
+        tx.run(tx.q.release_slots, (lease.pk,))
+    horizon = now if held is not None else float("inf")
+    longest: dict[str, float] = {}
+    for window in windows:
+        longest[window.key] = max(longest.get(window.key, 0.0), window.window_s)
+    tx.lock_keys(sorted(longest))
+    grant = SlotGrant(now)
+    for window in windows:
+        if tx.rate_total(window.key) < window.limit:
+            continue  # fewer reservations on the key than the limit: room
+        row = tx.one(
+            tx.q.nth_newest_slot, (window.key, now - window.window_s, horizon, window.limit - 1)
+        )
+        if row is not None and max(now, row[0] + window.window_s) > grant.at_ts:
+            grant = SlotGrant(max(now, row[0] + window.window_s), window.label)
+    for key, span in longest.items():
+        tx.run(tx.q.forget_old_sends, (key, now - span))
+        tx.run(tx.q.reserve_slot, (key, grant.at_ts, lease.pk))
+    return grant
+
+
+def mark_sending(tx: Tx, lease: Lease, now: float) -> bool:
+    row = tx.one(tx.q.open_attempt, (now, lease.pk, lease.token))
+    if row is None:
+        return False
+    tx.run(tx.q.history_entry, (lease.pk, "sending", now, f"attempt {row[0] + 1}"))
+    return True
+
+
+def complete(tx: Tx, lease: Lease, transition: Transition, now: float) -> bool:
+    held = _held(tx, lease)
+    if held is None:
+        return False
+    apply_transition(tx, lease.pk, held[0], held[1], held[2], transition, now)
+    return True
+
+
+def apply_transition(
+    tx: Tx,
+    pk: int,
+    tenant_id: str,
+    account_id: str,
+    batch_code: str | None,
+    t: Transition,
+    now: float,
+) -> None:
+    """Store ``t`` with its history, report events, rate slots and pause. A message going
+    back to the queue in a suspended scope is stored ``suspended``."""
+    status = stored_status(t.status, suspensions(tx, tenant_id), batch_code)
+    tx.run(tx.q.apply_transition, transition_values(t, status, now, pk))
+    if t.history is not None:
+        tx.run(tx.q.history_entry, (pk, t.history.event, t.history.ts, t.history.detail))
+    if t.events:
+        tx.many(tx.q.add_report, [(e.event_id, tenant_id, pk, encode(e), now) for e in t.events])
+        tx.wake_reports(tenant_id)
+    if t.slots == "consume":
+        tx.run(tx.q.consume_slots, (now, now, pk))
+    elif t.slots == "release":
+        tx.run(tx.q.release_slots, (pk,))
+    if t.pause is not None:
+        p = t.pause
+        tx.run(tx.q.put_pause, (p.tenant_id, p.account_id, p.failures, p.until_ts, p.reason))
+    elif t.clear_pause:
+        tx.run(tx.q.clear_pause, (tenant_id, account_id))
+
+
+def _requeue(tx: Tx, pk: int, attempts: int, due_ts: float, now: float) -> None:
+    tx.run(tx.q.requeue, (requeue_status(attempts, due_ts, now).value, now, pk))
+
+
+def release(tx: Tx, lease: Lease, now: float) -> bool:
+    held = _held(tx, lease)
+    if held is None or held[5]:
+        return False
+    _requeue(tx, lease.pk, held[3], held[4], now)
+    tx.wake_queue()
+    return True
+
+
+def recover(tx: Tx, *, owner: str, now: float, lease_s: float, own: bool) -> list[Claim]:
+    token, expires = uuid.uuid4().hex, now + lease_s
+    rows = tx.all(tx.q.expired_leases + tx.SKIP_LOCKED, (own, owner, now))
+    claims = []
+    for pk, attempts, due_ts, attempt_open in rows:
+        if not attempt_open:
+            _requeue(tx, pk, attempts, due_ts, now)
+            continue
+        tx.run(tx.q.re_lease, (owner, token, expires, pk))
+        message = message_from_row(tx.one(tx.q.message_by_pk, (pk,)))
+        claims.append(Claim(message, Lease(pk, owner, token, expires)))
+    if len(claims) < len(rows):
+        tx.wake_queue()
+    return claims
