@@ -45,7 +45,7 @@ async def run(n: int, smtp_port: int, url: str | None, workdir: Path, digest: st
     store = SqliteStore(workdir / f"{'att' if url else 'plain'}.db")
     local = parse_networks("127.0.0.0/8")
     proxy = MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={"smtp": SmtpTransport(egress_allow=local)},
         attachment_sources=[UrlSource(GuardedHttp(timeout_s=10, egress_allow=local), local, SIZE)],
         attachment_cache=TwoTierCache(),

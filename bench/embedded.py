@@ -102,8 +102,6 @@ async def run_proxy(
     store = SqliteStore(workdir / f"bench-{n}.db", synchronous=synchronous)
     proxy = MailProxy(
         store=store,
-        config=store,
-        outbox=store,
         transports={"smtp": SmtpTransport(egress_allow=LOOPBACK)},
     )
     async with proxy:

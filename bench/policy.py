@@ -49,8 +49,6 @@ async def run(variant: str, n: int, port: int, workdir: Path) -> dict[str, float
     store = SqliteStore(workdir / f"{variant}-{n}.db")
     proxy = MailProxy(
         store=store,
-        config=store,
-        outbox=store,
         transports={"smtp": SmtpTransport(egress_allow=LOOPBACK)},
     )
     # (tenant, account) pairs; the messages alternate between them.

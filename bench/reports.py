@@ -57,7 +57,7 @@ def serve(port: int) -> None:
 async def run(n: int, rate: float, port: int, db: Path) -> dict[str, float]:
     store = SqliteStore(db)
     proxy = MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={"capture": CaptureTransport(db.parent)},
         reporter=HttpReportSender(egress_allow=parse_networks("127.0.0.0/8")),
         run_dispatcher=False, run_reporter=True,

@@ -40,7 +40,7 @@ async def run(n: int, tenants: int, folder: Path, running: bool) -> dict[str, An
     store = CountingStore(SqliteStore(folder / f"trips-{tenants}-{running}.db"))
     reporter = RecordingReportSender()
     proxy = MailProxy(
-        store=store, config=store, outbox=store, access=store,
+        store=store,
         transports={"smtp": ScriptedTransport()}, reporter=reporter,
         run_dispatcher=running,
     )  # fmt: skip
@@ -87,7 +87,7 @@ async def run_http(n: int, folder: Path, spaced: bool) -> list[dict[str, Any]]:
     #: The service's monotonic clock; moved past the cache lifetime before each request.
     elapsed = [0.0]
     proxy = MailProxy(
-        store=store, config=store, outbox=store, access=store,
+        store=store,
         transports={"smtp": ScriptedTransport()}, run_dispatcher=False,
         monotonic=(lambda: elapsed[0]) if spaced else time.monotonic,
     )  # fmt: skip

@@ -56,8 +56,6 @@ def short_timeout_service(clock: Clock, store: Any, **options: Any) -> MailProxy
     short timeouts (half a second for the reply after the final dot), a fixed jitter."""
     return MailProxy(
         store=store,
-        config=store,
-        outbox=store,
         transports={
             "smtp": SmtpTransport(
                 connect_timeout_s=2,
@@ -160,7 +158,7 @@ def attachment_service(tmp_path: Path, docs: Path, *, fetch_timeout_s: float) ->
     http = GuardedHttp(timeout_s=fetch_timeout_s, egress_allow=local)
     store = MemoryStore()
     return MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={
             "smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2, egress_allow=local)
         },

@@ -105,7 +105,7 @@ def stub_resolver(names: dict[str, list[str]]):
 async def test_an_account_host_that_is_a_forbidden_address_is_refused_when_stored(tmp_path, host):
     store = SqliteStore(tmp_path / "q.db")
     proxy = MailProxy(
-        store=store, config=store, outbox=store, transports={"smtp": SmtpTransport()},
+        store=store, transports={"smtp": SmtpTransport()},
         run_dispatcher=False,
     )  # fmt: skip
     async with proxy:
@@ -194,7 +194,7 @@ async def test_a_reply_after_the_dot_past_the_deadline_is_unknown(sink):
 async def test_a_tenant_key_cannot_give_an_account_more_connections_than_allowed(tmp_path):
     store = SqliteStore(tmp_path / "q.db")
     proxy = MailProxy(
-        store=store, config=store, outbox=store, transports={"smtp": SmtpTransport()},
+        store=store, transports={"smtp": SmtpTransport()},
         limits=LimitsOptions(tenant_max_connections=4), run_dispatcher=False,
     )  # fmt: skip
     account = {"id": "a", "tenant_id": "evil", "kind": "smtp", "host": "smtp.example.com",
@@ -277,7 +277,7 @@ async def two_tenants(
         stall.reply_delay_s = 60
         store = SqliteStore(tmp_path / "q.db")
         proxy = MailProxy(
-            store=store, config=store, outbox=store,
+            store=store,
             transports={"smtp": SmtpTransport(
                 connect_timeout_s=2, command_timeout_s=2, data_timeout_s=120,
                 transaction_timeout_s=120, egress_allow=LOOPBACK,
@@ -380,7 +380,7 @@ async def test_applications_that_answer_slowly_never_hold_back_another_tenant_s_
             running_receiver() as receiver:  # fmt: skip
         store = SqliteStore(tmp_path / "q.db")
         proxy = MailProxy(
-            store=store, config=store, outbox=store,
+            store=store,
             transports={"smtp": SmtpTransport(connect_timeout_s=2, egress_allow=LOOPBACK)},
             reporter=HttpReportSender(timeout_s=120, egress_allow=LOOPBACK),
             reporting=ReportingOptions(concurrency=8, gather_s=0),
@@ -455,7 +455,7 @@ async def test_idle_connections_stay_bounded_and_close_however_many_accounts(sin
 async def test_a_tenant_key_cannot_create_accounts_without_end(tmp_path):
     store = SqliteStore(tmp_path / "q.db")
     proxy = MailProxy(
-        store=store, config=store, outbox=store, transports={"smtp": SmtpTransport()},
+        store=store, transports={"smtp": SmtpTransport()},
         limits=LimitsOptions(tenant_max_accounts=3), run_dispatcher=False,
     )  # fmt: skip
     tenant = Caller("evil")

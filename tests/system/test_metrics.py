@@ -35,7 +35,7 @@ async def test_counters_and_histograms_after_a_scripted_run(sink):
     metrics = PrometheusMetrics()
     store = MemoryStore()
     proxy = MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={"smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))},
         events=metrics, clock=Clock(), random_unit=lambda: 0.5, run_dispatcher=False,
     )  # fmt: skip
@@ -87,7 +87,7 @@ async def test_each_attempt_is_one_structured_log_line(sink, caplog):
     handler.replies["RCPT:busy@example.com"] = "451 4.3.0 later"
     store = MemoryStore()
     proxy = MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={"smtp": SmtpTransport(connect_timeout_s=2, command_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))},
         clock=Clock(), random_unit=lambda: 0.5, run_dispatcher=False,
     )  # fmt: skip
@@ -125,7 +125,7 @@ async def scraping(tmp_path):
     calls made to it), the real app, and a scrape function (with the admin token)."""
     store = CountingStore(MemoryStore())
     proxy = MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={"capture": CaptureTransport(tmp_path)}, events=PrometheusMetrics(),
         clock=Clock(), run_dispatcher=False,
     )  # fmt: skip
@@ -198,7 +198,7 @@ async def test_the_exposition_stays_bounded_while_accounts_come_and_go(scraping)
 
 async def test_metrics_need_the_admin_token_unless_made_public(tmp_path):
     store = MemoryStore()
-    proxy = MailProxy(store=store, config=store, outbox=store, transports={}, run_dispatcher=False)
+    proxy = MailProxy(store=store, transports={}, run_dispatcher=False)
     await proxy.put_tenant({"id": "secret-tenant-name"})
     token = {"GMP_API_TOKEN": METRICS_ADMIN["X-API-Token"]}
     app = create_app(proxy, load_settings(environ=token), own_proxy=False)

@@ -36,7 +36,7 @@ async def stores(tmp_path: Path) -> AsyncIterator[tuple[PostgresStore, PostgresS
 
 def service(store: PostgresStore, outbox: Path, name: str, **options) -> MailProxy:
     return MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={"capture": CaptureTransport(outbox)},
         worker_id=name, changes=store, delivery=DeliveryOptions(lease_s=600), **options,
     )  # fmt: skip

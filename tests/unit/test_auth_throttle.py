@@ -27,7 +27,7 @@ async def app() -> AsyncIterator[tuple[AsyncTestClient, Clock]]:
     clock = Clock()
     store = MemoryStore()
     proxy = MailProxy(
-        store=store, config=store, outbox=store, transports={}, events=PrometheusMetrics(),
+        store=store, transports={}, events=PrometheusMetrics(),
         clock=clock, run_dispatcher=False,
     )  # fmt: skip
     settings = load_settings(

@@ -28,7 +28,7 @@ async def test_every_metric_the_dashboard_queries_is_exported():
     }
     store = MemoryStore()
     metrics = PrometheusMetrics()
-    proxy = MailProxy(store=store, config=store, outbox=store, transports={}, events=metrics)
+    proxy = MailProxy(store=store, transports={}, events=metrics)
     settings = load_settings(environ={"GMP_API_TOKEN": "dashboard-test-token"})
     async with AsyncTestClient(create_app(proxy, settings)) as client:
         await proxy.put_tenant({"id": "t1"})

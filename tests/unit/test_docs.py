@@ -166,7 +166,7 @@ async def test_the_quick_start_real_server_account_is_accepted():
     (body,) = fenced(DOCS / "guides" / "quick-start.md", "json")
     store = MemoryStore()
     proxy = MailProxy(
-        store=store, config=store, outbox=store, transports={"smtp": SmtpTransport()},
+        store=store, transports={"smtp": SmtpTransport()},
         run_dispatcher=False,
     )  # fmt: skip
     async with proxy:

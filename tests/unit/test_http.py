@@ -63,8 +63,6 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     store = SqliteStore(tmp_path / "api.db")
     proxy = MailProxy(
         store=store,
-        config=store,
-        outbox=store,
         transports={"capture": CaptureTransport(tmp_path / "outbox")},
         run_dispatcher=False,
         clock=clock,
@@ -543,7 +541,7 @@ async def test_a_malformed_request_is_a_422_problem_naming_the_field(api, body):
 
 async def test_a_body_over_the_limit_is_413(tmp_path):
     store = SqliteStore(tmp_path / "small.db")
-    proxy = MailProxy(store=store, config=store, outbox=store, transports={}, run_dispatcher=False)
+    proxy = MailProxy(store=store, transports={}, run_dispatcher=False)
     settings = load_settings(
         environ={"GMP_API_TOKEN": ADMIN_TOKEN, "GMP_SERVER_MAX_BODY_BYTES": "1000"}
     )
@@ -609,7 +607,7 @@ class BrokenListing(SqliteStore):
 
 async def test_an_unexpected_error_is_a_500_with_a_request_id_and_no_traceback(tmp_path, caplog):
     store = BrokenListing(tmp_path / "b.db")
-    proxy = MailProxy(store=store, config=store, outbox=store, transports={}, run_dispatcher=False)
+    proxy = MailProxy(store=store, transports={}, run_dispatcher=False)
     settings = load_settings(environ={"GMP_API_TOKEN": ADMIN_TOKEN})
     async with AsyncTestClient(create_app(proxy, settings)) as client:
         answer = await client.get("/tenants", headers={"X-API-Token": ADMIN_TOKEN})
@@ -647,7 +645,7 @@ async def test_metrics_show_the_queue_and_the_oldest_waiting_message(api):
 
 async def test_instance_settings_show_no_password_of_any_url(tmp_path):
     store = SqliteStore(tmp_path / "api.db")
-    proxy = MailProxy(store=store, config=store, outbox=store, transports={}, run_dispatcher=False)
+    proxy = MailProxy(store=store, transports={}, run_dispatcher=False)
     settings = load_settings(
         environ={
             "GMP_API_TOKEN": ADMIN_TOKEN,
@@ -683,7 +681,7 @@ async def test_an_add_messages_request_reads_its_tenant_once(tmp_path, caller):
     """Even when the service's configuration cache has expired since the last request."""
     store, monotonic = CountingStore(MemoryStore()), Clock()
     proxy = MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={"capture": CaptureTransport(tmp_path)}, run_dispatcher=False,
         clock=Clock(), monotonic=monotonic,
     )  # fmt: skip

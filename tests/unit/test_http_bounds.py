@@ -28,7 +28,7 @@ HUGE = [10**30, 2**63, 2**64, -(2**63) - 1, -1, 10**19]
 async def client(tmp_path: Path) -> AsyncIterator[tuple[AsyncTestClient, str]]:
     store = SqliteStore(tmp_path / "bounds.db")
     proxy = MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={"capture": CaptureTransport(tmp_path / "outbox")},
         run_dispatcher=False, clock=Clock(),
     )  # fmt: skip

@@ -37,8 +37,6 @@ def make_proxy(store=None, *, clock=None, scripted=None, tmp_path=Path("."), **o
     store = store or MemoryStore()
     return MailProxy(
         store=store,
-        config=store,
-        outbox=store,
         transports={
             "smtp": scripted or ScriptedTransport(),
             "capture": CaptureTransport(tmp_path / "outbox"),
@@ -247,7 +245,7 @@ async def test_restart_settles_interrupted_attempts(tmp_path):
 async def test_the_dispatcher_sends_a_new_message_without_any_poll(tmp_path):
     scripted = ScriptedTransport()
     store = MemoryStore()
-    proxy = MailProxy(store=store, config=store, outbox=store, transports={"smtp": scripted})
+    proxy = MailProxy(store=store, transports={"smtp": scripted})
     async with proxy:
         await setup_tenant(proxy)
         await proxy.submit([msg("urgent", priority=0)], tenant_id="t1")
@@ -293,7 +291,7 @@ async def test_a_message_coming_due_while_the_loop_looks_for_the_next_is_not_lef
     clock = SteppingClock(1_800_000_000.0)
     store = MemoryStore()
     proxy = MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={"capture": CaptureTransport(tmp_path)}, clock=clock,
     )  # fmt: skip
     async with proxy:

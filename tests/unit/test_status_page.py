@@ -25,7 +25,7 @@ NOW = 1_800_000_030.0  # a fixed clock: every message finishes in the same minut
 async def client(tmp_path):
     store = MemoryStore()
     proxy = MailProxy(
-        store=store, config=store, outbox=store,
+        store=store,
         transports={"capture": CaptureTransport(tmp_path)}, run_dispatcher=False,
         clock=lambda: NOW,
     )  # fmt: skip
@@ -90,9 +90,7 @@ async def timed(tmp_path):
     """An app whose clock the test moves, with a 1-hour sign-in."""
     clock = Clock()
     store = MemoryStore()
-    proxy = MailProxy(
-        store=store, config=store, outbox=store, transports={}, run_dispatcher=False, clock=clock
-    )
+    proxy = MailProxy(store=store, transports={}, run_dispatcher=False, clock=clock)
     settings = load_settings(environ={"GMP_API_TOKEN": TOKEN, "GMP_SECURITY_UI_SESSION_S": "3600"})
     async with AsyncTestClient(create_app(proxy, settings, own_proxy=False)) as test_client:
         yield test_client, clock
@@ -137,7 +135,7 @@ async def test_a_cookie_made_from_the_admin_token_alone_is_refused(timed, cookie
 
 async def test_the_cookie_is_httponly_strict_scoped_to_ui_and_secure_over_https(tmp_path):
     store = MemoryStore()
-    proxy = MailProxy(store=store, config=store, outbox=store, transports={}, run_dispatcher=False)
+    proxy = MailProxy(store=store, transports={}, run_dispatcher=False)
     app = create_app(proxy, load_settings(environ={"GMP_API_TOKEN": TOKEN}), own_proxy=False)
     for base_url, secure in (
         ("http://testserver.local", False),

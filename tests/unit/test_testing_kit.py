@@ -25,7 +25,7 @@ async def test_a_message_with_a_stored_attachment_is_sent_and_reported_with_the_
     documents.put("acme", "invoices/42.pdf", INVOICE)
     documents.put("other", "invoices/43.pdf", b"not acme's")
     proxy = MailProxy(
-        store=store, config=store, outbox=store, transports={"smtp": transport},
+        store=store, transports={"smtp": transport},
         attachment_sources=[documents], reporter=reporter, clock=Clock(),
         random_unit=lambda: 0.5, run_dispatcher=False,
     )  # fmt: skip

@@ -156,7 +156,7 @@ async def test_a_secret_set_by_hand_ends_a_rotation_and_rotating_is_the_service_
     from mailproxy.service import MailProxy
 
     store = MemoryStore()
-    proxy = MailProxy(store=store, config=store, outbox=store, transports={},
+    proxy = MailProxy(store=store, transports={},
                       run_dispatcher=False, new_secret=lambda: "whsec-generated")  # fmt: skip
     async with proxy:
         await proxy.put_tenant({"id": "acme", "webhook_secret": "whsec-leaked"})

@@ -8,7 +8,7 @@ against SMTP, HTTP and real attachment sources.
 
     transport = ScriptedTransport()
     transport.script["welcome-ada"] = [Temporary("451 try later", 451)]  # then Delivered
-    proxy = MailProxy(store=store, config=store, outbox=store,
+    proxy = MailProxy(store=store,
                       transports={"smtp": transport}, reporter=RecordingReportSender())
 """
 
@@ -129,7 +129,7 @@ class CountingStore:
     counted by method name in :attr:`calls`: the store round trips an operation makes.
 
         store = CountingStore(MemoryStore())
-        proxy = MailProxy(store=store, config=store, outbox=store, access=store, ...)
+        proxy = MailProxy(store=store, ...)
         store.calls.clear(); await proxy.submit(batch); print(store.calls)
     """
 

@@ -36,7 +36,7 @@ from mailproxy.ports.attachments import AttachmentSource, ContentCache
 from mailproxy.ports.changes import ChangeFeed
 from mailproxy.ports.observability import DeliveryEvents
 from mailproxy.ports.reporting import ReportSender
-from mailproxy.ports.store import AccessStore, ConfigStore, MessageStore, ReportOutbox
+from mailproxy.ports.store import AccessStore, ConfigStore, MessageStore, ReportOutbox, Store
 from mailproxy.ports.transport import Transport
 from mailproxy.service.admin import Admin, CreatedTenant
 from mailproxy.service.attachments import AttachmentFetcher
@@ -69,7 +69,7 @@ class MailProxy:
 
     Use it with ``async with``::
 
-        async with MailProxy(store=store, config=store, outbox=store, transports=...) as proxy:
+        async with MailProxy(store=store, transports=...) as proxy:
             await proxy.put_tenant({"id": "acme"})
             await proxy.put_account({"id": "main", "tenant_id": "acme", "kind": "capture"})
             result = await proxy.submit([{...}], tenant_id="acme")
@@ -82,18 +82,19 @@ class MailProxy:
 
     The options come grouped (:mod:`mailproxy.service.options`; None: the defaults);
     ``clock``, ``monotonic``, ``random_unit``, ``new_id`` and ``new_secret`` are the
-    sources of time and chance, injected by deterministic tests. ``access`` defaults to
-    ``store`` (both shipped stores implement it); ``changes`` wakes the loops on changes
-    made by other processes sharing the store (None: timers only).
+    sources of time and chance, injected by deterministic tests. ``config``, ``outbox``
+    and ``access`` are sections of ``store`` unless given apart (``bootstrap`` passes
+    sealing decorators for the configuration and access sections); ``changes`` wakes
+    the loops on changes made by other processes sharing the store (None: timers only).
     """
 
     def __init__(
         self,
         *,
-        store: MessageStore,
-        config: ConfigStore,
-        outbox: ReportOutbox,
+        store: Store,
         transports: Mapping[str, Transport],
+        config: ConfigStore | None = None,
+        outbox: ReportOutbox | None = None,
         access: AccessStore | None = None,
         reporter: ReportSender | None = None,
         events: DeliveryEvents | None = None,
@@ -114,10 +115,10 @@ class MailProxy:
         new_id: Callable[[], str] | None = None,
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
     ) -> None:
-        self.store = store
-        self.config = config
-        self.outbox = outbox
-        self.access: AccessStore = access if access is not None else store  # type: ignore[assignment]
+        self.store: MessageStore = store
+        self.config: ConfigStore = config if config is not None else store
+        self.outbox: ReportOutbox = outbox if outbox is not None else store
+        self.access: AccessStore = access if access is not None else store
         self.events = events
         self.changes = changes
         delivery = delivery or DeliveryOptions()
@@ -131,16 +132,16 @@ class MailProxy:
         self._run_reporter = run_dispatcher if run_reporter is None else run_reporter
         ids = new_id if new_id is not None else unique_ids()
         transports = dict(transports)
-        tenants = ConfigCache(config, monotonic)
+        tenants = ConfigCache(self.config, monotonic)
         self.attachments = AttachmentFetcher(
             attachment_sources, attachment_cache, attachments or AttachmentOptions(), tenants
         )
         self.reports = ReportScheduler(
-            outbox=outbox, config=config, tenants=tenants, reporter=reporter,
+            outbox=self.outbox, config=self.config, tenants=tenants, reporter=reporter,
             options=reporting or ReportingOptions(), worker_id=worker_id, clock=clock,
         )  # fmt: skip
         self.dispatcher = Dispatcher(
-            store=store, config=config, tenants=tenants, transports=transports,
+            store=store, config=self.config, tenants=tenants, transports=transports,
             attachments=self.attachments, options=delivery, retention=retention,
             events=events, worker_id=worker_id, clock=clock, monotonic=monotonic,
             random_unit=random_unit, new_id=ids, wake_reports=self.reports.wake,
@@ -152,7 +153,7 @@ class MailProxy:
             clock=clock, monotonic=monotonic, new_id=ids, wake_dispatcher=self.dispatcher.wake,
         )  # fmt: skip
         self.admin = Admin(
-            store=store, config=config, access=self.access, tenants=tenants,
+            store=store, config=self.config, access=self.access, tenants=tenants,
             transports=transports, attachments=self.attachments, events=events,
             limits=limits, retention=retention, clock=clock, new_id=ids,
             new_secret=new_secret, wake_dispatcher=self.dispatcher.wake,
