@@ -46,3 +46,31 @@ def test_attachment_types_do_not_depend_on_the_host():
     assert guess_type("archive.tar.gz") == "application/gzip"
     assert guess_type("no-extension") == "application/octet-stream"
     assert guess_type("strange.xyz123") == "application/octet-stream"
+
+
+_IMPORT_EACH_ALONE = """
+import importlib, pkgutil, sys
+import mailproxy
+names = [m.name for m in pkgutil.walk_packages(mailproxy.__path__, "mailproxy.")]
+failed = []
+for name in names:
+    for loaded in [n for n in sys.modules if n == "mailproxy" or n.startswith("mailproxy.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed.append(f"{name}: {exc!r}")
+print(len(names))
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_imports_first_in_a_fresh_process():
+    # An import cycle shows only when the module on it is the first one imported: the
+    # rest of the suite always imports the package in one order.
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EACH_ALONE], capture_output=True, text=True, check=True
+    )
+    count, *failures = done.stdout.splitlines()
+    assert int(count) > 60
+    assert [f for f in failures if f] == []

@@ -643,6 +643,16 @@ async def test_metrics_show_the_queue_and_the_oldest_waiting_message(api):
     assert 'gmp_oldest_pending_age_seconds{tenant_id="B"} 0.0' in text
 
 
+async def test_a_status_emptied_since_the_last_scrape_shows_zero(api):
+    await api.call("A", "POST", "/commands/add-messages", json={"messages": [message("m1")]})
+    first = (await api.call("admin", "GET", "/metrics")).text
+    assert 'gmp_pending_messages{status="pending"} 1.0' in first
+    await api.call("A", "POST", "/commands/delete-messages", json={"ids": ["m1"]})
+    second = (await api.call("admin", "GET", "/metrics")).text
+    assert 'gmp_pending_messages{status="pending"} 0.0' in second
+    assert 'gmp_pending_messages{status="sent"} 0.0' in second
+
+
 async def test_instance_settings_show_no_password_of_any_url(tmp_path):
     store = SqliteStore(tmp_path / "api.db")
     proxy = MailProxy(store=store, transports={}, run_dispatcher=False)

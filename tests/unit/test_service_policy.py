@@ -9,6 +9,7 @@ import time
 import pytest
 
 from mailproxy.adapters.memory import MemoryStore
+from mailproxy.domain.access import ADMIN
 from mailproxy.domain.errors import Conflict
 from mailproxy.domain.model import Status
 from mailproxy.domain.outcome import AccountBroken
@@ -203,3 +204,38 @@ async def test_cleanup_removes_acknowledged_final_messages_only():
 async def _until(condition) -> None:
     while not condition():  # noqa: ASYNC110 - the fake transport has no event per message
         await asyncio.sleep(0.01)
+
+
+class _HeldTenantReads(MemoryStore):
+    """A memory store whose tenant reads, once held, wait until let go: a read under way
+    while the tenant changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.let_go = asyncio.Event()
+
+    async def get_tenant(self, tenant_id):
+        tenant = await super().get_tenant(tenant_id)
+        if self.hold:
+            await self.let_go.wait()
+        return tenant
+
+
+async def test_a_tenant_read_under_way_during_a_change_does_not_bring_the_old_tenant_back():
+    store, scripted = _HeldTenantReads(), ScriptedTransport()
+    async with make_proxy(
+        store, scripted=scripted, delivery=DeliveryOptions(window_lengths=SHORT)
+    ) as proxy:
+        await proxy.put_tenant({"id": "t1"})
+        await add_account(proxy, is_default=True)
+        store.hold = True
+        read = asyncio.create_task(proxy.get_tenant("t1"))  # reads the unlimited tenant
+        await asyncio.sleep(0)
+        store.hold = False
+        await proxy.update_tenant("t1", {"rate_limits": {"per_minute": 1}}, ADMIN)
+        store.let_go.set()
+        assert (await read).rate_limits is None
+        await proxy.submit([msg("m1"), msg("m2"), msg("m3")], tenant_id="t1")
+        await proxy.run_until_idle()
+        assert scripted.sent_ids == ["m1"]

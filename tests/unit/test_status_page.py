@@ -13,7 +13,7 @@ from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.memory import MemoryStore
 from mailproxy.config import load_settings
 from mailproxy.entrypoints.http import create_app
-from mailproxy.entrypoints.status_page import COOKIE
+from mailproxy.entrypoints.http.routes.status_page import COOKIE
 from mailproxy.service import MailProxy
 from tests.conftest import Clock
 

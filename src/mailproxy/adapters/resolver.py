@@ -24,6 +24,7 @@ import threading
 from collections.abc import Sequence
 
 from mailproxy.domain.egress import Network, address_allowed
+from mailproxy.domain.policy import tenant_share
 from mailproxy.ports.resolver import Resolver
 
 
@@ -56,7 +57,7 @@ class ThreadedResolver:
 
     def __init__(self, *, threads: int = 32, share: int | None = None) -> None:
         self._threads = asyncio.Semaphore(threads)
-        self._share = share if share is not None else max(1, threads // 4)
+        self._share = share if share is not None else tenant_share(threads, parts=4)
         self._scopes: dict[str | None, asyncio.Semaphore] = {}
 
     async def __call__(self, host: str, port: int, scope: str | None = None) -> list[str]:

@@ -15,6 +15,7 @@ against SMTP, HTTP and real attachment sources.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -125,8 +126,9 @@ class MemoryAttachmentSource:
 
 
 class CountingStore:
-    """A store (any adapter, or anything with async methods) with every awaited call
-    counted by method name in :attr:`calls`: the store round trips an operation makes.
+    """A store (any adapter, or anything with async methods) with every call of a
+    coroutine method counted by method name in :attr:`calls`: the store round trips an
+    operation makes. Other attributes pass through as they are.
 
         store = CountingStore(MemoryStore())
         proxy = MailProxy(store=store, ...)
@@ -139,7 +141,7 @@ class CountingStore:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._inner, name)
-        if not callable(value) or name.startswith("_"):
+        if name.startswith("_") or not inspect.iscoroutinefunction(value):
             return value
 
         async def counted(*args: Any, **kwargs: Any) -> Any:

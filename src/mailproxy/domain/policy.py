@@ -79,6 +79,14 @@ def fair_order(
     return picked
 
 
+def tenant_share(slots: int, parts: int = 2) -> int:
+    """How many of ``slots`` one tenant may hold at once: a ``parts``-th of them, at least
+    one. A tenant whose remote peer stalls (an SMTP server, an attachment server, a name
+    server) then holds its share, never all, and the other tenants' work still starts
+    at once."""
+    return max(1, slots // parts)
+
+
 def held_by_tenant(held_by_account: Mapping[tuple[str, str], int]) -> dict[str, int]:
     """Messages a worker holds per tenant, from its count per (tenant, account)."""
     totals: dict[str, int] = {}

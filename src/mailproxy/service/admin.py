@@ -55,7 +55,7 @@ class Admin:
         store: MessageStore,
         config: ConfigStore,
         access: AccessStore,
-        tenants: ConfigCache,
+        config_cache: ConfigCache,
         transports: Mapping[str, Transport],
         attachments: AttachmentFetcher,
         events: DeliveryEvents | None,
@@ -69,7 +69,7 @@ class Admin:
         self._store = store
         self._config = config
         self._access = access
-        self._tenants = tenants
+        self._config_cache = config_cache
         self._transports = transports
         self._attachments = attachments
         self._events = events
@@ -86,16 +86,15 @@ class Admin:
         """Create or replace a tenant (validated; raises :class:`InvalidInput`)."""
         tenant = data if isinstance(data, Tenant) else parse_tenant(data)
         await self._config.put_tenant(tenant)
-        self._tenants.forget_tenant(tenant.id)
+        self._config_cache.forget_tenant(tenant.id)
         return tenant
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
         """The tenant as stored now (:class:`NotFound` when there is none); the read
         refreshes this process's cache of it."""
-        tenant = await self._config.get_tenant(tenant_id)
+        tenant = await self._config_cache.fresh_tenant(tenant_id)
         if tenant is None:
             raise NotFound("tenant", tenant_id)
-        self._tenants.remember_tenant(tenant)
         return tenant
 
     async def list_tenants(self) -> list[Tenant]:
@@ -104,9 +103,9 @@ class Admin:
     async def delete_tenant(self, tenant_id: str) -> None:
         if not await self._config.delete_tenant(tenant_id):
             raise NotFound("tenant", tenant_id)
-        self._tenants.forget_tenant(tenant_id)
+        self._config_cache.forget_tenant(tenant_id)
         self._attachments.forget_tenant(tenant_id)
-        self._tenants.forget_accounts(tenant_id)
+        self._config_cache.forget_accounts(tenant_id)
         if self._events is not None:
             self._events.forget(tenant_id)
 
@@ -121,7 +120,7 @@ class Admin:
         if tenant.webhook_secret is None:
             tenant = msgspec.structs.replace(tenant, webhook_secret=self._new_secret())
         await self._config.put_tenant(tenant)
-        self._tenants.forget_tenant(tenant.id)
+        self._config_cache.forget_tenant(tenant.id)
         api_key = await self.rotate_tenant_key(tenant.id, expires_ts=key_expires_ts)
         assert tenant.webhook_secret is not None
         return CreatedTenant(tenant, api_key, tenant.webhook_secret)
@@ -145,7 +144,7 @@ class Admin:
             merged["webhook_secret_previous"] = None
         tenant = parse_tenant(merged)
         await self._config.put_tenant(tenant)
-        self._tenants.forget_tenant(tenant_id)
+        self._config_cache.forget_tenant(tenant_id)
         return tenant
 
     # --- accounts -----------------------------------------------------------------------
@@ -178,7 +177,7 @@ class Admin:
             raise InvalidInput("kind", f"invalid kind: no transport for {account.kind!r}")
         transport.check(account)
         await self._config.put_account(account)
-        self._tenants.forget_accounts(account.tenant_id)
+        self._config_cache.forget_accounts(account.tenant_id)
         self._wake_dispatcher()
         return account
 
@@ -199,7 +198,7 @@ class Admin:
         )
         if not deleted:
             raise NotFound("account", f"{tenant_id}/{account_id}")
-        self._tenants.forget_accounts(tenant_id)
+        self._config_cache.forget_accounts(tenant_id)
         if self._events is not None:
             self._events.forget(tenant_id, account_id)
 
@@ -234,14 +233,14 @@ class Admin:
         tenant = await self.get_tenant(tenant_id)
         secret = self._new_secret()
         await self._config.put_tenant(rotate_webhook_secret(tenant, secret))
-        self._tenants.forget_tenant(tenant_id)
+        self._config_cache.forget_tenant(tenant_id)
         return secret
 
     async def retire_webhook_secret(self, tenant_id: str) -> None:
         """End a webhook secret rotation: only the current secret signs."""
         tenant = await self.get_tenant(tenant_id)
         await self._config.put_tenant(retire_webhook_secret(tenant))
-        self._tenants.forget_tenant(tenant_id)
+        self._config_cache.forget_tenant(tenant_id)
 
     # --- sending and keeping a tenant's messages ------------------------------------------
 

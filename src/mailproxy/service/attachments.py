@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from mailproxy.domain.errors import AttachmentUnavailable, InvalidInput
 from mailproxy.domain.mime import AttachmentContent, encode_body
 from mailproxy.domain.model import AttachmentRef, MessageSpec, Tenant
+from mailproxy.domain.policy import tenant_share
 from mailproxy.domain.validation import decode_inline
 from mailproxy.ports.attachments import AttachmentSource, ContentCache
 from mailproxy.service.config_cache import ConfigCache
@@ -28,16 +29,14 @@ class AttachmentFetcher:
         sources: Sequence[AttachmentSource],
         cache: ContentCache | None,
         options: AttachmentOptions,
-        tenants: ConfigCache,
+        config_cache: ConfigCache,
     ) -> None:
         self._sources = {mode: s for s in sources for mode in s.fetch_modes}
         self.cache = cache
         self._options = options
-        self._tenants = tenants
+        self._config_cache = config_cache
         self._fetch_slots = asyncio.Semaphore(options.fetch_concurrency)
-        # ... and per tenant at most half of them, so a tenant whose attachment server
-        # drips its answers leaves the rest to the others.
-        self._tenant_fetch_share = max(1, options.fetch_concurrency // 2)
+        self._tenant_fetch_share = tenant_share(options.fetch_concurrency)
         self._tenant_fetch_slots: dict[str, asyncio.Semaphore] = {}
         # Both keyed by (tenant, MD5): a digest names content, it never grants it, so one
         # tenant's marker can never reach what another tenant's fetch brought in.
@@ -115,7 +114,7 @@ class AttachmentFetcher:
         return await asyncio.shield(running)
 
     async def _fetch(self, tenant_id: str, ref: AttachmentRef) -> bytes:
-        tenant = await self._tenants.tenant(tenant_id)
+        tenant = await self._config_cache.tenant(tenant_id)
         source = self._sources.get(ref.fetch_mode)
         if tenant is None or source is None:
             raise AttachmentUnavailable(

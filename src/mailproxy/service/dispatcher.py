@@ -43,7 +43,7 @@ class Dispatcher:
         *,
         store: MessageStore,
         config: ConfigStore,
-        tenants: ConfigCache,
+        config_cache: ConfigCache,
         transports: Mapping[str, Transport],
         attachments: AttachmentFetcher,
         options: DeliveryOptions,
@@ -58,7 +58,7 @@ class Dispatcher:
     ) -> None:
         self._store = store
         self._config = config
-        self._tenants = tenants
+        self._config_cache = config_cache
         self._transports = transports
         self._attachments = attachments
         self._options = options
@@ -246,13 +246,13 @@ class Dispatcher:
         """The outcome of one attempt; None when the lease was lost (another worker took
         the message over, and settles it)."""
         message = claim.message
-        account = await self._tenants.account(message.tenant_id, message.account_id)
+        account = await self._config_cache.account(message.tenant_id, message.account_id)
         if account is None:
             return Permanent("account not found for tenant")
         transport = self._transports.get(account.kind)
         if transport is None:
             return Permanent(f"no transport for account kind {account.kind!r}")
-        tenant = await self._tenants.tenant(message.tenant_id)
+        tenant = await self._config_cache.tenant(message.tenant_id)
         windows = rate_windows(tenant, account, self._options.window_lengths)
         if windows:
             now = self._clock()
@@ -289,7 +289,7 @@ class Dispatcher:
 
     async def _settle(self, claim: Claim, outcome: Outcome) -> None:
         message = claim.message
-        tenant = await self._tenants.tenant(message.tenant_id)
+        tenant = await self._config_cache.tenant(message.tenant_id)
         policy = (tenant.unknown_policy if tenant else None) or self._options.unknown_policy
         now = self._clock()
         transition = decide(

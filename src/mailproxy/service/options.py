@@ -13,7 +13,7 @@ import msgspec
 
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.model import UnknownPolicy
-from mailproxy.domain.policy import DEFAULT_AGING_S, WindowLengths
+from mailproxy.domain.policy import DEFAULT_AGING_S, WindowLengths, tenant_share
 from mailproxy.domain.retry import RetryPolicy
 from mailproxy.domain.validation import DEFAULT_LIMITS, MessageLimits
 
@@ -47,7 +47,7 @@ class DeliveryOptions(msgspec.Struct, frozen=True, kw_only=True):
         """A tenant whose sends stall can hold this many slots, never all of them, so the
         others' messages still go at once."""
         if self.tenant_concurrency is None:
-            return max(1, self.max_concurrency // 2)
+            return tenant_share(self.max_concurrency)
         return self.tenant_concurrency
 
 

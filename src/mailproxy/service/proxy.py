@@ -132,29 +132,29 @@ class MailProxy:
         self._run_reporter = run_dispatcher if run_reporter is None else run_reporter
         ids = new_id if new_id is not None else unique_ids()
         transports = dict(transports)
-        tenants = ConfigCache(self.config, monotonic)
-        self.attachments = AttachmentFetcher(
-            attachment_sources, attachment_cache, attachments or AttachmentOptions(), tenants
+        config_cache = ConfigCache(self.config, monotonic)
+        self.attachment_fetcher = AttachmentFetcher(
+            attachment_sources, attachment_cache, attachments or AttachmentOptions(), config_cache
         )
-        self.reports = ReportScheduler(
-            outbox=self.outbox, config=self.config, tenants=tenants, reporter=reporter,
+        self.report_scheduler = ReportScheduler(
+            outbox=self.outbox, config=self.config, config_cache=config_cache, reporter=reporter,
             options=reporting or ReportingOptions(), worker_id=worker_id, clock=clock,
         )  # fmt: skip
         self.dispatcher = Dispatcher(
-            store=store, config=self.config, tenants=tenants, transports=transports,
-            attachments=self.attachments, options=delivery, retention=retention,
+            store=store, config=self.config, config_cache=config_cache, transports=transports,
+            attachments=self.attachment_fetcher, options=delivery, retention=retention,
             events=events, worker_id=worker_id, clock=clock, monotonic=monotonic,
-            random_unit=random_unit, new_id=ids, wake_reports=self.reports.wake,
+            random_unit=random_unit, new_id=ids, wake_reports=self.report_scheduler.wake,
         )  # fmt: skip
         self.idempotency = Idempotency(self.access, worker_id, clock)
         self.submission = Submission(
-            store=store, tenants=tenants, attachments=self.attachments,
+            store=store, config_cache=config_cache, attachments=self.attachment_fetcher,
             events=events, limits=limits, delivery=delivery,
             clock=clock, monotonic=monotonic, new_id=ids, wake_dispatcher=self.dispatcher.wake,
         )  # fmt: skip
         self.admin = Admin(
-            store=store, config=self.config, access=self.access, tenants=tenants,
-            transports=transports, attachments=self.attachments, events=events,
+            store=store, config=self.config, access=self.access, config_cache=config_cache,
+            transports=transports, attachments=self.attachment_fetcher, events=events,
             limits=limits, retention=retention, clock=clock, new_id=ids,
             new_secret=new_secret, wake_dispatcher=self.dispatcher.wake,
         )  # fmt: skip
@@ -162,11 +162,11 @@ class MailProxy:
 
     @property
     def attachment_cache(self) -> ContentCache | None:
-        return self.attachments.cache
+        return self.attachment_fetcher.cache
 
     @property
     def reporter(self) -> ReportSender | None:
-        return self.reports.reporter
+        return self.report_scheduler.reporter
 
     def now(self) -> float:
         """The service's clock, seconds since the epoch (injected in tests)."""
@@ -186,9 +186,9 @@ class MailProxy:
             await part.open()
         await self.recover()  # expired leases included: the first sweep is a period away
         if self.changes is not None and (self._run_dispatcher or self._run_reporter):
-            await self.changes.watch(self.dispatcher.wake, self.reports.wake)
+            await self.changes.watch(self.dispatcher.wake, self.report_scheduler.wake)
         self.dispatcher.start(run_loop=self._run_dispatcher)
-        self.reports.start(run_loop=self._run_reporter)
+        self.report_scheduler.start(run_loop=self._run_reporter)
         return self
 
     async def __aexit__(
@@ -203,11 +203,11 @@ class MailProxy:
         """Stop claiming, let in-flight sends finish (up to the grace period), then close
         transports and stores. Sends cut off by the grace period are settled at the next
         start."""
-        self.reports.begin_stop()
+        self.report_scheduler.begin_stop()
         await self.dispatcher.stop()
-        await self.reports.stop(self.delivery.shutdown_grace_s)
+        await self.report_scheduler.stop(self.delivery.shutdown_grace_s)
         await self.dispatcher.close_transports()
-        await self.attachments.close()
+        await self.attachment_fetcher.close()
         for part in reversed(self._stores()):
             await part.close()
 
@@ -343,7 +343,7 @@ class MailProxy:
         """Wake the dispatcher at once, and call the tenant's application (every
         tenant's, without ``tenant_id``) with its reports or a heartbeat."""
         self.dispatcher.wake()
-        self.reports.force(tenant_id)
+        self.report_scheduler.force(tenant_id)
 
     async def dispatch_once(self) -> int:
         return await self.dispatcher.dispatch_once()
@@ -352,7 +352,7 @@ class MailProxy:
         return await self.dispatcher.run_until_idle()
 
     async def report_once(self) -> int:
-        return await self.reports.report_once()
+        return await self.report_scheduler.report_once()
 
     async def sync_status(self) -> list[tuple[Tenant, SyncState, ReportBacklog, float | None]]:
-        return await self.reports.sync_status()
+        return await self.report_scheduler.sync_status()

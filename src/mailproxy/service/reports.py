@@ -42,7 +42,7 @@ class ReportScheduler:
         *,
         outbox: ReportOutbox,
         config: ConfigStore,
-        tenants: ConfigCache,
+        config_cache: ConfigCache,
         reporter: ReportSender | None,
         options: ReportingOptions,
         worker_id: str,
@@ -50,7 +50,7 @@ class ReportScheduler:
     ) -> None:
         self._outbox = outbox
         self._config = config
-        self._tenants = tenants
+        self._config_cache = config_cache
         self.reporter = reporter
         self._options = options
         self._worker_id = worker_id
@@ -125,7 +125,7 @@ class ReportScheduler:
         due: list[Tenant] = []
         soonest: float | None = None
         with_reports = await self._outbox.tenants_with_pending_reports()
-        for tenant in await self._tenants.tenants():
+        for tenant in await self._config_cache.tenants():
             if not tenant.client_base_url or tenant.id in self._calling:
                 continue
             state = self._sync.setdefault(tenant.id, SyncState(tenant_id=tenant.id))

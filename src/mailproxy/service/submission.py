@@ -26,7 +26,7 @@ class Submission:
         self,
         *,
         store: MessageStore,
-        tenants: ConfigCache,
+        config_cache: ConfigCache,
         attachments: AttachmentFetcher,
         events: DeliveryEvents | None,
         limits: LimitsOptions,
@@ -37,7 +37,7 @@ class Submission:
         wake_dispatcher: Callable[[], None],
     ) -> None:
         self._store = store
-        self._tenants = tenants
+        self._config_cache = config_cache
         self._attachments = attachments
         self._events = events
         self._limits = limits
@@ -131,10 +131,10 @@ class Submission:
         tenant_id = spec.tenant_id or scope_tenant
         if tenant_id is None:
             raise InvalidInput("tenant_id", "missing tenant_id")
-        tenant = await self._tenants.tenant(tenant_id)
+        tenant = await self._config_cache.tenant(tenant_id)
         if tenant is None:
             raise InvalidInput("tenant_id", "unknown tenant")
-        account = await self._tenants.account(tenant_id, spec.account_id)
+        account = await self._config_cache.account(tenant_id, spec.account_id)
         if account is None:
             if spec.account_id is None:
                 raise InvalidInput("account_id", "no default account")

@@ -15,7 +15,7 @@ things live:
 - ``schemas.py``: request and answer bodies; ``records.py``: library values as answered.
 - ``metrics.py``: ``GET /metrics``' registry and the queue gauges collector.
 
-The status page (``/ui``) is :mod:`mailproxy.entrypoints.status_page`.
+The status page (``/ui``) is ``routes/status_page.py``.
 
 Authentication: ``X-API-Token`` or ``Authorization: Bearer``; ``/health`` and ``/schema``
 are public; ``/metrics`` needs the admin token unless ``security.metrics_public`` is true

@@ -36,7 +36,7 @@ from mailproxy.entrypoints.http.auth import (
 from mailproxy.entrypoints.http.metrics import HttpMetrics
 from mailproxy.entrypoints.http.problems import problem_from
 from mailproxy.entrypoints.http.routes import API_ROUTES
-from mailproxy.entrypoints.status_page import STATUS_PAGE_ROUTES
+from mailproxy.entrypoints.http.routes.status_page import STATUS_PAGE_ROUTES
 from mailproxy.service import MailProxy
 
 

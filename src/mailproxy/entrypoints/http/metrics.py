@@ -127,7 +127,9 @@ class QueueGauges:
             cache.add_metric(["hit"], hits)
             cache.add_metric(["miss"], misses)
         pending = GaugeMetricFamily(
-            "gmp_pending_messages", "Stored messages by status", labels=["status"]
+            "gmp_pending_messages",
+            "Stored messages by status (every status, 0 when none)",
+            labels=["status"],
         )
         for status in Status:  # zero too: a status emptied since the last scrape shows 0
             pending.add_metric([str(status)], snapshot.pending.get(status, 0))

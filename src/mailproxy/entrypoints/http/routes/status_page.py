@@ -4,10 +4,9 @@ Server-rendered HTML, no script; it reloads itself every 30 seconds.
 
 Admin only: the admin token in ``X-API-Token``, or the session cookie that the
 ``/ui/login`` form sets (see :class:`~mailproxy.entrypoints.http.auth.Sessions`: signed,
-expiring, HttpOnly,
-SameSite=Strict, Path=/ui, Secure over https). Failed sign-ins and wrong header tokens
-count against the client address like failed API calls; past the limit the answer is 429
-with ``Retry-After`` and the token is not even compared.
+expiring, HttpOnly, SameSite=Strict, Path=/ui, Secure over https). Failed sign-ins and
+wrong header tokens count against the client address like failed API calls; past the
+limit the answer is 429 with ``Retry-After`` and the token is not even compared.
 """
 
 from __future__ import annotations
