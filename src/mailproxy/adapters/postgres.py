@@ -207,32 +207,33 @@ class PostgresEngine:
         if executor is not None:
             executor.shutdown(wait=True)
 
-    async def _run(self, fn: Callable[[ConnectionPool[Connection[Any]]], T]) -> T:
+    async def _run(self, op: Callable[[Tx], T], *, transaction: bool) -> T:
         pool, executor = self._pool, self._executor
         if pool is None or executor is None:
             raise StorageError("postgres store is not open")
+
+        def run() -> T:
+            with (
+                pool.connection() as conn,
+                conn.cursor() as cur,
+                conn.transaction() if transaction else contextlib.nullcontext(),
+            ):
+                return op(PostgresTx(cur, self.channels))
+
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn, pool)
+            return await asyncio.get_running_loop().run_in_executor(executor, run)
         except psycopg.Error as exc:
             raise StorageError(f"postgres: {exc}") from exc
 
     async def read(
         self, op: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        def read(pool: ConnectionPool[Connection[Any]]) -> T:
-            with pool.connection() as conn, conn.cursor() as cur:
-                return op(PostgresTx(cur, self.channels), *args, **kwargs)
-
-        return await self._run(read)
+        return await self._run(lambda tx: op(tx, *args, **kwargs), transaction=False)
 
     async def write(
         self, op: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        def write(pool: ConnectionPool[Connection[Any]]) -> T:
-            with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                return op(PostgresTx(cur, self.channels), *args, **kwargs)
-
-        return await self._run(write)
+        return await self._run(lambda tx: op(tx, *args, **kwargs), transaction=True)
 
 
 class PostgresStore(SqlStore):

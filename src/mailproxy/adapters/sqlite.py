@@ -193,12 +193,8 @@ class SqliteEngine:
                         future.set_exception(error)
                 continue
             for (_, future), (ok, value) in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+                if not future.done():
+                    (future.set_result if ok else future.set_exception)(value)
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, writes: list[Write]) -> list[tuple[bool, Any]]:
@@ -212,10 +208,8 @@ class SqliteEngine:
                     results.append((True, write(tx)))
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
-                    error = (
-                        StorageError(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc
-                    )
-                    results.append((False, error))
+                    driver_error = isinstance(exc, sqlite3.Error)
+                    results.append((False, StorageError(f"sqlite: {exc}") if driver_error else exc))
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
         except BaseException:

@@ -127,15 +127,8 @@ def decide(
     account's pause when the message was claimed: any outcome that got past the account's
     own checks ends it.
     """
-    transition = _decide(
-        message,
-        outcome,
-        now=now,
-        policy=policy,
-        unknown_policy=unknown_policy,
-        jitter_sample=jitter_sample,
-        event_id=event_id,
-        pause=pause,
+    transition = _transition_after(
+        message, outcome, now, policy, unknown_policy, jitter_sample, event_id, pause
     )
     if isinstance(outcome, Delivered | Unknown):
         slots: Literal["consume", "release", "keep"] = "consume"
@@ -151,10 +144,9 @@ def decide(
     )
 
 
-def _decide(
+def _transition_after(
     message: QueuedMessage,
     outcome: Outcome,
-    *,
     now: float,
     policy: RetryPolicy,
     unknown_policy: UnknownPolicy,

@@ -39,13 +39,10 @@ class Engine(Protocol):
     on a connection; both off the event loop. Driver errors become ``StorageError``."""
 
     async def open(self) -> None: ...
-
     async def close(self) -> None: ...
-
     async def read(
         self, op: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T: ...
-
     async def write(
         self, op: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T: ...
