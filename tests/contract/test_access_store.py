@@ -7,7 +7,6 @@ import pytest
 
 from mailproxy.domain.access import TenantKey, key_digest
 from mailproxy.domain.errors import Conflict
-from mailproxy.domain.lifecycle import abandon
 from mailproxy.domain.model import Account, Status, Tenant
 from tests.conftest import NOW_T, new_message
 
@@ -86,14 +85,11 @@ async def test_an_account_with_queued_messages_is_deleted_only_with_force(store)
         await store.delete_account("t1", "a1")
     assert await store.get_account("t1", "a1") is not None
 
-    def fail(message):
-        return abandon(message, "account deleted", NOW_T + 5, f"ev-{message.id}")
-
-    assert await store.delete_account("t1", "a1", abandon=fail, now=NOW_T + 5)
+    assert await store.delete_account("t1", "a1", force=True, now=NOW_T + 5, deletion_id="ev")
     assert await store.get_account("t1", "a1") is None
     m1 = await store.get_message("t1", "m1")
     assert (m1.status, m1.error, m1.final_ts) == (Status.ERROR, "account deleted", NOW_T + 5)
     (report,) = await store.pending_reports("t1", 10)
-    assert (report.event.event, report.event.id, report.event.event_id) == ("error", "m1", "ev-m1")
+    assert (report.event.event, report.event.id, report.event.event_id) == ("error", "m1", "ev.m1")
     assert (await store.get_message("t1", "m2")).status is Status.PENDING
-    assert not await store.delete_account("t1", "a1", abandon=fail, now=NOW_T + 6)
+    assert not await store.delete_account("t1", "a1", force=True, now=NOW_T + 6)

@@ -89,7 +89,7 @@ async def walk(store, tenant, rng):
         m for m in (await store.list_messages(tenant, limit=100)).messages
         if m.status in QUEUED_STATUSES or m.status is Status.SUSPENDED
     ]  # fmt: skip
-    refusal = account_deletion_refusal("a1", len(waiting), abandon=False)
+    refusal = account_deletion_refusal("a1", len(waiting), force=False)
     if refusal is None:
         assert await store.delete_account(tenant, "a1")
     else:

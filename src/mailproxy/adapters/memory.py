@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
 from mailproxy.adapters.memory_records import MemoryRecords, StoredEvent
 from mailproxy.domain.errors import Conflict
 from mailproxy.domain.lifecycle import (
+    abandoned_with_account,
     account_deletion_refusal,
     is_final,
     resubmission_refusal,
@@ -280,8 +281,9 @@ class MemoryStore(MemoryRecords):
         tenant_id: str,
         account_id: str,
         *,
-        abandon: Callable[[QueuedMessage], Transition] | None = None,
+        force: bool = False,
         now: float = 0.0,
+        deletion_id: str = "",
     ) -> bool:
         if (tenant_id, account_id) not in self._accounts:
             return False
@@ -291,12 +293,11 @@ class MemoryStore(MemoryRecords):
             if (m.tenant_id, m.account_id) == (tenant_id, account_id)
             and (m.status in QUEUED_STATUSES or m.status is Status.SUSPENDED)
         ]
-        refusal = account_deletion_refusal(account_id, len(waiting), abandon=abandon is not None)
+        refusal = account_deletion_refusal(account_id, len(waiting), force=force)
         if refusal is not None:
             raise Conflict(refusal)
         for message in waiting:
-            assert abandon is not None  # no refusal: the account is deleted with force
-            self._apply(message, abandon(message), now)
+            self._apply(message, abandoned_with_account(message, now, deletion_id), now)
         del self._accounts[(tenant_id, account_id)]
         self._pauses.pop((tenant_id, account_id), None)
         return True

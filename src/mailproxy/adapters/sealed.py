@@ -28,7 +28,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from mailproxy.domain.access import IdempotentStart, TenantKey
 from mailproxy.domain.errors import InvalidInput, StorageError
-from mailproxy.domain.model import Account, QueuedMessage, Tenant, Transition
+from mailproxy.domain.model import Account, Tenant
 from mailproxy.ports.store import AccessStore, ConfigStore
 
 #: Marks a sealed value; anything else is plaintext written without a key.
@@ -203,10 +203,13 @@ class SealedConfigStore:
         tenant_id: str,
         account_id: str,
         *,
-        abandon: Callable[[QueuedMessage], Transition] | None = None,
+        force: bool = False,
         now: float = 0.0,
+        deletion_id: str = "",
     ) -> bool:
-        return await self._inner.delete_account(tenant_id, account_id, abandon=abandon, now=now)
+        return await self._inner.delete_account(
+            tenant_id, account_id, force=force, now=now, deletion_id=deletion_id
+        )
 
     async def check(self) -> int:
         """Open every stored secret once; return how many are still plaintext. Raises

@@ -429,12 +429,16 @@ def stored_status(status: Status, suspended: Collection[str], batch_code: str | 
     return status
 
 
-def account_deletion_refusal(account_id: str, waiting: int, *, abandon: bool) -> str | None:
+#: The error of a message whose account was deleted before it was sent.
+ACCOUNT_DELETED = "account deleted"
+
+
+def account_deletion_refusal(account_id: str, waiting: int, *, force: bool) -> str | None:
     """Why an account may not be deleted, or None if it may: while ``waiting`` messages
-    (queued or suspended) remain, only with ``abandon`` (``force``), which fails each of
-    them (:func:`abandon`) in the same transaction. Messages being sent finish their
-    attempt either way."""
-    if waiting and not abandon:
+    (queued or suspended) remain, only with ``force``, which fails each of them
+    (:func:`abandoned_with_account`) in the same transaction. Messages being sent finish
+    their attempt either way."""
+    if waiting and not force:
         return (
             f"account {account_id} still has {waiting} queued messages "
             "(delete with force to fail them)"
@@ -457,12 +461,16 @@ def orphaned(message: QueuedMessage, decided: Transition, now: float, event_id: 
     the server may already have the message."""
     return msgspec.structs.replace(
         _fail(message, event_id, decided.attempts, decided.possible_duplicate,
-              "account deleted", decided.smtp_code, now),
+              ACCOUNT_DELETED, decided.smtp_code, now),
         slots="consume" if decided.slots == "consume" else "release",
     )  # fmt: skip
 
 
-def abandon(message: QueuedMessage, reason: str, now: float, event_id: str) -> Transition:
-    """Fail a message that will never be attempted again (its account was deleted with
-    ``force``): final ``error`` with ``reason``, reported like any other failure."""
-    return _fail(message, event_id, message.attempts, message.possible_duplicate, reason, None, now)
+def abandoned_with_account(message: QueuedMessage, now: float, deletion_id: str) -> Transition:
+    """A waiting message of an account deleted with ``force``: it will never be attempted
+    again, so it fails with ``account deleted``, reported like any other failure. Its
+    event id is ``{deletion_id}.{message id}``: one deletion, one distinct event each."""
+    return _fail(
+        message, f"{deletion_id}.{message.id}", message.attempts, message.possible_duplicate,
+        ACCOUNT_DELETED, None, now,
+    )  # fmt: skip

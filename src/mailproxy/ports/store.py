@@ -13,7 +13,7 @@ and access sections). Contract suites: ``tests/contract/test_message_store.py``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from mailproxy.domain.access import IdempotentStart, TenantKey
@@ -226,16 +226,18 @@ class ConfigStore(Protocol):
         tenant_id: str,
         account_id: str,
         *,
-        abandon: Callable[[QueuedMessage], Transition] | None = None,
+        force: bool = False,
         now: float = 0.0,
+        deletion_id: str = "",
     ) -> bool:
         """Remove the account; False if there was no such account.
 
         While the account has waiting messages (queued or suspended), this raises
-        ``Conflict`` — unless ``abandon`` is given: then each waiting message gets the
-        transition ``abandon(message)`` (with its report events and history, as
-        :meth:`MessageStore.complete` applies them) in the same transaction as the removal.
-        Messages being sent finish their attempt.
+        ``Conflict`` (``domain.lifecycle.account_deletion_refusal``) — unless ``force``:
+        then each waiting message gets the transition
+        ``domain.lifecycle.abandoned_with_account(message, now, deletion_id)`` (with its
+        report events and history, as :meth:`MessageStore.complete` applies them) in the
+        same transaction as the removal. Messages being sent finish their attempt.
         """
 
 

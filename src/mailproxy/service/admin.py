@@ -18,14 +18,11 @@ from mailproxy.domain.access import (
 )
 from mailproxy.domain.configuration import parse_account, parse_tenant
 from mailproxy.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
-from mailproxy.domain.lifecycle import abandon
 from mailproxy.domain.model import (
     Account,
     DeleteResult,
-    QueuedMessage,
     SuspendState,
     Tenant,
-    Transition,
 )
 from mailproxy.domain.reporting import retire_webhook_secret, rotate_webhook_secret
 from mailproxy.domain.validation import MAX_TS
@@ -188,13 +185,8 @@ class Admin:
     async def delete_account(self, tenant_id: str, account_id: str, *, force: bool = False) -> None:
         """Remove an account. Raises :class:`Conflict` while it has queued messages, unless
         ``force``: then they fail with ``account deleted`` (and are reported)."""
-        now = self._clock()
-
-        def fail(message: QueuedMessage) -> Transition:
-            return abandon(message, "account deleted", now, self._new_id())
-
         deleted = await self._config.delete_account(
-            tenant_id, account_id, abandon=fail if force else None, now=now
+            tenant_id, account_id, force=force, now=self._clock(), deletion_id=self._new_id()
         )
         if not deleted:
             raise NotFound("account", f"{tenant_id}/{account_id}")

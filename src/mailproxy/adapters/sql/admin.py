@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
@@ -23,14 +23,12 @@ from mailproxy.domain.access import (
     idempotent_state,
 )
 from mailproxy.domain.errors import Conflict
-from mailproxy.domain.lifecycle import account_deletion_refusal
+from mailproxy.domain.lifecycle import abandoned_with_account, account_deletion_refusal
 from mailproxy.domain.model import (
     Account,
-    QueuedMessage,
     ReportBacklog,
     StoredReport,
     Tenant,
-    Transition,
 )
 
 # --- configuration ----------------------------------------------------------------------
@@ -83,18 +81,19 @@ def delete_account(
     tx: Tx,
     tenant_id: str,
     account_id: str,
-    abandon: Callable[[QueuedMessage], Transition] | None,
+    force: bool,
     now: float,
+    deletion_id: str,
 ) -> bool:
     if not tx.one(tx.q.account + tx.FOR_UPDATE, (tenant_id, account_id)):
         return False
     rows = tx.all(tx.q.waiting_in_account + tx.FOR_UPDATE, (tenant_id, account_id))
-    refusal = account_deletion_refusal(account_id, len(rows), abandon=abandon is not None)
+    refusal = account_deletion_refusal(account_id, len(rows), force=force)
     if refusal is not None:
         raise Conflict(refusal)
     for message in map(message_from_row, rows):
-        assert abandon is not None  # no refusal: the account is deleted with force
-        apply_transition(tx, message.pk, tenant_id, account_id, None, abandon(message), now)
+        failed = abandoned_with_account(message, now, deletion_id)
+        apply_transition(tx, message.pk, tenant_id, account_id, None, failed, now)
     tx.run(tx.q.delete_account, (tenant_id, account_id))
     tx.run(tx.q.clear_pause, (tenant_id, account_id))
     return True

@@ -1,6 +1,5 @@
-"""What the SQL operations share: the message row's columns in the
-order the queries select them, the status sets as SQL literals, and the codecs of the
-JSON-encoded columns."""
+"""What the SQL operations share: the message row's columns in the order the queries
+select them, the status sets as SQL literals, and the codecs of the JSON-encoded columns."""
 
 from __future__ import annotations
 
@@ -90,22 +89,11 @@ def claims_of(
 def transition_values(t: Transition, status: Status, now: float, pk: int) -> tuple[Any, ...]:
     """The values of the ``apply_transition`` query for ``t`` (``status``: the status it
     stores, which a suspension may have changed)."""
+    final_ts = now if is_final(t.status) else None
     return (
-        status.value,
-        t.due_ts,
-        t.attempts,
-        t.possible_duplicate,
-        t.error,
-        t.smtp_code,
-        t.sent_ts,
-        t.error_ts,
-        now if is_final(t.status) else None,
-        False,
-        now,
-        t.wait_reason,
-        t.wait_detail,
-        pk,
-    )
+        status.value, t.due_ts, t.attempts, t.possible_duplicate, t.error, t.smtp_code,
+        t.sent_ts, t.error_ts, final_ts, False, now, t.wait_reason, t.wait_detail, pk,
+    )  # fmt: skip
 
 
 def page_of(rows: Sequence[tuple[Any, ...]], limit: int) -> MessagePage:

@@ -179,10 +179,13 @@ class SqlStore:
         tenant_id: str,
         account_id: str,
         *,
-        abandon: Callable[[QueuedMessage], Transition] | None = None,
+        force: bool = False,
         now: float = 0.0,
+        deletion_id: str = "",
     ) -> bool:
-        return await self._engine.write(admin.delete_account, tenant_id, account_id, abandon, now)
+        return await self._engine.write(
+            admin.delete_account, tenant_id, account_id, force, now, deletion_id
+        )
 
     # --- access -----------------------------------------------------------------------
 
