@@ -5,6 +5,7 @@ and kept from then on), and a second run changes nothing."""
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import uuid
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from mailproxy.adapters.postgres import MIGRATIONS, migrate
+from mailproxy.adapters.sqlite import migrate as sqlite_migrate
 from tests.conftest import POSTGRES_DSN
 
 STATUS_COUNTS = (
@@ -77,3 +79,43 @@ def test_a_version_3_database_gets_rate_totals_from_its_reservations():
         conn.execute("INSERT INTO rate_slots (key, ts) VALUES ('k3', 4.0)")
         assert conn.execute(RATE_TOTALS).fetchall() == [("k1", 1), ("k2", 1), ("k3", 1)]
         assert migrate(conn) == len(MIGRATIONS)
+
+
+def test_both_engines_end_with_the_same_tables_and_indexes(tmp_path):
+    sqlite_file = sqlite3.connect(tmp_path / "schema.db", isolation_level=None)
+    sqlite_migrate(sqlite_file)
+    sqlite_tables = {
+        name
+        for (name,) in sqlite_file.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    # Indexes made by CREATE INDEX (unique constraints and primary keys aside).
+    sqlite_indexes = {
+        name
+        for (name,) in sqlite_file.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE 'CREATE INDEX%'"
+        )
+    }
+    sqlite_file.close()
+    with database_at_version(0) as conn:
+        migrate(conn)
+        postgres_tables = {
+            name
+            for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        }
+        postgres_indexes = {
+            name
+            for (name,) in conn.execute(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND NOT i.indisunique"
+            )
+        }
+    # SQLite counts its rows in place (schema version in PRAGMA user_version, sequence
+    # numbers in a counter row); PostgreSQL keeps a version table and, for the counts,
+    # insert-only deltas that need an index where SQLite has a primary key.
+    assert sqlite_tables - {"counters"} == postgres_tables - {"schema_version"}
+    assert sqlite_indexes == postgres_indexes - {"status_counts_tenant", "rate_totals_key"}

@@ -106,3 +106,15 @@ CREATE TRIGGER messages_recounted AFTER UPDATE OF status, tenant_id ON messages
 -- Who started an unfinished idempotency record, so that a restarted worker can release
 -- the keys its previous process died holding.
 ALTER TABLE idempotency ADD COLUMN owner TEXT;
+
+-- name: 8
+-- The indexes PostgreSQL has, by the same names: leased messages are found by their
+-- lease's expiry (recovery takes over the expired ones; one owner's own are few).
+DROP INDEX idx_messages_tenant_id_seq;
+CREATE INDEX messages_tenant_seq ON messages(tenant_id, seq);
+DROP INDEX messages_leased;
+CREATE INDEX messages_leased ON messages(lease_expires_ts) WHERE status = 'sending';
+DROP INDEX idx_history_message_pk;
+CREATE INDEX history_message ON history(message_pk);
+DROP INDEX idx_reports_message_pk;
+CREATE INDEX reports_message ON reports(message_pk);
