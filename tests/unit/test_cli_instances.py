@@ -121,6 +121,15 @@ def test_a_bare_level_lists_the_commands_of_that_level(run):
     assert "tenants" not in commands_listed(tenant_page)
 
 
+def test_a_level_s_help_names_the_instance_and_tenant_typed(run):
+    run("box", "tenants", "add", "acme")
+    pages = {words: run(*words.split())[1] for words in
+             ("box", "box tenants", "box acme", "box acme accounts", "box acme messages")}  # fmt: skip
+    for words, page in pages.items():
+        assert f"Usage: mail-proxy {words} COMMAND" in page
+    assert "Administer box." in pages["box"]
+
+
 @pytest.mark.parametrize("option", ["--instance", "--tenant-id"])
 def test_the_instance_and_tenant_come_only_from_the_line_s_first_words(run, option):
     run("box", "tenants", "add", "acme")

@@ -4,13 +4,22 @@ tenant's app."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import cyclopts
 import msgspec
 
-from mailproxy.entrypoints.cli.apps import app, instance_app, tenant_app
+from mailproxy.entrypoints.cli.apps import (
+    accounts_app,
+    app,
+    instance_app,
+    messages_app,
+    tenant_app,
+    tenants_app,
+)
 from mailproxy.entrypoints.cli.exits import CommandFailed, exit_code
 from mailproxy.entrypoints.cli.serve import serve
 from mailproxy.entrypoints.instances import Instance, home, instances
@@ -115,6 +124,31 @@ def restart(name: str) -> int:
     return stop(name) or start(name)
 
 
+@contextlib.contextmanager
+def named_levels(instance_name: str, tenant_id: str | None) -> Iterator[None]:
+    """Put the instance (and tenant) named on this command line into the help of its
+    level while the command runs: ``mail-proxy box acme accounts --help`` shows ``Usage:
+    mail-proxy box acme accounts COMMAND``, not the placeholders the apps are built with."""
+    subapps: tuple[cyclopts.App, ...]
+    if tenant_id is None:
+        words, level, subapps = instance_name, instance_app, (tenants_app,)
+    else:
+        words, level = f"{instance_name} {tenant_id}", tenant_app
+        subapps = (accounts_app, messages_app)
+    apps = (level, *subapps)
+    saved = [(app.usage, app.help) for app in apps]
+    level.usage = f"Usage: mail-proxy {words} COMMAND"
+    if tenant_id is None:
+        level.help = f"Administer {instance_name}."
+    for sub in subapps:
+        sub.usage = f"Usage: mail-proxy {words} {sub.name[0]} COMMAND"
+    try:
+        yield
+    finally:
+        for app, (usage, help_text) in zip(apps, saved, strict=True):
+            app.usage, app.help = usage, help_text
+
+
 @app.default
 @exit_code
 def instance_command(
@@ -136,7 +170,8 @@ def instance_command(
     # A first word that is not one of the instance's commands (or its help) is a tenant id.
     if tokens and tokens[0] not in instance_app:
         level, targets["tenant_id"], tokens = tenant_app, tokens[0], tokens[1:]
-    # The cyclopts meta-app pattern: the level parses the rest of the line, and the
-    # command's parse=False parameters (``injected``, by name) get the targets.
-    command, bound, injected = level.parse_args(list(tokens))
-    return command(*bound.args, **bound.kwargs, **{name: targets[name] for name in injected})
+    with named_levels(instance_name, targets.get("tenant_id")):
+        # The cyclopts meta-app pattern: the level parses the rest of the line, and the
+        # command's parse=False parameters (``injected``, by name) get the targets.
+        command, bound, injected = level.parse_args(list(tokens))
+        return command(*bound.args, **bound.kwargs, **{name: targets[name] for name in injected})
