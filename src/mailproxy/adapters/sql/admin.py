@@ -81,9 +81,10 @@ def delete_account(
     tx: Tx,
     tenant_id: str,
     account_id: str,
-    force: bool,
-    now: float,
-    deletion_id: str,
+    *,
+    force: bool = False,
+    now: float = 0.0,
+    deletion_id: str = "",
 ) -> bool:
     if not tx.one(tx.q.account + tx.FOR_UPDATE, (tenant_id, account_id)):
         return False
@@ -121,9 +122,10 @@ def begin_idempotent(
     key: str,
     fingerprint: str,
     now: float,
+    *,
     ttl_s: float,
     stale_s: float,
-    owner: str,
+    owner: str = "",
 ) -> IdempotentStart:
     tx.run(tx.q.forget_expired_keys, (now - ttl_s,))
     if tx.run(tx.q.start_key, (scope, key, fingerprint, now, owner)) == 1:

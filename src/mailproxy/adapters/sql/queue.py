@@ -92,7 +92,13 @@ def enqueue(tx: Tx, messages: Sequence[NewMessage], now: float) -> list[Rejectio
 
 
 def claim_due(
-    tx: Tx, *, now: float, limit: int, owner: str, lease_s: float, tenant_limit: int | None
+    tx: Tx,
+    *,
+    now: float,
+    limit: int,
+    owner: str,
+    lease_s: float,
+    tenant_limit: int | None = None,
 ) -> list[Claim]:
     token, expires = uuid.uuid4().hex, now + lease_s
     in_flight = {(t, a): n for t, a, n in tx.all(tx.q.held_by_owner, (owner,))}
@@ -208,7 +214,7 @@ def release(tx: Tx, lease: Lease, now: float) -> bool:
     return True
 
 
-def recover(tx: Tx, *, owner: str, now: float, lease_s: float, own: bool) -> list[Claim]:
+def recover(tx: Tx, *, owner: str, now: float, lease_s: float, own: bool = True) -> list[Claim]:
     token, expires = uuid.uuid4().hex, now + lease_s
     rows = tx.all(tx.q.expired_leases + tx.SKIP_LOCKED, (own, owner, now))
     claims = []

@@ -31,11 +31,12 @@ def get_message(tx: Tx, tenant_id: str, message_id: str) -> QueuedMessage | None
 def list_messages(
     tx: Tx,
     tenant_id: str,
-    statuses: Collection[Status],
-    batch_code: str | None,
-    active_only: bool,
-    limit: int,
-    cursor: str | None,
+    *,
+    statuses: Collection[Status] = (),
+    batch_code: str | None = None,
+    active_only: bool = False,
+    limit: int = 100,
+    cursor: str | None = None,
 ) -> MessagePage:
     sql = f"SELECT {COLUMNS} FROM messages WHERE tenant_id = ? AND seq > ?"
     args: list[Any] = [tenant_id, int(cursor) if cursor else 0]
@@ -148,7 +149,7 @@ def purge_final(tx: Tx, tenant_id: str | None, final_before_ts: float) -> int:
     return len(pks)
 
 
-def count_by_status(tx: Tx, tenant_id: str | None) -> dict[Status, int]:
+def count_by_status(tx: Tx, tenant_id: str | None = None) -> dict[Status, int]:
     tx.fold_counts()
     by_tenant = tenant_id is not None
     rows = tx.all(tx.q.count_tenant, (tenant_id,)) if by_tenant else tx.all(tx.q.count_all)
