@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -65,6 +66,45 @@ def test_a_version_2_database_gets_status_counts_from_its_messages():
         ]  # fmt: skip
         assert migrate(conn) == len(MIGRATIONS)
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
+
+
+def test_a_write_in_flight_during_the_upgrade_is_counted():
+    # A process of the earlier version has changed a message and not committed yet when
+    # the upgrade takes the counts: the migration waits for it instead of missing it.
+    with database_at_version(2) as conn:
+        conn.execute(
+            "INSERT INTO messages (tenant_id, id, account_id, priority, seq, status, due_ts, "
+            "message_id, date_ts, spec, created_ts, updated_ts, rank) "
+            "VALUES ('t1', 'a', 'acc', 2, 1, 'deferred', 0, 'x@y', 0, '{}', 0, 0, 0)"
+        )
+        (schema,) = conn.execute("SELECT current_schema()").fetchone()
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as writer:
+            writer.execute(SQL("SET search_path = {}").format(Identifier(schema)))
+            writer.execute("BEGIN")
+            writer.execute("UPDATE messages SET status = 'sent' WHERE id = 'a'")
+            upgrade = threading.Thread(target=migrate, args=(conn,))
+            upgrade.start()
+            upgrade.join(0.5)
+            assert upgrade.is_alive()  # waiting for the writer
+            writer.execute("COMMIT")
+            upgrade.join(10)
+        assert conn.execute(STATUS_COUNTS).fetchall() == [("t1", "sent", 1)]
+
+
+def test_the_counts_follow_a_change_made_from_a_session_on_another_search_path():
+    with database_at_version(2) as conn:
+        conn.execute(
+            "INSERT INTO messages (tenant_id, id, account_id, priority, seq, status, due_ts, "
+            "message_id, date_ts, spec, created_ts, updated_ts, rank) "
+            "VALUES ('t1', 'a', 'acc', 2, 1, 'deferred', 0, 'x@y', 0, '{}', 0, 0, 0)"
+        )
+        migrate(conn)
+        (schema,) = conn.execute("SELECT current_schema()").fetchone()
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as operator:
+            operator.execute(
+                SQL("UPDATE {}.messages SET status = 'sent'").format(Identifier(schema))
+            )
+        assert conn.execute(STATUS_COUNTS).fetchall() == [("t1", "deferred", 0), ("t1", "sent", 1)]
 
 
 def test_a_version_3_database_gets_rate_totals_from_its_reservations():

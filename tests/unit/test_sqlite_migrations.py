@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from mailproxy.adapters.sqlite import MIGRATIONS, migrate, run_script
+import pytest
+
+from mailproxy.adapters.sqlite import MIGRATIONS, SqliteTx, migrate, run_script
 
 
 def file_at_version(path, version: int) -> sqlite3.Connection:
@@ -53,3 +55,21 @@ def test_a_version_5_file_gets_status_counts_from_its_messages(tmp_path):
         ("t1", "pending", 0), ("t1", "sending", 1), ("t1", "sent", 2), ("t2", "error", 0)
     ]  # fmt: skip
     conn.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [("held_by_owner", "messages_owned"), ("expired_leases", "messages_leased")],
+)
+def test_the_lease_queries_of_every_claim_use_an_index(tmp_path, query, index):
+    # A claim counts what its process holds first: a scan there costs every claim the size
+    # of the table, which keeps every finished message for the retention period.
+    conn = sqlite3.connect(tmp_path / "plan.db", isolation_level=None)
+    migrate(conn)
+    args = ("w1",) if query == "held_by_owner" else (1, "w1", 0.0)
+    plan = " ".join(
+        str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {getattr(SqliteTx.q, query)}", args)
+    )
+    conn.close()
+    assert index in plan
+    assert "SCAN messages" not in plan or f"USING INDEX {index}" in plan

@@ -65,12 +65,16 @@ ALTER TABLE idempotency ADD COLUMN owner text;
 -- page read them without counting the table. Unlike SQLite's, the rows are deltas, only
 -- ever inserted (a row-level counter that every claim and completion updates would be a
 -- hot row, and one that transactions lock in different orders would deadlock); readers
--- sum them, and fold_status_counts folds them now and then.
+-- sum them, and fold_status_counts folds them now and then. The table is locked against
+-- writers first, so that no message written while the counts are taken goes uncounted;
+-- the functions keep the schema they were created in, whoever's session fires them.
+LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE status_counts (tenant_id text NOT NULL, status text NOT NULL, n bigint NOT NULL);
 CREATE INDEX status_counts_tenant ON status_counts (tenant_id, status);
 INSERT INTO status_counts (tenant_id, status, n)
     SELECT tenant_id, status, COUNT(*) FROM messages GROUP BY tenant_id, status;
-CREATE FUNCTION count_message_status() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION count_message_status() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP <> 'INSERT' THEN
         INSERT INTO status_counts (tenant_id, status, n) VALUES (OLD.tenant_id, OLD.status, -1);
@@ -93,10 +97,12 @@ CREATE TRIGGER messages_recounted AFTER UPDATE OF status, tenant_id ON messages
 -- Rate-limit totals, as SQLite keeps them: the live reservations of each window key, so
 -- that a key below a window's limit has room without a scan. Insert-only deltas, as the
 -- status counts; reserve_slots folds a key's deltas under the key's advisory lock.
+LOCK TABLE rate_slots IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE rate_totals (key text NOT NULL, n bigint NOT NULL);
 CREATE INDEX rate_totals_key ON rate_totals (key);
 INSERT INTO rate_totals (key, n) SELECT key, COUNT(*) FROM rate_slots GROUP BY key;
-CREATE FUNCTION count_rate_slot() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION count_rate_slot() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO rate_totals (key, n) VALUES (NEW.key, 1);
@@ -109,3 +115,7 @@ CREATE TRIGGER rate_slots_added AFTER INSERT ON rate_slots
     FOR EACH ROW EXECUTE FUNCTION count_rate_slot();
 CREATE TRIGGER rate_slots_removed AFTER DELETE ON rate_slots
     FOR EACH ROW EXECUTE FUNCTION count_rate_slot();
+
+-- name: 5
+-- A process's own leased messages (each claim counts what it holds), as SQLite finds them.
+CREATE INDEX messages_owned ON messages (lease_owner) WHERE status = 'sending';

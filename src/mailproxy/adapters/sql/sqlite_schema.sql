@@ -108,12 +108,14 @@ CREATE TRIGGER messages_recounted AFTER UPDATE OF status, tenant_id ON messages
 ALTER TABLE idempotency ADD COLUMN owner TEXT;
 
 -- name: 8
--- The indexes PostgreSQL has, by the same names: leased messages are found by their
--- lease's expiry (recovery takes over the expired ones; one owner's own are few).
+-- The indexes PostgreSQL has, by the same names: leased messages by their lease's expiry
+-- (recovery takes over the expired ones) and by their owner (each claim counts what its
+-- process holds; without this index that count would scan the table).
 DROP INDEX idx_messages_tenant_id_seq;
 CREATE INDEX messages_tenant_seq ON messages(tenant_id, seq);
 DROP INDEX messages_leased;
 CREATE INDEX messages_leased ON messages(lease_expires_ts) WHERE status = 'sending';
+CREATE INDEX messages_owned ON messages(lease_owner) WHERE status = 'sending';
 DROP INDEX idx_history_message_pk;
 CREATE INDEX history_message ON history(message_pk);
 DROP INDEX idx_reports_message_pk;
