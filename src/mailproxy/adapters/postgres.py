@@ -26,6 +26,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -88,11 +90,14 @@ class PostgresTx(Tx):
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
     q = Queries("postgres.sql")
 
-    def __init__(self, cursor: Any, channels: tuple[str, str]) -> None:
+    def __init__(self, cursor: Any, channels: tuple[str, str], call: _Call | None = None) -> None:
         super().__init__(cursor)
         self._queue_channel, self._reports_channel = channels
+        self._call = call
 
     def _execute(self, sql: str, args: Sequence[Any] | dict[str, Any]) -> Any:
+        if self._call is not None:
+            self._call.check()
         return self.cursor.execute(percent_style(sql), args)
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
@@ -124,6 +129,34 @@ class PostgresTx(Tx):
 
     def wake_reports(self, tenant_id: str) -> None:
         self.run(self.q.notify, (self._reports_channel, tenant_id))
+
+
+class _Call:
+    """One operation running on a worker thread, as its caller on the event loop sees it:
+    a caller that is cancelled (a client gone, a shutdown) takes the operation back —
+    the statement running is cancelled on the server and no further one starts, so the
+    transaction rolls back instead of committing what nobody waits for any more."""
+
+    def __init__(self) -> None:
+        self.connection: Connection[Any] | None = None
+        self._cancelled = threading.Event()
+
+    def check(self) -> None:
+        if self._cancelled.is_set():
+            raise StorageError("postgres: the operation was cancelled by its caller")
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        connection = self.connection
+        if connection is not None:
+            # The cancel request is a connection of its own to the server: not on the loop.
+            threading.Thread(target=_cancel_quietly, args=(connection,), daemon=True).start()
+
+
+def _cancel_quietly(connection: Connection[Any]) -> None:
+    # The statement may have ended, or the connection gone, meanwhile: nothing to undo.
+    with contextlib.suppress(psycopg.Error, OSError):
+        connection.cancel_safe(timeout=5.0)
 
 
 def migrate(conn: Connection[Any]) -> int:
@@ -165,7 +198,9 @@ class PostgresEngine:
     async def open(self) -> None:
         if self._pool is not None:
             return
-        executor = ThreadPoolExecutor(self._pool_size, thread_name_prefix="mailproxy-pg")
+        # More threads than connections: a call waiting for a connection waits in the
+        # pool, whose timeout answers it with a StorageError, not in the thread queue.
+        executor = ThreadPoolExecutor(4 * self._pool_size, thread_name_prefix="mailproxy-pg")
         try:
             self._pool = await asyncio.get_running_loop().run_in_executor(executor, self._open)
         except BaseException:
@@ -211,17 +246,27 @@ class PostgresEngine:
         pool, executor = self._pool, self._executor
         if pool is None or executor is None:
             raise StorageError("postgres store is not open")
+        deadline, call = time.monotonic() + self._timeout_s, _Call()
 
         def run() -> T:
-            with (
-                pool.connection() as conn,
-                conn.cursor() as cur,
-                conn.transaction() if transaction else contextlib.nullcontext(),
-            ):
-                return op(PostgresTx(cur, self.channels))
+            call.check()
+            # The wait for a connection counts from the call, queued time included.
+            with pool.connection(timeout=max(0.0, deadline - time.monotonic())) as conn:
+                call.connection = conn
+                with (
+                    conn.cursor() as cur,
+                    conn.transaction() if transaction else contextlib.nullcontext(),
+                ):
+                    result = op(PostgresTx(cur, self.channels, call))
+                    call.check()  # given up on while it ran: roll back, do not commit
+                    return result
 
+        future = asyncio.get_running_loop().run_in_executor(executor, run)
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, run)
+            return await future
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
         except psycopg.Error as exc:
             raise StorageError(f"postgres: {exc}") from exc
 
