@@ -16,8 +16,8 @@ from psycopg.sql import SQL, Identifier
 
 from mailproxy.adapters.postgres import PostgresStore
 from mailproxy.domain.errors import StorageError
-from mailproxy.domain.model import Tenant
-from tests.conftest import POSTGRES_DSN, opened
+from mailproxy.domain.model import Account, Status, Tenant
+from tests.conftest import NOW_T, POSTGRES_DSN, new_message, opened
 
 
 @contextlib.asynccontextmanager
@@ -65,3 +65,24 @@ async def test_a_write_its_caller_gave_up_on_is_not_committed(store):
     await asyncio.sleep(0.3)  # what a committed write would have needed to land
     assert await store.get_tenant("t2") is None
     assert await store.get_tenant("t1") is not None  # the pool is usable afterwards
+
+
+async def delta_rows(store: PostgresStore) -> list[str]:
+    async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
+        cur = await conn.execute(
+            SQL("SELECT xmin::text FROM {}.status_counts ORDER BY 1").format(
+                Identifier(store.schema or "public")
+            )
+        )
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def test_reading_the_counts_folds_the_deltas_only_once_they_pile_up(store):
+    await store.put_account(Account(id="a1", tenant_id="t1", kind="capture"))
+    await store.enqueue([new_message(f"m{i}") for i in range(100)], NOW_T)
+    assert len(await delta_rows(store)) == 100  # one delta a message
+    assert await store.count_by_status("t1") == {Status.PENDING: 100}
+    folded = await delta_rows(store)
+    assert len(folded) == 1
+    assert await store.count_by_status() == {Status.PENDING: 100}
+    assert await delta_rows(store) == folded  # a read with few deltas writes nothing

@@ -175,12 +175,12 @@ AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.message_pk = messages.pk
                 AND r.acked_ts IS NULL)
 
 -- name: count_all
--- status_counts: one row per (tenant, status) on SQLite, deltas to sum on PostgreSQL.
-SELECT status, SUM(n) FROM status_counts GROUP BY status HAVING SUM(n) > 0
+-- status_counts: one row per (tenant, status) on SQLite, deltas to sum on PostgreSQL; the
+-- rows read and the (tenant, status) pairs they stand for say when to fold the deltas.
+SELECT status, SUM(n), COUNT(*), COUNT(DISTINCT tenant_id) FROM status_counts GROUP BY status
 
 -- name: count_tenant
-SELECT status, SUM(n) FROM status_counts WHERE tenant_id = ? GROUP BY status
-HAVING SUM(n) > 0
+SELECT status, SUM(n), COUNT(*), 1 FROM status_counts WHERE tenant_id = ? GROUP BY status
 
 -- name: oldest_not_final
 SELECT tenant_id, MIN(created_ts) FROM messages

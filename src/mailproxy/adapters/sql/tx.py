@@ -10,8 +10,9 @@ from typing import Any, ClassVar
 from mailproxy.adapters.sql.rows import COLUMNS
 
 _HERE = Path(__file__).parent
-#: Delta rows of a rate total past which it is folded into one.
-_FOLD_AT = 64
+#: Delta rows past which a maintained total is folded (a rate key's into one row, the
+#: message counts into one row per tenant and status).
+FOLD_AT = 64
 
 
 def sections(filename: str) -> dict[str, str]:
@@ -99,7 +100,7 @@ class Tx:
         """The live reservations on ``key`` (kept by triggers: a key below a window's
         limit has room without a scan). Call with the key locked (:meth:`lock_keys`)."""
         total, rows = self.one(self.q.rate_total, (key,))
-        if rows > _FOLD_AT:
+        if rows > FOLD_AT:
             self.fold_rate_total(key)
         return int(total)
 
