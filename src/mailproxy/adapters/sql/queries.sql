@@ -280,9 +280,11 @@ SELECT seq, payload FROM reports WHERE tenant_id = ? AND acked_ts IS NULL ORDER 
 -- name: tenants_with_pending_reports
 SELECT DISTINCT tenant_id FROM reports WHERE acked_ts IS NULL
 
--- name: acknowledge_report
-UPDATE reports SET acked_ts = ? WHERE tenant_id = ? AND event_id {in_list}
-AND acked_ts IS NULL
+-- name: acknowledge_reports
+-- Found by their event ids (SQLite would otherwise scan the tenant's whole backlog).
+UPDATE reports SET acked_ts = ?
+WHERE seq IN (SELECT seq FROM reports WHERE event_id {in_list})
+AND tenant_id = ? AND acked_ts IS NULL
 
 -- name: report_backlog
 SELECT COUNT(*), MIN(created_ts) FROM reports WHERE tenant_id = ? AND acked_ts IS NULL
