@@ -57,11 +57,11 @@ def history(tx: Tx, tenant_id: str, message_id: str) -> list[HistoryEntry]:
 
 def remove(tx: Tx, pks: Sequence[int], *, acked_reports_too: bool = False) -> None:
     if pks:
-        listed = (tx.listed(pks),)
-        tx.run(tx.q.remove_history, listed)
-        tx.run(tx.q.remove_reports if acked_reports_too else tx.q.remove_unacked_reports, listed)
-        tx.run(tx.q.release_listed_slots, listed)
-        tx.run(tx.q.remove_messages, listed)
+        pk_list = (tx.listed(pks),)
+        tx.run(tx.q.remove_history, pk_list)
+        tx.run(tx.q.remove_reports if acked_reports_too else tx.q.remove_unacked_reports, pk_list)
+        tx.run(tx.q.release_listed_slots, pk_list)
+        tx.run(tx.q.remove_messages, pk_list)
 
 
 def delete_messages(tx: Tx, tenant_id: str, ids: Sequence[str]) -> DeleteResult:
