@@ -240,6 +240,35 @@ async def test_delete_keeps_messages_being_sent(store):
     assert await store.history("t1", "b") == []
 
 
+async def test_many_messages_deleted_at_once_are_reported_in_the_order_asked(store):
+    await store.enqueue([new_message(f"m{i:02d}") for i in range(40)], NOW)
+    in_flight = {c.message.id for c in await claim(store, limit=3)}
+    await store.enqueue([new_message("m10", tenant_id="t2")], NOW)
+    # Repeated ids count once; an id with a NUL names no message (not the id before it).
+    asked = [f"m{i:02d}" for i in reversed(range(39))] + ["m05", "nope", "m39\x00", "gone"]
+    result = await store.delete_messages("t1", asked)
+    assert result.removed == 36
+    assert result.not_found == ["nope", "m39\x00", "gone"]
+    assert result.in_flight == [i for i in dict.fromkeys(asked) if i in in_flight]
+    remaining = (await store.list_messages("t1", limit=100)).messages
+    assert {m.id for m in remaining} == in_flight | {"m39"}
+    assert await store.history("t1", "m10") == []
+    assert (await store.get_message("t2", "m10")).status is Status.PENDING
+
+
+async def test_a_batch_over_two_tenants_reads_back_each_tenants_own_message(store):
+    await store.enqueue([new_message("m1")], NOW)
+    (c,) = await claim(store)
+    await store.complete(c.lease, sent(c.message), NOW)
+    batch = [new_message("m1", tenant_id="t2"), new_message("m1"), new_message("m2")]
+    rejected = await store.enqueue(batch, NOW + 5)
+    assert [(r.id, r.reason) for r in rejected] == [("m1", "already sent")]
+    assert (await store.get_message("t1", "m1")).status is Status.SENT
+    assert (await store.get_message("t2", "m1")).status is Status.PENDING
+    assert [h.event for h in await store.history("t2", "m1")] == ["queued"]
+    assert [h.event for h in await store.history("t1", "m2")] == ["queued"]
+
+
 async def test_counts_by_status(store):
     await store.enqueue([new_message("a"), new_message("b"), new_message("c", tenant_id="t2")], NOW)
     await claim(store, limit=1)

@@ -262,6 +262,20 @@ async def test_retention_removes_only_acknowledged_final_messages(store):
     assert (await store.get_message("t1", "m3")).status is Status.SENDING
 
 
+async def test_retention_removes_many_messages_at_once_with_their_history_and_events(store):
+    await store.enqueue([new_message(f"m{i}") for i in range(30)], NOW)
+    claims = await claim(store, limit=30)
+    for c in claims:
+        await settle(store, c, Delivered(250))
+    acked = [f"e-{c.message.id}-{NOW}" for c in claims[:20]]
+    assert await store.acknowledge_reports("t1", acked, NOW) == 20
+    assert await store.purge_final(None, NOW + 100) == 20
+    remaining = (await store.list_messages("t1", limit=100)).messages
+    assert {m.id for m in remaining} == {c.message.id for c in claims[20:]}
+    assert await store.history("t1", claims[0].message.id) == []
+    assert len(await store.pending_reports("t1", 100)) == 10
+
+
 async def test_next_due_looks_past_what_is_due_now(store):
     await store.enqueue([new_message("now"), new_message("later", deferred_ts=NOW + 5)], NOW)
     assert await store.next_due_ts(NOW) == NOW + 5

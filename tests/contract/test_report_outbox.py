@@ -30,6 +30,25 @@ async def test_events_are_pending_oldest_first_until_acknowledged(store):
     assert await store.acknowledge_reports("t1", ["ev-0"], NOW_T) == 0
 
 
+async def test_many_events_acknowledged_at_once_count_each_changed_event_once(store):
+    await store.enqueue([new_message(f"m{i}") for i in range(40)], NOW_T)
+    await store.enqueue([new_message("m0", tenant_id="t2")], NOW_T)
+    for c in await store.claim_due(now=NOW_T, limit=100, owner="w", lease_s=60):
+        event_id = f"{c.message.tenant_id}-{c.message.id}"
+        assert await store.complete(
+            c.lease, transition_for(c, Delivered(250), now=NOW_T, event_id=event_id), NOW_T
+        )
+    assert await store.acknowledge_reports("t1", ["t1-m0", "t1-m1"], NOW_T) == 2
+    # Already acknowledged, repeated, another tenant's, unknown (a NUL names no event, not
+    # the id before it): none counts.
+    asked = [f"t1-m{i}" for i in reversed(range(30))] + ["t1-m5", "t2-m0", "t1-m30\x00", ""]
+    assert await store.acknowledge_reports("t1", asked, NOW_T) == 28
+    pending = await store.pending_reports("t1", 100)
+    assert {r.event.event_id for r in pending} == {f"t1-m{i}" for i in range(30, 40)}
+    assert len(await store.pending_reports("t2", 10)) == 1
+    assert await store.acknowledge_reports("t1", [], NOW_T) == 0
+
+
 async def test_an_unknown_attempt_writes_unknown_and_is_flagged(store):
     await store.enqueue([new_message("m1")], NOW_T)
     await settle(store, Unknown("timeout after the final dot"), "u")

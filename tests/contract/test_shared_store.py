@@ -39,6 +39,20 @@ async def test_concurrent_claims_from_two_processes_never_take_a_message_twice(s
     assert sorted(taken + [c.message.id for c in rest]) == sorted(f"m{n}" for n in range(60))
 
 
+async def test_overlapping_deletes_in_opposite_orders_from_two_processes_all_finish(store, twin):
+    ids = [f"m{n:03d}" for n in range(200)]
+    await store.enqueue([new_message(i) for i in ids], NOW)
+    results = await asyncio.gather(
+        *(
+            side.delete_messages("t1", asked)
+            for side, asked in [(store, ids), (twin, ids[::-1])] * 3
+        )
+    )
+    assert sum(r.removed for r in results) == len(ids)
+    assert all(r.removed + len(r.not_found) == len(ids) for r in results)
+    assert (await twin.list_messages("t1")).messages == []
+
+
 async def test_a_live_sweep_takes_only_expired_leases(store, twin):
     await store.enqueue([new_message("mine"), new_message("gone")], NOW)
     (mine,) = await store.claim_due(now=NOW, limit=1, owner="alive", lease_s=60)

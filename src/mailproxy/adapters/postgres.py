@@ -88,7 +88,8 @@ class PostgresTx(Tx):
 
     FOR_UPDATE = " FOR UPDATE"
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
-    q = Queries("postgres.sql")
+    IN_LIST = "= ANY(?)"
+    q = Queries("postgres.sql", IN_LIST)
 
     def __init__(self, cursor: Any, channels: tuple[str, str], call: _Call | None = None) -> None:
         super().__init__(cursor)
@@ -106,6 +107,9 @@ class PostgresTx(Tx):
             return 0
         self.cursor.executemany(percent_style(sql), rows)
         return int(self.cursor.rowcount)
+
+    def listed(self, values: Iterable[Any]) -> list[Any]:
+        return list(values)
 
     def lock_keys(self, keys: Sequence[str]) -> None:
         for key in keys:

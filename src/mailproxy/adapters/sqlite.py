@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
@@ -42,7 +43,12 @@ class SqliteTx(Tx):
     """SQLite's side of the engine differences: no row locks (``BEGIN IMMEDIATE`` holds
     the file), sequence numbers from a counter row, counts kept in place by triggers."""
 
-    q = Queries("sqlite.sql")
+    IN_LIST = "IN (SELECT value FROM json_each(?))"
+    q = Queries("sqlite.sql", IN_LIST)
+
+    def listed(self, values: Iterable[Any]) -> str:
+        # json_each ends a text at a NUL: it becomes U+FFFD, as PostgreSQL stores it.
+        return json.dumps([v.replace("\0", "\ufffd") if isinstance(v, str) else v for v in values])
 
     def sequence_numbers(self, count: int) -> list[int]:
         (last,) = self.one(self.q.next_seq, (count,))

@@ -16,9 +16,10 @@ The pattern, in four parts:
   ``rate_totals``: rows kept in place by triggers on SQLite, insert-only deltas folded
   now and then on PostgreSQL, where a counter row would be a hot, deadlock-prone lock).
 - **The engine differences are one class each**: :class:`.tx.Tx` lists them (row locks,
-  ``SKIP LOCKED``, advisory locks on rate keys, message sequence numbers, the heads of the
-  account queues, wake-ups on commit, folding counts); ``SqliteTx`` (``adapters/sqlite.py``)
-  and ``PostgresTx`` (``adapters/postgres.py``) fill them in.
+  ``SKIP LOCKED``, a column in a list of values bound as one parameter, advisory locks on
+  rate keys, message sequence numbers, the heads of the account queues, wake-ups on
+  commit, folding counts); ``SqliteTx`` (``adapters/sqlite.py``) and ``PostgresTx``
+  (``adapters/postgres.py``) fill them in.
 - **One execution model**: an engine runs the operation on a worker thread and awaits it
   — SQLite on its single writer thread with group commit (writes queued while one commits
   run together in the next ``BEGIN IMMEDIATE``, each in a savepoint), PostgreSQL on a

@@ -163,7 +163,7 @@ def tenants_with_pending_reports(tx: Tx) -> set[str]:
 
 
 def acknowledge_reports(tx: Tx, tenant_id: str, event_ids: Sequence[str], now: float) -> int:
-    return tx.many(tx.q.acknowledge_report, [(now, tenant_id, e) for e in event_ids])
+    return tx.run(tx.q.acknowledge_reports, (now, tx.listed(event_ids), tenant_id))
 
 
 def report_backlog(tx: Tx, tenant_id: str) -> ReportBacklog:

@@ -29,10 +29,13 @@ WHERE messages.status NOT IN ('sent', 'sending', 'unknown')
     AND NOT messages.possible_duplicate
 
 -- name: stored_versions
-SELECT pk, id, seq, status, possible_duplicate FROM messages WHERE tenant_id = ? AND id IN
+-- Of the listed tenants' listed ids (a pair not given may come too: it is skipped).
+SELECT pk, tenant_id, id, seq, status, possible_duplicate FROM messages
+WHERE tenant_id {in_list} AND id {in_list}
 
 -- name: history_queued
-INSERT INTO history (message_pk, event, ts) VALUES (?, 'queued', ?)
+INSERT INTO history (message_pk, event, ts) SELECT pk, 'queued', ? FROM messages
+WHERE pk {in_list}
 
 -- name: history_entry
 INSERT INTO history (message_pk, event, ts, detail) VALUES (?, ?, ?, ?)
@@ -46,7 +49,7 @@ SELECT tenant_id, id, data FROM accounts
 
 -- name: claim
 UPDATE messages SET status = 'sending', lease_owner = ?, lease_token = ?,
-    lease_expires_ts = ?, attempt_open = FALSE, updated_ts = ? WHERE pk = ?
+    lease_expires_ts = ?, attempt_open = FALSE, updated_ts = ? WHERE pk {in_list}
 
 -- name: holds_lease
 SELECT tenant_id, account_id, batch_code, attempts, due_ts, attempt_open FROM messages
@@ -57,6 +60,9 @@ SELECT MAX(ts) FROM rate_slots WHERE message_pk = ?
 
 -- name: release_slots
 DELETE FROM rate_slots WHERE message_pk = ?
+
+-- name: release_listed_slots
+DELETE FROM rate_slots WHERE message_pk {in_list}
 
 -- name: rate_total
 -- rate_totals: one row per key on SQLite, deltas to sum on PostgreSQL.
@@ -103,17 +109,15 @@ DELETE FROM account_pauses WHERE tenant_id = ? AND account_id = ?
 
 -- name: requeue
 UPDATE messages SET status = ?, lease_owner = NULL, lease_token = NULL,
-    lease_expires_ts = NULL, attempt_open = FALSE, updated_ts = ? WHERE pk = ?
+    lease_expires_ts = NULL, attempt_open = FALSE, updated_ts = ? WHERE pk {in_list}
 
 -- name: expired_leases
 SELECT pk, attempts, due_ts, attempt_open FROM messages
 WHERE status = 'sending' AND ((? AND lease_owner = ?) OR lease_expires_ts <= ?)
 
 -- name: re_lease
-UPDATE messages SET lease_owner = ?, lease_token = ?, lease_expires_ts = ? WHERE pk = ?
-
--- name: message_by_pk
-SELECT {columns} FROM messages WHERE pk = ?
+UPDATE messages SET lease_owner = ?, lease_token = ?, lease_expires_ts = ? WHERE pk {in_list}
+RETURNING {columns}
 
 -- name: message
 SELECT {columns} FROM messages WHERE tenant_id = ? AND id = ?
@@ -123,19 +127,20 @@ SELECT h.event, h.ts, h.detail FROM history h JOIN messages m ON m.pk = h.messag
 WHERE m.tenant_id = ? AND m.id = ? ORDER BY h.pk
 
 -- name: remove_history
-DELETE FROM history WHERE message_pk = ?
+DELETE FROM history WHERE message_pk {in_list}
 
 -- name: remove_unacked_reports
-DELETE FROM reports WHERE message_pk = ? AND acked_ts IS NULL
+DELETE FROM reports WHERE message_pk {in_list} AND acked_ts IS NULL
 
 -- name: remove_reports
-DELETE FROM reports WHERE message_pk = ?
+DELETE FROM reports WHERE message_pk {in_list}
 
--- name: remove_message
-DELETE FROM messages WHERE pk = ?
+-- name: remove_messages
+DELETE FROM messages WHERE pk {in_list}
 
--- name: message_state
-SELECT pk, status FROM messages WHERE tenant_id = ? AND id = ?
+-- name: message_states
+-- In pk order: two deletes of overlapping sets lock their rows in one order.
+SELECT pk, id, status FROM messages WHERE tenant_id = ? AND id {in_list} ORDER BY pk
 
 -- name: next_due
 SELECT (SELECT MIN(due_ts) FROM messages
@@ -275,8 +280,11 @@ SELECT seq, payload FROM reports WHERE tenant_id = ? AND acked_ts IS NULL ORDER 
 -- name: tenants_with_pending_reports
 SELECT DISTINCT tenant_id FROM reports WHERE acked_ts IS NULL
 
--- name: acknowledge_report
-UPDATE reports SET acked_ts = ? WHERE tenant_id = ? AND event_id = ? AND acked_ts IS NULL
+-- name: acknowledge_reports
+-- Found by their event ids (SQLite would otherwise scan the tenant's whole backlog).
+UPDATE reports SET acked_ts = ?
+WHERE seq IN (SELECT seq FROM reports WHERE event_id {in_list})
+AND tenant_id = ? AND acked_ts IS NULL
 
 -- name: report_backlog
 SELECT COUNT(*), MIN(created_ts) FROM reports WHERE tenant_id = ? AND acked_ts IS NULL

@@ -33,8 +33,6 @@ from mailproxy.domain.policy import (
 )
 
 _PAUSE_FIELDS = ("tenant_id", "account_id", "failures", "until_ts", "reason")
-#: Ids read back per statement after an upsert (SQLite binds at most 32766 values).
-_READ_BACK_CHUNK = 500
 
 
 def suspensions(tx: Tx, tenant_id: str) -> frozenset[str]:
@@ -68,21 +66,19 @@ def enqueue(tx: Tx, messages: Sequence[NewMessage], now: float) -> list[Rejectio
     # others were refused by the upsert's condition (resubmission_refusal says why).
     stored: list[int] = []
     refused: dict[tuple[str, str], str] = {}
-    for tenant_id in suspended:
-        ids = [message_id for t, message_id in given if t == tenant_id]
-        for start in range(0, len(ids), _READ_BACK_CHUNK):
-            chunk = ids[start : start + _READ_BACK_CHUNK]
-            sql = f"{tx.q.stored_versions} ({', '.join('?' * len(chunk))})"
-            for pk, message_id, seq, status, duplicate in tx.all(sql, (tenant_id, *chunk)):
-                key = (tenant_id, message_id)
-                if seq == given[key]:
-                    stored.append(pk)
-                else:
-                    refused[key] = resubmission_refusal(Status(status), bool(duplicate)) or ""
-    # A replaced message gives back any rate slot its previous version held.
-    tx.many(tx.q.release_slots, [(pk,) for pk in stored])
-    tx.many(tx.q.history_queued, [(pk, now) for pk in stored])
+    lists = (tx.listed(suspended), tx.listed(dict.fromkeys(i for _, i in given)))
+    for pk, tenant_id, message_id, seq, status, duplicate in tx.all(tx.q.stored_versions, lists):
+        key = (tenant_id, message_id)
+        if key not in given:  # the id of one of the batch's tenants, in another
+            continue
+        if seq == given[key]:
+            stored.append(pk)
+        else:
+            refused[key] = resubmission_refusal(Status(status), bool(duplicate)) or ""
     if stored:
+        # A replaced message gives back any rate slot its previous version held.
+        tx.run(tx.q.release_listed_slots, (tx.listed(stored),))
+        tx.run(tx.q.history_queued, (now, tx.listed(stored)))
         tx.wake_queue()
     return [
         Rejection(new.id, refused[(new.tenant_id, new.id)])
@@ -115,7 +111,8 @@ def claim_due(
     picked = fair_order(
         candidates, limit, tenant_limit=tenant_limit, held=held_by_tenant(in_flight)
     )
-    tx.many(tx.q.claim, [(owner, token, expires, now, m.pk) for m in picked])
+    if picked:
+        tx.run(tx.q.claim, (owner, token, expires, now, tx.listed(m.pk for m in picked)))
     return claims_of(picked, owner=owner, token=token, expires=expires, now=now, pauses=paused)
 
 
@@ -201,15 +198,16 @@ def apply_transition(
         tx.run(tx.q.clear_pause, (tenant_id, account_id))
 
 
-def _requeue(tx: Tx, pk: int, attempts: int, due_ts: float, now: float) -> None:
-    tx.run(tx.q.requeue, (requeue_status(attempts, due_ts, now).value, now, pk))
+def _requeue(tx: Tx, pks_by_status: dict[Status, list[int]], now: float) -> None:
+    for status, pks in pks_by_status.items():
+        tx.run(tx.q.requeue, (status.value, now, tx.listed(pks)))
 
 
 def release(tx: Tx, lease: Lease, now: float) -> bool:
     held = _held(tx, lease)
     if held is None or held[5]:
         return False
-    _requeue(tx, lease.pk, held[3], held[4], now)
+    _requeue(tx, {requeue_status(held[3], held[4], now): [lease.pk]}, now)
     tx.wake_queue()
     return True
 
@@ -217,14 +215,16 @@ def release(tx: Tx, lease: Lease, now: float) -> bool:
 def recover(tx: Tx, *, owner: str, now: float, lease_s: float, own: bool = True) -> list[Claim]:
     token, expires = uuid.uuid4().hex, now + lease_s
     rows = tx.all(tx.q.expired_leases + tx.SKIP_LOCKED, (own, owner, now))
-    claims = []
+    back: dict[Status, list[int]] = {}
     for pk, attempts, due_ts, attempt_open in rows:
         if not attempt_open:
-            _requeue(tx, pk, attempts, due_ts, now)
-            continue
-        tx.run(tx.q.re_lease, (owner, token, expires, pk))
-        message = message_from_row(tx.one(tx.q.message_by_pk, (pk,)))
-        claims.append(Claim(message, Lease(pk, owner, token, expires)))
-    if len(claims) < len(rows):
+            back.setdefault(requeue_status(attempts, due_ts, now), []).append(pk)
+    _requeue(tx, back, now)
+    if back:
         tx.wake_queue()
-    return claims
+    opened = [row[0] for row in rows if row[3]]
+    if not opened:
+        return []
+    values = (owner, token, expires, tx.listed(opened))
+    leased = {m.pk: m for m in map(message_from_row, tx.all(tx.q.re_lease, values))}
+    return [Claim(leased[pk], Lease(pk, owner, token, expires)) for pk in opened]

@@ -55,25 +55,24 @@ def history(tx: Tx, tenant_id: str, message_id: str) -> list[HistoryEntry]:
     return [HistoryEntry(*row) for row in tx.all(tx.q.history, (tenant_id, message_id))]
 
 
-def remove(tx: Tx, pk: int, *, acked_reports_too: bool = False) -> None:
-    tx.run(tx.q.remove_history, (pk,))
-    tx.run(tx.q.remove_reports if acked_reports_too else tx.q.remove_unacked_reports, (pk,))
-    tx.run(tx.q.release_slots, (pk,))
-    tx.run(tx.q.remove_message, (pk,))
+def remove(tx: Tx, pks: Sequence[int], *, acked_reports_too: bool = False) -> None:
+    if pks:
+        pk_list = (tx.listed(pks),)
+        tx.run(tx.q.remove_history, pk_list)
+        tx.run(tx.q.remove_reports if acked_reports_too else tx.q.remove_unacked_reports, pk_list)
+        tx.run(tx.q.release_listed_slots, pk_list)
+        tx.run(tx.q.remove_messages, pk_list)
 
 
 def delete_messages(tx: Tx, tenant_id: str, ids: Sequence[str]) -> DeleteResult:
-    removed, not_found, in_flight = 0, [], []
-    for message_id in dict.fromkeys(ids):
-        row = tx.one(tx.q.message_state + tx.FOR_UPDATE, (tenant_id, message_id))
-        if row is None:
-            not_found.append(message_id)
-        elif row[1] == Status.SENDING.value:
-            in_flight.append(message_id)
-        else:
-            remove(tx, row[0])
-            removed += 1
-    return DeleteResult(removed, not_found, in_flight)
+    unique = list(dict.fromkeys(ids))
+    sql = tx.q.message_states + tx.FOR_UPDATE
+    found = {i: (pk, status) for pk, i, status in tx.all(sql, (tenant_id, tx.listed(unique)))}
+    not_found = [i for i in unique if i not in found]
+    in_flight = [i for i in unique if i in found and found[i][1] == Status.SENDING.value]
+    removable = [pk for pk, status in found.values() if status != Status.SENDING.value]
+    remove(tx, removable)
+    return DeleteResult(len(removable), not_found, in_flight)
 
 
 def next_due_ts(tx: Tx, after: float) -> float | None:
@@ -143,8 +142,7 @@ def purge_final(tx: Tx, tenant_id: str | None, final_before_ts: float) -> int:
     if tenant_id is not None:
         sql, args = sql + " AND tenant_id = ?", [final_before_ts, tenant_id]
     pks = [row[0] for row in tx.all(sql + tx.SKIP_LOCKED, args)]
-    for pk in pks:
-        remove(tx, pk, acked_reports_too=True)
+    remove(tx, pks, acked_reports_too=True)
     tx.fold_counts()
     return len(pks)
 

@@ -29,12 +29,14 @@ def sections(filename: str) -> dict[str, str]:
 
 class Queries:
     """The named queries of ``queries.sql`` overlaid with an engine's file; attribute
-    access reads one (``tx.q.claim``)."""
+    access reads one (``tx.q.claim``); ``{in_list}`` becomes the engine's ``Tx.IN_LIST``."""
 
-    def __init__(self, engine_file: str) -> None:
+    def __init__(self, engine_file: str, in_list: str) -> None:
         prefixed = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
         self._text = {
-            name: sql.replace("{columns}", COLUMNS).replace("{m_columns}", prefixed)
+            name: sql.replace("{columns}", COLUMNS)
+            .replace("{m_columns}", prefixed)
+            .replace("{in_list}", in_list)
             for name, sql in {**sections("queries.sql"), **sections(engine_file)}.items()
         }
 
@@ -50,15 +52,20 @@ class Tx:
     the database. SQL is written with ``?`` placeholders.
 
     Everything in which the engines differ is named here and filled in by ``SqliteTx`` and
-    ``PostgresTx``: the row-lock suffixes, :meth:`lock_keys`, :meth:`sequence_numbers`,
-    :meth:`queue_heads`, :meth:`wake_queue` / :meth:`wake_reports`, :meth:`fold_counts`,
-    :meth:`fold_rate_total` and the engine's queries file.
+    ``PostgresTx``: the row-lock suffixes, ``IN_LIST`` with :meth:`listed`,
+    :meth:`lock_keys`, :meth:`sequence_numbers`, :meth:`queue_heads`, :meth:`wake_queue` /
+    :meth:`wake_reports`, :meth:`fold_counts`, :meth:`fold_rate_total` and the engine's
+    queries file.
     """
 
     #: Appended to a SELECT whose rows the transaction goes on to change.
     FOR_UPDATE: ClassVar[str] = ""
     #: Appended to a SELECT of rows another process may be working on: skip those.
     SKIP_LOCKED: ClassVar[str] = ""
+    #: ``column {in_list}`` in the queries: the column is one of a list of values, bound
+    #: as :meth:`listed` to one placeholder whatever its length (the statement is prepared
+    #: once: a set of rows costs one statement, not one per row).
+    IN_LIST: ClassVar[str]
     q: ClassVar[Queries]
 
     def __init__(self, cursor: Any) -> None:
@@ -82,6 +89,10 @@ class Tx:
         return int(self.cursor.executemany(sql, rows).rowcount) if rows else 0
 
     # --- the engine differences ----------------------------------------------------------
+
+    def listed(self, values: Iterable[Any]) -> Any:
+        """``values`` as the one parameter of an ``{in_list}``."""
+        raise NotImplementedError
 
     def lock_keys(self, keys: Sequence[str]) -> None:
         """Serialise rate reservations on ``keys`` across processes until commit."""
