@@ -96,17 +96,10 @@ class PostgresTx(Tx):
         self._queue_channel, self._reports_channel = channels
         self._call = call
 
-    def _execute(self, sql: str, args: Sequence[Any] | dict[str, Any]) -> Any:
+    def _driver_sql(self, sql: str) -> str:
         if self._call is not None:
-            self._call.check()
-        return self.cursor.execute(percent_style(sql), args)
-
-    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
-        rows = list(rows)
-        if not rows:
-            return 0
-        self.cursor.executemany(percent_style(sql), rows)
-        return int(self.cursor.rowcount)
+            self._call.check()  # its caller gone, the operation starts no further statement
+        return percent_style(sql)
 
     def listed(self, values: Iterable[Any]) -> list[Any]:
         return list(values)

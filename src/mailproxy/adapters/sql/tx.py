@@ -71,8 +71,12 @@ class Tx:
     def __init__(self, cursor: Any) -> None:
         self.cursor = cursor
 
+    def _driver_sql(self, sql: str) -> str:
+        """``sql`` in the driver's placeholder style (the queries are written with ``?``)."""
+        return sql
+
     def _execute(self, sql: str, args: Sequence[Any] | dict[str, Any]) -> Any:
-        return self.cursor.execute(sql, args)
+        return self.cursor.execute(self._driver_sql(sql), args)
 
     def one(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return self._execute(sql, args).fetchone()
@@ -86,7 +90,11 @@ class Tx:
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         rows = list(rows)
-        return int(self.cursor.executemany(sql, rows).rowcount) if rows else 0
+        if not rows:
+            return 0
+        # sqlite3 answers with a cursor; psycopg keeps the count on its own cursor.
+        done = self.cursor.executemany(self._driver_sql(sql), rows)
+        return int((done if done is not None else self.cursor).rowcount)
 
     # --- the engine differences ----------------------------------------------------------
 
