@@ -12,6 +12,12 @@ Scenarios, on a fresh SQLite file with default settings (reports allowed to 127.
   at the sink, p50/p99.
 - the server's CPU ms per message over enqueue + delivery + reports, and its peak RSS.
 
+With ``--instructions`` the server runs under valgrind's callgrind instead, and the run
+reports the instructions it executed per message over enqueue + delivery + reports (no
+baselines, no rates: the server runs ~50x slower). Unlike CPU time, that count hardly
+moves with what else the machine is doing, so two versions of the code can be compared
+on a busy machine; use a smaller ``--n`` (2,000 takes a few minutes).
+
 Baselines: ``smtp_ceiling`` (aiosmtplib straight to the same sink over 4 connections, an
 EmailMessage built per message) and ``sqlite_ceiling`` (the same JSON bodies decoded with
 msgspec and inserted 100 per transaction, WAL, synchronous=FULL).
@@ -19,7 +25,7 @@ msgspec and inserted 100 per transaction, WAL, synchronous=FULL).
 Prints a table, writes ``results.json`` and a chart ``results.png`` (matplotlib, from
 the ``bench`` extra) into ``--out``.
 
-    python bench/run.py [--n 10000] [--out bench/results/latest]
+    python bench/run.py [--n 10000] [--out bench/results/latest] [--instructions]
 """
 
 from __future__ import annotations
@@ -111,20 +117,24 @@ def report_receiver() -> Iterator[tuple[str, set[str]]]:
 
 
 @contextmanager
-def service(workdir: Path, profile: Path | None = None) -> Iterator[tuple[str, int]]:
+def service(
+    workdir: Path, profile: Path | None = None, callgrind: bool = False
+) -> Iterator[tuple[str, int]]:
     """``mail-proxy serve`` on a fresh SQLite file in ``workdir``; with ``profile``, under
-    cProfile, which writes its statistics there when the server stops."""
+    cProfile, which writes its statistics there when the server stops; with
+    ``callgrind``, under valgrind (see ``instructions_since_zero``)."""
     port = free_port()
     env = {**os.environ, "GMP_API_TOKEN": TOKEN, "GMP_DB_PATH": str(workdir / "bench.db"),
            "GMP_SECURITY_EGRESS_ALLOW": "127.0.0.0/8"}  # fmt: skip
     profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
-    command = [sys.executable, *profiler, "-m", "mailproxy", "serve", "--host", "127.0.0.1",
-               "--port", str(port)]  # fmt: skip
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={workdir}/callgrind.%p"]
+    command = [*(valgrind if callgrind else []), sys.executable, *profiler, "-m", "mailproxy",
+               "serve", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     with (workdir / "server.log").open("w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url)
+        wait_healthy(url, timeout_s=600 if callgrind else 30)
         yield url, process.pid
     finally:
         process.terminate()
@@ -144,17 +154,38 @@ def wait_for(check: Any, what: str, timeout_s: float, every_s: float = 0.05) -> 
         time.sleep(every_s)
 
 
+def zero_instructions(pid: int) -> None:
+    """Start callgrind's count of ``pid`` afresh (start-up is not counted)."""
+    subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
+
+
+def instructions_since_zero(pid: int, workdir: Path) -> int:
+    """Instructions ``pid`` (run under callgrind) executed since ``zero_instructions``,
+    all its threads: callgrind dumps the count into a file whose ``totals:`` line has it."""
+    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+    dumps = sorted(workdir.glob(f"callgrind.{pid}.*"), key=lambda path: path.stat().st_mtime)
+    for line in dumps[-1].read_text().splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {dumps[-1]}")
+
+
 def scenarios(
-    n: int, workdir: Path, sink_port: int, profile: Path | None = None
+    n: int, workdir: Path, sink_port: int, profile: Path | None = None, callgrind: bool = False
 ) -> dict[str, float]:
     results: dict[str, float] = {}
-    with report_receiver() as (receiver_url, acked), service(workdir, profile) as (url, pid):
+    with (
+        report_receiver() as (receiver_url, acked),
+        service(workdir, profile, callgrind) as (url, pid),
+    ):
         admin = httpx.Client(base_url=url, headers=ADMIN, timeout=60)
         admin.post("/tenant", json={"id": "bench", "client_base_url": receiver_url})
         admin.post("/account", json={"id": "sink", "tenant_id": "bench", "host": "127.0.0.1",
                                      "port": sink_port, "use_tls": False, "is_default": True,
                                      "max_connections": SMTP_CONNECTIONS})  # fmt: skip
         admin.post("/commands/suspend", params={"tenant_id": "bench"}).raise_for_status()
+        if callgrind:
+            zero_instructions(pid)
         cpu0, t0, driver0 = process_cpu_s(pid), time.perf_counter(), cpu_s()
         latencies = asyncio.run(enqueue(url, n))
         t1 = time.perf_counter()
@@ -169,7 +200,7 @@ def scenarios(
         t2 = time.perf_counter()
         # /status counts the whole queue: asking rarely keeps its cost out of the figures.
         sent = lambda: admin.get("/status").json()["queue"]["sent"] >= n  # noqa: E731
-        wait_for(sent, "delivery", 900, every_s=0.25)
+        wait_for(sent, "delivery", 900, every_s=2.0 if callgrind else 0.25)
         t3 = time.perf_counter()
         results["delivery_msg_s"] = n / (t3 - t2)
         wait_for(lambda: len(acked) >= n, "every report acknowledged", 300)
@@ -179,6 +210,8 @@ def scenarios(
         results["cpu_ms_per_msg"] = (cpu2 - cpu0) * 1000 / n
         results["reports_acknowledged"] = len(acked)
         results["peak_rss_mb"] = status_mb(pid, "VmHWM")
+        if callgrind:
+            results["instructions_per_msg"] = instructions_since_zero(pid, workdir) / n
         admin.close()
     return results
 
@@ -315,6 +348,19 @@ def chart(results: dict[str, float], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def count_instructions(n: int) -> dict[str, float]:
+    """The delivery scenario with the server under callgrind: instructions per message."""
+    sink_port = free_port()
+    sink = start_listener([sys.executable, str(BENCH / "fast_sink.py"), str(sink_port)], sink_port)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            measured = scenarios(n, Path(folder), sink_port, callgrind=True)
+    finally:
+        sink.terminate()
+        sink.wait()
+    return {"n": n, "instructions_per_msg": measured["instructions_per_msg"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=10_000)
@@ -325,7 +371,16 @@ def main() -> None:
         help="run the enqueue/delivery server under cProfile (slower: figures are not "
         "comparable), write serve.prof into --out and print where its CPU went",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="run only enqueue + delivery + reports, the server under valgrind's callgrind, "
+        "and print the instructions it executed per message (repeatable on a busy machine)",
+    )
     args = parser.parse_args()
+    if args.instructions:
+        print(json.dumps(count_instructions(args.n), indent=2))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     sink_port = free_port()
     sink = start_listener([sys.executable, str(BENCH / "fast_sink.py"), str(sink_port)], sink_port)
