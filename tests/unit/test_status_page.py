@@ -285,12 +285,12 @@ def message(message_id: str, **fields: object) -> dict[str, object]:
             "subject": "s", **fields}  # fmt: skip
 
 
-def waiting_service(store: object) -> MailProxy:
+def waiting_service(store: object, clock: Clock | None = None) -> MailProxy:
     scripted = ScriptedTransport()
     scripted.script["grey"] = [Temporary("451 4.7.1 greylisted, try later", 451)]
     scripted.script["n0"] = [AccountBroken("SMTP 535 at AUTH: authentication failed", 535)]
     return MailProxy(store=store, transports={"smtp": scripted}, run_dispatcher=False,
-                     clock=Clock(NOW), random_unit=lambda: 0.5)  # fmt: skip
+                     clock=clock or Clock(NOW), random_unit=lambda: 0.5)  # fmt: skip
 
 
 async def seed_waiting(proxy: MailProxy) -> None:
@@ -318,11 +318,12 @@ async def seed_waiting(proxy: MailProxy) -> None:
 async def waiting(kolkata):
     """The app over :func:`seed_waiting`'s queue, its store calls counted."""
     store = CountingStore(MemoryStore())
-    proxy = waiting_service(store)
+    clock = Clock(NOW)
+    proxy = waiting_service(store, clock)
     app = create_app(proxy, load_settings(environ={"GMP_API_TOKEN": TOKEN}), own_proxy=False)
     async with AsyncTestClient(app) as test_client:
         await seed_waiting(proxy)
-        yield test_client, proxy, store
+        yield test_client, proxy, store, clock
 
 
 async def test_the_groups_of_waiting_messages_agree_with_each_messages_why(store):
@@ -343,7 +344,7 @@ async def test_the_groups_of_waiting_messages_agree_with_each_messages_why(store
 
 
 async def test_each_waiting_message_shows_why_grouped_by_reason_with_an_example(waiting):
-    client, _, _ = waiting
+    client, *_ = waiting
     page = await client.get("/ui", headers={"X-API-Token": TOKEN})
     rows = [
         (r["tenant"], r["reason"], r["detail"], r["messages"], r["example"], r["next attempt"])
@@ -361,7 +362,7 @@ async def test_each_waiting_message_shows_why_grouped_by_reason_with_an_example(
 
 
 async def test_paused_accounts_show_their_reason_and_until_when_in_local_time(waiting):
-    client, _, _ = waiting
+    client, *_ = waiting
     page = await client.get("/ui", headers={"X-API-Token": TOKEN})
     assert tables(page.text)["Paused accounts"] == [
         {"tenant": "news", "account": "down", "failures": "1",
@@ -370,8 +371,21 @@ async def test_paused_accounts_show_their_reason_and_until_when_in_local_time(wa
     ]  # fmt: skip
 
 
+async def test_a_pause_that_is_over_says_so_and_its_messages_are_due_again(waiting):
+    client, _, _, clock = waiting
+    clock.advance(61)
+    page = tables((await client.get("/ui", headers={"X-API-Token": TOKEN})).text)
+    (pause,) = page["Paused accounts"]
+    assert pause["until"] == "2027-01-15 13:31:30+05:30 (over: one message at a time)"
+    news = [r for r in page["Why messages wait"] if r["tenant"] == "news"]
+    assert [(r["reason"], r["messages"], r["detail"]) for r in news] == [
+        ("queued", "3", "due now, waiting for a free connection"),
+        ("suspended", "1", "batch spring suspended"),
+    ]
+
+
 async def test_times_are_local_iso_absent_values_a_dash_and_an_empty_queue_says_empty(waiting):
-    client, proxy, _ = waiting
+    client, proxy, *_ = waiting
     await proxy.put_tenant({"id": "idle", "client_base_url": "http://127.0.0.1:9/reports"})
     page = (await client.get("/ui", headers={"X-API-Token": TOKEN})).text
     assert "As of 2027-01-15 13:30:30+05:30;" in page
@@ -392,7 +406,7 @@ async def test_an_empty_queue_says_empty_where_the_reasons_would_be(timed):
 
 
 async def test_a_large_queue_costs_the_page_no_more_reads_and_shows_its_top_reasons(waiting):
-    client, proxy, store = waiting
+    client, proxy, store, _ = waiting
     smtp = {"host": "127.0.0.1", "port": 2525, "limit_per_minute": 1}
     for n in range(4):
         await proxy.put_account({"id": f"slow{n}", "tenant_id": "shop", **smtp})

@@ -1,7 +1,7 @@
 """The read-only status page at ``/ui``: queue counts by tenant and status, throughput
 of the last minutes, why waiting messages wait, paused accounts, the last failures, and
 report backlogs. Server-rendered HTML, no script; it reloads itself every 30 seconds,
-and reads fits a phone as well as a desk (tables scroll inside their own box).
+and fits a phone as well as a desk (tables scroll inside their own box).
 
 Admin only: the admin token in ``X-API-Token``, or the session cookie that the
 ``/ui/login`` form sets (see :class:`~mailproxy.entrypoints.http.auth.Sessions`: signed,
