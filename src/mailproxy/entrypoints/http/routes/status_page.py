@@ -90,7 +90,7 @@ def _local_time(ts: float | None, pattern: str | None = None) -> str:
     return moment.strftime(pattern) if pattern else moment.isoformat(" ", "seconds")
 
 
-def _cell(value: object, span: int) -> str:
+def _cell(value: object, span: int = 1) -> str:
     if isinstance(value, _Html):
         return f"<td>{value}</td>"
     if isinstance(value, _Wide):
