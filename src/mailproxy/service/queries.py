@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TypedDict, Unpack
+
+import msgspec
 
 from mailproxy.domain.errors import InvalidInput, NotFound
 from mailproxy.domain.model import (
+    AccountPause,
     HistoryEntry,
     MessagePage,
     MinuteCount,
@@ -14,8 +17,11 @@ from mailproxy.domain.model import (
     Status,
     minute_start,
 )
-from mailproxy.domain.policy import Why, explain, suspension_of
+from mailproxy.domain.policy import WaitReason, Why, explain, suspension_of
 from mailproxy.ports.store import MessageStore
+
+#: The statuses of messages that wait (not final, not being sent).
+WAITING_STATUSES = (Status.PENDING, Status.SCHEDULED, Status.DEFERRED, Status.SUSPENDED)
 
 
 class MessageFilters(TypedDict, total=False):
@@ -26,6 +32,66 @@ class MessageFilters(TypedDict, total=False):
     active_only: bool
     limit: int
     cursor: str | None
+
+
+class WaitGroup(msgspec.Struct, frozen=True, kw_only=True):
+    """Waiting messages of one tenant that wait for the same reason (see
+    :func:`mailproxy.domain.policy.explain`): ``cause`` is what they share — the last
+    error of a retry, the window of a rate limit, the paused account and its reason, the
+    suspension — or None (scheduled, or due and waiting for a connection)."""
+
+    reason: WaitReason
+    cause: str | None
+    count: int
+    #: The id of the first of them in acceptance order.
+    example_id: str
+    #: The earliest next attempt among them (None: due now, or suspended).
+    next_attempt_ts: int | None
+
+
+class WaitingReasons(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a tenant's oldest waiting messages wait: ``groups`` by size, largest first,
+    over the ``read`` messages looked at; ``complete`` when those were all of them."""
+
+    groups: list[WaitGroup]
+    read: int
+    complete: bool
+
+
+def group_waiting(
+    messages: Iterable[QueuedMessage],
+    now: float,
+    *,
+    suspended: Collection[str] = (),
+    pauses: Mapping[str, AccountPause] | None = None,
+) -> list[WaitGroup]:
+    """Group ``messages`` by why they wait at ``now`` (``suspended``: the tenant's
+    suspensions; ``pauses``: its account pauses by account id), largest group first,
+    then by reason and cause; final and in-flight messages are left out."""
+    pauses = pauses or {}
+    groups: dict[tuple[str, str | None], WaitGroup] = {}
+    for message in messages:
+        why = explain(
+            message,
+            now,
+            suspended=suspension_of(suspended, message.batch_code),
+            pause=pauses.get(message.account_id),
+        )
+        if why is None or why.reason == "sending":
+            continue
+        cause = message.error if why.reason == "retry" else why.detail
+        group = groups.get((why.reason, cause))
+        if group is None:
+            groups[why.reason, cause] = WaitGroup(
+                reason=why.reason, cause=cause, count=1, example_id=message.id,
+                next_attempt_ts=why.next_attempt_ts,
+            )  # fmt: skip
+            continue
+        soonest = [t for t in (group.next_attempt_ts, why.next_attempt_ts) if t is not None]
+        groups[why.reason, cause] = msgspec.structs.replace(
+            group, count=group.count + 1, next_attempt_ts=min(soonest, default=None)
+        )
+    return sorted(groups.values(), key=lambda g: (-g.count, g.reason, g.cause or ""))
 
 
 class Queries:
@@ -81,3 +147,29 @@ class Queries:
         if message.status in (Status.PENDING, Status.SCHEDULED, Status.DEFERRED):
             ahead = await self._store.count_ahead(message, now)
         return explain(message, now, ahead=ahead, suspended=suspended, pause=pause)
+
+    async def account_pauses(
+        self, tenant_id: str, account_ids: Sequence[str]
+    ) -> dict[str, AccountPause]:
+        """The pauses of those of the tenant's accounts that have one, by account id (one
+        store read per account: the number of accounts, never of messages)."""
+        pauses = {}
+        for account_id in account_ids:
+            pause = await self._store.account_pause(tenant_id, account_id)
+            if pause is not None:
+                pauses[account_id] = pause
+        return pauses
+
+    async def waiting_reasons(
+        self, tenant_id: str, pauses: Mapping[str, AccountPause], *, sample: int
+    ) -> WaitingReasons:
+        """Why the tenant's oldest ``sample`` waiting messages (1..1000, in acceptance
+        order) wait, grouped (:func:`group_waiting`), given its account ``pauses`` (see
+        :meth:`account_pauses`). Two store reads whatever the size of the queue: the
+        tenant's suspensions and one page of its waiting messages."""
+        suspended = await self._store.suspended_batches(tenant_id)
+        page = await self.list_messages(tenant_id, statuses=WAITING_STATUSES, limit=sample)
+        groups = group_waiting(page.messages, self._clock(), suspended=suspended, pauses=pauses)
+        return WaitingReasons(
+            groups=groups, read=len(page.messages), complete=page.next_cursor is None
+        )

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import logging
 import math
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -60,12 +61,18 @@ class TooManyAttempts(MailProxyError):
 
 
 class Sessions:
-    """The ``/ui`` session cookies: ``<expires_ts>.<signature>``, where the signature is
-    HMAC-SHA256 of ``expires_ts`` under a key derived from the admin token and a server-side
-    secret: ``HMAC-SHA256(secret, "mailproxy-ui-session" NUL admin_token)``. So a cookie
-    expires (``security.ui_session_s`` after sign-in, checked on the server whatever the
-    browser keeps), is worthless once the admin token changes, and cannot be made from the
-    admin token alone.
+    """The ``/ui`` session cookies: ``<expires_ts>.<nonce>.<signature>``, where the nonce is
+    random (two sign-ins never share a cookie, so signing one out leaves the other) and the
+    signature is HMAC-SHA256 of ``<expires_ts>.<nonce>`` under a key derived from the admin
+    token and a server-side secret: ``HMAC-SHA256(secret, "mailproxy-ui-session" NUL
+    admin_token)``. So a cookie expires (``security.ui_session_s`` after sign-in, checked
+    on the server whatever the browser keeps), is worthless once the admin token changes,
+    and cannot be made from the admin token alone.
+
+    Signing out (:meth:`end`) ends the session on the server: its cookie is refused from
+    then on, even replayed, until it would have expired anyway (then it is forgotten,
+    being refused for its age). The ended sessions are held by this object, so in this
+    process: a sign-out does not reach other processes that accept the same cookies.
 
     The secret: the first ``security.encryption_key`` when one is set, else 32 random bytes
     drawn when the process starts. Several processes behind one load balancer (PostgreSQL)
@@ -76,26 +83,51 @@ class Sessions:
     database would do the same without a key, at the cost of a store method for it.
     """
 
+    _FORMAT = re.compile(r"([0-9]{1,12})\.([A-Za-z0-9_-]{22})\.([0-9a-f]{64})")
+
     def __init__(self, admin_token: str, secret: bytes, lifetime_s: float) -> None:
         self.lifetime_s = lifetime_s
         self._key = hmac.new(
             secret, b"mailproxy-ui-session\0" + admin_token.encode(), hashlib.sha256
         ).digest()
+        #: Signatures of the sessions signed out, with the instant each would expire.
+        self._ended: dict[str, int] = {}
 
-    def _signature(self, expires_ts: int) -> str:
-        return hmac.new(self._key, str(expires_ts).encode(), hashlib.sha256).hexdigest()
+    def _signature(self, payload: str) -> str:
+        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
 
     def issue(self, now: float) -> str:
         """A cookie value valid for ``lifetime_s`` from ``now``."""
-        expires_ts = math.ceil(now + self.lifetime_s)
-        return f"{expires_ts}.{self._signature(expires_ts)}"
+        payload = f"{math.ceil(now + self.lifetime_s)}.{secrets.token_urlsafe(16)}"
+        return f"{payload}.{self._signature(payload)}"
+
+    def _expiry(self, value: str, now: float) -> tuple[int, str] | None:
+        """The expiry and signature of a live cookie this server issued, else None."""
+        parts = self._FORMAT.fullmatch(value)
+        if parts is None:
+            return None
+        expires, nonce, signature = parts.groups()
+        if not same_secret(signature, self._signature(f"{expires}.{nonce}")):
+            return None
+        if now >= int(expires) or signature in self._ended:
+            return None
+        return int(expires), signature
 
     def valid(self, value: str, now: float) -> bool:
-        """Whether ``value`` is a cookie this server issued that has not expired at ``now``."""
-        expires, _, signature = value.partition(".")
-        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+        """Whether ``value`` is a cookie this server issued that has not expired at ``now``
+        and was not signed out."""
+        return self._expiry(value, now) is not None
+
+    def end(self, value: str, now: float) -> bool:
+        """Sign out the session of cookie ``value``: refused from now on. False when it
+        was no live session (nothing to end; nothing is kept for it)."""
+        live = self._expiry(value, now)
+        if live is None:
             return False
-        return same_secret(signature, self._signature(int(expires))) and now < int(expires)
+        self._ended = {s: at for s, at in self._ended.items() if at > now}
+        expires, signature = live
+        self._ended[signature] = expires
+        return True
 
 
 def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -1,21 +1,29 @@
 """The read-only status page at ``/ui``: queue counts by tenant and status, throughput
-of the last minutes, paused accounts, the last failures, and report backlogs.
-Server-rendered HTML, no script; it reloads itself every 30 seconds.
+of the last minutes, why waiting messages wait, paused accounts, the last failures, and
+report backlogs. Server-rendered HTML, no script; it reloads itself every 30 seconds,
+and fits a phone as well as a desk (tables scroll inside their own box).
 
 Admin only: the admin token in ``X-API-Token``, or the session cookie that the
 ``/ui/login`` form sets (see :class:`~mailproxy.entrypoints.http.auth.Sessions`: signed,
-expiring, HttpOnly, SameSite=Strict, Path=/ui, Secure over https). Failed sign-ins and
-wrong header tokens count against the client address like failed API calls; past the
-limit the answer is 429 with ``Retry-After`` and the token is not even compared.
+expiring, HttpOnly, SameSite=Strict, Path=/ui, Secure over https) and ``/ui/logout``
+ends. Failed sign-ins and wrong header tokens count against the client address like
+failed API calls; past the limit the answer is 429 with ``Retry-After`` and the token is
+not even compared.
+
+The store reads of one page follow the number of tenants and accounts, never the number
+of messages: per tenant its counts, its accounts' pauses, one page of its oldest waiting
+messages (grouped by why they wait) and one of its failures.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
+from datetime import datetime
+from functools import cache
 from html import escape
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
 
 from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
@@ -23,13 +31,26 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
-from mailproxy.domain.model import MinuteCount, Status
+from mailproxy.domain.model import AccountPause, MinuteCount, QueuedMessage, Status, Tenant
 from mailproxy.entrypoints.http.auth import Gate, client_address
 from mailproxy.service import MailProxy
+from mailproxy.service.queries import WAITING_STATUSES, WaitingReasons
 
 COOKIE = "gmp_session"
 THROUGHPUT_MINUTES = 15
+#: Waiting messages read per tenant and page, oldest first, to say why they wait.
+WAITING_SAMPLE = 200
+#: Reasons shown per tenant; the others are summed up in one row.
+TOP_REASONS = 5
+LAST_FAILURES = 10
 _OUTCOMES = (Status.SENT, Status.ERROR, Status.UNKNOWN)
+#: What a reason means when its messages share no cause to show.
+_REASON_TEXT = {
+    "queued": "due now, waiting for a free connection",
+    "scheduled": "its send time (deferred_ts) is later",
+}
+
+
 #: The page needs nothing from elsewhere; forbid framing and any script outright.
 _HEADERS = {
     "Content-Security-Policy": (
@@ -40,38 +61,57 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+#: The longest text a table cell keeps on one line (a local time is 25 characters).
+_ONE_LINE = 32
+#: How an absent value and an empty queue read.
+ABSENT = "\u2014"
+EMPTY = "empty"
 
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
-    "table{border-collapse:collapse;margin-bottom:2rem}"
-    "th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}"
-    ".n{text-align:right;font-variant-numeric:tabular-nums}h1{font-size:1.4rem}"
-    "meter{width:12rem}.note{color:#666}"
-)
+
+@cache
+def _style() -> str:
+    return Path(__file__).with_name("status_page.css").read_text(encoding="utf-8")
 
 
 class _Html(str):
     """A table cell that is already HTML (built here from numbers), not text to escape."""
 
 
-def _cell(value: object) -> str:
+class _Wide(str):
+    """A table cell of text that spans the rest of its row."""
+
+
+def _local_time(ts: float | None, pattern: str | None = None) -> str:
+    """``ts`` in the server's local time: ISO 8601 with the offset, or ``pattern``;
+    :data:`ABSENT` for None."""
+    if ts is None:
+        return ABSENT
+    moment = datetime.fromtimestamp(ts).astimezone()
+    return moment.strftime(pattern) if pattern else moment.isoformat(" ", "seconds")
+
+
+def _cell(value: object, span: int = 1) -> str:
     if isinstance(value, _Html):
         return f"<td>{value}</td>"
+    if isinstance(value, _Wide):
+        return f"<td colspan='{span}'>{escape(value)}</td>"
     if isinstance(value, int | float):
         return f"<td class='n'>{value}</td>"
-    return f"<td>{escape('' if value is None else str(value))}</td>"
-
-
-def _utc(ts: float, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
-    return time.strftime(pattern, time.gmtime(ts))
+    text = ABSENT if value is None else str(value)
+    # Prose (an error, a reason) wraps in a column wide enough to read; ids, statuses and
+    # times stay on one line.
+    kind = " class='prose'" if len(text) > _ONE_LINE else ""
+    return f"<td{kind}>{escape(text)}</td>"
 
 
 def _page(
     title: str, body: str, status: int = 200, cookies: Sequence[Cookie] = (), head: str = ""
 ) -> Response[str]:
     html = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-        f"{head}<style>{_STYLE}</style></head><body>{body}</body></html>"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{escape(title)}</title>{head}<style>{_style()}</style></head>"
+        f"<body>{body}</body></html>"
     )
     return Response(
         html, status_code=status, media_type=MediaType.HTML, cookies=list(cookies),
@@ -80,20 +120,65 @@ def _page(
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> str:
+    """A table in a box of its own that scrolls sideways when the screen is narrower
+    (never the page); ``empty`` when there are no rows."""
     if not rows:
         return f"<p>{escape(empty)}</p>"
-    numeric = [all(isinstance(row[i], int | float) for row in rows) for i in range(len(headers))]
+    numeric = [
+        all(isinstance(row[i], int | float) for row in rows if i < len(row))
+        for i in range(len(headers))
+    ]
     head = "".join(
         f"<th class='n'>{escape(h)}</th>" if number else f"<th>{escape(h)}</th>"
         for h, number in zip(headers, numeric, strict=True)
     )
-    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    body = "".join(
+        "<tr>" + "".join(_cell(c, len(headers) - i) for i, c in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 
 
-def _throughput(first_minute: int, counts: Sequence[MinuteCount]) -> tuple[str, str]:
-    """The per-minute table (all tenants, a bar per minute, newest first) and the
-    per-tenant totals of the window."""
+class _TenantState(NamedTuple):
+    """What the page shows of one tenant, read once per page."""
+
+    tenant: Tenant
+    counts: dict[Status, int]
+    pauses: dict[str, AccountPause]
+    waiting: WaitingReasons
+    failures: list[QueuedMessage]
+
+
+async def _read_tenant(proxy: MailProxy, tenant: Tenant) -> _TenantState:
+    accounts = await proxy.list_accounts(tenant.id)
+    pauses = await proxy.queries.account_pauses(tenant.id, [a.id for a in accounts])
+    failed = await proxy.list_messages(tenant.id, statuses=[Status.ERROR], limit=1000)
+    return _TenantState(
+        tenant=tenant,
+        counts=await proxy.counts(tenant.id),
+        pauses=pauses,
+        waiting=await proxy.queries.waiting_reasons(tenant.id, pauses, sample=WAITING_SAMPLE),
+        failures=failed.messages[-LAST_FAILURES:],
+    )
+
+
+# --- the sections of the page, each from what was read ----------------------------------
+
+
+def _queue_section(states: Sequence[_TenantState]) -> str:
+    statuses = list(Status)
+    rows = [
+        [s.tenant.id, *(s.counts.get(status, 0) for status in statuses)]
+        if any(s.counts.values())
+        else [s.tenant.id, _Wide(EMPTY)]
+        for s in states
+    ]
+    return "<h2>Queue by tenant</h2>" + _table(["tenant", *statuses], rows, "no tenants")
+
+
+def _throughput(first_minute: int, counts: Sequence[MinuteCount]) -> str:
+    """The per-tenant totals of the window, and the per-minute table (all tenants, a bar
+    per minute, newest first)."""
     per_minute = {
         first_minute + 60 * n: dict.fromkeys(_OUTCOMES, 0) for n in range(THROUGHPUT_MINUTES)
     }
@@ -106,13 +191,12 @@ def _throughput(first_minute: int, counts: Sequence[MinuteCount]) -> tuple[str, 
     busiest = max(sum(row.values()) for row in per_minute.values()) or 1
     minute_rows = [
         [
-            _utc(minute, "%H:%M"),
+            _local_time(minute, "%H:%M"),
             *(row[status] for status in _OUTCOMES),
             _Html(f"<meter min='0' max='{busiest}' value='{sum(row.values())}'></meter>"),
         ]
         for minute, row in sorted(per_minute.items(), reverse=True)
     ]
-    minutes_table = _table(["minute (UTC)", *_OUTCOMES, "finished"], minute_rows, "")
     tenant_rows = [
         [
             tenant,
@@ -121,10 +205,105 @@ def _throughput(first_minute: int, counts: Sequence[MinuteCount]) -> tuple[str, 
         ]
         for tenant, totals in sorted(per_tenant.items())
     ]
-    tenants_table = _table(
-        ["tenant", *_OUTCOMES, "sent per minute"], tenant_rows, "nothing finished"
+    return (
+        f"<h2>Throughput, last {THROUGHPUT_MINUTES} minutes</h2>"
+        + _table(["tenant", *_OUTCOMES, "sent per minute"], tenant_rows, "nothing finished")
+        + _table(["minute", *_OUTCOMES, "finished"], minute_rows, "")
     )
-    return minutes_table, tenants_table
+
+
+def _waiting_section(states: Sequence[_TenantState]) -> str:
+    """Per tenant its largest groups of waiting messages, with the reason, how many, one
+    of them and the soonest next attempt; a note where only the oldest were read."""
+    rows: list[list[object]] = []
+    notes = []
+    for state in states:
+        groups = state.waiting.groups
+        for group in groups[:TOP_REASONS]:
+            cause = group.cause or _REASON_TEXT.get(group.reason)
+            rows.append([
+                state.tenant.id, group.reason, group.count, cause, group.example_id,
+                _local_time(group.next_attempt_ts),
+            ])  # fmt: skip
+        if rest := groups[TOP_REASONS:]:
+            rows.append([
+                state.tenant.id, f"{len(rest)} other reasons", sum(g.count for g in rest),
+                None, rest[0].example_id, None,
+            ])  # fmt: skip
+        if not state.waiting.complete:
+            total = sum(state.counts.get(s, 0) for s in WAITING_STATUSES)
+            notes.append(
+                f"{state.tenant.id}: counted over its oldest {state.waiting.read} of "
+                f"{total} waiting messages."
+            )
+    # The count before the detail: on a phone it is what shows before scrolling.
+    headers = ["tenant", "reason", "messages", "detail", "example", "next attempt"]
+    note = "".join(f"<p class='note'>{escape(n)}</p>" for n in notes)
+    return "<h2>Why messages wait</h2>" + _table(headers, rows, EMPTY) + note
+
+
+def _paused_section(states: Sequence[_TenantState], now: float) -> str:
+    rows = [
+        [
+            s.tenant.id, pause.account_id, pause.reason, pause.failures,
+            _local_time(pause.until_ts)
+            + ("" if pause.until_ts > now else " (over: one message at a time)"),
+        ]
+        for s in states
+        for pause in s.pauses.values()
+    ]  # fmt: skip
+    headers = ["tenant", "account", "reason", "failures", "until"]
+    return "<h2>Paused accounts</h2>" + _table(headers, rows, "none")
+
+
+def _failures_section(states: Sequence[_TenantState]) -> str:
+    rows = [
+        [s.tenant.id, m.id, m.account_id, m.error, _local_time(m.error_ts)]
+        for s in states
+        for m in s.failures
+    ]
+    headers = ["tenant", "message", "account", "error", "at"]
+    return "<h2>Last failures</h2>" + _table(headers, rows, "none")
+
+
+async def _reports_section(proxy: MailProxy) -> str:
+    rows = [
+        [tenant.id, backlog.count, state.last_error]
+        for tenant, state, backlog, _ in await proxy.sync_status()
+        if tenant.client_base_url
+    ]
+    headers = ["tenant", "waiting", "last error"]
+    return "<h2>Delivery reports</h2>" + _table(headers, rows, "no tenant reports")
+
+
+def _heading(now: float, signed_in_by_cookie: bool) -> str:
+    sign_out = (
+        "<form method='post' action='/ui/logout'>"
+        "<button type='submit' id='sign-out'>Sign out</button></form>"
+        if signed_in_by_cookie
+        else ""
+    )
+    return (
+        f"<header><h1>mailproxy status</h1>{sign_out}</header>"
+        f"<p class='note'>As of {_local_time(now)}; this page reloads every 30 s.</p>"
+    )
+
+
+async def _status_body(proxy: MailProxy, signed_in_by_cookie: bool) -> str:
+    now = proxy.now()
+    states = [await _read_tenant(proxy, tenant) for tenant in await proxy.list_tenants()]
+    return "".join([
+        _heading(now, signed_in_by_cookie),
+        _queue_section(states),
+        _throughput(*await proxy.recent_throughput(THROUGHPUT_MINUTES)),
+        _waiting_section(states),
+        _paused_section(states, now),
+        _failures_section(states),
+        await _reports_section(proxy),
+    ])  # fmt: skip
+
+
+# --- who may see it ---------------------------------------------------------------------
 
 
 def _throttled(retry_after_s: float) -> Response[str]:
@@ -133,21 +312,38 @@ def _throttled(retry_after_s: float) -> Response[str]:
     return answer
 
 
-def _signed_in(request: Request[Any, Any, Any], gate: Gate) -> bool | Response[str]:
-    """Whether the request is the admin's; a 429 when the header token may not even be
-    compared. Wrong header tokens count against the address like failed API calls."""
+def _signed_in(
+    request: Request[Any, Any, Any], gate: Gate
+) -> Literal["token", "cookie"] | Response[str] | None:
+    """How the request is the admin's — ``"token"`` (the header, or a server without a
+    token), ``"cookie"`` (a live session) — or None; a 429 when the header token may not
+    even be compared. Wrong header tokens count against the address like failed API
+    calls."""
     if gate.admin_token is None or gate.sessions is None:
-        return True
+        return "token"
     token = request.headers.get("x-api-token")
     if token is not None:
         wait = gate.retry_after(client_address(request))
         if wait is not None:
             return _throttled(wait)
         if gate.is_admin_token(token):
-            return True
+            return "token"
         gate.failed(client_address(request))
     cookie = request.cookies.get(COOKIE)
-    return cookie is not None and gate.sessions.valid(cookie, gate.proxy.now())
+    if cookie is not None and gate.sessions.valid(cookie, gate.proxy.now()):
+        return "cookie"
+    return None
+
+
+def _session_cookie(request: Request[Any, Any, Any], value: str, max_age: int) -> Cookie:
+    return Cookie(
+        key=COOKIE, value=value, max_age=max_age, httponly=True, samesite="strict", path="/ui",
+        secure=request.url.scheme == "https",
+    )  # fmt: skip
+
+
+def _see(location: str, cookies: Sequence[Cookie] = ()) -> Response[str]:
+    return Response("", status_code=303, headers={"Location": location}, cookies=list(cookies))
 
 
 # The routes are public to the API guard: they check the admin themselves.
@@ -160,57 +356,30 @@ async def status_page(
     admitted = _signed_in(request, gate)
     if isinstance(admitted, Response):
         return admitted
-    if not admitted:
-        return Response("", status_code=303, headers={"Location": "/ui/login"})
+    if admitted is None:
+        return _see("/ui/login")
     return _page(
         "mailproxy status",
-        await _status_body(proxy),
+        await _status_body(proxy, signed_in_by_cookie=admitted == "cookie"),
         head="<meta http-equiv='refresh' content='30'>",
     )
 
 
-async def _status_body(proxy: MailProxy) -> str:
-    statuses = list(Status)
-    queue_rows, paused_rows, failure_rows = [], [], []
-    for tenant in await proxy.list_tenants():
-        counts = await proxy.counts(tenant.id)
-        queue_rows.append([tenant.id, *(counts.get(s, 0) for s in statuses)])
-        for account in await proxy.list_accounts(tenant.id):
-            pause = await proxy.store.account_pause(tenant.id, account.id)
-            if pause is not None:
-                paused_rows.append(
-                    [tenant.id, account.id, pause.reason, _utc(pause.until_ts) + " UTC"]
-                )
-        failed = await proxy.list_messages(tenant.id, statuses=[Status.ERROR], limit=1000)
-        for message in failed.messages[-10:]:
-            failure_rows.append([tenant.id, message.id, message.account_id, message.error])
-    backlog_rows = [
-        [tenant.id, backlog.count, state.last_error]
-        for tenant, state, backlog, _ in await proxy.sync_status()
-        if tenant.client_base_url
-    ]
-    minutes_table, tenants_table = _throughput(*await proxy.recent_throughput(THROUGHPUT_MINUTES))
-    return (
-        "<h1>mailproxy status</h1>"
-        f"<p class='note'>As of {_utc(proxy.now())} UTC; this page reloads every 30 s.</p>"
-        "<h2>Queue by tenant</h2>"
-        + _table(["tenant", *statuses], queue_rows, "no tenants")
-        + f"<h2>Throughput, last {THROUGHPUT_MINUTES} minutes</h2>"
-        + tenants_table
-        + minutes_table
-        + "<h2>Paused accounts</h2>"
-        + _table(["tenant", "account", "reason", "until"], paused_rows, "none")
-        + "<h2>Last failures</h2>"
-        + _table(["tenant", "message", "account", "error"], failure_rows, "none")
-        + "<h2>Delivery reports</h2>"
-        + _table(["tenant", "waiting", "last error"], backlog_rows, "no tenant reports")
-    )
-
-
 LOGIN_FORM = (
-    "<h1>mailproxy</h1><form method='post' action='/ui/login'>"
-    "<label>Admin token <input type='password' name='token' autofocus></label> "
+    "<h1>mailproxy</h1><form method='post' action='/ui/login' class='sign-in'>"
+    "<label for='token'>Admin token</label>"
+    "<input id='token' type='password' name='token' autocomplete='current-password'"
+    " required autofocus>"
     "<button type='submit'>Sign in</button></form>"
+    "<h2>Where the admin token is</h2><ul>"
+    "<li>Configured: the <code>GMP_API_TOKEN</code> variable, or <code>api_token</code> in"
+    " the <code>[server]</code> section of the config file.</li>"
+    "<li>Otherwise <code>mail-proxy serve</code> made one at its first start, printed it"
+    " once, and keeps it in the file <code>admin_token</code> beside its database: with"
+    " the defaults, <code>./admin_token</code> in the folder it was started from.</li>"
+    "<li>An instance started with <code>mail-proxy start NAME</code>:"
+    " <code>mail-proxy NAME token</code> prints it (it is kept in the instance's"
+    " <code>config.ini</code>).</li></ul>"
 )
 
 
@@ -230,13 +399,20 @@ async def login(
         return _throttled(wait)
     if gate.sessions is None or not gate.is_admin_token(data.get("token", "")):
         gate.failed(client_address(request))
-        return _page("sign in", "<p>Wrong token.</p>" + LOGIN_FORM, status=401)
-    cookie = Cookie(
-        key=COOKIE, value=gate.sessions.issue(gate.proxy.now()),
-        max_age=int(gate.sessions.lifetime_s), httponly=True, samesite="strict", path="/ui",
-        secure=request.url.scheme == "https",
-    )  # fmt: skip
-    return Response("", status_code=303, headers={"Location": "/ui"}, cookies=[cookie])
+        return _page("sign in", "<p class='error'>Wrong token.</p>" + LOGIN_FORM, status=401)
+    session = gate.sessions.issue(gate.proxy.now())
+    return _see("/ui", [_session_cookie(request, session, int(gate.sessions.lifetime_s))])
 
 
-STATUS_PAGE_ROUTES = [status_page, login_page, login]
+@post("/ui/logout", opt={"public": True}, include_in_schema=False, status_code=303)
+async def logout(request: Request[Any, Any, Any], gate: NamedDependency[Gate]) -> Response[str]:
+    """End the session on the server (its cookie is refused from now on, even replayed),
+    tell the browser to drop it, and go back to the sign-in form."""
+    cookie = request.cookies.get(COOKIE)
+    if cookie is None or gate.sessions is None:
+        return _see("/ui/login")
+    gate.sessions.end(cookie, gate.proxy.now())
+    return _see("/ui/login", [_session_cookie(request, "", 0)])
+
+
+STATUS_PAGE_ROUTES = [status_page, login_page, login, logout]
