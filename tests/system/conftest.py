@@ -102,6 +102,8 @@ def start_server(
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
+        # A checkout run with PYTHONPATH=src tests its own code, not an installed copy.
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
         "GMP_DB_PATH": str(tmp_path / "mailproxy.db"),
         "GMP_API_TOKEN": TOKEN,
         # The sinks and receivers are on loopback, which the egress rule refuses unless
