@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.prometheus import PrometheusMetrics
@@ -91,3 +92,10 @@ async def test_a_rate_limited_message_shows_one_next_attempt_everywhere(api):
     reports = await api.proxy.outbox.pending_reports("acme", 10)
     deferred = [r.event for r in reports if r.event.event == "deferred"]
     assert [e.deferred_ts for e in deferred] == [record["deferred_ts"]]
+
+
+async def test_the_metrics_content_type_is_prometheus_own_with_one_charset(api):
+    answer = await api.admin("GET", "/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == CONTENT_TYPE_LATEST
+    assert answer.headers["content-type"].count("charset") == 1
