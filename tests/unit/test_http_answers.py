@@ -99,3 +99,27 @@ async def test_the_metrics_content_type_is_prometheus_own_with_one_charset(api):
     assert answer.status_code == 200
     assert answer.headers["content-type"] == CONTENT_TYPE_LATEST
     assert answer.headers["content-type"].count("charset") == 1
+
+
+# --- the schema -----------------------------------------------------------------------------
+
+
+async def test_every_json_answer_in_the_schema_names_its_body(api):
+    schema = (await api.client.get("/schema/openapi.json")).json()
+    untyped = [
+        f"{method.upper()} {path} {status}"
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        for status, answer in operation["responses"].items()
+        for media_type, content in answer.get("content", {}).items()
+        if "json" in media_type and "$ref" not in content["schema"]
+    ]
+    assert untyped == []
+    add = schema["paths"]["/commands/add-messages"]["post"]["responses"]
+    for status in ("200", "400"):
+        body = add[status]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/AddMessagesAnswer"}
+    health = schema["paths"]["/health"]["get"]["responses"]["503"]
+    assert health["content"]["application/json"]["schema"]["$ref"].endswith("/HealthAnswer")
+    answer = schema["components"]["schemas"]["AddMessagesAnswer"]
+    assert {"ok", "queued", "rejected", "error"} <= set(answer["properties"])

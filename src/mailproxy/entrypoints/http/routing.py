@@ -4,11 +4,13 @@ the routes acting inside a tenant share (:data:`TenantQuery`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import get
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Operation
 from litestar.params import QueryParameter
 
 from mailproxy.entrypoints.http.schemas import ErrorAnswer, Problem
@@ -27,6 +29,17 @@ ERROR_RESPONSES = {
 }
 
 
+@dataclass
+class OperationWithout400(Operation):
+    """An operation whose route never answers 400. Litestar documents a 400 with its own
+    error shape for every route that takes parameters, but this API answers an invalid
+    request with a 422 problem (``problems.py``)."""
+
+    def __post_init__(self) -> None:
+        if self.responses is not None:
+            self.responses.pop("400", None)
+
+
 def route(
     method: type[HTTPRouteHandler],
     path: str,
@@ -38,13 +51,16 @@ def route(
 ) -> HTTPRouteHandler:
     """A route of the API: ``tenant`` routes accept tenant keys (the others are the
     admin's), ``public`` ones need no token; every answer is 200 on success and the
-    error answers are documented."""
+    error answers are documented (``responses`` adds or replaces some of them)."""
     if method is not get:
         options.setdefault("status_code", 200)
+    responses = ERROR_RESPONSES | options.pop("responses", {})
+    if 400 not in responses:
+        options["operation_class"] = OperationWithout400
     return method(
         path,
         opt={"tenant": tenant, "public": public},
-        responses=ERROR_RESPONSES,
+        responses=responses,
         tags=[tag],
         **options,
     )

@@ -7,9 +7,9 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import msgspec
-from litestar import MediaType, Request, Response, get, post
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
 from mailproxy.domain.access import Caller, scope_tenant
@@ -42,14 +42,25 @@ HARMLESS_REJECTIONS = frozenset({"already sent", "in flight"})
 BatchCode = Annotated[str | None, QueryParameter(max_length=64)]
 
 
-@route(post, "/commands/add-messages", "messages", tenant=True)
+@route(
+    post,
+    "/commands/add-messages",
+    "messages",
+    tenant=True,
+    responses={
+        400: ResponseSpec(
+            AddMessagesAnswer,
+            description="nothing queued for a reason other than a repeat (already sent, in flight)",
+        )
+    },
+)
 async def add_messages(
     request: Request[Any, Any, Any],
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
     data: Annotated[AddMessagesBody, Body(examples=[ADD_MESSAGES_EXAMPLE])],
     tenant_id: TenantQuery = None,
-) -> Response[bytes]:
+) -> Response[AddMessagesAnswer]:
     """Queue messages; each bad one is rejected with a reason, the others are committed
     to storage before the answer. Optional ``Idempotency-Key`` header."""
     scope = scope_tenant(caller, tenant_id) if caller.tenant_id or tenant_id else None
@@ -78,7 +89,7 @@ async def add_messages(
             default_priority=data.default_priority,
         )
     status, answer = add_messages_answer(result)
-    return Response(msgspec.json.encode(answer), status_code=status, media_type=MediaType.JSON)
+    return Response(answer, status_code=status)
 
 
 def add_messages_answer(result: SubmitResult) -> tuple[int, AddMessagesAnswer]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -29,7 +30,13 @@ METRICS_MEDIA_TYPE = "; ".join(
 )
 
 
-@route(get, "/health", "service", public=True)
+@route(
+    get,
+    "/health",
+    "service",
+    public=True,
+    responses={503: ResponseSpec(HealthAnswer, description="storage cannot be reached")},
+)
 async def health(proxy: NamedDependency[MailProxy]) -> Response[HealthAnswer]:
     """Liveness and storage reachability (503 when storage cannot be reached)."""
     try:
