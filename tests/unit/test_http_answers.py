@@ -123,3 +123,177 @@ async def test_every_json_answer_in_the_schema_names_its_body(api):
     assert health["content"]["application/json"]["schema"]["$ref"].endswith("/HealthAnswer")
     answer = schema["components"]["schemas"]["AddMessagesAnswer"]
     assert {"ok", "queued", "rejected", "error"} <= set(answer["properties"])
+
+
+# --- add-messages: the tenant at the top, and nothing ignored --------------------------------
+
+
+async def test_the_admin_may_name_the_tenant_once_at_the_top_of_add_messages(api):
+    body = {"tenant_id": "acme", "messages": [message("m1"), message("m2")]}
+    answer = await api.admin("POST", "/commands/add-messages", json=body)
+    assert (answer.status_code, answer.json()) == (200, {"ok": True, "queued": 2, "rejected": []})
+    same = await api.admin(
+        "POST", "/commands/add-messages", json=body, params={"tenant_id": "acme"}
+    )
+    assert same.status_code == 200
+    conflict = await api.admin(
+        "POST", "/commands/add-messages", json=body, params={"tenant_id": "beta"}
+    )
+    assert conflict.status_code == 422
+    assert conflict.json()["error"] == "invalid tenant_id: query 'beta' and body 'acme' differ"
+    missing = await api.admin(
+        "POST", "/commands/add-messages", json={"tenant_id": "nobody", "messages": [message("x")]}
+    )
+    assert missing.status_code == 404
+    # A message naming another tenant than the request's is rejected, naming both.
+    other = await api.admin(
+        "POST",
+        "/commands/add-messages",
+        json={"tenant_id": "acme", "messages": [message("m3", tenant_id="beta")]},
+    )
+    assert other.json()["rejected"] == [
+        {"id": "m3", "reason": "invalid tenant_id: beta is not the request's tenant acme"}
+    ]
+
+
+async def test_a_tenant_key_naming_another_tenant_at_the_top_is_forbidden(api):
+    other = {"tenant_id": "beta", "messages": [message("m1")]}
+    assert (await api.tenant("POST", "/commands/add-messages", json=other)).status_code == 403
+    own = {"tenant_id": "acme", "messages": [message("m1")]}
+    assert (await api.tenant("POST", "/commands/add-messages", json=own)).json()["queued"] == 1
+
+
+UNKNOWN_FIELD_ROUTES = [
+    ("POST", "/commands/add-messages", {"messages": [], "tenant": "acme"}),
+    ("POST", "/commands/delete-messages", {"ids": ["m1"], "tenant": "acme"}),
+    ("POST", "/commands/cleanup-messages", {"older_than_seconds": 0, "tenant": "acme"}),
+    ("POST", "/commands/run-now", {"tenant": "acme"}),
+    ("POST", "/commands/suspend", {"tenant": "acme"}),
+    ("POST", "/commands/activate", {"tenant": "acme"}),
+    ("POST", "/account", {"id": "other", "kind": "capture", "tenant": "acme"}),
+    ("POST", "/tenant", {"id": "beta", "tenant": "acme"}),
+    ("PUT", "/tenant/acme", {"name": "Acme", "tenant": "acme"}),
+    ("POST", "/tenant/acme/api-key", {"tenant": "acme"}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), UNKNOWN_FIELD_ROUTES)
+async def test_every_route_that_reads_a_body_refuses_an_unknown_field(api, method, path, body):
+    params = {"tenant_id": "acme"} if path.startswith(("/commands", "/account")) else {}
+    before = (await api.admin("GET", "/tenants")).json()
+    answer = await api.admin(method, path, json=body, params=params)
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert problem["errors"][0]["field"] == "tenant"
+    assert problem["error"].replace("invalid request: ", "").startswith("unknown field: tenant")
+    assert (await api.admin("GET", "/tenants")).json() == before
+
+
+async def test_a_command_body_with_its_query_parameter_is_refused_not_ignored(api):
+    answer = await api.tenant("POST", "/commands/suspend", json={"batch_code": "b1"})
+    assert answer.status_code == 422
+    assert "batch_code go in the query" in answer.json()["error"]
+    tenant = (await api.tenant("GET", "/tenant/acme")).json()["tenant"]
+    assert tenant["suspended_batches"] == []
+    for empty in (b"", b"{}"):
+        done = await api.client.post(
+            "/commands/run-now", content=empty, headers={"X-API-Token": TOKEN}
+        )
+        assert done.status_code == 200
+
+
+# --- errors name their object and the values allowed ------------------------------------------
+
+
+async def test_a_rejected_message_without_an_id_is_named_by_its_place(api):
+    nameless = {k: v for k, v in message("x").items() if k != "id"}
+    answer = await api.tenant(
+        "POST", "/commands/add-messages", json={"messages": [message("m1", to=[]), nameless]}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "no message queued: m1: missing to"
+    answer = await api.tenant(
+        "POST", "/commands/add-messages", json={"messages": [message("m1"), message("")]}
+    )
+    assert answer.json()["queued"] == 1
+    answer = await api.tenant(
+        "POST", "/commands/add-messages", json={"messages": [nameless, message("m2", to=[])]}
+    )
+    assert answer.json()["error"] == "no message queued: messages[0]: missing id"
+
+
+async def test_rejections_name_the_tenant_and_the_account(api):
+    await api.admin("POST", "/tenant", json={"id": "beta"})
+    for account in ("one", "two"):
+        body = {"id": account, "tenant_id": "beta", "kind": "capture"}
+        assert (await api.admin("POST", "/account", json=body)).status_code == 200
+    answer = await api.admin(
+        "POST",
+        "/commands/add-messages",
+        json={
+            "messages": [
+                message("m1", tenant_id="acme", account_id="nope"),
+                message("m2", tenant_id="zzz"),
+                message("m3", tenant_id="beta"),
+            ]
+        },
+    )
+    assert answer.json()["rejected"] == [
+        {"id": "m1", "reason": "account not found for tenant acme: nope"},
+        {"id": "m2", "reason": "unknown tenant: zzz"},
+        {
+            "id": "m3",
+            "reason": "no default account for tenant beta: give account_id, or make one "
+            "account is_default",
+        },
+    ]
+
+
+ENUM_ERRORS = [
+    ("POST", "/account", {"json": {"id": "a2", "tenant_id": "acme", "kind": "smtps"}}, "kind",
+     "'smtps' (expected one of: capture, smtp)"),
+    ("POST", "/account", {"json": {"id": "a2", "tenant_id": "acme", "kind": "capture",
+                                   "limit_behavior": "drop"}}, "limit_behavior",
+     "'drop' (expected one of: defer, reject)"),
+    ("PUT", "/tenant/acme", {"json": {"client_auth": {"method": "oauth"}}}, "client_auth.method",
+     "'oauth' (expected one of: basic, bearer, none)"),
+    ("PUT", "/tenant/acme", {"json": {"unknown_policy": "maybe"}}, "unknown_policy",
+     "'maybe' (expected one of: at_least_once, at_most_once)"),
+    ("GET", "/messages", {"params": {"tenant_id": "acme", "status": "lost"}}, "status",
+     "'lost' (expected one of: pending, scheduled, deferred, sending, sent, error, suspended, "
+     "unknown)"),
+    ("POST", "/commands/add-messages", {"json": {"messages": [], "default_priority": "urgent"},
+                                         "params": {"tenant_id": "acme"}}, "default_priority",
+     "'urgent' (expected one of: 0, 1, 2, 3, immediate, high, medium, low)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "request_", "field", "expected"), ENUM_ERRORS)
+async def test_a_value_outside_an_enumeration_is_answered_with_the_values_allowed(
+    api, method, path, request_, field, expected
+):
+    answer = await api.admin(method, path, **request_)
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert problem["errors"] == [{"field": field, "message": f"invalid {field}: {expected}"}]
+    assert problem["error"].endswith(f"invalid {field}: {expected}")
+
+
+MESSAGE_ENUMS = [
+    ({"priority": 7}, "invalid priority: 7 (expected one of: 0, 1, 2, 3, immediate, high, "
+                      "medium, low)"),
+    ({"content_type": "rtf"}, "invalid content_type: 'rtf' (expected one of: html, plain)"),
+    ({"attachments": [{"filename": "a.txt", "storage_path": "x", "fetch_mode": "ftp"}]},
+     "invalid attachments[0].fetch_mode: 'ftp' (expected one of: base64, endpoint, "
+     "filesystem, http_url)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fields", "reason"), MESSAGE_ENUMS)
+async def test_a_message_field_outside_its_enumeration_is_rejected_with_the_values(
+    api, fields, reason
+):
+    answer = await api.tenant(
+        "POST", "/commands/add-messages", json={"messages": [message("m1", **fields)]}
+    )
+    assert answer.json()["rejected"] == [{"id": "m1", "reason": reason}]

@@ -171,7 +171,11 @@ class Admin:
                 )
         transport = self._transports.get(account.kind)
         if transport is None:
-            raise InvalidInput("kind", f"invalid kind: no transport for {account.kind!r}")
+            raise InvalidInput(
+                "kind",
+                f"invalid kind: no transport for {account.kind!r} on this instance "
+                f"(expected one of: {', '.join(sorted(self._transports))})",
+            )
         transport.check(account)
         await self._config.put_account(account)
         self._config_cache.forget_accounts(account.tenant_id)

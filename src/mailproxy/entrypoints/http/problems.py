@@ -7,6 +7,7 @@ id (logged with its traceback, never sent)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import uuid
@@ -16,6 +17,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 
+from mailproxy.domain.decoding import explained
 from mailproxy.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, StorageError
 from mailproxy.entrypoints.http.auth import TooManyAttempts, Unauthorized
 from mailproxy.entrypoints.http.schemas import ErrorAnswer, FieldError, Problem
@@ -39,12 +41,13 @@ def problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[An
             422, "Unprocessable Content", exc.reason, [FieldError(exc.field, exc.reason)]
         )
     if isinstance(exc, ValidationException):
-        errors = [
-            FieldError(str(e.get("key", "")), str(e.get("message", "")))
+        described = [
+            field_error(request, e)
             for e in (exc.extra if isinstance(exc.extra, list) else [])
             if isinstance(e, dict)
         ]
-        detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or exc.detail
+        detail = "; ".join(text for _, text in described) or exc.detail
+        errors = [error for error, _ in described]
         return problem(422, "Unprocessable Content", f"invalid request: {detail}", errors)
     if isinstance(exc, RecursionError | UnicodeDecodeError) or (
         isinstance(exc, ClientException) and exc.status_code == 400
@@ -81,6 +84,26 @@ def problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[An
         ErrorAnswer(error=f"internal error (request id {request_id})", request_id=request_id),
         status_code=500,
     )
+
+
+def field_error(request: Request[Any, Any, Any], error: dict[str, Any]) -> tuple[FieldError, str]:
+    """One error of Litestar's validation of a request, and its text in the detail: an
+    unknown field and a value outside an enumeration say it as the library does
+    (:func:`~mailproxy.domain.decoding.explained`, with the allowed values), the others
+    keep msgspec's words after the field's name."""
+    key, message = str(error.get("key", "")), str(error.get("message", ""))
+    parameters = request.route_handler.parsed_fn_signature.parameters
+    if error.get("source") == "body":
+        parameter, path, name = parameters.get("data"), "" if key == "data" else key, ""
+    else:
+        parameter, path, name = parameters.get(key), "", key
+    named = None
+    if parameter is not None:
+        with contextlib.suppress(TypeError):  # a type msgspec cannot describe: no values
+            named = explained(message, parameter.annotation, path, name)
+    if named is not None:
+        return FieldError(named.field, named.reason), named.reason
+    return FieldError(key, message), f"{key}: {message}"
 
 
 def problem(status: int, title: str, detail: str, errors: list[FieldError]) -> Response[Problem]:

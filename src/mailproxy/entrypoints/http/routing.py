@@ -1,6 +1,7 @@
 """How a route of the API is declared (:func:`route`): who may call it, its tag in the
 schema and the error answers it documents; and the ``tenant_id`` query parameter that
-the routes acting inside a tenant share (:data:`TenantQuery`)."""
+the routes acting inside a tenant share (:data:`TenantQuery`), which two routes also take
+in their body (:func:`tenant_named`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Operation
 from litestar.params import QueryParameter
 
+from mailproxy.domain.errors import InvalidInput
 from mailproxy.entrypoints.http.schemas import ErrorAnswer, Problem
 
 ERROR_RESPONSES = {
@@ -73,3 +75,13 @@ TenantQuery = Annotated[
         max_length=64,
     ),
 ]
+
+
+def tenant_named(query: str | None, body: str | None) -> str | None:
+    """The tenant a request names, in its ``tenant_id`` query parameter or body field
+    (POST /account, add-messages); 422 when it names two."""
+    if query is not None and body is not None and query != body:
+        raise InvalidInput(
+            "tenant_id", f"invalid tenant_id: query {query!r} and body {body!r} differ"
+        )
+    return body if body is not None else query
