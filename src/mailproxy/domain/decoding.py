@@ -16,7 +16,8 @@ from mailproxy.domain.errors import InvalidInput
 _MSGSPEC_PATH = re.compile(r"at `\$\.?(?P<path>[^`]*)`")
 #: The field names and list indexes of a path such as ``attachments[0].fetch_mode``.
 _PATH_SEGMENT = re.compile(r"[^.\[\]]+")
-_INVALID_ENUM = "Invalid enum value "
+#: How msgspec starts the message for a value outside a ``Literal`` or an ``Enum``.
+INVALID_ENUM = "Invalid enum value "
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<name>[^`]*)`")
 _SEQUENCES = (inspect.ListType, inspect.SetType, inspect.FrozenSetType, inspect.VarTupleType)
 
@@ -57,10 +58,15 @@ def allowed_values(model: Any, path: str) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def one_of(values: list[str]) -> str:
+    """How a reason lists the values allowed: ``(expected one of: capture, smtp)``."""
+    return f"(expected one of: {', '.join(values)})"
+
+
 def enum_reason(field: str, given: str, values: list[str]) -> str:
     """The reason for a value outside an enumeration: ``invalid kind: 'smtpx' (expected
-    one of: smtp, capture)``."""
-    return f"invalid {field}: {given} (expected one of: {', '.join(values)})"
+    one of: capture, smtp)``."""
+    return f"invalid {field}: {given} {one_of(values)}"
 
 
 def explained(message: str, model: Any, path: str, name: str = "") -> InvalidInput | None:
@@ -73,11 +79,11 @@ def explained(message: str, model: Any, path: str, name: str = "") -> InvalidInp
     if unknown is not None:
         field = f"{where}.{unknown['name']}" if where else unknown["name"]
         return InvalidInput(field, f"unknown field: {field}")
-    if message.startswith(_INVALID_ENUM):
+    if message.startswith(INVALID_ENUM):
         values = allowed_values(model, path)
         if values:
             field = where or "body"
-            return InvalidInput(field, enum_reason(field, message[len(_INVALID_ENUM) :], values))
+            return InvalidInput(field, enum_reason(field, message[len(INVALID_ENUM) :], values))
     return None
 
 
