@@ -297,3 +297,12 @@ async def test_a_message_field_outside_its_enumeration_is_rejected_with_the_valu
         "POST", "/commands/add-messages", json={"messages": [message("m1", **fields)]}
     )
     assert answer.json()["rejected"] == [{"id": "m1", "reason": reason}]
+
+
+async def test_a_kind_this_instance_cannot_send_with_lists_the_kinds_it_can(api):
+    body = {"id": "relay", "tenant_id": "acme", "kind": "smtp", "host": "127.0.0.1", "port": 25}
+    answer = await api.admin("POST", "/account", json=body)
+    assert answer.status_code == 422
+    assert answer.json()["error"] == (
+        "invalid kind: no transport for 'smtp' on this instance (expected one of: capture)"
+    )
