@@ -76,7 +76,7 @@ class MailProxy:
 
     Entering opens the stores, settles attempts a previous run left unfinished (an attempt
     found ``sending`` becomes ``unknown`` and follows the policy; a claim that never
-    started is simply re-queued) and, unless ``run_dispatcher=False``, starts the dispatch
+    started is simply re-queued), tells ``events`` of every configured account and, unless ``run_dispatcher=False``, starts the dispatch
     loop and the report loop. Deterministic tests drive delivery with
     :meth:`dispatch_once` and :meth:`run_until_idle`, reports with :meth:`report_once`.
 
@@ -185,6 +185,7 @@ class MailProxy:
         for part in self._stores():
             await part.open()
         await self.recover()  # expired leases included: the first sweep is a period away
+        await self.admin.announce_accounts()
         if self.changes is not None and (self._run_dispatcher or self._run_reporter):
             await self.changes.watch(self.dispatcher.wake, self.report_scheduler.wake)
         self.dispatcher.start(run_loop=self._run_dispatcher)
