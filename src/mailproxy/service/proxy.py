@@ -76,8 +76,9 @@ class MailProxy:
 
     Entering opens the stores, settles attempts a previous run left unfinished (an attempt
     found ``sending`` becomes ``unknown`` and follows the policy; a claim that never
-    started is simply re-queued), tells ``events`` of every configured account and, unless ``run_dispatcher=False``, starts the dispatch
-    loop and the report loop. Deterministic tests drive delivery with
+    started is simply re-queued), tells ``events`` of every configured account and,
+    unless ``run_dispatcher=False``, starts the dispatch loop and the report loop.
+    Deterministic tests drive delivery with
     :meth:`dispatch_once` and :meth:`run_until_idle`, reports with :meth:`report_once`.
 
     The options come grouped (:mod:`mailproxy.service.options`; None: the defaults);
