@@ -358,3 +358,8 @@ class MailProxy:
 
     async def sync_status(self) -> list[tuple[Tenant, SyncState, ReportBacklog, float | None]]:
         return await self.report_scheduler.sync_status()
+
+    def report_url_warning(self, tenant: Tenant) -> str | None:
+        """Why ``tenant``'s delivery reports can never be sent as configured (its
+        ``client_base_url`` is refused by the egress rule without a lookup), or None."""
+        return self.report_scheduler.url_warning(tenant)

@@ -317,6 +317,9 @@ class TenantRecord(msgspec.Struct, kw_only=True):
 class TenantAnswer(msgspec.Struct, kw_only=True):
     ok: bool = True
     tenant: TenantRecord
+    #: What will not work as configured (a report URL the egress rule refuses); left out
+    #: when there is nothing to say.
+    warnings: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class CreatedTenantAnswer(msgspec.Struct, kw_only=True):
@@ -324,6 +327,7 @@ class CreatedTenantAnswer(msgspec.Struct, kw_only=True):
     tenant: TenantRecord
     api_key: str
     webhook_secret: str
+    warnings: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class TenantsAnswer(msgspec.Struct, kw_only=True):
@@ -357,6 +361,8 @@ class SyncStatusRecord(msgspec.Struct, kw_only=True):
     in_dnd: bool
     pending_reports: int
     last_error: str | None
+    #: Why no call can succeed as configured (the egress rule refuses the URL), or null.
+    warning: str | None = None
 
 
 class SyncStatusAnswer(msgspec.Struct, kw_only=True):

@@ -204,7 +204,21 @@ async def _status_body(proxy: MailProxy) -> str:
         + _table(["tenant", "message", "account", "error"], failure_rows, "none")
         + "<h2>Delivery reports</h2>"
         + _table(["tenant", "waiting", "last error"], backlog_rows, "no tenant reports")
+        + await _refused_report_urls(proxy)
     )
+
+
+async def _refused_report_urls(proxy: MailProxy) -> str:
+    """The tenants whose report URL the egress rule refuses, so that no report of theirs
+    can ever be sent: a section of its own, shown only when there is one."""
+    rows = [
+        [tenant.id, warning]
+        for tenant in await proxy.list_tenants()
+        if (warning := proxy.report_url_warning(tenant)) is not None
+    ]
+    if not rows:
+        return ""
+    return "<h2>Report URLs that cannot be called</h2>" + _table(["tenant", "why"], rows, "")
 
 
 LOGIN_FORM = (
