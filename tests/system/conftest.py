@@ -102,6 +102,8 @@ def start_server(
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
+        # The code under test, also when it is not the installed one (a checkout's src).
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
         "GMP_DB_PATH": str(tmp_path / "mailproxy.db"),
         "GMP_API_TOKEN": TOKEN,
         # The sinks and receivers are on loopback, which the egress rule refuses unless

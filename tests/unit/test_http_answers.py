@@ -6,6 +6,7 @@ add-messages, unknown fields refused everywhere)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,3 +307,18 @@ async def test_a_kind_this_instance_cannot_send_with_lists_the_kinds_it_can(api)
     assert answer.json()["error"] == (
         "invalid kind: no transport for 'smtp' on this instance (expected one of: capture)"
     )
+
+
+async def test_the_api_docs_page_loads_only_files_the_service_serves(api):
+    page = await api.client.get("/schema")
+    assert page.status_code == 200
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    assert "script-src 'self' 'unsafe-inline'" in policy
+    links = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert len(links) == 4  # the UI's script, its preset, its stylesheet and the icon
+    for link in links:
+        assert link.startswith("/schema/assets/"), link
+        asset = await api.client.get(link)
+        assert asset.status_code == 200, link
+        assert len(asset.content) > 0
