@@ -322,3 +322,22 @@ async def test_the_api_docs_page_loads_only_files_the_service_serves(api):
         asset = await api.client.get(link)
         assert asset.status_code == 200, link
         assert len(asset.content) > 0
+
+
+async def test_the_frameworks_own_errors_say_what_they_are_about(api):
+    nowhere = await api.admin("GET", "/nothing")
+    assert (nowhere.status_code, nowhere.json()["error"]) == (
+        404, "no such route: GET /nothing (the routes are listed at /schema)"
+    )  # fmt: skip
+    wrong = await api.admin("GET", "/commands/run-now")
+    assert (wrong.status_code, wrong.json()["error"]) == (
+        405, "method not allowed: GET /commands/run-now (allowed: POST, OPTIONS)"
+    )  # fmt: skip
+    huge = await api.admin("POST", "/tenant", content=b" " * (10 * 1024 * 1024 + 1))
+    assert (huge.status_code, huge.json()["error"]) == (
+        413, "body too large: more than 10485760 bytes (server.max_body_bytes)"
+    )  # fmt: skip
+    missing = await api.admin("POST", "/commands/add-messages", json={"tenant_id": "acme"})
+    assert missing.json()["errors"] == [{"field": "messages", "message": "missing messages"}]
+    nameless = await api.admin("POST", "/tenant", json={"name": "Beta"})
+    assert nameless.json()["errors"] == [{"field": "id", "message": "missing id"}]

@@ -19,6 +19,7 @@ _PATH_SEGMENT = re.compile(r"[^.\[\]]+")
 #: How msgspec starts the message for a value outside a ``Literal`` or an ``Enum``.
 INVALID_ENUM = "Invalid enum value "
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<name>[^`]*)`")
+_MISSING_FIELD = re.compile(r"Object missing required field `(?P<name>[^`]*)`")
 _SEQUENCES = (inspect.ListType, inspect.SetType, inspect.FrozenSetType, inspect.VarTupleType)
 
 
@@ -72,13 +73,18 @@ def enum_reason(field: str, given: str, values: list[str]) -> str:
 def explained(message: str, model: Any, path: str, name: str = "") -> InvalidInput | None:
     """msgspec's ``message`` about the field at ``path`` of ``model`` (itself called
     ``name``, if it has a name) as the API says it, when it is about an unknown field
-    (``unknown field: rate_limits.per_week``, as for the fields of a message) or a value
-    outside an enumeration whose values can be named; None for the other errors."""
+    (``unknown field: rate_limits.per_week``, as for the fields of a message), a missing
+    one (``missing messages``) or a value outside an enumeration whose values can be
+    named; None for the other errors."""
     where = ".".join(part for part in (name, path) if part)
     unknown = _UNKNOWN_FIELD.fullmatch(message)
     if unknown is not None:
         field = f"{where}.{unknown['name']}" if where else unknown["name"]
         return InvalidInput(field, f"unknown field: {field}")
+    missing = _MISSING_FIELD.fullmatch(message)
+    if missing is not None:
+        field = f"{where}.{missing['name']}" if where else missing["name"]
+        return InvalidInput(field, f"missing {field}")
     if message.startswith(INVALID_ENUM):
         values = allowed_values(model, path)
         if values:

@@ -15,7 +15,13 @@ from typing import Any
 
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
 
 from mailproxy.domain.decoding import explained
 from mailproxy.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, StorageError
@@ -70,7 +76,7 @@ def problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[An
         )
     if isinstance(exc, HTTPException):
         return Response(
-            ErrorAnswer(error=exc.detail),
+            ErrorAnswer(error=http_error_text(request, exc)),
             status_code=exc.status_code,
             headers=exc.headers or None,
         )
@@ -84,6 +90,21 @@ def problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[An
         ErrorAnswer(error=f"internal error (request id {request_id})", request_id=request_id),
         status_code=500,
     )
+
+
+def http_error_text(request: Request[Any, Any, Any], exc: HTTPException) -> str:
+    """Litestar's own errors say what they are about: the route that does not exist, the
+    methods a route takes, the body limit."""
+    where = f"{request.method} {request.url.path}"
+    if isinstance(exc, NotFoundException) and exc.detail == "Not Found":
+        return f"no such route: {where} (the routes are listed at /schema)"
+    if isinstance(exc, MethodNotAllowedException):
+        allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "")
+        return f"method not allowed: {where} (allowed: {allowed})"
+    if exc.status_code == 413:
+        limit = request.app.request_max_body_size
+        return f"body too large: more than {limit} bytes (server.max_body_bytes)"
+    return exc.detail
 
 
 def field_error(request: Request[Any, Any, Any], error: dict[str, Any]) -> tuple[FieldError, str]:
