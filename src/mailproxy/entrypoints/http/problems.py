@@ -109,9 +109,9 @@ def http_error_text(request: Request[Any, Any, Any], exc: HTTPException) -> str:
 
 def field_error(request: Request[Any, Any, Any], error: dict[str, Any]) -> tuple[FieldError, str]:
     """One error of Litestar's validation of a request, and its text in the detail: an
-    unknown field and a value outside an enumeration say it as the library does
-    (:func:`~mailproxy.domain.decoding.explained`, with the allowed values), the others
-    keep msgspec's words after the field's name."""
+    unknown or missing field and a value outside an enumeration say it as the library
+    does (:func:`~mailproxy.domain.decoding.explained`, with the allowed values), the
+    others keep msgspec's words after the field's name."""
     key, message = str(error.get("key", "")), str(error.get("message", ""))
     parameters = request.route_handler.parsed_fn_signature.parameters
     if error.get("source") == "body":

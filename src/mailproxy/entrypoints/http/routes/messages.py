@@ -69,8 +69,8 @@ async def add_messages(
     scope = scope_tenant(caller, named) if caller.tenant_id or named else None
     if caller.tenant_id is not None:
         for message in data.messages:
-            named = message.get("tenant_id")
-            if named is not None and named != caller.tenant_id:
+            own = message.get("tenant_id")
+            if own is not None and own != caller.tenant_id:
                 raise Forbidden("a tenant key acts only inside its own tenant")
     elif scope is not None:
         await proxy.get_tenant(scope)
