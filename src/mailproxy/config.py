@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from mailproxy.domain.decoding import INVALID_ENUM, allowed_values, one_of
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.retry import RetryPolicy
 
@@ -309,9 +310,11 @@ def load_settings(
             text = str(exc).replace("`", "")
             field = text.rsplit("$.", 1)[-1] if "$." in text else ""
             where = f"{section}.{field}" if field else section
-            raise InvalidInput(
-                where, f"invalid setting {where}: {text.split(' - at ')[0]}"
-            ) from None
+            message = text.split(" - at ")[0]
+            allowed = allowed_values(SECTIONS[section], field)
+            if allowed and message.startswith(INVALID_ENUM):
+                message = f"{message.removeprefix(INVALID_ENUM)} {one_of(allowed)}"
+            raise InvalidInput(where, f"invalid setting {where}: {message}") from None
     settings = Settings(**sections, instance_dir=instance_dir, instance_name=instance_name)
     _check(settings)
     return settings

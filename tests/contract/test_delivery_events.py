@@ -58,3 +58,26 @@ def test_prometheus_forgets_an_account_then_its_tenant():
     assert not any(
         s.labels.get("tenant_id") == "t1" for samples in families.values() for s in samples
     )
+
+
+def test_configuring_is_taken_again_and_after_events(events):
+    events.configured("t1", "a1")
+    events.configured("t1", "a1")
+    events.attempted("t1", "a1", "sent", 0.01)
+    events.configured("t1", "a1")
+    events.forget("t1", "a1")
+
+
+def test_prometheus_exports_a_configured_account_at_zero_until_it_is_forgotten():
+    metrics = PrometheusMetrics()
+    metrics.configured("t1", "a1")
+    sample = metrics.registry.get_sample_value
+    labels = {"tenant_id": "t1", "account_id": "a1"}
+    counters = ["gmp_sent_total", "gmp_errors_total", "gmp_deferred_total", "gmp_unknown_total",
+                "gmp_rate_limited_total"]  # fmt: skip
+    assert [sample(name, labels) for name in counters] == [0, 0, 0, 0, 0]
+    metrics.attempted("t1", "a1", "sent", None)
+    metrics.configured("t1", "a1")  # a replaced account keeps its counts
+    assert sample("gmp_sent_total", labels) == 1
+    metrics.forget("t1", "a1")
+    assert [sample(name, labels) for name in counters] == [None] * 5

@@ -114,3 +114,8 @@ async def test_a_tenant_without_a_callback_url_is_not_called(application):
 async def test_close_is_idempotent(application):
     await application.sender.close()
     await application.sender.close()
+
+
+async def test_a_tenant_the_sender_can_call_is_not_refused(application):
+    assert application.sender.refusal(application.tenant) is None
+    assert application.sender.refusal(Tenant(id="t2")) is None  # no URL: nothing to refuse

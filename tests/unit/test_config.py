@@ -76,6 +76,22 @@ def test_a_bad_setting_is_an_error_naming_it(tmp_path, ini, environ, named):
     assert named in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("environ", "reason"),
+    [
+        ({"GMP_LOGGING_FORMAT": "xml"},
+         "invalid setting logging.format: 'xml' (expected one of: auto, console, json)"),
+        ({"GMP_STORAGE_SYNCHRONOUS": "off"},
+         "invalid setting storage.synchronous: 'off' (expected one of: full, normal)"),
+    ],
+)  # fmt: skip
+def test_a_setting_outside_its_choices_lists_them(environ, reason):
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(environ=environ)
+
+    assert caught.value.reason == reason
+
+
 def test_gmp_home_belongs_to_the_cli_and_other_variables_are_ignored():
     settings = load_settings(environ={"GMP_HOME": "/somewhere", "HOME": "/root"})
 

@@ -143,7 +143,11 @@ def test_the_config_ini_of_the_running_guide_and_its_environment_twin_agree(tmp_
     assert from_file.storage == from_environment.storage
     assert from_file.delivery == from_environment.delivery
     assert from_file.security == from_environment.security
-    assert (from_file.server.port, from_file.delivery.max_concurrency) == (8025, 16)
+    assert (from_file.server.port, from_file.delivery.max_concurrency) == (8080, 16)
+    # The HTTP service's example port is none that mail software listens on (SMTP, its
+    # submission ports, the test servers' 2525 and 8025), so no reader mistakes one for
+    # the other.
+    assert from_file.server.port not in {25, 465, 587, 2525, 8025}
 
 
 def test_the_embedding_guide_test_example_passes_under_pytest(tmp_path):

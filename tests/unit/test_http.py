@@ -156,7 +156,7 @@ async def test_admin_names_the_tenant_per_message(api):
     assert answer.json()["queued"] == 1
     assert {r["reason"] for r in answer.json()["rejected"]} == {
         "missing tenant_id",
-        "unknown tenant",
+        "unknown tenant: nobody",
     }
 
 

@@ -56,6 +56,17 @@ def test_the_first_screen_has_exactly_two_setup_commands():
     assert commands[1] in ci
 
 
+def test_the_quick_start_installs_from_a_checkout_as_the_readme_does():
+    # mailproxy is not on the package index: `pip install mailproxy` fails there (and
+    # `mail-proxy` is another project), so the quick start's first command is the README's.
+    first_screen = README.read_text(encoding="utf-8").split("---", 1)[0]
+    run_it = re.findall(r"```bash\n(.*?)\n```", first_screen, re.DOTALL)[0]
+    install = code_blocks(GUIDES / "quick-start.md", "bash")[0]
+    assert install.strip() == run_it
+    assert "pip install . " in install
+    assert (README.parent / "pyproject.toml").is_file()
+
+
 def test_the_first_message_example_runs_against_the_real_server(tmp_path):
     """The quick start's curl walk-through, run by bash against ``mail-proxy serve``
     started as its first command starts it (generated admin token in the folder)."""

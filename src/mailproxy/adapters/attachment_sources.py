@@ -25,7 +25,6 @@ from mailproxy.adapters.guarded_http import (
     TooLarge,
     client_auth_headers,
 )
-from mailproxy.adapters.resolver import address_literal
 from mailproxy.domain.attachments import (
     check_file_path,
     check_url,
@@ -33,7 +32,7 @@ from mailproxy.domain.attachments import (
     split_endpoint,
     under_root,
 )
-from mailproxy.domain.egress import Network, address_allowed
+from mailproxy.domain.egress import Network, address_allowed, address_literal
 from mailproxy.domain.errors import AttachmentUnavailable, InvalidInput
 from mailproxy.domain.model import AttachmentRef, Tenant
 

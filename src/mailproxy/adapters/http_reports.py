@@ -14,7 +14,7 @@ import httpx
 import msgspec
 
 from mailproxy.adapters.guarded_http import EgressRefused, GuardedHttp, client_auth_headers
-from mailproxy.domain.egress import Network
+from mailproxy.domain.egress import Network, url_refusal
 from mailproxy.domain.model import ReportEvent, Tenant
 from mailproxy.domain.reporting import signature_header
 from mailproxy.ports.reporting import SyncAnswer
@@ -48,7 +48,11 @@ class HttpReportSender:
         self._http = GuardedHttp(
             timeout_s=timeout_s, egress_allow=egress_allow, resolve=resolve, client=client
         )
+        self._allow = tuple(egress_allow)
         self._clock = clock
+
+    def refusal(self, tenant: Tenant) -> str | None:
+        return url_refusal(tenant.client_base_url, self._allow) if tenant.client_base_url else None
 
     async def post(self, tenant: Tenant, events: Sequence[ReportEvent]) -> SyncAnswer:
         if not tenant.client_base_url:

@@ -4,9 +4,10 @@ latency and SMTP transaction time. Implements ``DeliveryEvents``.
 
 Label cardinality is bounded by configuration, never by client input: ``tenant_id`` and
 ``account_id`` label values are ids of configured tenants and accounts (at most one series
-per account and metric), and ``result`` has five values. The series of a deleted account
-or tenant are removed (:meth:`PrometheusMetrics.forget`), so the exposition is bounded by
-what exists, not by what ever existed.
+per account and metric), and ``result`` has five values. Every configured account has its
+counters from the start, at 0 (:meth:`PrometheusMetrics.configured`); the series of a
+deleted account or tenant are removed (:meth:`PrometheusMetrics.forget`), so the
+exposition is bounded by what exists, not by what ever existed.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ class PrometheusMetrics:
 
         #: The accounts each tenant has series of: what :meth:`forget` removes.
         self._series: dict[str, set[str]] = {}
+
+    def configured(self, tenant_id: str, account_id: str) -> None:
+        # Prometheus' advice for series that appear with their first event: create them
+        # at 0 (a rate or an alert over a missing series reads "no data").
+        self._series.setdefault(tenant_id, set()).add(account_id)
+        for counter in self._counters.values():
+            counter.labels(tenant_id=tenant_id, account_id=account_id)
 
     def accepted(self, tenant_id: str, count: int, seconds: float) -> None:
         self._series.setdefault(tenant_id, set())

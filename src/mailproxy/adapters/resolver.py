@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import threading
 from collections.abc import Sequence
 
-from mailproxy.domain.egress import Network, address_allowed
+from mailproxy.domain.egress import Network, address_allowed, address_literal
 from mailproxy.domain.policy import tenant_share
 from mailproxy.ports.resolver import Resolver
 
@@ -35,14 +34,6 @@ class EgressRefused(Exception):
 class Unresolved(Exception):
     """The host name did not resolve (now): a temporary failure, like a refused
     connection."""
-
-
-def address_literal(host: str) -> str | None:
-    """``host`` as an IP address when it is one (``[::1]`` included), else None."""
-    try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return None
 
 
 def _addresses(host: str, port: int) -> list[str]:

@@ -81,6 +81,9 @@ class RecordingReportSender:
         self.calls.append(ReportCall(tenant.id, tuple(events)))
         return self.answers.pop(0) if self.answers else SyncAnswer(acknowledged=True)
 
+    def refusal(self, tenant: Tenant) -> str | None:
+        return None  # no egress rule: every URL is called
+
     async def close(self) -> None:
         return None
 

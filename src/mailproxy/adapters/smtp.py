@@ -35,10 +35,9 @@ from mailproxy.adapters.resolver import (
     EgressRefused,
     ThreadedResolver,
     Unresolved,
-    address_literal,
     pinned_addresses,
 )
-from mailproxy.domain.egress import Network, address_allowed
+from mailproxy.domain.egress import Network, address_allowed, address_literal
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.mime import Outgoing, RenderedMessage
 from mailproxy.domain.model import Account, RefusedRecipient

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from mailproxy.domain.decoding import convert_error
 from mailproxy.domain.egress import check_http_url
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.headers import CONTROL
@@ -15,7 +16,6 @@ from mailproxy.domain.validation import (
     MAX_CONNECTIONS,
     MAX_COUNT,
     check_path_id,
-    convert_error,
     is_tenant_id,
 )
 
@@ -25,7 +25,7 @@ def parse_tenant(raw: object) -> Tenant:
     try:
         tenant = msgspec.convert(raw, Tenant)
     except msgspec.ValidationError as exc:
-        raise convert_error(exc) from None
+        raise convert_error(exc, Tenant) from None
     if not is_tenant_id(tenant.id):
         raise InvalidInput("id", "invalid id: 1..64 of A-Z a-z 0-9 _ . -, not . or ..")
     if tenant.client_base_url is not None:
@@ -56,7 +56,7 @@ def parse_account(raw: object) -> Account:
     try:
         account = msgspec.convert(raw, Account)
     except msgspec.ValidationError as exc:
-        raise convert_error(exc) from None
+        raise convert_error(exc, Account) from None
     check_path_id("id", account.id)
     if account.kind == "smtp":
         if not account.host or CONTROL.search(account.host):

@@ -98,6 +98,35 @@ def address_allowed(address: str, allow: Sequence[Network] = ()) -> bool:
     return _public(ip)
 
 
+def address_literal(host: str) -> str | None:
+    """``host`` as an IP address when it is one (``[::1]`` included), else None."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
+
+
+def _known_without_lookup(host: str) -> str | None:
+    """The address ``host`` stands for without a lookup: an IP literal, or loopback for
+    ``localhost`` and the names under it, which always mean this machine (RFC 6761
+    §6.3); None for the other names."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return "127.0.0.1"
+    return address_literal(host)
+
+
+def url_refusal(url: str, allow: Sequence[Network] = ()) -> str | None:
+    """Why a call to ``url`` will be refused by the egress rule, as far as that is known
+    without a lookup (its host is an address outside the rule, or ``localhost``), or
+    None. Other names are judged when they are resolved, at each call."""
+    host = urlsplit(url).hostname or ""
+    address = _known_without_lookup(host)
+    if address is None or address_allowed(address, allow):
+        return None
+    return f"{host} is not an address mailproxy may connect to (see security.egress_allow)"
+
+
 def check_http_url(field: str, url: str) -> str:
     """Syntax of a URL mailproxy will call (a callback base, an attachment URL): http(s),
     a host, a valid port, no credentials in it. Its addresses are checked at each call

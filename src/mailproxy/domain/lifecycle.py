@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 from typing import Literal
 
@@ -17,6 +16,7 @@ from mailproxy.domain.model import (
     Status,
     Transition,
     UnknownPolicy,
+    due_second,
 )
 from mailproxy.domain.outcome import (
     AccountBroken,
@@ -383,7 +383,7 @@ def _defer(
                 "deferred",
                 attempts,
                 duplicate,
-                deferred_ts=math.ceil(until_ts),
+                deferred_ts=due_second(until_ts),
                 deferred_reason=reason,
                 smtp_code=code,
             ),

@@ -2,14 +2,24 @@
 
 Instants are float Unix seconds (``*_ts``); the HTTP contract speaks integer Unix seconds,
 so keeping one numeric representation end to end avoids conversions on the hot path.
+An instant shown in whole seconds is rounded by :func:`due_second` when something is due
+then, and truncated when it is a past event (``int``).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any, Literal
 
 import msgspec
+
+
+def due_second(ts: float) -> int:
+    """The whole second at which something due at ``ts`` may happen: rounded up, so that
+    a client waiting until then is never early. Every "next attempt" shown (a message's
+    ``deferred_ts``, ``why.next_attempt_ts``, a deferred report entry, the log) uses it."""
+    return math.ceil(ts)
 
 
 class Priority(enum.IntEnum):

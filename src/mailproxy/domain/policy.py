@@ -12,7 +12,14 @@ from typing import Literal
 
 import msgspec
 
-from mailproxy.domain.model import Account, AccountPause, QueuedMessage, Status, Tenant
+from mailproxy.domain.model import (
+    Account,
+    AccountPause,
+    QueuedMessage,
+    Status,
+    Tenant,
+    due_second,
+)
 from mailproxy.domain.retry import RetryPolicy, retry_delay
 
 # --- queue order ------------------------------------------------------------------------
@@ -285,24 +292,20 @@ def explain(
         return Why(
             reason="account_paused",
             detail=f"account {pause.account_id}: {pause.reason}",
-            next_attempt_ts=_ceil(max(pause.until_ts, message.due_ts)),
+            next_attempt_ts=due_second(max(pause.until_ts, message.due_ts)),
         )
     if message.due_ts > now:
         if message.wait_reason == "rate_limit":
             return Why(
                 reason="rate_limit",
                 detail=message.wait_detail,
-                next_attempt_ts=_ceil(message.due_ts),
+                next_attempt_ts=due_second(message.due_ts),
             )
         if message.attempts:
             return Why(
                 reason="retry",
                 detail=f"after attempt {message.attempts}: {message.error}",
-                next_attempt_ts=_ceil(message.due_ts),
+                next_attempt_ts=due_second(message.due_ts),
             )
-        return Why(reason="scheduled", next_attempt_ts=_ceil(message.due_ts))
+        return Why(reason="scheduled", next_attempt_ts=due_second(message.due_ts))
     return Why(reason="queued", ahead=ahead)
-
-
-def _ceil(ts: float) -> int:
-    return int(-(-ts // 1))

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from mailproxy.domain.decoding import convert_error, enum_reason
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.headers import (
     CONTROL,
@@ -65,7 +66,6 @@ _MIME_TYPE = re.compile(f"{_MIME_TOKEN}/{_MIME_TOKEN}")
 _MD5_MARKER = re.compile(r"_?\{MD5:(?P<hex>[0-9a-fA-F]{32})\}")
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _TENANT_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_MSGSPEC_PATH = re.compile(r"at `\$\.?(?P<path>[^`]*)`")
 
 
 # --- bounds of client integers -----------------------------------------------------------
@@ -243,27 +243,18 @@ class _MessageInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     metadata: dict[str, Any] | None = None
 
 
+_PRIORITY_NAMES = [*(str(int(p)) for p in Priority), *PRIORITY_BY_LABEL]
 _MESSAGE_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(_MessageInput))
 _REQUIRED_FIELDS = ("id", "from", "to", "subject")
 
 
 def parse_priority(value: object, field: str = "priority") -> Priority:
     """Accept an int 0..3 or a label (``"immediate"`` … ``"low"``)."""
-    if isinstance(value, bool):
-        raise InvalidInput(field, f"invalid {field}: {value!r}")
-    if isinstance(value, int) and value in Priority._value2member_map_:
+    if isinstance(value, int) and not isinstance(value, bool) and value in list(Priority):
         return Priority(value)
     if isinstance(value, str) and value.lower() in PRIORITY_BY_LABEL:
         return PRIORITY_BY_LABEL[value.lower()]
-    raise InvalidInput(field, f"invalid {field}: {value!r}")
-
-
-def convert_error(exc: msgspec.ValidationError) -> InvalidInput:
-    text = str(exc)
-    match = _MSGSPEC_PATH.search(text)
-    field = match["path"] if match and match["path"] else "message"
-    detail = text.split(" - at ")[0].replace("`", "")
-    return InvalidInput(field, f"invalid {field}: {detail[0].lower()}{detail[1:]}")
+    raise InvalidInput(field, enum_reason(field, repr(value), _PRIORITY_NAMES))
 
 
 def _address_list(field: str, value: list[str] | str | None) -> tuple[str, ...]:
@@ -356,7 +347,7 @@ def _decode_message(raw: object) -> _MessageInput:
     try:
         return msgspec.convert(raw, _MessageInput)
     except msgspec.ValidationError as exc:
-        raise convert_error(exc) from None
+        raise convert_error(exc, _MessageInput) from None
 
 
 def _checked_recipients(

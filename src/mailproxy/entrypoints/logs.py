@@ -7,8 +7,12 @@ render those records with structlog: JSON lines in production, readable lines on
 terminal (``logging.format``: json, console, auto), with the request id of the HTTP
 request bound in context.
 
-The HTTP client libraries are held at WARNING whatever the level: httpx logs every request
-line at INFO with its full URL, and an attachment URL's query string is often its
+Every record goes through that one renderer, the server's and the libraries' included:
+``serve`` leaves uvicorn's loggers unconfigured (``log_config=None``), so its start and
+stop lines are JSON events like the others, and ``mail-proxy serve | jq`` reads every
+line (``serve`` logs to standard output; what it says to a person goes to standard
+error). The HTTP client libraries are held at WARNING whatever the level: httpx logs every
+request line at INFO with its full URL, and an attachment URL's query string is often its
 credential (a presigned signature); httpcore's DEBUG lines add headers.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import msgspec
 import structlog
@@ -36,8 +41,21 @@ def _json_line(event: dict[str, object], **_: object) -> str:
     return _encoder.encode(event).decode()
 
 
-def configure_logging(level: str = "info", fmt: str = "auto") -> None:
-    console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+def _without_color_message(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """uvicorn passes each message a second time, with terminal colour codes, as the
+    ``color_message`` extra: the event already says it."""
+    event.pop("color_message", None)
+    return event
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Render every log record of the process on ``stream`` (standard error unless
+    given) at ``level``: JSON lines, or readable ones for ``console`` (``auto``: when the
+    stream is a terminal)."""
+    stream = sys.stderr if stream is None else stream
+    console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer()
         if console
@@ -48,9 +66,10 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _without_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

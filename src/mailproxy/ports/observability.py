@@ -31,6 +31,12 @@ class DeliveryEvents(Protocol):
     def delivered(self, tenant_id: str, account_id: str, accept_to_sent_s: float) -> None:
         """A message was sent, ``accept_to_sent_s`` after it was accepted."""
 
+    def configured(self, tenant_id: str, account_id: str) -> None:
+        """The account exists (it was configured before the service started, added, or
+        replaced): what is counted per account starts at 0 now rather than at its first
+        event, so that a dashboard or an alert on it reads 0, not "no data". Saying it
+        again changes nothing."""
+
     def forget(self, tenant_id: str, account_id: str | None = None) -> None:
         """The account (every account of the tenant and the tenant itself, when
         ``account_id`` is None) was deleted: drop everything kept about it, so that no

@@ -40,5 +40,11 @@ class ReportSender(Protocol):
         ``error`` set. The caller re-sends the same events later; event ids stay stable.
         """
 
+    def refusal(self, tenant: Tenant) -> str | None:
+        """Why every call to ``tenant``'s application would be refused before it connects,
+        as far as that is known without I/O — its ``client_base_url`` names an address,
+        or ``localhost``, that the egress rule forbids — or None. A name is judged when it
+        is resolved, at each call."""
+
     async def close(self) -> None:
         """Release connections. Idempotent."""

@@ -171,12 +171,26 @@ class Admin:
                 )
         transport = self._transports.get(account.kind)
         if transport is None:
-            raise InvalidInput("kind", f"invalid kind: no transport for {account.kind!r}")
+            raise InvalidInput(
+                "kind",
+                f"invalid kind: no transport for {account.kind!r} on this instance "
+                f"(expected one of: {', '.join(sorted(self._transports))})",
+            )
         transport.check(account)
         await self._config.put_account(account)
         self._config_cache.forget_accounts(account.tenant_id)
+        if self._events is not None:
+            self._events.configured(account.tenant_id, account.id)
         self._wake_dispatcher()
         return account
+
+    async def announce_accounts(self) -> None:
+        """Tell the events of every account configured (when the service starts)."""
+        if self._events is None:
+            return
+        for tenant in await self._config.list_tenants():
+            for account in await self._config.list_accounts(tenant.id):
+                self._events.configured(tenant.id, account.id)
 
     async def list_accounts(self, tenant_id: str) -> list[Account]:
         await self.get_tenant(tenant_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from mailproxy.domain.model import QueuedMessage, Status, Transition
+from mailproxy.domain.model import QueuedMessage, Status, Transition, due_second
 from mailproxy.domain.outcome import Outcome, RateLimited, Unknown
 from mailproxy.ports.observability import AttemptResult, DeliveryEvents
 
@@ -45,7 +45,7 @@ def record_attempt(
             "smtp_code": transition.smtp_code,
             "ms": None if smtp_seconds is None else round(smtp_seconds * 1000, 1),
             "error": transition.error if result != "sent" else None,
-            "next_attempt_ts": None if final else int(transition.due_ts),
+            "next_attempt_ts": None if final else due_second(transition.due_ts),
         },
     )
     if events is None:

@@ -248,7 +248,9 @@ class Dispatcher:
         message = claim.message
         account = await self._config_cache.account(message.tenant_id, message.account_id)
         if account is None:
-            return Permanent("account not found for tenant")
+            return Permanent(
+                f"account not found for tenant {message.tenant_id}: {message.account_id}"
+            )
         transport = self._transports.get(account.kind)
         if transport is None:
             return Permanent(f"no transport for account kind {account.kind!r}")

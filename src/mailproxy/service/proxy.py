@@ -76,8 +76,9 @@ class MailProxy:
 
     Entering opens the stores, settles attempts a previous run left unfinished (an attempt
     found ``sending`` becomes ``unknown`` and follows the policy; a claim that never
-    started is simply re-queued) and, unless ``run_dispatcher=False``, starts the dispatch
-    loop and the report loop. Deterministic tests drive delivery with
+    started is simply re-queued), tells ``events`` of every configured account and,
+    unless ``run_dispatcher=False``, starts the dispatch loop and the report loop.
+    Deterministic tests drive delivery with
     :meth:`dispatch_once` and :meth:`run_until_idle`, reports with :meth:`report_once`.
 
     The options come grouped (:mod:`mailproxy.service.options`; None: the defaults);
@@ -185,6 +186,7 @@ class MailProxy:
         for part in self._stores():
             await part.open()
         await self.recover()  # expired leases included: the first sweep is a period away
+        await self.admin.announce_accounts()
         if self.changes is not None and (self._run_dispatcher or self._run_reporter):
             await self.changes.watch(self.dispatcher.wake, self.report_scheduler.wake)
         self.dispatcher.start(run_loop=self._run_dispatcher)
@@ -356,3 +358,8 @@ class MailProxy:
 
     async def sync_status(self) -> list[tuple[Tenant, SyncState, ReportBacklog, float | None]]:
         return await self.report_scheduler.sync_status()
+
+    def report_url_warning(self, tenant: Tenant) -> str | None:
+        """Why ``tenant``'s delivery reports can never be sent as configured (its
+        ``client_base_url`` is refused by the egress rule without a lookup), or None."""
+        return self.report_scheduler.url_warning(tenant)

@@ -112,6 +112,14 @@ class ReportScheduler:
             rows.append((tenant, state, backlog, due))
         return rows
 
+    def url_warning(self, tenant: Tenant) -> str | None:
+        """What an operator should know when ``tenant``'s delivery reports can never be
+        sent as configured (the reporter refuses its URL without trying), else None."""
+        refusal = None if self.reporter is None else self.reporter.refusal(tenant)
+        if refusal is None:
+            return None
+        return f"delivery reports to {tenant.client_base_url} cannot be sent: {refusal}"
+
     async def report_once(self) -> int:
         """Make every report call that is due now and wait for them; return how many
         calls were made (deterministic tests drive reports with this)."""

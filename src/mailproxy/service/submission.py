@@ -127,18 +127,27 @@ class Submission:
     ) -> NewMessage:
         spec = parse_message(raw, self._limits.message_limits)
         if scope_tenant is not None and spec.tenant_id not in (None, scope_tenant):
-            raise InvalidInput("tenant_id", "invalid tenant_id: another tenant than the caller's")
+            raise InvalidInput(
+                "tenant_id",
+                f"invalid tenant_id: {spec.tenant_id} is not the request's tenant {scope_tenant}",
+            )
         tenant_id = spec.tenant_id or scope_tenant
         if tenant_id is None:
             raise InvalidInput("tenant_id", "missing tenant_id")
         tenant = await self._config_cache.tenant(tenant_id)
         if tenant is None:
-            raise InvalidInput("tenant_id", "unknown tenant")
+            raise InvalidInput("tenant_id", f"unknown tenant: {tenant_id}")
         account = await self._config_cache.account(tenant_id, spec.account_id)
         if account is None:
             if spec.account_id is None:
-                raise InvalidInput("account_id", "no default account")
-            raise InvalidInput("account_id", "account not found for tenant")
+                raise InvalidInput(
+                    "account_id",
+                    f"no default account for tenant {tenant_id}: give account_id, or make "
+                    "one account is_default",
+                )
+            raise InvalidInput(
+                "account_id", f"account not found for tenant {tenant_id}: {spec.account_id}"
+            )
         for ref in spec.attachments:
             self._attachments.check(tenant, ref)
         status, due_ts = initial_status(spec.deferred_ts, now)

@@ -240,3 +240,25 @@ def tenants_delete(tenant_id: str, *, instance: TargetInstance) -> None:
     """
     request(instance, "DELETE", f"/tenant/{tenant_id}")
     print(f"tenant {tenant_id} deleted")
+
+
+@tenants_app.command(name="sync-status")
+def tenants_sync_status(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
+    """Delivery reports per tenant: entries waiting, the last error, and a warning when
+    the report URL can never be called (the egress rule refuses it).
+
+    Example: ``mail-proxy myserver tenants sync-status``
+    """
+    answer = request(instance, "GET", "/tenants/sync-status")
+    if json_output:
+        show(answer, True, lambda _: [])
+        return
+    columns: list[Column] = [
+        ("tenant", lambda t: t["id"]),
+        ("waiting", lambda t: t["pending_reports"]),
+        ("last error", lambda t: t["last_error"]),
+    ]
+    table(answer["tenants"], False, columns, "no tenants")
+    for tenant in answer["tenants"]:
+        if tenant.get("warning"):
+            print(f"warning: {tenant['id']}: {tenant['warning']}")

@@ -99,7 +99,7 @@ def serve(
         settings = msgspec.structs.replace(
             settings, server=msgspec.structs.replace(settings.server, api_token=token)
         )
-    configure_logging(settings.logging.level, settings.logging.format)
+    configure_logging(settings.logging.level, settings.logging.format, sys.stdout)
     asyncio.run(check_storage(settings))
     http_app = create_app(build_proxy(settings), settings, insecure=insecure)
     server = GracefulServer(
@@ -109,6 +109,8 @@ def serve(
             port=bind_port,
             log_level=settings.logging.level,
             access_log=False,
+            # uvicorn's records go through the service's renderer (entrypoints.logs).
+            log_config=None,
             # Who the client is decides the authentication throttle: a forwarded address
             # is believed only from the proxies the operator names (uvicorn would believe
             # any local process).

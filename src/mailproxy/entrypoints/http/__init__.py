@@ -14,6 +14,8 @@ things live:
   422).
 - ``schemas.py``: request and answer bodies; ``records.py``: library values as answered.
 - ``metrics.py``: ``GET /metrics``' registry and the queue gauges collector.
+- ``api_docs.py``: the OpenAPI schema and Swagger UI at ``/schema``, the UI's files
+  served by the app itself (no CDN).
 
 The status page (``/ui``) is ``routes/status_page.py``.
 

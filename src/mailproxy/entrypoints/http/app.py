@@ -20,13 +20,10 @@ import structlog
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 
-from mailproxy import __version__
 from mailproxy.bootstrap import build_proxy
 from mailproxy.config import Settings, load_settings
+from mailproxy.entrypoints.http.api_docs import openapi_config
 from mailproxy.entrypoints.http.auth import (
     admin_token_of,
     authorize,
@@ -53,29 +50,6 @@ def dependencies() -> dict[str, Provide]:
     """What a handler may ask for by parameter name (``NamedDependency[...]``)."""
     state = {name: from_state(name) for name in ("proxy", "settings", "gate", "http_metrics")}
     return state | {"caller": Provide(provide_caller, sync_to_thread=False)}
-
-
-def openapi_config() -> OpenAPIConfig:
-    """The schema at ``/schema`` (Swagger UI there too), with both ways to send a token."""
-    return OpenAPIConfig(
-        title="mailproxy",
-        version=__version__,
-        description=(
-            "Durable, rate-limited email delivery: queue messages, send them over "
-            "SMTP, report every outcome."
-        ),
-        path="/schema",
-        render_plugins=[SwaggerRenderPlugin()],
-        components=Components(
-            security_schemes={
-                "token": SecurityScheme(
-                    type="apiKey", name="X-API-Token", security_scheme_in="header"
-                ),
-                "bearer": SecurityScheme(type="http", scheme="bearer"),
-            }
-        ),
-        security=[{"token": []}, {"bearer": []}],
-    )
 
 
 def create_app(

@@ -7,6 +7,7 @@ id (logged with its traceback, never sent)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import uuid
@@ -14,8 +15,15 @@ from typing import Any
 
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
 
+from mailproxy.domain.decoding import explained
 from mailproxy.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, StorageError
 from mailproxy.entrypoints.http.auth import TooManyAttempts, Unauthorized
 from mailproxy.entrypoints.http.schemas import ErrorAnswer, FieldError, Problem
@@ -39,12 +47,13 @@ def problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[An
             422, "Unprocessable Content", exc.reason, [FieldError(exc.field, exc.reason)]
         )
     if isinstance(exc, ValidationException):
-        errors = [
-            FieldError(str(e.get("key", "")), str(e.get("message", "")))
+        described = [
+            field_error(request, e)
             for e in (exc.extra if isinstance(exc.extra, list) else [])
             if isinstance(e, dict)
         ]
-        detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or exc.detail
+        detail = "; ".join(text for _, text in described) or exc.detail
+        errors = [error for error, _ in described]
         return problem(422, "Unprocessable Content", f"invalid request: {detail}", errors)
     if isinstance(exc, RecursionError | UnicodeDecodeError) or (
         isinstance(exc, ClientException) and exc.status_code == 400
@@ -67,7 +76,7 @@ def problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[An
         )
     if isinstance(exc, HTTPException):
         return Response(
-            ErrorAnswer(error=exc.detail),
+            ErrorAnswer(error=http_error_text(request, exc)),
             status_code=exc.status_code,
             headers=exc.headers or None,
         )
@@ -81,6 +90,41 @@ def problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[An
         ErrorAnswer(error=f"internal error (request id {request_id})", request_id=request_id),
         status_code=500,
     )
+
+
+def http_error_text(request: Request[Any, Any, Any], exc: HTTPException) -> str:
+    """Litestar's own errors say what they are about: the route that does not exist, the
+    methods a route takes, the body limit."""
+    where = f"{request.method} {request.url.path}"
+    if isinstance(exc, NotFoundException) and exc.detail == "Not Found":
+        return f"no such route: {where} (the routes are listed at /schema)"
+    if isinstance(exc, MethodNotAllowedException):
+        allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "")
+        return f"method not allowed: {where} (allowed: {allowed})"
+    if exc.status_code == 413:
+        limit = request.app.request_max_body_size
+        return f"body too large: more than {limit} bytes (server.max_body_bytes)"
+    return exc.detail
+
+
+def field_error(request: Request[Any, Any, Any], error: dict[str, Any]) -> tuple[FieldError, str]:
+    """One error of Litestar's validation of a request, and its text in the detail: an
+    unknown or missing field and a value outside an enumeration say it as the library
+    does (:func:`~mailproxy.domain.decoding.explained`, with the allowed values), the
+    others keep msgspec's words after the field's name."""
+    key, message = str(error.get("key", "")), str(error.get("message", ""))
+    parameters = request.route_handler.parsed_fn_signature.parameters
+    if error.get("source") == "body":
+        parameter, path, name = parameters.get("data"), "" if key == "data" else key, ""
+    else:
+        parameter, path, name = parameters.get(key), "", key
+    named = None
+    if parameter is not None:
+        with contextlib.suppress(TypeError):  # a type msgspec cannot describe: no values
+            named = explained(message, parameter.annotation, path, name)
+    if named is not None:
+        return FieldError(named.field, named.reason), named.reason
+    return FieldError(key, message), f"{key}: {message}"
 
 
 def problem(status: int, title: str, detail: str, errors: list[FieldError]) -> Response[Problem]:

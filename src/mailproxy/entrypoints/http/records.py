@@ -11,7 +11,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from mailproxy.config import Settings
-from mailproxy.domain.model import Account, HistoryEntry, QueuedMessage, Status, Tenant
+from mailproxy.domain.model import (
+    Account,
+    HistoryEntry,
+    QueuedMessage,
+    Status,
+    Tenant,
+    due_second,
+)
 from mailproxy.domain.policy import Why
 from mailproxy.entrypoints.http.schemas import (
     AccountRecord,
@@ -23,7 +30,8 @@ from mailproxy.entrypoints.http.schemas import (
 
 
 def whole_seconds(value: float | None) -> int | None:
-    """An instant as the API gives it: whole Unix seconds, or None."""
+    """A past instant as the API gives it: whole Unix seconds, or None (an instant
+    something is due at is :func:`~mailproxy.domain.model.due_second`)."""
     return None if value is None else int(value)
 
 
@@ -41,7 +49,7 @@ def message_record(
         status=message.status,
         priority=message.priority,
         batch_code=message.batch_code,
-        deferred_ts=whole_seconds(message.due_ts) if waiting else None,
+        deferred_ts=due_second(message.due_ts) if waiting else None,
         sent_ts=whole_seconds(message.sent_ts),
         error_ts=whole_seconds(message.error_ts),
         error=message.error,

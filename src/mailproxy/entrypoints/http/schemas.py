@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar.openapi.spec import Example
 
+from mailproxy.domain.decoding import convert_error
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.model import ClientAuth, RateLimits, Status
 from mailproxy.domain.policy import Why
@@ -59,11 +60,13 @@ class Problem(msgspec.Struct, kw_only=True):
     error: str
 
 
-class AddMessagesBody(msgspec.Struct, kw_only=True):
+class AddMessagesBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """POST /commands/add-messages. Each message is checked on its own (see MESSAGE in
-    the API contract); a bad one is rejected with a reason while the others are queued."""
+    the API contract); a bad one is rejected with a reason while the others are queued.
+    ``tenant_id`` names the tenant of every message, as the query parameter does."""
 
     messages: list[dict[str, Any]]
+    tenant_id: str | None = None
     default_priority: int | str | None = None
 
 
@@ -230,7 +233,7 @@ class MessageAnswer(msgspec.Struct, kw_only=True):
     message: MessageRecord
 
 
-class IdsBody(msgspec.Struct, kw_only=True):
+class IdsBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ids: list[str]
 
 
@@ -241,7 +244,7 @@ class DeleteAnswer(msgspec.Struct, kw_only=True):
     in_flight: list[str]
 
 
-class CleanupBody(msgspec.Struct, kw_only=True):
+class CleanupBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     older_than_seconds: Seconds | None = None
 
 
@@ -314,6 +317,9 @@ class TenantRecord(msgspec.Struct, kw_only=True):
 class TenantAnswer(msgspec.Struct, kw_only=True):
     ok: bool = True
     tenant: TenantRecord
+    #: What will not work as configured (a report URL the egress rule refuses); left out
+    #: when there is nothing to say.
+    warnings: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class CreatedTenantAnswer(msgspec.Struct, kw_only=True):
@@ -321,6 +327,7 @@ class CreatedTenantAnswer(msgspec.Struct, kw_only=True):
     tenant: TenantRecord
     api_key: str
     webhook_secret: str
+    warnings: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class TenantsAnswer(msgspec.Struct, kw_only=True):
@@ -328,7 +335,12 @@ class TenantsAnswer(msgspec.Struct, kw_only=True):
     tenants: list[TenantRecord]
 
 
-class ApiKeyBody(msgspec.Struct, kw_only=True):
+class NoBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of a command that takes none (run-now, suspend, activate): empty or
+    ``{}``; any field is refused rather than ignored (they take the query's)."""
+
+
+class ApiKeyBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     expires_at: Timestamp | None = None
 
 
@@ -349,6 +361,8 @@ class SyncStatusRecord(msgspec.Struct, kw_only=True):
     in_dnd: bool
     pending_reports: int
     last_error: str | None
+    #: Why no call can succeed as configured (the egress rule refuses the URL), or null.
+    warning: str | None = None
 
 
 class SyncStatusAnswer(msgspec.Struct, kw_only=True):
@@ -386,8 +400,6 @@ def decode_body(raw: bytes, model: type[Any], *, empty_ok: bool = False) -> Any:
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        field = text.rsplit("$.", 1)[-1].split("[")[0] if "$." in text else "body"
-        raise InvalidInput(field, f"invalid body: {text}") from None
+        raise convert_error(exc, model, whole="body") from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidInput("body", f"malformed JSON: {exc}") from None

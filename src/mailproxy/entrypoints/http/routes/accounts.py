@@ -10,10 +10,9 @@ from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, FromQuery
 
 from mailproxy.domain.access import Caller
-from mailproxy.domain.errors import InvalidInput
 from mailproxy.entrypoints.http.auth import scoped
 from mailproxy.entrypoints.http.records import account_record
-from mailproxy.entrypoints.http.routing import TenantQuery, route
+from mailproxy.entrypoints.http.routing import TenantQuery, route, tenant_named
 from mailproxy.entrypoints.http.schemas import (
     ACCOUNT_EXAMPLE,
     AccountAnswer,
@@ -36,9 +35,7 @@ async def put_account(
 ) -> AccountAnswer:
     """Create or replace an SMTP (or capture) account."""
     fields = given_fields(data)
-    scope = await scoped(proxy, caller, fields.get("tenant_id") or tenant_id)
-    if tenant_id is not None and tenant_id != scope:
-        raise InvalidInput("tenant_id", "invalid tenant_id: query and body differ")
+    scope = await scoped(proxy, caller, tenant_named(tenant_id, fields.get("tenant_id")))
     account = await proxy.put_account(fields | {"tenant_id": scope}, caller=caller)
     if not account.tls_verify:
         log.warning("account.tls_verify_off", extra={"tenant": scope, "account": account.id})

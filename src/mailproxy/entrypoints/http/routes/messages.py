@@ -4,20 +4,20 @@ delete, clean up, wake the dispatcher, suspend and activate a tenant or a batch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
-import msgspec
-from litestar import MediaType, Request, Response, get, post
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
 from mailproxy.domain.access import Caller, scope_tenant
-from mailproxy.domain.errors import Forbidden
+from mailproxy.domain.errors import Forbidden, InvalidInput
 from mailproxy.domain.model import Status, SubmitResult
 from mailproxy.entrypoints.http.auth import scoped
 from mailproxy.entrypoints.http.records import message_record
-from mailproxy.entrypoints.http.routing import TenantQuery, route
+from mailproxy.entrypoints.http.routing import TenantQuery, route, tenant_named
 from mailproxy.entrypoints.http.schemas import (
     ADD_MESSAGES_EXAMPLE,
     AddMessagesAnswer,
@@ -27,6 +27,7 @@ from mailproxy.entrypoints.http.schemas import (
     IdsBody,
     MessageAnswer,
     MessagesAnswer,
+    NoBody,
     OkAnswer,
     RejectedMessage,
     RemovedAnswer,
@@ -42,21 +43,34 @@ HARMLESS_REJECTIONS = frozenset({"already sent", "in flight"})
 BatchCode = Annotated[str | None, QueryParameter(max_length=64)]
 
 
-@route(post, "/commands/add-messages", "messages", tenant=True)
+@route(
+    post,
+    "/commands/add-messages",
+    "messages",
+    tenant=True,
+    responses={
+        400: ResponseSpec(
+            AddMessagesAnswer,
+            description="nothing queued for a reason other than a repeat (already sent, in flight)",
+        )
+    },
+)
 async def add_messages(
     request: Request[Any, Any, Any],
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
     data: Annotated[AddMessagesBody, Body(examples=[ADD_MESSAGES_EXAMPLE])],
     tenant_id: TenantQuery = None,
-) -> Response[bytes]:
+) -> Response[AddMessagesAnswer]:
     """Queue messages; each bad one is rejected with a reason, the others are committed
-    to storage before the answer. Optional ``Idempotency-Key`` header."""
-    scope = scope_tenant(caller, tenant_id) if caller.tenant_id or tenant_id else None
+    to storage before the answer. The tenant is named by ``tenant_id`` (query or body; a
+    tenant key implies its own) or by each message. Optional ``Idempotency-Key`` header."""
+    named = tenant_named(tenant_id, data.tenant_id)
+    scope = scope_tenant(caller, named) if caller.tenant_id or named else None
     if caller.tenant_id is not None:
         for message in data.messages:
-            named = message.get("tenant_id")
-            if named is not None and named != caller.tenant_id:
+            own = message.get("tenant_id")
+            if own is not None and own != caller.tenant_id:
                 raise Forbidden("a tenant key acts only inside its own tenant")
     elif scope is not None:
         await proxy.get_tenant(scope)
@@ -77,19 +91,34 @@ async def add_messages(
             tenant_id=scope,
             default_priority=data.default_priority,
         )
-    status, answer = add_messages_answer(result)
-    return Response(msgspec.json.encode(answer), status_code=status, media_type=MediaType.JSON)
+    status, answer = add_messages_answer(result, data.messages)
+    return Response(answer, status_code=status)
 
 
-def add_messages_answer(result: SubmitResult) -> tuple[int, AddMessagesAnswer]:
+def add_messages_answer(
+    result: SubmitResult, messages: Sequence[object]
+) -> tuple[int, AddMessagesAnswer]:
     """The HTTP rendering of a submission's result (a fresh one or one stored under an
-    Idempotency-Key): 400 when nothing was queued for a reason other than a harmless
-    repeat, 200 otherwise. Each message's ranges are the domain's, rejected one by one."""
+    Idempotency-Key) for the request's ``messages``: 400 when nothing was queued for a
+    reason other than a harmless repeat, 200 otherwise. Each message's ranges are the
+    domain's, rejected one by one."""
     rejected = [RejectedMessage(r.id, r.reason) for r in result.rejected]
     if result.queued == 0 and any(r.reason not in HARMLESS_REJECTIONS for r in rejected):
-        error = f"no message queued: {rejected[0].id}: {rejected[0].reason}"
+        first = rejected[0]
+        error = f"no message queued: {first.id or without_id(messages)}: {first.reason}"
         return 400, AddMessagesAnswer(ok=False, queued=0, rejected=rejected, error=error)
     return 200, AddMessagesAnswer(queued=result.queued, rejected=rejected)
+
+
+def without_id(messages: Sequence[object]) -> str:
+    """The place of the first message that has no usable id (``messages[2]``): how an
+    error names a rejected message whose id is missing, empty or not a string. Those are
+    the rejections without an id, and the first of them comes first in the answer."""
+    for index, message in enumerate(messages):
+        ident = message.get("id") if isinstance(message, dict) else None
+        if not (isinstance(ident, str) and ident):
+            return f"messages[{index}]"
+    return "a message without an id"
 
 
 @route(get, "/messages", "messages", tenant=True)
@@ -165,13 +194,27 @@ async def cleanup_messages(
     return RemovedAnswer(removed=removed)
 
 
+async def no_body(request: Request[Any, Any, Any]) -> None:
+    """A command's body is empty or ``{}``: a field in it would otherwise be ignored (a
+    ``batch_code`` there would suspend the whole tenant)."""
+    try:
+        decode_body(await request.body(), NoBody, empty_ok=True)
+    except InvalidInput as exc:
+        raise InvalidInput(
+            exc.field,
+            f"{exc.reason} (this command takes no body: tenant_id and batch_code go in the query)",
+        ) from None
+
+
 @route(post, "/commands/run-now", "messages", tenant=True)
 async def run_now(
+    request: Request[Any, Any, Any],
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
     tenant_id: TenantQuery = None,
 ) -> OkAnswer:
     """Wake the dispatcher at once."""
+    await no_body(request)
     scope = None
     if tenant_id is not None or caller.tenant_id is not None:
         scope = await scoped(proxy, caller, tenant_id)
@@ -180,12 +223,14 @@ async def run_now(
 
 
 async def suspension(
+    request: Request[Any, Any, Any],
     proxy: MailProxy,
     caller: Caller,
     tenant_id: str | None,
     batch_code: str | None,
     change: Callable[[str, str | None], Awaitable[Any]],
 ) -> SuspendAnswer:
+    await no_body(request)
     scope = await scoped(proxy, caller, tenant_id)
     state = await change(scope, batch_code)
     return SuspendAnswer(
@@ -197,24 +242,26 @@ async def suspension(
 
 @route(post, "/commands/suspend", "messages", tenant=True)
 async def suspend(
+    request: Request[Any, Any, Any],
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
     tenant_id: TenantQuery = None,
     batch_code: BatchCode = None,
 ) -> SuspendAnswer:
     """Stop sending the tenant's messages, or one batch's; they stay queued."""
-    return await suspension(proxy, caller, tenant_id, batch_code, proxy.suspend)
+    return await suspension(request, proxy, caller, tenant_id, batch_code, proxy.suspend)
 
 
 @route(post, "/commands/activate", "messages", tenant=True)
 async def activate(
+    request: Request[Any, Any, Any],
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
     tenant_id: TenantQuery = None,
     batch_code: BatchCode = None,
 ) -> SuspendAnswer:
     """Resume a suspended tenant or batch; the dispatcher wakes at once."""
-    return await suspension(proxy, caller, tenant_id, batch_code, proxy.activate)
+    return await suspension(request, proxy, caller, tenant_id, batch_code, proxy.activate)
 
 
 MESSAGE_ROUTES = [

@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -22,8 +23,20 @@ from mailproxy.entrypoints.http.routing import route
 from mailproxy.entrypoints.http.schemas import HealthAnswer, InstanceAnswer, StatusAnswer
 from mailproxy.service import MailProxy
 
+#: Prometheus' exposition type without its charset parameter, which Litestar adds to every
+#: ``text/`` type itself (given twice, a strict parser refuses the header).
+METRICS_MEDIA_TYPE = "; ".join(
+    part for part in CONTENT_TYPE_LATEST.split("; ") if not part.startswith("charset=")
+)
 
-@route(get, "/health", "service", public=True)
+
+@route(
+    get,
+    "/health",
+    "service",
+    public=True,
+    responses={503: ResponseSpec(HealthAnswer, description="storage cannot be reached")},
+)
 async def health(proxy: NamedDependency[MailProxy]) -> Response[HealthAnswer]:
     """Liveness and storage reachability (503 when storage cannot be reached)."""
     try:
@@ -54,7 +67,7 @@ async def instance(settings: NamedDependency[Settings]) -> InstanceAnswer:
     )
 
 
-@route(get, "/metrics", "service", public=True, media_type=CONTENT_TYPE_LATEST)
+@route(get, "/metrics", "service", public=True, media_type=METRICS_MEDIA_TYPE)
 async def metrics(
     request: Request[Any, Any, Any],
     settings: NamedDependency[Settings],
@@ -66,7 +79,7 @@ async def metrics(
         require_admin(await gate.authenticate(request))
     await http_metrics.queue.refresh()
     # No await between the refresh and the rendering: the exposition is that snapshot.
-    return Response(generate_latest(http_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(http_metrics.registry), media_type=METRICS_MEDIA_TYPE)
 
 
 SERVICE_ROUTES = [health, status, instance, metrics]

@@ -300,6 +300,7 @@ async def _status_body(proxy: MailProxy, signed_in_by_cookie: bool) -> str:
         _paused_section(states, now),
         _failures_section(states),
         await _reports_section(proxy),
+        await _refused_report_urls(proxy),
     ])  # fmt: skip
 
 
@@ -363,6 +364,19 @@ async def status_page(
         await _status_body(proxy, signed_in_by_cookie=admitted == "cookie"),
         head="<meta http-equiv='refresh' content='30'>",
     )
+
+
+async def _refused_report_urls(proxy: MailProxy) -> str:
+    """The tenants whose report URL the egress rule refuses, so that no report of theirs
+    can ever be sent: a section of its own, shown only when there is one."""
+    rows = [
+        [tenant.id, warning]
+        for tenant in await proxy.list_tenants()
+        if (warning := proxy.report_url_warning(tenant)) is not None
+    ]
+    if not rows:
+        return ""
+    return "<h2>Report URLs that cannot be called</h2>" + _table(["tenant", "why"], rows, "")
 
 
 LOGIN_FORM = (

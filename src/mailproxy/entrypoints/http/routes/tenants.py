@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, JSONBody
@@ -50,7 +51,16 @@ async def create_tenant(
         tenant=await record_of(proxy, created.tenant),
         api_key=created.api_key,
         webhook_secret=created.webhook_secret,
+        warnings=warnings_of(proxy, created.tenant),
     )
+
+
+def warnings_of(proxy: MailProxy, tenant: Tenant) -> list[str] | msgspec.UnsetType:
+    """The warnings of a tenant's answer: stored as asked, yet reports cannot be sent
+    (a warning, not a refusal: the operator may allow the network later, and clients
+    that store such a tenant today keep working)."""
+    warning = proxy.report_url_warning(tenant)
+    return msgspec.UNSET if warning is None else [warning]
 
 
 @route(get, "/tenants", "tenants")
@@ -74,6 +84,7 @@ async def sync_status(
             in_dnd=state.quiet_until > now,
             pending_reports=backlog.count,
             last_error=state.last_error,
+            warning=proxy.report_url_warning(tenant),
         )
         for tenant, state, backlog, due in await proxy.sync_status()
     ]
@@ -88,7 +99,7 @@ async def get_tenant(
 ) -> TenantAnswer:
     """One tenant (admin, or that tenant's key)."""
     tenant = await tenant_in_scope(proxy, caller, tenant_id)
-    return TenantAnswer(tenant=await record_of(proxy, tenant))
+    return TenantAnswer(tenant=await record_of(proxy, tenant), warnings=warnings_of(proxy, tenant))
 
 
 @route(put, "/tenant/{tenant_id:str}", "tenants", tenant=True)
@@ -101,7 +112,7 @@ async def update_tenant(
     """Change some fields; a tenant key may change only ``name``."""
     scope = await scoped(proxy, caller, tenant_id)
     tenant = await proxy.update_tenant(scope, given_fields(data), caller)
-    return TenantAnswer(tenant=await record_of(proxy, tenant))
+    return TenantAnswer(tenant=await record_of(proxy, tenant), warnings=warnings_of(proxy, tenant))
 
 
 @route(delete, "/tenant/{tenant_id:str}", "tenants")
