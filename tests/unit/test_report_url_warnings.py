@@ -95,7 +95,7 @@ async def test_sync_status_and_the_status_page_show_the_refused_url(client):
     assert {t["id"]: t["warning"] for t in status["tenants"]} == {"acme": REFUSED, "beta": None}
     page = (await client.get("/ui", headers=HEADERS)).text
     assert "<h2>Report URLs that cannot be called</h2>" in page
-    assert f"<td>acme</td><td>{REFUSED}</td>" in page
+    assert f"<td>acme</td><td class='prose'>{REFUSED}</td>" in page
     await client.put("/tenant/acme", json={"client_base_url": None}, headers=HEADERS)
     page = (await client.get("/ui", headers=HEADERS)).text
     assert "Report URLs that cannot be called" not in page

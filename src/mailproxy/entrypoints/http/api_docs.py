@@ -3,10 +3,10 @@ and Swagger UI, served whole by this process so that the page renders on a host 
 internet.
 
 Litestar's Swagger page loads the UI's script and style from a CDN; here they come from
-``/schema/assets/``, the ``dist`` files of swagger-ui that the flask-swagger-ui package
-ships (only its files are read: Flask is never imported). swagger-ui-bundle, the
-framework-neutral package, still ships swagger-ui 4, which cannot render the OpenAPI 3.1
-schema Litestar writes.
+``/schema/assets/``, the ``dist`` files of swagger-ui 5 that the swagger-ui-py package
+ships (only its files are read: the package itself is never imported). swagger-ui-bundle
+still ships swagger-ui 4, which cannot render the OpenAPI 3.1 schema Litestar writes, and
+flask-swagger-ui would install Flask for nothing.
 
 Every answer under ``/schema`` carries a Content-Security-Policy that admits this origin
 only (the page's one inline script sets the UI up with the schema), so a page that would
@@ -39,12 +39,12 @@ CONTENT_SECURITY_POLICY = (
 
 
 def swagger_ui_files() -> Path:
-    """The folder of swagger-ui's ``dist`` files inside the installed flask-swagger-ui
-    (found without importing the package, which imports Flask)."""
-    spec = importlib.util.find_spec("flask_swagger_ui")
+    """The folder of swagger-ui's ``dist`` files inside the installed swagger-ui-py
+    (found without importing the package, which would import its web-framework glue)."""
+    spec = importlib.util.find_spec("swagger_ui")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("flask-swagger-ui is not installed (a dependency of mailproxy)")
-    return Path(next(iter(spec.submodule_search_locations))) / "dist"
+        raise RuntimeError("swagger-ui-py is not installed (a dependency of mailproxy)")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
 def docs_router() -> Router:
