@@ -49,6 +49,16 @@ async def client(tmp_path):
         yield test_client
 
 
+async def test_the_services_address_in_a_browser_leads_to_the_status_page(client):
+    browser = await client.get("/", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert (browser.status_code, browser.headers["location"]) == (303, "/ui")
+    other = await client.get("/", headers={"Accept": "application/json"})
+    assert other.status_code == 200
+    assert other.json()["status_page"] == "/ui"
+    assert (await client.get(other.json()["api_docs"])).status_code == 200
+    assert (await client.get(other.json()["health"])).status_code == 200
+
+
 async def test_without_a_token_it_sends_you_to_the_login_form(client):
     answer = await client.get("/ui", follow_redirects=False)
     assert (answer.status_code, answer.headers["location"]) == (303, "/ui/login")

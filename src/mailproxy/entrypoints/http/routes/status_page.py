@@ -429,4 +429,16 @@ async def logout(request: Request[Any, Any, Any], gate: NamedDependency[Gate]) -
     return _see("/ui/login", [_session_cookie(request, "", 0)])
 
 
-STATUS_PAGE_ROUTES = [status_page, login_page, login, logout]
+@get("/", opt={"public": True}, include_in_schema=False)
+async def front_door(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The service's address typed into a browser leads to the status page; any other
+    client is told where things are."""
+    if "text/html" in request.headers.get("accept", ""):
+        return _see("/ui")
+    return Response(
+        {"ok": True, "service": "mailproxy", "status_page": "/ui", "api_docs": "/schema",
+         "openapi": "/schema/openapi.json", "health": "/health"}  # fmt: skip
+    )
+
+
+STATUS_PAGE_ROUTES = [front_door, status_page, login_page, login, logout]
