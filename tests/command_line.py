@@ -1,0 +1,94 @@
+"""The ``mail-proxy`` console script run as a real process against a GMP_HOME of the
+test's own: on pipes (:func:`cli`) or on a pseudo-terminal (:class:`Terminal`), as a
+person at a terminal runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+COMMAND = [sys.executable, "-m", "mailproxy"]
+
+
+def environment(home: Path) -> dict[str, str]:
+    """A bare environment with GMP_HOME, and PYTHONPATH passed through so the process
+    imports the code under test."""
+    env = {"PATH": os.environ.get("PATH", ""), "GMP_HOME": str(home), "LANG": "C.UTF-8"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+def cli(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """``mail-proxy ARGS`` with pipes for standard input, output and error."""
+    return subprocess.run(
+        [*COMMAND, *args], env=environment(home), input=stdin, capture_output=True,
+        text=True, timeout=90,
+    )  # fmt: skip
+
+
+class Terminal:
+    """``mail-proxy ARGS`` on a pseudo-terminal of 100 columns: standard input, output and
+    error are the terminal. :meth:`answer` waits for a prompt and types a line;
+    :meth:`finish` reads the rest and returns the exit code. ``transcript`` is everything
+    the terminal showed (typed text included, where the terminal echoes it)."""
+
+    def __init__(self, home: Path, *args: str, stdout_pipe: bool = False) -> None:
+        self.fd, child = os.openpty()
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        env = environment(home) | {"TERM": "xterm-256color"}
+        self.process = subprocess.Popen(
+            [*COMMAND, *args], env=env, stdin=child, stderr=child,
+            stdout=subprocess.PIPE if stdout_pipe else child, start_new_session=True,
+        )  # fmt: skip
+        os.close(child)
+        self.transcript = ""
+        self.stdout = ""
+        self._answered = 0  # where the next prompt is looked for in the transcript
+
+    def read_until(self, text: str, timeout_s: float = 30) -> None:
+        """Wait until the terminal shows ``text`` after the last answered prompt."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.transcript[self._answered :]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._read(remaining):
+                raise AssertionError(
+                    f"{text!r} never shown; the terminal showed:\n{self.transcript}"
+                )
+
+    def answer(self, prompt: str, line: str) -> None:
+        """Wait for ``prompt``, then type ``line`` and Enter."""
+        self.read_until(prompt)
+        self._answered = self.transcript.index(prompt, self._answered) + len(prompt)
+        os.write(self.fd, line.encode() + b"\r")
+
+    def finish(self, timeout_s: float = 60) -> int:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self._read(deadline - time.monotonic()):
+            pass
+        code = self.process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        if self.process.stdout is not None:
+            self.stdout = self.process.stdout.read().decode()
+            self.process.stdout.close()
+        os.close(self.fd)
+        return code
+
+    def _read(self, timeout_s: float) -> bool:
+        """Read what the terminal shows within ``timeout_s``; False once it is closed."""
+        ready, _, _ = select.select([self.fd], [], [], timeout_s)
+        if not ready:
+            return True
+        with contextlib.suppress(OSError):  # EIO: every process closed the terminal
+            chunk = os.read(self.fd, 4096)
+            if chunk:
+                self.transcript += chunk.decode(errors="replace")
+                return True
+        return False
