@@ -23,6 +23,7 @@ from typing import Annotated
 
 import cyclopts
 import rich.console
+import rich.text
 from cyclopts.help import DefaultFormatter, HelpEntry, HelpPanel
 
 from mailproxy import __version__
@@ -80,19 +81,39 @@ def commands_of(level: cyclopts.App) -> list[str]:
     return [name for name in level if not name.startswith("-")]
 
 
+def one_line(error: cyclopts.CycloptsError) -> rich.text.Text:
+    """A mistake the parser catches (unknown command or option, bad or missing value) as
+    one line on stderr, like every other error of the command line."""
+    return rich.text.Text(f"error: {' '.join(str(error).split())}")
+
+
+#: Where :func:`one_line` goes: stderr, without folding the line at the terminal's width.
+ERRORS = rich.console.Console(stderr=True, soft_wrap=True, highlight=False)
+
+
 app = cyclopts.App(
     name="mail-proxy",
     help=DESCRIPTION,
     usage=USAGE,
     version=__version__,
     group_commands=cyclopts.Group("Commands", help_formatter=LevelPanels()),
+    error_formatter=one_line,
+    error_console=ERRORS,
 )
 
-instance_app = cyclopts.App(name="mail-proxy NAME", help="Administer NAME.")
+# Parsed on their own by ``instances.instance_command``: they do not inherit from ``app``.
+instance_app = cyclopts.App(
+    name="mail-proxy NAME", help="Administer NAME.", error_formatter=one_line, error_console=ERRORS
+)
 tenants_app = cyclopts.App(name="tenants", help="The instance's tenants.")
 instance_app.command(tenants_app)
 
-tenant_app = cyclopts.App(name="mail-proxy NAME TENANT", help="Work on TENANT of NAME.")
+tenant_app = cyclopts.App(
+    name="mail-proxy NAME TENANT",
+    help="Work on TENANT of NAME.",
+    error_formatter=one_line,
+    error_console=ERRORS,
+)
 accounts_app = cyclopts.App(name="accounts", help="The tenant's SMTP accounts.")
 messages_app = cyclopts.App(name="messages", help="The tenant's messages.")
 tenant_app.command(accounts_app)
