@@ -27,11 +27,14 @@ def environment(home: Path) -> dict[str, str]:
     return env
 
 
-def cli(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """``mail-proxy ARGS`` with pipes for standard input, output and error."""
+def cli(
+    home: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``mail-proxy ARGS`` with pipes for standard input, output and error (and the
+    variables of ``env`` besides the bare environment)."""
     return subprocess.run(
-        [*COMMAND, *args], env=environment(home), input=stdin, capture_output=True,
-        text=True, timeout=90,
+        [*COMMAND, *args], env=environment(home) | (env or {}), input=stdin,
+        capture_output=True, text=True, timeout=90,
     )  # fmt: skip
 
 

@@ -56,9 +56,9 @@ def test_send_list_show_suspend_on_a_stopped_instance(run, tmp_path):
     assert [(m["id"], m["status"]) for m in listed] == [(f"m{n}", "pending") for n in range(3)]
     shown = json.loads(run("box", "acme", "messages", "show", "m1", "--json")[1])
     assert shown["why"]["reason"] == "queued"
-    suspended = json.loads(run("box", "acme", "suspend")[1])
+    suspended = json.loads(run("box", "acme", "suspend", "--json")[1])
     assert suspended["suspended_batches"] == ["*"]
-    assert json.loads(run("box", "acme", "activate")[1])["suspended_batches"] == []
+    assert json.loads(run("box", "acme", "activate", "--json")[1])["suspended_batches"] == []
 
 
 def test_send_names_files_that_are_not_there(run, tmp_path):

@@ -15,7 +15,16 @@ from mailproxy.adapters.sealed import ResealCount
 from mailproxy.bootstrap import reseal_secrets
 from mailproxy.config import load_settings
 from mailproxy.entrypoints.cli.apps import JsonFlag, TargetInstance, instance_app, tenants_app
-from mailproxy.entrypoints.cli.output import Column, present, request, show, table
+from mailproxy.entrypoints.cli.output import (
+    Column,
+    counts,
+    fields,
+    present,
+    request,
+    show,
+    suspended,
+    table,
+)
 
 
 @instance_app.command
@@ -30,7 +39,7 @@ def info(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
         f"{d['name']}  {d['url']}  "
         + (f"running pid {d['pid']}" if d["running"] else "stopped"),
         f"folder: {d['path']}",
-        "queue: " + ", ".join(f"{k} {v}" for k, v in d["queue"].items() if v) or "empty",
+        f"queue: {counts(d['queue'])}",
     ])  # fmt: skip
 
 
@@ -94,7 +103,7 @@ def tenants_list(*, instance: TargetInstance, json_output: JsonFlag = False) -> 
         ("id", lambda t: t["id"]),
         ("name", lambda t: t["name"]),
         ("reports to", lambda t: t["client_base_url"]),
-        ("suspended", lambda t: ", ".join(t["suspended_batches"])),
+        ("suspended", lambda t: suspended(t["suspended_batches"])),
     ]
     table(found, json_output, columns, "no tenants")
 
@@ -172,7 +181,10 @@ def tenants_show(
     Example: ``mail-proxy myserver tenants show acme``
     """
     found = request(instance, "GET", f"/tenant/{tenant_id}")["tenant"]
-    show(found, json_output, lambda t: [f"{k}: {v}" for k, v in t.items()])
+    readable = {"suspended_batches": suspended(found["suspended_batches"])}
+    if found.get("client_auth"):
+        readable["client_auth"] = found["client_auth"]["method"]
+    show(found, json_output, lambda t: fields(t | readable))
 
 
 @tenants_app.command(name="update")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import getpass
-import json
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +14,7 @@ import httpx
 import rich.console
 import rich.progress
 
-from mailproxy.entrypoints.admin import call, message_from_eml
+from mailproxy.entrypoints.admin import ApiError, call, message_from_eml
 from mailproxy.entrypoints.cli.apps import (
     JsonFlag,
     TargetInstance,
@@ -25,7 +24,20 @@ from mailproxy.entrypoints.cli.apps import (
     tenant_app,
 )
 from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError
-from mailproxy.entrypoints.cli.output import Column, present, request, run_api, show, table
+from mailproxy.entrypoints.cli.output import (
+    Column,
+    fields,
+    local_time,
+    present,
+    request,
+    run_api,
+    show,
+    shown,
+    table,
+)
+
+#: An account's ``use_tls`` as people read it (see ``accounts add --help``).
+TLS_MODES = {None: "auto", True: "required", False: "off"}
 
 #: Messages per add-messages call when sending files.
 SEND_BATCH = 100
@@ -45,11 +57,15 @@ def accounts_list(
         ("kind", lambda a: a["kind"]),
         ("server", lambda a: f"{a['host']}:{a['port']}" if a["host"] else None),
         ("default", lambda a: "yes" if a["is_default"] else None),
-        ("limits /min /h /day", lambda a: " ".join(
-            str(a[k] or "-") for k in ("limit_per_minute", "limit_per_hour", "limit_per_day")
-        )),
-    ]  # fmt: skip
+        ("limits", account_limits),
+    ]
     table(found["accounts"], json_output, columns, "no accounts")
+
+
+def account_limits(account: dict[str, Any]) -> str | None:
+    """``60/min 1000/h``: the account's send limits that are set."""
+    windows = (("limit_per_minute", "min"), ("limit_per_hour", "h"), ("limit_per_day", "day"))
+    return " ".join(f"{account[k]}/{unit}" for k, unit in windows if account[k]) or None
 
 
 @accounts_app.command(name="add")
@@ -110,7 +126,7 @@ def accounts_show(
     match = [a for a in found["accounts"] if a["id"] == account_id]
     if not match:
         raise CommandFailed(f"account not found: {account_id}")
-    show(match[0], json_output, lambda a: [f"{k}: {v}" for k, v in a.items()])
+    show(match[0], json_output, lambda a: fields(a | {"use_tls": TLS_MODES[a["use_tls"]]}))
 
 
 @accounts_app.command(name="delete")
@@ -155,6 +171,7 @@ def messages_list(
         ("status", lambda m: m["status"]),
         ("priority", lambda m: m["priority"]),
         ("attempts", lambda m: m["attempts"]),
+        ("updated", lambda m: local_time(m["updated_at"])),
         ("error", lambda m: m["error"]),
     ]
     table(found["messages"], json_output, columns, "no messages")
@@ -174,10 +191,22 @@ def messages_show(
     """
     params = {"tenant_id": tenant_id}
     found = request(instance, "GET", f"/messages/{message_id}", params=params)["message"]
-    show(found, json_output, lambda m: (
-        [f"{k}: {v}" for k, v in m.items() if k != "history"]
-        + [f"  {h['ts']} {h['event']} {h['detail'] or ''}" for h in m.get("history", [])]
-    ))  # fmt: skip
+    show(found, json_output, message_lines)
+
+
+def message_lines(message: dict[str, Any]) -> list[str]:
+    """A message's fields, why it has not gone yet (while it has not), and its history."""
+    record = {k: v for k, v in message.items() if k not in ("history", "why")}
+    if why := message.get("why"):
+        rest = {k: v for k, v in why.items() if k not in ("reason", "detail")}
+        record["why"] = ": ".join(filter(None, (why["reason"], why.get("detail")))) + (
+            f" ({shown('', rest)})" if rest else ""
+        )
+    lines = [*fields(record), "history:"]
+    for event in message.get("history", []):
+        detail = f"  {event['detail']}" if event.get("detail") else ""
+        lines.append(f"  {local_time(event['ts'])}  {event['event']}{detail}")
+    return lines
 
 
 @tenant_app.command
@@ -189,7 +218,8 @@ def send(
     priority: int | None = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Queue .eml files (or every .eml in a folder); each file's name is its id.
+    """Queue .eml files (or every .eml in a folder); each file's name is its id. A file
+    the instance does not queue (already sent, invalid) makes the exit code 1, with why.
 
     Example: ``mail-proxy myserver acme send email.eml``
     """
@@ -210,9 +240,11 @@ def send(
     answers = run_api(instance, lambda client: add_in_chunks(client, tenant_id, batch))
     result = {"queued": sum(a["queued"] for a in answers),
               "rejected": [r for a in answers for r in a["rejected"]]}  # fmt: skip
-    show(result, json_output, lambda r: [f"queued {r['queued']}"] + [
-        f"rejected {x['id']}: {x['reason']}" for x in r["rejected"]
-    ])  # fmt: skip
+    show(result, json_output, lambda r: [f"queued {r['queued']}"])
+    if result["rejected"]:
+        path_of = {path.stem: path for path in paths}
+        reasons = [f"{path_of[r['id']]} ({r['reason']})" for r in result["rejected"]]
+        raise CommandFailed(f"not queued: {', '.join(reasons)}")
 
 
 async def add_in_chunks(
@@ -229,12 +261,17 @@ async def add_in_chunks(
         task = progress.add_task("queueing", total=len(batch))
         for start in range(0, len(batch), SEND_BATCH):
             chunk = batch[start : start + SEND_BATCH]
-            answers.append(
-                await call(
-                    client, "POST", "/commands/add-messages", params={"tenant_id": tenant_id},
-                    json={"messages": chunk},
-                )
-            )  # fmt: skip
+            try:
+                answers.append(
+                    await call(
+                        client, "POST", "/commands/add-messages",
+                        params={"tenant_id": tenant_id}, json={"messages": chunk},
+                    )
+                )  # fmt: skip
+            except ApiError as error:
+                if "rejected" not in error.answer:
+                    raise
+                answers.append(error.answer)  # nothing queued: the reasons are per file
             progress.advance(task, len(chunk))
     return answers
 
@@ -246,13 +283,26 @@ def post_tenant_command(
     *,
     instance: TargetInstance,
     tenant_id: TargetTenant,
+    json_output: JsonFlag = False,
 ) -> None:
-    """POST /commands/``command`` for the tenant (or one batch); print what it answers
-    beside ``ok``."""
+    """POST /commands/``command`` for the tenant (or one batch); print what it answers."""
     params = {"tenant_id": tenant_id} | ({"batch_code": batch} if batch else {})
     answer = request(instance, "POST", f"/commands/{command}", params=params)
-    rest = {k: v for k, v in answer.items() if k != "ok"}
-    print(json.dumps(rest) if rest else "ok")
+    show(answer, json_output, lambda a: [batch_state(tenant_id, a)])
+
+
+def batch_state(tenant_id: str, answer: dict[str, Any]) -> str:
+    """What suspend or activate left: which batches wait, how many messages are pending;
+    ``ok`` for a command that answers nothing else."""
+    if "suspended_batches" not in answer:
+        return "ok"
+    batches = answer["suspended_batches"]
+    state = (
+        "every message suspended" if "*" in batches
+        else f"batches suspended: {', '.join(batches)}" if batches
+        else "sending, nothing suspended"
+    )  # fmt: skip
+    return f"{tenant_id}: {state}; {answer['pending_messages']} pending"
 
 
 #: The tenant's commands that are one POST /commands/NAME with an optional batch code,
