@@ -4,7 +4,6 @@ person at a terminal runs it."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import select
@@ -61,37 +60,51 @@ class Terminal:
         """Wait until the terminal shows ``text`` after the last answered prompt."""
         deadline = time.monotonic() + timeout_s
         while text not in self.transcript[self._answered :]:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._read(remaining):
+            ended = not self._read(0.1) and self.process.poll() is not None
+            if ended or time.monotonic() > deadline:
                 raise AssertionError(
                     f"{text!r} never shown; the terminal showed:\n{self.transcript}"
                 )
 
-    def answer(self, prompt: str, line: str) -> None:
-        """Wait for ``prompt``, then type ``line`` and Enter."""
+    def answer(self, prompt: str, line: str, *, hidden: bool = False) -> None:
+        """Wait for ``prompt``, then type ``line`` and Enter. ``hidden``: first wait until
+        the terminal stops echoing, as it does for a password (typed earlier, the line
+        would be echoed, then discarded when echo is turned off)."""
         self.read_until(prompt)
         self._answered = self.transcript.index(prompt, self._answered) + len(prompt)
+        deadline = time.monotonic() + 30
+        while hidden and termios.tcgetattr(self.fd)[3] & termios.ECHO:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{prompt!r} is answered with echo on")
+            time.sleep(0.01)
         os.write(self.fd, line.encode() + b"\r")
 
+    def type_end_of_input(self) -> None:
+        """Ctrl-D at the start of a line."""
+        os.write(self.fd, b"\x04")
+
     def finish(self, timeout_s: float = 60) -> int:
+        """Read what the terminal shows until the process ends; its exit code."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self._read(deadline - time.monotonic()):
-            pass
-        code = self.process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        while self._read(0.1) or self.process.poll() is None:
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise AssertionError(f"still running; the terminal showed:\n{self.transcript}")
         if self.process.stdout is not None:
             self.stdout = self.process.stdout.read().decode()
             self.process.stdout.close()
         os.close(self.fd)
-        return code
+        return self.process.wait()
 
     def _read(self, timeout_s: float) -> bool:
-        """Read what the terminal shows within ``timeout_s``; False once it is closed."""
+        """Add what the terminal shows within ``timeout_s`` to the transcript; whether
+        there was anything."""
         ready, _, _ = select.select([self.fd], [], [], timeout_s)
         if not ready:
-            return True
-        with contextlib.suppress(OSError):  # EIO: every process closed the terminal
+            return False
+        try:
             chunk = os.read(self.fd, 4096)
-            if chunk:
-                self.transcript += chunk.decode(errors="replace")
-                return True
-        return False
+        except OSError:  # EIO: every process closed the terminal
+            return False
+        self.transcript += chunk.decode(errors="replace")
+        return bool(chunk)

@@ -5,8 +5,8 @@ instance as ``instance`` and the tenant id as ``tenant_id``."""
 from __future__ import annotations
 
 import functools
-import getpass
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +14,7 @@ import httpx
 import rich.console
 import rich.progress
 
+from mailproxy.domain.validation import check_path_id
 from mailproxy.entrypoints.admin import ApiError, call, message_from_eml
 from mailproxy.entrypoints.cli.apps import (
     JsonFlag,
@@ -35,9 +36,14 @@ from mailproxy.entrypoints.cli.output import (
     shown,
     table,
 )
-
-#: An account's ``use_tls`` as people read it (see ``accounts add --help``).
-TLS_MODES = {None: "auto", True: "required", False: "off"}
+from mailproxy.entrypoints.cli.prompts import (
+    ask,
+    ask_as,
+    count,
+    interactive,
+    required,
+    yes_no,
+)
 
 #: Messages per add-messages call when sending files.
 SEND_BATCH = 100
@@ -70,11 +76,11 @@ def account_limits(account: dict[str, Any]) -> str | None:
 
 @accounts_app.command(name="add")
 def accounts_add(
-    account_id: str,
+    account_id: str | None = None,
     *,
     instance: TargetInstance,
     tenant_id: TargetTenant,
-    kind: Literal["smtp", "capture"] = "smtp",
+    kind: Literal["smtp", "capture"] | None = None,
     host: str | None = None,
     port: int | None = None,
     user: str | None = None,
@@ -85,29 +91,118 @@ def accounts_add(
     limit_per_day: int | None = None,
     limit_behavior: Literal["defer", "reject"] | None = None,
     max_connections: int | None = None,
-    default: bool = False,
+    default: bool | None = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Create or replace an account. An SMTP account without --host or --port asks
-    for them on a terminal; a --user without --password asks for it without echo.
+    """Create or replace an account. On a terminal, without ACCOUNT-ID it asks for every
+    field not given as an option; with it, only for a missing SMTP host and port and the
+    password of a --user (without echo). Elsewhere a missing host or password is an error.
 
     Example: ``mail-proxy myserver acme accounts add main --host smtp.example.com
     --port 587 --user app --default``
+
+    Parameters
+    ----------
+    account_id
+        The account id (asked for on a terminal).
+    kind
+        smtp sends through an SMTP server; capture writes .eml files into the
+        instance's outbox instead (a sandbox). Default: smtp.
+    host
+        The SMTP server.
+    port
+        Its port (default 587; 465 is implicit TLS).
+    user
+        The SMTP login, with --password.
+    password
+        The SMTP password (stored encrypted when a key is configured; never shown).
+    tls
+        --tls requires TLS (STARTTLS, or implicit on 465); --no-tls never uses it;
+        neither: TLS when the server offers it, required with a password.
+    limit_per_minute
+        Sends per minute at most (default: no limit).
+    limit_per_hour
+        Sends per hour at most.
+    limit_per_day
+        Sends per day at most.
+    limit_behavior
+        Over a limit, defer the message (default) or reject it.
+    max_connections
+        Concurrent SMTP connections per process (default 3).
+    default
+        The tenant's default account, for messages that name none.
     """
-    if kind == "smtp" and sys.stdin.isatty():
-        host = host or input("SMTP host: ").strip()
-        port = port or int(input("SMTP port [587]: ").strip() or "587")
-    if user and password is None and sys.stdin.isatty():
-        password = getpass.getpass("SMTP password: ")
-    body: dict[str, Any] = {"id": account_id, "kind": kind, "is_default": default}
-    body |= present(
-        host=host, port=port, user=user, password=password, use_tls=tls,
+    given = present(
+        kind=kind, host=host, port=port, user=user, password=password, use_tls=tls,
         limit_per_minute=limit_per_minute, limit_per_hour=limit_per_hour,
         limit_per_day=limit_per_day, limit_behavior=limit_behavior,
-        max_connections=max_connections,
+        max_connections=max_connections, is_default=default,
     )  # fmt: skip
+    if account_id is None and interactive():
+        accounts = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})
+        first = not any(a["is_default"] for a in accounts["accounts"])
+        body = ask_account(given, first_default=first)
+    else:
+        usage = f"mail-proxy {instance.name} {tenant_id} accounts add ACCOUNT-ID --host HOST"
+        body = {"id": required(account_id, f"ACCOUNT-ID: {usage}")} | given
+        complete_smtp(body)
+    body = {"kind": "smtp", "is_default": False} | body
     saved = request(instance, "POST", "/account", params={"tenant_id": tenant_id}, json=body)
     show(saved["account"], json_output, lambda a: [f"account {a['id']} saved"])
+
+
+#: The TLS answers of ``accounts add`` and the account's ``use_tls`` they stand for.
+TLS_ANSWERS = {"auto": None, "required": True, "off": False}
+#: An account's ``use_tls`` as people read it.
+TLS_MODES = {value: answer for answer, value in TLS_ANSWERS.items()}
+LIMITS = (("limit_per_minute", "minute"), ("limit_per_hour", "hour"), ("limit_per_day", "day"))
+
+
+def ask_account(given: dict[str, Any], first_default: bool) -> dict[str, Any]:
+    """The fields of an account, asked for one by one except those ``given``; the
+    tenant's first account is its default unless the person says otherwise."""
+    account = {"id": ask_as(lambda a: check_path_id("id", a), "Account id")} | given
+
+    def fill(field: str, question: Callable[[], Any]) -> None:
+        if field not in account:
+            account[field] = question()
+
+    fill("kind", lambda: ask("Kind: smtp sends, capture writes .eml files", default="smtp",
+                             choices=("smtp", "capture")))  # fmt: skip
+    if account["kind"] == "smtp":
+        fill("host", lambda: ask("SMTP host"))
+        fill("port", lambda: ask_as(port_number, "SMTP port", default="587"))
+        fill("user", lambda: ask("SMTP user", blank="no login") or None)
+        if account.get("user"):
+            fill("password", lambda: ask("SMTP password", hidden=True))
+        fill("use_tls", lambda: TLS_ANSWERS[ask("TLS", default="auto", choices=list(TLS_ANSWERS))])
+        for field, window in LIMITS:
+            fill(field, functools.partial(ask_as, count, f"Sends per {window}", blank="no limit"))
+    fill("is_default", lambda: yes_no("Default account of the tenant", first_default))
+    return present(**account)
+
+
+def complete_smtp(account: dict[str, Any]) -> None:
+    """What an SMTP account cannot go without: its host, its port (587 when nobody is
+    asked) and the password of a user; asked on a terminal, usage errors elsewhere."""
+    if account.get("kind", "smtp") != "smtp":
+        return
+    asking = interactive()
+    if "host" not in account:
+        account["host"] = ask("SMTP host") if asking else required(None, "--host of the server")
+    if "port" not in account:
+        account["port"] = ask_as(port_number, "SMTP port", default="587") if asking else 587
+    if account.get("user") and "password" not in account:
+        account["password"] = (
+            ask("SMTP password", hidden=True) if asking
+            else required(None, "--password for --user")
+        )  # fmt: skip
+
+
+def port_number(answer: str) -> int:
+    if not answer.isdigit() or not 0 < int(answer) < 65536:
+        raise ValueError("a port number, 1 to 65535")
+    return int(answer)
 
 
 @accounts_app.command(name="show")
