@@ -8,8 +8,6 @@ import sys
 from typing import Any, Literal
 
 import msgspec
-import rich.console
-import rich.progress
 
 from mailproxy.adapters.sealed import ResealCount
 from mailproxy.bootstrap import reseal_secrets
@@ -22,6 +20,7 @@ from mailproxy.entrypoints.cli.output import (
     counts,
     fields,
     present,
+    progress,
     request,
     show,
     suspended,
@@ -72,21 +71,10 @@ def rotate_key(*, instance: TargetInstance, json_output: JsonFlag = False) -> No
     Example: ``mail-proxy myserver rotate-key``
     """
     settings = load_settings(instance.config_file, instance_name=instance.name)
-    console = rich.console.Console(file=sys.stderr)
-    with rich.progress.Progress(
-        rich.progress.SpinnerColumn(),
-        rich.progress.TextColumn("{task.description}"),
-        console=console,
-        transient=True,
-        disable=not sys.stderr.isatty(),
-    ) as progress:
-        task = progress.add_task("re-encrypting", total=None)
+    with progress("re-encrypting", None, wanted=not json_output) as update:
 
         def report(count: ResealCount) -> None:
-            progress.update(
-                task, description=f"re-encrypting: {count.tenants} tenants, "
-                f"{count.secrets} secrets",
-            )  # fmt: skip
+            update(description=f"re-encrypting: {count.tenants} tenants, {count.secrets} secrets")
 
         count = asyncio.run(reseal_secrets(settings, report))
     show(msgspec.to_builtins(count), json_output, lambda c: [

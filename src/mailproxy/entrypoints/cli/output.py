@@ -9,15 +9,18 @@ in the API) is local ISO time, booleans are yes/no and an object is its fields i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
 import httpx
 import rich.box
 import rich.console
+import rich.progress
 import rich.table
 import rich.text
 
@@ -119,3 +122,24 @@ def table(rows: list[dict[str, Any]], json_output: bool, columns: list[Column], 
         # Text, not str: a cell such as an SMTP error is not rich markup.
         grid.add_row(*(rich.text.Text(shown("", cell(row))) for _, cell in columns))
     rich.console.Console(file=sys.stdout, soft_wrap=True).print(grid)
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None, *, wanted: bool) -> Iterator[Any]:
+    """A progress bar on stderr while the block runs (a pulsing one for an unknown
+    ``total``), gone when it ends; shown only on a terminal and when the caller
+    ``wanted`` one (not with ``--json``). Yields rich's ``update`` for its task:
+    ``update(advance=n)``, ``update(description=...)``."""
+    with rich.progress.Progress(
+        rich.progress.SpinnerColumn(),
+        rich.progress.TextColumn("{task.description}"),
+        rich.progress.BarColumn(),
+        rich.progress.MofNCompleteColumn()
+        if total is not None
+        else rich.progress.TextColumn("{task.completed}"),
+        rich.progress.TimeElapsedColumn(),
+        console=rich.console.Console(file=sys.stderr),
+        transient=True,
+        disable=not (wanted and sys.stderr.isatty()),
+    ) as bar:
+        yield functools.partial(bar.update, bar.add_task(description, total=total))

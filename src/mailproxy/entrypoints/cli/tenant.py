@@ -5,14 +5,12 @@ instance as ``instance`` and the tenant id as ``tenant_id``."""
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
-import rich.console
-import rich.progress
+from cyclopts import Parameter
 
 from mailproxy.domain.validation import check_path_id
 from mailproxy.entrypoints.admin import ApiError, call, message_from_eml
@@ -30,6 +28,7 @@ from mailproxy.entrypoints.cli.output import (
     fields,
     local_time,
     present,
+    progress,
     request,
     run_api,
     show,
@@ -47,6 +46,8 @@ from mailproxy.entrypoints.cli.prompts import (
 
 #: Messages per add-messages call when sending files.
 SEND_BATCH = 100
+#: Messages per GET /messages call when listing them.
+PAGE = 500
 
 
 @accounts_app.command(name="list")
@@ -251,16 +252,29 @@ def messages_list(
     tenant_id: TargetTenant,
     status: str | None = None,
     limit: int = 50,
+    every: Annotated[bool, Parameter(name="--all", negative=())] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """List the tenant's messages, oldest first.
+    """List the tenant's messages, oldest first: the first --limit, or --all, read
+    a page at a time (with a progress bar on a terminal).
 
-    Example: ``mail-proxy myserver acme messages list --status error``
+    Example: ``mail-proxy myserver acme messages list --status error --all``
+
+    Parameters
+    ----------
+    status
+        Only the messages in this status (pending, deferred, sent, error, ...).
+    limit
+        How many messages at most.
+    every
+        Every message, however many.
     """
-    params: dict[str, Any] = {"tenant_id": tenant_id, "limit": limit}
-    if status:
-        params["status"] = status
-    found = request(instance, "GET", "/messages", params=params)
+    if limit < 1:
+        raise UsageError("--limit must be 1 or more")
+    params = {"tenant_id": tenant_id} | present(status=status)
+    wanted = None if every else limit
+    with progress("reading messages", wanted, wanted=not json_output) as update:
+        found = run_api(instance, lambda client: read_pages(client, params, wanted, update))
     columns: list[Column] = [
         ("id", lambda m: m["id"]),
         ("status", lambda m: m["status"]),
@@ -269,7 +283,28 @@ def messages_list(
         ("updated", lambda m: local_time(m["updated_at"])),
         ("error", lambda m: m["error"]),
     ]
-    table(found["messages"], json_output, columns, "no messages")
+    table(found, json_output, columns, "no messages")
+
+
+async def read_pages(
+    client: httpx.AsyncClient,
+    params: dict[str, Any],
+    wanted: int | None,
+    update: Callable[..., None],
+) -> list[dict[str, Any]]:
+    """The messages GET /messages lists with ``params``, ``wanted`` at most (all for
+    None), in pages of :data:`PAGE`; ``update`` advanced after each."""
+    messages: list[dict[str, Any]] = []
+    cursor: dict[str, str] = {}
+    while wanted is None or len(messages) < wanted:
+        size = PAGE if wanted is None else min(PAGE, wanted - len(messages))
+        page = await call(client, "GET", "/messages", params=params | cursor | {"limit": size})
+        messages += page["messages"]
+        update(advance=len(page["messages"]))
+        if not page["next_cursor"]:
+            break
+        cursor = {"cursor": page["next_cursor"]}
+    return messages
 
 
 @messages_app.command(name="show")
@@ -324,15 +359,9 @@ def send(
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise UsageError(f"not a file: {', '.join(missing)}")
-    batch = []
-    for path in paths:
-        message = message_from_eml(path, path.stem)
-        if account:
-            message["account_id"] = account
-        if priority is not None:
-            message["priority"] = priority
-        batch.append(message)
-    answers = run_api(instance, lambda client: add_in_chunks(client, tenant_id, batch))
+    extra = present(account_id=account, priority=priority)
+    with progress("queueing", len(paths), wanted=not json_output) as update:
+        answers = run_api(instance, lambda c: add_files(c, tenant_id, paths, extra, update))
     result = {"queued": sum(a["queued"] for a in answers),
               "rejected": [r for a in answers for r in a["rejected"]]}  # fmt: skip
     show(result, json_output, lambda r: [f"queued {r['queued']}"])
@@ -342,32 +371,31 @@ def send(
         raise CommandFailed(f"not queued: {', '.join(reasons)}")
 
 
-async def add_in_chunks(
-    client: httpx.AsyncClient, tenant_id: str, batch: list[dict[str, Any]]
+async def add_files(
+    client: httpx.AsyncClient,
+    tenant_id: str,
+    paths: list[Path],
+    extra: dict[str, Any],
+    update: Callable[..., None],
 ) -> list[dict[str, Any]]:
-    """``batch`` in add-messages calls of :data:`SEND_BATCH`, with a progress bar on a
-    terminal when there is more than one call; the answers."""
+    """The .eml files at ``paths`` (with the fields of ``extra``) read and queued in
+    add-messages calls of :data:`SEND_BATCH`, ``update`` advanced after each; the
+    answers."""
     answers = []
-    with rich.progress.Progress(
-        console=rich.console.Console(file=sys.stderr),
-        transient=True,
-        disable=len(batch) <= SEND_BATCH or not sys.stderr.isatty(),
-    ) as progress:
-        task = progress.add_task("queueing", total=len(batch))
-        for start in range(0, len(batch), SEND_BATCH):
-            chunk = batch[start : start + SEND_BATCH]
-            try:
-                answers.append(
-                    await call(
-                        client, "POST", "/commands/add-messages",
-                        params={"tenant_id": tenant_id}, json={"messages": chunk},
-                    )
-                )  # fmt: skip
-            except ApiError as error:
-                if "rejected" not in error.answer:
-                    raise
-                answers.append(error.answer)  # nothing queued: the reasons are per file
-            progress.advance(task, len(chunk))
+    for start in range(0, len(paths), SEND_BATCH):
+        chunk = [message_from_eml(p, p.stem) | extra for p in paths[start : start + SEND_BATCH]]
+        try:
+            answers.append(
+                await call(
+                    client, "POST", "/commands/add-messages",
+                    params={"tenant_id": tenant_id}, json={"messages": chunk},
+                )
+            )  # fmt: skip
+        except ApiError as error:
+            if "rejected" not in error.answer:
+                raise
+            answers.append(error.answer)  # nothing queued: the reasons are per file
+        update(advance=len(chunk))
     return answers
 
 
