@@ -100,3 +100,22 @@ def test_every_lower_command_answers_help_with_its_own_usage(home, words, capsys
     # In-process (the same parser as the console script) to cover every command cheaply.
     assert app([*words, "--help"], result_action="return_value") in (0, None)
     assert capsys.readouterr().out.startswith(f"Usage: mail-proxy {' '.join(words)}")
+
+
+LEVELS = {"mail-proxy": app, "mail-proxy NAME": instance_app, "mail-proxy NAME TENANT": tenant_app}
+ALL_PATHS = [
+    f"{title} {' '.join(p)}" for title, level in LEVELS.items() for p in command_paths(level)
+]
+
+
+@pytest.mark.parametrize("line", ALL_PATHS)
+def test_every_argument_and_option_of_every_command_says_what_it_is(line):
+    title = max((t for t in LEVELS if line.startswith(t + " ")), key=len)
+    command = LEVELS[title]
+    for word in line.removeprefix(title).split():
+        command = command[word]
+    if command.default_command is None:
+        return  # a group of commands: its page lists them
+    arguments = command.assemble_argument_collection(parse_docstring=True)
+    undescribed = [a.name for a in arguments if a.show and not a.parameter.help]
+    assert undescribed == []

@@ -124,4 +124,6 @@ TargetInstance = Annotated[Instance, cyclopts.Parameter(parse=False)]
 #: The tenant id a tenant command works on (from ``mail-proxy NAME TENANT``).
 TargetTenant = Annotated[str, cyclopts.Parameter(parse=False)]
 #: ``--json``: print the result as JSON for scripts instead of lines for people.
-JsonFlag = Annotated[bool, cyclopts.Parameter(name=["--json"], help="Print JSON.")]
+JsonFlag = Annotated[
+    bool, cyclopts.Parameter(name=["--json"], negative=(), help="Print JSON for scripts.")
+]

@@ -116,9 +116,10 @@ def tenants_add(
     rate_per_day: int | None = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Create a tenant; prints its API key and webhook secret, shown only this once. On a
-    terminal, without TENANT-ID it asks for the id, name, report URL and how reports
-    authenticate (not for what is given as options); with it, only for a missing
+    """Create a tenant; prints its API key and webhook secret, shown only this once.
+
+    On a terminal, without TENANT-ID it asks for the id, name, report URL and how
+    reports authenticate (not for what is given as options); with it, only for a missing
     --auth-token or --auth-password (without echo), which are errors elsewhere.
 
     Example: ``mail-proxy myserver tenants add acme --name "Acme Corp"
@@ -232,6 +233,11 @@ def tenants_show(
     """Show one tenant (never its secrets).
 
     Example: ``mail-proxy myserver tenants show acme``
+
+    Parameters
+    ----------
+    tenant_id
+        The tenant id.
     """
     found = request(instance, "GET", f"/tenant/{tenant_id}")["tenant"]
     readable = {"suspended_batches": suspended(found["suspended_batches"])}
@@ -278,6 +284,11 @@ def tenants_rotate_secret(
     report calls beside it until ``tenants retire-secret``.
 
     Example: ``mail-proxy myserver tenants rotate-secret acme``
+
+    Parameters
+    ----------
+    tenant_id
+        The tenant id.
     """
     answer = request(instance, "POST", f"/tenant/{tenant_id}/webhook-secret")
     show(answer, json_output, lambda d: [
@@ -292,6 +303,11 @@ def tenants_retire_secret(tenant_id: str, *, instance: TargetInstance) -> None:
     """Stop signing a tenant's report calls with its previous webhook secret.
 
     Example: ``mail-proxy myserver tenants retire-secret acme``
+
+    Parameters
+    ----------
+    tenant_id
+        The tenant id.
     """
     request(instance, "DELETE", f"/tenant/{tenant_id}/webhook-secret/previous")
     print(f"tenant {tenant_id}: only the current webhook secret signs")
@@ -302,6 +318,11 @@ def tenants_delete(tenant_id: str, *, instance: TargetInstance) -> None:
     """Delete a tenant with its accounts and messages.
 
     Example: ``mail-proxy myserver tenants delete acme``
+
+    Parameters
+    ----------
+    tenant_id
+        The tenant id.
     """
     request(instance, "DELETE", f"/tenant/{tenant_id}")
     print(f"tenant {tenant_id} deleted")

@@ -95,9 +95,11 @@ def accounts_add(
     default: bool | None = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Create or replace an account. On a terminal, without ACCOUNT-ID it asks for every
-    field not given as an option; with it, only for a missing SMTP host and port and the
-    password of a --user (without echo). Elsewhere a missing host or password is an error.
+    """Create or replace an account of the tenant.
+
+    On a terminal, without ACCOUNT-ID it asks for every field not given as an option;
+    with it, only for a missing SMTP host and port and the password of a --user (without
+    echo). Elsewhere a missing host or password is an error.
 
     Example: ``mail-proxy myserver acme accounts add main --host smtp.example.com
     --port 587 --user app --default``
@@ -217,6 +219,11 @@ def accounts_show(
     """Show one account (never its password).
 
     Example: ``mail-proxy myserver acme accounts show main``
+
+    Parameters
+    ----------
+    account_id
+        The account id.
     """
     found = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})
     match = [a for a in found["accounts"] if a["id"] == account_id]
@@ -255,8 +262,10 @@ def messages_list(
     every: Annotated[bool, Parameter(name="--all", negative=())] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """List the tenant's messages, oldest first: the first --limit, or --all, read
-    a page at a time (with a progress bar on a terminal).
+    """List the tenant's messages, oldest first.
+
+    The first --limit, or --all, read a page at a time (with a progress bar on a
+    terminal).
 
     Example: ``mail-proxy myserver acme messages list --status error --all``
 
@@ -318,6 +327,11 @@ def messages_show(
     """Show one message with its history and why it has not gone yet.
 
     Example: ``mail-proxy myserver acme messages show welcome-1``
+
+    Parameters
+    ----------
+    message_id
+        The message id (a file sent with send: its name without .eml).
     """
     params = {"tenant_id": tenant_id}
     found = request(instance, "GET", f"/messages/{message_id}", params=params)["message"]
@@ -348,10 +362,21 @@ def send(
     priority: int | None = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Queue .eml files (or every .eml in a folder); each file's name is its id. A file
-    the instance does not queue (already sent, invalid) makes the exit code 1, with why.
+    """Queue .eml files (or every .eml in a folder); each file's name is its id.
+
+    A file the instance does not queue (already sent, invalid) makes the exit code 1,
+    with why.
 
     Example: ``mail-proxy myserver acme send email.eml``
+
+    Parameters
+    ----------
+    files
+        .eml files, or folders of them.
+    account
+        The account to send through (default: the tenant's default account).
+    priority
+        0 (immediate) to 3 (low); default 2.
     """
     paths = [p for f in files for p in (sorted(f.glob("*.eml")) if f.is_dir() else [f])]
     if not paths:
@@ -399,46 +424,50 @@ async def add_files(
     return answers
 
 
-def post_tenant_command(
+@tenant_app.command(name="run-now")
+def run_now(*, instance: TargetInstance, tenant_id: TargetTenant) -> None:
+    """Wake the dispatcher and call the tenant's application at once.
+
+    Example: ``mail-proxy myserver acme run-now``
+    """
+    request(instance, "POST", "/commands/run-now", params={"tenant_id": tenant_id})
+    print("ok")
+
+
+#: The optional batch code of ``suspend`` and ``activate``.
+Batch = Annotated[
+    str | None, Parameter(help="One batch (a message's batch_code); default: every message.")
+]
+
+
+def suspension(
     command: str,
-    batch: str | None = None,
+    batch: Batch = None,
     /,
     *,
     instance: TargetInstance,
     tenant_id: TargetTenant,
     json_output: JsonFlag = False,
 ) -> None:
-    """POST /commands/``command`` for the tenant (or one batch); print what it answers."""
-    params = {"tenant_id": tenant_id} | ({"batch_code": batch} if batch else {})
+    """POST /commands/``command`` (suspend or activate) for the tenant or one batch;
+    print what is suspended after it."""
+    params = {"tenant_id": tenant_id} | present(batch_code=batch)
     answer = request(instance, "POST", f"/commands/{command}", params=params)
-    show(answer, json_output, lambda a: [batch_state(tenant_id, a)])
-
-
-def batch_state(tenant_id: str, answer: dict[str, Any]) -> str:
-    """What suspend or activate left: which batches wait, how many messages are pending;
-    ``ok`` for a command that answers nothing else."""
-    if "suspended_batches" not in answer:
-        return "ok"
     batches = answer["suspended_batches"]
     state = (
         "every message suspended" if "*" in batches
         else f"batches suspended: {', '.join(batches)}" if batches
         else "sending, nothing suspended"
     )  # fmt: skip
-    return f"{tenant_id}: {state}; {answer['pending_messages']} pending"
+    show(answer, json_output, lambda a: [f"{tenant_id}: {state}; {a['pending_messages']} pending"])
 
 
-#: The tenant's commands that are one POST /commands/NAME with an optional batch code,
-#: and their help.
-BATCH_COMMANDS = {
-    "run-now": "Wake the dispatcher and call the tenant's application at once.\n\n"
-    "Example: ``mail-proxy myserver acme run-now``",
+#: ``suspend`` and ``activate``, and their help.
+SUSPENSIONS = {
     "suspend": "Stop sending the tenant's messages, or one batch's (they stay queued).\n\n"
     "Example: ``mail-proxy myserver acme suspend newsletter-12``",
     "activate": "Resume the tenant, or one batch; sending starts at once.\n\n"
     "Example: ``mail-proxy myserver acme activate newsletter-12``",
 }
-for command_name, summary in BATCH_COMMANDS.items():
-    tenant_app.command(
-        functools.partial(post_tenant_command, command_name), name=command_name, help=summary
-    )
+for command_name, summary in SUSPENSIONS.items():
+    tenant_app.command(functools.partial(suspension, command_name), name=command_name, help=summary)
