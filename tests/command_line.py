@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
 import struct
 import subprocess
@@ -43,17 +44,16 @@ class Terminal:
     :meth:`finish` reads the rest and returns the exit code. ``transcript`` is everything
     the terminal showed (typed text included, where the terminal echoes it)."""
 
-    def __init__(self, home: Path, *args: str, stdout_pipe: bool = False) -> None:
+    def __init__(self, home: Path, *args: str, cwd: Path | None = None) -> None:
         self.fd, child = os.openpty()
         fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
         env = environment(home) | {"TERM": "xterm-256color"}
         self.process = subprocess.Popen(
             [*COMMAND, *args], env=env, stdin=child, stderr=child,
-            stdout=subprocess.PIPE if stdout_pipe else child, start_new_session=True,
+            stdout=child, start_new_session=True, cwd=cwd,
         )  # fmt: skip
         os.close(child)
         self.transcript = ""
-        self.stdout = ""
         self._answered = 0  # where the next prompt is looked for in the transcript
 
     def read_until(self, text: str, timeout_s: float = 30) -> None:
@@ -79,6 +79,12 @@ class Terminal:
             time.sleep(0.01)
         os.write(self.fd, line.encode() + b"\r")
 
+    def lines(self) -> list[str]:
+        """The transcript as the lines left on the screen: escape sequences out, and of
+        a line redrawn after a carriage return (a progress bar), its last drawing."""
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", self.transcript).replace("\r\n", "\n")
+        return [line.rsplit("\r", 1)[-1] for line in plain.split("\n")]
+
     def type_end_of_input(self) -> None:
         """Ctrl-D at the start of a line."""
         os.write(self.fd, b"\x04")
@@ -90,9 +96,6 @@ class Terminal:
             if time.monotonic() > deadline:
                 self.process.kill()
                 raise AssertionError(f"still running; the terminal showed:\n{self.transcript}")
-        if self.process.stdout is not None:
-            self.stdout = self.process.stdout.read().decode()
-            self.process.stdout.close()
         os.close(self.fd)
         return self.process.wait()
 
