@@ -347,9 +347,11 @@ def message_lines(message: dict[str, Any]) -> list[str]:
             f" ({shown('', rest)})" if rest else ""
         )
     lines = [*fields(record), "history:"]
-    for event in message.get("history", []):
+    history = message.get("history", [])
+    width = max((len(event["event"]) for event in history), default=0)
+    for event in history:
         detail = f"  {event['detail']}" if event.get("detail") else ""
-        lines.append(f"  {local_time(event['ts'])}  {event['event']}{detail}")
+        lines.append(f"  {local_time(event['ts'])}  {event['event']:<{width}}{detail}".rstrip())
     return lines
 
 
