@@ -128,7 +128,8 @@ def cli_page() -> str:
         ("mail-proxy NAME TENANT", cli.tenant_app),
     ]
     lines = ["# Command line", "", GENERATED.strip(), "",
-             "`mail-proxy --help` and `mail-proxy COMMAND --help` print the same."]  # fmt: skip
+             "Every level prints its part with `--help`: `mail-proxy --help`, "
+             "`mail-proxy NAME --help`, `mail-proxy NAME TENANT accounts add --help`."]  # fmt: skip
     for title, app in apps:
         lines += ["", f"## {title}", "", "```text", help_text(app, []), "```"]
         for path in command_paths(app):

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from email import message_from_bytes, policy
 from pathlib import Path
 
 from mailproxy import __version__
-
-CLI = [sys.executable, "-c", "from mailproxy.entrypoints.cli import main; main()"]
+from tests.command_line import COMMAND, environment
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=60, env={"PATH": ""}
-    )
+        [*COMMAND, *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+        env=environment(cwd / "home"),
+    )  # fmt: skip
 
 
 def test_demo_delivers_every_message_into_eml_files(tmp_path):

@@ -23,7 +23,14 @@ from mailproxy.entrypoints.instances import Instance
 
 
 class ApiError(MailProxyError):
-    """The instance answered an error; the message is its ``error`` text."""
+    """The instance answered an error, or could not be reached; the message is its
+    ``error`` text. ``status`` is the HTTP status (0 when there was no answer) and
+    ``answer`` the body it came with."""
+
+    def __init__(self, message: str, status: int = 0, answer: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.answer = answer or {}
 
 
 @contextlib.asynccontextmanager
@@ -52,13 +59,17 @@ async def connect(instance: Instance) -> AsyncIterator[httpx.AsyncClient]:
 
 async def call(client: httpx.AsyncClient, method: str, path: str, **options: Any) -> dict[str, Any]:
     """One API call; raises :class:`ApiError` with the instance's error text."""
-    response = await client.request(method, path, **options)
+    try:
+        response = await client.request(method, path, **options)
+    except httpx.HTTPError as exc:
+        raise ApiError(f"no answer from {client.base_url}: {exc}") from exc
+    status = response.status_code
     try:
         body: dict[str, Any] = response.json()
     except ValueError:
-        raise ApiError(f"HTTP {response.status_code} from {path}") from None
-    if response.status_code >= 400 or body.get("ok") is False:
-        raise ApiError(str(body.get("error") or f"HTTP {response.status_code}"))
+        raise ApiError(f"HTTP {status} from {path}", status) from None
+    if status >= 400 or body.get("ok") is False:
+        raise ApiError(str(body.get("error") or f"HTTP {status}"), status, body)
     return body
 
 

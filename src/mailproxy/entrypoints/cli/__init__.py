@@ -10,6 +10,9 @@ the module of that level:
 - :mod:`.tenant`: ``mail-proxy NAME TENANT accounts ... | messages ... | send | run-now |
   suspend | activate``.
 
+What they share: :mod:`.output` (the API session; lines for people, JSON for scripts;
+progress bars), :mod:`.prompts` (questions at a terminal), :mod:`.exits` (exit codes).
+
 A new command goes in the module of its level, decorated with that level's app; it
 receives the instance and the tenant as the ``parse=False`` parameters
 ``instance: TargetInstance`` and ``tenant_id: TargetTenant``. It raises on failure:

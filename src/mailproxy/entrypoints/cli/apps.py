@@ -11,6 +11,10 @@ tenant a command works on are not command-line parameters of that command: they 
 ``parse=False`` parameters (:data:`TargetInstance`, :data:`TargetTenant`) that
 ``instances.instance_command`` fills in after reading them from the first tokens, as
 cyclopts' meta apps do.
+
+The top level's help shows the whole shape: its usage names the three levels, and its
+command panel is followed by one panel per lower level (:class:`LevelPanels`), drawn from
+those levels' apps so they list every command registered there.
 """
 
 from __future__ import annotations
@@ -18,21 +22,98 @@ from __future__ import annotations
 from typing import Annotated
 
 import cyclopts
+import rich.console
+import rich.text
+from cyclopts.help import DefaultFormatter, HelpEntry, HelpPanel
 
 from mailproxy import __version__
 from mailproxy.entrypoints.instances import Instance
 
+USAGE = """\
+Usage: mail-proxy COMMAND [ARGS]
+       mail-proxy NAME COMMAND [ARGS]
+       mail-proxy NAME TENANT COMMAND [ARGS]"""
+
+DESCRIPTION = """\
+Durable, rate-limited email delivery for applications.
+
+- NAME is an instance: `mail-proxy start NAME` creates one, `mail-proxy list` shows them.
+- TENANT is one of its tenants: `mail-proxy NAME tenants add` creates one.
+- Each level answers --help: `mail-proxy NAME TENANT accounts add --help`.
+"""
+
+
+class LevelPanels:
+    """A cyclopts help formatter for the top level's command panel: that panel, then the
+    commands of ``mail-proxy NAME`` and of ``mail-proxy NAME TENANT``.
+
+    cyclopts gives each top-level command a copy of this panel's group, empty on its help
+    page (``mail-proxy start --help``); that page stays as it is."""
+
+    def __call__(
+        self, console: rich.console.Console, options: rich.console.ConsoleOptions, panel: HelpPanel
+    ) -> None:
+        if not panel.entries:
+            return
+        formatter = DefaultFormatter()
+        formatter(console, options, panel)
+        for title, level in (
+            ("Instance commands: mail-proxy NAME COMMAND", instance_app),
+            ("Tenant commands: mail-proxy NAME TENANT COMMAND", tenant_app),
+        ):
+            formatter(console, options, level_panel(title, level))
+
+
+def level_panel(title: str, level: cyclopts.App) -> HelpPanel:
+    """A panel listing ``level``'s commands with the first line of their help; a group of
+    commands (``tenants``) with the names of its own."""
+    entries = []
+    for name in sorted(commands_of(level)):
+        command = level[name]
+        summary = " ".join(command.help.strip().split("\n\n")[0].split())
+        if subcommands := commands_of(command):
+            summary = f"{summary.rstrip('.')}: {' | '.join(subcommands)}"
+        entries.append(HelpEntry(positive_names=(name,), description=summary))
+    return HelpPanel(format="command", title=title, entries=entries)
+
+
+def commands_of(level: cyclopts.App) -> list[str]:
+    return [name for name in level if not name.startswith("-")]
+
+
+def one_line(error: cyclopts.CycloptsError) -> rich.text.Text:
+    """A mistake the parser catches (unknown command or option, bad or missing value) as
+    one line on stderr, like every other error of the command line."""
+    return rich.text.Text(f"error: {' '.join(str(error).split())}")
+
+
+#: Where :func:`one_line` goes: stderr, without folding the line at the terminal's width.
+ERRORS = rich.console.Console(stderr=True, soft_wrap=True, highlight=False)
+
+
 app = cyclopts.App(
     name="mail-proxy",
-    help="Durable, rate-limited email delivery for applications.",
+    help=DESCRIPTION,
+    usage=USAGE,
     version=__version__,
+    group_commands=cyclopts.Group("Commands", help_formatter=LevelPanels()),
+    error_formatter=one_line,
+    error_console=ERRORS,
 )
 
-instance_app = cyclopts.App(name="mail-proxy NAME", help="Administer NAME.")
+# Parsed on their own by ``instances.instance_command``: they do not inherit from ``app``.
+instance_app = cyclopts.App(
+    name="mail-proxy NAME", help="Administer NAME.", error_formatter=one_line, error_console=ERRORS
+)
 tenants_app = cyclopts.App(name="tenants", help="The instance's tenants.")
 instance_app.command(tenants_app)
 
-tenant_app = cyclopts.App(name="mail-proxy NAME TENANT")
+tenant_app = cyclopts.App(
+    name="mail-proxy NAME TENANT",
+    help="Work on TENANT of NAME.",
+    error_formatter=one_line,
+    error_console=ERRORS,
+)
 accounts_app = cyclopts.App(name="accounts", help="The tenant's SMTP accounts.")
 messages_app = cyclopts.App(name="messages", help="The tenant's messages.")
 tenant_app.command(accounts_app)
@@ -43,4 +124,6 @@ TargetInstance = Annotated[Instance, cyclopts.Parameter(parse=False)]
 #: The tenant id a tenant command works on (from ``mail-proxy NAME TENANT``).
 TargetTenant = Annotated[str, cyclopts.Parameter(parse=False)]
 #: ``--json``: print the result as JSON for scripts instead of lines for people.
-JsonFlag = Annotated[bool, cyclopts.Parameter(name=["--json"], help="Print JSON.")]
+JsonFlag = Annotated[
+    bool, cyclopts.Parameter(name=["--json"], negative=(), help="Print JSON for scripts.")
+]

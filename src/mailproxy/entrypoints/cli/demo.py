@@ -15,15 +15,17 @@ from mailproxy.config import Settings, load_settings
 from mailproxy.domain.model import Status, SubmitResult
 from mailproxy.entrypoints.cli.apps import app
 from mailproxy.entrypoints.cli.exits import UsageError, exit_code
+from mailproxy.entrypoints.cli.output import counts
 
 DEMO_TENANT = "demo"
 DEMO_ACCOUNT = "sandbox"
 
 
-def demo_messages(count: int) -> list[dict[str, Any]]:
-    """A varied batch: plain, html, alternative, non-ASCII, an attachment, priorities."""
+def demo_messages(count: int, first: int = 1) -> list[dict[str, Any]]:
+    """A varied batch numbered from ``first``: plain, html, alternative, non-ASCII, an
+    attachment, priorities."""
     messages: list[dict[str, Any]] = []
-    for n in range(1, count + 1):
+    for n in range(first, first + count):
         message: dict[str, Any] = {
             "id": f"demo-{n:04d}",
             "from": "Demo Sender <sender@example.com>",
@@ -49,7 +51,8 @@ def demo_messages(count: int) -> list[dict[str, Any]]:
 
 async def run_demo(directory: Path, count: int) -> dict[str, Any]:
     """Queue ``count`` messages in a SQLite file under ``directory`` and deliver them
-    through a capture account; return a summary."""
+    through a capture account; return a summary. Another run in the same folder queues
+    new messages after the earlier ones (the same ids would be refused as already sent)."""
     settings = load_settings(
         environ={"GMP_DB_PATH": str(directory / "mail_service.db")}, instance_name="demo"
     )
@@ -58,7 +61,8 @@ async def run_demo(directory: Path, count: int) -> dict[str, Any]:
         await proxy.put_account(
             {"id": DEMO_ACCOUNT, "tenant_id": DEMO_TENANT, "kind": "capture", "is_default": True}
         )
-        result = await proxy.submit(demo_messages(count), tenant_id=DEMO_TENANT)
+        earlier = sum((await proxy.counts(DEMO_TENANT)).values())
+        result = await proxy.submit(demo_messages(count, earlier + 1), tenant_id=DEMO_TENANT)
         attempted = await proxy.run_until_idle()
         counts = await proxy.counts(DEMO_TENANT)
     return await asyncio.to_thread(summarize_demo, settings, result, attempted, counts)
@@ -105,7 +109,7 @@ def demo(
         print(json.dumps(summary, indent=2))
         return
     print(f"queued {summary['queued']} messages in {summary['database']}")
-    print(f"delivered: {summary['statuses']}")
+    print(f"delivered: {counts(summary['statuses'])}")
     print(f"{len(summary['files'])} .eml files in {summary['outbox']}:")
     for path in summary["files"][:5]:
         print(f"  {path}")

@@ -3,7 +3,8 @@
 Commands raise; :func:`exit_code` (around each top-level command, the instance and tenant
 commands included, as they run inside ``instances.instance_command``) prints
 ``error: <message>`` on stderr and returns the code. Mistakes cyclopts catches while
-parsing (unknown command or option, bad value) exit 2 through cyclopts itself.
+parsing (unknown command or option, bad value) exit 2 through cyclopts itself, as the
+same one line (``apps.one_line``).
 """
 
 from __future__ import annotations

@@ -8,14 +8,25 @@ import sys
 from typing import Any, Literal
 
 import msgspec
-import rich.console
-import rich.progress
 
 from mailproxy.adapters.sealed import ResealCount
 from mailproxy.bootstrap import reseal_secrets
 from mailproxy.config import load_settings
+from mailproxy.domain.egress import check_http_url
+from mailproxy.domain.validation import is_tenant_id
 from mailproxy.entrypoints.cli.apps import JsonFlag, TargetInstance, instance_app, tenants_app
-from mailproxy.entrypoints.cli.output import Column, present, request, show, table
+from mailproxy.entrypoints.cli.output import (
+    Column,
+    counts,
+    fields,
+    present,
+    progress,
+    request,
+    show,
+    suspended,
+    table,
+)
+from mailproxy.entrypoints.cli.prompts import ask, ask_as, interactive, required
 
 
 @instance_app.command
@@ -30,7 +41,7 @@ def info(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
         f"{d['name']}  {d['url']}  "
         + (f"running pid {d['pid']}" if d["running"] else "stopped"),
         f"folder: {d['path']}",
-        "queue: " + ", ".join(f"{k} {v}" for k, v in d["queue"].items() if v) or "empty",
+        f"queue: {counts(d['queue'])}",
     ])  # fmt: skip
 
 
@@ -60,21 +71,10 @@ def rotate_key(*, instance: TargetInstance, json_output: JsonFlag = False) -> No
     Example: ``mail-proxy myserver rotate-key``
     """
     settings = load_settings(instance.config_file, instance_name=instance.name)
-    console = rich.console.Console(file=sys.stderr)
-    with rich.progress.Progress(
-        rich.progress.SpinnerColumn(),
-        rich.progress.TextColumn("{task.description}"),
-        console=console,
-        transient=True,
-        disable=not sys.stderr.isatty(),
-    ) as progress:
-        task = progress.add_task("re-encrypting", total=None)
+    with progress("re-encrypting", None, wanted=not json_output) as update:
 
         def report(count: ResealCount) -> None:
-            progress.update(
-                task, description=f"re-encrypting: {count.tenants} tenants, "
-                f"{count.secrets} secrets",
-            )  # fmt: skip
+            update(description=f"re-encrypting: {count.tenants} tenants, {count.secrets} secrets")
 
         count = asyncio.run(reseal_secrets(settings, report))
     show(msgspec.to_builtins(count), json_output, lambda c: [
@@ -94,14 +94,14 @@ def tenants_list(*, instance: TargetInstance, json_output: JsonFlag = False) -> 
         ("id", lambda t: t["id"]),
         ("name", lambda t: t["name"]),
         ("reports to", lambda t: t["client_base_url"]),
-        ("suspended", lambda t: ", ".join(t["suspended_batches"])),
+        ("suspended", lambda t: suspended(t["suspended_batches"])),
     ]
     table(found, json_output, columns, "no tenants")
 
 
 @tenants_app.command(name="add")
 def tenants_add(
-    tenant_id: str,
+    tenant_id: str | None = None,
     *,
     instance: TargetInstance,
     name: str | None = None,
@@ -116,7 +116,11 @@ def tenants_add(
     rate_per_day: int | None = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Create a tenant; prints its API key and webhook secret (shown only now).
+    """Create a tenant; prints its API key and webhook secret, shown only this once.
+
+    On a terminal, without TENANT-ID it asks for the id, name, report URL and how
+    reports authenticate (not for what is given as options); with it, only for a missing
+    --auth-token or --auth-password (without echo), which are errors elsewhere.
 
     Example: ``mail-proxy myserver tenants add acme --name "Acme Corp"
     --base-url https://app.example.com --auth-method bearer --auth-token T``
@@ -124,9 +128,9 @@ def tenants_add(
     Parameters
     ----------
     tenant_id
-        The tenant id (A-Z a-z 0-9 _ . -).
+        The tenant id (A-Z a-z 0-9 _ . -; asked for on a terminal).
     name
-        Display name.
+        Display name (default: the id).
     base_url
         The application's base URL for delivery reports.
     sync_path
@@ -146,21 +150,80 @@ def tenants_add(
     rate_per_day
         Sends per day over all the tenant's accounts.
     """
-    body: dict[str, Any] = {"id": tenant_id}
-    body |= present(name=name, client_base_url=base_url, client_sync_path=sync_path)
-    if auth_method is not None:
-        body["client_auth"] = present(
-            method=auth_method, token=auth_token, user=auth_user, password=auth_password
-        )
+    body = present(name=name, client_base_url=base_url, client_sync_path=sync_path)
+    auth = present(method=auth_method, token=auth_token, user=auth_user, password=auth_password)
+    if tenant_id is None and interactive():
+        body, auth = ask_tenant(body, auth)
+    else:
+        usage = f"mail-proxy {instance.name} tenants add TENANT-ID"
+        body["id"] = required(tenant_id, f"TENANT-ID: {usage}")
+    if auth:
+        body["client_auth"] = complete_auth(auth)
     rates = present(per_minute=rate_per_minute, per_hour=rate_per_hour, per_day=rate_per_day)
     if rates:
         body["rate_limits"] = rates
     created = request(instance, "POST", "/tenant", json=body)
     show(created, json_output, lambda d: [
         f"tenant {d['tenant']['id']} created",
-        f"api key: {d['api_key']}",
+        f"api key:        {d['api_key']}",
         f"webhook secret: {d['webhook_secret']}",
+        "Keep both now: they are shown only this once. The key authenticates the "
+        "tenant's calls; the secret signs its delivery reports.",
     ])  # fmt: skip
+
+
+def ask_tenant(
+    given: dict[str, Any], auth: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A tenant's id, name, report URL and report authentication, asked for one by one
+    except those given; the tenant and its ``client_auth``."""
+    tenant = {"id": ask_as(tenant_id_of, "Tenant id")} | given
+    if "name" not in tenant:
+        tenant["name"] = ask("Name", default=tenant["id"])
+    if "client_base_url" not in tenant:
+        url = ask_as(report_url, "Application URL for delivery reports", blank="no reports")
+        tenant |= present(client_base_url=url)
+    if tenant.get("client_base_url") and "client_sync_path" not in tenant:
+        tenant["client_sync_path"] = ask_as(
+            path, "Report path under it", default="/mail-proxy/sync"
+        )
+    if tenant.get("client_base_url") and "method" not in auth:
+        auth["method"] = ask("Reports authenticate with", default="none", choices=AUTH_METHODS)
+    return tenant, auth
+
+
+AUTH_METHODS = ("none", "bearer", "basic")
+
+
+def complete_auth(auth: dict[str, Any]) -> dict[str, Any]:
+    """The report authentication with its credentials: those missing are asked for on a
+    terminal (secrets without echo), usage errors elsewhere."""
+    method = auth.setdefault("method", "none")
+    needed = {"bearer": [("token", True)], "basic": [("user", False), ("password", True)]}
+    for field, secret in needed.get(method, []):
+        if field not in auth:
+            question = f"{'Bearer' if method == 'bearer' else 'Basic-auth'} {field}"
+            auth[field] = (
+                ask(question, hidden=secret) if interactive()
+                else required(None, f"--auth-{field} for --auth-method {method}")
+            )  # fmt: skip
+    return auth
+
+
+def tenant_id_of(answer: str) -> str:
+    if not is_tenant_id(answer):
+        raise ValueError("1 to 64 of A-Z a-z 0-9 _ . - (not . or ..)")
+    return answer
+
+
+def path(answer: str) -> str:
+    if not answer.startswith("/"):
+        raise ValueError("a path starting with /")
+    return answer
+
+
+def report_url(answer: str) -> str | None:
+    return check_http_url("client_base_url", answer) if answer else None
 
 
 @tenants_app.command(name="show")
@@ -170,9 +233,17 @@ def tenants_show(
     """Show one tenant (never its secrets).
 
     Example: ``mail-proxy myserver tenants show acme``
+
+    Parameters
+    ----------
+    tenant_id
+        The tenant id.
     """
     found = request(instance, "GET", f"/tenant/{tenant_id}")["tenant"]
-    show(found, json_output, lambda t: [f"{k}: {v}" for k, v in t.items()])
+    readable = {"suspended_batches": suspended(found["suspended_batches"])}
+    if found.get("client_auth"):
+        readable["client_auth"] = found["client_auth"]["method"]
+    show(found, json_output, lambda t: fields(t | readable))
 
 
 @tenants_app.command(name="update")
@@ -213,6 +284,11 @@ def tenants_rotate_secret(
     report calls beside it until ``tenants retire-secret``.
 
     Example: ``mail-proxy myserver tenants rotate-secret acme``
+
+    Parameters
+    ----------
+    tenant_id
+        The tenant id.
     """
     answer = request(instance, "POST", f"/tenant/{tenant_id}/webhook-secret")
     show(answer, json_output, lambda d: [
@@ -227,6 +303,11 @@ def tenants_retire_secret(tenant_id: str, *, instance: TargetInstance) -> None:
     """Stop signing a tenant's report calls with its previous webhook secret.
 
     Example: ``mail-proxy myserver tenants retire-secret acme``
+
+    Parameters
+    ----------
+    tenant_id
+        The tenant id.
     """
     request(instance, "DELETE", f"/tenant/{tenant_id}/webhook-secret/previous")
     print(f"tenant {tenant_id}: only the current webhook secret signs")
@@ -237,6 +318,11 @@ def tenants_delete(tenant_id: str, *, instance: TargetInstance) -> None:
     """Delete a tenant with its accounts and messages.
 
     Example: ``mail-proxy myserver tenants delete acme``
+
+    Parameters
+    ----------
+    tenant_id
+        The tenant id.
     """
     request(instance, "DELETE", f"/tenant/{tenant_id}")
     print(f"tenant {tenant_id} deleted")

@@ -5,22 +5,21 @@ tenant's app."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import cyclopts
 import msgspec
 
-from mailproxy.entrypoints.cli.apps import (
-    accounts_app,
-    app,
-    instance_app,
-    messages_app,
-    tenant_app,
-    tenants_app,
-)
-from mailproxy.entrypoints.cli.exits import CommandFailed, exit_code
+from mailproxy.domain.errors import MailProxyError
+from mailproxy.domain.validation import is_tenant_id
+from mailproxy.entrypoints.admin import ApiError
+from mailproxy.entrypoints.cli.apps import app, commands_of, instance_app, tenant_app
+from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError, exit_code
+from mailproxy.entrypoints.cli.output import request
 from mailproxy.entrypoints.cli.serve import serve
 from mailproxy.entrypoints.instances import Instance, home, instances
 
@@ -127,51 +126,98 @@ def restart(name: str) -> int:
 @contextlib.contextmanager
 def named_levels(instance_name: str, tenant_id: str | None) -> Iterator[None]:
     """Put the instance (and tenant) named on this command line into the help of its
-    level while the command runs: ``mail-proxy box acme accounts --help`` shows ``Usage:
-    mail-proxy box acme accounts COMMAND``, not the placeholders the apps are built with."""
-    subapps: tuple[cyclopts.App, ...]
+    level while the command runs: ``mail-proxy box acme accounts add --help`` shows
+    ``Usage: mail-proxy box acme accounts add ...``, not the placeholders the apps are
+    built with (cyclopts starts every usage line with the name of the app it parses
+    with, which has no public setter)."""
     if tenant_id is None:
-        words, level, subapps = instance_name, instance_app, (tenants_app,)
+        level, words, summary = instance_app, instance_name, f"Administer {instance_name}."
     else:
-        words, level = f"{instance_name} {tenant_id}", tenant_app
-        subapps = (accounts_app, messages_app)
-    apps = (level, *subapps)
-    saved = [(app.usage, app.help) for app in apps]
-    level.usage = f"Usage: mail-proxy {words} COMMAND"
-    if tenant_id is None:
-        level.help = f"Administer {instance_name}."
-    for sub in subapps:
-        sub.usage = f"Usage: mail-proxy {words} {sub.name[0]} COMMAND"
+        level, words = tenant_app, f"{instance_name} {tenant_id}"
+        summary = f"Work on tenant {tenant_id} of {instance_name}."
+    saved = level._name, level.help
+    level._name, level.help = (f"mail-proxy {words}",), summary
     try:
         yield
     finally:
-        for app, (usage, help_text) in zip(apps, saved, strict=True):
-            app.usage, app.help = usage, help_text
+        level._name, level.help = saved
+
+
+#: ``--help`` and ``-h`` after an instance name. The top level would answer them with its
+#: own help before running ``instance_command``; a parameter of that name is how cyclopts
+#: lets a default command take them (it then leaves those flags to the command).
+HelpFlag = Annotated[bool, cyclopts.Parameter(name=["--help", "-h"], negative=(), show=False)]
+#: The words after NAME: the instance's command, or a tenant id and the tenant's command.
+Words = Annotated[str, cyclopts.Parameter(allow_leading_hyphen=True, show=False)]
 
 
 @app.default
 @exit_code
 def instance_command(
-    instance_name: str,
+    instance_name: Annotated[str | None, cyclopts.Parameter(show=False)] = None,
     /,
-    *tokens: Annotated[str, cyclopts.Parameter(allow_leading_hyphen=True)],
+    *tokens: Words,
+    help_asked: HelpFlag = False,
 ) -> Any:
-    """Administer instance NAME: ``NAME info | token | rotate-key | tenants
-    list|add|show|update|delete|rotate-secret|retire-secret``, and
-    one tenant's ``NAME TENANT accounts list|add | messages list|show | send FILE.eml |
-    run-now | suspend [BATCH] | activate [BATCH]``."""
+    """Administer instance NAME (``mail-proxy NAME COMMAND``) or one of its tenants
+    (``mail-proxy NAME TENANT COMMAND``); without NAME, the top level's help."""
+    if instance_name is None:
+        app.help_print([])
+        return None
     instance = Instance(home(), instance_name)
     if not instance.exists():
-        raise CommandFailed(
-            f"no instance {instance_name} in {home()} (mail-proxy start {instance_name})"
-        )
+        raise unknown_instance(instance_name)
     targets: dict[str, Any] = {"instance": instance}
     level = instance_app
-    # A first word that is not one of the instance's commands (or its help) is a tenant id.
-    if tokens and tokens[0] not in instance_app:
+    # A first word that is not one of the instance's commands nor an option is a tenant id.
+    if tokens and tokens[0] not in instance_app and not tokens[0].startswith("-"):
+        check_tenant(instance, tokens[0])
         level, targets["tenant_id"], tokens = tenant_app, tokens[0], tokens[1:]
     with named_levels(instance_name, targets.get("tenant_id")):
         # The cyclopts meta-app pattern: the level parses the rest of the line, and the
         # command's parse=False parameters (``injected``, by name) get the targets.
-        command, bound, injected = level.parse_args(list(tokens))
+        words = [*tokens, "--help"] if help_asked else list(tokens)
+        command, bound, injected = level.parse_args(words)
         return command(*bound.args, **bound.kwargs, **{name: targets[name] for name in injected})
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``word`` most likely is a typo of, if one is close enough."""
+    return next(iter(difflib.get_close_matches(word, list(candidates), n=1)), None)
+
+
+def unknown_instance(word: str) -> MailProxyError:
+    """The error for ``mail-proxy WORD ...`` when WORD is no instance: a mistyped command
+    (usage), a mistyped instance name, or an instance still to be created."""
+    if command := closest(word, commands_of(app)):
+        return UsageError(f"unknown command {word} (did you mean {command}?)")
+    if name := closest(word, [i.name for i in instances(home())]):
+        return CommandFailed(f"no instance {word} in {home()} (did you mean {name}?)")
+    return CommandFailed(
+        f"{word} is neither a command nor an instance in {home()} (mail-proxy --help lists "
+        f"the commands; mail-proxy start {word} creates the instance)"
+    )
+
+
+def check_tenant(instance: Instance, word: str) -> None:
+    """Raise unless ``word`` is a tenant of ``instance`` (asked through its API, running or
+    stopped): a mistyped instance command (usage) or tenant id, or a tenant still to be
+    created."""
+    if is_tenant_id(word):
+        try:
+            request(instance, "GET", f"/tenant/{word}")
+            return
+        except ApiError as error:
+            if error.status != HTTPStatus.NOT_FOUND:
+                raise
+    if command := closest(word, commands_of(instance_app)):
+        raise UsageError(f"unknown command {word} (did you mean {command}?)")
+    tenants = [t["id"] for t in request(instance, "GET", "/tenants")["tenants"]]
+    if tenant := closest(word, tenants):
+        raise CommandFailed(f"no tenant {word} on {instance.name} (did you mean {tenant}?)")
+    create = f"; mail-proxy {instance.name} tenants add {word} creates the tenant"
+    raise CommandFailed(
+        f"{word} is neither a command of {instance.name} nor one of its tenants "
+        f"(mail-proxy {instance.name} --help lists the commands"
+        f"{create if is_tenant_id(word) else ''})"
+    )

@@ -1,18 +1,28 @@
 """What the instance and tenant commands share: one API session on the instance, and
-printing a result as lines for people or JSON for scripts."""
+printing a result as lines for people or JSON for scripts.
+
+Lines for people never show Python's reprs: an absent value (null, an empty list or
+object) is :data:`ABSENT`, an instant (a field named ``*_ts`` or ``*_at``, epoch seconds
+in the API) is local ISO time, booleans are yes/no and an object is its fields in a row
+(:func:`shown`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
 import rich.box
 import rich.console
+import rich.progress
 import rich.table
+import rich.text
 
 from mailproxy.entrypoints.admin import call, connect
 from mailproxy.entrypoints.instances import Instance
@@ -42,6 +52,52 @@ def present(**fields: Any) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
+#: How an absent value reads in lines for people.
+ABSENT = "—"
+
+
+def local_time(ts: float) -> str:
+    """An instant in epoch seconds as local ISO time, to the second."""
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def label(key: str) -> str:
+    """A field name as words: ``next_attempt_ts`` → ``next attempt``."""
+    return key.removesuffix("_ts").replace("_", " ")
+
+
+def shown(key: str, value: Any) -> str:
+    """The value of field ``key`` of an API answer, as people read it."""
+    if value is None or value == [] or value == {}:
+        return ABSENT
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key.endswith(("_ts", "_at")) and isinstance(value, int | float):
+        return local_time(value)
+    if isinstance(value, list):
+        return ", ".join(shown(key, item) for item in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{label(k)} {shown(k, v)}" for k, v in value.items())
+    return str(value)
+
+
+def fields(record: dict[str, Any], skip: Iterable[str] = ()) -> list[str]:
+    """A record as ``key: value`` lines, values aligned, without the fields in ``skip``."""
+    kept = {k: v for k, v in record.items() if k not in set(skip)}
+    width = max((len(k) for k in kept), default=0) + 1
+    return [f"{k + ':':<{width}} {shown(k, v)}" for k, v in kept.items()]
+
+
+def counts(by_status: dict[str, int]) -> str:
+    """Counts by status, the zero ones left out, or ``empty``."""
+    return ", ".join(f"{status} {n}" for status, n in by_status.items() if n) or "empty"
+
+
+def suspended(batches: list[str]) -> str | None:
+    """A tenant's suspended batches: ``*`` is all of them."""
+    return "all" if "*" in batches else ", ".join(batches) or None
+
+
 def show(data: Any, json_output: bool, lines: Callable[[Any], list[str]]) -> None:
     if json_output:
         print(json.dumps(data, indent=2, ensure_ascii=False))
@@ -51,16 +107,39 @@ def show(data: Any, json_output: bool, lines: Callable[[Any], list[str]]) -> Non
 
 
 def table(rows: list[dict[str, Any]], json_output: bool, columns: list[Column], empty: str) -> None:
-    """Rows as a table for people (or JSON for scripts); ``empty`` when there are none."""
+    """Rows as a table for people (or JSON for scripts); ``empty`` when there are none.
+    Cells read as :func:`shown` makes them."""
     if json_output:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     if not rows:
         print(empty)
         return
-    shown = rich.table.Table(box=rich.box.SIMPLE_HEAD, pad_edge=False)
+    grid = rich.table.Table(box=rich.box.SIMPLE_HEAD, pad_edge=False)
     for header, _ in columns:
-        shown.add_column(header)
+        grid.add_column(header)
     for row in rows:
-        shown.add_row(*("" if (v := cell(row)) is None else str(v) for _, cell in columns))
-    rich.console.Console(file=sys.stdout, soft_wrap=True).print(shown)
+        # Text, not str: a cell such as an SMTP error is not rich markup.
+        grid.add_row(*(rich.text.Text(shown("", cell(row))) for _, cell in columns))
+    rich.console.Console(file=sys.stdout, soft_wrap=True).print(grid)
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None, *, wanted: bool) -> Iterator[Any]:
+    """A progress bar on stderr while the block runs (a pulsing one for an unknown
+    ``total``), gone when it ends; shown only on a terminal and when the caller
+    ``wanted`` one (not with ``--json``). Yields rich's ``update`` for its task:
+    ``update(advance=n)``, ``update(description=...)``."""
+    with rich.progress.Progress(
+        rich.progress.SpinnerColumn(),
+        rich.progress.TextColumn("{task.description}"),
+        rich.progress.BarColumn(),
+        rich.progress.MofNCompleteColumn()
+        if total is not None
+        else rich.progress.TextColumn("{task.completed}"),
+        rich.progress.TimeElapsedColumn(),
+        console=rich.console.Console(file=sys.stderr),
+        transient=True,
+        disable=not (wanted and sys.stderr.isatty()),
+    ) as bar:
+        yield functools.partial(bar.update, bar.add_task(description, total=total))

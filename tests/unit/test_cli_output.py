@@ -1,0 +1,136 @@
+"""What the commands print for people reads like a tool, not a repr: no None, no raw
+objects, no epoch seconds; instants in local ISO time, absent values as —, an empty queue
+as ``empty``. Run as the real console script on a stopped instance."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mailproxy.entrypoints.cli import app
+from mailproxy.entrypoints.instances import Instance
+from tests.command_line import cli
+
+ZONE = "Asia/Kolkata"  # +05:30: neither UTC nor a whole hour
+EML = b"From: app@example.com\r\nTo: ada@example.com\r\nSubject: Hello\r\n\r\nHi Ada\r\n"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """GMP_HOME with a stopped instance ``box``, its tenant ``acme`` with a capture
+    account ``sink``, and one queued message ``welcome``."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("GMP_HOME", str(home))
+    Instance(home, "box").create("127.0.0.1", 1)
+    (tmp_path / "welcome.eml").write_bytes(EML)
+    for words in ("box tenants add acme", "box acme accounts add sink --kind capture --default",
+                  f"box acme send {tmp_path / 'welcome.eml'}"):  # fmt: skip
+        assert app(words.split(), result_action="return_value") == 0
+    return home
+
+
+def run(home, *words: str) -> str:
+    result = cli(home, *words, env={"TZ": ZONE})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def assert_reads_like_a_tool(page: str) -> None:
+    assert "None" not in page
+    assert not re.search(r"\bTrue\b|\bFalse\b", page)
+    assert not re.search(r"\{'|\{\"|\[\]|\{\}", page)  # no Python or JSON objects
+    assert not re.search(r"\b1\d{9}\b", page)  # no epoch seconds
+
+
+def local(ts: int) -> str:
+    return datetime.fromtimestamp(ts, ZoneInfo(ZONE)).isoformat(timespec="seconds")
+
+
+def test_a_message_shows_local_times_and_absent_values_as_dashes(home):
+    record = json.loads(run(home, "box", "acme", "messages", "show", "welcome", "--json"))
+    page = run(home, "box", "acme", "messages", "show", "welcome")
+
+    assert_reads_like_a_tool(page)
+    lines = dict(line.split(":", 1) for line in page.splitlines() if not line.startswith(" "))
+    assert lines["created_at"].strip() == local(record["created_at"])
+    assert local(record["created_at"]).endswith("+05:30")
+    assert lines["sent_ts"].strip() == "—"
+    assert lines["possible_duplicate"].strip() == "no"
+    assert lines["why"].strip() == "queued (ahead 0)"
+    assert f"  {local(record['history'][0]['ts'])}  queued" in page
+
+
+def test_an_account_and_a_tenant_show_words_not_reprs(home):
+    account = run(home, "box", "acme", "accounts", "show", "sink")
+    tenant = run(home, "box", "tenants", "show", "acme")
+
+    for page in (account, tenant):
+        assert_reads_like_a_tool(page)
+    assert re.search(r"^host: +—$", account, re.M)
+    assert re.search(r"^use_tls: +auto$", account, re.M)
+    assert re.search(r"^is_default: +yes$", account, re.M)
+    assert re.search(r"^client_auth: +none$", tenant, re.M)
+    assert re.search(r"^client_base_url: +—$", tenant, re.M)
+
+
+def test_tables_show_local_times_and_dashes(home):
+    messages = run(home, "box", "acme", "messages", "list")
+    accounts = run(home, "box", "acme", "accounts", "list")
+    tenants = run(home, "box", "tenants", "list")
+
+    for page in (messages, accounts, tenants):
+        assert_reads_like_a_tool(page)
+    assert re.search(r"welcome +pending +2 +0 +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+05:30 +—", messages)
+    assert re.search(r"sink +capture +— +yes +—", accounts)
+    assert re.search(r"acme +acme +— +—", tenants)
+
+
+def test_info_shows_the_queue_by_status_or_empty(home, tmp_path):
+    assert "queue: pending 1" in run(home, "box", "info").splitlines()
+    Instance(home, "fresh").create("127.0.0.1", 1)
+
+    page = run(home, "fresh", "info")
+
+    assert_reads_like_a_tool(page)
+    assert "queue: empty" in page.splitlines()
+
+
+def test_suspend_and_activate_say_what_waits(home):
+    suspended = run(home, "box", "acme", "suspend")
+    one_batch = run(home, "box", "acme", "activate")
+
+    assert suspended.strip() == "acme: every message suspended; 1 pending"
+    assert one_batch.strip() == "acme: sending, nothing suspended; 1 pending"
+    answer = json.loads(run(home, "box", "acme", "suspend", "newsletter", "--json"))
+    assert answer["suspended_batches"] == ["newsletter"]
+
+
+def test_the_demo_prints_counts_not_a_dict(tmp_path):
+    page = run(tmp_path, "demo", "--dir", str(tmp_path / "d"), "--count", "3")
+
+    assert_reads_like_a_tool(page)
+    assert "delivered: sent 3" in page.splitlines()
+
+
+def test_a_second_demo_in_the_same_folder_delivers_new_messages(tmp_path):
+    run(tmp_path, "demo", "--dir", str(tmp_path / "d"), "--count", "2")
+
+    again = json.loads(
+        run(tmp_path, "demo", "--dir", str(tmp_path / "d"), "--count", "2", "--json")
+    )
+
+    assert (again["queued"], again["rejected"], again["statuses"]) == (2, [], {"sent": 4})
+
+
+def test_sending_a_file_the_instance_refuses_exits_1_with_the_reason(home, tmp_path):
+    (tmp_path / "nofrom.eml").write_bytes(b"To: ada@example.com\r\nSubject: x\r\n\r\nbody\r\n")
+
+    result = cli(home, "box", "acme", "send", str(tmp_path / "nofrom.eml"))
+
+    assert result.returncode == 1
+    assert result.stdout == "queued 0\n"
+    assert result.stderr == f"error: not queued: {tmp_path / 'nofrom.eml'} (missing from)\n"
