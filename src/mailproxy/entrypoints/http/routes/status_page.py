@@ -435,10 +435,8 @@ async def front_door(request: Request[Any, Any, Any]) -> Response[Any]:
     client is told where things are."""
     if "text/html" in request.headers.get("accept", ""):
         return _see("/ui")
-    return Response(
-        {"ok": True, "service": "mailproxy", "status_page": "/ui", "api_docs": "/schema",
-         "openapi": "/schema/openapi.json", "health": "/health"}  # fmt: skip
-    )
+    where = {"status_page": "/ui", "api_docs": "/schema", "openapi": "/schema/openapi.json"}
+    return Response({"ok": True, "service": "mailproxy", **where, "health": "/health"})
 
 
 STATUS_PAGE_ROUTES = [front_door, status_page, login_page, login, logout]
