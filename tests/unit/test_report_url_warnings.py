@@ -118,8 +118,13 @@ def test_the_sync_status_command_warns_of_a_refused_report_url(tmp_path: Path):
         assert done.returncode == 0, done.stderr
         return done
 
-    cli("tenants", "add", "acme", "--base-url", "http://127.0.0.1:9/app")
-    cli("tenants", "add", "beta")
+    added = cli("tenants", "add", "acme", "--base-url", "http://127.0.0.1:9/app")
+    assert f"warning: {REFUSED}" in added.stderr.splitlines()
+    assert f"warning: {REFUSED}" in cli("tenants", "show", "acme", "--json").stderr
+    updated = cli("tenants", "update", "acme", "--name", "Acme", "--json")
+    assert json.loads(updated.stdout)["name"] == "Acme"  # the warning kept out of the JSON
+    assert f"warning: {REFUSED}" in updated.stderr
+    assert "warning" not in cli("tenants", "add", "beta").stderr
     shown = cli("tenants", "sync-status").stdout
     assert f"warning: acme: {REFUSED}" in shown.splitlines()
     assert "beta" in shown

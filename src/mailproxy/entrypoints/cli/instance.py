@@ -163,6 +163,7 @@ def tenants_add(
     if rates:
         body["rate_limits"] = rates
     created = request(instance, "POST", "/tenant", json=body)
+    warn(created)
     show(created, json_output, lambda d: [
         f"tenant {d['tenant']['id']} created",
         f"api key:        {d['api_key']}",
@@ -170,6 +171,13 @@ def tenants_add(
         "Keep both now: they are shown only this once. The key authenticates the "
         "tenant's calls; the secret signs its delivery reports.",
     ])  # fmt: skip
+
+
+def warn(answer: dict[str, Any]) -> None:
+    """The answer's warnings (the tenant was saved, yet something will not work: e.g. a
+    report URL the egress rule refuses), on stderr so that --json output stays clean."""
+    for warning in answer.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def ask_tenant(
@@ -239,7 +247,9 @@ def tenants_show(
     tenant_id
         The tenant id.
     """
-    found = request(instance, "GET", f"/tenant/{tenant_id}")["tenant"]
+    answer = request(instance, "GET", f"/tenant/{tenant_id}")
+    warn(answer)
+    found = answer["tenant"]
     readable = {"suspended_batches": suspended(found["suspended_batches"])}
     if found.get("client_auth"):
         readable["client_auth"] = found["client_auth"]["method"]
@@ -272,7 +282,9 @@ def tenants_update(
         The report path under it.
     """
     body = present(name=name, client_base_url=base_url, client_sync_path=sync_path)
-    changed = request(instance, "PUT", f"/tenant/{tenant_id}", json=body)["tenant"]
+    answer = request(instance, "PUT", f"/tenant/{tenant_id}", json=body)
+    warn(answer)
+    changed = answer["tenant"]
     show(changed, json_output, lambda t: [f"tenant {t['id']} updated"])
 
 
