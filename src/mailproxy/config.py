@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import contextlib
 import os
 import socket
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from mailproxy.domain.access import MIN_ADMIN_TOKEN
 from mailproxy.domain.decoding import INVALID_ENUM, allowed_values, one_of
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.retry import RetryPolicy
@@ -212,12 +214,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.storage.db_path or str(Path(self.instance_dir) / "mail_service.db")
 
     @property
+    def data_dir(self) -> Path:
+        """The SQLite database's folder, else (PostgreSQL, memory) the instance folder:
+        where ``serve`` keeps a generated admin token and capture accounts their outbox."""
+        db = self.db_path
+        return Path(self.instance_dir) if "://" in db or db == ":memory:" else Path(db).parent
+
+    @property
     def capture_dir(self) -> Path:
         if self.delivery.capture_dir:
             return Path(self.delivery.capture_dir)
-        db = self.db_path
-        base = Path(self.instance_dir) if "://" in db or db == ":memory:" else Path(db).parent
-        return base / "outbox"
+        return self.data_dir / "outbox"
 
     @property
     def on_postgres(self) -> bool:
@@ -275,7 +282,8 @@ def load_settings(
 ) -> Settings:
     """Read ``config_file`` (if given) and the environment, validate, and return Settings.
 
-    Raises :class:`InvalidInput` naming the offending section/key or variable.
+    Raises :class:`InvalidInput` naming the offending section/key and where its value
+    came from (the variable, or the file).
     """
     environ = os.environ if environ is None else environ
     raw: dict[str, dict[str, Any]] = {}
@@ -314,10 +322,42 @@ def load_settings(
             allowed = allowed_values(SECTIONS[section], field)
             if allowed and message.startswith(INVALID_ENUM):
                 message = f"{message.removeprefix(INVALID_ENUM)} {one_of(allowed)}"
-            raise InvalidInput(where, f"invalid setting {where}: {message}") from None
+            source = origin_of(where, config_file, environ)
+            source = f" (from {source})" if source != where else ""
+            raise InvalidInput(where, f"invalid setting {where}{source}: {message}") from None
     settings = Settings(**sections, instance_dir=instance_dir, instance_name=instance_name)
     _check(settings)
+    check_admin_token(
+        settings.server.api_token, origin_of("server.api_token", config_file, environ)
+    )
     return settings
+
+
+def origin_of(
+    setting: str, config_file: str | Path | None, environ: Mapping[str, str] | None = None
+) -> str:
+    """Where the value of ``setting`` (``server.port``) comes from, as people set it: the
+    ``GMP_`` variable that gives it, else ``[server] port in FILE``, else the name itself."""
+    environ = os.environ if environ is None else environ
+    section, _, key = setting.partition(".")
+    for name, value in environ.items():
+        if name.startswith("GMP_") and name not in CLI_ONLY_ENV and value:
+            with contextlib.suppress(InvalidInput):
+                if _env_key(name) == (section, key):
+                    return name
+    return f"[{section}] {key} in {config_file}" if config_file and key else setting
+
+
+def check_admin_token(token: str | None, origin: str) -> None:
+    """An admin token, when one is given, has :data:`MIN_ADMIN_TOKEN` characters at least;
+    the error names ``origin`` (the variable, the file) so the fix is where people look."""
+    if token is not None and len(token) < MIN_ADMIN_TOKEN:
+        raise InvalidInput(
+            origin,
+            f"{origin} is too short: {len(token)} characters, at least {MIN_ADMIN_TOKEN} "
+            "(make one with: openssl rand -hex 16; or leave it unset and one is generated "
+            "at the first start)",
+        )
 
 
 def _check(settings: Settings) -> None:
