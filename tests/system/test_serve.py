@@ -1,15 +1,26 @@
 """The real ``mail-proxy serve`` process on a loopback port: HTTP in, SMTP out to aiosmtpd,
-exactly as the benchmark starts it, and a graceful stop on SIGTERM."""
+exactly as the benchmark starts it, and a graceful stop on SIGTERM; its start, which fails
+in one line or shows the first screen."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.system.conftest import TOKEN
+from tests.system.closed_folders import closed_folder
+from tests.system.conftest import TOKEN, free_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.system
 
@@ -52,3 +63,184 @@ def check_delivery(admin, tenant, handler, smtp_port):
     assert record["why"] is None
     assert admin.get("/status").json()["queue"]["sent"] == 5
     assert tenant.get("/tenants").status_code == 403
+
+
+# The first hour: every way the start can fail is one line and leaves nothing behind;
+# a start that succeeds says where the token is and where to begin.
+
+CLI = [sys.executable, "-m", "mailproxy"]
+
+
+def base_env(**more: str) -> dict[str, str]:
+    """A clean environment (no GMP_ variable of the caller), this checkout's code."""
+    env = {"PATH": os.environ.get("PATH", "")}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return {**env, **more}
+
+
+def serve_once(cwd: Path, *args: str, env: dict[str, str] | None = None,
+               preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``mail-proxy serve`` that is expected to stop by itself (a failed start)."""
+    return subprocess.run(
+        [*CLI, "serve", *args], cwd=cwd, env=env or base_env(), capture_output=True,
+        text=True, timeout=60, preexec_fn=preexec_fn,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def serving(cwd: Path, port: int, env: dict[str, str] | None = None) -> Iterator[list[str]]:
+    """``mail-proxy serve --port PORT`` in ``cwd`` until its first screen is complete;
+    yields that screen's lines (its standard error so far), then stops it (SIGTERM)."""
+    log_path = cwd / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(port)], cwd=cwd, env=env or base_env(),
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "quick start:" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        lines = log_path.read_text().splitlines()
+        yield [ln for ln in lines if not ln.startswith(("INFO:", "{"))]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0, log_path.read_text()
+
+
+@contextlib.contextmanager
+def held_port() -> Iterator[int]:
+    """A loopback port another program listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_and_keeps_no_token(tmp_path):
+    with held_port() as port:
+        result = serve_once(tmp_path, "--port", str(port))
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"error: port {port} on 127.0.0.1 is in use by another program: choose another "
+        "with --port\n"
+    )
+    assert not (tmp_path / "admin_token").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_port_out_of_range_is_a_usage_error_before_anything_starts(tmp_path):
+    # The kernel would bind 99999 as 34463 (modulo 65536) and serve there.
+    result = serve_once(tmp_path, "--port", "99999")
+
+    assert result.returncode == 2
+    assert "--port" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_data_folder_is_one_line_naming_it_and_the_fix(tmp_path):
+    data = tmp_path / "data"
+    preexec_fn = closed_folder(data)  # the `docker run -v ./data:/data` mistake
+    result = serve_once(
+        tmp_path, "--port", str(free_port()),
+        env=base_env(GMP_DB_PATH=str(data / "mail_service.db")), preexec_fn=preexec_fn,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: the data folder {data} is not writable by uid ")
+    assert "chown " in line
+    assert line.endswith("or set GMP_DB_PATH to a writable place")
+    assert "admin token" not in result.stdout + result.stderr
+    assert list(data.iterdir()) == []
+
+
+def test_a_database_path_under_a_file_is_one_line_naming_the_file(tmp_path):
+    # A path under a regular file cannot be created, by root either.
+    blocker = tmp_path / "data"
+    blocker.write_text("not a folder")
+    for configured in ("GMP_DB_PATH", "GMP_STORAGE_DB_PATH"):
+        db_path = blocker / "sub" / "mail_service.db"
+        result = serve_once(
+            tmp_path, "--port", str(free_port()), env=base_env(**{configured: str(db_path)})
+        )
+
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"error: the data folder {db_path.parent} cannot be made: {blocker} is a file, "
+            f"not a folder, or set {configured} to a writable place\n"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_an_unreadable_kept_token_is_one_line(tmp_path):
+    (tmp_path / "admin_token").mkdir()  # a folder where the token file should be
+
+    result = serve_once(tmp_path, "--port", str(free_port()))
+
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line == (
+        "error: cannot read the admin token kept in ./admin_token: is a directory; make it "
+        "readable, or delete it to have a new one generated"
+    )
+
+
+def test_the_first_screen_shows_the_token_once_and_where_to_begin(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with serving(tmp_path, port) as screen:
+        token = (tmp_path / "admin_token").read_text().strip()
+        assert screen == [
+            f"admin token (shown once): {token}",
+            "  kept in ./admin_token",
+            f"status page: {url}/ui",
+            f"API docs:    {url}/schema",
+            "quick start: docs/guides/quick-start.md (in the source)",
+        ]
+        assert httpx.get(f"{url}/ui", follow_redirects=True, timeout=10).status_code == 200
+        assert httpx.get(f"{url}/schema", timeout=10).status_code == 200
+        assert httpx.get(f"{url}/tenants", headers={"X-API-Token": token}).status_code == 200
+    assert (REPO / "docs" / "guides" / "quick-start.md").is_file()
+
+    with serving(tmp_path, port) as again:
+        assert again[0] == "admin token: kept in ./admin_token"
+        assert token not in "\n".join(again)
+
+
+def test_a_configured_token_is_named_not_shown(tmp_path):
+    port = free_port()
+    with serving(tmp_path, port, base_env(GMP_API_TOKEN=TOKEN)) as screen:
+        assert screen[0] == "admin token: from GMP_API_TOKEN"
+        assert TOKEN not in "\n".join(screen)
+    assert not (tmp_path / "admin_token").exists()
+
+
+def test_serve_tells_a_waiting_supervisor_that_it_answers(tmp_path):
+    """systemd's readiness protocol (a ``Type=notify`` unit; ``mail-proxy start``): a
+    datagram ``READY=1`` with the server's pid, sent once it answers."""
+    address = f"mailproxy-test-{os.getpid()}-{time.monotonic_ns()}"
+    port = free_port()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as supervisor:
+        supervisor.bind(f"\0{address}")
+        supervisor.settimeout(30)
+        env = base_env(GMP_API_TOKEN=TOKEN, NOTIFY_SOCKET=f"@{address}")
+        process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(port)], cwd=tmp_path, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            said = supervisor.recv(4096).decode().split("\n")
+            answer = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    assert "READY=1" in said
+    assert f"MAINPID={process.pid}" in said
+    assert answer.status_code == 200

@@ -4,11 +4,17 @@ An instance lives in ``$GMP_HOME/<name>/`` (default ``~/.mail-proxy``): ``config
 (written at the first start with a generated admin token, mode 600), ``mail_service.db``,
 ``mail-proxy.pid`` and ``mail-proxy.log``. A pid file is trusted only when that process
 is alive and is a mailproxy server; otherwise it is stale and removed.
+
+A started server says that it answers through systemd's readiness protocol
+(``NOTIFY_SOCKET``, a datagram ``READY=1``): ``start`` waits for its own child's word on
+a socket of its own, so another program answering on the same port cannot pass for it,
+and a ``Type=notify`` systemd unit gets the same signal.
 """
 
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import re
 import secrets
@@ -20,7 +26,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
 import msgspec
 
 from mailproxy.domain.errors import InvalidInput, MailProxyError
@@ -103,9 +108,7 @@ class Instance:
     @property
     def url(self) -> str:
         server = self._config()["server"] if self.exists() else {}
-        host = server.get("host", "127.0.0.1")
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        return f"http://{shown}:{server.get('port', FIRST_PORT)}"
+        return local_url(server.get("host", "127.0.0.1"), int(server.get("port", FIRST_PORT)))
 
     @property
     def token(self) -> str:
@@ -122,13 +125,6 @@ class Instance:
         self.pid_file.unlink(missing_ok=True)
         return None
 
-    def healthy(self) -> bool:
-        try:
-            with httpx.Client(timeout=1, trust_env=False) as client:
-                return client.get(f"{self.url}/health").status_code == 200
-        except httpx.HTTPError:
-            return False
-
     def info(self) -> InstanceInfo:
         pid = self.pid()
         return InstanceInfo(
@@ -136,32 +132,69 @@ class Instance:
         )
 
     def start(self, wait_s: float = 30.0) -> int:
-        """Start the server in the background and return its pid once ``/health``
-        answers. Raises :class:`MailProxyError` with the end of the log if it does not."""
+        """Start the server in the background and return its pid once it says it answers
+        (``READY=1`` from that pid on a socket of this call). Raises
+        :class:`MailProxyError` with the server's error line when it exits first, or
+        when it does not answer in ``wait_s`` (it is then stopped); no pid file is left."""
         command = [sys.executable, "-m", "mailproxy", "serve", "--config", str(self.config_file)]
         environment = {k: v for k, v in os.environ.items() if not k.startswith("GMP_")}
-        with self.log_file.open("ab") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=self.path,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{process.pid}\n", encoding="ascii")
+        # An abstract socket (Linux): no file to leave behind, no path length limit; its
+        # random name is known only to the child.
+        address = f"mailproxy-start-{secrets.token_hex(16)}"
+        environment["NOTIFY_SOCKET"] = f"@{address}"
+        log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:
+            ready.bind(f"\0{address}")
+            with self.log_file.open("ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    cwd=self.path,
+                    env=environment,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self.pid_file.write_text(f"{process.pid}\n", encoding="ascii")
+            try:
+                self._wait_ready(process, ready, wait_s, log_start)
+            except MailProxyError:
+                self.pid_file.unlink(missing_ok=True)
+                raise
+        return process.pid
+
+    def _wait_ready(
+        self, process: subprocess.Popen[bytes], ready: socket.socket, wait_s: float, log_start: int
+    ) -> None:
+        ready.settimeout(0.1)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
+            try:
+                said = ready.recv(4096).decode("ascii", errors="replace").split("\n")
+            except TimeoutError:
+                said = []
+            if "READY=1" in said and f"MAINPID={process.pid}" in said:
+                return
             if process.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
-                raise MailProxyError(f"{self.name} did not start: {self.log_tail()}")
-            if self.healthy():
-                return process.pid
-            time.sleep(0.1)
+                raise MailProxyError(f"{self.name} did not start: {self.failure(log_start)}")
         process.terminate()
-        self.pid_file.unlink(missing_ok=True)
-        raise MailProxyError(f"{self.name} did not answer /health in {wait_s:.0f} s")
+        raise MailProxyError(
+            f"{self.name} did not answer in {wait_s:.0f} s (stopped it); see {self.log_file}"
+        )
+
+    def failure(self, log_start: int) -> str:
+        """Why the server that wrote the log from ``log_start`` on stopped: its error
+        line, else the end of what it wrote."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(log_start)
+                lines = log.read().decode("utf-8", errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        errors = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
+        if errors:
+            return errors[-1]
+        return f"{' | '.join(lines[-5:]) or 'no output'} (log: {self.log_file})"
 
     def stop(self, wait_s: float = 60.0) -> bool:
         """Ask the server to stop (SIGTERM: it finishes in-flight sends) and wait; False
@@ -178,13 +211,6 @@ class Instance:
         self.pid_file.unlink(missing_ok=True)
         return True
 
-    def log_tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log_file.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "no log"
-        return " | ".join(text.strip().splitlines()[-lines:]) or "empty log"
-
 
 def instances(root: Path) -> list[Instance]:
     if not root.is_dir():
@@ -194,6 +220,30 @@ def instances(root: Path) -> list[Instance]:
         for p in sorted(root.iterdir())
         if NAME.fullmatch(p.name) and (p / "config.ini").is_file()
     ]
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a server bound to ``host:port`` (a
+    wildcard address is reached on loopback)."""
+    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+def notify_ready() -> None:
+    """Tell the process waiting on ``$NOTIFY_SOCKET`` (``start``, or systemd for a
+    ``Type=notify`` unit) that the service answers: the datagram ``READY=1`` with this
+    pid. Nothing is sent when the variable is unset; a waiter that is gone is ignored,
+    as by systemd's own ``sd_notify``."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    if address.startswith("@"):  # the abstract namespace
+        address = "\0" + address[1:]
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify,
+        contextlib.suppress(OSError),
+    ):
+        notify.sendto(f"READY=1\nMAINPID={os.getpid()}\n".encode("ascii"), address)
 
 
 def is_mailproxy_process(pid: int) -> bool:

@@ -1,25 +1,56 @@
-"""``mail-proxy serve``: the HTTP service in the foreground, with its admin token."""
+"""``mail-proxy serve``: the HTTP service in the foreground, with its admin token.
+
+Everything that can stop the start is tried before the service answers, and each failure
+is one line (exit 1): the settings, the port (taken first, so that a busy port leaves
+nothing behind), the data folder, the database. A generated admin token is written and
+shown only once the service answers; then the first screen says where the token is kept
+and where the status page, the API docs and the quick start are.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import secrets
 import signal
+import socket
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Annotated
 
+import cyclopts
 import msgspec
 import uvicorn
 
 from mailproxy.bootstrap import build_proxy, check_storage
-from mailproxy.config import Settings, load_settings
+from mailproxy.config import Settings, load_settings, origin_of
+from mailproxy.domain.access import MIN_ADMIN_TOKEN
 from mailproxy.entrypoints.cli.apps import app
-from mailproxy.entrypoints.cli.exits import UsageError, exit_code
+from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError, exit_code
 from mailproxy.entrypoints.http import create_app
+from mailproxy.entrypoints.instances import local_url, notify_ready
 from mailproxy.entrypoints.logs import configure_logging
+
+#: A TCP port: anything else is a usage error before anything starts (the kernel would
+#: take 99999 modulo 65536, and 0 as "any free port").
+Port = Annotated[int, cyclopts.Parameter(validator=cyclopts.validators.Number(gte=1, lte=65535))]
+
+QUICK_START = "docs/guides/quick-start.md (in the source)"
+
+
+class AdminToken(msgspec.Struct, frozen=True, kw_only=True):
+    """The admin token ``serve`` runs with, and where the operator finds it again."""
+
+    value: str
+    #: ``kept in ./admin_token``, ``from GMP_API_TOKEN``, ``from [server] api_token in FILE``.
+    where: str
+    #: Generated at this start: written here (mode 600) once the service answers.
+    new_file: Path | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -31,27 +62,119 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def admin_token_for(settings: Settings) -> tuple[str, bool]:
+def shown_path(path: Path) -> str:
+    """``path`` as the operator would type it here: ``./admin_token`` under the working
+    directory, absolute elsewhere."""
+    absolute = path.absolute()
+    try:
+        return f"./{absolute.relative_to(Path.cwd())}"
+    except ValueError:
+        return str(absolute)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` for uvicorn (bound as uvicorn binds it); a port
+    that is taken is a :class:`CommandFailed` naming it and ``--port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CommandFailed(
+                f"port {port} on {host} is in use by another program: choose another with --port"
+            ) from None
+        reason = exc.strerror or str(exc)
+        raise CommandFailed(
+            f"cannot listen on {host} port {port}: {reason.lower()} (see --host, --port)"
+        ) from None
+    return listener
+
+
+def check_data_dir(folder: Path, otherwise: str) -> None:
+    """Create ``folder`` if needed and prove that this process can write in it, by
+    creating a file there: its mode alone does not tell (root ignores it, a read-only
+    mount does not show in it). A folder that fails is a :class:`CommandFailed` naming
+    it and the fix, then ``otherwise`` (the other way out)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise CommandFailed(f"{unusable_folder(folder.absolute(), exc)}, or {otherwise}") from None
+
+
+def unusable_folder(folder: Path, error: OSError) -> str:
+    if error.errno in (errno.EACCES, errno.EPERM):
+        uid = os.geteuid()
+        return (
+            f"the data folder {folder} is not writable by uid {uid} (the user mail-proxy "
+            f"runs as): chown {uid} the folder (a mounted one on the host)"
+        )
+    if error.errno == errno.EROFS:
+        return f"the data folder {folder} is on a read-only file system: mount it writable"
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not blocker.is_dir():
+        return f"the data folder {folder} cannot be made: {blocker} is a file, not a folder"
+    reason = (error.strerror or str(error)).lower()
+    return f"the data folder {folder} cannot be used: {reason}"
+
+
+def admin_token_for(settings: Settings, config: Path | None) -> AdminToken:
     """The configured admin token, else the one generated at an earlier start (kept in
-    ``admin_token`` beside the database, mode 600), else a new one written there.
-    Returns the token and whether it was just generated."""
+    ``admin_token`` in the data folder, mode 600), else a new one (not yet written)."""
     if settings.server.api_token:
-        return settings.server.api_token, False
-    db_path = settings.db_path
-    folder = (
-        Path(settings.instance_dir)
-        if "://" in db_path or db_path == ":memory:"
-        else (Path(db_path).parent)
-    )
-    token_file = folder / "admin_token"
-    if token_file.exists():
-        return token_file.read_text(encoding="utf-8").strip(), False
-    token = secrets.token_urlsafe(32)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(token + "\n")
-    return token, True
+        origin = origin_of("server.api_token", config)
+        return AdminToken(value=settings.server.api_token, where=f"from {origin}")
+    token_file = settings.data_dir / "admin_token"
+    try:
+        kept = token_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        new = secrets.token_urlsafe(32)
+        return AdminToken(value=new, where=f"kept in {shown_path(token_file)}", new_file=token_file)
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CommandFailed(
+            f"cannot read the admin token kept in {shown_path(token_file)}: {reason.lower()}; "
+            "make it readable, or delete it to have a new one generated"
+        ) from None
+    if len(kept) < MIN_ADMIN_TOKEN:
+        raise CommandFailed(
+            f"the admin token kept in {shown_path(token_file)} is shorter than {MIN_ADMIN_TOKEN} "
+            "characters: delete the file to have a new one generated"
+        )
+    return AdminToken(value=kept, where=f"kept in {shown_path(token_file)}")
+
+
+def keep(token: AdminToken) -> None:
+    """Write a generated token to its file, readable by this user only."""
+    if token.new_file is None:
+        return
+    try:
+        fd = os.open(token.new_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token.value + "\n")
+    except OSError as exc:
+        raise CommandFailed(f"cannot keep the admin token in {token.new_file}: {exc}") from None
+
+
+def first_screen(token: AdminToken | None, url: str) -> str:
+    """What ``serve`` prints once it answers: the admin token (itself only when just
+    generated) and where it is kept, and the pages to start from."""
+    if token is None:
+        lines = ["admin token: none (--insecure: every caller is the admin)"]
+    elif token.new_file is not None:
+        lines = [f"admin token (shown once): {token.value}", f"  {token.where}"]
+    else:
+        lines = [f"admin token: {token.where}"]
+    lines += [
+        f"status page: {url}/ui",
+        f"API docs:    {url}/schema",
+        f"quick start: {QUICK_START}",
+    ]
+    return "\n".join(lines)
 
 
 @app.command
@@ -60,7 +183,7 @@ def serve(
     *,
     config: Path | None = None,
     host: str | None = None,
-    port: int | None = None,
+    port: Port | None = None,
     insecure: bool = False,
 ) -> None:
     """Run the HTTP service in the foreground until SIGTERM or Ctrl-C, which stop
@@ -84,29 +207,42 @@ def serve(
     settings = load_settings(config)
     bind_host = host or settings.server.host
     bind_port = port or settings.server.port
-    if insecure:
-        if not is_loopback(bind_host):
-            raise UsageError(f"--insecure only on a loopback address, not {bind_host}")
+    if insecure and not is_loopback(bind_host):
+        raise UsageError(f"--insecure only on a loopback address, not {bind_host}")
+    with listen(bind_host, bind_port) as listener:
+        if not settings.on_postgres and settings.db_path != ":memory:":
+            db_setting = origin_of("storage.db_path", config)
+            db_setting = "GMP_DB_PATH" if db_setting == "storage.db_path" else db_setting
+            check_data_dir(settings.data_dir, f"set {db_setting} to a writable place")
+        elif not (insecure or settings.server.api_token):
+            check_data_dir(settings.data_dir, "set GMP_API_TOKEN (none is kept then)")
+        token = None if insecure else admin_token_for(settings, config)
         settings = msgspec.structs.replace(
-            settings, server=msgspec.structs.replace(settings.server, api_token=None)
+            settings,
+            server=msgspec.structs.replace(
+                settings.server, api_token=None if token is None else token.value
+            ),
         )
-    else:
-        token, generated = admin_token_for(settings)
-        if generated:
-            print(
-                f"admin token (shown once, kept in the instance folder): {token}", file=sys.stderr
-            )
-        settings = msgspec.structs.replace(
-            settings, server=msgspec.structs.replace(settings.server, api_token=token)
-        )
-    configure_logging(settings.logging.level, settings.logging.format, sys.stdout)
-    asyncio.run(check_storage(settings))
+        configure_logging(settings.logging.level, settings.logging.format, sys.stdout)
+        asyncio.run(check_storage(settings))
+        url = local_url(bind_host, bind_port)
+
+        def announce() -> None:
+            if token is not None:
+                keep(token)
+            print(first_screen(token, url), file=sys.stderr, flush=True)
+            notify_ready()
+
+        run_server(settings, insecure, listener, announce)
+
+
+def run_server(
+    settings: Settings, insecure: bool, listener: socket.socket, on_started: Callable[[], None]
+) -> None:
     http_app = create_app(build_proxy(settings), settings, insecure=insecure)
     server = GracefulServer(
         uvicorn.Config(
             http_app,
-            host=bind_host,
-            port=bind_port,
             log_level=settings.logging.level,
             access_log=False,
             # uvicorn's records go through the service's renderer (entrypoints.logs).
@@ -121,15 +257,33 @@ def serve(
             loop="auto",
             http="auto",
             timeout_graceful_shutdown=int(settings.delivery.command_timeout_s),
-        )
+        ),
+        on_started,
     )
-    server.run()
+    server.run(sockets=[listener])
+    if server.failure is not None:
+        raise server.failure
 
 
 class GracefulServer(uvicorn.Server):
-    """uvicorn's server, except that a SIGTERM that ended in a graceful stop exits with
-    status 0 (uvicorn re-raises the signal after shutting down, so the process would end
-    as killed by it, which supervisors report as a failure)."""
+    """uvicorn's server, which calls ``on_started`` once it answers (a failure there
+    stops it gracefully and is kept in ``failure``), and exits with status 0 after a
+    SIGTERM that ended in a graceful stop (uvicorn re-raises the signal after shutting
+    down, so the process would end as killed by it, which supervisors report as a
+    failure)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+        self.failure: CommandFailed | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        try:
+            self.on_started()
+        except CommandFailed as exc:
+            self.failure = exc
+            self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
