@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import pty
+import socket
 import stat
 import subprocess
 import sys
@@ -32,6 +33,8 @@ def allow_loopback(home: Path, name: str) -> None:
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "GMP_HOME": str(home)}
+    if "PYTHONPATH" in os.environ:  # this checkout's code, in the CLI and the servers it starts
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run(
         [sys.executable, "-m", "mailproxy", *args],
         env=env, capture_output=True, text=True, timeout=90,
@@ -159,3 +162,51 @@ def test_accounts_add_asks_for_what_is_missing_on_a_terminal(tmp_path):
     assert (account["host"], account["port"], account["user"], account["has_password"]) == (
         "127.0.0.1", 2525, "app", True
     )  # fmt: skip
+
+
+def test_start_on_a_port_another_server_answers_fails_and_leaves_nothing(tmp_path, server):
+    """Another mailproxy answers ``/health`` on the port: ``start`` must not take its
+    answer for its own server's."""
+    home = tmp_path / "home"
+    port = server[0].rsplit(":", 1)[1]
+
+    started = cli(home, "start", "other", "--port", port)
+
+    assert started.returncode == 1
+    assert started.stdout == ""
+    assert started.stderr == (
+        f"error: other did not start: port {port} on 127.0.0.1 is in use by another "
+        "program: choose another with --port\n"
+    )
+    assert not (home / "other").exists()
+    assert json.loads(cli(home, "list", "--json").stdout) == []
+
+
+def test_a_failed_start_of_an_existing_instance_leaves_no_pid_file(tmp_path):
+    home = tmp_path / "home"
+    Instance(home, "box").create("127.0.0.1", free_port())
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = str(other.getsockname()[1])
+        started = cli(home, "start", "box", "--port", port)
+        assert started.returncode == 1
+        assert f"port {port} on 127.0.0.1 is in use" in started.stderr
+        assert "--port" in started.stderr
+        assert len(started.stderr.splitlines()) == 1
+    assert not (home / "box" / "mail-proxy.pid").exists()
+    (listed,) = json.loads(cli(home, "list", "--json").stdout)
+    assert (listed["name"], listed["running"]) == ("box", False)
+    retried = cli(home, "start", "box", "--port", str(free_port()))
+    try:
+        assert retried.returncode == 0, retried.stderr
+    finally:
+        cli(home, "stop", "box")
+
+
+def test_a_port_out_of_range_is_refused_before_anything_is_made(tmp_path):
+    started = cli(tmp_path, "start", "box", "--port", "70000")
+
+    assert started.returncode == 2
+    assert "--port" in started.stderr
+    assert not (tmp_path / "box").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import shutil
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from mailproxy.entrypoints.admin import ApiError
 from mailproxy.entrypoints.cli.apps import app, commands_of, instance_app, tenant_app
 from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError, exit_code
 from mailproxy.entrypoints.cli.output import request
-from mailproxy.entrypoints.cli.serve import serve
+from mailproxy.entrypoints.cli.serve import Port, serve
 from mailproxy.entrypoints.instances import Instance, home, instances
 
 
@@ -55,13 +56,14 @@ def start(
     name: str,
     *,
     host: str | None = None,
-    port: int | None = None,
+    port: Port | None = None,
     foreground: bool = False,
 ) -> int | None:
     """Start instance NAME (created on first start, with a generated admin token) and
     return once it answers; --foreground runs it in this terminal instead.
 
-    Example: ``mail-proxy start myserver --port 8025``
+    A first start that fails leaves no instance behind. Example: ``mail-proxy start
+    myserver --port 8025``
 
     Parameters
     ----------
@@ -75,18 +77,27 @@ def start(
         Do not go to the background.
     """
     instance = Instance(home(), name)
-    created = not instance.exists()
-    if created:
-        instance.create(host, port)
-    else:
-        instance.update_server(host, port)
     pid = instance.pid()
     if pid is not None:
         print(f"{name} is already running at {instance.url} (pid {pid})")
         return None
+    created = not instance.exists()
+    new_folder = not instance.path.exists()
+    if created:
+        instance.create(host, port)
+    else:
+        instance.update_server(host, port)
     if foreground:
-        return serve(config=instance.config_file)
-    pid = instance.start()
+        code = serve(config=instance.config_file)
+        if code and new_folder:
+            shutil.rmtree(instance.path, ignore_errors=True)
+        return code
+    try:
+        pid = instance.start()
+    except MailProxyError:
+        if new_folder:
+            shutil.rmtree(instance.path, ignore_errors=True)
+        raise
     print(f"{name} running at {instance.url} (pid {pid})")
     if created:
         print(f"admin token: {instance.token}  (kept in {instance.config_file})")
