@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from tests.system.closed_folders import closed_folder
 from tests.system.conftest import TOKEN, free_port
 
 REPO = Path(__file__).resolve().parents[2]
+RUNNING = REPO / "docs" / "guides" / "running.md"
 
 pytestmark = pytest.mark.system
 
@@ -212,6 +215,49 @@ def test_the_first_screen_shows_the_token_once_and_where_to_begin(tmp_path):
     with serving(tmp_path, port) as again:
         assert again[0] == "admin token: kept in ./admin_token"
         assert token not in "\n".join(again)
+    documented = re.search(
+        r"it prints on standard error.*?```text\n(.*?)```", RUNNING.read_text(), re.DOTALL
+    )
+    assert documented is not None
+    shown = textwrap.dedent(documented.group(1)).strip("\n")
+    assert shown.replace("3q2rF0yU…", token).replace(":8000", f":{port}") == "\n".join(screen)
+
+
+def test_what_serve_leaves_in_a_checkout_is_ignored_by_git(tmp_path):
+    """Started in a clone (as the README's first command does), ``serve`` leaves its
+    token, its database and (with a capture account) an outbox: none shows in git."""
+    env = {**base_env(), "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1"}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, env=env, check=True)
+    (tmp_path / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    port = free_port()
+    with serving(tmp_path, port):
+        admin = {"X-API-Token": (tmp_path / "admin_token").read_text().strip()}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            key = client.post("/tenant", json={"id": "acme"}, headers=admin).json()["api_key"]
+            bearer = {"Authorization": f"Bearer {key}"}
+            account = {"id": "box", "kind": "capture", "is_default": True}
+            assert client.post("/account", json=account, headers=bearer).status_code == 200
+            message = {
+                "id": "m1",
+                "from": "a@example.com",
+                "to": ["b@example.com"],
+                "subject": "Hi",
+            }
+            added = client.post(
+                "/commands/add-messages", json={"messages": [message]}, headers=bearer
+            )
+            assert added.json()["queued"] == 1, added.text
+            deadline = time.monotonic() + 10
+            while not (tmp_path / "outbox" / "acme" / "box" / "m1.eml").exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        (tmp_path / "serve.log").unlink()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path, env=env,
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    assert {p.name for p in tmp_path.iterdir()} >= {"admin_token", "mail_service.db", "outbox"}
+    assert status.stdout == "?? .gitignore\n"
 
 
 def test_a_configured_token_is_named_not_shown(tmp_path):
