@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.closed_folders import closed_folder
 from tests.system.conftest import free_port
+from tests.system.unprivileged import closed_folder
 
 pytestmark = pytest.mark.system
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.system.closed_folders import closed_folder
 from tests.system.conftest import TOKEN, free_port
+from tests.system.unprivileged import CAP_NET_BIND_SERVICE, closed_folder, without
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNING = REPO / "docs" / "guides" / "running.md"
@@ -136,6 +136,30 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_keeps_no_token(tmp_path):
     )
     assert not (tmp_path / "admin_token").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_privileged_port_is_one_line_naming_it_and_the_flag(tmp_path):
+    port = free_privileged_port()
+    result = serve_once(tmp_path, "--port", str(port), preexec_fn=without(CAP_NET_BIND_SERVICE))
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: port {port} on 127.0.0.1 may not be opened by this user (below 1024, a port "
+        "needs privileges): choose another with --port\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def free_privileged_port() -> int:
+    """A port below 1024 that nothing listens on (root can tell; another user cannot
+    open any of them)."""
+    if os.geteuid() != 0:
+        return 1023
+    for port in range(1023, 900, -1):
+        with socket.socket() as probe, contextlib.suppress(OSError):
+            probe.bind(("127.0.0.1", port))
+            return port
+    pytest.fail("no free port from 901 to 1023")
 
 
 def test_a_port_out_of_range_is_a_usage_error_before_anything_starts(tmp_path):

@@ -74,7 +74,8 @@ def shown_path(path: Path) -> str:
 
 def listen(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` for uvicorn (bound as uvicorn binds it); a port
-    that is taken is a :class:`CommandFailed` naming it and ``--port``."""
+    that is taken or closed to this user is a :class:`CommandFailed` naming it and
+    ``--port``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,6 +86,11 @@ def listen(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise CommandFailed(
                 f"port {port} on {host} is in use by another program: choose another with --port"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise CommandFailed(
+                f"port {port} on {host} may not be opened by this user (below 1024, a port "
+                "needs privileges): choose another with --port"
             ) from None
         reason = exc.strerror or str(exc)
         raise CommandFailed(
