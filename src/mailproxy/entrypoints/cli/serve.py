@@ -112,6 +112,17 @@ def check_data_dir(folder: Path, otherwise: str) -> None:
         raise CommandFailed(f"{unusable_folder(folder.absolute(), exc)}, or {otherwise}") from None
 
 
+def check_data_dir_of(settings: Settings, config: Path | None, *, keeps_token: bool) -> None:
+    """The data folder must be writable when it holds the SQLite database, or the admin
+    token about to be generated."""
+    if not settings.on_postgres and settings.db_path != ":memory:":
+        db_setting = origin_of("storage.db_path", config)
+        db_setting = "GMP_DB_PATH" if db_setting == "storage.db_path" else db_setting
+        check_data_dir(settings.data_dir, f"set {db_setting} to a writable place")
+    elif keeps_token and not settings.server.api_token:
+        check_data_dir(settings.data_dir, "set GMP_API_TOKEN (none is kept then)")
+
+
 def unusable_folder(folder: Path, error: OSError) -> str:
     if error.errno in (errno.EACCES, errno.EPERM):
         uid = os.geteuid()
@@ -197,7 +208,9 @@ def serve(
 
     Without a configured admin token (``GMP_API_TOKEN`` or ``[server] api_token``) one is
     generated at the first start, printed once, and kept in ``admin_token`` beside the
-    database.
+    database. Once the service answers, it prints where the token is, and the addresses
+    of the status page and the API docs. A start that fails (a port in use, a folder it
+    cannot write in, a bad setting) is one line and exit 1, and keeps no token.
 
     Parameters
     ----------
@@ -216,12 +229,7 @@ def serve(
     if insecure and not is_loopback(bind_host):
         raise UsageError(f"--insecure only on a loopback address, not {bind_host}")
     with listen(bind_host, bind_port) as listener:
-        if not settings.on_postgres and settings.db_path != ":memory:":
-            db_setting = origin_of("storage.db_path", config)
-            db_setting = "GMP_DB_PATH" if db_setting == "storage.db_path" else db_setting
-            check_data_dir(settings.data_dir, f"set {db_setting} to a writable place")
-        elif not (insecure or settings.server.api_token):
-            check_data_dir(settings.data_dir, "set GMP_API_TOKEN (none is kept then)")
+        check_data_dir_of(settings, config, keeps_token=not insecure)
         token = None if insecure else admin_token_for(settings, config)
         settings = msgspec.structs.replace(
             settings,
