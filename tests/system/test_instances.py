@@ -204,6 +204,34 @@ def test_a_failed_start_of_an_existing_instance_leaves_no_pid_file(tmp_path):
         cli(home, "stop", "box")
 
 
+def test_a_failed_first_start_in_the_foreground_leaves_no_instance(tmp_path):
+    home = tmp_path / "home"
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = str(other.getsockname()[1])
+        started = cli(home, "start", "fg", "--foreground", "--port", port)
+    assert started.returncode == 1
+    assert started.stderr == (
+        f"error: port {port} on 127.0.0.1 is in use by another program: choose another "
+        "with --port\n"
+    )
+    assert not (home / "fg").exists()
+
+
+def test_start_of_a_running_instance_says_a_new_port_needs_a_stop(tmp_path):
+    home = tmp_path / "home"
+    port = free_port()
+    assert cli(home, "start", "box", "--port", str(port)).returncode == 0
+    try:
+        again = cli(home, "start", "box", "--port", str(free_port()))
+    finally:
+        cli(home, "stop", "box")
+    assert again.returncode == 0
+    assert again.stdout.startswith(f"box is already running at http://127.0.0.1:{port} (pid ")
+    assert again.stdout.rstrip().endswith("(stop it first to change --host or --port)")
+
+
 def test_a_port_out_of_range_is_refused_before_anything_is_made(tmp_path):
     started = cli(tmp_path, "start", "box", "--port", "70000")
 

@@ -79,7 +79,8 @@ def start(
     instance = Instance(home(), name)
     pid = instance.pid()
     if pid is not None:
-        print(f"{name} is already running at {instance.url} (pid {pid})")
+        moved = " (stop it first to change --host or --port)" if host or port else ""
+        print(f"{name} is already running at {instance.url} (pid {pid}){moved}")
         return None
     created = not instance.exists()
     new_folder = not instance.path.exists()
