@@ -92,13 +92,16 @@ def serve_once(cwd: Path, *args: str, env: dict[str, str] | None = None,
 
 
 @contextlib.contextmanager
-def serving(cwd: Path, port: int, env: dict[str, str] | None = None) -> Iterator[list[str]]:
-    """``mail-proxy serve --port PORT`` in ``cwd`` until its first screen is complete;
-    yields that screen's lines (its standard error so far), then stops it (SIGTERM)."""
+def serving(
+    cwd: Path, port: int, env: dict[str, str] | None = None, *args: str
+) -> Iterator[list[str]]:
+    """``mail-proxy serve --port PORT [ARGS]`` in ``cwd`` until its first screen is
+    complete; yields that screen's lines (its standard error so far), then stops it
+    (SIGTERM)."""
     log_path = cwd / "serve.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port)], cwd=cwd, env=env or base_env(),
+            [*CLI, "serve", "--port", str(port), *args], cwd=cwd, env=env or base_env(),
             stdout=log, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
     try:
@@ -290,6 +293,15 @@ def test_a_configured_token_is_named_not_shown(tmp_path):
         assert screen[0] == "admin token: from GMP_API_TOKEN"
         assert TOKEN not in "\n".join(screen)
     assert not (tmp_path / "admin_token").exists()
+
+
+def test_an_ipv6_address_is_shown_in_brackets(tmp_path):
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    with serving(tmp_path, port, base_env(GMP_API_TOKEN=TOKEN), "--host", "::1") as screen:
+        assert f"status page: http://[::1]:{port}/ui" in screen
+        assert httpx.get(f"http://[::1]:{port}/health", timeout=10).status_code == 200
 
 
 def test_serve_tells_a_waiting_supervisor_that_it_answers(tmp_path):
