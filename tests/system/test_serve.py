@@ -295,6 +295,14 @@ def test_a_configured_token_is_named_not_shown(tmp_path):
     assert not (tmp_path / "admin_token").exists()
 
 
+def test_port_0_takes_any_free_port_and_the_first_screen_names_it(tmp_path):
+    with serving(tmp_path, 0, base_env(GMP_API_TOKEN=TOKEN)) as screen:
+        (status_line,) = [ln for ln in screen if ln.startswith("status page: ")]
+        url = status_line.removeprefix("status page: ").removesuffix("/ui")
+        assert re.fullmatch(r"http://127\.0\.0\.1:[1-9][0-9]*", url)
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+
+
 def test_an_ipv6_address_is_shown_in_brackets(tmp_path):
     with socket.socket(socket.AF_INET6) as probe:
         probe.bind(("::1", 0))

@@ -209,7 +209,7 @@ def serve_exit(tmp_path: Path, environ: dict[str, str]) -> tuple[int, str]:
     env = {"PATH": "/usr/bin:/bin", "GMP_API_TOKEN": "t" * 32, **environ}
     done = subprocess.run(
         [sys.executable, "-c", "from mailproxy.entrypoints.cli import main; main()",
-         "serve", "--port", "1"],
+         "serve", "--port", "0"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     return done.returncode, done.stderr

@@ -37,8 +37,12 @@ from mailproxy.entrypoints.instances import local_url, notify_ready
 from mailproxy.entrypoints.logs import configure_logging
 
 #: A TCP port: anything else is a usage error before anything starts (the kernel would
-#: take 99999 modulo 65536, and 0 as "any free port").
+#: take 99999 modulo 65536).
 Port = Annotated[int, cyclopts.Parameter(validator=cyclopts.validators.Number(gte=1, lte=65535))]
+#: A port to listen on, or 0: any free one (the first screen shows which).
+ListenPort = Annotated[
+    int, cyclopts.Parameter(validator=cyclopts.validators.Number(gte=0, lte=65535))
+]
 
 QUICK_START = "docs/guides/quick-start.md (in the source)"
 
@@ -200,7 +204,7 @@ def serve(
     *,
     config: Path | None = None,
     host: str | None = None,
-    port: Port | None = None,
+    port: ListenPort | None = None,
     insecure: bool = False,
 ) -> None:
     """Run the HTTP service in the foreground until SIGTERM or Ctrl-C, which stop
@@ -219,13 +223,13 @@ def serve(
     host
         Address to bind (default: server.host, 127.0.0.1).
     port
-        Port to bind (default: server.port, 8000).
+        Port to bind (default: server.port, 8000; 0: any free port).
     insecure
         Serve without any token (every caller is the admin); only on a loopback address.
     """
     settings = load_settings(config)
     bind_host = host or settings.server.host
-    bind_port = port or settings.server.port
+    bind_port = settings.server.port if port is None else port
     if insecure and not is_loopback(bind_host):
         raise UsageError(f"--insecure only on a loopback address, not {bind_host}")
     with listen(bind_host, bind_port) as listener:
@@ -239,7 +243,7 @@ def serve(
         )
         configure_logging(settings.logging.level, settings.logging.format, sys.stdout)
         asyncio.run(check_storage(settings))
-        url = local_url(bind_host, bind_port)
+        url = local_url(bind_host, listener.getsockname()[1])
 
         def announce() -> None:
             if token is not None:
