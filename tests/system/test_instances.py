@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ import pytest
 
 from mailproxy.entrypoints.instances import Instance
 from tests.system.conftest import free_port
+from tests.system.unprivileged import closed_folder
 
 pytestmark = pytest.mark.system
 
@@ -31,13 +33,15 @@ def allow_loopback(home: Path, name: str) -> None:
         config.write("\n[security]\negress_allow = 127.0.0.0/8\n")
 
 
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    home: Path, *args: str, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "GMP_HOME": str(home)}
     if "PYTHONPATH" in os.environ:  # this checkout's code, in the CLI and the servers it starts
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run(
         [sys.executable, "-m", "mailproxy", *args],
-        env=env, capture_output=True, text=True, timeout=90,
+        env=env, capture_output=True, text=True, timeout=90, preexec_fn=preexec_fn,
     )  # fmt: skip
 
 
@@ -238,3 +242,21 @@ def test_a_port_out_of_range_is_refused_before_anything_is_made(tmp_path):
     assert started.returncode == 2
     assert "--port" in started.stderr
     assert not (tmp_path / "box").exists()
+
+
+def test_an_unusable_instances_folder_is_one_line_naming_it(tmp_path):
+    closed = tmp_path / "closed"
+    started = cli(closed, "start", "box", preexec_fn=closed_folder(closed))
+    assert started.returncode == 1
+    (line,) = started.stderr.splitlines()
+    assert line.startswith(f"error: the instance folder {closed}/box is not writable by uid ")
+    assert line.endswith("or set GMP_HOME to a writable folder")
+    assert list(closed.iterdir()) == []
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")  # a path under a regular file: root cannot make it
+    started = cli(blocker / "home", "start", "box")
+    assert (started.returncode, started.stderr) == (1, (
+        f"error: the instance folder {blocker}/home/box cannot be made: {blocker} is a file, "
+        "not a folder, or set GMP_HOME to a writable folder\n"
+    ))  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -22,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,7 +80,7 @@ class Instance:
 
     def create(self, host: str | None, port: int | None) -> None:
         """Write ``config.ini`` with a generated admin token (mode 600) and a free port."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        writable_folder(self.path, "instance", "set GMP_HOME to a writable folder")
         parser = configparser.ConfigParser(interpolation=None)
         parser["server"] = {
             "host": host or "127.0.0.1",
@@ -220,6 +222,35 @@ def instances(root: Path) -> list[Instance]:
         for p in sorted(root.iterdir())
         if NAME.fullmatch(p.name) and (p / "config.ini").is_file()
     ]
+
+
+def writable_folder(folder: Path, kind: str, otherwise: str) -> None:
+    """Create ``folder`` if needed and prove that this process can write in it, by
+    creating a file there: its mode alone does not tell (root ignores it, a read-only
+    mount does not show in it). A folder that fails is a :class:`MailProxyError` naming
+    it (``the {kind} folder``) and the fix, then ``otherwise`` (the other way out)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        why = unusable_folder(folder.absolute(), exc)
+        raise MailProxyError(f"the {kind} folder {why}, or {otherwise}") from None
+
+
+def unusable_folder(folder: Path, error: OSError) -> str:
+    if error.errno in (errno.EACCES, errno.EPERM):
+        uid = os.geteuid()
+        return (
+            f"{folder} is not writable by uid {uid} (the user mail-proxy runs as): chown "
+            f"{uid} the folder (a mounted one on the host)"
+        )
+    if error.errno == errno.EROFS:
+        return f"{folder} is on a read-only file system: mount it writable"
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not blocker.is_dir():
+        return f"{folder} cannot be made: {blocker} is a file, not a folder"
+    return f"{folder} cannot be used: {(error.strerror or str(error)).lower()}"
 
 
 def local_url(host: str, port: int) -> str:

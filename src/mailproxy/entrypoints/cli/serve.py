@@ -17,7 +17,6 @@ import secrets
 import signal
 import socket
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -33,7 +32,7 @@ from mailproxy.domain.access import MIN_ADMIN_TOKEN
 from mailproxy.entrypoints.cli.apps import app
 from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError, exit_code
 from mailproxy.entrypoints.http import create_app
-from mailproxy.entrypoints.instances import local_url, notify_ready
+from mailproxy.entrypoints.instances import local_url, notify_ready, writable_folder
 from mailproxy.entrypoints.logs import configure_logging
 
 #: A TCP port: anything else is a usage error before anything starts (the kernel would
@@ -103,44 +102,15 @@ def listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def check_data_dir(folder: Path, otherwise: str) -> None:
-    """Create ``folder`` if needed and prove that this process can write in it, by
-    creating a file there: its mode alone does not tell (root ignores it, a read-only
-    mount does not show in it). A folder that fails is a :class:`CommandFailed` naming
-    it and the fix, then ``otherwise`` (the other way out)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise CommandFailed(f"{unusable_folder(folder.absolute(), exc)}, or {otherwise}") from None
-
-
 def check_data_dir_of(settings: Settings, config: Path | None, *, keeps_token: bool) -> None:
     """The data folder must be writable when it holds the SQLite database, or the admin
     token about to be generated."""
     if not settings.on_postgres and settings.db_path != ":memory:":
         db_setting = origin_of("storage.db_path", config)
         db_setting = "GMP_DB_PATH" if db_setting == "storage.db_path" else db_setting
-        check_data_dir(settings.data_dir, f"set {db_setting} to a writable place")
+        writable_folder(settings.data_dir, "data", f"set {db_setting} to a writable place")
     elif keeps_token and not settings.server.api_token:
-        check_data_dir(settings.data_dir, "set GMP_API_TOKEN (none is kept then)")
-
-
-def unusable_folder(folder: Path, error: OSError) -> str:
-    if error.errno in (errno.EACCES, errno.EPERM):
-        uid = os.geteuid()
-        return (
-            f"the data folder {folder} is not writable by uid {uid} (the user mail-proxy "
-            f"runs as): chown {uid} the folder (a mounted one on the host)"
-        )
-    if error.errno == errno.EROFS:
-        return f"the data folder {folder} is on a read-only file system: mount it writable"
-    blocker = next((p for p in (folder, *folder.parents) if p.exists()), folder)
-    if not blocker.is_dir():
-        return f"the data folder {folder} cannot be made: {blocker} is a file, not a folder"
-    reason = (error.strerror or str(error)).lower()
-    return f"the data folder {folder} cannot be used: {reason}"
+        writable_folder(settings.data_dir, "data", "set GMP_API_TOKEN (none is kept then)")
 
 
 def admin_token_for(settings: Settings, config: Path | None) -> AdminToken:
