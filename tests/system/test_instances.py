@@ -260,3 +260,22 @@ def test_an_unusable_instances_folder_is_one_line_naming_it(tmp_path):
         f"error: the instance folder {blocker}/home/box cannot be made: {blocker} is a file, "
         "not a folder, or set GMP_HOME to a writable folder\n"
     ))  # fmt: skip
+
+
+def test_a_broken_config_file_is_one_line_naming_it(tmp_path):
+    home = tmp_path / "home"
+    Instance(home, "box").create("127.0.0.1", free_port())
+    config_file = home / "box" / "config.ini"
+    config_file.write_text("edited by hand\n")
+    expected = f"error: cannot read {config_file}: file contains no section headers\n"
+    for command in (("start", "box"), ("list",)):
+        result = cli(home, *command)
+        assert (result.returncode, result.stderr) == (1, expected)
+
+    config_file.write_text("[server]\nport = 80OO\napi_token = abcdefgh12345678\n")
+    started = cli(home, "start", "box")
+    assert (started.returncode, started.stderr) == (1, (
+        f"error: box did not start: invalid setting server.port (from [server] port in "
+        f"{config_file}): Expected int, got str\n"
+    ))  # fmt: skip
+    assert not (home / "box" / "mail-proxy.pid").exists()

@@ -75,7 +75,11 @@ class Instance:
 
     def _config(self) -> configparser.ConfigParser:
         parser = configparser.ConfigParser(interpolation=None)
-        parser.read(self.config_file, encoding="utf-8")
+        try:
+            parser.read(self.config_file, encoding="utf-8")
+        except configparser.Error as exc:
+            reason = str(exc).splitlines()[0].rstrip(".").lower()
+            raise MailProxyError(f"cannot read {self.config_file}: {reason}") from None
         return parser
 
     def create(self, host: str | None, port: int | None) -> None:
@@ -109,8 +113,9 @@ class Instance:
 
     @property
     def url(self) -> str:
-        server = self._config()["server"] if self.exists() else {}
-        return local_url(server.get("host", "127.0.0.1"), int(server.get("port", FIRST_PORT)))
+        parser = self._config()
+        host = parser.get("server", "host", fallback="127.0.0.1")
+        return local_url(host, parser.get("server", "port", fallback=str(FIRST_PORT)))
 
     @property
     def token(self) -> str:
@@ -253,7 +258,7 @@ def unusable_folder(folder: Path, error: OSError) -> str:
     return f"{folder} cannot be used: {(error.strerror or str(error)).lower()}"
 
 
-def local_url(host: str, port: int) -> str:
+def local_url(host: str, port: int | str) -> str:
     """The URL a client on this machine uses for a server bound to ``host:port`` (a
     wildcard address is reached on loopback)."""
     shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
