@@ -4,6 +4,7 @@ in one line or shows the first screen."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -19,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mailproxy.adapters.sqlite import SqliteStore
 from tests.system.conftest import TOKEN, free_port
-from tests.system.unprivileged import CAP_NET_BIND_SERVICE, closed_folder, without
+from tests.system.unprivileged import CAP_NET_BIND_SERVICE, closed_file, closed_folder, without
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNING = REPO / "docs" / "guides" / "running.md"
@@ -189,6 +191,29 @@ def test_an_unwritable_data_folder_is_one_line_naming_it_and_the_fix(tmp_path):
     assert line.endswith("or set GMP_DB_PATH to a writable place")
     assert "admin token" not in result.stdout + result.stderr
     assert list(data.iterdir()) == []
+
+
+def test_a_database_this_user_cannot_write_is_one_line_naming_it(tmp_path):
+    """A database made by another user (a first start as root, then the image's user):
+    SQLite opens it read-only, and the start used to fail at its first write, inside the
+    server's start-up, with a traceback and exit 3."""
+    database = tmp_path / "mail_service.db"
+    asyncio.run(migrated(database))
+    preexec_fn = closed_file(database)
+
+    result = serve_once(tmp_path, "--port", str(free_port()), preexec_fn=preexec_fn)
+
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: the database {database} is not writable by uid ")
+    assert line.endswith("or set GMP_DB_PATH to a writable place")
+    assert not (tmp_path / "admin_token").exists()
+
+
+async def migrated(database: Path) -> None:
+    store = SqliteStore(database)
+    await store.open()
+    await store.close()
 
 
 def test_a_database_path_under_a_file_is_one_line_naming_the_file(tmp_path):

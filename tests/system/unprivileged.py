@@ -1,5 +1,5 @@
-"""What a child process of a test may not do, root or not: write in a folder, open a
-privileged port.
+"""What a child process of a test may not do, root or not: write in a folder or a file,
+open a privileged port.
 
 The tests may run as root, whom a folder's mode does not stop (``chmod 555`` changes
 nothing for it) and who may listen on any port. As root, the child starts without the
@@ -48,4 +48,15 @@ def closed_folder(folder: Path) -> Callable[[], None] | None:
         return None
     os.chown(folder, OTHER_UID, OTHER_UID)
     folder.chmod(0o755)
+    return without(CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)
+
+
+def closed_file(file: Path) -> Callable[[], None] | None:
+    """Make the existing ``file`` one the next child can read but not write, and return
+    the ``preexec_fn`` that child must start with."""
+    if os.geteuid() != 0:
+        file.chmod(0o444)
+        return None
+    os.chown(file, OTHER_UID, OTHER_UID)
+    file.chmod(0o644)
     return without(CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)

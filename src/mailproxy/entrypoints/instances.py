@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -239,23 +239,38 @@ def writable_folder(folder: Path, kind: str, otherwise: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        why = unusable_folder(folder.absolute(), exc)
-        raise MailProxyError(f"the {kind} folder {why}, or {otherwise}") from None
+        raise MailProxyError(f"the {kind} folder {unusable(folder, exc)}, or {otherwise}") from None
 
 
-def unusable_folder(folder: Path, error: OSError) -> str:
+def writable_files(files: Iterable[Path], kind: str, otherwise: str) -> None:
+    """Prove that this process may write each of ``files`` that exists, by opening it
+    for writing (nothing is written): SQLite opens a database it may not write read-only,
+    and the start then fails at its first write. A file that fails is a
+    :class:`MailProxyError` naming it (``the {kind}``) and the fix, then ``otherwise``."""
+    for file in files:
+        try:
+            os.close(os.open(file, os.O_RDWR))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise MailProxyError(f"the {kind} {unusable(file, exc)}, or {otherwise}") from None
+
+
+def unusable(path: Path, error: OSError) -> str:
+    """Why ``path`` cannot be written, and the fix, from the error of trying."""
+    path = path.absolute()
     if error.errno in (errno.EACCES, errno.EPERM):
         uid = os.geteuid()
         return (
-            f"{folder} is not writable by uid {uid} (the user mail-proxy runs as): chown "
-            f"{uid} the folder (a mounted one on the host)"
+            f"{path} is not writable by uid {uid} (the user mail-proxy runs as): chown "
+            f"{uid} it (a mounted folder: on the host)"
         )
     if error.errno == errno.EROFS:
-        return f"{folder} is on a read-only file system: mount it writable"
-    blocker = next((p for p in (folder, *folder.parents) if p.exists()), folder)
-    if not blocker.is_dir():
-        return f"{folder} cannot be made: {blocker} is a file, not a folder"
-    return f"{folder} cannot be used: {(error.strerror or str(error)).lower()}"
+        return f"{path} is on a read-only file system: mount it writable"
+    blocker = next((p for p in (path, *path.parents) if p.exists()), path)
+    if not blocker.is_dir() and blocker != path:
+        return f"{path} cannot be made: {blocker} is a file, not a folder"
+    return f"{path} cannot be used: {(error.strerror or str(error)).lower()}"
 
 
 def local_url(host: str, port: int | str) -> str:

@@ -32,7 +32,12 @@ from mailproxy.domain.access import MIN_ADMIN_TOKEN
 from mailproxy.entrypoints.cli.apps import app
 from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError, exit_code
 from mailproxy.entrypoints.http import create_app
-from mailproxy.entrypoints.instances import local_url, notify_ready, writable_folder
+from mailproxy.entrypoints.instances import (
+    local_url,
+    notify_ready,
+    writable_files,
+    writable_folder,
+)
 from mailproxy.entrypoints.logs import configure_logging
 
 #: A TCP port: anything else is a usage error before anything starts (the kernel would
@@ -103,12 +108,16 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def check_data_dir_of(settings: Settings, config: Path | None, *, keeps_token: bool) -> None:
-    """The data folder must be writable when it holds the SQLite database, or the admin
-    token about to be generated."""
+    """The data folder must be writable when it holds the SQLite database (and so must
+    the database's files), or the admin token about to be generated."""
     if not settings.on_postgres and settings.db_path != ":memory:":
         db_setting = origin_of("storage.db_path", config)
         db_setting = "GMP_DB_PATH" if db_setting == "storage.db_path" else db_setting
-        writable_folder(settings.data_dir, "data", f"set {db_setting} to a writable place")
+        otherwise = f"set {db_setting} to a writable place"
+        writable_folder(settings.data_dir, "data", otherwise)
+        database = Path(settings.db_path)
+        journals = (database.with_name(database.name + end) for end in ("-wal", "-shm"))
+        writable_files((database, *journals), "database", otherwise)
     elif keeps_token and not settings.server.api_token:
         writable_folder(settings.data_dir, "data", "set GMP_API_TOKEN (none is kept then)")
 
