@@ -282,8 +282,8 @@ def load_settings(
 ) -> Settings:
     """Read ``config_file`` (if given) and the environment, validate, and return Settings.
 
-    Raises :class:`InvalidInput` naming the offending section/key and where its value
-    came from (the variable, or the file).
+    Raises :class:`InvalidInput` naming the offending section/key or variable (and, for
+    a short admin token, where it was set).
     """
     environ = os.environ if environ is None else environ
     raw: dict[str, dict[str, Any]] = {}
@@ -322,9 +322,7 @@ def load_settings(
             allowed = allowed_values(SECTIONS[section], field)
             if allowed and message.startswith(INVALID_ENUM):
                 message = f"{message.removeprefix(INVALID_ENUM)} {one_of(allowed)}"
-            source = origin_of(where, config_file, environ)
-            source = f" (from {source})" if source != where else ""
-            raise InvalidInput(where, f"invalid setting {where}{source}: {message}") from None
+            raise InvalidInput(where, f"invalid setting {where}: {message}") from None
     settings = Settings(**sections, instance_dir=instance_dir, instance_name=instance_name)
     _check(settings)
     check_admin_token(
