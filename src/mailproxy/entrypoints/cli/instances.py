@@ -63,7 +63,7 @@ def start(
     return once it answers; --foreground runs it in this terminal instead.
 
     A first start that fails leaves no instance behind. Example: ``mail-proxy start
-    myserver --port 8025``
+    myserver --port 8080``
 
     Parameters
     ----------
