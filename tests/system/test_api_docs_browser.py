@@ -7,15 +7,14 @@ Content-Security-Policy refuses nothing it needs. A screenshot is kept as
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.system.browser import chromium
 from tests.system.conftest import start_server
-from tests.system.test_status_page_browser import _install_browser
 
 pytestmark = pytest.mark.system
 
@@ -24,33 +23,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def offline_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    missing = _install_browser()
-    if missing is not None:
-        pytest.skip(f"API docs browser test skipped: {missing}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--window-size=1280,1600",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-        # Offline: no name resolves, and everything but loopback (which Chromium never
-        # sends through a proxy) goes to a proxy on a closed loopback port.
+    offline = (
+        # No name resolves, and everything but loopback (which Chromium never sends
+        # through a proxy) goes to a proxy on a closed loopback port.
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
         "--proxy-server=http://127.0.0.1:9",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(
-        options=options, service=Service(executable_path=shutil.which("chromedriver"))
     )
-    try:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    logs = {"goog:loggingPrefs": {"browser": "ALL"}}
+    with chromium("API docs", profile, *offline, capabilities=logs) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_api_docs_page_lists_the_operations_without_internet(offline_browser, tmp_path):

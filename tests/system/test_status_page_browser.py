@@ -13,8 +13,6 @@ impossible. The screenshots go to ``build/test-artifacts/`` (or to the folder in
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.system.browser import chromium
 from tests.system.conftest import TOKEN, free_port, start_server
 
 pytestmark = pytest.mark.system
@@ -30,50 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 BROWSER_PACKAGES = ("chromium", "chromium-driver")
 
 
-def _install_browser() -> str | None:
-    """Install Debian's chromium and chromedriver if they are missing; the reason they
-    cannot be had, or None when they are there."""
-    if shutil.which("chromium") and shutil.which("chromedriver"):
-        return None
-    apt = shutil.which("apt-get")
-    if apt is None:
-        return "chromium/chromedriver are missing and there is no apt-get to install them"
-    if os.geteuid() != 0:
-        return "chromium/chromedriver are missing and installing them needs root"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "-q", *BROWSER_PACKAGES]
-    for attempt in ([install], [[apt, "update", "-q"], install]):
-        for command in attempt:
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        if done.returncode == 0 and shutil.which("chromedriver"):
-            return None
-    return f"apt-get could not install {' '.join(BROWSER_PACKAGES)}: {done.stderr[-500:]}"
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    missing = _install_browser()
-    if missing is not None:
-        pytest.skip(f"status page browser test skipped: {missing}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    # Headless as root, and nothing that reaches out of the machine on its own.
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--window-size=1280,1600",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    service = Service(executable_path=shutil.which("chromedriver"))
-    driver = webdriver.Chrome(options=options, service=service)
-    try:
+    with chromium("status page", tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _wait_for(check, what: str, timeout_s: float = 20.0):

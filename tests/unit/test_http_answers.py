@@ -23,6 +23,7 @@ from mailproxy.config import load_settings
 from mailproxy.entrypoints.http import create_app
 from mailproxy.service import MailProxy
 from tests.conftest import Clock
+from tests.unit.test_http import message
 
 TOKEN = "admin-token-for-answers"
 
@@ -40,16 +41,6 @@ class Api:
     async def tenant(self, method: str, path: str, **kwargs: Any):
         headers = {"Authorization": f"Bearer {self.tenant_key}"}
         return await self.client.request(method, path, headers=headers, **kwargs)
-
-
-def message(message_id: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "id": message_id,
-        "from": "app@example.com",
-        "to": ["someone@example.com"],
-        "subject": "Hello",
-        **fields,
-    }
 
 
 @pytest.fixture
