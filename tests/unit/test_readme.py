@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.command_line import cli
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 GUIDES = README.parent / "docs" / "guides"
 
@@ -92,7 +94,8 @@ def test_the_first_message_example_runs_against_the_real_server(tmp_path):
         server.terminate()
         server.wait(timeout=30)
     assert result.returncode == 0, result.stderr
-    assert '{"ok":true,"queued":1,"rejected":[]}' in result.stdout
+    # Each answer on its own line: the add's reply has no newline of its own.
+    assert result.stdout.splitlines()[0] == '{"ok":true,"queued":1,"rejected":[]}'
     assert '"status":"sent"' in result.stdout
     assert (tmp_path / "outbox" / "acme" / "sandbox" / "hello-1.eml").is_file()
 
@@ -109,3 +112,27 @@ def answers(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+BARE_COMMAND = re.compile(r"(?<![\w/.~-])mail-proxy(?= )")
+PATH_NOTE = "`. .venv/bin/activate`"
+
+
+def test_every_guide_with_bare_commands_says_how_to_get_them_first():
+    # The install leaves `mail-proxy` in .venv/bin only: a bare `mail-proxy` is "command
+    # not found" unless the guide said how to put it on the PATH before its first use.
+    for path in [README, *sorted(GUIDES.glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        first = BARE_COMMAND.search(text)
+        if first is None:
+            continue
+        note = text.find(PATH_NOTE)
+        assert 0 <= note < first.start(), f"{path.name}: bare mail-proxy before {PATH_NOTE}"
+
+
+def test_the_quick_start_points_at_the_line_info_prints(home):
+    # `info` prints the instance's folder, not the outbox: the guide names that line.
+    text = (GUIDES / "quick-start.md").read_text(encoding="utf-8")
+    assert "(the `folder:` line of\n`mail-proxy myserver info`)" in text
+    result = cli(home, "box", "info")
+    assert f"folder: {home / 'box'}" in result.stdout.splitlines()
