@@ -34,6 +34,10 @@ def test_the_readme_program_sends_a_message(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "sent\n"
     assert (tmp_path / "outbox" / "acme" / "main" / "hello.eml").is_file()
+    # Run again on the same folder: the stored message is not sent twice, and says so.
+    again = run_python(tmp_path, code)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "message: already sent\nsent\n"
 
 
 def test_the_embedding_guide_example_delivers_and_reports(tmp_path):
