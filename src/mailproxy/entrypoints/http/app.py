@@ -32,6 +32,8 @@ from mailproxy.entrypoints.http.auth import (
 )
 from mailproxy.entrypoints.http.metrics import HttpMetrics
 from mailproxy.entrypoints.http.problems import problem_from
+from mailproxy.entrypoints.http.query import STATE_KEY as QUERY_STATE_KEY
+from mailproxy.entrypoints.http.query import query_parameters_of, refuse_unknown_query
 from mailproxy.entrypoints.http.routes import API_ROUTES
 from mailproxy.entrypoints.http.routes.status_page import STATUS_PAGE_ROUTES
 from mailproxy.service import MailProxy
@@ -62,7 +64,7 @@ def create_app(
     admin_token = admin_token_of(settings, insecure=insecure)
     http_metrics = HttpMetrics(proxy)
     gate = build_gate(proxy, settings, admin_token, http_metrics.count_auth_failure)
-    return Litestar(
+    app = Litestar(
         route_handlers=[*API_ROUTES, *STATUS_PAGE_ROUTES],
         state=State(
             {"proxy": proxy, "settings": settings, "gate": gate, "http_metrics": http_metrics}
@@ -71,13 +73,15 @@ def create_app(
         lifespan=[proxy_running] if own_proxy else [],
         before_request=bind_request_id,
         after_request=unbind_request_id,
-        guards=[authorize],
+        guards=[authorize, refuse_unknown_query],
         exception_handlers={Exception: problem_from},
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=openapi_config(),
         debug=False,
         logging_config=None,
     )
+    app.state[QUERY_STATE_KEY] = query_parameters_of(app)
+    return app
 
 
 @contextlib.asynccontextmanager

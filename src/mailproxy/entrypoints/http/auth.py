@@ -177,12 +177,15 @@ class Gate:
         :class:`Unauthorized` without a valid one, :class:`TooManyAttempts` when its
         address is throttled."""
         token = connection.headers.get("x-api-token")
+        authorization = connection.headers.get("authorization", "")
         if token is None:
-            scheme, _, value = connection.headers.get("authorization", "").partition(" ")
+            scheme, _, value = authorization.partition(" ")
             token = value.strip() if scheme.lower() == "bearer" else None
         if not token:
             if self.admin_token is None:
                 return ADMIN  # --insecure on loopback
+            if authorization.strip():  # a key sent without its scheme, or another scheme
+                raise Unauthorized('Authorization needs "Bearer <key>"')
             raise Unauthorized("missing token: send X-API-Token or Authorization: Bearer")
         client = client_address(connection)
         wait = self.retry_after(client)

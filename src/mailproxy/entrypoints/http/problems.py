@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import uuid
 from typing import Any
 
@@ -47,6 +48,9 @@ def problem_from(request: Request[Any, Any, Any], exc: Exception) -> Response[An
             422, "Unprocessable Content", exc.reason, [FieldError(exc.field, exc.reason)]
         )
     if isinstance(exc, ValidationException):
+        if any(missing_body(e) for e in (exc.extra if isinstance(exc.extra, list) else [])):
+            detail = "missing body: a JSON object is expected"
+            return problem(422, "Unprocessable Content", detail, [FieldError("body", detail)])
         described = [
             field_error(request, e)
             for e in (exc.extra if isinstance(exc.extra, list) else [])
@@ -107,6 +111,22 @@ def http_error_text(request: Request[Any, Any, Any], exc: HTTPException) -> str:
     return exc.detail
 
 
+#: msgspec's words for a body of another JSON type than the object a route takes.
+NOT_AN_OBJECT = re.compile(r"Expected `object`, got `\w+`")
+#: Where a message posted alone, without its wrapper, belongs.
+MESSAGES_HINT = '(the messages go in "messages": [...])'
+
+
+def missing_body(error: object) -> bool:
+    """Litestar's error for a request without a body: the body parameter's name as a
+    ``KeyError`` renders it."""
+    return (
+        isinstance(error, dict)
+        and error.get("source") == "body"
+        and (error.get("message") == repr(error.get("key")))
+    )
+
+
 def field_error(request: Request[Any, Any, Any], error: dict[str, Any]) -> tuple[FieldError, str]:
     """One error of Litestar's validation of a request, and its text in the detail: an
     unknown or missing field and a value outside an enumeration say it as the library
@@ -116,6 +136,10 @@ def field_error(request: Request[Any, Any, Any], error: dict[str, Any]) -> tuple
     parameters = request.route_handler.parsed_fn_signature.parameters
     if error.get("source") == "body":
         parameter, path, name = parameters.get("data"), "" if key == "data" else key, ""
+        if not path and NOT_AN_OBJECT.fullmatch(message):
+            # "data" is the handler's name for the body, not a word of the API
+            reason = "the body must be a JSON object"
+            return FieldError("body", reason), reason
     else:
         parameter, path, name = parameters.get(key), "", key
     named = None
@@ -123,7 +147,11 @@ def field_error(request: Request[Any, Any, Any], error: dict[str, Any]) -> tuple
         with contextlib.suppress(TypeError):  # a type msgspec cannot describe: no values
             named = explained(message, parameter.annotation, path, name)
     if named is not None:
-        return FieldError(named.field, named.reason), named.reason
+        reason = named.reason
+        bare_message = error.get("source") == "body" and not path and takes_messages(parameter)
+        if bare_message and reason.startswith("unknown field: "):  # posted without its wrapper
+            reason = f"{reason} {MESSAGES_HINT}"
+        return FieldError(named.field, reason), reason
     return FieldError(key, message), f"{key}: {message}"
 
 
@@ -133,3 +161,9 @@ def problem(status: int, title: str, detail: str, errors: list[FieldError]) -> R
         status_code=status,
         media_type="application/problem+json",
     )
+
+
+def takes_messages(parameter: Any) -> bool:
+    """Whether the body a route takes is a list of messages under ``messages``."""
+    fields = getattr(getattr(parameter, "annotation", None), "__struct_fields__", ())
+    return "messages" in fields
