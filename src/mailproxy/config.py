@@ -294,8 +294,14 @@ def load_settings(
         try:
             with path.open(encoding="utf-8") as handle:
                 parser.read_file(handle)
-        except (OSError, configparser.Error) as exc:
-            raise InvalidInput(str(path), f"cannot read config file {path}: {exc}") from None
+        except FileNotFoundError:
+            raise InvalidInput(str(path), f"no config file {path}") from None
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise InvalidInput(str(path), f"cannot read config file {path}: {reason}") from None
+        except configparser.Error as exc:
+            reason = unparsed(exc)
+            raise InvalidInput(str(path), f"cannot read config file {path}: {reason}") from None
         instance_dir = str(path.parent)
         for section in parser.sections():
             if section not in SECTIONS:
@@ -322,6 +328,10 @@ def load_settings(
             allowed = allowed_values(SECTIONS[section], field)
             if allowed and message.startswith(INVALID_ENUM):
                 message = f"{message.removeprefix(INVALID_ENUM)} {one_of(allowed)}"
+            # Named as it was set: the variable, when the environment gave the value.
+            variable = origin_of(where, config_file, environ) if field else where
+            if variable.startswith("GMP_"):
+                raise InvalidInput(variable, f"invalid {variable} ({where}): {message}") from None
             raise InvalidInput(where, f"invalid setting {where}: {message}") from None
     settings = Settings(**sections, instance_dir=instance_dir, instance_name=instance_name)
     _check(settings)
@@ -329,6 +339,14 @@ def load_settings(
         settings.server.api_token, origin_of("server.api_token", config_file, environ)
     )
     return settings
+
+
+def unparsed(error: configparser.Error) -> str:
+    """configparser's complaint about a file, on one line: a setting before any
+    ``[section]`` header says so; the others keep its words, joined."""
+    if isinstance(error, configparser.MissingSectionHeaderError):
+        return f"line {error.lineno}: {error.line.strip()!r} comes before any [section] header"
+    return " ".join(str(error).split())
 
 
 def origin_of(

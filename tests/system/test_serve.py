@@ -359,3 +359,65 @@ def test_serve_tells_a_waiting_supervisor_that_it_answers(tmp_path):
     assert "READY=1" in said
     assert f"MAINPID={process.pid}" in said
     assert answer.status_code == 200
+
+
+def test_a_data_folder_that_is_a_file_says_so(tmp_path):
+    blocker = tmp_path / "passwd"  # GMP_DB_PATH=/etc/passwd/x.db
+    blocker.write_text("not a folder")
+    result = serve_once(
+        tmp_path, "--port", str(free_port()), env=base_env(GMP_DB_PATH=str(blocker / "x.db"))
+    )
+
+    assert (result.returncode, result.stderr) == (1, (
+        f"error: the data folder {blocker} is a file, not a folder, or set GMP_DB_PATH to a "
+        "writable place\n"
+    ))  # fmt: skip
+
+
+def test_a_data_folder_that_takes_no_file_says_it_cannot_be_written(tmp_path):
+    # /proc exists, and refuses every new file with "no such file or directory".
+    result = serve_once(
+        tmp_path, "--port", str(free_port()), env=base_env(GMP_DB_PATH="/proc/mail.db")
+    )
+
+    assert (result.returncode, result.stderr) == (1, (
+        "error: the data folder /proc cannot be written: no file can be created in it, or "
+        "set GMP_DB_PATH to a writable place\n"
+    ))  # fmt: skip
+
+
+def test_a_folder_its_owner_cannot_write_suggests_no_chown(tmp_path):
+    folder = Path("/sys")  # refuses new files to everyone, root included
+    if folder.stat().st_uid != os.geteuid():
+        pytest.skip("needs to run as the owner of /sys (root)")
+    result = serve_once(
+        tmp_path, "--port", str(free_port()), env=base_env(GMP_DB_PATH="/sys/mail.db")
+    )
+
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: the data folder /sys is not writable by uid {os.geteuid()} ")
+    assert "chown" not in line
+
+
+def test_an_unreachable_postgresql_says_why(tmp_path):
+    closed = free_port()  # nothing listens there: the connection is refused
+    url = f"postgresql://postgres@127.0.0.1:{closed}/postgres?connect_timeout=2"
+    result = serve_once(tmp_path, "--port", str(free_port()), env=base_env(GMP_DB_PATH=url))
+
+    assert result.returncode == 1
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("error: cannot use the database on PostgreSQL: postgres: ")
+    assert f'"127.0.0.1", port {closed} failed: Connection refused' in error
+
+
+def test_a_missing_or_headless_config_file_is_one_line(tmp_path):
+    result = serve_once(tmp_path, "--config", "nosuch.ini")
+    assert (result.returncode, result.stderr) == (1, "error: no config file nosuch.ini\n")
+
+    (tmp_path / "headless.ini").write_text("port = 8080\n")
+    result = serve_once(tmp_path, "--config", "headless.ini")
+    assert (result.returncode, result.stderr) == (1, (
+        "error: cannot read config file headless.ini: line 1: 'port = 8080' comes before "
+        "any [section] header\n"
+    ))  # fmt: skip

@@ -80,9 +80,11 @@ def test_a_bad_setting_is_an_error_naming_it(tmp_path, ini, environ, named):
     ("environ", "reason"),
     [
         ({"GMP_LOGGING_FORMAT": "xml"},
-         "invalid setting logging.format: 'xml' (expected one of: auto, console, json)"),
+         "invalid GMP_LOGGING_FORMAT (logging.format): 'xml' (expected one of: auto, console, "
+         "json)"),
         ({"GMP_STORAGE_SYNCHRONOUS": "off"},
-         "invalid setting storage.synchronous: 'off' (expected one of: full, normal)"),
+         "invalid GMP_STORAGE_SYNCHRONOUS (storage.synchronous): 'off' (expected one of: "
+         "full, normal)"),
     ],
 )  # fmt: skip
 def test_a_setting_outside_its_choices_lists_them(environ, reason):
@@ -90,6 +92,32 @@ def test_a_setting_outside_its_choices_lists_them(environ, reason):
         load_settings(environ=environ)
 
     assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize("variable", ["GMP_PORT", "GMP_SERVER_PORT"])
+def test_a_bad_value_from_the_environment_names_the_variable_set(tmp_path, variable):
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(environ={variable: "abc"})
+    assert caught.value.reason == f"invalid {variable} (server.port): Expected int, got str"
+
+    with pytest.raises(InvalidInput) as caught:  # from the file: the file's words
+        load_settings(write_ini(tmp_path, "[server]\nport = abc\n"), {})
+    assert caught.value.reason == "invalid setting server.port: Expected int, got str"
+
+
+def test_a_config_file_that_cannot_be_read_is_one_line_without_repeats(tmp_path):
+    missing = tmp_path / "nosuch.ini"
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(missing, {})
+    assert str(caught.value) == f"no config file {missing}"
+
+    headless = write_ini(tmp_path, "port = 8080\n")
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(headless, {})
+    assert str(caught.value) == (
+        f"cannot read config file {headless}: line 1: 'port = 8080' comes before any "
+        "[section] header"
+    )
 
 
 def test_gmp_home_belongs_to_the_cli_and_other_variables_are_ignored():

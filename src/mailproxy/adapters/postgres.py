@@ -36,7 +36,7 @@ import psycopg
 from psycopg import AsyncConnection, Connection, sql
 from psycopg.abc import Buffer
 from psycopg.types.string import StrDumperUnknown
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from mailproxy.adapters.sql.store import SqlStore
 from mailproxy.adapters.sql.tx import Queries, Tx, percent_style, sections
@@ -221,6 +221,9 @@ class PostgresEngine:
                 timeout=self._timeout_s, open=False, name="mailproxy", configure=_configure,
             )  # fmt: skip
             pool.open(wait=True, timeout=self._timeout_s)
+        except PoolTimeout as exc:
+            pool.close()
+            raise StorageError(f"postgres: {exc}: {self._why_no_connection()}") from exc
         except (psycopg.Error, OSError) as exc:
             raise StorageError(f"postgres: {exc}") from exc
         try:
@@ -230,6 +233,17 @@ class PostgresEngine:
             pool.close()
             raise StorageError(f"postgres: {exc}") from exc
         return pool
+
+    def _why_no_connection(self) -> str:
+        """The reason the pool got no connection (refused, unknown user...), from one
+        direct attempt: the pool's timeout alone does not say it."""
+        try:
+            with psycopg.connect(
+                self.dsn, connect_timeout=max(1, int(self._timeout_s)), **self.connect_kwargs()
+            ):
+                return "a connection works now"
+        except (psycopg.Error, OSError) as exc:
+            return " ".join(str(exc).split())
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -259,8 +259,13 @@ def writable_files(files: Iterable[Path], kind: str, otherwise: str) -> None:
 def unusable(path: Path, error: OSError) -> str:
     """Why ``path`` cannot be written, and the fix, from the error of trying."""
     path = path.absolute()
+    uid = os.geteuid()
     if error.errno in (errno.EACCES, errno.EPERM):
-        uid = os.geteuid()
+        if owner_of(path) == uid:  # owned already: chown would change nothing
+            return (
+                f"{path} is not writable by uid {uid} (the user mail-proxy runs as), its "
+                "owner: its mode or its mount refuses writes"
+            )
         return (
             f"{path} is not writable by uid {uid} (the user mail-proxy runs as): chown "
             f"{uid} it (a mounted folder: on the host)"
@@ -268,9 +273,22 @@ def unusable(path: Path, error: OSError) -> str:
     if error.errno == errno.EROFS:
         return f"{path} is on a read-only file system: mount it writable"
     blocker = next((p for p in (path, *path.parents) if p.exists()), path)
-    if not blocker.is_dir() and blocker != path:
-        return f"{path} cannot be made: {blocker} is a file, not a folder"
+    if not blocker.is_dir():
+        if blocker == path and error.errno == errno.EEXIST:  # a folder was asked for
+            return f"{path} is a file, not a folder"
+        if blocker != path:
+            return f"{path} cannot be made: {blocker} is a file, not a folder"
+    if error.errno == errno.ENOENT and path.is_dir():  # e.g. /proc: no file can be made
+        return f"{path} cannot be written: no file can be created in it"
     return f"{path} cannot be used: {(error.strerror or str(error)).lower()}"
+
+
+def owner_of(path: Path) -> int | None:
+    """The uid that owns ``path``, or None when it cannot be read."""
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return None
 
 
 def local_url(host: str, port: int | str) -> str:
