@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -257,22 +258,53 @@ def test_the_first_screen_shows_the_token_once_and_where_to_begin(tmp_path):
             "  kept in ./admin_token",
             f"status page: {url}/ui",
             f"API docs:    {url}/schema",
-            "quick start: docs/guides/quick-start.md (in the source)",
+            f"quick start: {REPO / 'docs' / 'guides' / 'quick-start.md'}",  # this checkout's
         ]
         assert httpx.get(f"{url}/ui", follow_redirects=True, timeout=10).status_code == 200
         assert httpx.get(f"{url}/schema", timeout=10).status_code == 200
         assert httpx.get(f"{url}/tenants", headers={"X-API-Token": token}).status_code == 200
     assert (REPO / "docs" / "guides" / "quick-start.md").is_file()
 
+    guide = tmp_path / "docs" / "guides" / "quick-start.md"  # started in a checkout's folder
+    guide.parent.mkdir(parents=True)
+    guide.write_text("# Quick start\n")
     with serving(tmp_path, port) as again:
         assert again[0] == "admin token: kept in ./admin_token"
         assert token not in "\n".join(again)
+        assert again[-1] == "quick start: docs/guides/quick-start.md"
     documented = re.search(
         r"it prints on standard error.*?```text\n(.*?)```", RUNNING.read_text(), re.DOTALL
     )
     assert documented is not None
     shown = textwrap.dedent(documented.group(1)).strip("\n")
-    assert shown.replace("3q2rF0yU…", token).replace(":8000", f":{port}") == "\n".join(screen)
+    assert shown.replace("3q2rF0yU…", token).replace(":8000", f":{port}") == "\n".join(
+        [*screen[:-1], again[-1]]
+    )
+
+
+def test_an_installed_copy_names_no_quick_start_it_does_not_have(tmp_path):
+    site = tmp_path / "site"  # the package outside a checkout, as pip installs it
+    shutil.copytree(REPO / "src" / "mailproxy", site / "mailproxy")
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(site)}
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(port)], cwd=tmp_path, env=env, stdout=log,
+            stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "API docs:" not in log_path.read_text():  # the screen is one write
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    screen = [ln for ln in log_path.read_text().splitlines() if not ln.startswith("{")]
+    assert screen[-1] == f"API docs:    http://127.0.0.1:{port}/schema"
+    assert "quick start" not in log_path.read_text()
 
 
 def test_what_serve_leaves_in_a_checkout_is_ignored_by_git(tmp_path):

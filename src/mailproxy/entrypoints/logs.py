@@ -50,6 +50,20 @@ def _without_color_message(
     return event
 
 
+#: Loggers shown under another name: uvicorn's general logger is ``uvicorn.error``, its
+#: start and stop lines included, and those are not errors.
+SHOWN_LOGGER_NAMES = {"uvicorn.error": "uvicorn"}
+
+
+def _shown_logger_name(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    name = event.get("logger")
+    if isinstance(name, str) and name in SHOWN_LOGGER_NAMES:
+        event["logger"] = SHOWN_LOGGER_NAMES[name]
+    return event
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Render every log record of the process on ``stream`` (standard error unless
     given) at ``level``: JSON lines, or readable ones for ``console`` (``auto``: when the
@@ -65,6 +79,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
+        _shown_logger_name,
         structlog.stdlib.ExtraAdder(),
         _without_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -4,7 +4,7 @@ Everything that can stop the start is tried before the service answers, and each
 is one line (exit 1): the settings, the port (taken first, so that a busy port leaves
 nothing behind), the data folder, the database. A generated admin token is written and
 shown only once the service answers; then the first screen says where the token is kept
-and where the status page, the API docs and the quick start are.
+and where the status page, the API docs and (in a checkout) the quick start are.
 """
 
 from __future__ import annotations
@@ -48,7 +48,15 @@ ListenPort = Annotated[
     int, cyclopts.Parameter(validator=cyclopts.validators.Number(gte=0, lte=65535))
 ]
 
-QUICK_START = "docs/guides/quick-start.md (in the source)"
+#: The quick start guide, in a checkout: the package has no page of its own on the web.
+QUICK_START = Path("docs", "guides", "quick-start.md")
+
+
+def quick_start() -> Path | None:
+    """The quick start guide under the current folder, else in the checkout this code
+    runs from; None for an installed copy, which has no guide to point to."""
+    checkout = Path(__file__).resolve().parents[4]
+    return next((p for p in (QUICK_START, checkout / QUICK_START) if p.is_file()), None)
 
 
 class AdminToken(msgspec.Struct, frozen=True, kw_only=True):
@@ -169,11 +177,10 @@ def first_screen(token: AdminToken | None, url: str) -> str:
         lines = [f"admin token (shown once): {token.value}", f"  {token.where}"]
     else:
         lines = [f"admin token: {token.where}"]
-    lines += [
-        f"status page: {url}/ui",
-        f"API docs:    {url}/schema",
-        f"quick start: {QUICK_START}",
-    ]
+    lines += [f"status page: {url}/ui", f"API docs:    {url}/schema"]
+    guide = quick_start()
+    if guide is not None:
+        lines.append(f"quick start: {guide}")
     return "\n".join(lines)
 
 
