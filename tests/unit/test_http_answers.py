@@ -332,3 +332,24 @@ async def test_the_frameworks_own_errors_say_what_they_are_about(api):
     assert missing.json()["errors"] == [{"field": "messages", "message": "missing messages"}]
     nameless = await api.admin("POST", "/tenant", json={"name": "Beta"})
     assert nameless.json()["errors"] == [{"field": "id", "message": "missing id"}]
+
+
+async def test_every_operation_has_a_readable_summary_a_description_and_body_examples(api):
+    schema = (await api.client.get("/schema/openapi.json")).json()
+    operations = [
+        (f"{method.upper()} {path}", operation)
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "operationId" in operation
+    ]
+    assert len(operations) >= 25
+    for name, operation in operations:
+        summary = operation.get("summary", "")
+        # Words a person reads ("Queue messages"), not the handler's name ("AddMessages").
+        assert re.fullmatch(r"[A-Z][a-z-]*( [\w-]+)+", summary), f"{name}: {summary!r}"
+        assert operation.get("description", "").strip(), f"{name}: no description"
+        assert ":func:" not in operation["description"]
+        for content in operation.get("requestBody", {}).get("content", {}).values():
+            assert content["schema"].get("examples"), f"{name}: no request example"
+    summaries = [operation["summary"] for _, operation in operations]
+    assert len(set(summaries)) == len(summaries)

@@ -80,6 +80,8 @@ def openapi_config() -> OpenAPIConfig:
             "SMTP, report every outcome."
         ),
         render_plugins=[swagger],
+        # The handlers' docstrings are the operations' descriptions (off by default).
+        use_handler_docstrings=True,
         openapi_router=docs_router(),
         components=Components(
             security_schemes={

@@ -175,6 +175,12 @@ TENANT_EXAMPLE = Example(
     },
 )
 
+TENANT_CHANGES_EXAMPLE = Example(
+    summary="a new name and report URL",
+    value={"name": "Acme Corporation", "client_base_url": "https://app.example.com"},
+)
+IDS_EXAMPLE = Example(summary="two messages by id", value={"ids": ["hello-1", "hello-2"]})
+
 
 def given_fields(data: msgspec.Struct) -> dict[str, Any]:
     """The fields a client sent (UNSET ones left out)."""

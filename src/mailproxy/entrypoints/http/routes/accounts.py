@@ -26,7 +26,7 @@ from mailproxy.service import MailProxy
 log = logging.getLogger("mailproxy.http")
 
 
-@route(post, "/account", "accounts", tenant=True)
+@route(post, "/account", "accounts", summary="Create or replace an account", tenant=True)
 async def put_account(
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
@@ -42,7 +42,7 @@ async def put_account(
     return AccountAnswer(account=account_record(account))
 
 
-@route(get, "/accounts", "accounts", tenant=True)
+@route(get, "/accounts", "accounts", summary="List accounts", tenant=True)
 async def list_accounts(
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
@@ -53,7 +53,7 @@ async def list_accounts(
     return AccountsAnswer(accounts=[account_record(a) for a in await proxy.list_accounts(scope)])
 
 
-@route(delete, "/account/{account_id:str}", "accounts", tenant=True)
+@route(delete, "/account/{account_id:str}", "accounts", summary="Delete an account", tenant=True)
 async def delete_account(
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],

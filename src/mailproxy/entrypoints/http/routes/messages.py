@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import Body, FromPath, FromQuery, QueryParameter
 
 from mailproxy.domain.access import Caller, scope_tenant
 from mailproxy.domain.errors import Forbidden, InvalidInput
@@ -20,6 +20,7 @@ from mailproxy.entrypoints.http.records import message_record
 from mailproxy.entrypoints.http.routing import TenantQuery, route, tenant_named
 from mailproxy.entrypoints.http.schemas import (
     ADD_MESSAGES_EXAMPLE,
+    IDS_EXAMPLE,
     AddMessagesAnswer,
     AddMessagesBody,
     CleanupBody,
@@ -47,6 +48,7 @@ BatchCode = Annotated[str | None, QueryParameter(max_length=64)]
     post,
     "/commands/add-messages",
     "messages",
+    summary="Queue messages",
     tenant=True,
     responses={
         400: ResponseSpec(
@@ -121,7 +123,7 @@ def without_id(messages: Sequence[object]) -> str:
     return "a message without an id"
 
 
-@route(get, "/messages", "messages", tenant=True)
+@route(get, "/messages", "messages", summary="List messages", tenant=True)
 async def list_messages(
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
@@ -150,7 +152,7 @@ async def list_messages(
     return MessagesAnswer(messages=records, next_cursor=page.next_cursor)
 
 
-@route(get, "/messages/{message_id:str}", "messages", tenant=True)
+@route(get, "/messages/{message_id:str}", "messages", summary="Show a message", tenant=True)
 async def get_message(
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
@@ -165,11 +167,11 @@ async def get_message(
     return MessageAnswer(message=message_record(message, history=history, why=why))
 
 
-@route(post, "/commands/delete-messages", "messages", tenant=True)
+@route(post, "/commands/delete-messages", "messages", summary="Delete messages", tenant=True)
 async def delete_messages(
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
-    data: JSONBody[IdsBody],
+    data: Annotated[IdsBody, Body(examples=[IDS_EXAMPLE])],
     tenant_id: TenantQuery = None,
 ) -> DeleteAnswer:
     """Remove messages whatever their status, except those being sent right now."""
@@ -180,7 +182,13 @@ async def delete_messages(
     )
 
 
-@route(post, "/commands/cleanup-messages", "messages", tenant=True)
+@route(
+    post,
+    "/commands/cleanup-messages",
+    "messages",
+    summary="Remove old reported messages",
+    tenant=True,
+)
 async def cleanup_messages(
     request: Request[Any, Any, Any],
     proxy: NamedDependency[MailProxy],
@@ -206,7 +214,7 @@ async def no_body(request: Request[Any, Any, Any]) -> None:
         ) from None
 
 
-@route(post, "/commands/run-now", "messages", tenant=True)
+@route(post, "/commands/run-now", "messages", summary="Send now", tenant=True)
 async def run_now(
     request: Request[Any, Any, Any],
     proxy: NamedDependency[MailProxy],
@@ -240,7 +248,7 @@ async def suspension(
     )
 
 
-@route(post, "/commands/suspend", "messages", tenant=True)
+@route(post, "/commands/suspend", "messages", summary="Suspend sending", tenant=True)
 async def suspend(
     request: Request[Any, Any, Any],
     proxy: NamedDependency[MailProxy],
@@ -252,7 +260,7 @@ async def suspend(
     return await suspension(request, proxy, caller, tenant_id, batch_code, proxy.suspend)
 
 
-@route(post, "/commands/activate", "messages", tenant=True)
+@route(post, "/commands/activate", "messages", summary="Resume sending", tenant=True)
 async def activate(
     request: Request[Any, Any, Any],
     proxy: NamedDependency[MailProxy],

@@ -34,6 +34,7 @@ METRICS_MEDIA_TYPE = "; ".join(
     get,
     "/health",
     "service",
+    summary="Check liveness",
     public=True,
     responses={503: ResponseSpec(HealthAnswer, description="storage cannot be reached")},
 )
@@ -46,7 +47,7 @@ async def health(proxy: NamedDependency[MailProxy]) -> Response[HealthAnswer]:
     return Response(HealthAnswer(ok=True, status="ok", version=__version__))
 
 
-@route(get, "/status", "service", tenant=True)
+@route(get, "/status", "service", summary="Queue counts", tenant=True)
 async def status(
     proxy: NamedDependency[MailProxy], caller: NamedDependency[Caller]
 ) -> StatusAnswer:
@@ -59,15 +60,22 @@ async def status(
     )
 
 
-@route(get, "/instance", "service")
+@route(get, "/instance", "service", summary="Instance settings")
 async def instance(settings: NamedDependency[Settings]) -> InstanceAnswer:
-    """The instance's settings, without secrets (see :func:`public_settings`)."""
+    """The instance's settings, without secrets."""
     return InstanceAnswer(
         name=settings.instance_name, version=__version__, settings=public_settings(settings)
     )
 
 
-@route(get, "/metrics", "service", public=True, media_type=METRICS_MEDIA_TYPE)
+@route(
+    get,
+    "/metrics",
+    "service",
+    summary="Prometheus metrics",
+    public=True,
+    media_type=METRICS_MEDIA_TYPE,
+)
 async def metrics(
     request: Request[Any, Any, Any],
     settings: NamedDependency[Settings],

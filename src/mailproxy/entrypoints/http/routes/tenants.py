@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import Body, FromPath, JSONBody
+from litestar.params import Body, FromPath
 
 from mailproxy.config import Settings
 from mailproxy.domain.access import Caller
@@ -17,6 +17,7 @@ from mailproxy.entrypoints.http.auth import scoped, tenant_in_scope
 from mailproxy.entrypoints.http.records import tenant_record, whole_seconds
 from mailproxy.entrypoints.http.routing import route
 from mailproxy.entrypoints.http.schemas import (
+    TENANT_CHANGES_EXAMPLE,
     TENANT_EXAMPLE,
     ApiKeyAnswer,
     ApiKeyBody,
@@ -41,7 +42,7 @@ async def record_of(proxy: MailProxy, tenant: Tenant) -> TenantRecord:
     return tenant_record(tenant, await proxy.store.suspended_batches(tenant.id))
 
 
-@route(post, "/tenant", "tenants")
+@route(post, "/tenant", "tenants", summary="Create a tenant")
 async def create_tenant(
     proxy: NamedDependency[MailProxy], data: Annotated[TenantBody, Body(examples=[TENANT_EXAMPLE])]
 ) -> CreatedTenantAnswer:
@@ -63,13 +64,13 @@ def warnings_of(proxy: MailProxy, tenant: Tenant) -> list[str] | msgspec.UnsetTy
     return msgspec.UNSET if warning is None else [warning]
 
 
-@route(get, "/tenants", "tenants")
+@route(get, "/tenants", "tenants", summary="List tenants")
 async def list_tenants(proxy: NamedDependency[MailProxy]) -> TenantsAnswer:
     """Every tenant."""
     return TenantsAnswer(tenants=[await record_of(proxy, t) for t in await proxy.list_tenants()])
 
 
-@route(get, "/tenants/sync-status", "tenants")
+@route(get, "/tenants/sync-status", "tenants", summary="Delivery-report state of every tenant")
 async def sync_status(
     proxy: NamedDependency[MailProxy], settings: NamedDependency[Settings]
 ) -> SyncStatusAnswer:
@@ -93,7 +94,7 @@ async def sync_status(
     )
 
 
-@route(get, "/tenant/{tenant_id:str}", "tenants", tenant=True)
+@route(get, "/tenant/{tenant_id:str}", "tenants", summary="Show a tenant", tenant=True)
 async def get_tenant(
     proxy: NamedDependency[MailProxy], caller: NamedDependency[Caller], tenant_id: FromPath[str]
 ) -> TenantAnswer:
@@ -102,11 +103,11 @@ async def get_tenant(
     return TenantAnswer(tenant=await record_of(proxy, tenant), warnings=warnings_of(proxy, tenant))
 
 
-@route(put, "/tenant/{tenant_id:str}", "tenants", tenant=True)
+@route(put, "/tenant/{tenant_id:str}", "tenants", summary="Update a tenant", tenant=True)
 async def update_tenant(
     proxy: NamedDependency[MailProxy],
     caller: NamedDependency[Caller],
-    data: JSONBody[TenantChanges],
+    data: Annotated[TenantChanges, Body(examples=[TENANT_CHANGES_EXAMPLE])],
     tenant_id: FromPath[str],
 ) -> TenantAnswer:
     """Change some fields; a tenant key may change only ``name``."""
@@ -115,14 +116,14 @@ async def update_tenant(
     return TenantAnswer(tenant=await record_of(proxy, tenant), warnings=warnings_of(proxy, tenant))
 
 
-@route(delete, "/tenant/{tenant_id:str}", "tenants")
+@route(delete, "/tenant/{tenant_id:str}", "tenants", summary="Delete a tenant")
 async def delete_tenant(proxy: NamedDependency[MailProxy], tenant_id: FromPath[str]) -> OkAnswer:
     """Remove a tenant with its accounts, messages and history."""
     await proxy.delete_tenant(tenant_id)
     return OkAnswer()
 
 
-@route(post, "/tenant/{tenant_id:str}/api-key", "tenants")
+@route(post, "/tenant/{tenant_id:str}/api-key", "tenants", summary="Issue a new API key")
 async def rotate_key(
     request: Request[Any, Any, Any], proxy: NamedDependency[MailProxy], tenant_id: FromPath[str]
 ) -> ApiKeyAnswer:
@@ -132,14 +133,16 @@ async def rotate_key(
     return ApiKeyAnswer(api_key=key)
 
 
-@route(delete, "/tenant/{tenant_id:str}/api-key", "tenants")
+@route(delete, "/tenant/{tenant_id:str}/api-key", "tenants", summary="Revoke the API key")
 async def revoke_key(proxy: NamedDependency[MailProxy], tenant_id: FromPath[str]) -> OkAnswer:
     """Revoke the tenant's API key."""
     await proxy.revoke_tenant_key(tenant_id)
     return OkAnswer()
 
 
-@route(post, "/tenant/{tenant_id:str}/webhook-secret", "tenants")
+@route(
+    post, "/tenant/{tenant_id:str}/webhook-secret", "tenants", summary="Rotate the webhook secret"
+)
 async def rotate_secret(
     proxy: NamedDependency[MailProxy], tenant_id: FromPath[str]
 ) -> WebhookSecretAnswer:
@@ -149,7 +152,12 @@ async def rotate_secret(
     return WebhookSecretAnswer(webhook_secret=await proxy.rotate_webhook_secret(tenant_id))
 
 
-@route(delete, "/tenant/{tenant_id:str}/webhook-secret/previous", "tenants")
+@route(
+    delete,
+    "/tenant/{tenant_id:str}/webhook-secret/previous",
+    "tenants",
+    summary="Retire the previous webhook secret",
+)
 async def retire_secret(proxy: NamedDependency[MailProxy], tenant_id: FromPath[str]) -> OkAnswer:
     """End a webhook secret rotation: the previous secret stops signing."""
     await proxy.retire_webhook_secret(tenant_id)
