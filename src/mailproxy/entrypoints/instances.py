@@ -2,8 +2,11 @@
 
 An instance lives in ``$GMP_HOME/<name>/`` (default ``~/.mail-proxy``): ``config.ini``
 (written at the first start with a generated admin token, mode 600), ``mail_service.db``,
-``mail-proxy.pid`` and ``mail-proxy.log``. A pid file is trusted only when that process
-is alive and is a mailproxy server; otherwise it is stale and removed.
+``mail-proxy.pid`` and ``mail-proxy.log``; ``next_api_token`` (mode 600) holds a token
+rotated while the instance runs, moved into ``config.ini`` at its next start (until then
+the running server and the CLI keep the token it started with). A pid file is trusted
+only when that process is alive and is a mailproxy server; otherwise it is stale and
+removed.
 
 A started server says that it answers through systemd's readiness protocol
 (``NOTIFY_SOCKET``, a datagram ``READY=1``): ``start`` waits for its own child's word on
@@ -42,6 +45,8 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     running: bool
     pid: int | None
+    #: Why the instance cannot be read (its config.ini), when it cannot.
+    error: str | None = None
 
 
 def home(environ: Mapping[str, str] | None = None) -> Path:
@@ -69,6 +74,10 @@ class Instance:
     @property
     def log_file(self) -> Path:
         return self.path / "mail-proxy.log"
+
+    @property
+    def next_token_file(self) -> Path:
+        return self.path / "next_api_token"
 
     def exists(self) -> bool:
         return self.config_file.is_file()
@@ -105,11 +114,51 @@ class Instance:
             with self.config_file.open("w", encoding="utf-8") as handle:
                 parser.write(handle)
 
-    def rotate_token(self) -> None:
+    def rotate_token(self) -> str:
+        """A new admin token, returned. A stopped instance takes it at once; a running
+        one goes on with the token it started with (which the CLI keeps sending, so it
+        is not refused) and takes the new one at its next start."""
+        new = secrets.token_urlsafe(32)
+        if self.pid() is None:
+            self._set_token(new)
+            self.next_token_file.unlink(missing_ok=True)
+            return new
+        self.keep_next_token(new)
+        return new
+
+    def keep_next_token(self, token: str) -> None:
+        """Keep ``token`` (mode 600) for the next start."""
+        self.next_token_file.unlink(missing_ok=True)
+        fd = os.open(self.next_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+
+    @property
+    def next_token(self) -> str | None:
+        """The token rotated while the instance ran, to apply at its next start."""
+        try:
+            return self.next_token_file.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def apply_next_token(self) -> None:
+        """Before a start: the token rotated while the instance ran becomes its token."""
+        if (new := self.next_token) is not None:
+            self._set_token(new)
+            self.next_token_file.unlink(missing_ok=True)
+
+    def _set_token(self, token: str) -> None:
         parser = self._config()
-        parser["server"]["api_token"] = secrets.token_urlsafe(32)
+        parser["server"]["api_token"] = token
         with self.config_file.open("w", encoding="utf-8") as handle:
             parser.write(handle)
+
+    def config_text(self) -> str:
+        """``config.ini`` as it is, for :meth:`restore_config` after a failed start."""
+        return self.config_file.read_text(encoding="utf-8")
+
+    def restore_config(self, text: str) -> None:
+        self.config_file.write_text(text, encoding="utf-8")
 
     @property
     def url(self) -> str:
@@ -268,7 +317,9 @@ def unusable(path: Path, error: OSError) -> str:
     if error.errno == errno.EROFS:
         return f"{path} is on a read-only file system: mount it writable"
     blocker = next((p for p in (path, *path.parents) if p.exists()), path)
-    if not blocker.is_dir() and blocker != path:
+    if error.errno == errno.EEXIST and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    if not blocker.is_dir():
         return f"{path} cannot be made: {blocker} is a file, not a folder"
     return f"{path} cannot be used: {(error.strerror or str(error)).lower()}"
 
