@@ -90,6 +90,8 @@ def test_a_word_near_a_command_and_no_instance_names_both_readings(tmp_path):
 @pytest.mark.parametrize("command", ["serve", "list", "start", "demo"])
 def test_an_instance_may_not_be_named_as_a_command(home, command):
     result = cli(home, "start", command)
+    if result.returncode == 0:  # without the refusal: not left running
+        cli(home, "stop", command)
 
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
