@@ -41,3 +41,18 @@ def test_commands_that_send_nothing_carry_no_note(home, words):
     result = cli(home, "box", "acme", *words.split())
 
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_nothing_queued_or_json_carries_no_note(home, mail, tmp_path):
+    assert cli(home, "box", "acme", "accounts", "add", "sink", "--kind", "capture",
+               "--default").returncode == 0  # fmt: skip
+    refused = tmp_path / "nofrom.eml"
+    refused.write_bytes(b"To: ada@example.com\r\nSubject: x\r\n\r\nbody\r\n")
+
+    as_json = cli(home, "box", "acme", "send", str(mail), "--json")
+    nothing = cli(home, "box", "acme", "send", str(refused))
+
+    assert (as_json.returncode, as_json.stderr) == (0, "")
+    assert (nothing.returncode, nothing.stderr) == (
+        1, f"error: not queued: {refused} (missing from)\n"
+    )  # fmt: skip

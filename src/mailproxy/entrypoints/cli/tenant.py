@@ -393,7 +393,8 @@ def send(
     result = {"queued": sum(a["queued"] for a in answers),
               "rejected": [r for a in answers for r in a["rejected"]]}  # fmt: skip
     show(result, json_output, lambda r: [f"queued {r['queued']}"])
-    note_if_stopped(instance)
+    if result["queued"] and not json_output:
+        note_if_stopped(instance)
     if result["rejected"]:
         path_of = {path.stem: path for path in paths}
         reasons = [f"{path_of[r['id']]} ({r['reason']})" for r in result["rejected"]]
@@ -465,7 +466,7 @@ def suspension(
         else "sending, nothing suspended"
     )  # fmt: skip
     show(answer, json_output, lambda a: [f"{tenant_id}: {state}; {a['pending_messages']} pending"])
-    if command == "activate":
+    if command == "activate" and not json_output:
         note_if_stopped(instance)
 
 
