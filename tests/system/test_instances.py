@@ -415,3 +415,24 @@ def test_a_first_start_in_the_foreground_shows_the_new_token_once(tmp_path):
     assert f"admin token (shown once): {token}\n  kept in {config_file}\n" in first
     assert token not in second
     assert f"admin token: from [server] api_token in {config_file}" in second
+
+
+def test_a_config_without_a_server_section_is_one_line_and_rotate_repairs_it(tmp_path):
+    home = tmp_path / "home"
+    Instance(home, "box").create("127.0.0.1", free_port())
+    config_file = home / "box" / "config.ini"
+    config_file.write_text("[security]\n")
+    expected = (
+        f"error: no admin token in {config_file} ([server] api_token): mail-proxy box token "
+        "--rotate makes one while box is stopped\n"
+    )
+    for command in (("box", "token"), ("box", "info"), ("start", "box", "--port", "1")):
+        result = cli(home, *command)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", expected)
+    assert config_file.read_text() == "[security]\n"
+    assert not (home / "box" / "mail-proxy.pid").exists()
+
+    rotated = cli(home, "box", "token", "--rotate")
+
+    assert rotated.returncode == 0
+    assert cli(home, "box", "info").returncode == 0

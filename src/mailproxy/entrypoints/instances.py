@@ -106,6 +106,8 @@ class Instance:
 
     def update_server(self, host: str | None, port: int | None) -> None:
         parser = self._config()
+        if not parser.has_section("server"):
+            parser.add_section("server")
         if host:
             parser["server"]["host"] = host
         if port:
@@ -149,6 +151,8 @@ class Instance:
 
     def _set_token(self, token: str) -> None:
         parser = self._config()
+        if not parser.has_section("server"):
+            parser.add_section("server")
         parser["server"]["api_token"] = token
         with self.config_file.open("w", encoding="utf-8") as handle:
             parser.write(handle)
@@ -168,7 +172,13 @@ class Instance:
 
     @property
     def token(self) -> str:
-        return str(self._config()["server"]["api_token"])
+        token = self._config().get("server", "api_token", fallback="")
+        if not token:
+            raise MailProxyError(
+                f"no admin token in {self.config_file} ([server] api_token): mail-proxy "
+                f"{self.name} token --rotate makes one while {self.name} is stopped"
+            )
+        return token
 
     def pid(self) -> int | None:
         """The pid of the running server, or None (a stale pid file is removed)."""

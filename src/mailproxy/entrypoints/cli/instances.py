@@ -116,6 +116,8 @@ def start(
         instance.update_server(host, port)
     try:
         instance.apply_next_token()
+        # A config without a token is refused: its server could not be administered.
+        token = instance.token
         if foreground:
             serve_until_stopped(instance.config_file, unseen_token=created)
             return None
@@ -133,7 +135,7 @@ def start(
     url = instance.url
     print(f"{name} running at {url} (pid {pid})")
     if created:
-        print(f"admin token: {instance.token}  (kept in {instance.config_file})")
+        print(f"admin token: {token}  (kept in {instance.config_file})")
     print(f"status page: {url}/ui")
     print(f"API docs:    {url}/schema")
     return None
