@@ -99,3 +99,19 @@ def test_an_instance_may_not_be_named_as_a_command(home, command):
         f"(mail-proxy {command} ... would run the command): choose another name\n"
     )
     assert sorted(p.name for p in home.iterdir()) == ["box"]
+
+
+def test_a_mistyped_tenant_before_a_tenant_command_gets_the_tenant(home):
+    """``tokyo`` is close to the instance command ``token``: before ``accounts`` the word
+    is a tenant's place."""
+    assert cli(home, "box", "tenants", "add", "tokyo").returncode == 0
+
+    mistyped = cli(home, "box", "tokio", "accounts", "list")
+    command = cli(home, "box", "tokn", "--rotate")
+
+    assert (mistyped.returncode, mistyped.stderr) == (
+        1, "error: no tenant tokio on box (did you mean tokyo?)\n"
+    )  # fmt: skip
+    assert (command.returncode, command.stderr) == (
+        2, "error: unknown command tokn (did you mean token?)\n"
+    )  # fmt: skip

@@ -219,7 +219,7 @@ def instance_command(
     level = instance_app
     # A first word that is not one of the instance's commands nor an option is a tenant id.
     if tokens and tokens[0] not in instance_app and not tokens[0].startswith("-"):
-        check_tenant(instance, tokens[0])
+        check_tenant(instance, tokens[0], next(iter(tokens[1:]), None))
         level, targets["tenant_id"], tokens = tenant_app, tokens[0], tokens[1:]
     with named_levels(instance_name, targets.get("tenant_id")):
         # The cyclopts meta-app pattern: the level parses the rest of the line, and the
@@ -257,10 +257,10 @@ def unknown_instance(word: str, following: str | None) -> MailProxyError:
     )
 
 
-def check_tenant(instance: Instance, word: str) -> None:
+def check_tenant(instance: Instance, word: str, following: str | None) -> None:
     """Raise unless ``word`` is a tenant of ``instance`` (asked through its API, running or
-    stopped): a mistyped instance command (usage) or tenant id, or a tenant still to be
-    created."""
+    stopped): a mistyped instance command (usage) or tenant id (first when ``following``
+    is a tenant's command, as in ``acmee accounts``), or a tenant still to be created."""
     if is_tenant_id(word):
         try:
             request(instance, "GET", f"/tenant/{word}")
@@ -268,11 +268,14 @@ def check_tenant(instance: Instance, word: str) -> None:
         except ApiError as error:
             if error.status != HTTPStatus.NOT_FOUND:
                 raise
-    if command := closest(word, commands_of(instance_app)):
+    command = closest(word, commands_of(instance_app))
+    if command and (following is None or following not in tenant_app):
         raise UsageError(f"unknown command {word} (did you mean {command}?)")
     tenants = [t["id"] for t in request(instance, "GET", "/tenants")["tenants"]]
     if tenant := closest(word, tenants):
         raise CommandFailed(f"no tenant {word} on {instance.name} (did you mean {tenant}?)")
+    if command:
+        raise UsageError(f"unknown command {word} (did you mean {command}?)")
     create = f"; mail-proxy {instance.name} tenants add {word} creates the tenant"
     raise CommandFailed(
         f"{word} is neither a command of {instance.name} nor one of its tenants "
