@@ -268,9 +268,8 @@ def test_a_broken_config_file_is_one_line_naming_it(tmp_path):
     config_file = home / "box" / "config.ini"
     config_file.write_text("edited by hand\n")
     expected = f"error: cannot read {config_file}: file contains no section headers\n"
-    for command in (("start", "box"), ("list",)):
-        result = cli(home, *command)
-        assert (result.returncode, result.stderr) == (1, expected)
+    result = cli(home, "start", "box")
+    assert (result.returncode, result.stderr) == (1, expected)
 
     config_file.write_text("[server]\nport = 80OO\napi_token = abcdefgh12345678\n")
     started = cli(home, "start", "box")
@@ -278,3 +277,162 @@ def test_a_broken_config_file_is_one_line_naming_it(tmp_path):
         "error: box did not start: invalid setting server.port: Expected int, got str\n"
     ))  # fmt: skip
     assert not (home / "box" / "mail-proxy.pid").exists()
+
+
+def test_a_broken_instance_is_listed_as_broken_among_the_healthy_ones(tmp_path):
+    home = tmp_path / "home"
+    for name in ("alpha", "box", "zulu"):
+        Instance(home, name).create("127.0.0.1", 8001)
+    config_file = home / "box" / "config.ini"
+    config_file.write_text("edited by hand\n")
+    reason = f"cannot read {config_file}: file contains no section headers"
+
+    listed = cli(home, "list")
+    as_json = cli(home, "list", "--json")
+
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert listed.stdout.splitlines() == [
+        f"alpha  {'http://127.0.0.1:8001':<24}  stopped",
+        f"box    broken: {reason}",
+        f"zulu   {'http://127.0.0.1:8001':<24}  stopped",
+    ]
+    assert as_json.returncode == 0
+    rows = json.loads(as_json.stdout)
+    assert [(r["name"], r["error"]) for r in rows] == [
+        ("alpha", None), ("box", reason), ("zulu", None)
+    ]  # fmt: skip
+
+
+def test_a_failed_start_with_a_new_port_leaves_the_config_as_it_was(tmp_path):
+    home = tmp_path / "home"
+    Instance(home, "box").create("127.0.0.1", free_port())
+    config_file = home / "box" / "config.ini"
+    before = config_file.read_text()
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        busy = str(other.getsockname()[1])
+        assert cli(home, "start", "box", "--port", busy).returncode == 1
+    assert config_file.read_text() == before
+    started = cli(home, "start", "box")
+    try:
+        assert started.returncode == 0, started.stderr
+    finally:
+        cli(home, "stop", "box")
+
+
+def test_start_prints_where_the_status_page_and_the_api_docs_are(tmp_path):
+    home = tmp_path / "home"
+    port = free_port()
+    started = cli(home, "start", "box", "--port", str(port))
+    try:
+        assert started.returncode == 0, started.stderr
+        url = f"http://127.0.0.1:{port}"
+        lines = started.stdout.splitlines()
+        assert lines[0].startswith(f"box running at {url} (pid ")
+        assert lines[2:] == [f"status page: {url}/ui", f"API docs:    {url}/schema"]
+        assert httpx.get(f"{url}/schema", timeout=5).status_code == 200
+    finally:
+        cli(home, "stop", "box")
+
+
+def test_a_token_rotated_while_running_applies_at_the_next_start(tmp_path):
+    """The CLI goes on working on the running instance (which keeps its token, so no
+    call is refused nor counted by the authentication throttle) until it restarts."""
+    home = tmp_path / "home"
+    port = free_port()
+    assert cli(home, "start", "box", "--port", str(port)).returncode == 0
+    try:
+        old = cli(home, "box", "token").stdout.strip()
+        rotated = cli(home, "box", "token", "--rotate")
+        new = rotated.stdout.strip()
+        assert rotated.returncode == 0
+        assert len(new) >= 32
+        assert new != old
+        assert rotated.stderr == (
+            "box runs with the earlier token until it restarts: mail-proxy restart box "
+            "applies the new one\n"
+        )
+        for _ in range(15):  # beyond the throttle's allowance of failures
+            info = cli(home, "box", "info")
+            assert (info.returncode, info.stderr) == (0, ""), info.stderr
+        assert cli(home, "box", "token").stdout.strip() == old
+        assert cli(home, "restart", "box").returncode == 0
+        current = cli(home, "box", "token")
+        assert (current.stdout.strip(), current.stderr) == (new, "")
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/tenants", headers={"X-API-Token": new}, timeout=5
+        )
+        assert answer.status_code == 200
+        assert cli(home, "box", "info").returncode == 0
+    finally:
+        cli(home, "stop", "box")
+    assert not (home / "box" / "next_api_token").exists()
+
+
+def test_a_token_rotated_while_stopped_applies_at_once(tmp_path):
+    home = tmp_path / "home"
+    Instance(home, "box").create("127.0.0.1", 1)
+    old = cli(home, "box", "token").stdout.strip()
+
+    rotated = cli(home, "box", "token", "--rotate")
+
+    assert (rotated.returncode, rotated.stderr) == (0, "")
+    assert rotated.stdout.strip() != old
+    assert cli(home, "box", "token").stdout.strip() == rotated.stdout.strip()
+    assert cli(home, "box", "info").returncode == 0
+
+
+def test_a_first_start_in_the_foreground_shows_the_new_token_once(tmp_path):
+    home = tmp_path / "home"
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", ""), "GMP_HOME": str(home)}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    screens = []
+    for _ in range(2):
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mailproxy", "start", "third", "--foreground",
+             "--port", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert server.stderr is not None
+        screen = []
+        try:
+            while not screen or not screen[-1].startswith("API docs:"):
+                line = server.stderr.readline()
+                assert line, f"ended before answering: {screen}"
+                screen.append(line.rstrip("\n"))
+        finally:
+            server.terminate()
+            server.communicate(timeout=60)
+        screens.append(screen)
+    config_file = home / "third" / "config.ini"
+    parser = configparser.ConfigParser()
+    parser.read(config_file)
+    token = parser["server"]["api_token"]
+    first, second = ("\n".join(screen) for screen in screens)
+    assert f"admin token (shown once): {token}\n  kept in {config_file}\n" in first
+    assert token not in second
+    assert f"admin token: from [server] api_token in {config_file}" in second
+
+
+def test_a_config_without_a_server_section_is_one_line_and_rotate_repairs_it(tmp_path):
+    home = tmp_path / "home"
+    Instance(home, "box").create("127.0.0.1", free_port())
+    config_file = home / "box" / "config.ini"
+    config_file.write_text("[security]\n")
+    expected = (
+        f"error: no admin token in {config_file} ([server] api_token): mail-proxy box token "
+        "--rotate makes one while box is stopped\n"
+    )
+    for command in (("box", "token"), ("box", "info"), ("start", "box", "--port", "1")):
+        result = cli(home, *command)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", expected)
+    assert config_file.read_text() == "[security]\n"
+    assert not (home / "box" / "mail-proxy.pid").exists()
+
+    rotated = cli(home, "box", "token", "--rotate")
+
+    assert rotated.returncode == 0
+    assert cli(home, "box", "info").returncode == 0

@@ -64,3 +64,22 @@ def test_serve_refuses_insecure_on_a_public_address(tmp_path):
 
     assert result.returncode == 2
     assert "loopback" in result.stderr
+
+
+def test_demo_in_a_folder_it_cannot_make_is_one_line_naming_it(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+
+    as_file = run("demo", "--dir", str(a_file), cwd=tmp_path)
+    below_file = run("demo", "--dir", str(a_file / "sub"), cwd=tmp_path)
+
+    assert (as_file.returncode, as_file.stdout) == (1, "")
+    assert as_file.stderr == (
+        f"error: the demo folder {a_file} is a file, not a folder, or choose another with --dir\n"
+    )
+    assert (below_file.returncode, below_file.stdout) == (1, "")
+    assert below_file.stderr == (
+        f"error: the demo folder {a_file / 'sub'} cannot be made: {a_file} is a file, not a "
+        "folder, or choose another with --dir\n"
+    )
+    assert a_file.read_text() == "not a folder\n"

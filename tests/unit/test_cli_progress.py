@@ -41,7 +41,9 @@ def test_sending_a_folder_shows_a_bar_over_its_files_on_a_terminal(home, tmp_pat
     assert "queueing" in terminal.transcript
     assert f"{FILES}/{FILES}" in terminal.transcript
     assert BAR in terminal.transcript
-    assert terminal.transcript.rstrip().endswith(f"queued {FILES}")
+    assert terminal.transcript.rstrip().endswith(
+        f"queued {FILES}\r\nnote: box is not running: nothing is sent until mail-proxy start box"
+    )
 
 
 def test_listing_a_large_queue_shows_a_bar_on_a_terminal(home, tmp_path):
@@ -75,6 +77,7 @@ def test_no_bar_when_piped(home, tmp_path):
     sent = cli(home, "box", "acme", "send", str(tmp_path / "mails"))
     listed = cli(home, "box", "acme", "messages", "list", "--all")
 
-    assert (sent.returncode, sent.stdout, sent.stderr) == (0, f"queued {FILES}\n", "")
+    assert (sent.returncode, sent.stdout) == (0, f"queued {FILES}\n")
+    assert sent.stderr == "note: box is not running: nothing is sent until mail-proxy start box\n"
     assert (listed.returncode, listed.stderr) == (0, "")
     assert len([line for line in listed.stdout.splitlines() if " pending " in line]) == FILES

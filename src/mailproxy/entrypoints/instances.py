@@ -2,8 +2,11 @@
 
 An instance lives in ``$GMP_HOME/<name>/`` (default ``~/.mail-proxy``): ``config.ini``
 (written at the first start with a generated admin token, mode 600), ``mail_service.db``,
-``mail-proxy.pid`` and ``mail-proxy.log``. A pid file is trusted only when that process
-is alive and is a mailproxy server; otherwise it is stale and removed.
+``mail-proxy.pid`` and ``mail-proxy.log``; ``next_api_token`` (mode 600) holds a token
+rotated while the instance runs, moved into ``config.ini`` at its next start (until then
+the running server and the CLI keep the token it started with). A pid file is trusted
+only when that process is alive and is a mailproxy server; otherwise it is stale and
+removed.
 
 A started server says that it answers through systemd's readiness protocol
 (``NOTIFY_SOCKET``, a datagram ``READY=1``): ``start`` waits for its own child's word on
@@ -42,6 +45,8 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     running: bool
     pid: int | None
+    #: Why the instance cannot be read (its config.ini), when it cannot.
+    error: str | None = None
 
 
 def home(environ: Mapping[str, str] | None = None) -> Path:
@@ -70,6 +75,10 @@ class Instance:
     def log_file(self) -> Path:
         return self.path / "mail-proxy.log"
 
+    @property
+    def next_token_file(self) -> Path:
+        return self.path / "next_api_token"
+
     def exists(self) -> bool:
         return self.config_file.is_file()
 
@@ -97,6 +106,8 @@ class Instance:
 
     def update_server(self, host: str | None, port: int | None) -> None:
         parser = self._config()
+        if not parser.has_section("server"):
+            parser.add_section("server")
         if host:
             parser["server"]["host"] = host
         if port:
@@ -105,11 +116,53 @@ class Instance:
             with self.config_file.open("w", encoding="utf-8") as handle:
                 parser.write(handle)
 
-    def rotate_token(self) -> None:
+    def rotate_token(self) -> str:
+        """A new admin token, returned. A stopped instance takes it at once; a running
+        one goes on with the token it started with (which the CLI keeps sending, so it
+        is not refused) and takes the new one at its next start."""
+        new = secrets.token_urlsafe(32)
+        if self.pid() is None:
+            self._set_token(new)
+            self.next_token_file.unlink(missing_ok=True)
+            return new
+        self.keep_next_token(new)
+        return new
+
+    def keep_next_token(self, token: str) -> None:
+        """Keep ``token`` (mode 600) for the next start."""
+        self.next_token_file.unlink(missing_ok=True)
+        fd = os.open(self.next_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+
+    @property
+    def next_token(self) -> str | None:
+        """The token rotated while the instance ran, to apply at its next start."""
+        try:
+            return self.next_token_file.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def apply_next_token(self) -> None:
+        """Before a start: the token rotated while the instance ran becomes its token."""
+        if (new := self.next_token) is not None:
+            self._set_token(new)
+            self.next_token_file.unlink(missing_ok=True)
+
+    def _set_token(self, token: str) -> None:
         parser = self._config()
-        parser["server"]["api_token"] = secrets.token_urlsafe(32)
+        if not parser.has_section("server"):
+            parser.add_section("server")
+        parser["server"]["api_token"] = token
         with self.config_file.open("w", encoding="utf-8") as handle:
             parser.write(handle)
+
+    def config_text(self) -> str:
+        """``config.ini`` as it is, for :meth:`restore_config` after a failed start."""
+        return self.config_file.read_text(encoding="utf-8")
+
+    def restore_config(self, text: str) -> None:
+        self.config_file.write_text(text, encoding="utf-8")
 
     @property
     def url(self) -> str:
@@ -119,7 +172,13 @@ class Instance:
 
     @property
     def token(self) -> str:
-        return str(self._config()["server"]["api_token"])
+        token = self._config().get("server", "api_token", fallback="")
+        if not token:
+            raise MailProxyError(
+                f"no admin token in {self.config_file} ([server] api_token): mail-proxy "
+                f"{self.name} token --rotate makes one while {self.name} is stopped"
+            )
+        return token
 
     def pid(self) -> int | None:
         """The pid of the running server, or None (a stale pid file is removed)."""

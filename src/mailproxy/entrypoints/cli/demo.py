@@ -16,6 +16,7 @@ from mailproxy.domain.model import Status, SubmitResult
 from mailproxy.entrypoints.cli.apps import app
 from mailproxy.entrypoints.cli.exits import UsageError, exit_code
 from mailproxy.entrypoints.cli.output import counts
+from mailproxy.entrypoints.instances import writable_folder
 
 DEMO_TENANT = "demo"
 DEMO_ACCOUNT = "sandbox"
@@ -104,6 +105,7 @@ def demo(
     """
     if not 1 <= count <= 1000:
         raise UsageError("--count must be between 1 and 1000")
+    writable_folder(directory, "demo", "choose another with --dir")
     summary = asyncio.run(run_demo(directory, count))
     if json_output:
         print(json.dumps(summary, indent=2))

@@ -47,8 +47,8 @@ def info(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
 
 @instance_app.command
 def token(*, instance: TargetInstance, rotate: bool = False) -> None:
-    """Print the admin token; --rotate replaces it (a running instance takes the new one
-    at its next restart).
+    """Print the admin token in use; --rotate prints a new one, which a running instance
+    takes at its next start (until then it and this command line keep the current one).
 
     Parameters
     ----------
@@ -56,10 +56,15 @@ def token(*, instance: TargetInstance, rotate: bool = False) -> None:
         Generate a new token.
     """
     if rotate:
-        instance.rotate_token()
-        if instance.pid() is not None:
-            print(f"restart to apply: mail-proxy restart {instance.name}", file=sys.stderr)
-    print(instance.token)
+        print(instance.rotate_token())
+    else:
+        print(instance.token)
+    if instance.next_token is not None:
+        print(
+            f"{instance.name} runs with the earlier token until it restarts: "
+            f"mail-proxy restart {instance.name} applies the new one",
+            file=sys.stderr,
+        )
 
 
 @instance_app.command(name="rotate-key")

@@ -21,8 +21,8 @@ from mailproxy.entrypoints.admin import ApiError
 from mailproxy.entrypoints.cli.apps import app, commands_of, instance_app, tenant_app
 from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError, exit_code
 from mailproxy.entrypoints.cli.output import request
-from mailproxy.entrypoints.cli.serve import Port, serve
-from mailproxy.entrypoints.instances import Instance, home, instances
+from mailproxy.entrypoints.cli.serve import Port, serve_until_stopped
+from mailproxy.entrypoints.instances import Instance, InstanceInfo, home, instances
 
 
 @app.command(name="list")
@@ -32,12 +32,15 @@ def list_instances(
 ) -> None:
     """Show the instances under GMP_HOME (default ~/.mail-proxy): running or stopped, URL, pid.
 
+    An instance whose config.ini cannot be read is listed as broken, with why, among the
+    others (``"error"`` in the JSON).
+
     Parameters
     ----------
     json_output
         Print JSON.
     """
-    rows = [i.info() for i in instances(home())]
+    rows = [listed(i) for i in instances(home())]
     if json_output:
         print(json.dumps(msgspec.to_builtins(rows), indent=2))
         return
@@ -46,8 +49,23 @@ def list_instances(
         return
     width = max(len(r.name) for r in rows)
     for row in rows:
+        if row.error is not None:
+            print(f"{row.name:<{width}}  broken: {row.error}")
+            continue
         state = f"running  pid {row.pid}" if row.running else "stopped"
         print(f"{row.name:<{width}}  {row.url:<24}  {state}")
+
+
+def listed(instance: Instance) -> InstanceInfo:
+    """The instance's row in ``list``; one that cannot be read is a row with its error,
+    so that it does not hide the others."""
+    try:
+        return instance.info()
+    except MailProxyError as error:
+        return InstanceInfo(
+            name=instance.name, path=str(instance.path), url="", running=False, pid=None,
+            error=str(error),
+        )  # fmt: skip
 
 
 @app.command
@@ -62,13 +80,14 @@ def start(
     """Start instance NAME (created on first start, with a generated admin token) and
     return once it answers; --foreground runs it in this terminal instead.
 
-    A first start that fails leaves no instance behind. Example: ``mail-proxy start
-    myserver --port 8080``
+    A first start that fails leaves no instance behind, and a start that fails leaves
+    the instance's config.ini as it was (--host and --port included). Example:
+    ``mail-proxy start myserver --port 8080``
 
     Parameters
     ----------
     name
-        Instance name (A-Z a-z 0-9 _ . -).
+        Instance name (A-Z a-z 0-9 _ . -; not a command's name).
     host
         Address to bind (kept in the instance's config.ini).
     port
@@ -76,6 +95,11 @@ def start(
     foreground
         Do not go to the background.
     """
+    if name in commands_of(app):
+        raise UsageError(
+            f"{name} is a mail-proxy command, so it cannot name an instance "
+            f"(mail-proxy {name} ... would run the command): choose another name"
+        )
     instance = Instance(home(), name)
     pid = instance.pid()
     if pid is not None:
@@ -84,24 +108,36 @@ def start(
         return None
     created = not instance.exists()
     new_folder = not instance.path.exists()
+    earlier = None if created else instance.config_text()
+    next_token = None if created else instance.next_token
     if created:
         instance.create(host, port)
     else:
         instance.update_server(host, port)
-    if foreground:
-        code = serve(config=instance.config_file)
-        if code and new_folder:
-            shutil.rmtree(instance.path, ignore_errors=True)
-        return code
     try:
+        instance.apply_next_token()
+        # A config without a token is refused: its server could not be administered.
+        token = instance.token
+        if foreground:
+            serve_until_stopped(instance.config_file, unseen_token=created)
+            return None
         pid = instance.start()
     except MailProxyError:
         if new_folder:
             shutil.rmtree(instance.path, ignore_errors=True)
+        elif earlier is None:
+            instance.config_file.unlink(missing_ok=True)
+        else:
+            instance.restore_config(earlier)
+            if next_token is not None:
+                instance.keep_next_token(next_token)
         raise
-    print(f"{name} running at {instance.url} (pid {pid})")
+    url = instance.url
+    print(f"{name} running at {url} (pid {pid})")
     if created:
-        print(f"admin token: {instance.token}  (kept in {instance.config_file})")
+        print(f"admin token: {token}  (kept in {instance.config_file})")
+    print(f"status page: {url}/ui")
+    print(f"API docs:    {url}/schema")
     return None
 
 
@@ -178,12 +214,12 @@ def instance_command(
         return None
     instance = Instance(home(), instance_name)
     if not instance.exists():
-        raise unknown_instance(instance_name)
+        raise unknown_instance(instance_name, next(iter(tokens), None))
     targets: dict[str, Any] = {"instance": instance}
     level = instance_app
     # A first word that is not one of the instance's commands nor an option is a tenant id.
     if tokens and tokens[0] not in instance_app and not tokens[0].startswith("-"):
-        check_tenant(instance, tokens[0])
+        check_tenant(instance, tokens[0], next(iter(tokens[1:]), None))
         level, targets["tenant_id"], tokens = tenant_app, tokens[0], tokens[1:]
     with named_levels(instance_name, targets.get("tenant_id")):
         # The cyclopts meta-app pattern: the level parses the rest of the line, and the
@@ -198,23 +234,33 @@ def closest(word: str, candidates: Iterable[str]) -> str | None:
     return next(iter(difflib.get_close_matches(word, list(candidates), n=1)), None)
 
 
-def unknown_instance(word: str) -> MailProxyError:
-    """The error for ``mail-proxy WORD ...`` when WORD is no instance: a mistyped command
-    (usage), a mistyped instance name, or an instance still to be created."""
-    if command := closest(word, commands_of(app)):
+def unknown_instance(word: str, following: str | None) -> MailProxyError:
+    """The error for ``mail-proxy WORD FOLLOWING ...`` when WORD is no instance: a mistyped
+    instance name (the closest instance first: the word stands where instance names go),
+    a mistyped command (named alone when FOLLOWING is an instance, as in ``strat box``;
+    else the line names both readings), or an instance still to be created."""
+    names = [i.name for i in instances(home())]
+    same_but_case = [name for name in names if name.lower() == word.lower()]
+    command = closest(word, commands_of(app))
+    if command and following in names:
         return UsageError(f"unknown command {word} (did you mean {command}?)")
-    if name := closest(word, [i.name for i in instances(home())]):
+    if name := next(iter(same_but_case), None) or closest(word, names):
         return CommandFailed(f"no instance {word} in {home()} (did you mean {name}?)")
+    if command:
+        return UsageError(
+            f"no command or instance named {word} in {home()} (did you mean the command "
+            f"{command}? to create an instance: mail-proxy start {word})"
+        )
     return CommandFailed(
         f"{word} is neither a command nor an instance in {home()} (mail-proxy --help lists "
         f"the commands; mail-proxy start {word} creates the instance)"
     )
 
 
-def check_tenant(instance: Instance, word: str) -> None:
+def check_tenant(instance: Instance, word: str, following: str | None) -> None:
     """Raise unless ``word`` is a tenant of ``instance`` (asked through its API, running or
-    stopped): a mistyped instance command (usage) or tenant id, or a tenant still to be
-    created."""
+    stopped): a mistyped instance command (usage) or tenant id (first when ``following``
+    is a tenant's command, as in ``acmee accounts``), or a tenant still to be created."""
     if is_tenant_id(word):
         try:
             request(instance, "GET", f"/tenant/{word}")
@@ -222,11 +268,14 @@ def check_tenant(instance: Instance, word: str) -> None:
         except ApiError as error:
             if error.status != HTTPStatus.NOT_FOUND:
                 raise
-    if command := closest(word, commands_of(instance_app)):
+    command = closest(word, commands_of(instance_app))
+    if command and (following is None or following not in tenant_app):
         raise UsageError(f"unknown command {word} (did you mean {command}?)")
     tenants = [t["id"] for t in request(instance, "GET", "/tenants")["tenants"]]
     if tenant := closest(word, tenants):
         raise CommandFailed(f"no tenant {word} on {instance.name} (did you mean {tenant}?)")
+    if command:
+        raise UsageError(f"unknown command {word} (did you mean {command}?)")
     create = f"; mail-proxy {instance.name} tenants add {word} creates the tenant"
     raise CommandFailed(
         f"{word} is neither a command of {instance.name} nor one of its tenants "

@@ -47,6 +47,17 @@ def request(instance: Instance, method: str, path: str, **options: Any) -> dict[
     return answer
 
 
+def note_if_stopped(instance: Instance) -> None:
+    """For commands that queue or wake deliveries: a stopped instance takes them (its
+    database is written) but sends nothing until it is started."""
+    if instance.pid() is None:
+        print(
+            f"note: {instance.name} is not running: nothing is sent until "
+            f"mail-proxy start {instance.name}",
+            file=sys.stderr,
+        )
+
+
 def present(**fields: Any) -> dict[str, Any]:
     """The fields that were given (not None), for a request body."""
     return {key: value for key, value in fields.items() if value is not None}

@@ -67,6 +67,8 @@ class AdminToken(msgspec.Struct, frozen=True, kw_only=True):
     where: str
     #: Generated at this start: written here (mode 600) once the service answers.
     new_file: Path | None = None
+    #: Generated before this start and not shown yet (a new instance's): shown once.
+    unseen: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -173,7 +175,7 @@ def first_screen(token: AdminToken | None, url: str) -> str:
     generated) and where it is kept, and the pages to start from."""
     if token is None:
         lines = ["admin token: none (--insecure: every caller is the admin)"]
-    elif token.new_file is not None:
+    elif token.new_file is not None or token.unseen:
         lines = [f"admin token (shown once): {token.value}", f"  {token.where}"]
     else:
         lines = [f"admin token: {token.where}"]
@@ -213,6 +215,19 @@ def serve(
     insecure
         Serve without any token (every caller is the admin); only on a loopback address.
     """
+    serve_until_stopped(config, host, port, insecure=insecure)
+
+
+def serve_until_stopped(
+    config: Path | None,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    insecure: bool = False,
+    unseen_token: bool = False,
+) -> None:
+    """``serve``'s work; ``unseen_token``: the configured token was just generated (a new
+    instance's), so the first screen shows it once."""
     settings = load_settings(config)
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
@@ -221,6 +236,8 @@ def serve(
     with listen(bind_host, bind_port) as listener:
         check_data_dir_of(settings, config, keeps_token=not insecure)
         token = None if insecure else admin_token_for(settings, config)
+        if token is not None and unseen_token and config is not None:
+            token = msgspec.structs.replace(token, where=f"kept in {config}", unseen=True)
         settings = msgspec.structs.replace(
             settings,
             server=msgspec.structs.replace(

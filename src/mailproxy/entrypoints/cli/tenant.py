@@ -27,6 +27,7 @@ from mailproxy.entrypoints.cli.output import (
     Column,
     fields,
     local_time,
+    note_if_stopped,
     present,
     progress,
     request,
@@ -392,6 +393,8 @@ def send(
     result = {"queued": sum(a["queued"] for a in answers),
               "rejected": [r for a in answers for r in a["rejected"]]}  # fmt: skip
     show(result, json_output, lambda r: [f"queued {r['queued']}"])
+    if result["queued"] and not json_output:
+        note_if_stopped(instance)
     if result["rejected"]:
         path_of = {path.stem: path for path in paths}
         reasons = [f"{path_of[r['id']]} ({r['reason']})" for r in result["rejected"]]
@@ -434,6 +437,7 @@ def run_now(*, instance: TargetInstance, tenant_id: TargetTenant) -> None:
     """
     request(instance, "POST", "/commands/run-now", params={"tenant_id": tenant_id})
     print("ok")
+    note_if_stopped(instance)
 
 
 #: The optional batch code of ``suspend`` and ``activate``.
@@ -462,6 +466,8 @@ def suspension(
         else "sending, nothing suspended"
     )  # fmt: skip
     show(answer, json_output, lambda a: [f"{tenant_id}: {state}; {a['pending_messages']} pending"])
+    if command == "activate" and not json_output:
+        note_if_stopped(instance)
 
 
 #: ``suspend`` and ``activate``, and their help.
