@@ -134,3 +134,16 @@ def test_sending_a_file_the_instance_refuses_exits_1_with_the_reason(home, tmp_p
     assert result.returncode == 1
     assert result.stdout == "queued 0\n"
     assert result.stderr == f"error: not queued: {tmp_path / 'nofrom.eml'} (missing from)\n"
+
+
+def test_a_piped_table_keeps_every_cell_whole_on_one_line(home, tmp_path):
+    long_id = "newsletter-2026-12-spring-sale-announcement-for-subscribers"
+    (tmp_path / f"{long_id}.eml").write_bytes(EML)
+    assert cli(home, "box", "acme", "send", str(tmp_path / f"{long_id}.eml")).returncode == 0
+
+    page = run(home, "box", "acme", "messages", "list")
+
+    assert_reads_like_a_tool(page)
+    row = r" +pending +2 +0 +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+05:30 +—"
+    assert re.search(rf"^ ?{long_id}{row}", page, re.MULTILINE), page
+    assert "…" not in page

@@ -89,7 +89,7 @@ def test_a_capture_account_asks_only_whether_it_is_the_default(home):
 def test_values_given_as_options_are_not_asked(home):
     terminal = Terminal(
         home, "box", "acme", "accounts", "add", "--kind", "smtp", "--host", "smtp.example.com",
-        "--port", "2525", "--user", "app", "--password", "pw", "--no-tls",
+        "--port", "2525", "--user", "app", "--password", "pw", "--tls", "off",
         "--limit-per-minute", "5", "--limit-per-hour", "50", "--limit-per-day", "500",
         "--default",
     )  # fmt: skip

@@ -19,6 +19,7 @@ those levels' apps so they list every command registered there.
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated
 
 import cyclopts
@@ -82,9 +83,33 @@ def commands_of(level: cyclopts.App) -> list[str]:
 
 
 def one_line(error: cyclopts.CycloptsError) -> rich.text.Text:
-    """A mistake the parser catches (unknown command or option, bad or missing value) as
-    one line on stderr, like every other error of the command line."""
-    return rich.text.Text(f"error: {' '.join(str(error).split())}")
+    """A mistake the parser catches (unknown command or option, bad, missing or extra
+    value) as one line on stderr, worded like every other error of the command line."""
+    return rich.text.Text(f"error: {parse_error(error)}")
+
+
+def parse_error(error: cyclopts.CycloptsError) -> str:
+    """The message of a parser error, in the command line's words: ``unknown command X
+    (did you mean Y?)``, ``missing ACCOUNT-ID``, ``unexpected argument: extra``; cyclopts'
+    own message for the others."""
+    tokens = error.unused_tokens or []
+    if isinstance(error, cyclopts.UnknownCommandError) and tokens:
+        known = commands_of(error.app) if error.app is not None else []
+        close = difflib.get_close_matches(tokens[0], known, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"one of: {', '.join(known)}"
+        return f"unknown command {tokens[0]} ({hint})"
+    if isinstance(error, cyclopts.UnusedCliTokensError) and tokens:
+        return f"unexpected argument{'s' if len(tokens) > 1 else ''}: {' '.join(tokens)}"
+    argument = error.argument
+    if (
+        isinstance(error, cyclopts.MissingArgumentError)
+        and argument is not None
+        and argument.field_info.is_positional
+        and error.keyword is None  # `--account-id` typed without its value is an option
+    ):
+        return f"missing {argument.name.removeprefix('--').upper()}"
+    text = " ".join(str(error).split())
+    return text[:1].lower() + text[1:]
 
 
 #: Where :func:`one_line` goes: stderr, without folding the line at the terminal's width.

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx
-from cyclopts import Parameter
+from cyclopts import Parameter, validators
 
+from mailproxy.domain.model import Status
 from mailproxy.domain.validation import check_path_id
 from mailproxy.entrypoints.admin import ApiError, call, message_from_eml
 from mailproxy.entrypoints.cli.apps import (
@@ -43,6 +45,14 @@ from mailproxy.entrypoints.cli.prompts import (
     required,
     yes_no,
 )
+from mailproxy.entrypoints.instances import Instance
+
+#: A port number given as an option: a usage error (exit 2) outside 1-65535.
+Port = Annotated[int, Parameter(validator=validators.Number(gte=1, lte=65535))]
+#: A count given as an option (a limit, connections): a usage error below 1.
+Count = Annotated[int, Parameter(validator=validators.Number(gte=1))]
+#: The priorities ``send`` accepts: the API's names and numbers.
+PriorityName = Literal["immediate", "high", "medium", "low", "0", "1", "2", "3"]
 
 #: Messages per add-messages call when sending files.
 SEND_BATCH = 100
@@ -62,11 +72,18 @@ def accounts_list(
     columns: list[Column] = [
         ("id", lambda a: a["id"]),
         ("kind", lambda a: a["kind"]),
-        ("server", lambda a: f"{a['host']}:{a['port']}" if a["host"] else None),
+        ("server", server),
         ("default", lambda a: "yes" if a["is_default"] else None),
         ("limits", account_limits),
     ]
     table(found["accounts"], json_output, columns, "no accounts")
+
+
+def server(account: dict[str, Any]) -> str | None:
+    """``smtp.example.com:587``: where an SMTP account sends; None for a capture one."""
+    if account["kind"] != "smtp" or not account["host"]:
+        return None
+    return f"{account['host']}:{account['port']}" if account["port"] else account["host"]
 
 
 def account_limits(account: dict[str, Any]) -> str | None:
@@ -83,16 +100,16 @@ def accounts_add(
     tenant_id: TargetTenant,
     kind: Literal["smtp", "capture"] | None = None,
     host: str | None = None,
-    port: int | None = None,
+    port: Port | None = None,
     user: str | None = None,
     password: str | None = None,
-    tls: bool | None = None,
-    limit_per_minute: int | None = None,
-    limit_per_hour: int | None = None,
-    limit_per_day: int | None = None,
+    tls: Literal["auto", "required", "off"] | None = None,
+    limit_per_minute: Count | None = None,
+    limit_per_hour: Count | None = None,
+    limit_per_day: Count | None = None,
     limit_behavior: Literal["defer", "reject"] | None = None,
-    max_connections: int | None = None,
-    default: bool | None = None,
+    max_connections: Count | None = None,
+    default: Annotated[bool, Parameter(negative=())] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Create or replace an account of the tenant.
@@ -120,8 +137,8 @@ def accounts_add(
     password
         The SMTP password (stored encrypted when a key is configured; never shown).
     tls
-        --tls requires TLS (STARTTLS, or implicit on 465); --no-tls never uses it;
-        neither: TLS when the server offers it, required with a password.
+        required: TLS always (STARTTLS, or implicit on 465); off: never; auto (default):
+        TLS when the server offers it, required with a password.
     limit_per_minute
         Sends per minute at most (default: no limit).
     limit_per_hour
@@ -136,11 +153,14 @@ def accounts_add(
         The tenant's default account, for messages that name none.
     """
     given = present(
-        kind=kind, host=host, port=port, user=user, password=password, use_tls=tls,
+        kind=kind, host=host, port=port, user=user, password=password,
         limit_per_minute=limit_per_minute, limit_per_hour=limit_per_hour,
         limit_per_day=limit_per_day, limit_behavior=limit_behavior,
-        max_connections=max_connections, is_default=default,
+        max_connections=max_connections, is_default=default or None,
     )  # fmt: skip
+    if tls is not None:
+        given["use_tls"] = TLS_ANSWERS[tls]  # auto is None: kept, so it is not asked
+    refuse_smtp_options_for_capture(given)
     if account_id is None and interactive():
         accounts = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})
         first = not any(a["is_default"] for a in accounts["accounts"])
@@ -152,6 +172,22 @@ def accounts_add(
     body = {"kind": "smtp", "is_default": False} | body
     saved = request(instance, "POST", "/account", params={"tenant_id": tenant_id}, json=body)
     show(saved["account"], json_output, lambda a: [f"account {a['id']} saved"])
+
+
+#: The SMTP options of ``accounts add`` and the account fields they set.
+SMTP_OPTIONS = {"--host": "host", "--port": "port", "--user": "user",
+                "--password": "password", "--tls": "use_tls"}  # fmt: skip
+
+
+def refuse_smtp_options_for_capture(given: dict[str, Any]) -> None:
+    """A capture account connects nowhere: an SMTP option given with ``--kind capture``
+    is a mistake, not something to store and never use."""
+    smtp = [option for option, field in SMTP_OPTIONS.items() if field in given]
+    if given.get("kind") == "capture" and smtp:
+        raise UsageError(
+            f"{', '.join(smtp)}: for smtp accounts only "
+            "(a capture account writes .eml files and connects to no server)"
+        )
 
 
 #: The TLS answers of ``accounts add`` and the account's ``use_tls`` they stand for.
@@ -182,7 +218,7 @@ def ask_account(given: dict[str, Any], first_default: bool) -> dict[str, Any]:
         for field, window in LIMITS:
             fill(field, functools.partial(ask_as, count, f"Sends per {window}", blank="no limit"))
     fill("is_default", lambda: yes_no("Default account of the tenant", first_default))
-    return present(**account)
+    return {k: v for k, v in account.items() if v is not None or k == "use_tls"}
 
 
 def complete_smtp(account: dict[str, Any]) -> None:
@@ -228,8 +264,13 @@ def accounts_show(
     found = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})
     match = [a for a in found["accounts"] if a["id"] == account_id]
     if not match:
-        raise CommandFailed(f"account not found: {account_id}")
+        raise account_not_found(account_id)
     show(match[0], json_output, lambda a: fields(a | {"use_tls": TLS_MODES[a["use_tls"]]}))
+
+
+def account_not_found(account_id: str) -> CommandFailed:
+    """The error for an account id the tenant does not have, whichever command."""
+    return CommandFailed(f"account not found: {account_id}")
 
 
 @accounts_app.command(name="delete")
@@ -248,7 +289,12 @@ def accounts_delete(
         Delete even with queued messages, failing them.
     """
     params = {"tenant_id": tenant_id} | ({"force": "true"} if force else {})
-    request(instance, "DELETE", f"/account/{account_id}", params=params)
+    try:
+        request(instance, "DELETE", f"/account/{account_id}", params=params)
+    except ApiError as error:
+        if error.status == HTTPStatus.NOT_FOUND:
+            raise account_not_found(account_id) from None
+        raise
     print(f"account {account_id} deleted")
 
 
@@ -257,42 +303,49 @@ def messages_list(
     *,
     instance: TargetInstance,
     tenant_id: TargetTenant,
-    status: str | None = None,
-    limit: int = 50,
+    status: Status | None = None,
+    limit: Count = 50,
     every: Annotated[bool, Parameter(name="--all", negative=())] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """List the tenant's messages, oldest first.
 
     The first --limit, or --all, read a page at a time (with a progress bar on a
-    terminal).
+    terminal). One line per message: ``pri`` is its priority (0 immediate to 3 low),
+    ``tries`` its delivery attempts, ``error`` the short form of the last error
+    (``messages show`` gives it whole).
 
     Example: ``mail-proxy myserver acme messages list --status error --all``
 
     Parameters
     ----------
     status
-        Only the messages in this status (pending, deferred, sent, error, ...).
+        Only the messages in this status.
     limit
         How many messages at most.
     every
         Every message, however many.
     """
-    if limit < 1:
-        raise UsageError("--limit must be 1 or more")
-    params = {"tenant_id": tenant_id} | present(status=status)
+    params = {"tenant_id": tenant_id} | present(status=status and status.value)
     wanted = None if every else limit
     with progress("reading messages", wanted, wanted=not json_output) as update:
         found = run_api(instance, lambda client: read_pages(client, params, wanted, update))
     columns: list[Column] = [
         ("id", lambda m: m["id"]),
         ("status", lambda m: m["status"]),
-        ("priority", lambda m: m["priority"]),
-        ("attempts", lambda m: m["attempts"]),
+        ("pri", lambda m: m["priority"]),
+        ("tries", lambda m: m["attempts"]),
         ("updated", lambda m: local_time(m["updated_at"])),
-        ("error", lambda m: m["error"]),
+        ("error", lambda m: m["error"] and short_error(m["error"])),
     ]
-    table(found, json_output, columns, "no messages")
+    table(found, json_output, columns, "no messages", gives_way="error")
+
+
+def short_error(error: str) -> str:
+    """What went wrong, without the details ``messages show`` gives: the part of a
+    delivery error before its first colon (``connection at CONNECT``, ``SMTP 550 at
+    RCPT``)."""
+    return error.partition(": ")[0]
 
 
 async def read_pages(
@@ -361,7 +414,7 @@ def send(
     instance: TargetInstance,
     tenant_id: TargetTenant,
     account: str | None = None,
-    priority: int | None = None,
+    priority: PriorityName | None = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Queue .eml files (or every .eml in a folder); each file's name is its id.
@@ -378,7 +431,7 @@ def send(
     account
         The account to send through (default: the tenant's default account).
     priority
-        0 (immediate) to 3 (low); default 2.
+        immediate (0), high (1), medium (2, the default) or low (3).
     """
     paths = [p for f in files for p in (sorted(f.glob("*.eml")) if f.is_dir() else [f])]
     if not paths:
@@ -386,7 +439,8 @@ def send(
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise UsageError(f"not a file: {', '.join(missing)}")
-    extra = present(account_id=account, priority=priority)
+    check_sender(instance, tenant_id, account)
+    extra = present(account_id=account, priority=priority and priority_of(priority))
     with progress("queueing", len(paths), wanted=not json_output) as update:
         answers = run_api(instance, lambda c: add_files(c, tenant_id, paths, extra, update))
     result = {"queued": sum(a["queued"] for a in answers),
@@ -396,6 +450,31 @@ def send(
         path_of = {path.stem: path for path in paths}
         reasons = [f"{path_of[r['id']]} ({r['reason']})" for r in result["rejected"]]
         raise CommandFailed(f"not queued: {', '.join(reasons)}")
+
+
+def check_sender(instance: Instance, tenant_id: str, account_id: str | None) -> None:
+    """Raise unless the messages have an account to go through: ``account_id``, or the
+    tenant's default account; the error says, in options, how to give one."""
+    accounts = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})["accounts"]
+    add = f"mail-proxy {instance.name} {tenant_id} accounts add ACCOUNT-ID"
+    if not accounts:
+        raise CommandFailed(
+            f"tenant {tenant_id} has no accounts: add one first ({add} --host HOST, "
+            "or --kind capture for a sandbox)"
+        )
+    ids = [a["id"] for a in accounts]
+    if account_id is not None and account_id not in ids:
+        raise account_not_found(account_id)
+    if account_id is None and not any(a["is_default"] for a in accounts):
+        raise CommandFailed(
+            f"tenant {tenant_id} has no default account: give --account (one of: "
+            f"{', '.join(ids)}), or make one the default ({add} ... --default)"
+        )
+
+
+def priority_of(name: str) -> int | str:
+    """A ``--priority`` as the API takes it: a number 0-3 or a name."""
+    return int(name) if name.isdigit() else name
 
 
 async def add_files(
