@@ -148,6 +148,10 @@ tenant_app.command(messages_app)
 TargetInstance = Annotated[Instance, cyclopts.Parameter(parse=False)]
 #: The tenant id a tenant command works on (from ``mail-proxy NAME TENANT``).
 TargetTenant = Annotated[str, cyclopts.Parameter(parse=False)]
+#: A port number given as an option: a usage error (exit 2) outside 1-65535.
+Port = Annotated[int, cyclopts.Parameter(validator=cyclopts.validators.Number(gte=1, lte=65535))]
+#: A count given as an option (a limit, connections, --limit): a usage error below 1.
+Count = Annotated[int, cyclopts.Parameter(validator=cyclopts.validators.Number(gte=1))]
 #: ``--json``: print the result as JSON for scripts instead of lines for people.
 JsonFlag = Annotated[
     bool, cyclopts.Parameter(name=["--json"], negative=(), help="Print JSON for scripts.")

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, Literal
 
 import msgspec
@@ -14,6 +17,7 @@ from mailproxy.bootstrap import reseal_secrets
 from mailproxy.config import load_settings
 from mailproxy.domain.egress import check_http_url
 from mailproxy.domain.validation import is_tenant_id
+from mailproxy.entrypoints.admin import ApiError
 from mailproxy.entrypoints.cli.apps import JsonFlag, TargetInstance, instance_app, tenants_app
 from mailproxy.entrypoints.cli.output import (
     Column,
@@ -27,6 +31,7 @@ from mailproxy.entrypoints.cli.output import (
     table,
 )
 from mailproxy.entrypoints.cli.prompts import ask, ask_as, interactive, required
+from mailproxy.entrypoints.instances import Instance
 
 
 @instance_app.command
@@ -153,7 +158,7 @@ def tenants_add(
     body = present(name=name, client_base_url=base_url, client_sync_path=sync_path)
     auth = present(method=auth_method, token=auth_token, user=auth_user, password=auth_password)
     if tenant_id is None and interactive():
-        body, auth = ask_tenant(body, auth)
+        body, auth = ask_tenant(body, auth, functools.partial(new_tenant_id, instance))
     else:
         usage = f"mail-proxy {instance.name} tenants add TENANT-ID"
         body["id"] = required(tenant_id, f"TENANT-ID: {usage}")
@@ -181,11 +186,12 @@ def warn(answer: dict[str, Any]) -> None:
 
 
 def ask_tenant(
-    given: dict[str, Any], auth: dict[str, Any]
+    given: dict[str, Any], auth: dict[str, Any], new_id: Callable[[str], str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A tenant's id, name, report URL and report authentication, asked for one by one
-    except those given; the tenant and its ``client_auth``."""
-    tenant = {"id": ask_as(tenant_id_of, "Tenant id")} | given
+    """A tenant's id (checked by ``new_id`` as soon as it is typed), name, report URL
+    and report authentication, asked for one by one except those given; the tenant and
+    its ``client_auth``."""
+    tenant = {"id": ask_as(new_id, "Tenant id")} | given
     if "name" not in tenant:
         tenant["name"] = ask("Name", default=tenant["id"])
     if "client_base_url" not in tenant:
@@ -218,10 +224,17 @@ def complete_auth(auth: dict[str, Any]) -> dict[str, Any]:
     return auth
 
 
-def tenant_id_of(answer: str) -> str:
+def new_tenant_id(instance: Instance, answer: str) -> str:
+    """A tenant id answer that is valid and not yet a tenant of ``instance``."""
     if not is_tenant_id(answer):
         raise ValueError("1 to 64 of A-Z a-z 0-9 _ . - (not . or ..)")
-    return answer
+    try:
+        request(instance, "GET", f"/tenant/{answer}")
+    except ApiError as error:
+        if error.status == HTTPStatus.NOT_FOUND:
+            return answer
+        raise
+    raise ValueError(f"tenant {answer} already exists")
 
 
 def path(answer: str) -> str:
