@@ -8,9 +8,10 @@ import functools
 import sys
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from cyclopts import Parameter
 
 from mailproxy.adapters.sealed import ResealCount
 from mailproxy.bootstrap import reseal_secrets
@@ -19,6 +20,7 @@ from mailproxy.domain.egress import check_http_url
 from mailproxy.domain.validation import is_tenant_id
 from mailproxy.entrypoints.admin import ApiError
 from mailproxy.entrypoints.cli.apps import JsonFlag, TargetInstance, instance_app, tenants_app
+from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError
 from mailproxy.entrypoints.cli.output import (
     Column,
     counts,
@@ -30,7 +32,7 @@ from mailproxy.entrypoints.cli.output import (
     suspended,
     table,
 )
-from mailproxy.entrypoints.cli.prompts import ask, ask_as, interactive, required
+from mailproxy.entrypoints.cli.prompts import ask, ask_as, interactive, required, yes_no
 from mailproxy.entrypoints.instances import Instance
 
 
@@ -295,6 +297,8 @@ def tenants_update(
         The report path under it.
     """
     body = present(name=name, client_base_url=base_url, client_sync_path=sync_path)
+    if not body:
+        raise UsageError("nothing to change: give --name, --base-url or --sync-path")
     answer = request(instance, "PUT", f"/tenant/{tenant_id}", json=body)
     warn(answer)
     changed = answer["tenant"]
@@ -334,21 +338,43 @@ def tenants_retire_secret(tenant_id: str, *, instance: TargetInstance) -> None:
     tenant_id
         The tenant id.
     """
+    found = request(instance, "GET", f"/tenant/{tenant_id}")["tenant"]
+    if not found["has_webhook_secret_previous"]:
+        print(f"tenant {tenant_id}: no previous webhook secret to retire (only the current "
+              "one signs)")  # fmt: skip
+        return
     request(instance, "DELETE", f"/tenant/{tenant_id}/webhook-secret/previous")
-    print(f"tenant {tenant_id}: only the current webhook secret signs")
+    print(f"tenant {tenant_id}: previous webhook secret retired; only the current one signs")
 
 
 @tenants_app.command(name="delete")
-def tenants_delete(tenant_id: str, *, instance: TargetInstance) -> None:
-    """Delete a tenant with its accounts and messages.
+def tenants_delete(
+    tenant_id: str,
+    *,
+    instance: TargetInstance,
+    yes: Annotated[bool, Parameter(negative=())] = False,
+) -> None:
+    """Delete a tenant with its accounts and messages, after asking on a terminal.
 
-    Example: ``mail-proxy myserver tenants delete acme``
+    Without a terminal, --yes is required: nothing can be undone.
+
+    Example: ``mail-proxy myserver tenants delete acme --yes``
 
     Parameters
     ----------
     tenant_id
         The tenant id.
+    yes
+        Delete without asking.
     """
+    if not yes:
+        accounts = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})
+        count = len(accounts["accounts"])
+        what = f"tenant {tenant_id} with its {count} accounts and all its messages"
+        if not interactive():
+            raise UsageError(f"deleting {what} cannot be undone: give --yes to confirm")
+        if not yes_no(f"Delete {what}", default=False):
+            raise CommandFailed(f"tenant {tenant_id} not deleted")
     request(instance, "DELETE", f"/tenant/{tenant_id}")
     print(f"tenant {tenant_id} deleted")
 

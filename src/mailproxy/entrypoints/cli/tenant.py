@@ -290,7 +290,13 @@ def suspension(
         else f"batches suspended: {', '.join(batches)}" if batches
         else "sending, nothing suspended"
     )  # fmt: skip
-    show(answer, json_output, lambda a: [f"{tenant_id}: {state}; {a['pending_messages']} pending"])
+    pending = answer["pending_messages"]
+    waiting = (
+        f"{pending} pending" if pending
+        else f"batch {batch} has no pending messages" if batch
+        else "no pending messages"
+    )  # fmt: skip
+    show(answer, json_output, lambda _: [f"{tenant_id}: {state}; {waiting}"])
 
 
 #: ``suspend`` and ``activate``, and their help.
