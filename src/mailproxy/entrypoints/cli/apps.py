@@ -116,19 +116,30 @@ def parse_error(error: cyclopts.CycloptsError) -> str:
 ERRORS = rich.console.Console(stderr=True, soft_wrap=True, highlight=False)
 
 
+#: Every app's parameters: a boolean option is a plain flag (``--json``), without the
+#: ``--no-json`` cyclopts would add.
+PLAIN_FLAGS = cyclopts.Parameter(negative=())
+
 app = cyclopts.App(
     name="mail-proxy",
     help=DESCRIPTION,
     usage=USAGE,
     version=__version__,
+    default_parameter=PLAIN_FLAGS,
     group_commands=cyclopts.Group("Commands", help_formatter=LevelPanels()),
     error_formatter=one_line,
     error_console=ERRORS,
 )
 
 # Parsed on their own by ``instances.instance_command``: they do not inherit from ``app``.
+# The version is the program's: ``mail-proxy --version``, not a command of each level.
 instance_app = cyclopts.App(
-    name="mail-proxy NAME", help="Administer NAME.", error_formatter=one_line, error_console=ERRORS
+    name="mail-proxy NAME",
+    help="Administer NAME.",
+    version_flags=(),
+    default_parameter=PLAIN_FLAGS,
+    error_formatter=one_line,
+    error_console=ERRORS,
 )
 tenants_app = cyclopts.App(name="tenants", help="The instance's tenants.")
 instance_app.command(tenants_app)
@@ -136,6 +147,8 @@ instance_app.command(tenants_app)
 tenant_app = cyclopts.App(
     name="mail-proxy NAME TENANT",
     help="Work on TENANT of NAME.",
+    version_flags=(),
+    default_parameter=PLAIN_FLAGS,
     error_formatter=one_line,
     error_console=ERRORS,
 )

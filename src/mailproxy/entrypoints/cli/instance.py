@@ -57,6 +57,8 @@ def token(*, instance: TargetInstance, rotate: bool = False) -> None:
     """Print the admin token; --rotate replaces it (a running instance takes the new one
     at its next restart).
 
+    Example: ``mail-proxy myserver token --rotate``
+
     Parameters
     ----------
     rotate
