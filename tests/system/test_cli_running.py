@@ -66,3 +66,32 @@ def test_a_mistyped_tenant_of_a_running_instance_offers_the_existing_one(running
 
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "error: no tenant acme-corp on box (did you mean acme?)\n"
+
+
+def test_a_delivery_error_is_short_in_the_list_and_whole_in_show(tmp_path):
+    home = tmp_path / "home"
+    instance = Instance(home, "box")
+    instance.create("127.0.0.1", free_port())
+    with instance.config_file.open("a") as config:
+        config.write("\n[security]\negress_allow = 127.0.0.0/8\n")  # the closed port below
+    eml = tmp_path / "welcome.eml"
+    eml.write_bytes(EML)
+    assert cli(home, "start", "box").returncode == 0
+    try:
+        assert cli(home, "box", "tenants", "add", "acme").returncode == 0
+        closed = ["--host", "127.0.0.1", "--port", str(free_port()), "--default"]
+        added = cli(home, "box", "acme", "accounts", "add", "down", *closed)
+        assert added.returncode == 0, added.stderr
+        assert cli(home, "box", "acme", "send", str(eml)).returncode == 0
+        wait_for_status(home, "welcome", "deferred")
+
+        listed = cli(home, "box", "acme", "messages", "list").stdout
+        shown = cli(home, "box", "acme", "messages", "show", "welcome").stdout
+    finally:
+        cli(home, "stop", "box")
+
+    (row,) = [line for line in listed.splitlines() if "welcome" in line]
+    assert row.split()[-1:] == ["CONNECT"], listed
+    assert "connection at CONNECT" in row
+    assert "Error" not in listed
+    assert "ConnectionRefusedError" in shown

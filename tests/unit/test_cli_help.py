@@ -3,6 +3,8 @@ and the top level's help shows the whole shape. Run as the real console script."
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from mailproxy.entrypoints.cli import app, instance_app, tenant_app
@@ -108,3 +110,39 @@ def test_every_argument_and_option_of_every_command_says_what_it_is(line):
     arguments = command.assemble_argument_collection(parse_docstring=True)
     undescribed = [a.name for a in arguments if a.show and not a.parameter.help]
     assert undescribed == []
+
+
+def leaf_commands(level, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The commands of ``level`` that run (not groups such as ``tenants``), as typed."""
+    return [
+        (*prefix, *path)
+        for path in command_paths(level)
+        if not commands_of(functools.reduce(lambda app_, name: app_[name], path, level))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("level", "words"),
+    [(instance_app, ("box",)), (tenant_app, ("box", "acme"))],
+    ids=["NAME", "TENANT"],
+)
+def test_instance_and_tenant_help_pages_read_cleanly(home, level, words):
+    page = cli(home, *words, "--help").stdout
+    assert "--version" not in page  # the program's: mail-proxy --version
+    for command in leaf_commands(level, words):
+        result = cli(home, *command, "--help")
+
+        assert result.returncode == 0, result.stderr
+        paragraphs = [" ".join(p.split()) for p in result.stdout.split("\n\n")]
+        examples = [p for p in paragraphs if "Example:" in p]
+        assert examples, f"{command}: no Example"
+        assert all(p.startswith("Example: mail-proxy ") for p in examples), examples
+        assert "--no-" not in result.stdout, result.stdout
+
+
+def test_the_top_level_commands_examples_are_paragraphs_of_their_own(home):
+    for command in ("start", "stop", "restart", "list", "serve", "demo"):
+        page = cli(home, command, "--help").stdout
+        paragraphs = [" ".join(p.split()) for p in page.split("\n\n")]
+        examples = [p for p in paragraphs if "Example:" in p]
+        assert all(p.startswith("Example: mail-proxy ") for p in examples), (command, examples)

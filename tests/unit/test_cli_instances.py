@@ -38,7 +38,7 @@ def test_tenants_and_accounts_round_trip(run):
     assert (shown["kind"], shown["is_default"]) == ("capture", True)
     assert run("box", "acme", "accounts", "delete", "sink")[1].strip() == "account sink deleted"
     assert run("box", "acme", "accounts", "list")[1].strip() == "no accounts"
-    assert run("box", "tenants", "delete", "acme")[0] == 0
+    assert run("box", "tenants", "delete", "acme", "--yes")[0] == 0
     assert run("box", "tenants", "list")[1].strip() == "no tenants"
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from mailproxy.entrypoints.cli import app
 from mailproxy.entrypoints.instances import Instance
-from tests.command_line import cli
+from tests.command_line import Terminal, cli
 
 ZONE = "Asia/Kolkata"  # +05:30: neither UTC nor a whole hour
 EML = b"From: app@example.com\r\nTo: ada@example.com\r\nSubject: Hello\r\n\r\nHi Ada\r\n"
@@ -134,3 +134,52 @@ def test_sending_a_file_the_instance_refuses_exits_1_with_the_reason(home, tmp_p
     assert result.returncode == 1
     assert result.stdout == "queued 0\n"
     assert result.stderr == f"error: not queued: {tmp_path / 'nofrom.eml'} (missing from)\n"
+
+
+def test_a_piped_table_keeps_every_cell_whole_on_one_line(home, tmp_path):
+    long_id = "newsletter-2026-12-spring-sale-announcement-for-subscribers"
+    (tmp_path / f"{long_id}.eml").write_bytes(EML)
+    assert cli(home, "box", "acme", "send", str(tmp_path / f"{long_id}.eml")).returncode == 0
+
+    page = run(home, "box", "acme", "messages", "list")
+
+    assert_reads_like_a_tool(page)
+    row = r" +pending +2 +0 +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+05:30 +—"
+    assert re.search(rf"^ ?{long_id}{row}", page, re.MULTILINE), page
+    assert "…" not in page
+
+
+def test_a_command_that_changes_nothing_says_so(home):
+    update = cli(home, "box", "tenants", "update", "acme")
+    assert (update.returncode, update.stdout) == (2, "")
+    assert update.stderr == "error: nothing to change: give --name, --base-url or --sync-path\n"
+
+    assert run(home, "box", "tenants", "rotate-secret", "acme").startswith("webhook secret: ")
+    retired = run(home, "box", "tenants", "retire-secret", "acme")
+    again = run(home, "box", "tenants", "retire-secret", "acme")
+    assert retired == "tenant acme: previous webhook secret retired; only the current one signs\n"
+    assert (
+        again == "tenant acme: no previous webhook secret to retire (only the current one signs)\n"
+    )
+
+    empty_batch = run(home, "box", "acme", "suspend", "nl-12")
+    assert empty_batch == "acme: batches suspended: nl-12; batch nl-12 has no pending messages\n"
+
+
+def test_deleting_a_tenant_asks_on_a_terminal_and_needs_yes_elsewhere(home):
+    piped = cli(home, "box", "tenants", "delete", "acme")
+    assert (piped.returncode, piped.stdout) == (2, "")
+    assert piped.stderr == (
+        "error: deleting tenant acme with its 1 accounts and all its messages cannot be "
+        "undone: give --yes to confirm\n"
+    )
+    terminal = Terminal(home, "box", "tenants", "delete", "acme")
+    terminal.answer(
+        "Delete tenant acme with its 1 accounts and all its messages [yes/no] (no): ", ""
+    )
+    assert terminal.finish() == 1
+    assert "tenant acme not deleted" in terminal.transcript
+    assert "acme" in run(home, "box", "tenants", "list")
+
+    assert run(home, "box", "tenants", "delete", "acme", "--yes") == "tenant acme deleted\n"
+    assert run(home, "box", "tenants", "list") == "no tenants\n"

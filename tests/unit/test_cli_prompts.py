@@ -89,7 +89,7 @@ def test_a_capture_account_asks_only_whether_it_is_the_default(home):
 def test_values_given_as_options_are_not_asked(home):
     terminal = Terminal(
         home, "box", "acme", "accounts", "add", "--kind", "smtp", "--host", "smtp.example.com",
-        "--port", "2525", "--user", "app", "--password", "pw", "--no-tls",
+        "--port", "2525", "--user", "app", "--password", "pw", "--tls", "off",
         "--limit-per-minute", "5", "--limit-per-hour", "50", "--limit-per-day", "500",
         "--default",
     )  # fmt: skip
@@ -162,3 +162,50 @@ def test_without_a_terminal_an_smtp_account_takes_port_587(home):
 
     assert result.returncode == 0, result.stderr
     assert saved(home, "box", "acme", "accounts", "show", "main")["port"] == 587
+
+
+def test_an_existing_tenant_id_is_refused_at_the_question(home):
+    terminal = Terminal(home, "box", "tenants", "add")
+    terminal.answer("Tenant id: ", "acme")
+    terminal.answer("Tenant id: ", "globex")  # asked again at once: acme exists
+    terminal.answer("Name (globex): ", "")
+    terminal.answer("Application URL for delivery reports (empty: no reports): ", "")
+
+    assert terminal.finish() == 0, terminal.transcript
+    assert "tenant acme already exists" in terminal.transcript
+    assert terminal.transcript.index("already exists") < terminal.transcript.index("Name (")
+    assert "tenant globex created" in terminal.transcript
+
+
+def test_an_existing_account_id_and_a_refused_host_are_asked_again_at_once(home):
+    assert cli(home, "box", "acme", "accounts", "add", "main", "--kind", "capture").returncode == 0
+    terminal = Terminal(home, "box", "acme", "accounts", "add")
+    terminal.answer("Account id: ", "main")
+    terminal.answer("Account id: ", "relay")  # main exists
+    terminal.answer("Kind: smtp sends, capture writes .eml files [smtp/capture] (smtp): ", "")
+    terminal.answer("SMTP host: ", "127.0.0.1")
+    terminal.answer("SMTP host: ", "smtp.example.com")  # loopback: the egress rule refuses it
+    terminal.answer("SMTP port (587): ", "")
+    terminal.answer("SMTP user (empty: no login): ", "")
+    terminal.answer("TLS [auto/required/off] (auto): ", "")
+    for window in ("minute", "hour", "day"):
+        terminal.answer(f"Sends per {window} (empty: no limit): ", "")
+    terminal.answer("Default account of the tenant [yes/no] (yes): ", "no")
+
+    assert terminal.finish() == 0, terminal.transcript
+    assert "account main already exists" in terminal.transcript
+    refusal = "127.0.0.1 is not an address mailproxy may connect to (see security.egress_allow)"
+    assert refusal in terminal.transcript
+    assert terminal.transcript.index(refusal) < terminal.transcript.index("SMTP port")
+    account = saved(home, "box", "acme", "accounts", "show", "relay")
+    assert (account["host"], account["port"]) == ("smtp.example.com", 587)
+
+
+def test_a_refused_host_given_as_an_option_fails_before_any_question(home):
+    terminal = Terminal(home, "box", "acme", "accounts", "add", "--host", "10.0.0.5")
+
+    assert terminal.finish() == 1
+    assert "Account id" not in terminal.transcript
+    assert "error: invalid host: 10.0.0.5 is not an address mailproxy may connect to" in (
+        terminal.transcript
+    )

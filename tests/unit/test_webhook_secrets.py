@@ -142,7 +142,9 @@ def test_the_rotate_and_retire_secret_commands(tmp_path, monkeypatch, capsys):
     shown = json.loads(run("box", "tenants", "show", "acme", "--json")[1])
     assert shown["has_webhook_secret_previous"] is True
     code, out = run("box", "tenants", "retire-secret", "acme")
-    assert (code, out.strip()) == (0, "tenant acme: only the current webhook secret signs")
+    assert (code, out.strip()) == (
+        0, "tenant acme: previous webhook secret retired; only the current one signs"
+    )  # fmt: skip
     shown = json.loads(run("box", "tenants", "show", "acme", "--json")[1])
     assert shown["has_webhook_secret_previous"] is False
     code, out = run("box", "tenants", "rotate-secret", "acme")

@@ -37,7 +37,7 @@ from mailproxy.adapters.resolver import (
     Unresolved,
     pinned_addresses,
 )
-from mailproxy.domain.egress import Network, address_allowed, address_literal
+from mailproxy.domain.egress import Network, smtp_host_refusal
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.mime import Outgoing, RenderedMessage
 from mailproxy.domain.model import Account, RefusedRecipient
@@ -163,13 +163,8 @@ class SmtpTransport:
         forbids (names are checked when they are resolved, at each connection)."""
         if account.kind != "smtp" or not account.host:
             return
-        literal = address_literal(account.host)
-        if literal is not None and not address_allowed(literal, self._allow):
-            raise InvalidInput(
-                "host",
-                f"invalid host: {account.host} is not an address mailproxy may connect to "
-                "(see security.egress_allow)",
-            )
+        if refusal := smtp_host_refusal(account.host, self._allow):
+            raise InvalidInput("host", f"invalid host: {refusal}")
 
     async def send(self, account: Account, message: Outgoing) -> Outcome:
         pool = self._pool(account)

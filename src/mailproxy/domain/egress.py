@@ -127,6 +127,16 @@ def url_refusal(url: str, allow: Sequence[Network] = ()) -> str | None:
     return f"{host} is not an address mailproxy may connect to (see security.egress_allow)"
 
 
+def smtp_host_refusal(host: str, allow: Sequence[Network] = ()) -> str | None:
+    """Why an SMTP account's ``host`` is refused before any lookup: it is an address the
+    egress rule forbids; None for an allowed address, and for a name (judged when it is
+    resolved, at each connection)."""
+    literal = address_literal(host)
+    if literal is None or address_allowed(literal, allow):
+        return None
+    return f"{host} is not an address mailproxy may connect to (see security.egress_allow)"
+
+
 def check_http_url(field: str, url: str) -> str:
     """Syntax of a URL mailproxy will call (a callback base, an attachment URL): http(s),
     a host, a valid port, no credentials in it. Its addresses are checked at each call

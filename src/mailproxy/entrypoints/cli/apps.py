@@ -19,6 +19,7 @@ those levels' apps so they list every command registered there.
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated
 
 import cyclopts
@@ -82,28 +83,63 @@ def commands_of(level: cyclopts.App) -> list[str]:
 
 
 def one_line(error: cyclopts.CycloptsError) -> rich.text.Text:
-    """A mistake the parser catches (unknown command or option, bad or missing value) as
-    one line on stderr, like every other error of the command line."""
-    return rich.text.Text(f"error: {' '.join(str(error).split())}")
+    """A mistake the parser catches (unknown command or option, bad, missing or extra
+    value) as one line on stderr, worded like every other error of the command line."""
+    return rich.text.Text(f"error: {parse_error(error)}")
+
+
+def parse_error(error: cyclopts.CycloptsError) -> str:
+    """The message of a parser error, in the command line's words: ``unknown command X
+    (did you mean Y?)``, ``missing ACCOUNT-ID``, ``unexpected argument: extra``; cyclopts'
+    own message for the others."""
+    tokens = error.unused_tokens or []
+    if isinstance(error, cyclopts.UnknownCommandError) and tokens:
+        known = commands_of(error.app) if error.app is not None else []
+        close = difflib.get_close_matches(tokens[0], known, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"one of: {', '.join(known)}"
+        return f"unknown command {tokens[0]} ({hint})"
+    if isinstance(error, cyclopts.UnusedCliTokensError) and tokens:
+        return f"unexpected argument{'s' if len(tokens) > 1 else ''}: {' '.join(tokens)}"
+    argument = error.argument
+    if (
+        isinstance(error, cyclopts.MissingArgumentError)
+        and argument is not None
+        and argument.field_info.is_positional
+        and error.keyword is None  # `--account-id` typed without its value is an option
+    ):
+        return f"missing {argument.name.removeprefix('--').upper()}"
+    text = " ".join(str(error).split())
+    return text[:1].lower() + text[1:]
 
 
 #: Where :func:`one_line` goes: stderr, without folding the line at the terminal's width.
 ERRORS = rich.console.Console(stderr=True, soft_wrap=True, highlight=False)
 
 
+#: Every app's parameters: a boolean option is a plain flag (``--json``), without the
+#: ``--no-json`` cyclopts would add.
+PLAIN_FLAGS = cyclopts.Parameter(negative=())
+
 app = cyclopts.App(
     name="mail-proxy",
     help=DESCRIPTION,
     usage=USAGE,
     version=__version__,
+    default_parameter=PLAIN_FLAGS,
     group_commands=cyclopts.Group("Commands", help_formatter=LevelPanels()),
     error_formatter=one_line,
     error_console=ERRORS,
 )
 
 # Parsed on their own by ``instances.instance_command``: they do not inherit from ``app``.
+# The version is the program's: ``mail-proxy --version``, not a command of each level.
 instance_app = cyclopts.App(
-    name="mail-proxy NAME", help="Administer NAME.", error_formatter=one_line, error_console=ERRORS
+    name="mail-proxy NAME",
+    help="Administer NAME.",
+    version_flags=(),
+    default_parameter=PLAIN_FLAGS,
+    error_formatter=one_line,
+    error_console=ERRORS,
 )
 tenants_app = cyclopts.App(name="tenants", help="The instance's tenants.")
 instance_app.command(tenants_app)
@@ -111,6 +147,8 @@ instance_app.command(tenants_app)
 tenant_app = cyclopts.App(
     name="mail-proxy NAME TENANT",
     help="Work on TENANT of NAME.",
+    version_flags=(),
+    default_parameter=PLAIN_FLAGS,
     error_formatter=one_line,
     error_console=ERRORS,
 )
@@ -123,6 +161,10 @@ tenant_app.command(messages_app)
 TargetInstance = Annotated[Instance, cyclopts.Parameter(parse=False)]
 #: The tenant id a tenant command works on (from ``mail-proxy NAME TENANT``).
 TargetTenant = Annotated[str, cyclopts.Parameter(parse=False)]
+#: A port number given as an option: a usage error (exit 2) outside 1-65535.
+Port = Annotated[int, cyclopts.Parameter(validator=cyclopts.validators.Number(gte=1, lte=65535))]
+#: A count given as an option (a limit, connections, --limit): a usage error below 1.
+Count = Annotated[int, cyclopts.Parameter(validator=cyclopts.validators.Number(gte=1))]
 #: ``--json``: print the result as JSON for scripts instead of lines for people.
 JsonFlag = Annotated[
     bool, cyclopts.Parameter(name=["--json"], negative=(), help="Print JSON for scripts.")

@@ -4,17 +4,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
-from typing import Any, Literal
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
 
 import msgspec
+from cyclopts import Parameter
 
 from mailproxy.adapters.sealed import ResealCount
 from mailproxy.bootstrap import reseal_secrets
 from mailproxy.config import load_settings
 from mailproxy.domain.egress import check_http_url
 from mailproxy.domain.validation import is_tenant_id
+from mailproxy.entrypoints.admin import ApiError
 from mailproxy.entrypoints.cli.apps import JsonFlag, TargetInstance, instance_app, tenants_app
+from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError
 from mailproxy.entrypoints.cli.output import (
     Column,
     counts,
@@ -26,7 +32,8 @@ from mailproxy.entrypoints.cli.output import (
     suspended,
     table,
 )
-from mailproxy.entrypoints.cli.prompts import ask, ask_as, interactive, required
+from mailproxy.entrypoints.cli.prompts import ask, ask_as, interactive, required, yes_no
+from mailproxy.entrypoints.instances import Instance
 
 
 @instance_app.command
@@ -49,6 +56,8 @@ def info(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
 def token(*, instance: TargetInstance, rotate: bool = False) -> None:
     """Print the admin token in use; --rotate prints a new one, which a running instance
     takes at its next start (until then it and this command line keep the current one).
+
+    Example: ``mail-proxy myserver token --rotate``
 
     Parameters
     ----------
@@ -158,7 +167,7 @@ def tenants_add(
     body = present(name=name, client_base_url=base_url, client_sync_path=sync_path)
     auth = present(method=auth_method, token=auth_token, user=auth_user, password=auth_password)
     if tenant_id is None and interactive():
-        body, auth = ask_tenant(body, auth)
+        body, auth = ask_tenant(body, auth, functools.partial(new_tenant_id, instance))
     else:
         usage = f"mail-proxy {instance.name} tenants add TENANT-ID"
         body["id"] = required(tenant_id, f"TENANT-ID: {usage}")
@@ -186,11 +195,12 @@ def warn(answer: dict[str, Any]) -> None:
 
 
 def ask_tenant(
-    given: dict[str, Any], auth: dict[str, Any]
+    given: dict[str, Any], auth: dict[str, Any], new_id: Callable[[str], str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A tenant's id, name, report URL and report authentication, asked for one by one
-    except those given; the tenant and its ``client_auth``."""
-    tenant = {"id": ask_as(tenant_id_of, "Tenant id")} | given
+    """A tenant's id (checked by ``new_id`` as soon as it is typed), name, report URL
+    and report authentication, asked for one by one except those given; the tenant and
+    its ``client_auth``."""
+    tenant = {"id": ask_as(new_id, "Tenant id")} | given
     if "name" not in tenant:
         tenant["name"] = ask("Name", default=tenant["id"])
     if "client_base_url" not in tenant:
@@ -223,10 +233,17 @@ def complete_auth(auth: dict[str, Any]) -> dict[str, Any]:
     return auth
 
 
-def tenant_id_of(answer: str) -> str:
+def new_tenant_id(instance: Instance, answer: str) -> str:
+    """A tenant id answer that is valid and not yet a tenant of ``instance``."""
     if not is_tenant_id(answer):
         raise ValueError("1 to 64 of A-Z a-z 0-9 _ . - (not . or ..)")
-    return answer
+    try:
+        request(instance, "GET", f"/tenant/{answer}")
+    except ApiError as error:
+        if error.status == HTTPStatus.NOT_FOUND:
+            return answer
+        raise
+    raise ValueError(f"tenant {answer} already exists")
 
 
 def path(answer: str) -> str:
@@ -287,6 +304,8 @@ def tenants_update(
         The report path under it.
     """
     body = present(name=name, client_base_url=base_url, client_sync_path=sync_path)
+    if not body:
+        raise UsageError("nothing to change: give --name, --base-url or --sync-path")
     answer = request(instance, "PUT", f"/tenant/{tenant_id}", json=body)
     warn(answer)
     changed = answer["tenant"]
@@ -326,21 +345,43 @@ def tenants_retire_secret(tenant_id: str, *, instance: TargetInstance) -> None:
     tenant_id
         The tenant id.
     """
+    found = request(instance, "GET", f"/tenant/{tenant_id}")["tenant"]
+    if not found["has_webhook_secret_previous"]:
+        print(f"tenant {tenant_id}: no previous webhook secret to retire (only the current "
+              "one signs)")  # fmt: skip
+        return
     request(instance, "DELETE", f"/tenant/{tenant_id}/webhook-secret/previous")
-    print(f"tenant {tenant_id}: only the current webhook secret signs")
+    print(f"tenant {tenant_id}: previous webhook secret retired; only the current one signs")
 
 
 @tenants_app.command(name="delete")
-def tenants_delete(tenant_id: str, *, instance: TargetInstance) -> None:
-    """Delete a tenant with its accounts and messages.
+def tenants_delete(
+    tenant_id: str,
+    *,
+    instance: TargetInstance,
+    yes: Annotated[bool, Parameter(negative=())] = False,
+) -> None:
+    """Delete a tenant with its accounts and messages, after asking on a terminal.
 
-    Example: ``mail-proxy myserver tenants delete acme``
+    Without a terminal, --yes is required: nothing can be undone.
+
+    Example: ``mail-proxy myserver tenants delete acme --yes``
 
     Parameters
     ----------
     tenant_id
         The tenant id.
+    yes
+        Delete without asking.
     """
+    if not yes:
+        accounts = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})
+        count = len(accounts["accounts"])
+        what = f"tenant {tenant_id} with its {count} accounts and all its messages"
+        if not interactive():
+            raise UsageError(f"deleting {what} cannot be undone: give --yes to confirm")
+        if not yes_no(f"Delete {what}", default=False):
+            raise CommandFailed(f"tenant {tenant_id} not deleted")
     request(instance, "DELETE", f"/tenant/{tenant_id}")
     print(f"tenant {tenant_id} deleted")
 

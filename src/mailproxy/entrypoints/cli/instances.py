@@ -81,8 +81,9 @@ def start(
     return once it answers; --foreground runs it in this terminal instead.
 
     A first start that fails leaves no instance behind, and a start that fails leaves
-    the instance's config.ini as it was (--host and --port included). Example:
-    ``mail-proxy start myserver --port 8080``
+    the instance's config.ini as it was (--host and --port included).
+
+    Example: ``mail-proxy start myserver --port 8080``
 
     Parameters
     ----------

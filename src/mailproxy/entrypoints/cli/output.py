@@ -27,6 +27,9 @@ import rich.text
 from mailproxy.entrypoints.admin import call, connect
 from mailproxy.entrypoints.instances import Instance
 
+#: The width of a table written to a pipe or file: no line is cut or wrapped.
+UNBOUNDED = 100_000
+
 #: A table column: its header and how to read its cell from a row.
 Column = tuple[str, Callable[[dict[str, Any]], object]]
 
@@ -117,9 +120,20 @@ def show(data: Any, json_output: bool, lines: Callable[[Any], list[str]]) -> Non
             print(line)
 
 
-def table(rows: list[dict[str, Any]], json_output: bool, columns: list[Column], empty: str) -> None:
+def table(
+    rows: list[dict[str, Any]],
+    json_output: bool,
+    columns: list[Column],
+    empty: str,
+    *,
+    gives_way: str | None = None,
+) -> None:
     """Rows as a table for people (or JSON for scripts); ``empty`` when there are none.
-    Cells read as :func:`shown` makes them."""
+    Cells read as :func:`shown` makes them. Piped, the table is as wide as its cells: a
+    script reads every cell whole. On a terminal narrower than the table, the column
+    headed ``gives_way`` (free text, such as an error) is cut short with an ellipsis,
+    keeping each row on one line and the other cells whole as far as the width allows;
+    without one, the cells wrap."""
     if json_output:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -128,11 +142,19 @@ def table(rows: list[dict[str, Any]], json_output: bool, columns: list[Column], 
         return
     grid = rich.table.Table(box=rich.box.SIMPLE_HEAD, pad_edge=False)
     for header, _ in columns:
-        grid.add_column(header)
+        # Only the column that gives way wraps, so it is the one rich narrows first.
+        grid.add_column(header, no_wrap=gives_way is not None and header != gives_way)
     for row in rows:
-        # Text, not str: a cell such as an SMTP error is not rich markup.
-        grid.add_row(*(rich.text.Text(shown("", cell(row))) for _, cell in columns))
-    rich.console.Console(file=sys.stdout, soft_wrap=True).print(grid)
+        # Text, not str: a cell such as an SMTP error is not rich markup. The cell of
+        # the column that gives way is cut, not wrapped: one line per row.
+        grid.add_row(*(
+            rich.text.Text(" ".join(shown("", cell(row)).split()), no_wrap=True,
+                           overflow="ellipsis") if header == gives_way
+            else rich.text.Text(shown("", cell(row)))
+            for header, cell in columns
+        ))  # fmt: skip
+    width = None if sys.stdout.isatty() else UNBOUNDED
+    rich.console.Console(file=sys.stdout, width=width).print(grid)
 
 
 @contextlib.contextmanager

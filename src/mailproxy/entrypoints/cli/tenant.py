@@ -1,6 +1,7 @@
-"""The commands of one tenant, ``mail-proxy NAME TENANT ...``: ``accounts ...``,
-``messages ...``, ``send``, ``run-now``, ``suspend`` and ``activate``. Each receives the
-instance as ``instance`` and the tenant id as ``tenant_id``."""
+"""The commands of one tenant, ``mail-proxy NAME TENANT ...``: ``messages ...``,
+``send``, ``run-now``, ``suspend`` and ``activate`` (``accounts ...`` are in
+:mod:`.accounts`). Each receives the instance as ``instance`` and the tenant id as
+``tenant_id``."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from typing import Annotated, Any, Literal
 import httpx
 from cyclopts import Parameter
 
-from mailproxy.domain.validation import check_path_id
+from mailproxy.domain.model import Status
 from mailproxy.entrypoints.admin import ApiError, call, message_from_eml
+from mailproxy.entrypoints.cli.accounts import account_not_found
 from mailproxy.entrypoints.cli.apps import (
+    Count,
     JsonFlag,
     TargetInstance,
     TargetTenant,
-    accounts_app,
     messages_app,
     tenant_app,
 )
@@ -36,14 +38,10 @@ from mailproxy.entrypoints.cli.output import (
     shown,
     table,
 )
-from mailproxy.entrypoints.cli.prompts import (
-    ask,
-    ask_as,
-    count,
-    interactive,
-    required,
-    yes_no,
-)
+from mailproxy.entrypoints.instances import Instance
+
+#: The priorities ``send`` accepts: the API's names and numbers.
+PriorityName = Literal["immediate", "high", "medium", "low", "0", "1", "2", "3"]
 
 #: Messages per add-messages call when sending files.
 SEND_BATCH = 100
@@ -51,249 +49,54 @@ SEND_BATCH = 100
 PAGE = 500
 
 
-@accounts_app.command(name="list")
-def accounts_list(
-    *, instance: TargetInstance, tenant_id: TargetTenant, json_output: JsonFlag = False
-) -> None:
-    """List the tenant's accounts.
-
-    Example: ``mail-proxy myserver acme accounts list``
-    """
-    found = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})
-    columns: list[Column] = [
-        ("id", lambda a: a["id"]),
-        ("kind", lambda a: a["kind"]),
-        ("server", lambda a: f"{a['host']}:{a['port']}" if a["host"] else None),
-        ("default", lambda a: "yes" if a["is_default"] else None),
-        ("limits", account_limits),
-    ]
-    table(found["accounts"], json_output, columns, "no accounts")
-
-
-def account_limits(account: dict[str, Any]) -> str | None:
-    """``60/min 1000/h``: the account's send limits that are set."""
-    windows = (("limit_per_minute", "min"), ("limit_per_hour", "h"), ("limit_per_day", "day"))
-    return " ".join(f"{account[k]}/{unit}" for k, unit in windows if account[k]) or None
-
-
-@accounts_app.command(name="add")
-def accounts_add(
-    account_id: str | None = None,
-    *,
-    instance: TargetInstance,
-    tenant_id: TargetTenant,
-    kind: Literal["smtp", "capture"] | None = None,
-    host: str | None = None,
-    port: int | None = None,
-    user: str | None = None,
-    password: str | None = None,
-    tls: bool | None = None,
-    limit_per_minute: int | None = None,
-    limit_per_hour: int | None = None,
-    limit_per_day: int | None = None,
-    limit_behavior: Literal["defer", "reject"] | None = None,
-    max_connections: int | None = None,
-    default: bool | None = None,
-    json_output: JsonFlag = False,
-) -> None:
-    """Create or replace an account of the tenant.
-
-    On a terminal, without ACCOUNT-ID it asks for every field not given as an option;
-    with it, only for a missing SMTP host and port and the password of a --user (without
-    echo). Elsewhere a missing host or password is an error.
-
-    Example: ``mail-proxy myserver acme accounts add main --host smtp.example.com
-    --port 587 --user app --default``
-
-    Parameters
-    ----------
-    account_id
-        The account id (asked for on a terminal).
-    kind
-        smtp sends through an SMTP server; capture writes .eml files into the
-        instance's outbox instead (a sandbox). Default: smtp.
-    host
-        The SMTP server.
-    port
-        Its port (default 587; 465 is implicit TLS).
-    user
-        The SMTP login, with --password.
-    password
-        The SMTP password (stored encrypted when a key is configured; never shown).
-    tls
-        --tls requires TLS (STARTTLS, or implicit on 465); --no-tls never uses it;
-        neither: TLS when the server offers it, required with a password.
-    limit_per_minute
-        Sends per minute at most (default: no limit).
-    limit_per_hour
-        Sends per hour at most.
-    limit_per_day
-        Sends per day at most.
-    limit_behavior
-        Over a limit, defer the message (default) or reject it.
-    max_connections
-        Concurrent SMTP connections per process (default 3).
-    default
-        The tenant's default account, for messages that name none.
-    """
-    given = present(
-        kind=kind, host=host, port=port, user=user, password=password, use_tls=tls,
-        limit_per_minute=limit_per_minute, limit_per_hour=limit_per_hour,
-        limit_per_day=limit_per_day, limit_behavior=limit_behavior,
-        max_connections=max_connections, is_default=default,
-    )  # fmt: skip
-    if account_id is None and interactive():
-        accounts = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})
-        first = not any(a["is_default"] for a in accounts["accounts"])
-        body = ask_account(given, first_default=first)
-    else:
-        usage = f"mail-proxy {instance.name} {tenant_id} accounts add ACCOUNT-ID --host HOST"
-        body = {"id": required(account_id, f"ACCOUNT-ID: {usage}")} | given
-        complete_smtp(body)
-    body = {"kind": "smtp", "is_default": False} | body
-    saved = request(instance, "POST", "/account", params={"tenant_id": tenant_id}, json=body)
-    show(saved["account"], json_output, lambda a: [f"account {a['id']} saved"])
-
-
-#: The TLS answers of ``accounts add`` and the account's ``use_tls`` they stand for.
-TLS_ANSWERS = {"auto": None, "required": True, "off": False}
-#: An account's ``use_tls`` as people read it.
-TLS_MODES = {value: answer for answer, value in TLS_ANSWERS.items()}
-LIMITS = (("limit_per_minute", "minute"), ("limit_per_hour", "hour"), ("limit_per_day", "day"))
-
-
-def ask_account(given: dict[str, Any], first_default: bool) -> dict[str, Any]:
-    """The fields of an account, asked for one by one except those ``given``; the
-    tenant's first account is its default unless the person says otherwise."""
-    account = {"id": ask_as(lambda a: check_path_id("id", a), "Account id")} | given
-
-    def fill(field: str, question: Callable[[], Any]) -> None:
-        if field not in account:
-            account[field] = question()
-
-    fill("kind", lambda: ask("Kind: smtp sends, capture writes .eml files", default="smtp",
-                             choices=("smtp", "capture")))  # fmt: skip
-    if account["kind"] == "smtp":
-        fill("host", lambda: ask("SMTP host"))
-        fill("port", lambda: ask_as(port_number, "SMTP port", default="587"))
-        fill("user", lambda: ask("SMTP user", blank="no login") or None)
-        if account.get("user"):
-            fill("password", lambda: ask("SMTP password", hidden=True))
-        fill("use_tls", lambda: TLS_ANSWERS[ask("TLS", default="auto", choices=list(TLS_ANSWERS))])
-        for field, window in LIMITS:
-            fill(field, functools.partial(ask_as, count, f"Sends per {window}", blank="no limit"))
-    fill("is_default", lambda: yes_no("Default account of the tenant", first_default))
-    return present(**account)
-
-
-def complete_smtp(account: dict[str, Any]) -> None:
-    """What an SMTP account cannot go without: its host, its port (587 when nobody is
-    asked) and the password of a user; asked on a terminal, usage errors elsewhere."""
-    if account.get("kind", "smtp") != "smtp":
-        return
-    asking = interactive()
-    if "host" not in account:
-        account["host"] = ask("SMTP host") if asking else required(None, "--host of the server")
-    if "port" not in account:
-        account["port"] = ask_as(port_number, "SMTP port", default="587") if asking else 587
-    if account.get("user") and "password" not in account:
-        account["password"] = (
-            ask("SMTP password", hidden=True) if asking
-            else required(None, "--password for --user")
-        )  # fmt: skip
-
-
-def port_number(answer: str) -> int:
-    if not answer.isdigit() or not 0 < int(answer) < 65536:
-        raise ValueError("a port number, 1 to 65535")
-    return int(answer)
-
-
-@accounts_app.command(name="show")
-def accounts_show(
-    account_id: str,
-    *,
-    instance: TargetInstance,
-    tenant_id: TargetTenant,
-    json_output: JsonFlag = False,
-) -> None:
-    """Show one account (never its password).
-
-    Example: ``mail-proxy myserver acme accounts show main``
-
-    Parameters
-    ----------
-    account_id
-        The account id.
-    """
-    found = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})
-    match = [a for a in found["accounts"] if a["id"] == account_id]
-    if not match:
-        raise CommandFailed(f"account not found: {account_id}")
-    show(match[0], json_output, lambda a: fields(a | {"use_tls": TLS_MODES[a["use_tls"]]}))
-
-
-@accounts_app.command(name="delete")
-def accounts_delete(
-    account_id: str, *, instance: TargetInstance, tenant_id: TargetTenant, force: bool = False
-) -> None:
-    """Delete an account; --force fails its queued messages ("account deleted").
-
-    Example: ``mail-proxy myserver acme accounts delete old --force``
-
-    Parameters
-    ----------
-    account_id
-        The account id.
-    force
-        Delete even with queued messages, failing them.
-    """
-    params = {"tenant_id": tenant_id} | ({"force": "true"} if force else {})
-    request(instance, "DELETE", f"/account/{account_id}", params=params)
-    print(f"account {account_id} deleted")
-
-
 @messages_app.command(name="list")
 def messages_list(
     *,
     instance: TargetInstance,
     tenant_id: TargetTenant,
-    status: str | None = None,
-    limit: int = 50,
+    status: Status | None = None,
+    limit: Count = 50,
     every: Annotated[bool, Parameter(name="--all", negative=())] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """List the tenant's messages, oldest first.
 
     The first --limit, or --all, read a page at a time (with a progress bar on a
-    terminal).
+    terminal). One line per message: ``pri`` is its priority (0 immediate to 3 low),
+    ``tries`` its delivery attempts, ``error`` the short form of the last error
+    (``messages show`` gives it whole).
 
     Example: ``mail-proxy myserver acme messages list --status error --all``
 
     Parameters
     ----------
     status
-        Only the messages in this status (pending, deferred, sent, error, ...).
+        Only the messages in this status.
     limit
         How many messages at most.
     every
         Every message, however many.
     """
-    if limit < 1:
-        raise UsageError("--limit must be 1 or more")
-    params = {"tenant_id": tenant_id} | present(status=status)
+    params = {"tenant_id": tenant_id} | present(status=status and status.value)
     wanted = None if every else limit
     with progress("reading messages", wanted, wanted=not json_output) as update:
         found = run_api(instance, lambda client: read_pages(client, params, wanted, update))
     columns: list[Column] = [
         ("id", lambda m: m["id"]),
         ("status", lambda m: m["status"]),
-        ("priority", lambda m: m["priority"]),
-        ("attempts", lambda m: m["attempts"]),
+        ("pri", lambda m: m["priority"]),
+        ("tries", lambda m: m["attempts"]),
         ("updated", lambda m: local_time(m["updated_at"])),
-        ("error", lambda m: m["error"]),
+        ("error", lambda m: m["error"] and short_error(m["error"])),
     ]
-    table(found, json_output, columns, "no messages")
+    table(found, json_output, columns, "no messages", gives_way="error")
+
+
+def short_error(error: str) -> str:
+    """What went wrong, without the details ``messages show`` gives: the part of a
+    delivery error before its first colon (``connection at CONNECT``, ``SMTP 550 at
+    RCPT``)."""
+    return error.partition(": ")[0]
 
 
 async def read_pages(
@@ -362,7 +165,7 @@ def send(
     instance: TargetInstance,
     tenant_id: TargetTenant,
     account: str | None = None,
-    priority: int | None = None,
+    priority: PriorityName | None = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Queue .eml files (or every .eml in a folder); each file's name is its id.
@@ -379,7 +182,7 @@ def send(
     account
         The account to send through (default: the tenant's default account).
     priority
-        0 (immediate) to 3 (low); default 2.
+        immediate (0), high (1), medium (2, the default) or low (3).
     """
     paths = [p for f in files for p in (sorted(f.glob("*.eml")) if f.is_dir() else [f])]
     if not paths:
@@ -387,7 +190,8 @@ def send(
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise UsageError(f"not a file: {', '.join(missing)}")
-    extra = present(account_id=account, priority=priority)
+    check_sender(instance, tenant_id, account)
+    extra = present(account_id=account, priority=priority and priority_of(priority))
     with progress("queueing", len(paths), wanted=not json_output) as update:
         answers = run_api(instance, lambda c: add_files(c, tenant_id, paths, extra, update))
     result = {"queued": sum(a["queued"] for a in answers),
@@ -399,6 +203,31 @@ def send(
         path_of = {path.stem: path for path in paths}
         reasons = [f"{path_of[r['id']]} ({r['reason']})" for r in result["rejected"]]
         raise CommandFailed(f"not queued: {', '.join(reasons)}")
+
+
+def check_sender(instance: Instance, tenant_id: str, account_id: str | None) -> None:
+    """Raise unless the messages have an account to go through: ``account_id``, or the
+    tenant's default account; the error says, in options, how to give one."""
+    accounts = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})["accounts"]
+    add = f"mail-proxy {instance.name} {tenant_id} accounts add ACCOUNT-ID"
+    if not accounts:
+        raise CommandFailed(
+            f"tenant {tenant_id} has no accounts: add one first ({add} --host HOST, "
+            "or --kind capture for a sandbox)"
+        )
+    ids = [a["id"] for a in accounts]
+    if account_id is not None and account_id not in ids:
+        raise account_not_found(account_id)
+    if account_id is None and not any(a["is_default"] for a in accounts):
+        raise CommandFailed(
+            f"tenant {tenant_id} has no default account: give --account (one of: "
+            f"{', '.join(ids)}), or make one the default ({add} ... --default)"
+        )
+
+
+def priority_of(name: str) -> int | str:
+    """A ``--priority`` as the API takes it: a number 0-3 or a name."""
+    return int(name) if name.isdigit() else name
 
 
 async def add_files(
@@ -465,7 +294,13 @@ def suspension(
         else f"batches suspended: {', '.join(batches)}" if batches
         else "sending, nothing suspended"
     )  # fmt: skip
-    show(answer, json_output, lambda a: [f"{tenant_id}: {state}; {a['pending_messages']} pending"])
+    pending = answer["pending_messages"]
+    waiting = (
+        f"{pending} pending" if pending
+        else f"batch {batch} has no pending messages" if batch
+        else "no pending messages"
+    )  # fmt: skip
+    show(answer, json_output, lambda _: [f"{tenant_id}: {state}; {waiting}"])
     if command == "activate" and not json_output:
         note_if_stopped(instance)
 
