@@ -124,6 +124,9 @@ def test_a_second_demo_in_the_same_folder_delivers_new_messages(tmp_path):
     )
 
     assert (again["queued"], again["rejected"], again["statuses"]) == (2, [], {"sent": 4})
+    assert again["this_run"] == {"sent": 2}
+    third = run(tmp_path, "demo", "--dir", str(tmp_path / "d"), "--count", "3").splitlines()
+    assert third[1:3] == ["delivered: sent 3", "in this folder's queue, with earlier runs: sent 7"]
 
 
 def test_sending_a_file_the_instance_refuses_exits_1_with_the_reason(home, tmp_path):

@@ -62,11 +62,19 @@ async def run_demo(directory: Path, count: int) -> dict[str, Any]:
         await proxy.put_account(
             {"id": DEMO_ACCOUNT, "tenant_id": DEMO_TENANT, "kind": "capture", "is_default": True}
         )
-        earlier = sum((await proxy.counts(DEMO_TENANT)).values())
-        result = await proxy.submit(demo_messages(count, earlier + 1), tenant_id=DEMO_TENANT)
+        before = await proxy.counts(DEMO_TENANT)
+        first = sum(before.values()) + 1
+        result = await proxy.submit(demo_messages(count, first), tenant_id=DEMO_TENANT)
         attempted = await proxy.run_until_idle()
         counts = await proxy.counts(DEMO_TENANT)
-    return await asyncio.to_thread(summarize_demo, settings, result, attempted, counts)
+    summary = await asyncio.to_thread(summarize_demo, settings, result, attempted, counts)
+    # What this run did, apart from what earlier runs in the folder left in the queue.
+    summary["this_run"] = {
+        str(status): n - before.get(status, 0)
+        for status, n in sorted(counts.items())
+        if n > before.get(status, 0)
+    }
+    return summary
 
 
 def summarize_demo(
@@ -111,7 +119,9 @@ def demo(
         print(json.dumps(summary, indent=2))
         return
     print(f"queued {summary['queued']} messages in {summary['database']}")
-    print(f"delivered: {counts(summary['statuses'])}")
+    print(f"delivered: {counts(summary['this_run'])}")
+    if summary["this_run"] != summary["statuses"]:
+        print(f"in this folder's queue, with earlier runs: {counts(summary['statuses'])}")
     print(f"{len(summary['files'])} .eml files in {summary['outbox']}:")
     for path in summary["files"][:5]:
         print(f"  {path}")
