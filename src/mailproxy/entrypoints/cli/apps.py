@@ -131,27 +131,25 @@ app = cyclopts.App(
     error_console=ERRORS,
 )
 
+
 # Parsed on their own by ``instances.instance_command``: they do not inherit from ``app``.
 # The version is the program's: ``mail-proxy --version``, not a command of each level.
-instance_app = cyclopts.App(
-    name="mail-proxy NAME",
-    help="Administer NAME.",
-    version_flags=(),
-    default_parameter=PLAIN_FLAGS,
-    error_formatter=one_line,
-    error_console=ERRORS,
-)
+def _level_app(name: str, help_text: str) -> cyclopts.App:
+    return cyclopts.App(
+        name=name,
+        help=help_text,
+        version_flags=(),
+        default_parameter=PLAIN_FLAGS,
+        error_formatter=one_line,
+        error_console=ERRORS,
+    )
+
+
+instance_app = _level_app("mail-proxy NAME", "Administer NAME.")
 tenants_app = cyclopts.App(name="tenants", help="The instance's tenants.")
 instance_app.command(tenants_app)
 
-tenant_app = cyclopts.App(
-    name="mail-proxy NAME TENANT",
-    help="Work on TENANT of NAME.",
-    version_flags=(),
-    default_parameter=PLAIN_FLAGS,
-    error_formatter=one_line,
-    error_console=ERRORS,
-)
+tenant_app = _level_app("mail-proxy NAME TENANT", "Work on TENANT of NAME.")
 accounts_app = cyclopts.App(name="accounts", help="The tenant's SMTP accounts.")
 messages_app = cyclopts.App(name="messages", help="The tenant's messages.")
 tenant_app.command(accounts_app)
