@@ -117,7 +117,7 @@ def test_the_quick_start_sequence_sends_an_eml_through_smtp(tmp_path, sink):
         assert "api key: " in added.stdout
         account = cli(
             home, "myserver", "acme", "accounts", "add", "main", "--host", "127.0.0.1",
-            "--port", str(smtp_port), "--no-tls", "--default",
+            "--port", str(smtp_port), "--tls", "off", "--default",
         )  # fmt: skip
         assert account.returncode == 0, account.stderr
         sent = cli(home, "myserver", "acme", "send", str(eml))
