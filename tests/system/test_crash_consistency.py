@@ -91,6 +91,17 @@ class Service:
         return self.process.wait(timeout=60)
 
 
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    """The services a test starts, killed at its end even when it fails half-way (a
+    server left running would outlive the test and its deleted folder)."""
+    started: list[Service] = []
+    yield started
+    for service in started:
+        if service.process is not None and service.process.poll() is None:
+            service.kill()
+
+
 class Clients:
     """CLIENTS threads sending the batches; each batch is re-sent (same message ids, same
     ``Idempotency-Key``) after a refused connection, a reset, a 5xx or a 409 (the first
@@ -183,7 +194,7 @@ def report_entries(receiver: Receiver) -> list[ReportEntry]:
 
 
 def test_random_kill_9_loses_nothing_and_duplicates_only_what_it_called_unknown(
-    tmp_path: Path, sink: tuple[SinkHandler, int], receiver: Receiver
+    tmp_path: Path, sink: tuple[SinkHandler, int], receiver: Receiver, services: list[Service]
 ) -> None:
     handler, smtp_port = sink
     handler.reply_delay_s = 0.005  # a message accepted, its 250 not yet read: the unknown window
@@ -200,6 +211,7 @@ def test_random_kill_9_loses_nothing_and_duplicates_only_what_it_called_unknown(
         "GMP_REPORTING_RETRY_MAX_DELAY_S": "1",
     }
     service = Service(tmp_path, free_port(), env)
+    services.append(service)
     service.start()
     with httpx.Client(base_url=service.url, headers=ADMIN, timeout=10) as admin:
         admin.post("/tenant", json={"id": "acme", "client_base_url": receiver.url})
