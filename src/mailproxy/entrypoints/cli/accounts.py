@@ -130,6 +130,19 @@ def accounts_add(
     if tls is not None:
         given["use_tls"] = TLS_ANSWERS[tls]  # auto is None: kept, so it is not asked
     refuse_smtp_options_for_capture(given)
+    body = {"kind": "smtp", "is_default": False} | account_body(
+        given, account_id, instance=instance, tenant_id=tenant_id
+    )
+    saved = request(instance, "POST", "/account", params={"tenant_id": tenant_id}, json=body)
+    show(saved["account"], json_output, lambda a: [f"account {a['id']} saved"])
+
+
+def account_body(
+    given: dict[str, Any], account_id: str | None, *, instance: Instance, tenant_id: str
+) -> dict[str, Any]:
+    """The account to save: the options given, the host checked against the instance's
+    egress rule, and what is missing asked for on a terminal (without an id) or required
+    (elsewhere)."""
     host_check = smtp_host(egress_rule(instance))
     if "host" in given:
         try:
@@ -140,14 +153,11 @@ def accounts_add(
         accounts = request(instance, "GET", "/accounts", params={"tenant_id": tenant_id})
         first = not any(a["is_default"] for a in accounts["accounts"])
         ids = {a["id"] for a in accounts["accounts"]}
-        body = ask_account(given, first_default=first, new_id=new_account_id(ids), host=host_check)
-    else:
-        usage = f"mail-proxy {instance.name} {tenant_id} accounts add ACCOUNT-ID --host HOST"
-        body = {"id": required(account_id, f"ACCOUNT-ID: {usage}")} | given
-        complete_smtp(body, host_check)
-    body = {"kind": "smtp", "is_default": False} | body
-    saved = request(instance, "POST", "/account", params={"tenant_id": tenant_id}, json=body)
-    show(saved["account"], json_output, lambda a: [f"account {a['id']} saved"])
+        return ask_account(given, first_default=first, new_id=new_account_id(ids), host=host_check)
+    usage = f"mail-proxy {instance.name} {tenant_id} accounts add ACCOUNT-ID --host HOST"
+    body = {"id": required(account_id, f"ACCOUNT-ID: {usage}")} | given
+    complete_smtp(body, host_check)
+    return body
 
 
 #: The SMTP options of ``accounts add`` and the account fields they set.
