@@ -63,3 +63,13 @@ class AttachmentUnavailable(MailProxyError):
         self.reason = reason
         self.temporary = temporary
         super().__init__(f"attachment {filename}: {reason}")
+
+
+class MailboxUnavailable(MailProxyError):
+    """A bounce mailbox could not be read: unreachable, TLS or certificate failure, login
+    refused, folder missing, connection lost. ``mailbox`` names it (never its password)."""
+
+    def __init__(self, mailbox: str, reason: str) -> None:
+        self.mailbox = mailbox
+        self.reason = reason
+        super().__init__(f"bounce mailbox {mailbox}: {reason}")

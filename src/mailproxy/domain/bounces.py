@@ -1,0 +1,225 @@
+"""Bounces, complaints and the suppression list: the facts a bounce mailbox (or an SMTP
+refusal) tells about a sent message, and what they do to the tenant's suppression list.
+
+Rules (HTTP API, "Bounces, complaints and suppression"):
+
+- a hard bounce (``5.x.x``, a detector's permanent failure, a ``5.1.x`` / plain ``550``
+  refusal at RCPT) suppresses the recipient (``hard_bounce``, no expiry);
+- a complaint (ARF) suppresses the recipient (``complaint``, no expiry);
+- a soft bounce (``4.x.x``) counts; the ``soft_bounce_limit``-th soft bounce of an
+  address within ``soft_bounce_window_s`` suppresses it for ``soft_bounce_suppress_s``
+  (``soft_bounce``);
+- a delay (DSN ``Action: delayed``) is reported and never counts;
+- manual entries (``manual``) carry an optional expiry.
+
+An entry that exists keeps the stronger reason (complaint > hard_bounce > manual >
+soft_bounce) and, for the same reason, the later expiry (none: never expires).
+
+Addresses are compared exactly on the local part and case-insensitively on the domain
+(RFC 5321 §2.4: a local part may be case-sensitive, a domain never is): see
+:func:`address_key`.
+
+Pure: ``now`` comes in.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+BounceType = Literal["hard", "soft"]
+BounceSource = Literal["dsn", "smtp", "heuristic"]
+SuppressionReason = Literal["hard_bounce", "complaint", "soft_bounce", "manual"]
+SUPPRESSION_REASONS: tuple[SuppressionReason, ...] = (
+    "hard_bounce", "complaint", "soft_bounce", "manual",
+)  # fmt: skip
+#: Which reason wins when an address is suppressed again.
+_STRENGTH: dict[str, int] = {"soft_bounce": 1, "manual": 2, "hard_bounce": 3, "complaint": 4}
+DAY_S = 86_400.0
+
+
+class BounceFact(msgspec.Struct, frozen=True, kw_only=True):
+    """One recipient's failure after (or at) the hand-over."""
+
+    recipient: str
+    type: BounceType
+    #: The enhanced status code (``"5.1.1"``), or None when the report gives none.
+    status: str | None = None
+    diagnostic: str | None = None
+    source: BounceSource = "dsn"
+
+
+class ComplaintFact(msgspec.Struct, frozen=True, kw_only=True):
+    """A recipient (or their provider) reported the message as unwanted (RFC 5965)."""
+
+    recipient: str | None
+    #: ARF ``Feedback-Type`` (``abuse``, ``fraud``, ``virus``, ``other``, ...).
+    feedback_type: str = "abuse"
+
+
+class DelayFact(msgspec.Struct, frozen=True, kw_only=True):
+    """A DSN with ``Action: delayed``: still trying; reported, never counted."""
+
+    recipient: str
+    status: str | None = None
+    diagnostic: str | None = None
+
+
+ReportKind = Literal["dsn", "arf", "heuristic", "auto_reply", "unparsed"]
+
+
+class ParsedReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What one message of a bounce mailbox says.
+
+    ``kind`` ``auto_reply`` (RFC 3834 auto-replies, out-of-office) carries no facts and is
+    set aside; ``unparsed`` carries none either and is left in the mailbox for people.
+    ``tokens`` are the correlation tokens found (VERP addresses the report was sent to
+    first, then the quoted ``X-Mail-Proxy-Ref``), most specific first.
+    """
+
+    kind: ReportKind
+    bounces: tuple[BounceFact, ...] = ()
+    complaints: tuple[ComplaintFact, ...] = ()
+    delays: tuple[DelayFact, ...] = ()
+    tokens: tuple[str, ...] = ()
+    #: The quoted original's ``Message-ID`` (when the report quotes one).
+    original_message_id: str | None = None
+    #: For people: the report's ``Subject`` and why it was not understood.
+    summary: str = ""
+
+
+class BounceRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A bounce, complaint or delay as kept with its message (``GET /messages/{id}``)."""
+
+    kind: Literal["bounce", "complaint", "delay"]
+    recipient: str | None
+    ts: float
+    type: BounceType | None = None
+    status: str | None = None
+    diagnostic: str | None = None
+    source: BounceSource | None = None
+    feedback_type: str | None = None
+
+
+class SuppressionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A tenant's soft-bounce rule (``suppression.*``)."""
+
+    soft_bounce_limit: int = 3
+    soft_bounce_window_s: float = 7 * DAY_S
+    soft_bounce_suppress_s: float = 7 * DAY_S
+
+
+class Suppression(msgspec.Struct, frozen=True, kw_only=True):
+    """One suppressed address of a tenant (SUPPRESSION in the HTTP API)."""
+
+    tenant_id: str
+    address: str
+    reason: SuppressionReason
+    created_ts: float
+    expires_ts: float | None = None
+    source_message_id: str | None = None
+    detail: str | None = None
+
+
+def address_key(address: str) -> str:
+    """The form addresses are compared in: the local part as it is, the domain in lower
+    case (``Jane@Example.COM`` and ``Jane@example.com`` are one; ``jane@`` is another)."""
+    local, at, domain = address.strip().rpartition("@")
+    return f"{local}@{domain.lower()}" if at else address.strip()
+
+
+def is_active(entry: Suppression, now: float) -> bool:
+    return entry.expires_ts is None or entry.expires_ts > now
+
+
+def merged(existing: Suppression | None, new: Suppression, now: float) -> Suppression:
+    """The entry kept when ``new`` is added for an address that may already have one:
+    the stronger reason wins; for the same reason, the later expiry (None is later than
+    any instant). An expired entry counts as absent."""
+    if existing is None or not is_active(existing, now):
+        return new
+    rank_old, rank_new = _STRENGTH[existing.reason], _STRENGTH[new.reason]
+    if rank_new > rank_old:
+        return new
+    if rank_new < rank_old:
+        return existing
+    later = (
+        None
+        if existing.expires_ts is None or new.expires_ts is None
+        else max(existing.expires_ts, new.expires_ts)
+    )
+    return msgspec.structs.replace(existing, expires_ts=later)
+
+
+def suppression_after(
+    *,
+    tenant_id: str,
+    recipient: str,
+    kind: Literal["bounce", "complaint"],
+    bounce_type: BounceType | None,
+    message_id: str | None,
+    detail: str | None,
+    soft_bounces_in_window: int,
+    settings: SuppressionSettings,
+    now: float,
+) -> Suppression | None:
+    """The suppression a bounce or complaint of ``recipient`` brings, or None.
+
+    ``soft_bounces_in_window`` counts the address's soft bounces in the tenant within
+    ``settings.soft_bounce_window_s`` before ``now``, this one included.
+    """
+    common = {
+        "tenant_id": tenant_id, "address": recipient, "created_ts": now,
+        "source_message_id": message_id, "detail": detail,
+    }  # fmt: skip
+    if kind == "complaint":
+        return Suppression(reason="complaint", **common)  # type: ignore[arg-type]
+    if bounce_type == "hard":
+        return Suppression(reason="hard_bounce", **common)  # type: ignore[arg-type]
+    if settings.soft_bounce_limit > 0 and soft_bounces_in_window >= settings.soft_bounce_limit:
+        expires = now + settings.soft_bounce_suppress_s
+        return Suppression(reason="soft_bounce", expires_ts=expires, **common)  # type: ignore[arg-type]
+    return None
+
+
+def enhanced_status(text: str) -> str | None:
+    """The RFC 3463 enhanced status code at the start of an SMTP reply text
+    (``"5.1.1 <x>: Recipient address rejected"`` → ``"5.1.1"``), or None."""
+    head = text.strip().split(" ", 1)[0].rstrip(".,;:")
+    parts = head.split(".")
+    if len(parts) == 3 and parts[0] in ("2", "4", "5") and all(
+        p.isdigit() and 1 <= len(p) <= 3 for p in parts[1:]
+    ):
+        return head
+    return None
+
+
+#: Enhanced codes that say the address itself does not work (RFC 3463 §3.2): bad
+#: mailbox (5.1.1), bad system / domain (5.1.2), bad syntax (5.1.3), moved (5.1.6),
+#: null MX (5.1.10, RFC 7505).
+_ADDRESS_DEAD = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"})
+
+
+def refusal_bounce(recipient: str, code: int, text: str) -> BounceFact | None:
+    """The hard bounce an SMTP refusal of ``recipient`` amounts to, or None.
+
+    Counts as one: an enhanced status of :data:`_ADDRESS_DEAD`, or a plain ``550`` /
+    ``551`` / ``553`` with no enhanced code (the classic "no such user"). A 5xx with any
+    other enhanced code (``5.7.1`` policy, ``5.2.2`` mailbox full, ``5.3.4`` too big)
+    is a failure of this message, not proof that the address is dead.
+    """
+    status = enhanced_status(text)
+    if status is not None:
+        dead = status in _ADDRESS_DEAD
+    else:
+        dead = code in (550, 551, 553)
+    if not dead:
+        return None
+    return BounceFact(
+        recipient=recipient,
+        type="hard",
+        status=status,
+        diagnostic=f"{code} {text}".strip(),
+        source="smtp",
+    )
