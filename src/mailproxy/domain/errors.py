@@ -8,7 +8,8 @@
     ├── Conflict                   the request contradicts the current state
     ├── Forbidden                  the caller may not do this (scope or admin-only)
     ├── StorageError               the store could not do what was asked (I/O, locks, full disk)
-    └── AttachmentUnavailable      an attachment could not be fetched at send time
+    ├── AttachmentUnavailable      an attachment could not be fetched at send time
+    └── MailboxUnavailable         a bounce mailbox could not be read
 
 Each entrypoint maps these to status or exit codes in one place. Expected delivery outcomes
 are values (see :mod:`mailproxy.domain.outcome`), never exceptions.
