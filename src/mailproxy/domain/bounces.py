@@ -16,8 +16,8 @@ An entry that exists keeps the stronger reason (complaint > hard_bounce > manual
 soft_bounce) and, for the same reason, the later expiry (none: never expires).
 
 Addresses are compared exactly on the local part and case-insensitively on the domain
-(RFC 5321 §2.4: a local part may be case-sensitive, a domain never is): see
-:func:`address_key`.
+(RFC 5321 §2.4: a local part may be case-sensitive, a domain never is), a
+non-ASCII domain in its IDNA form: see :func:`address_key`.
 
 Pure: ``now`` comes in.
 """
@@ -126,7 +126,16 @@ def address_key(address: str) -> str:
     """The form addresses are compared in: the local part as it is, the domain in lower
     case (``Jane@Example.COM`` and ``Jane@example.com`` are one; ``jane@`` is another)."""
     local, at, domain = address.strip().rpartition("@")
-    return f"{local}@{domain.lower()}" if at else address.strip()
+    if not at:
+        return address.strip()
+    domain = domain.lower()
+    if not domain.isascii():
+        # The envelope carries the IDNA form; a report may name either.
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+    return f"{local}@{domain}"
 
 
 def is_active(entry: Suppression, now: float) -> bool:
@@ -188,8 +197,10 @@ def enhanced_status(text: str) -> str | None:
     (``"5.1.1 <x>: Recipient address rejected"`` → ``"5.1.1"``), or None."""
     head = text.strip().split(" ", 1)[0].rstrip(".,;:")
     parts = head.split(".")
-    if len(parts) == 3 and parts[0] in ("2", "4", "5") and all(
-        p.isdigit() and 1 <= len(p) <= 3 for p in parts[1:]
+    if (
+        len(parts) == 3
+        and parts[0] in ("2", "4", "5")
+        and all(p.isdigit() and 1 <= len(p) <= 3 for p in parts[1:])
     ):
         return head
     return None
@@ -210,10 +221,7 @@ def refusal_bounce(recipient: str, code: int, text: str) -> BounceFact | None:
     is a failure of this message, not proof that the address is dead.
     """
     status = enhanced_status(text)
-    if status is not None:
-        dead = status in _ADDRESS_DEAD
-    else:
-        dead = code in (550, 551, 553)
+    dead = status in _ADDRESS_DEAD if status is not None else code in (550, 551, 553)
     if not dead:
         return None
     return BounceFact(

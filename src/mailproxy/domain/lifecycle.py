@@ -7,11 +7,19 @@ from typing import Literal
 
 import msgspec
 
+from mailproxy.domain.bounces import (
+    BounceFact,
+    BounceRecord,
+    ComplaintFact,
+    DelayFact,
+    refusal_bounce,
+)
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
     AccountPause,
     HistoryEntry,
     QueuedMessage,
+    RefusedRecipient,
     ReportEvent,
     Status,
     Transition,
@@ -130,6 +138,8 @@ def decide(
     transition = _transition_after(
         message, outcome, now, policy, unknown_policy, jitter_sample, event_id, pause
     )
+    if isinstance(outcome, Delivered | Permanent) and outcome.refused:
+        transition = _with_refusal_bounces(message, transition, outcome.refused, event_id, now)
     if isinstance(outcome, Delivered | Unknown):
         slots: Literal["consume", "release", "keep"] = "consume"
     elif isinstance(outcome, RateLimited) and not outcome.reject:
@@ -142,6 +152,69 @@ def decide(
     return msgspec.structs.replace(
         transition, slots=slots, clear_pause=pause is not None and account_checked
     )
+
+
+def _with_refusal_bounces(
+    message: QueuedMessage,
+    transition: Transition,
+    refused: tuple[RefusedRecipient, ...],
+    event_id: str,
+    now: float,
+) -> Transition:
+    """``transition`` with a hard bounce (record and ``bounced`` event) for each refusal
+    that proves its address dead (:func:`mailproxy.domain.bounces.refusal_bounce`)."""
+    facts = [
+        fact
+        for r in refused
+        if r.code is not None and (fact := refusal_bounce(r.address, r.code, r.reason))
+    ]
+    if not facts:
+        return transition
+    records = tuple(bounce_record(fact, now) for fact in facts)
+    events = tuple(
+        bounce_event(message, record, f"{event_id}.b{n}") for n, record in enumerate(records, 1)
+    )
+    return msgspec.structs.replace(transition, events=transition.events + events, bounces=records)
+
+
+def bounce_record(fact: BounceFact | ComplaintFact | DelayFact, now: float) -> BounceRecord:
+    """The record a message keeps of a bounce, complaint or delay that came at ``now``."""
+    if isinstance(fact, BounceFact):
+        return BounceRecord(
+            kind="bounce", recipient=fact.recipient, ts=now, type=fact.type,
+            status=fact.status, diagnostic=fact.diagnostic, source=fact.source,
+        )  # fmt: skip
+    if isinstance(fact, ComplaintFact):
+        return BounceRecord(
+            kind="complaint", recipient=fact.recipient, ts=now, feedback_type=fact.feedback_type
+        )
+    return BounceRecord(
+        kind="delay", recipient=fact.recipient, ts=now, status=fact.status,
+        diagnostic=fact.diagnostic,
+    )  # fmt: skip
+
+
+def bounce_event(message: QueuedMessage, record: BounceRecord, event_id: str) -> ReportEvent:
+    """The report entry of ``record`` (``bounced``, ``complained`` or ``delayed``): the
+    message keeps its status, so the attempt is the last one made."""
+    at = int(record.ts)
+    common = (message, event_id)
+    attempt, duplicate = max(1, message.attempts), message.possible_duplicate
+    if record.kind == "bounce":
+        return _event(
+            *common, "bounced", attempt, duplicate, bounced_ts=at, recipient=record.recipient,
+            bounce_type=record.type, status=record.status, diagnostic=record.diagnostic,
+            source=record.source,
+        )  # fmt: skip
+    if record.kind == "complaint":
+        return _event(
+            *common, "complained", attempt, duplicate, complained_ts=at,
+            recipient=record.recipient, feedback_type=record.feedback_type,
+        )  # fmt: skip
+    return _event(
+        *common, "delayed", attempt, duplicate, delayed_ts=at, recipient=record.recipient,
+        status=record.status, diagnostic=record.diagnostic,
+    )  # fmt: skip
 
 
 def _transition_after(

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from mailproxy.domain.bounces import BounceRecord, BounceSource, BounceType, SuppressionSettings
+
 
 def due_second(ts: float) -> int:
     """The whole second at which something due at ``ts`` may happen: rounded up, so that
@@ -92,6 +94,26 @@ class Tenant(
     webhook_secret_previous: str | None = None
     attachment_url_prefixes: tuple[str, ...] = ()
     unknown_policy: UnknownPolicy | None = None
+    #: The soft-bounce rule of the suppression list (None: the defaults).
+    suppression: SuppressionSettings | None = None
+
+
+MailboxTls = Literal["implicit", "starttls", "none"]
+
+
+class BounceMailboxSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An IMAP mailbox that receives an account's bounces (``bounce_mailbox``), or the
+    instance's shared one (``[bounces]``)."""
+
+    host: str
+    port: int = 993
+    user: str
+    password: str | None = None
+    tls: MailboxTls = "implicit"
+    folder: str = "INBOX"
+    #: Where processed messages go; None: they are flagged where they are.
+    processed_folder: str | None = None
+    poll_s: float = 60.0
 
 
 class Account(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -113,6 +135,10 @@ class Account(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     limit_behavior: Literal["defer", "reject"] = "defer"
     max_connections: int = 3
     is_default: bool = False
+    #: The envelope sender; ``{token}`` in it makes a VERP address per message
+    #: (:mod:`mailproxy.domain.correlation`). None: the message's From.
+    return_path: str | None = None
+    bounce_mailbox: BounceMailboxSpec | None = None
 
 
 class AttachmentRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -233,14 +259,16 @@ class Claim(msgspec.Struct, frozen=True):
 
 class RefusedRecipient(msgspec.Struct, frozen=True):
     address: str
-    code: int
+    #: The server's reply code; None when the recipient was never offered to a server
+    #: (``reason`` ``"suppressed"``).
+    code: int | None
     reason: str
 
 
 class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One delivery-report entry, per the HTTP API ("Delivery reports")."""
 
-    event: Literal["sent", "error", "deferred", "unknown"]
+    event: Literal["sent", "error", "deferred", "unknown", "bounced", "complained", "delayed"]
     event_id: str
     id: str
     tenant_id: str
@@ -256,6 +284,16 @@ class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     metadata: dict[str, Any] | None = None
     possible_duplicate: bool = False
     refused_recipients: tuple[RefusedRecipient, ...] | None = None
+    # bounced / complained / delayed (HTTP API, "Bounces, complaints and suppression")
+    bounced_ts: int | None = None
+    complained_ts: int | None = None
+    delayed_ts: int | None = None
+    recipient: str | None = None
+    bounce_type: BounceType | None = None
+    status: str | None = None
+    diagnostic: str | None = None
+    source: BounceSource | None = None
+    feedback_type: str | None = None
 
 
 class StoredReport(msgspec.Struct, frozen=True):
@@ -304,6 +342,9 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     pause: AccountPause | None = None
     #: ... or end its pause (an attempt got past the account's own checks).
     clear_pause: bool = False
+    #: Recipients the attempt proved dead (a ``5.1.1`` refusal): kept with the message,
+    #: each with its ``bounced`` event in ``events``, and suppressed.
+    bounces: tuple[BounceRecord, ...] = ()
 
 
 class MessagePage(msgspec.Struct, frozen=True):

@@ -69,6 +69,9 @@ class Temporary(msgspec.Struct, frozen=True):
 class Permanent(msgspec.Struct, frozen=True):
     reason: str
     smtp_code: int | None = None
+    #: The recipients the server refused, when the failure is theirs: every one at RCPT,
+    #: or the only accepted one after DATA (a bounce source: ``domain.bounces``).
+    refused: tuple[RefusedRecipient, ...] = ()
 
 
 class Unknown(msgspec.Struct, frozen=True):
@@ -142,9 +145,9 @@ def classify_refusals(refused: tuple[RefusedRecipient, ...]) -> Outcome:
     """Every recipient was refused at RCPT: temporary when any refusal was temporary
     (a retry may still reach that recipient), otherwise permanent."""
     detail = "; ".join(f"{r.address}: {r.code} {r.reason}" for r in refused)
-    outcomes = [classify(Phase.RCPT, Failure.REPLY, r.code, r.reason) for r in refused]
+    outcomes = [classify(Phase.RCPT, Failure.REPLY, r.code, r.reason) for r in refused if r.code]
     temporary = [o for o in outcomes if isinstance(o, Temporary)]
     code = refused[0].code if refused else None
     if temporary:
         return Temporary(f"all recipients refused: {detail}", temporary[0].smtp_code)
-    return Permanent(f"all recipients refused: {detail}", code)
+    return Permanent(f"all recipients refused: {detail}", code, refused)
