@@ -24,7 +24,9 @@ Pure: ``now`` comes in.
 
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import msgspec
 
@@ -131,10 +133,8 @@ def address_key(address: str) -> str:
     domain = domain.lower()
     if not domain.isascii():
         # The envelope carries the IDNA form; a report may name either.
-        try:
+        with contextlib.suppress(UnicodeError):
             domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass
     return f"{local}@{domain}"
 
 
@@ -231,3 +231,80 @@ def refusal_bounce(recipient: str, code: int, text: str) -> BounceFact | None:
         diagnostic=f"{code} {text}".strip(),
         source="smtp",
     )
+
+
+MailboxOutcome = Literal["applied", "unmatched", "ignored", "unparsed"]
+
+
+class MailboxEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """What one bounce-mailbox message did, as a store commits it in one transaction:
+    the message's key (mailbox, UIDVALIDITY, UID) with ``outcome``, and, when it was
+    ``applied`` to a sent message, the records kept with that message, their report
+    events and the suppressions they bring."""
+
+    mailbox: str
+    uidvalidity: int
+    uid: int
+    outcome: MailboxOutcome
+    summary: str = ""
+    #: The tenant the mailbox belongs to (None: the instance's shared mailbox).
+    mailbox_tenant_id: str | None = None
+    tenant_id: str | None = None
+    message_pk: int | None = None
+    message_id: str | None = None
+    records: tuple[BounceRecord, ...] = ()
+    #: The report events of ``records``, one each, in the same order.
+    events: tuple[Any, ...] = ()
+    settings: SuppressionSettings = SuppressionSettings()
+
+
+class UnparsedReport(msgspec.Struct, frozen=True, kw_only=True):
+    """A mailbox message nobody could read, left in place for people (status page)."""
+
+    mailbox: str
+    uid: int
+    summary: str
+    seen_ts: float
+    tenant_id: str | None = None
+
+
+class SuppressionPage(msgspec.Struct, frozen=True):
+    suppressions: list[Suppression]
+    next_cursor: str | None
+
+
+def suppressions_for(
+    records: Sequence[BounceRecord],
+    *,
+    tenant_id: str,
+    message_id: str | None,
+    settings: SuppressionSettings,
+    soft_bounces: Mapping[str, int],
+    now: float,
+) -> list[Suppression]:
+    """The suppressions ``records`` of one message bring (:func:`suppression_after` per
+    record); ``soft_bounces`` counts each address's soft bounces within the window, by
+    :func:`address_key`, ``records`` included. A store merges them into the list."""
+    found = []
+    for record in records:
+        if record.kind == "delay" or not record.recipient:
+            continue
+        detail = (
+            f"feedback: {record.feedback_type}"
+            if record.kind == "complaint"
+            else record.diagnostic or record.status
+        )
+        entry = suppression_after(
+            tenant_id=tenant_id,
+            recipient=record.recipient,
+            kind=record.kind,
+            bounce_type=record.type,
+            message_id=message_id,
+            detail=detail,
+            soft_bounces_in_window=soft_bounces.get(address_key(record.recipient), 0),
+            settings=settings,
+            now=now,
+        )
+        if entry is not None:
+            found.append(entry)
+    return found

@@ -1,6 +1,6 @@
-"""The storage port: :class:`Store`, in four sections — the message queue
+"""The storage port: :class:`Store`, in five sections — the message queue
 (:class:`MessageStore`), the configuration (:class:`ConfigStore`), the report outbox
-(:class:`ReportOutbox`) and access (:class:`AccessStore`).
+(:class:`ReportOutbox`), access (:class:`AccessStore`) and bounces (:class:`BounceStore`).
 
 A store is one object on one database: a state change and its report event commit in one
 transaction, and deleting a tenant removes its accounts, messages, events and keys
@@ -8,7 +8,8 @@ together. The sections are Protocols of their own only so that a collaborator ca
 the part it uses (the sealing decorators in ``adapters/sealed.py`` wrap the configuration
 and access sections). Contract suites: ``tests/contract/test_message_store.py``,
 ``test_queue_policy_store.py``, ``test_config_store.py``, ``test_report_outbox.py``,
-``test_access_store.py``, ``test_store_follows_the_domain.py``, all run over every store.
+``test_access_store.py``, ``test_bounce_store.py``, ``test_store_follows_the_domain.py``,
+all run over every store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from mailproxy.domain.access import IdempotentStart, TenantKey
+from mailproxy.domain.bounces import (
+    BounceRecord,
+    MailboxEntry,
+    Suppression,
+    SuppressionPage,
+    SuppressionReason,
+    UnparsedReport,
+)
 from mailproxy.domain.model import (
     Account,
     AccountPause,
@@ -106,9 +115,10 @@ class MessageStore(Protocol):
     async def complete(self, lease: Lease, transition: Transition, now: float) -> bool:
         """Apply ``transition`` with its report events and history entry in one
         transaction and clear the lease: its rate reservation per ``transition.slots``, its
-        account's pause per ``transition.pause`` / ``clear_pause``; a message going back to
-        the queue while its tenant or batch is suspended becomes ``suspended``. False (and
-        nothing written) if the lease is lost.
+        account's pause per ``transition.pause`` / ``clear_pause``, its ``bounces`` as
+        :meth:`BounceStore.record_mailbox_entry` applies records (kept, suppressions); a
+        message going back to the queue while its tenant or batch is suspended becomes
+        ``suspended``. False (and nothing written) if the lease is lost.
         """
 
     async def release(self, lease: Lease, now: float) -> bool:
@@ -177,8 +187,8 @@ class MessageStore(Protocol):
 
     async def purge_final(self, tenant_id: str | None, final_before_ts: float) -> int:
         """Remove final messages that became final before ``final_before_ts`` and whose
-        report events are all acknowledged, with their history and events; return how
-        many. A message with an unacknowledged event is never removed."""
+        report events are all acknowledged, with their history, events and bounce records;
+        return how many. A message with an unacknowledged event is never removed."""
 
     async def count_by_status(self, tenant_id: str | None = None) -> dict[Status, int]:
         """Stored message counts per status (of one tenant, or of all)."""
@@ -209,8 +219,8 @@ class ConfigStore(Protocol):
         """All tenants ordered by id."""
 
     async def delete_tenant(self, tenant_id: str) -> bool:
-        """Remove the tenant with its accounts, messages, history and report events.
-        False if there was no such tenant."""
+        """Remove the tenant with its accounts, messages, history, report events, bounce
+        records and suppression list. False if there was no such tenant."""
 
     async def put_account(self, account: Account) -> None:
         """Create or replace the account. When ``is_default`` is set, the tenant's other
@@ -319,7 +329,74 @@ class AccessStore(Protocol):
         its previous process, and their keys may be retried at once."""
 
 
-class Store(MessageStore, ConfigStore, ReportOutbox, AccessStore, Protocol):
+class BounceStore(Protocol):
+    """Bounces, complaints, the suppression list and the bounce mailboxes' progress.
+    Contract: ``tests/contract/test_bounce_store.py``.
+
+    Addresses are compared by :func:`mailproxy.domain.bounces.address_key`; an entry
+    whose ``expires_ts`` has passed counts as absent everywhere.
+    """
+
+    async def instance_secret(self, name: str, candidate: str) -> str:
+        """The database's secret ``name``: the one stored, or ``candidate``, stored now
+        (the first process to ask decides; every process sharing the database gets the
+        same value)."""
+
+    async def message_by_pk(self, pk: int) -> QueuedMessage | None:
+        """The stored message with that store key, or None (never existed, or purged)."""
+
+    async def bounces_of(self, tenant_id: str, message_id: str) -> list[BounceRecord]:
+        """The bounces, complaints and delays kept with the message, oldest first."""
+
+    async def mailbox_seen(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> set[int]:
+        """Which of ``uids`` have an entry already (:meth:`record_mailbox_entry`)."""
+
+    async def record_mailbox_entry(self, entry: MailboxEntry, now: float) -> bool:
+        """Commit ``entry`` in one transaction: its key (mailbox, UIDVALIDITY, UID) and,
+        when ``applied``, its records (kept with the message), its report events and the
+        suppressions they bring: per record, :func:`mailproxy.domain.bounces.
+        suppression_after` with the address's soft bounces within the tenant's window
+        (this one included), merged into any entry the address has
+        (:func:`~mailproxy.domain.bounces.merged`). False, and nothing written, when the
+        key has an entry already: a message is applied once, however often it is read.
+        """
+
+    async def unparsed_reports(self, tenant_id: str | None, limit: int) -> list[UnparsedReport]:
+        """The latest entries with outcome ``unparsed`` (of the tenant's mailboxes, or of
+        every mailbox for None), newest first."""
+
+    async def suppressed_among(
+        self, tenant_id: str, addresses: Sequence[str], now: float
+    ) -> set[str]:
+        """Those of ``addresses`` (as given) that the tenant suppresses at ``now``: one
+        indexed read, whatever the size of the list."""
+
+    async def add_suppressions(self, entries: Sequence[Suppression], now: float) -> int:
+        """Add the entries, each merged into the address's existing one (the stronger
+        reason and later expiry win); return how many were added or changed."""
+
+    async def remove_suppression(self, tenant_id: str, address: str, now: float) -> bool:
+        """Remove the address's entry; False when it had none (or an expired one)."""
+
+    async def list_suppressions(
+        self,
+        tenant_id: str,
+        *,
+        now: float,
+        reason: SuppressionReason | None = None,
+        q: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> SuppressionPage:
+        """A page of the tenant's live entries ordered by address key, filtered by reason
+        and by ``q`` (a substring of the address, case-insensitive); ``next_cursor``
+        continues after the last one."""
+
+    async def count_suppressions(self, now: float) -> dict[str, int]:
+        """Live entries per tenant (tenants with none are absent), in one read."""
+
+
+class Store(MessageStore, ConfigStore, ReportOutbox, AccessStore, BounceStore, Protocol):
     """Every section on one database: what each shipped store implements (``MemoryStore``,
     ``SqliteStore``, ``PostgresStore``). A store that also implements
     :class:`mailproxy.ports.changes.ChangeFeed` tells other processes of the work it makes."""

@@ -119,3 +119,25 @@ CREATE TRIGGER rate_slots_removed AFTER DELETE ON rate_slots
 -- name: 5
 -- A process's own leased messages (each claim counts what it holds), as SQLite finds them.
 CREATE INDEX messages_owned ON messages (lease_owner) WHERE status = 'sending';
+
+-- name: 6
+-- Bounces and suppression: what bounce mailboxes and SMTP refusals said about sent
+-- messages, the tenants' suppression lists, the mailbox messages already handled (by
+-- mailbox, UIDVALIDITY and UID: each is applied once), and the database's own secrets
+-- (the key of the correlation tokens).
+CREATE TABLE bounce_records (
+    pk bigserial PRIMARY KEY, message_pk bigint NOT NULL, tenant_id text NOT NULL,
+    address_key text, kind text NOT NULL, type text, ts double precision NOT NULL,
+    data bytea NOT NULL);
+CREATE INDEX bounce_records_message ON bounce_records (message_pk);
+CREATE INDEX bounce_records_soft ON bounce_records (tenant_id, address_key, ts)
+    WHERE kind = 'bounce' AND type = 'soft';
+CREATE TABLE suppressions (
+    tenant_id text NOT NULL, address_key text NOT NULL, reason text NOT NULL,
+    expires_ts double precision, data bytea NOT NULL, PRIMARY KEY (tenant_id, address_key));
+CREATE TABLE mailbox_entries (
+    mailbox text NOT NULL, uidvalidity bigint NOT NULL, uid bigint NOT NULL,
+    outcome text NOT NULL, tenant_id text, summary text NOT NULL,
+    seen_ts double precision NOT NULL, PRIMARY KEY (mailbox, uidvalidity, uid));
+CREATE INDEX mailbox_entries_unparsed ON mailbox_entries (seen_ts) WHERE outcome = 'unparsed';
+CREATE TABLE instance_secrets (name text PRIMARY KEY, value text NOT NULL);

@@ -52,7 +52,7 @@ UPDATE messages SET status = 'sending', lease_owner = ?, lease_token = ?,
     lease_expires_ts = ?, attempt_open = FALSE, updated_ts = ? WHERE pk {in_list}
 
 -- name: holds_lease
-SELECT tenant_id, account_id, batch_code, attempts, due_ts, attempt_open FROM messages
+SELECT tenant_id, account_id, batch_code, attempts, due_ts, attempt_open, id FROM messages
 WHERE pk = ? AND lease_token = ? AND status = 'sending'
 
 -- name: held_slot
@@ -138,6 +138,9 @@ DELETE FROM reports WHERE message_pk {in_list}
 -- name: remove_messages
 DELETE FROM messages WHERE pk {in_list}
 
+-- name: remove_bounce_records
+DELETE FROM bounce_records WHERE message_pk {in_list}
+
 -- name: message_states
 -- In pk order: two deletes of overlapping sets lock their rows in one order.
 SELECT pk, id, status FROM messages WHERE tenant_id = ? AND id {in_list} ORDER BY pk
@@ -212,7 +215,9 @@ DELETE FROM messages WHERE tenant_id = ?;
 DELETE FROM account_pauses WHERE tenant_id = ?;
 DELETE FROM suspensions WHERE tenant_id = ?;
 DELETE FROM tenant_keys WHERE tenant_id = ?;
-DELETE FROM report_leases WHERE tenant_id = ?
+DELETE FROM report_leases WHERE tenant_id = ?;
+DELETE FROM bounce_records WHERE tenant_id = ?;
+DELETE FROM suppressions WHERE tenant_id = ?
 
 -- name: delete_scope_keys
 DELETE FROM idempotency WHERE scope = ?
@@ -300,3 +305,66 @@ WHERE report_leases.owner = excluded.owner OR report_leases.expires_ts <= ? RETU
 
 -- name: release_reports
 DELETE FROM report_leases WHERE tenant_id = ? AND owner = ?
+
+-- --- bounces and suppression (adapters/sql/bounces.py) ---------------------------------
+
+-- name: instance_secret
+SELECT value FROM instance_secrets WHERE name = ?
+
+-- name: put_instance_secret
+INSERT INTO instance_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING
+
+-- name: message_by_pk
+SELECT {columns} FROM messages WHERE pk = ?
+
+-- name: bounce_records_of
+SELECT b.data FROM bounce_records b JOIN messages m ON m.pk = b.message_pk
+WHERE m.tenant_id = ? AND m.id = ? ORDER BY b.pk
+
+-- name: mailbox_seen
+SELECT uid FROM mailbox_entries WHERE mailbox = ? AND uidvalidity = ? AND uid {in_list}
+
+-- name: add_mailbox_entry
+INSERT INTO mailbox_entries (mailbox, uidvalidity, uid, outcome, tenant_id, summary, seen_ts)
+VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mailbox, uidvalidity, uid) DO NOTHING
+
+-- name: unparsed_reports
+SELECT mailbox, uid, summary, seen_ts, tenant_id FROM mailbox_entries
+WHERE outcome = 'unparsed' AND (tenant_id = ? OR ? = '') ORDER BY seen_ts DESC LIMIT ?
+
+-- name: add_bounce_record
+INSERT INTO bounce_records (message_pk, tenant_id, address_key, kind, type, ts, data)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+
+-- name: soft_bounces
+-- The soft bounces of each listed address within the window (the soft-bounce rule of
+-- domain.bounces.suppression_after).
+SELECT address_key, COUNT(*) FROM bounce_records
+WHERE tenant_id = ? AND kind = 'bounce' AND type = 'soft' AND ts > ? AND address_key {in_list}
+GROUP BY address_key
+
+-- name: suppressions_of
+SELECT address_key, data FROM suppressions WHERE tenant_id = ? AND address_key {in_list}
+
+-- name: put_suppression
+INSERT INTO suppressions (tenant_id, address_key, reason, expires_ts, data)
+VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, address_key) DO UPDATE
+SET reason = excluded.reason, expires_ts = excluded.expires_ts, data = excluded.data
+
+-- name: suppressed_among
+SELECT address_key FROM suppressions
+WHERE tenant_id = ? AND address_key {in_list} AND (expires_ts IS NULL OR expires_ts > ?)
+
+-- name: remove_suppression
+DELETE FROM suppressions
+WHERE tenant_id = ? AND address_key = ? AND (expires_ts IS NULL OR expires_ts > ?)
+
+-- name: list_suppressions
+SELECT address_key, data FROM suppressions
+WHERE tenant_id = ? AND (expires_ts IS NULL OR expires_ts > ?) AND address_key > ?
+AND (reason = ? OR ? = '') AND lower(address_key) LIKE ? ESCAPE '!'
+ORDER BY address_key LIMIT ?
+
+-- name: count_suppressions
+SELECT tenant_id, COUNT(*) FROM suppressions
+WHERE expires_ts IS NULL OR expires_ts > ? GROUP BY tenant_id

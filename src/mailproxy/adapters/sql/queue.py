@@ -6,9 +6,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from mailproxy.adapters.sql.bounces import keep_records
 from mailproxy.adapters.sql.rows import (
     claims_of,
     encode,
+    event_values,
     max_connections,
     message_from_row,
     transition_values,
@@ -116,9 +118,11 @@ def claim_due(
     return claims_of(picked, owner=owner, token=token, expires=expires, now=now, pauses=paused)
 
 
-def _held(tx: Tx, lease: Lease) -> tuple[str, str, str | None, int, float, bool] | None:
+def _held(tx: Tx, lease: Lease) -> tuple[str, str, str | None, int, float, bool, str] | None:
+    """(tenant, account, batch, attempts, due_ts, attempt open, client id) of the leased
+    message, locked; None when the lease is lost."""
     row = tx.one(tx.q.holds_lease + tx.FOR_UPDATE, (lease.pk, lease.token))
-    return None if row is None else (row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+    return None if row is None else (*row[:5], bool(row[5]), row[6])
 
 
 def reserve_slots(
@@ -165,7 +169,7 @@ def complete(tx: Tx, lease: Lease, transition: Transition, now: float) -> bool:
     held = _held(tx, lease)
     if held is None:
         return False
-    apply_transition(tx, lease.pk, held[0], held[1], held[2], transition, now)
+    apply_transition(tx, lease.pk, held[0], held[1], held[2], transition, now, held[6])
     return True
 
 
@@ -177,16 +181,21 @@ def apply_transition(
     batch_code: str | None,
     t: Transition,
     now: float,
+    message_id: str | None = None,
 ) -> None:
-    """Store ``t`` with its history, report events, rate slots and pause. A message going
-    back to the queue in a suspended scope is stored ``suspended``."""
+    """Store ``t`` with its history, report events, rate slots, pause and bounce records
+    (client id ``message_id``). A message going back to the queue in a suspended scope is
+    stored ``suspended``."""
     status = stored_status(t.status, suspensions(tx, tenant_id), batch_code)
     tx.run(tx.q.apply_transition, transition_values(t, status, now, pk))
     if t.history is not None:
         tx.run(tx.q.history_entry, (pk, t.history.event, t.history.ts, t.history.detail))
     if t.events:
-        tx.many(tx.q.add_report, [(e.event_id, tenant_id, pk, encode(e), now) for e in t.events])
+        tx.many(tx.q.add_report, event_values(t.events, tenant_id, pk, now))
         tx.wake_reports(tenant_id)
+    if t.bounces:
+        # Refusals at the SMTP exchange are hard bounces: the soft-bounce rule is not used.
+        keep_records(tx, pk, tenant_id, message_id, t.bounces, None, now)
     if t.slots == "consume":
         tx.run(tx.q.consume_slots, (now, now, pk))
     elif t.slots == "release":

@@ -61,6 +61,7 @@ def remove(tx: Tx, pks: Sequence[int], *, acked_reports_too: bool = False) -> No
         tx.run(tx.q.remove_history, pk_list)
         tx.run(tx.q.remove_reports if acked_reports_too else tx.q.remove_unacked_reports, pk_list)
         tx.run(tx.q.release_listed_slots, pk_list)
+        tx.run(tx.q.remove_bounce_records, pk_list)
         tx.run(tx.q.remove_messages, pk_list)
 
 

@@ -44,6 +44,13 @@ account_decoder = msgspec.json.Decoder(Account)
 encode = msgspec.json.encode
 
 
+def event_values(
+    events: Sequence[ReportEvent], tenant_id: str, pk: int, now: float
+) -> list[tuple[Any, ...]]:
+    """The ``add_report`` rows of a message's report events."""
+    return [(e.event_id, tenant_id, pk, encode(e), now) for e in events]
+
+
 @functools.lru_cache(maxsize=1024)
 def max_connections(account_data: bytes) -> int:
     return account_decoder.decode(account_data).max_connections

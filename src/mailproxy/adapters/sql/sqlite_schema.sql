@@ -120,3 +120,24 @@ DROP INDEX idx_history_message_pk;
 CREATE INDEX history_message ON history(message_pk);
 DROP INDEX idx_reports_message_pk;
 CREATE INDEX reports_message ON reports(message_pk);
+
+-- name: 9
+-- Bounces and suppression: what bounce mailboxes and SMTP refusals said about sent
+-- messages, the tenants' suppression lists, the mailbox messages already handled (by
+-- mailbox, UIDVALIDITY and UID: each is applied once), and the database's own secrets
+-- (the key of the correlation tokens).
+CREATE TABLE bounce_records (
+    pk INTEGER PRIMARY KEY, message_pk INTEGER NOT NULL, tenant_id TEXT NOT NULL,
+    address_key TEXT, kind TEXT NOT NULL, type TEXT, ts REAL NOT NULL, data BLOB NOT NULL);
+CREATE INDEX bounce_records_message ON bounce_records(message_pk);
+CREATE INDEX bounce_records_soft ON bounce_records(tenant_id, address_key, ts)
+    WHERE kind = 'bounce' AND type = 'soft';
+CREATE TABLE suppressions (
+    tenant_id TEXT NOT NULL, address_key TEXT NOT NULL, reason TEXT NOT NULL,
+    expires_ts REAL, data BLOB NOT NULL, PRIMARY KEY (tenant_id, address_key));
+CREATE TABLE mailbox_entries (
+    mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
+    outcome TEXT NOT NULL, tenant_id TEXT, summary TEXT NOT NULL, seen_ts REAL NOT NULL,
+    PRIMARY KEY (mailbox, uidvalidity, uid));
+CREATE INDEX mailbox_entries_unparsed ON mailbox_entries(seen_ts) WHERE outcome = 'unparsed';
+CREATE TABLE instance_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from mailproxy.adapters.sql import admin, queue, reads
+from mailproxy.adapters.sql import admin, bounces, queue, reads
 from mailproxy.adapters.sql.tx import Tx
 
 P = ParamSpec("P")
@@ -60,9 +60,10 @@ def _reads(op: Callable[Concatenate[Tx, P], T]) -> _Runs[P, T]:
 
 
 class SqlStore:
-    """Implements ``MessageStore``, ``ConfigStore``, ``ReportOutbox`` and ``AccessStore``
-    (:mod:`mailproxy.ports.store`) on an :class:`Engine`: each method is one operation of
-    :mod:`.queue`, :mod:`.reads` or :mod:`.admin`, run as a write or a read."""
+    """Implements ``MessageStore``, ``ConfigStore``, ``ReportOutbox``, ``AccessStore`` and
+    ``BounceStore`` (:mod:`mailproxy.ports.store`) on an :class:`Engine`: each method is
+    one operation of :mod:`.queue`, :mod:`.reads`, :mod:`.admin` or :mod:`.bounces`, run
+    as a write or a read."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -121,3 +122,15 @@ class SqlStore:
     report_backlogs = _reads(admin.report_backlogs)
     lease_reports = _writes(admin.lease_reports)
     release_reports = _writes(admin.release_reports)
+    # --- bounces and suppression
+    instance_secret = _writes(bounces.instance_secret)
+    message_by_pk = _reads(bounces.message_by_pk)
+    bounces_of = _reads(bounces.bounces_of)
+    mailbox_seen = _reads(bounces.mailbox_seen)
+    record_mailbox_entry = _writes(bounces.record_mailbox_entry)
+    unparsed_reports = _reads(bounces.unparsed_reports)
+    suppressed_among = _reads(bounces.suppressed_among)
+    add_suppressions = _writes(bounces.add_suppressions)
+    remove_suppression = _writes(bounces.remove_suppression)
+    list_suppressions = _reads(bounces.list_suppressions)
+    count_suppressions = _reads(bounces.count_suppressions)

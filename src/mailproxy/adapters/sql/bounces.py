@@ -1,0 +1,177 @@
+"""Bounce operations: bounce records, the suppression list, the bounce mailboxes'
+progress and the database's secrets (``BounceStore``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from mailproxy.adapters.sql.rows import encode, event_values, message_from_row
+from mailproxy.adapters.sql.tx import Tx
+from mailproxy.domain.bounces import (
+    BounceRecord,
+    MailboxEntry,
+    Suppression,
+    SuppressionPage,
+    SuppressionReason,
+    SuppressionSettings,
+    UnparsedReport,
+    address_key,
+    merged,
+    suppressions_for,
+)
+from mailproxy.domain.model import QueuedMessage
+
+_record_decoder = msgspec.json.Decoder(BounceRecord)
+_suppression_decoder = msgspec.json.Decoder(Suppression)
+
+
+def instance_secret(tx: Tx, name: str, candidate: str) -> str:
+    tx.run(tx.q.put_instance_secret, (name, candidate))
+    return str(tx.one(tx.q.instance_secret, (name,))[0])
+
+
+def message_by_pk(tx: Tx, pk: int) -> QueuedMessage | None:
+    row = tx.one(tx.q.message_by_pk, (pk,))
+    return None if row is None else message_from_row(row)
+
+
+def bounces_of(tx: Tx, tenant_id: str, message_id: str) -> list[BounceRecord]:
+    return [
+        _record_decoder.decode(row[0])
+        for row in tx.all(tx.q.bounce_records_of, (tenant_id, message_id))
+    ]
+
+
+def mailbox_seen(tx: Tx, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> set[int]:
+    if not uids:
+        return set()
+    rows = tx.all(tx.q.mailbox_seen, (mailbox, uidvalidity, tx.listed(uids)))
+    return {int(row[0]) for row in rows}
+
+
+def record_mailbox_entry(tx: Tx, entry: MailboxEntry, now: float) -> bool:
+    added = tx.run(
+        tx.q.add_mailbox_entry,
+        (
+            entry.mailbox, entry.uidvalidity, entry.uid, entry.outcome,
+            entry.tenant_id or entry.mailbox_tenant_id, entry.summary, now,
+        ),
+    )  # fmt: skip
+    if not added:
+        return False
+    if entry.outcome == "applied" and entry.tenant_id and entry.message_pk is not None:
+        keep_records(
+            tx, entry.message_pk, entry.tenant_id, entry.message_id, entry.records,
+            entry.settings, now,
+        )  # fmt: skip
+        if entry.events:
+            rows = event_values(entry.events, entry.tenant_id, entry.message_pk, now)
+            tx.many(tx.q.add_report, rows)
+            tx.wake_reports(entry.tenant_id)
+    return True
+
+
+def keep_records(
+    tx: Tx,
+    pk: int,
+    tenant_id: str,
+    message_id: str | None,
+    records: Sequence[BounceRecord],
+    settings: SuppressionSettings | None,
+    now: float,
+) -> None:
+    """Keep ``records`` with message ``pk`` and add the suppressions they bring."""
+    settings = settings or SuppressionSettings()
+    tx.many(
+        tx.q.add_bounce_record,
+        [
+            (
+                pk, tenant_id, address_key(r.recipient) if r.recipient else None, r.kind,
+                r.type, r.ts, encode(r),
+            )
+            for r in records
+        ],
+    )  # fmt: skip
+    soft = [address_key(r.recipient) for r in records if r.type == "soft" and r.recipient]
+    counts: dict[str, int] = {}
+    if soft:
+        since = now - settings.soft_bounce_window_s
+        rows = tx.all(tx.q.soft_bounces, (tenant_id, since, tx.listed(dict.fromkeys(soft))))
+        counts = {row[0]: int(row[1]) for row in rows}
+    entries = suppressions_for(
+        records, tenant_id=tenant_id, message_id=message_id, settings=settings,
+        soft_bounces=counts, now=now,
+    )  # fmt: skip
+    add_suppressions(tx, entries, now)
+
+
+def unparsed_reports(tx: Tx, tenant_id: str | None, limit: int) -> list[UnparsedReport]:
+    rows = tx.all(tx.q.unparsed_reports, (tenant_id or "", tenant_id or "", limit))
+    return [
+        UnparsedReport(mailbox=m, uid=int(u), summary=s, seen_ts=ts, tenant_id=t)
+        for m, u, s, ts, t in rows
+    ]
+
+
+def suppressed_among(tx: Tx, tenant_id: str, addresses: Sequence[str], now: float) -> set[str]:
+    if not addresses:
+        return set()
+    keys = {address_key(a): a for a in addresses}
+    rows = tx.all(tx.q.suppressed_among, (tenant_id, tx.listed(keys), now))
+    found = {row[0] for row in rows}
+    return {a for a in addresses if address_key(a) in found}
+
+
+def add_suppressions(tx: Tx, entries: Sequence[Suppression], now: float) -> int:
+    changed = 0
+    by_tenant: dict[str, list[Suppression]] = {}
+    for entry in entries:
+        by_tenant.setdefault(entry.tenant_id, []).append(entry)
+    for tenant_id, group in by_tenant.items():
+        keys = list(dict.fromkeys(address_key(e.address) for e in group))
+        rows = tx.all(tx.q.suppressions_of + tx.FOR_UPDATE, (tenant_id, tx.listed(keys)))
+        existing = {row[0]: _suppression_decoder.decode(row[1]) for row in rows}
+        for entry in group:
+            key = address_key(entry.address)
+            kept = merged(existing.get(key), entry, now)
+            if kept == existing.get(key):
+                continue
+            existing[key] = kept
+            tx.run(
+                tx.q.put_suppression, (tenant_id, key, kept.reason, kept.expires_ts, encode(kept))
+            )
+            changed += 1
+    return changed
+
+
+def remove_suppression(tx: Tx, tenant_id: str, address: str, now: float) -> bool:
+    return tx.run(tx.q.remove_suppression, (tenant_id, address_key(address), now)) > 0
+
+
+def list_suppressions(
+    tx: Tx,
+    tenant_id: str,
+    *,
+    now: float,
+    reason: SuppressionReason | None = None,
+    q: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> SuppressionPage:
+    pattern = "%"
+    if q:
+        escaped = q.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        pattern = f"%{escaped}%"
+    rows = tx.all(
+        tx.q.list_suppressions,
+        (tenant_id, now, cursor or "", reason or "", reason or "", pattern, limit + 1),
+    )
+    page = [_suppression_decoder.decode(row[1]) for row in rows[:limit]]
+    more = len(rows) > limit
+    return SuppressionPage(page, rows[limit - 1][0] if more and page else None)
+
+
+def count_suppressions(tx: Tx, now: float) -> dict[str, int]:
+    return {row[0]: int(row[1]) for row in tx.all(tx.q.count_suppressions, (now,))}
