@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import msgspec
 
-from mailproxy.adapters.memory_records import MemoryRecords, StoredEvent
+from mailproxy.adapters.memory_bounces import MemoryBounces
+from mailproxy.adapters.memory_records import StoredEvent
 from mailproxy.domain.errors import Conflict
 from mailproxy.domain.lifecycle import (
     abandoned_with_account,
@@ -47,9 +48,10 @@ from mailproxy.domain.policy import (
 replace = msgspec.structs.replace
 
 
-class MemoryStore(MemoryRecords):
+class MemoryStore(MemoryBounces):
     """Implements every storage port in memory (the records and reads in
-    :class:`~mailproxy.adapters.memory_records.MemoryRecords`; the queue here)."""
+    :class:`~mailproxy.adapters.memory_records.MemoryRecords`, bounces and suppression in
+    :class:`~mailproxy.adapters.memory_bounces.MemoryBounces`; the queue here)."""
 
     # --- queue ------------------------------------------------------------------------
 
@@ -245,6 +247,9 @@ class MemoryStore(MemoryRecords):
             self._reports.append(
                 StoredEvent(seq, message.tenant_id, pk, StoredReport(seq, event), created_ts=now)
             )
+        if transition.bounces:
+            # Refusals at the SMTP exchange are hard bounces: the soft-bounce rule is unused.
+            self._keep_records(pk, message.tenant_id, message.id, transition.bounces, None, now)
         self._push(updated)
 
     async def release(self, lease: Lease, now: float) -> bool:

@@ -1,0 +1,172 @@
+"""The bounce section of the memory store (``BounceStore``): bounce records, the
+suppression list, the bounce mailboxes' progress and the store's secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mailproxy.adapters.memory_records import MemoryRecords, StoredEvent
+from mailproxy.domain.bounces import (
+    BounceRecord,
+    MailboxEntry,
+    Suppression,
+    SuppressionPage,
+    SuppressionReason,
+    SuppressionSettings,
+    UnparsedReport,
+    address_key,
+    is_active,
+    merged,
+    suppressions_for,
+)
+from mailproxy.domain.model import QueuedMessage, StoredReport
+
+
+class MemoryBounces(MemoryRecords):
+    """Bounces and suppression over the memory store's state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: dict[str, str] = {}
+        #: message pk -> its records, with the tenant
+        self._bounce_records: dict[int, list[BounceRecord]] = {}
+        #: (tenant, address key) -> entry
+        self._suppressions: dict[tuple[str, str], Suppression] = {}
+        #: (mailbox, uidvalidity, uid) -> (outcome, tenant, summary, seen_ts)
+        self._mailbox: dict[tuple[str, int, int], tuple[str, str | None, str, float]] = {}
+
+    def _remove(self, pk: int) -> None:
+        super()._remove(pk)
+        self._bounce_records.pop(pk, None)
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        self._suppressions = {k: s for k, s in self._suppressions.items() if k[0] != tenant_id}
+        return await super().delete_tenant(tenant_id)
+
+    async def instance_secret(self, name: str, candidate: str) -> str:
+        return self._secrets.setdefault(name, candidate)
+
+    async def message_by_pk(self, pk: int) -> QueuedMessage | None:
+        return self._messages.get(pk)
+
+    async def bounces_of(self, tenant_id: str, message_id: str) -> list[BounceRecord]:
+        pk = self._keys.get((tenant_id, message_id))
+        return list(self._bounce_records.get(pk, [])) if pk is not None else []
+
+    async def mailbox_seen(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> set[int]:
+        return {uid for uid in uids if (mailbox, uidvalidity, uid) in self._mailbox}
+
+    async def record_mailbox_entry(self, entry: MailboxEntry, now: float) -> bool:
+        key = (entry.mailbox, entry.uidvalidity, entry.uid)
+        if key in self._mailbox:
+            return False
+        tenant = entry.tenant_id or entry.mailbox_tenant_id
+        self._mailbox[key] = (entry.outcome, tenant, entry.summary, now)
+        pk = entry.message_pk
+        if entry.outcome == "applied" and entry.tenant_id and pk is not None:
+            self._keep_records(
+                pk, entry.tenant_id, entry.message_id, entry.records, entry.settings, now
+            )
+            for event in entry.events:
+                seq = self._next_report
+                self._next_report += 1
+                stored = StoredReport(seq, event)
+                self._reports.append(StoredEvent(seq, entry.tenant_id, pk, stored, now))
+        return True
+
+    def _keep_records(
+        self,
+        pk: int,
+        tenant_id: str,
+        message_id: str | None,
+        records: Sequence[BounceRecord],
+        settings: SuppressionSettings | None,
+        now: float,
+    ) -> None:
+        settings = settings or SuppressionSettings()
+        self._bounce_records.setdefault(pk, []).extend(records)
+        since = now - settings.soft_bounce_window_s
+        counts: dict[str, int] = {}
+        for message_pk, kept in self._bounce_records.items():
+            message = self._messages.get(message_pk)
+            if message is None or message.tenant_id != tenant_id:
+                continue
+            for r in kept:
+                if r.kind == "bounce" and r.type == "soft" and r.recipient and r.ts > since:
+                    key = address_key(r.recipient)
+                    counts[key] = counts.get(key, 0) + 1
+        entries = suppressions_for(
+            records, tenant_id=tenant_id, message_id=message_id, settings=settings,
+            soft_bounces=counts, now=now,
+        )  # fmt: skip
+        self._merge_suppressions(entries, now)
+
+    def _merge_suppressions(self, entries: Sequence[Suppression], now: float) -> int:
+        changed = 0
+        for entry in entries:
+            key = (entry.tenant_id, address_key(entry.address))
+            existing = self._suppressions.get(key)
+            kept = merged(existing, entry, now)
+            if kept != existing:
+                self._suppressions[key] = kept
+                changed += 1
+        return changed
+
+    async def unparsed_reports(self, tenant_id: str | None, limit: int) -> list[UnparsedReport]:
+        found = [
+            UnparsedReport(mailbox=m, uid=uid, summary=summary, seen_ts=ts, tenant_id=tenant)
+            for (m, _, uid), (outcome, tenant, summary, ts) in self._mailbox.items()
+            if outcome == "unparsed" and (tenant_id is None or tenant == tenant_id)
+        ]
+        found.sort(key=lambda r: r.seen_ts, reverse=True)
+        return found[:limit]
+
+    async def suppressed_among(
+        self, tenant_id: str, addresses: Sequence[str], now: float
+    ) -> set[str]:
+        return {
+            a
+            for a in addresses
+            if (entry := self._suppressions.get((tenant_id, address_key(a)))) is not None
+            and is_active(entry, now)
+        }
+
+    async def add_suppressions(self, entries: Sequence[Suppression], now: float) -> int:
+        return self._merge_suppressions(entries, now)
+
+    async def remove_suppression(self, tenant_id: str, address: str, now: float) -> bool:
+        key = (tenant_id, address_key(address))
+        entry = self._suppressions.get(key)
+        if entry is None or not is_active(entry, now):
+            return False
+        del self._suppressions[key]
+        return True
+
+    async def list_suppressions(
+        self,
+        tenant_id: str,
+        *,
+        now: float,
+        reason: SuppressionReason | None = None,
+        q: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> SuppressionPage:
+        keys = sorted(
+            key
+            for (tenant, key), entry in self._suppressions.items()
+            if tenant == tenant_id
+            and is_active(entry, now)
+            and key > (cursor or "")
+            and (reason is None or entry.reason == reason)
+            and (not q or q.lower() in key.lower())
+        )
+        page = [self._suppressions[(tenant_id, key)] for key in keys[:limit]]
+        return SuppressionPage(page, keys[limit - 1] if len(keys) > limit else None)
+
+    async def count_suppressions(self, now: float) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for (tenant, _), entry in self._suppressions.items():
+            if is_active(entry, now):
+                counts[tenant] = counts.get(tenant, 0) + 1
+        return counts
