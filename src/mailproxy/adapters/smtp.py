@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiosmtplib
+import msgspec
 
 from mailproxy.adapters.resolver import (
     EgressRefused,
@@ -326,6 +327,7 @@ class SmtpTransport:
         rendered = message.rendered
         timeout = self._command_timeout_s
         progress.phase = phase = Phase.MAIL
+        accepted: list[str] = []
         options, encoding = ([b"SMTPUTF8"], "utf-8") if rendered.needs_smtputf8 else ([], "ascii")
         if rendered.needs_smtputf8 and not client.supports_extension("smtputf8"):
             return (
@@ -344,13 +346,12 @@ class SmtpTransport:
                 raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, rendered.sender)
             progress.phase = phase = Phase.RCPT
             refused: list[RefusedRecipient] = []
-            accepted = 0
             for recipient in rendered.recipients:
                 reply = await client.execute_command(
                     b"RCPT", b"TO:<" + recipient.encode(encoding) + b">", timeout=timeout
                 )
                 if reply.code in _RECIPIENT_ACCEPTED:
-                    accepted += 1
+                    accepted.append(recipient)
                 else:
                     refused.append(RefusedRecipient(recipient, reply.code, reply.message))
             if not accepted:
@@ -362,6 +363,12 @@ class SmtpTransport:
         except Exception as exc:
             outcome = _classify_exception(phase, exc)
             replied = isinstance(exc, aiosmtplib.SMTPResponseException)
+            if phase is Phase.DATA and isinstance(outcome, Permanent) and len(accepted) == 1:
+                # Refused after DATA with one recipient: the refusal is that recipient's
+                # (a "5.1.1 no such user" here is a bounce as much as one at RCPT).
+                code, text = getattr(exc, "code", 0), getattr(exc, "message", "")
+                dead = RefusedRecipient(accepted[0], code, text)
+                outcome = msgspec.structs.replace(outcome, refused=(dead,))
             stale = (
                 reused and phase is Phase.MAIL and (not replied or getattr(exc, "code", 0) == 421)
             )

@@ -14,9 +14,10 @@ client id as well, so a store key reused after a deletion never matches. A token
 Where tokens travel:
 
 - the envelope sender (VERP), when the account's ``return_path`` holds ``{token}``: a
-  message with one envelope recipient gets a recipient token, a message with several
-  gets the message token (one SMTP transaction per message, so a retry never reaches a
-  recipient twice; the bounce names the recipient itself, in ``Final-Recipient``);
+  message with one envelope recipient gets a recipient token (slot 1), a message with
+  several gets the message token (one SMTP transaction per message, so that a retry
+  never reaches a recipient twice; the bounce names the recipient itself, in
+  ``Final-Recipient``);
 - the header :data:`CORRELATION_HEADER` of every message sent, with the message token:
   a bounce that quotes the original headers maps back even when a relay rewrote the
   envelope sender.
@@ -32,6 +33,8 @@ import hmac
 import re
 
 import msgspec
+
+from mailproxy.domain.mime import RenderedMessage, envelope_address
 
 #: The header every sent message carries, with its message token.
 CORRELATION_HEADER = "X-Mail-Proxy-Ref"
@@ -125,3 +128,27 @@ def envelope_sender(return_path: str, token: str) -> str:
     """The envelope sender for a message: ``return_path`` with its ``{token}`` replaced
     (unchanged when it has none)."""
     return return_path.replace(TOKEN_PLACEHOLDER, token)
+
+
+def correlated(
+    rendered: RenderedMessage,
+    key: bytes,
+    *,
+    pk: int,
+    tenant_id: str,
+    message_id: str,
+    return_path: str | None,
+) -> RenderedMessage:
+    """``rendered`` as it goes out: with the :data:`CORRELATION_HEADER` line first, and,
+    when ``return_path`` is given (the account's, for a message that names none of its
+    own), that envelope sender, its ``{token}`` replaced by the recipient token of a
+    message with one envelope recipient, by the message token otherwise."""
+    message_token = make_token(key, pk=pk, slot=0, tenant_id=tenant_id, message_id=message_id)
+    header = f"{CORRELATION_HEADER}: {message_token}\r\n".encode()
+    sender = rendered.sender
+    if return_path:
+        token = message_token
+        if len(rendered.recipients) == 1:
+            token = make_token(key, pk=pk, slot=1, tenant_id=tenant_id, message_id=message_id)
+        sender = envelope_address(envelope_sender(return_path, token))
+    return msgspec.structs.replace(rendered, sender=sender, content=header + rendered.content)

@@ -13,6 +13,9 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
+import msgspec
+
+from mailproxy.domain.correlation import correlated
 from mailproxy.domain.errors import (
     AttachmentUnavailable,
     InvalidInput,
@@ -21,11 +24,18 @@ from mailproxy.domain.errors import (
 )
 from mailproxy.domain.lifecycle import decide, is_final, orphaned
 from mailproxy.domain.mime import Outgoing, render
-from mailproxy.domain.model import Claim, QueuedMessage, Status
-from mailproxy.domain.outcome import Outcome, Permanent, RateLimited, Temporary, Unknown
+from mailproxy.domain.model import Claim, QueuedMessage, RefusedRecipient, Status
+from mailproxy.domain.outcome import (
+    Delivered,
+    Outcome,
+    Permanent,
+    RateLimited,
+    Temporary,
+    Unknown,
+)
 from mailproxy.domain.policy import rate_windows
 from mailproxy.ports.observability import DeliveryEvents
-from mailproxy.ports.store import ConfigStore, MessageStore
+from mailproxy.ports.store import BounceStore, ConfigStore, MessageStore
 from mailproxy.ports.transport import Transport
 from mailproxy.service.attachments import AttachmentFetcher
 from mailproxy.service.attempt_record import record_attempt
@@ -42,6 +52,7 @@ class Dispatcher:
         self,
         *,
         store: MessageStore,
+        suppressions: BounceStore,
         config: ConfigStore,
         config_cache: ConfigCache,
         transports: Mapping[str, Transport],
@@ -57,6 +68,10 @@ class Dispatcher:
         wake_reports: Callable[[], None],
     ) -> None:
         self._store = store
+        self._suppressions = suppressions
+        #: The key of the correlation tokens (``domain.correlation``), the store's own:
+        #: set by :meth:`start_with_key` before the first send.
+        self._correlation_key = b""
         self._config = config
         self._config_cache = config_cache
         self._transports = transports
@@ -82,9 +97,11 @@ class Dispatcher:
         """Something may have become claimable: claim now rather than at the timer."""
         self._wake_event.set()
 
-    def start(self, *, run_loop: bool) -> None:
+    def start(self, *, run_loop: bool, correlation_key: bytes) -> None:
         """Plan the first lease sweep a period away (the start has just recovered) and,
-        with ``run_loop``, start the dispatch loop."""
+        with ``run_loop``, start the dispatch loop; ``correlation_key`` signs the tokens
+        every sent message carries."""
+        self._correlation_key = correlation_key
         self._stopping = False
         self._next_sweep = self._monotonic() + self._sweep_period_s()
         if run_loop:
@@ -279,6 +296,24 @@ class Dispatcher:
             return Permanent(f"message refused before sending: {exc}")
         except AttachmentUnavailable as exc:
             return Temporary(str(exc)) if exc.temporary else Permanent(str(exc))
+        own_return_path = message.spec.return_path is not None
+        rendered = correlated(
+            rendered, self._correlation_key, pk=message.pk, tenant_id=message.tenant_id,
+            message_id=message.id, return_path=None if own_return_path else account.return_path,
+        )  # fmt: skip
+        # Checked at each attempt, not at acceptance: an address suppressed since then
+        # is not sent to (one indexed read for all the recipients).
+        suppressed = await self._suppressions.suppressed_among(
+            message.tenant_id, rendered.recipients, self._clock()
+        )
+        dropped = tuple(
+            RefusedRecipient(a, None, "suppressed") for a in rendered.recipients if a in suppressed
+        )
+        if dropped:
+            if len(dropped) == len(rendered.recipients):
+                return Permanent("suppressed", None, dropped)
+            kept = tuple(a for a in rendered.recipients if a not in suppressed)
+            rendered = msgspec.structs.replace(rendered, recipients=kept)
         if not await self._store.mark_sending(claim.lease, self._clock()):
             self._lease_lost(message)
             return None
@@ -287,6 +322,8 @@ class Dispatcher:
             account, Outgoing(tenant_id=message.tenant_id, id=message.id, rendered=rendered)
         )
         self._smtp_seconds[claim.lease.pk] = self._monotonic() - started
+        if dropped and isinstance(outcome, Delivered):
+            outcome = msgspec.structs.replace(outcome, refused=outcome.refused + dropped)
         return outcome
 
     async def _settle(self, claim: Claim, outcome: Outcome) -> None:

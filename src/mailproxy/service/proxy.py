@@ -36,7 +36,14 @@ from mailproxy.ports.attachments import AttachmentSource, ContentCache
 from mailproxy.ports.changes import ChangeFeed
 from mailproxy.ports.observability import DeliveryEvents
 from mailproxy.ports.reporting import ReportSender
-from mailproxy.ports.store import AccessStore, ConfigStore, MessageStore, ReportOutbox, Store
+from mailproxy.ports.store import (
+    AccessStore,
+    BounceStore,
+    ConfigStore,
+    MessageStore,
+    ReportOutbox,
+    Store,
+)
 from mailproxy.ports.transport import Transport
 from mailproxy.service.admin import Admin, CreatedTenant
 from mailproxy.service.attachments import AttachmentFetcher
@@ -120,6 +127,8 @@ class MailProxy:
         self.config: ConfigStore = config if config is not None else store
         self.outbox: ReportOutbox = outbox if outbox is not None else store
         self.access: AccessStore = access if access is not None else store
+        self.bounce_store: BounceStore = store
+        self._new_secret = new_secret
         self.events = events
         self.changes = changes
         delivery = delivery or DeliveryOptions()
@@ -142,8 +151,8 @@ class MailProxy:
             options=reporting or ReportingOptions(), worker_id=worker_id, clock=clock,
         )  # fmt: skip
         self.dispatcher = Dispatcher(
-            store=store, config=self.config, config_cache=config_cache, transports=transports,
-            attachments=self.attachment_fetcher, options=delivery, retention=retention,
+            store=store, suppressions=store, config=self.config, config_cache=config_cache,
+            transports=transports, attachments=self.attachment_fetcher, options=delivery, retention=retention,
             events=events, worker_id=worker_id, clock=clock, monotonic=monotonic,
             random_unit=random_unit, new_id=ids, wake_reports=self.report_scheduler.wake,
         )  # fmt: skip
@@ -189,7 +198,8 @@ class MailProxy:
         await self.admin.announce_accounts()
         if self.changes is not None and (self._run_dispatcher or self._run_reporter):
             await self.changes.watch(self.dispatcher.wake, self.report_scheduler.wake)
-        self.dispatcher.start(run_loop=self._run_dispatcher)
+        key = await self.bounce_store.instance_secret("correlation", self._new_secret())
+        self.dispatcher.start(run_loop=self._run_dispatcher, correlation_key=key.encode())
         self.report_scheduler.start(run_loop=self._run_reporter)
         return self
 
