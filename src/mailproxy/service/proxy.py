@@ -152,9 +152,10 @@ class MailProxy:
         )  # fmt: skip
         self.dispatcher = Dispatcher(
             store=store, suppressions=store, config=self.config, config_cache=config_cache,
-            transports=transports, attachments=self.attachment_fetcher, options=delivery, retention=retention,
-            events=events, worker_id=worker_id, clock=clock, monotonic=monotonic,
-            random_unit=random_unit, new_id=ids, wake_reports=self.report_scheduler.wake,
+            transports=transports, attachments=self.attachment_fetcher, options=delivery,
+            retention=retention, events=events, worker_id=worker_id, clock=clock,
+            monotonic=monotonic, random_unit=random_unit, new_id=ids,
+            wake_reports=self.report_scheduler.wake,
         )  # fmt: skip
         self.idempotency = Idempotency(self.access, worker_id, clock)
         self.submission = Submission(
