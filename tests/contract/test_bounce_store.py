@@ -57,11 +57,11 @@ async def test_a_message_is_found_by_its_store_key(store):
 async def test_a_mailbox_entry_is_applied_once_with_its_records_events_and_suppression(store):
     message = await sent_message(store)
     entry = entry_for(message, [bounce("Bob@Example.com", status="5.1.1", diagnostic="no")])
-    assert await store.mailbox_seen("box", 7, [1, 2]) == set()
+    assert await store.mailbox_seen("box", 7, [1, 2]) == {}
     assert await store.record_mailbox_entry(entry, NOW_T + 10)
     assert not await store.record_mailbox_entry(entry, NOW_T + 11)
-    assert await store.mailbox_seen("box", 7, [1, 2]) == {1}
-    assert await store.mailbox_seen("box", 8, [1]) == set()  # a new UIDVALIDITY
+    assert await store.mailbox_seen("box", 7, [1, 2]) == {1: "applied"}
+    assert await store.mailbox_seen("box", 8, [1]) == {}  # a new UIDVALIDITY
     (kept,) = await store.bounces_of("t1", "m1")
     assert (kept.recipient, kept.type, kept.status) == ("Bob@Example.com", "hard", "5.1.1")
     bounced = [r.event for r in await store.pending_reports("t1", 10) if r.event.event == "bounced"]
@@ -129,7 +129,9 @@ async def test_unparsed_and_unmatched_entries_are_kept_without_effects(store):
             mailbox_tenant_id="t1",
         )  # fmt: skip
         assert await store.record_mailbox_entry(entry, NOW_T + uid)
-    assert await store.mailbox_seen("box", 1, [1, 2, 3, 4]) == {1, 2, 3}
+    assert await store.mailbox_seen("box", 1, [1, 2, 3, 4]) == {
+        1: "unparsed", 2: "unmatched", 3: "ignored",
+    }  # fmt: skip
     (unparsed,) = await store.unparsed_reports(None, 10)
     assert (unparsed.uid, unparsed.summary, unparsed.tenant_id) == (1, "s1", "t1")
     assert await store.unparsed_reports("t1", 10) == [unparsed]

@@ -81,3 +81,24 @@ def test_prometheus_exports_a_configured_account_at_zero_until_it_is_forgotten()
     assert sample("gmp_sent_total", labels) == 1
     metrics.forget("t1", "a1")
     assert [sample(name, labels) for name in counters] == [None] * 5
+
+
+@pytest.mark.parametrize("result", ["applied", "unmatched", "ignored", "unparsed"])
+def test_every_mailbox_result_and_bounce_kind_is_taken(events, result):
+    events.mailbox_read(result)
+    for kind in ("bounce", "complaint", "delay"):
+        events.bounce_recorded("t1", kind)
+
+
+def test_prometheus_counts_unparsed_mailbox_messages_and_bounces_per_tenant():
+    metrics = PrometheusMetrics()
+    sample = metrics.registry.get_sample_value
+    assert sample("gmp_bounces_unparsed_total") == 0
+    metrics.mailbox_read("unparsed")
+    metrics.mailbox_read("applied")
+    metrics.bounce_recorded("t1", "bounce")
+    assert sample("gmp_bounces_unparsed_total") == 1
+    assert sample("gmp_bounce_mailbox_messages_total", {"result": "applied"}) == 1
+    assert sample("gmp_bounces_total", {"tenant_id": "t1", "kind": "bounce"}) == 1
+    metrics.forget("t1")
+    assert sample("gmp_bounces_total", {"tenant_id": "t1", "kind": "bounce"}) is None

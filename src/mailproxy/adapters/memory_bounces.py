@@ -9,6 +9,7 @@ from mailproxy.adapters.memory_records import MemoryRecords, StoredEvent
 from mailproxy.domain.bounces import (
     BounceRecord,
     MailboxEntry,
+    MailboxOutcome,
     Suppression,
     SuppressionPage,
     SuppressionReason,
@@ -53,8 +54,14 @@ class MemoryBounces(MemoryRecords):
         pk = self._keys.get((tenant_id, message_id))
         return list(self._bounce_records.get(pk, [])) if pk is not None else []
 
-    async def mailbox_seen(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> set[int]:
-        return {uid for uid in uids if (mailbox, uidvalidity, uid) in self._mailbox}
+    async def mailbox_seen(
+        self, mailbox: str, uidvalidity: int, uids: Sequence[int]
+    ) -> dict[int, MailboxOutcome]:
+        return {
+            uid: self._mailbox[(mailbox, uidvalidity, uid)][0]  # type: ignore[misc]
+            for uid in uids
+            if (mailbox, uidvalidity, uid) in self._mailbox
+        }
 
     async def record_mailbox_entry(self, entry: MailboxEntry, now: float) -> bool:
         key = (entry.mailbox, entry.uidvalidity, entry.uid)

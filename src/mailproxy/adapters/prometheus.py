@@ -16,7 +16,7 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from mailproxy.ports.observability import AttemptResult
+from mailproxy.ports.observability import AttemptResult, MailboxResult
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
@@ -56,6 +56,21 @@ class PrometheusMetrics:
             ["tenant_id", "account_id"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
 
+        self._mailbox = Counter(
+            "gmp_bounce_mailbox_messages", "Bounce-mailbox messages read, by what they were",
+            ["result"], registry=self.registry,
+        )  # fmt: skip
+        self._unparsed = Counter(
+            "gmp_bounces_unparsed",
+            "Bounce-mailbox messages nobody could read (left in the mailbox)",
+            registry=self.registry,
+        )
+        for result in ("applied", "unmatched", "ignored", "unparsed"):
+            self._mailbox.labels(result=result)
+        self._bounces = Counter(
+            "gmp_bounces", "Bounces, complaints and delays kept with messages",
+            ["tenant_id", "kind"], registry=self.registry,
+        )  # fmt: skip
         #: The accounts each tenant has series of: what :meth:`forget` removes.
         self._series: dict[str, set[str]] = {}
 
@@ -94,7 +109,19 @@ class PrometheusMetrics:
             for metric in (self._enqueue, self._accept_to_sent):
                 with contextlib.suppress(KeyError):
                     metric.remove(tenant_id)
+            for kind in ("bounce", "complaint", "delay"):
+                with contextlib.suppress(KeyError):
+                    self._bounces.remove(tenant_id, kind)
             self._series.pop(tenant_id, None)
+
+    def mailbox_read(self, result: MailboxResult) -> None:
+        self._mailbox.labels(result=result).inc()
+        if result == "unparsed":
+            self._unparsed.inc()
+
+    def bounce_recorded(self, tenant_id: str, kind: str) -> None:
+        self._series.setdefault(tenant_id, set())
+        self._bounces.labels(tenant_id=tenant_id, kind=kind).inc()
 
     def tenant_ids(self) -> set[str]:
         """The tenants that have series here (for pruning those deleted elsewhere)."""

@@ -13,6 +13,10 @@ from typing import Literal, Protocol
 AttemptResult = Literal["sent", "deferred", "error", "unknown", "rate_limited"]
 
 
+#: What became of one bounce-mailbox message (``domain.bounces.MailboxOutcome``).
+MailboxResult = Literal["applied", "unmatched", "ignored", "unparsed"]
+
+
 class DeliveryEvents(Protocol):
     def accepted(self, tenant_id: str, count: int, seconds: float) -> None:
         """``count`` messages of the tenant were committed by a call that took
@@ -42,3 +46,10 @@ class DeliveryEvents(Protocol):
         ``account_id`` is None) was deleted: drop everything kept about it, so that no
         series of it is exported any more and what is kept stays bounded by what exists.
         Forgetting what was never seen is a no-op."""
+
+    def mailbox_read(self, result: MailboxResult) -> None:
+        """A bounce-mailbox message was read for the first time and ended ``result``."""
+
+    def bounce_recorded(self, tenant_id: str, kind: str) -> None:
+        """A ``bounce``, ``complaint`` or ``delay`` was kept with one of the tenant's
+        messages (from a mailbox or an SMTP refusal)."""

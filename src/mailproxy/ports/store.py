@@ -21,6 +21,7 @@ from mailproxy.domain.access import IdempotentStart, TenantKey
 from mailproxy.domain.bounces import (
     BounceRecord,
     MailboxEntry,
+    MailboxOutcome,
     Suppression,
     SuppressionPage,
     SuppressionReason,
@@ -348,8 +349,11 @@ class BounceStore(Protocol):
     async def bounces_of(self, tenant_id: str, message_id: str) -> list[BounceRecord]:
         """The bounces, complaints and delays kept with the message, oldest first."""
 
-    async def mailbox_seen(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> set[int]:
-        """Which of ``uids`` have an entry already (:meth:`record_mailbox_entry`)."""
+    async def mailbox_seen(
+        self, mailbox: str, uidvalidity: int, uids: Sequence[int]
+    ) -> dict[int, MailboxOutcome]:
+        """The outcome of those of ``uids`` that have an entry already
+        (:meth:`record_mailbox_entry`)."""
 
     async def record_mailbox_entry(self, entry: MailboxEntry, now: float) -> bool:
         """Commit ``entry`` in one transaction: its key (mailbox, UIDVALIDITY, UID) and,

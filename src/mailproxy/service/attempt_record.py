@@ -53,3 +53,5 @@ def record_attempt(
     if result == "sent":
         events.delivered(message.tenant_id, message.account_id, now - message.created_ts)
     events.attempted(message.tenant_id, message.account_id, result, smtp_seconds)
+    for record in transition.bounces:
+        events.bounce_recorded(message.tenant_id, record.kind)

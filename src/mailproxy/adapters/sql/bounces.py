@@ -12,6 +12,7 @@ from mailproxy.adapters.sql.tx import Tx
 from mailproxy.domain.bounces import (
     BounceRecord,
     MailboxEntry,
+    MailboxOutcome,
     Suppression,
     SuppressionPage,
     SuppressionReason,
@@ -44,11 +45,13 @@ def bounces_of(tx: Tx, tenant_id: str, message_id: str) -> list[BounceRecord]:
     ]
 
 
-def mailbox_seen(tx: Tx, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> set[int]:
+def mailbox_seen(
+    tx: Tx, mailbox: str, uidvalidity: int, uids: Sequence[int]
+) -> dict[int, MailboxOutcome]:
     if not uids:
-        return set()
+        return {}
     rows = tx.all(tx.q.mailbox_seen, (mailbox, uidvalidity, tx.listed(uids)))
-    return {int(row[0]) for row in rows}
+    return {int(row[0]): row[1] for row in rows}
 
 
 def record_mailbox_entry(tx: Tx, entry: MailboxEntry, now: float) -> bool:

@@ -322,7 +322,7 @@ SELECT b.data FROM bounce_records b JOIN messages m ON m.pk = b.message_pk
 WHERE m.tenant_id = ? AND m.id = ? ORDER BY b.pk
 
 -- name: mailbox_seen
-SELECT uid FROM mailbox_entries WHERE mailbox = ? AND uidvalidity = ? AND uid {in_list}
+SELECT uid, outcome FROM mailbox_entries WHERE mailbox = ? AND uidvalidity = ? AND uid {in_list}
 
 -- name: add_mailbox_entry
 INSERT INTO mailbox_entries (mailbox, uidvalidity, uid, outcome, tenant_id, summary, seen_ts)
