@@ -80,10 +80,12 @@ TENANT_EDITABLE_BY_TENANT = frozenset({"name"})
 
 def tenant_key_refusal(account: Account, max_connections: int) -> str | None:
     """Why a tenant's own key may not store ``account`` (None: it may). Turning TLS
-    verification off, naming a CA file and connections beyond the operator's cap
-    (``delivery.tenant_max_connections``) are the admin's."""
+    verification off, naming a CA file, a bounce mailbox without TLS and connections
+    beyond the operator's cap (``delivery.tenant_max_connections``) are the admin's."""
     if not account.tls_verify or account.tls_ca_file:
         return "tls_verify and tls_ca_file need the admin token"
+    if account.bounce_mailbox is not None and account.bounce_mailbox.tls == "none":
+        return "a bounce mailbox without TLS (bounce_mailbox.tls none) needs the admin token"
     if account.max_connections > max_connections:
         return (
             f"max_connections above {max_connections} needs the admin token "

@@ -7,14 +7,17 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from mailproxy.domain.bounces import DAY_S
+from mailproxy.domain.correlation import TOKEN_PLACEHOLDER, envelope_sender
 from mailproxy.domain.decoding import convert_error
 from mailproxy.domain.egress import check_http_url
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.headers import CONTROL
-from mailproxy.domain.model import Account, Tenant
+from mailproxy.domain.model import Account, BounceMailboxSpec, Tenant
 from mailproxy.domain.validation import (
     MAX_CONNECTIONS,
     MAX_COUNT,
+    check_addr_spec,
     check_path_id,
     is_tenant_id,
 )
@@ -46,6 +49,17 @@ def parse_tenant(raw: object) -> Tenant:
         value = getattr(limits, unit) if limits is not None else None
         if value is not None and not 1 <= value <= MAX_COUNT:
             raise InvalidInput(f"rate_limits.{unit}", f"invalid rate_limits.{unit}: 1..{MAX_COUNT}")
+    rule = tenant.suppression
+    if rule is not None and (
+        not 0 <= rule.soft_bounce_limit <= 1000
+        or not 0 < rule.soft_bounce_window_s <= 366 * DAY_S
+        or not 0 < rule.soft_bounce_suppress_s <= 3660 * DAY_S
+    ):
+        raise InvalidInput(
+            "suppression",
+            "invalid suppression: soft_bounce_limit 0..1000 (0: never), soft_bounce_window_s "
+            "up to a year, soft_bounce_suppress_s up to ten years",
+        )
     if not tenant.name:
         tenant = msgspec.structs.replace(tenant, name=tenant.id)
     return tenant
@@ -69,4 +83,49 @@ def parse_account(raw: object) -> Account:
         value = getattr(account, name)
         if value is not None and not 1 <= value <= MAX_COUNT:
             raise InvalidInput(name, f"invalid {name}: 1..{MAX_COUNT}")
+    if account.return_path is not None:
+        check_return_path("return_path", account.return_path)
+    if account.bounce_mailbox is not None:
+        check_bounce_mailbox("bounce_mailbox", account.bounce_mailbox)
     return account
+
+
+#: The longest a token ever is (``domain.correlation``): a return path is checked with it.
+_LONGEST_TOKEN = "mp1" + "a" * 40
+
+
+def check_return_path(field: str, return_path: str) -> str:
+    """An envelope sender, ASCII, with at most one ``{token}``, that stays a valid address
+    with the longest token in place."""
+    if not return_path.isascii():
+        raise InvalidInput(field, f"invalid {field}: ASCII only (it is the envelope sender)")
+    if return_path.count(TOKEN_PLACEHOLDER) > 1:
+        raise InvalidInput(field, f"invalid {field}: at most one {TOKEN_PLACEHOLDER}")
+    if TOKEN_PLACEHOLDER in return_path.rpartition("@")[2]:
+        raise InvalidInput(field, f"invalid {field}: {TOKEN_PLACEHOLDER} goes in the local part")
+    check_addr_spec(field, envelope_sender(return_path, _LONGEST_TOKEN))
+    return return_path
+
+
+MIN_POLL_S, MAX_POLL_S = 5.0, 86_400.0
+
+
+def check_bounce_mailbox(field: str, mailbox: BounceMailboxSpec) -> BounceMailboxSpec:
+    """A bounce mailbox's settings, each within its range (``field`` prefixes the names)."""
+    if not mailbox.host or CONTROL.search(mailbox.host) or " " in mailbox.host:
+        raise InvalidInput(f"{field}.host", f"invalid {field}.host")
+    if not 0 < mailbox.port < 65536:
+        raise InvalidInput(f"{field}.port", f"invalid {field}.port: 1..65535")
+    for name in ("user", "folder", "processed_folder", "password"):
+        value = getattr(mailbox, name)
+        if value is not None and (not value or CONTROL.search(value)):
+            raise InvalidInput(f"{field}.{name}", f"invalid {field}.{name}")
+    if mailbox.processed_folder == mailbox.folder:
+        raise InvalidInput(
+            f"{field}.processed_folder", f"invalid {field}.processed_folder: same as folder"
+        )
+    if not MIN_POLL_S <= mailbox.poll_s <= MAX_POLL_S:
+        raise InvalidInput(
+            f"{field}.poll_s", f"invalid {field}.poll_s: {MIN_POLL_S:g}..{MAX_POLL_S:g} seconds"
+        )
+    return mailbox

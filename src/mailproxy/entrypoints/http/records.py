@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from mailproxy.config import Settings
+from mailproxy.domain.bounces import SuppressionSettings
 from mailproxy.domain.model import (
     Account,
     HistoryEntry,
@@ -22,6 +23,7 @@ from mailproxy.domain.model import (
 from mailproxy.domain.policy import Why
 from mailproxy.entrypoints.http.schemas import (
     AccountRecord,
+    BounceMailboxRecord,
     ClientAuthRecord,
     HistoryRecord,
     MessageRecord,
@@ -120,6 +122,13 @@ def public_settings(settings: Settings) -> dict[str, Any]:
 def account_record(account: Account) -> AccountRecord:
     fields = msgspec.structs.asdict(account)
     fields.pop("password")
+    mailbox = account.bounce_mailbox
+    if mailbox is not None:
+        shown = msgspec.structs.asdict(mailbox)
+        shown.pop("password")
+        fields["bounce_mailbox"] = BounceMailboxRecord(
+            **shown, has_password=mailbox.password is not None
+        )
     return AccountRecord(**fields, has_password=account.password is not None)
 
 
@@ -139,5 +148,6 @@ def tenant_record(tenant: Tenant, suspended: list[str]) -> TenantRecord:
         has_webhook_secret_previous=tenant.webhook_secret_previous is not None,
         attachment_url_prefixes=[redacted_url(u) for u in tenant.attachment_url_prefixes],
         unknown_policy=tenant.unknown_policy,
+        suppression=tenant.suppression or SuppressionSettings(),
         suspended_batches=suspended,
     )

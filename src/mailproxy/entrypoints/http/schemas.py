@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar.openapi.spec import Example
 
+from mailproxy.domain.bounces import SuppressionSettings
 from mailproxy.domain.decoding import convert_error
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.model import ClientAuth, RateLimits, Status
@@ -109,6 +110,41 @@ class RateLimitsBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     per_day: Count | None = None
 
 
+class BounceMailboxBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An IMAP mailbox that receives the account's bounces; ``password`` is write-only."""
+
+    host: str
+    port: Port = 993
+    user: str
+    password: str | None = None
+    tls: Literal["implicit", "starttls", "none"] = "implicit"
+    folder: str = "INBOX"
+    processed_folder: str | None = None
+    poll_s: Annotated[float, msgspec.Meta(ge=5, le=86_400)] = 60.0
+
+
+class BounceMailboxRecord(msgspec.Struct, kw_only=True):
+    """A bounce mailbox as answered: every field but ``password``, and ``has_password``."""
+
+    host: str
+    port: int
+    user: str
+    has_password: bool
+    tls: str
+    folder: str
+    processed_folder: str | None
+    poll_s: float
+
+
+class SuppressionRuleBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A tenant's soft-bounce rule: ``soft_bounce_limit`` soft bounces within
+    ``soft_bounce_window_s`` suppress an address for ``soft_bounce_suppress_s``."""
+
+    soft_bounce_limit: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 3
+    soft_bounce_window_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86_400)] = 7 * 86_400.0
+    soft_bounce_suppress_s: Annotated[float, msgspec.Meta(gt=0, le=3660 * 86_400)] = 7 * 86_400.0
+
+
 class AccountBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """POST /account: an SMTP account, or a ``capture`` sandbox that writes .eml files."""
 
@@ -128,6 +164,8 @@ class AccountBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limit_behavior: Literal["defer", "reject"] | Unset = UNSET
     max_connections: Connections | Unset = UNSET
     is_default: bool | Unset = UNSET
+    return_path: str | Unset | None = UNSET
+    bounce_mailbox: BounceMailboxBody | Unset | None = UNSET
 
 
 class TenantChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -143,6 +181,7 @@ class TenantChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_secret: str | Unset | None = UNSET
     attachment_url_prefixes: list[str] | Unset = UNSET
     unknown_policy: Literal["at_least_once", "at_most_once"] | Unset | None = UNSET
+    suppression: SuppressionRuleBody | Unset | None = UNSET
 
 
 class TenantBody(TenantChanges, kw_only=True, forbid_unknown_fields=True):
@@ -285,6 +324,8 @@ class AccountRecord(msgspec.Struct, kw_only=True):
     limit_behavior: str
     max_connections: int
     is_default: bool
+    return_path: str | None
+    bounce_mailbox: BounceMailboxRecord | None
 
 
 class AccountAnswer(msgspec.Struct, kw_only=True):
@@ -317,6 +358,7 @@ class TenantRecord(msgspec.Struct, kw_only=True):
     has_webhook_secret_previous: bool
     attachment_url_prefixes: list[str]
     unknown_policy: str | None
+    suppression: SuppressionSettings
     suspended_batches: list[str]
 
 
