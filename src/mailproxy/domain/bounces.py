@@ -188,8 +188,10 @@ def enhanced_status(text: str) -> str | None:
     (``"5.1.1 <x>: Recipient address rejected"`` → ``"5.1.1"``), or None."""
     head = text.strip().split(" ", 1)[0].rstrip(".,;:")
     parts = head.split(".")
-    if len(parts) == 3 and parts[0] in ("2", "4", "5") and all(
-        p.isdigit() and 1 <= len(p) <= 3 for p in parts[1:]
+    if (
+        len(parts) == 3
+        and parts[0] in ("2", "4", "5")
+        and all(p.isdigit() and 1 <= len(p) <= 3 for p in parts[1:])
     ):
         return head
     return None

@@ -113,9 +113,7 @@ def token_matches(key: bytes, token: str, *, tenant_id: str, message_id: str) ->
     ref = read_token(token)
     if ref is None:
         return False
-    expected = make_token(
-        key, pk=ref.pk, slot=ref.slot, tenant_id=tenant_id, message_id=message_id
-    )
+    expected = make_token(key, pk=ref.pk, slot=ref.slot, tenant_id=tenant_id, message_id=message_id)
     return hmac.compare_digest(expected, token.lower())
 
 
