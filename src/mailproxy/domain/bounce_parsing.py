@@ -49,7 +49,7 @@ from mailproxy.domain.bounces import (
     ParsedReport,
     enhanced_status,
 )
-from mailproxy.domain.correlation import CORRELATION_HEADER, find_tokens
+from mailproxy.domain.correlation import CORRELATION_HEADER, TOKEN_PATTERN, find_tokens
 
 MAX_REPORT_BYTES = 2 * 1024 * 1024
 MAX_PARTS = 50
@@ -163,11 +163,13 @@ def _status_part(subparts: Sequence[Message], report_type: str) -> Message | Non
 def _dsn(subject: str, status: Message, found: list[str], message_id: str | None) -> ParsedReport:
     bounces: list[BounceFact] = []
     delays: list[DelayFact] = []
-    envelope_ids: list[str] = []
+    envelope_tokens: list[str] = []
     for fields in _field_groups(status):
         envelope_id = _field(fields, "Original-Envelope-Id")
-        if envelope_id:
-            envelope_ids.append(envelope_id)
+        # Only an envelope id that is a token as a whole: a client's own ENVID may hold
+        # anything, a token-shaped word inside it included.
+        if TOKEN_PATTERN.fullmatch(envelope_id):
+            envelope_tokens.append(envelope_id.lower())
         recipient = _recipient(fields)
         action = _field(fields, "Action").lower().split("(")[0].strip()
         if recipient is None or action not in ("failed", "delayed"):
@@ -187,7 +189,6 @@ def _dsn(subject: str, status: Message, found: list[str], message_id: str | None
             )
         else:
             delays.append(DelayFact(recipient=recipient, status=code, diagnostic=diagnostic))
-    envelope_tokens = [t for value in envelope_ids for t in find_tokens(value)]
     hard = sum(b.type == "hard" for b in bounces)
     return ParsedReport(
         kind="dsn",
