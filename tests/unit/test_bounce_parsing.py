@@ -224,6 +224,14 @@ def test_an_envelope_id_that_is_a_token_maps_the_dsn_back():
     assert parse_report(elsewhere).tokens == (token,)
 
 
+def test_raw_8bit_headers_do_not_stop_the_bounce_detectors():
+    raw = sample("qmail_plain_bounce").replace(
+        b"From: MAILER-DAEMON@qmail.example.com",
+        "From: Système de messagerie <MAILER-DAEMON@qmail.example.com>".encode(),
+    )
+    assert parse_report(raw).bounces == (hard("reader@qmail.example.com", source="heuristic"),)
+
+
 def test_a_failed_recipient_without_status_is_a_hard_bounce():
     raw = sample("verp_delivered_to").replace(b"Status: 5.1.2\r\n", b"")
     assert parse_report(raw).bounces == (hard("frank@nonexistent.example"),)

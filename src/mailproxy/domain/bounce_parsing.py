@@ -36,9 +36,9 @@ import email.parser
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from email import policy
-from email.header import Header, decode_header, make_header
+from email.header import decode_header, make_header
 from email.message import Message
+from email.policy import Compat32
 from email.utils import getaddresses
 
 from mailproxy.domain.bounces import (
@@ -79,6 +79,21 @@ _FEEDBACK_TYPE = "message/feedback-report"
 Fields = list[tuple[str, str]]
 
 
+class _TextHeaders(Compat32):
+    """compat32 whose headers are always ``str``: compat32 gives an ``email.header.Header``
+    for a value with raw 8-bit bytes, which flufl.bounce's detectors (``.lower()``) and
+    this module would trip over; such bytes are read as UTF-8 instead."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeError:
+            return value.encode("utf-8", "replace").decode("utf-8")
+
+
+_LENIENT = _TextHeaders()
+
+
 def parse_report(raw: bytes) -> ParsedReport:
     """The kind, facts and correlation tokens of the raw message ``raw`` (see the module
     docstring). Never raises: what cannot be read is ``kind="unparsed"``."""
@@ -89,9 +104,9 @@ def parse_report(raw: bytes) -> ParsedReport:
 
 
 def _parse(raw: bytes) -> ParsedReport:
-    # compat32 never raises on access: the default policy's header objects do on some
-    # broken headers, and this parser must read whatever a mailbox holds.
-    msg = email.message_from_bytes(raw, policy=policy.compat32)
+    # compat32 never raises on access (the default policy's header objects do on some
+    # broken headers), and this parser must read whatever a mailbox holds.
+    msg = email.message_from_bytes(raw, policy=_LENIENT)
     parts = list(itertools.islice(msg.walk(), MAX_PARTS + 1))
     subject = _subject(msg)
     quoted = [p for p in parts[:MAX_PARTS] if p.get_content_type() in _QUOTED_ORIGINAL_TYPES]
@@ -336,7 +351,7 @@ def _original_headers(part: Message) -> Message | None:
     if isinstance(payload, list):
         first = payload[0] if payload else None
         return first if isinstance(first, Message) else None
-    return email.parser.HeaderParser(policy=policy.compat32).parsestr(_body_text(part))
+    return email.parser.HeaderParser(policy=_LENIENT).parsestr(_body_text(part))
 
 
 # --- reading MIME leniently -----------------------------------------------------------
@@ -372,7 +387,7 @@ def _all_field_groups(part: Message) -> Iterator[Fields]:
 
 
 def _text_field_groups(text: str) -> Iterator[Fields]:
-    parser = email.parser.HeaderParser(policy=policy.compat32)
+    parser = email.parser.HeaderParser(policy=_LENIENT)
     for block in re.split(r"\r?\n[ \t]*\r?\n", text):
         if block.strip():
             group = parser.parsestr(block.strip() + "\n")
@@ -406,22 +421,11 @@ def _all_headers(msg: Message, name: str) -> list[str]:
 
 
 def _text(value: object) -> str:
-    """A header value as text: RFC 2047 words decoded, raw 8-bit bytes (compat32 gives a
-    ``Header`` for those) read as UTF-8, anything undecodable kept as it is."""
+    """A header value as text, RFC 2047 words decoded (kept as they are when undecodable)."""
     try:
-        if isinstance(value, Header):
-            return "".join(
-                chunk.decode(_codec(charset), "replace") if isinstance(chunk, bytes) else chunk
-                for chunk, charset in decode_header(value)
-            )
         return str(make_header(decode_header(str(value))))
     except Exception:  # an encoded word in an unknown charset, broken base64, ...
         return str(value)
-
-
-def _codec(charset: str | None) -> str:
-    # compat32 marks raw 8-bit header bytes "unknown-8bit"; nearly all of them are UTF-8.
-    return "utf-8" if charset in (None, "unknown-8bit") else str(charset)
 
 
 def _subject(msg: Message) -> str:
