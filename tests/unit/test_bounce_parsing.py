@@ -265,6 +265,16 @@ def test_a_feedback_report_says_its_feedback_type_in_lower_case():
     )
 
 
+@pytest.mark.parametrize("feedback_type", ["not-spam", "auth-failure"])
+def test_a_feedback_report_that_complains_about_nothing_gives_no_complaint(feedback_type):
+    raw = sample("arf_abuse").replace(
+        b"Feedback-Type: Abuse", b"Feedback-Type: " + feedback_type.encode()
+    )
+    report = parse_report(raw)
+    assert (report.kind, report.complaints) == ("arf", ())
+    assert report.summary.endswith(f"feedback report ({feedback_type}), 0 complaint(s)")
+
+
 def test_at_most_a_thousand_recipient_groups_are_read():
     group = b"Final-Recipient: rfc822; x@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
     raw = (

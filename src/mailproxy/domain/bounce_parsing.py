@@ -8,7 +8,8 @@ Recognised in this order (the first that applies decides the kind):
    ``Action: failed`` is a bounce (hard for a ``5.x.x`` status or none, soft for
    ``4.x.x``), ``delayed`` a delay, ``delivered`` / ``relayed`` / ``expanded`` nothing.
 2. ``arf``: an RFC 5965 feedback report (``report-type=feedback-report``): one complaint
-   per ``Original-Rcpt-To``, else about the ``To`` of the quoted original.
+   per ``Original-Rcpt-To``, else about the ``To`` of the quoted original; none for a
+   ``not-spam`` or ``auth-failure`` report, which complain about nothing.
 3. ``heuristic``: a bounce in one of the non-standard formats flufl.bounce knows (Exim,
    qmail, ...), when that optional package is installed; its temporary failures are soft
    bounces, its permanent ones hard.
@@ -68,13 +69,16 @@ _QUOTED_REF_LINE = re.compile(
 #: many responders only say so in the subject).
 _AUTO_REPLY_SUBJECT = re.compile(
     r"out of (the )?office|automatic reply|auto[- ]?reply|autoresponse|^\s*auto:"
-    r"|abwesenheitsnotiz|automatische antwort|r[ée]ponse automatique|absence",
+    r"|abwesenheitsnotiz|automatische antwort|r[ée]ponse automatique",
     re.IGNORECASE,
 )
 _WHITESPACE = re.compile(r"\s+")
 _QUOTED_ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/global-headers")
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _FEEDBACK_TYPE = "message/feedback-report"
+#: Feedback types that are no complaint about the message: a user taking it out of the
+#: spam folder (``not-spam``, RFC 6430) and an authentication failure report (RFC 6591).
+_NOT_COMPLAINTS = frozenset({"not-spam", "auth-failure"})
 
 Fields = list[tuple[str, str]]
 
@@ -128,6 +132,7 @@ def _parse(raw: bytes) -> ParsedReport:
             return _arf(subject, feedback, original, found, message_id)
 
     tokens = _unique(found)
+    # flufl.bounce walks every part, so a message beyond the cap is not given to it.
     if len(parts) <= MAX_PARTS:
         bounces = _heuristic_bounces(msg)
         if bounces:
@@ -266,6 +271,7 @@ def _arf(
     complaints = tuple(
         ComplaintFact(recipient=recipient, feedback_type=feedback_type)
         for recipient in recipients or (None,)
+        if feedback_type not in _NOT_COMPLAINTS
     )
     return ParsedReport(
         kind="arf",

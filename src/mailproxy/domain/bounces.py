@@ -212,10 +212,7 @@ def refusal_bounce(recipient: str, code: int, text: str) -> BounceFact | None:
     is a failure of this message, not proof that the address is dead.
     """
     status = enhanced_status(text)
-    if status is not None:
-        dead = status in _ADDRESS_DEAD
-    else:
-        dead = code in (550, 551, 553)
+    dead = status in _ADDRESS_DEAD if status is not None else code in (550, 551, 553)
     if not dead:
         return None
     return BounceFact(
