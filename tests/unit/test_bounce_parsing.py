@@ -54,7 +54,7 @@ def soft(recipient, status=None, diagnostic=None, source="dsn"):
 CORPUS = {
     "rfc3464_permanent_failure": (
         "dsn",
-        [soft("louisl@larry.example.org", "4.0.0", "426 connection timed out")],
+        [soft("lena@mail.example.org", "4.0.0", "426 connection timed out")],
         [],
         [],
         [(101, 1, "order-101"), (101, 0, "order-101")],
