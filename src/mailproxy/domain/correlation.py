@@ -7,8 +7,9 @@ envelope recipients, and carries a MAC so that nobody can make one up:
 
 lower-case, without padding; ``slot`` is 0 for the message as a whole and ``i + 1`` for
 its ``i``-th envelope recipient; ``data`` binds the token to the message's tenant and
-client id as well, so a store key reused after a deletion never matches. A token is 25 to
-31 characters (``[a-z2-7]``, case-insensitive, fits any local part): a return path
+client id as well, so a store key reused after a deletion never matches. A token is 19
+characters for a store key below 128 and a slot below 128, at most 34 for a 64-bit key and a
+slot below 16384 (``[a-z2-7]``, case-insensitive, fits any local part): a return path
 ``bounces+{token}@bounce.example`` stays far below the 64 octets of RFC 5321 §4.5.3.1.1.
 
 Where tokens travel:
@@ -40,7 +41,7 @@ from mailproxy.domain.mime import RenderedMessage, envelope_address
 CORRELATION_HEADER = "X-Mail-Proxy-Ref"
 TOKEN_PREFIX = "mp1"
 #: A token anywhere in a text (an address, a quoted header), as the parser looks for it.
-TOKEN_PATTERN = re.compile(r"(?<![a-z0-9])mp1[a-z2-7]{22,40}(?![a-z0-9])", re.IGNORECASE)
+TOKEN_PATTERN = re.compile(r"(?<![a-z0-9])mp1[a-z2-7]{16,40}(?![a-z0-9])", re.IGNORECASE)
 _MAC_BYTES = 8
 #: The placeholder of a return path that makes it a VERP address.
 TOKEN_PLACEHOLDER = "{token}"
