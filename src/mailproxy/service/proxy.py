@@ -19,6 +19,7 @@ from typing import Any, Self, Unpack
 from mailproxy.domain.access import ADMIN, Caller
 from mailproxy.domain.model import (
     Account,
+    BounceMailboxSpec,
     DeleteResult,
     HistoryEntry,
     MessagePage,
@@ -34,6 +35,7 @@ from mailproxy.domain.policy import Why
 from mailproxy.domain.reporting import SyncState
 from mailproxy.ports.attachments import AttachmentSource, ContentCache
 from mailproxy.ports.changes import ChangeFeed
+from mailproxy.ports.mailbox import Mailbox
 from mailproxy.ports.observability import DeliveryEvents
 from mailproxy.ports.reporting import ReportSender
 from mailproxy.ports.store import (
@@ -47,6 +49,7 @@ from mailproxy.ports.store import (
 from mailproxy.ports.transport import Transport
 from mailproxy.service.admin import Admin, CreatedTenant
 from mailproxy.service.attachments import AttachmentFetcher
+from mailproxy.service.bounces import BounceMailboxes
 from mailproxy.service.config_cache import ConfigCache
 from mailproxy.service.dispatcher import Dispatcher
 from mailproxy.service.idempotency import Idempotency
@@ -122,6 +125,8 @@ class MailProxy:
         random_unit: Callable[[], float] = random.random,
         new_id: Callable[[], str] | None = None,
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
+        open_mailbox: Callable[[BounceMailboxSpec, str | None], Mailbox] | None = None,
+        shared_mailbox: BounceMailboxSpec | None = None,
     ) -> None:
         self.store: MessageStore = store
         self.config: ConfigStore = config if config is not None else store
@@ -170,6 +175,15 @@ class MailProxy:
             new_secret=new_secret, wake_dispatcher=self.dispatcher.wake,
         )  # fmt: skip
         self.queries = Queries(store, clock)
+        self.bounce_mailboxes = (
+            None
+            if open_mailbox is None
+            else BounceMailboxes(
+                store=store, config=self.config, open_mailbox=open_mailbox,
+                shared=shared_mailbox, events=events, clock=clock, new_id=ids,
+                wake_reports=self.report_scheduler.wake,
+            )
+        )  # fmt: skip
 
     @property
     def attachment_cache(self) -> ContentCache | None:
@@ -201,6 +215,8 @@ class MailProxy:
             await self.changes.watch(self.dispatcher.wake, self.report_scheduler.wake)
         key = await self.bounce_store.instance_secret("correlation", self._new_secret())
         self.dispatcher.start(run_loop=self._run_dispatcher, correlation_key=key.encode())
+        if self.bounce_mailboxes is not None and self._run_dispatcher:
+            self.bounce_mailboxes.start(key.encode())
         self.report_scheduler.start(run_loop=self._run_reporter)
         return self
 
@@ -217,6 +233,8 @@ class MailProxy:
         transports and stores. Sends cut off by the grace period are settled at the next
         start."""
         self.report_scheduler.begin_stop()
+        if self.bounce_mailboxes is not None:
+            await self.bounce_mailboxes.stop()
         await self.dispatcher.stop()
         await self.report_scheduler.stop(self.delivery.shutdown_grace_s)
         await self.dispatcher.close_transports()
@@ -259,13 +277,18 @@ class MailProxy:
     async def put_account(
         self, data: Mapping[str, Any] | Account, *, caller: Caller = ADMIN
     ) -> Account:
-        return await self.admin.put_account(data, caller=caller)
+        account = await self.admin.put_account(data, caller=caller)
+        if self.bounce_mailboxes is not None:
+            self.bounce_mailboxes.accounts_changed()
+        return account
 
     async def list_accounts(self, tenant_id: str) -> list[Account]:
         return await self.admin.list_accounts(tenant_id)
 
     async def delete_account(self, tenant_id: str, account_id: str, *, force: bool = False) -> None:
         await self.admin.delete_account(tenant_id, account_id, force=force)
+        if self.bounce_mailboxes is not None:
+            self.bounce_mailboxes.accounts_changed()
 
     async def rotate_tenant_key(self, tenant_id: str, *, expires_ts: float | None = None) -> str:
         return await self.admin.rotate_tenant_key(tenant_id, expires_ts=expires_ts)

@@ -1,0 +1,303 @@
+"""Bounce mailboxes: read what arrives after the 250, and apply it exactly once.
+
+One poller per mailbox (each account's ``bounce_mailbox``, and the instance's shared
+one). A pass lists the folder's UIDs, skips those the store already has an entry for
+(setting aside the ones still there: a crash came between the commit and the move),
+fetches and parses each new message, resolves its correlation token to the sent
+message, commits the entry (records, report events, suppressions) and only then sets
+the committed messages aside. Unparseable messages are committed as ``unparsed`` and
+left in place for people. Between passes the poller waits for the server's IDLE news or
+``poll_s``.
+
+Matching: a token's MAC must be right for the message it names; a per-account mailbox
+only ever affects its own tenant's messages; the instance's shared mailbox affects any.
+A mailbox that fails (unreachable, refused login, lost connection) is retried with a
+backoff and never stops another mailbox, the dispatcher or the reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from mailproxy.domain.bounce_parsing import parse_report
+from mailproxy.domain.bounces import (
+    BounceFact,
+    ComplaintFact,
+    DelayFact,
+    MailboxEntry,
+    SuppressionSettings,
+)
+from mailproxy.domain.correlation import read_token, token_matches
+from mailproxy.domain.errors import MailboxUnavailable, MailProxyError
+from mailproxy.domain.lifecycle import bounce_event, bounce_record
+from mailproxy.domain.mime import envelope_address
+from mailproxy.domain.model import BounceMailboxSpec, QueuedMessage
+from mailproxy.domain.validation import address_of
+from mailproxy.ports.mailbox import Mailbox, MailboxSession
+from mailproxy.ports.observability import DeliveryEvents
+from mailproxy.ports.store import BounceStore, ConfigStore
+
+log = logging.getLogger("mailproxy")
+
+#: Messages handled per pass before the poller looks at the time again (a large backlog
+#: is worked through pass after pass, each committed as it goes).
+PASS_SIZE = 200
+RETRY_BASE_S = 5.0
+RETRY_MAX_S = 300.0
+
+
+class MailboxWatch(msgspec.Struct, kw_only=True):
+    """What one poller knows, for the status page."""
+
+    key: str
+    tenant_id: str | None
+    account_id: str | None
+    connected: bool = False
+    last_pass_ts: float | None = None
+    last_error: str | None = None
+    applied: int = 0
+    unparsed: int = 0
+
+
+class _Source(msgspec.Struct, frozen=True):
+    """One mailbox to watch: whose it is and its settings."""
+
+    spec: BounceMailboxSpec
+    tenant_id: str | None
+    account_id: str | None
+
+
+class BounceMailboxes:
+    """Runs a poller per configured mailbox; the set follows account changes."""
+
+    def __init__(
+        self,
+        *,
+        store: BounceStore,
+        config: ConfigStore,
+        open_mailbox: Callable[[BounceMailboxSpec, str | None], Mailbox],
+        shared: BounceMailboxSpec | None,
+        events: DeliveryEvents | None,
+        clock: Callable[[], float],
+        new_id: Callable[[], str],
+        wake_reports: Callable[[], None],
+        refresh_s: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._open_mailbox = open_mailbox
+        self._shared = shared
+        self._events = events
+        self._clock = clock
+        self._new_id = new_id
+        self._wake_reports = wake_reports
+        self._refresh_s = refresh_s
+        self._key = b""
+        self._pollers: dict[_Source, asyncio.Task[None]] = {}
+        self._watches: dict[_Source, MailboxWatch] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def watches(self) -> list[MailboxWatch]:
+        return list(self._watches.values())
+
+    def start(self, correlation_key: bytes) -> None:
+        self._key = correlation_key
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._follow_accounts(), name="mailproxy-bounces")
+
+    def accounts_changed(self) -> None:
+        """An account was stored or removed: look at the mailboxes again now."""
+        self._changed.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._changed.set()
+        tasks = [t for t in (self._loop_task, *self._pollers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pollers.clear()
+        self._loop_task = None
+
+    async def _sources(self) -> set[_Source]:
+        found = set()
+        if self._shared is not None:
+            found.add(_Source(self._shared, None, None))
+        for tenant in await self._config.list_tenants():
+            for account in await self._config.list_accounts(tenant.id):
+                if account.bounce_mailbox is not None:
+                    found.add(_Source(account.bounce_mailbox, tenant.id, account.id))
+        return found
+
+    async def _follow_accounts(self) -> None:
+        while not self._stopping:
+            self._changed.clear()
+            try:
+                wanted = await self._sources()
+            except MailProxyError as exc:
+                log.error("bounces.accounts_unreadable", extra={"error": str(exc)})
+                wanted = set(self._pollers)
+            for source in set(self._pollers) - wanted:
+                self._pollers.pop(source).cancel()
+                self._watches.pop(source, None)
+            for source in wanted - set(self._pollers):
+                mailbox = self._open_mailbox(source.spec, source.tenant_id)
+                watch = MailboxWatch(
+                    key=mailbox.key, tenant_id=source.tenant_id, account_id=source.account_id
+                )
+                self._watches[source] = watch
+                self._pollers[source] = asyncio.create_task(
+                    self._poll(mailbox, source, watch), name=f"mailproxy-bounces-{mailbox.key}"
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._refresh_s):
+                    await self._changed.wait()
+
+    async def _poll(self, mailbox: Mailbox, source: _Source, watch: MailboxWatch) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                session = await mailbox.open()
+                watch.connected, watch.last_error = True, None
+                try:
+                    while not self._stopping:
+                        await self.run_pass(mailbox.key, session, source.tenant_id, watch)
+                        failures = 0
+                        await session.wait(source.spec.poll_s)
+                finally:
+                    watch.connected = False
+                    await session.close()
+            except asyncio.CancelledError:
+                raise
+            except (MailboxUnavailable, MailProxyError) as exc:
+                watch.last_error = str(exc)
+                log.warning(
+                    "bounces.mailbox_failed", extra={"mailbox": mailbox.key, "error": str(exc)}
+                )
+            except Exception as exc:
+                watch.last_error = f"internal error: {type(exc).__name__}: {exc}"
+                log.exception("bounces.unexpected_error", extra={"mailbox": mailbox.key})
+            failures += 1
+            await asyncio.sleep(min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (failures - 1)))
+
+    async def run_pass(
+        self,
+        mailbox: str,
+        session: MailboxSession,
+        tenant_id: str | None,
+        watch: MailboxWatch | None = None,
+    ) -> int:
+        """Handle what the folder holds now (up to :data:`PASS_SIZE` new messages); return
+        how many new messages were committed."""
+        uidvalidity = session.uidvalidity
+        uids = await session.uids()
+        seen = await self._store.mailbox_seen(mailbox, uidvalidity, uids)
+        # Committed before a crash but not set aside then: set aside now, never applied again.
+        aside = [uid for uid, outcome in seen.items() if outcome != "unparsed"]
+        new = [uid for uid in uids if uid not in seen][:PASS_SIZE]
+        committed = 0
+        for uid in new:
+            raw = await session.fetch(uid)
+            if raw is None:
+                continue
+            entry = await self._entry(mailbox, uidvalidity, uid, raw, tenant_id)
+            if await self._store.record_mailbox_entry(entry, self._clock()):
+                committed += 1
+                self._count(entry, watch)
+            if entry.outcome != "unparsed":
+                aside.append(uid)
+        if aside:
+            await session.set_aside(sorted(aside))
+        if watch is not None:
+            watch.last_pass_ts = self._clock()
+        return committed
+
+    def _count(self, entry: MailboxEntry, watch: MailboxWatch | None) -> None:
+        if entry.events:
+            self._wake_reports()
+        if watch is not None:
+            watch.applied += entry.outcome == "applied"
+            watch.unparsed += entry.outcome == "unparsed"
+        log.info(
+            f"bounces.{entry.outcome}",
+            extra={
+                "mailbox": entry.mailbox, "uid": entry.uid, "tenant": entry.tenant_id,
+                "message_id": entry.message_id, "summary": entry.summary,
+            },
+        )  # fmt: skip
+        if self._events is None:
+            return
+        self._events.mailbox_read(entry.outcome)
+        if entry.tenant_id is not None:
+            for record in entry.records:
+                self._events.bounce_recorded(entry.tenant_id, record.kind)
+
+    async def _entry(
+        self, mailbox: str, uidvalidity: int, uid: int, raw: bytes, owner: str | None
+    ) -> MailboxEntry:
+        report = parse_report(raw)
+        base = MailboxEntry(
+            mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, outcome="unparsed",
+            summary=report.summary, mailbox_tenant_id=owner,
+        )  # fmt: skip
+        if report.kind == "unparsed":
+            return base
+        facts: Sequence[BounceFact | ComplaintFact | DelayFact] = (
+            *report.bounces, *report.complaints, *report.delays,
+        )  # fmt: skip
+        if report.kind == "auto_reply" or not facts:
+            return msgspec.structs.replace(base, outcome="ignored")
+        found = await self._message_of(report.tokens, owner)
+        if found is None:
+            return msgspec.structs.replace(base, outcome="unmatched")
+        message, slot = found
+        now = self._clock()
+        only = _only_recipient(message) if slot == 1 else None
+        records = tuple(bounce_record(_named(fact, only), now) for fact in facts)
+        events = tuple(bounce_event(message, record, self._new_id()) for record in records)
+        tenant = await self._config.get_tenant(message.tenant_id)
+        settings = (tenant.suppression if tenant else None) or SuppressionSettings()
+        return msgspec.structs.replace(
+            base, outcome="applied", tenant_id=message.tenant_id, message_pk=message.pk,
+            message_id=message.id, records=records, events=events, settings=settings,
+        )  # fmt: skip
+
+    async def _message_of(
+        self, tokens: Sequence[str], owner: str | None
+    ) -> tuple[QueuedMessage, int] | None:
+        """The message the first valid token names (and its slot), within ``owner``'s
+        messages when the mailbox is a tenant's."""
+        for token in tokens:
+            ref = read_token(token)
+            if ref is None:
+                continue
+            message = await self._store.message_by_pk(ref.pk)
+            if message is None or (owner is not None and message.tenant_id != owner):
+                continue
+            if token_matches(self._key, token, tenant_id=message.tenant_id, message_id=message.id):
+                return message, ref.slot
+        return None
+
+
+def _only_recipient(message: QueuedMessage) -> str | None:
+    spec = message.spec
+    recipients = {envelope_address(address_of(r)) for r in (*spec.to, *spec.cc, *spec.bcc)}
+    return next(iter(recipients)) if len(recipients) == 1 else None
+
+
+def _named(
+    fact: BounceFact | ComplaintFact | DelayFact, only: str | None
+) -> BounceFact | ComplaintFact | DelayFact:
+    """A complaint that names no recipient is about the message's only one, when the
+    token says so (a VERP address of a one-recipient message)."""
+    if isinstance(fact, ComplaintFact) and fact.recipient is None and only is not None:
+        return msgspec.structs.replace(fact, recipient=only)
+    return fact
