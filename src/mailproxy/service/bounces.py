@@ -33,7 +33,7 @@ from mailproxy.domain.bounces import (
     SuppressionSettings,
 )
 from mailproxy.domain.correlation import read_token, token_matches
-from mailproxy.domain.errors import MailboxUnavailable, MailProxyError
+from mailproxy.domain.errors import MailProxyError
 from mailproxy.domain.lifecycle import bounce_event, bounce_record
 from mailproxy.domain.mime import envelope_address
 from mailproxy.domain.model import BounceMailboxSpec, QueuedMessage
@@ -177,7 +177,7 @@ class BounceMailboxes:
                     await session.close()
             except asyncio.CancelledError:
                 raise
-            except (MailboxUnavailable, MailProxyError) as exc:
+            except MailProxyError as exc:  # MailboxUnavailable, or the store failed
                 watch.last_error = str(exc)
                 log.warning(
                     "bounces.mailbox_failed", extra={"mailbox": mailbox.key, "error": str(exc)}
