@@ -63,6 +63,7 @@ from mailproxy.service.options import (
 from mailproxy.service.queries import MessageFilters, Queries
 from mailproxy.service.reports import ReportScheduler
 from mailproxy.service.submission import Submission
+from mailproxy.service.suppressions import Suppressions
 
 
 def unique_ids() -> Callable[[], str]:
@@ -175,6 +176,7 @@ class MailProxy:
             new_secret=new_secret, wake_dispatcher=self.dispatcher.wake,
         )  # fmt: skip
         self.queries = Queries(store, clock)
+        self.suppressions = Suppressions(store=store, config=self.config, clock=clock)
         self.bounce_mailboxes = (
             None
             if open_mailbox is None

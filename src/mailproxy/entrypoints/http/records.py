@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from mailproxy.config import Settings
-from mailproxy.domain.bounces import SuppressionSettings
+from mailproxy.domain.bounces import BounceRecord, SuppressionSettings
 from mailproxy.domain.model import (
     Account,
     HistoryEntry,
@@ -24,7 +24,10 @@ from mailproxy.domain.policy import Why
 from mailproxy.entrypoints.http.schemas import (
     AccountRecord,
     BounceMailboxRecord,
+    BounceRecordOut,
     ClientAuthRecord,
+    ComplaintRecordOut,
+    DelayRecordOut,
     HistoryRecord,
     MessageRecord,
     TenantRecord,
@@ -42,6 +45,7 @@ def message_record(
     *,
     history: list[HistoryEntry] | None = None,
     why: Why | msgspec.UnsetType | None = msgspec.UNSET,
+    bounces: list[BounceRecord] | None = None,
 ) -> MessageRecord:
     waiting = message.status in (Status.SCHEDULED, Status.DEFERRED)
     return MessageRecord(
@@ -68,7 +72,33 @@ def message_record(
             else [HistoryRecord(h.event, int(h.ts), h.detail) for h in history]
         ),
         why=why,
+        **({} if bounces is None else _bounce_fields(bounces)),
     )
+
+
+def _bounce_fields(records: list[BounceRecord]) -> dict[str, Any]:
+    return {
+        "bounces": [
+            BounceRecordOut(
+                recipient=r.recipient, type=r.type, status=r.status, diagnostic=r.diagnostic,
+                ts=int(r.ts), source=r.source,
+            )
+            for r in records
+            if r.kind == "bounce"
+        ],
+        "complaints": [
+            ComplaintRecordOut(recipient=r.recipient, feedback_type=r.feedback_type, ts=int(r.ts))
+            for r in records
+            if r.kind == "complaint"
+        ],
+        "delays": [
+            DelayRecordOut(
+                recipient=r.recipient, status=r.status, diagnostic=r.diagnostic, ts=int(r.ts)
+            )
+            for r in records
+            if r.kind == "delay"
+        ],
+    }  # fmt: skip
 
 
 #: Setting names that hold a secret: left out of every answer that shows settings.

@@ -265,6 +265,81 @@ class MessageRecord(msgspec.Struct, kw_only=True):
     possible_duplicate: bool
     history: list[HistoryRecord] | msgspec.UnsetType = msgspec.UNSET
     why: Why | msgspec.UnsetType | None = msgspec.UNSET
+    #: What bounce mailboxes and SMTP refusals said of the message after it was sent
+    #: (``GET /messages/{id}`` only).
+    bounces: list[BounceRecordOut] | msgspec.UnsetType = msgspec.UNSET
+    complaints: list[ComplaintRecordOut] | msgspec.UnsetType = msgspec.UNSET
+    delays: list[DelayRecordOut] | msgspec.UnsetType = msgspec.UNSET
+
+
+class BounceRecordOut(msgspec.Struct, kw_only=True):
+    """A bounce kept with a message (``type`` hard or soft)."""
+
+    recipient: str | None
+    type: str | None
+    status: str | None
+    diagnostic: str | None
+    ts: int
+    source: str | None
+
+
+class DelayRecordOut(msgspec.Struct, kw_only=True):
+    """A DSN with Action ``delayed``: the relay is still trying."""
+
+    recipient: str | None
+    status: str | None
+    diagnostic: str | None
+    ts: int
+
+
+class ComplaintRecordOut(msgspec.Struct, kw_only=True):
+    recipient: str | None
+    feedback_type: str | None
+    ts: int
+
+
+class SuppressionRecord(msgspec.Struct, kw_only=True):
+    address: str
+    reason: str
+    created_ts: int
+    expires_ts: int | None
+    source_message_id: str | None
+    detail: str | None
+
+
+class SuppressionsAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    suppressions: list[SuppressionRecord]
+    next_cursor: str | None
+
+
+class ManualSuppressionBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    address: str
+    expires_ts: Timestamp | None = None
+    detail: str | None = None
+
+
+class SuppressionsBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /suppressions: manual entries, each with an optional expiry."""
+
+    tenant_id: str | None = None
+    entries: list[ManualSuppressionBody]
+
+
+class AddedAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    added: int
+
+
+SUPPRESSIONS_EXAMPLE = Example(
+    summary="suppress two addresses, one for a month",
+    value={
+        "entries": [
+            {"address": "former.customer@example.com", "detail": "asked to stop"},
+            {"address": "on.leave@example.org", "expires_ts": 1798761600},
+        ]
+    },
+)
 
 
 class MessagesAnswer(msgspec.Struct, kw_only=True):

@@ -159,12 +159,15 @@ async def get_message(
     message_id: FromPath[str],
     tenant_id: TenantQuery = None,
 ) -> MessageAnswer:
-    """One message with its history and, while it is not final, why it has not gone."""
+    """One message with its history, while it is not final why it has not gone, and the
+    bounces, complaints and delays reported of it since it was sent."""
     scope = await scoped(proxy, caller, tenant_id)
     message = await proxy.get_message(scope, message_id)
     history = await proxy.message_history(scope, message_id)
     why = await proxy.why(scope, message_id)
-    return MessageAnswer(message=message_record(message, history=history, why=why))
+    bounces = await proxy.suppressions.bounces_of(scope, message_id)
+    record = message_record(message, history=history, why=why, bounces=bounces)
+    return MessageAnswer(message=record)
 
 
 @route(post, "/commands/delete-messages", "messages", summary="Delete messages", tenant=True)
