@@ -1,11 +1,23 @@
-"""Fixtures of the command-line tests."""
+"""Fixtures of the unit tests: an instance home for the command-line tests, the REST
+API through the real app for the HTTP tests."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
+from litestar.testing import AsyncTestClient
+
+from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.sqlite import SqliteStore
+from mailproxy.config import load_settings
 from mailproxy.entrypoints.cli import app
+from mailproxy.entrypoints.http import create_app
 from mailproxy.entrypoints.instances import Instance
+from mailproxy.service import MailProxy
+from tests.conftest import Clock
 
 
 @pytest.fixture
@@ -16,3 +28,59 @@ def home(tmp_path, monkeypatch):
     Instance(home, "box").create("127.0.0.1", 1)
     assert app(["box", "tenants", "add", "acme"], result_action="return_value") == 0
     return home
+
+
+ADMIN_TOKEN = "admin-token-for-tests"
+
+
+@dataclass
+class Api:
+    client: AsyncTestClient
+    proxy: MailProxy
+    clock: Clock
+    keys: dict[str, str]
+
+    def headers(self, who: str) -> dict[str, str]:
+        if who == "admin":
+            return {"X-API-Token": ADMIN_TOKEN}
+        if who == "none":
+            return {}
+        if who == "garbage":
+            return {"X-API-Token": "not-a-token"}
+        return {"Authorization": f"Bearer {self.keys[who]}"}
+
+    async def call(self, who: str, method: str, path: str, **kwargs):
+        return await self.client.request(method, path, headers=self.headers(who), **kwargs)
+
+
+def message(message_id: str, **fields):
+    return {
+        "id": message_id,
+        "from": "app@example.com",
+        "to": ["someone@example.com"],
+        "subject": "Hello",
+        **fields,
+    }
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    clock = Clock()
+    store = SqliteStore(tmp_path / "api.db")
+    proxy = MailProxy(
+        store=store,
+        transports={"capture": CaptureTransport(tmp_path / "outbox")},
+        run_dispatcher=False,
+        clock=clock,
+    )
+    settings = load_settings(environ={"GMP_API_TOKEN": ADMIN_TOKEN, "GMP_DB_PATH": str(tmp_path)})
+    app = create_app(proxy, settings)
+    async with AsyncTestClient(app) as client:
+        api = Api(client, proxy, clock, {})
+        for tenant in ("A", "B"):
+            created = await api.call("admin", "POST", "/tenant", json={"id": tenant})
+            assert created.status_code == 200, created.text
+            api.keys[tenant] = created.json()["api_key"]
+            account = {"id": "main", "tenant_id": tenant, "kind": "capture", "is_default": True}
+            assert (await api.call("admin", "POST", "/account", json=account)).status_code == 200
+        yield api

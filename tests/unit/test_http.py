@@ -8,9 +8,6 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -23,62 +20,7 @@ from mailproxy.entrypoints.http import create_app
 from mailproxy.service import MailProxy
 from mailproxy.testing import CountingStore
 from tests.conftest import Clock
-
-ADMIN_TOKEN = "admin-token-for-tests"
-
-
-@dataclass
-class Api:
-    client: AsyncTestClient
-    proxy: MailProxy
-    clock: Clock
-    keys: dict[str, str]
-
-    def headers(self, who: str) -> dict[str, str]:
-        if who == "admin":
-            return {"X-API-Token": ADMIN_TOKEN}
-        if who == "none":
-            return {}
-        if who == "garbage":
-            return {"X-API-Token": "not-a-token"}
-        return {"Authorization": f"Bearer {self.keys[who]}"}
-
-    async def call(self, who: str, method: str, path: str, **kwargs):
-        return await self.client.request(method, path, headers=self.headers(who), **kwargs)
-
-
-def message(message_id: str, **fields):
-    return {
-        "id": message_id,
-        "from": "app@example.com",
-        "to": ["someone@example.com"],
-        "subject": "Hello",
-        **fields,
-    }
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    clock = Clock()
-    store = SqliteStore(tmp_path / "api.db")
-    proxy = MailProxy(
-        store=store,
-        transports={"capture": CaptureTransport(tmp_path / "outbox")},
-        run_dispatcher=False,
-        clock=clock,
-    )
-    settings = load_settings(environ={"GMP_API_TOKEN": ADMIN_TOKEN, "GMP_DB_PATH": str(tmp_path)})
-    app = create_app(proxy, settings)
-    async with AsyncTestClient(app) as client:
-        api = Api(client, proxy, clock, {})
-        for tenant in ("A", "B"):
-            created = await api.call("admin", "POST", "/tenant", json={"id": tenant})
-            assert created.status_code == 200, created.text
-            api.keys[tenant] = created.json()["api_key"]
-            account = {"id": "main", "tenant_id": tenant, "kind": "capture", "is_default": True}
-            assert (await api.call("admin", "POST", "/account", json=account)).status_code == 200
-        yield api
-
+from tests.unit.conftest import ADMIN_TOKEN, message
 
 # --- messages -----------------------------------------------------------------------------
 
@@ -384,6 +326,10 @@ ROUTES = [
     ("DELETE", "/tenant/{self}/api-key", {}, "admin"),
     ("POST", "/tenant/{self}/webhook-secret", {}, "admin"),
     ("DELETE", "/tenant/{self}/webhook-secret/previous", {}, "admin"),
+    ("GET", "/suppressions", {}, "tenant"),
+    ("POST", "/suppressions", {"json": {"entries": [{"address": "s@example.com"}]}}, "tenant"),
+    ("DELETE", "/suppressions/none@example.com", {}, "tenant"),
+    ("GET", "/suppressions/export", {}, "tenant"),
     ("GET", "/status", {}, "tenant"),
     ("GET", "/instance", {}, "admin"),
     ("GET", "/health", {}, "public"),

@@ -23,7 +23,7 @@ from mailproxy.config import load_settings
 from mailproxy.entrypoints.http import create_app
 from mailproxy.service import MailProxy
 from tests.conftest import Clock
-from tests.unit.test_http import message
+from tests.unit.conftest import message
 
 TOKEN = "admin-token-for-answers"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_http import message
+from tests.unit.conftest import message
 from tests.unit.test_http_answers import api  # noqa: F401  (the fixture)
 
 
