@@ -33,6 +33,7 @@ KEY_B = Fernet.generate_key().decode()
 
 SECRETS = {
     "smtp password": "smtp-pass-at-rest-1",
+    "bounce mailbox password": "imap-pass-at-rest-7",
     "callback token": "cb-token-at-rest-2",
     "callback password": "cb-pass-at-rest-3",
     "webhook secret": "whsec-at-rest-4",
@@ -106,6 +107,10 @@ async def write_secrets(proxy: MailProxy) -> None:
     await proxy.put_account({
         "id": "main", "tenant_id": "acme", "host": "smtp.example.com", "port": 587,
         "user": "app", "password": SECRETS["smtp password"],
+        "bounce_mailbox": {
+            "host": "imap.example.com", "user": "bounces",
+            "password": SECRETS["bounce mailbox password"],
+        },
     })  # fmt: skip
     # A rejected message's id comes back in the stored result, and in no other row.
     result = await proxy.submit_once(
@@ -123,6 +128,7 @@ async def assert_secrets_read_back(proxy: MailProxy) -> None:
     assert (await proxy.get_tenant("basic")).client_auth.password == SECRETS["callback password"]
     (account,) = await proxy.list_accounts("acme")
     assert account.password == SECRETS["smtp password"]
+    assert account.bounce_mailbox.password == SECRETS["bounce mailbox password"]
 
     # Same key and fingerprint, no messages: only a replay can name the rejected one.
     replay = await proxy.submit_once([], caller=ADMIN, idempotency_key="idem-1", fingerprint="fp")
@@ -151,7 +157,7 @@ async def test_plaintext_written_without_a_key_keeps_working_and_rotate_key_seal
     async with build_proxy(with_key, run_dispatcher=False) as proxy:
         await assert_secrets_read_back(proxy)
     count = await reseal_secrets(with_key)
-    assert (count.tenants, count.accounts, count.secrets) == (2, 1, 5)
+    assert (count.tenants, count.accounts, count.secrets) == (2, 1, 6)
     # The idempotent answer, stored before the key, expires with its record (a day).
     assert readable(database) == ["answer body"]
     async with build_proxy(with_key, run_dispatcher=False) as proxy:
@@ -245,8 +251,8 @@ def test_the_rotate_key_command_seals_an_instances_secrets(tmp_path, monkeypatch
 
     monkeypatch.setenv("GMP_SECURITY_ENCRYPTION_KEY", KEY_A)
     assert app(["box", "rotate-key", "--json"], result_action="return_value") == 0
-    assert json.loads(capsys.readouterr().out) == {"tenants": 2, "accounts": 1, "secrets": 5}
+    assert json.loads(capsys.readouterr().out) == {"tenants": 2, "accounts": 1, "secrets": 6}
     assert readable(settings.db_path) == ["answer body"]
     assert app(["box", "rotate-key"], result_action="return_value") == 0
-    assert capsys.readouterr().out.startswith("re-encrypted 5 secrets (2 tenants, 1 accounts)")
+    assert capsys.readouterr().out.startswith("re-encrypted 6 secrets (2 tenants, 1 accounts)")
     asyncio.run(with_proxy(settings_for(settings.db_path, KEY_A), assert_secrets_read_back))

@@ -1,9 +1,10 @@
 """Secrets at rest: Fernet encryption of the secret fields a store keeps, as decorators of
 the ConfigStore and AccessStore ports.
 
-What is sealed: an account's SMTP ``password``; a tenant's ``client_auth`` token and
-password, ``webhook_secret`` and ``webhook_secret_previous``; the answer bodies of
-idempotency records (``POST /tenant`` answers hold a new API key and webhook secret).
+What is sealed: an account's SMTP ``password`` and its bounce mailbox's ``password``; a
+tenant's ``client_auth`` token and password, ``webhook_secret`` and
+``webhook_secret_previous``; the answer bodies of idempotency records (``POST /tenant``
+answers hold a new API key and webhook secret).
 A sealed text reads ``fernet:<token>`` (a body ``fernet:`` + token bytes), so a value
 written before a key was configured is recognised as plaintext and still works; it is
 sealed when written again, or by ``mail-proxy NAME rotate-key``.
@@ -147,9 +148,17 @@ def _map_tenant(tenant: Tenant, fn: Callable[[str], str]) -> Tenant:
 
 
 def _map_account(account: Account, fn: Callable[[str], str]) -> Account:
-    if account.password is None:
-        return account
-    return msgspec.structs.replace(account, password=fn(account.password))
+    mailbox = account.bounce_mailbox
+    if mailbox is not None and mailbox.password is not None:
+        mailbox = msgspec.structs.replace(mailbox, password=fn(mailbox.password))
+    password = None if account.password is None else fn(account.password)
+    return msgspec.structs.replace(account, password=password, bounce_mailbox=mailbox)
+
+
+def _secrets_of_account(account: Account) -> list[str]:
+    mailbox = account.bounce_mailbox
+    values = (account.password, mailbox.password if mailbox is not None else None)
+    return [value for value in values if value is not None]
 
 
 class ResealCount(msgspec.Struct, frozen=True, kw_only=True):
@@ -219,7 +228,7 @@ class SealedConfigStore:
         for tenant in await self._inner.list_tenants():
             values = _secrets_of_tenant(tenant)
             for account in await self._inner.list_accounts(tenant.id):
-                values += [account.password] if account.password is not None else []
+                values += _secrets_of_account(account)
             for value in values:
                 self._cipher.open(value)
                 plaintext += not self._cipher.is_sealed(value)
@@ -237,10 +246,10 @@ class SealedConfigStore:
             if secrets:
                 await self._inner.put_tenant(_map_tenant(stored, self._rotate))
             for account in await self._inner.list_accounts(stored.id):
-                if account.password is not None:
+                if held := len(_secrets_of_account(account)):
                     await self._inner.put_account(_map_account(account, self._rotate))
                     accounts += 1
-                    secrets += 1
+                    secrets += held
             tenants += 1
             count += secrets
             if progress is not None:
