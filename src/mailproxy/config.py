@@ -21,8 +21,10 @@ from typing import Any, Literal
 import msgspec
 
 from mailproxy.domain.access import MIN_ADMIN_TOKEN
+from mailproxy.domain.configuration import check_bounce_mailbox
 from mailproxy.domain.decoding import INVALID_ENUM, allowed_values, one_of
 from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.model import BounceMailboxSpec
 from mailproxy.domain.retry import RetryPolicy
 
 
@@ -188,6 +190,39 @@ class SecuritySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
         return [k.strip() for k in (self.encryption_key or "").split(",") if k.strip()]
 
 
+class BouncesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: IMAP host of the instance's shared bounce mailbox, which every account's VERP
+    #: return path may point at (none: no shared mailbox; accounts may have their own).
+    host: str | None = None
+    #: Its port (993: implicit TLS).
+    port: int = 993
+    #: Login name.
+    user: str | None = None
+    #: Password.
+    password: str | None = None
+    #: `implicit` (TLS from the start), `starttls` or `none` (plaintext: loopback only).
+    tls: Literal["implicit", "starttls", "none"] = "implicit"
+    #: Folder the bounces arrive in.
+    folder: str = "INBOX"
+    #: Folder processed messages are moved to (none: they are flagged where they are).
+    processed_folder: str | None = None
+    #: Seconds between looks at the folder when the server has no IMAP IDLE (with IDLE,
+    #: new mail is read as it arrives; this is then the longest wait).
+    poll_s: float = 60.0
+    #: CA bundle that verifies the server's certificate (none: the system's).
+    ca_file: str | None = None
+
+    def mailbox(self) -> BounceMailboxSpec | None:
+        """The shared mailbox, or None when ``host`` is not set."""
+        if self.host is None:
+            return None
+        return BounceMailboxSpec(
+            host=self.host, port=self.port, user=self.user or "", password=self.password,
+            tls=self.tls, folder=self.folder, processed_folder=self.processed_folder,
+            poll_s=self.poll_s,
+        )  # fmt: skip
+
+
 class LoggingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: `debug`, `info`, `warning` or `error`.
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -203,6 +238,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reporting: ReportingSettings = ReportingSettings()
     attachments: AttachmentsSettings = AttachmentsSettings()
     security: SecuritySettings = SecuritySettings()
+    bounces: BouncesSettings = BouncesSettings()
     logging: LoggingSettings = LoggingSettings()
     #: Where relative defaults (database, outbox) live: the config file's folder, or the
     #: working directory.
@@ -427,6 +463,13 @@ def _check(settings: Settings) -> None:
     if not 0 < settings.server.port < 65536:
         raise InvalidInput("server.port", "invalid setting server.port: 1..65535")
     _check_encryption_keys(settings.security)
+    shared = settings.bounces.mailbox()
+    if shared is not None:
+        if not settings.bounces.user:
+            raise InvalidInput(
+                "bounces.user", "invalid setting bounces.user: needed with bounces.host"
+            )
+        check_bounce_mailbox("bounces", shared)
 
 
 def _check_encryption_keys(security: SecuritySettings) -> None:
