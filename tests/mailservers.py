@@ -1,0 +1,368 @@
+"""Real mail servers on loopback for the bounce-mailbox tests: a private Dovecot (IMAP,
+implicit TLS and STARTTLS, IDLE) and a private Postfix that bounces mail for unknown local
+users and delivers the bounces into Dovecot's maildir.
+
+Each runs from its own folder (configuration, state, queue, logs) with its own ports, and
+is stopped by its PID (Postfix by ``postfix -c FOLDER stop``, which never reaches another
+instance). A missing package is installed with apt-get when the tests run as root;
+otherwise the tests are skipped saying why — and fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.smtp_sink import free_port
+
+DOVECOT_PACKAGES = ("dovecot-imapd",)
+#: A file of each package set: present means installed.
+DOVECOT_IMAP = "/usr/lib/dovecot/imap"
+POSTFIX_PACKAGES = ("postfix",)
+POSTFIX_COMMAND = "/usr/sbin/postfix"
+#: The domain Postfix delivers (every address) into the bounce user's maildir.
+BOUNCE_DOMAIN = "bounce.test"
+#: The domain Postfix treats as local: any user there that is not a system account bounces.
+LOCAL_DOMAIN = "local.test"
+
+
+def missing_server(reason: str) -> None:
+    """Skip the test saying why a server is missing; fail instead under ``CI=true``, where
+    every server must be there."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: servers must be available)")
+    pytest.skip(reason)
+
+
+def install_packages(needed: str, packages: tuple[str, ...]) -> str | None:
+    """Install ``packages`` with apt-get unless the file ``needed`` (one they provide) is
+    there; the reason they cannot be had, or None when they are there."""
+    if Path(needed).exists():
+        return None
+    apt = shutil.which("apt-get")
+    if apt is None:
+        return f"{needed} is missing and there is no apt-get to install {' '.join(packages)}"
+    if os.geteuid() != 0:
+        return f"{needed} is missing and installing {' '.join(packages)} needs root"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if "postfix" in packages:
+        # Without it the package asks how to configure, and would start a system instance.
+        subprocess.run(
+            ["debconf-set-selections"],
+            input="postfix postfix/main_mailer_type select No configuration\n",
+            text=True,
+            check=False,
+            capture_output=True,
+        )
+    install = [apt, "install", "-y", "-q", *packages]
+    done = None
+    for attempt in ([install], [[apt, "update", "-q"], install]):
+        for cmd in attempt:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if done is not None and done.returncode == 0 and Path(needed).exists():
+            return None
+    tail = done.stderr[-500:] if done is not None else ""
+    return f"apt-get could not install {' '.join(packages)}: {tail}"
+
+
+@dataclass(frozen=True)
+class TestCertificates:
+    """A test CA and a server certificate it signed for ``localhost`` and 127.0.0.1."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def make_certificates(folder: Path, *, name: str = "mailproxy test CA") -> TestCertificates:
+    """Write a fresh CA and a server certificate (CN/SAN ``localhost``, 127.0.0.1, ::1)
+    into ``folder``."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )  # fmt: skip
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    certs = TestCertificates(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    certs.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    certs.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    certs.key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    certs.key_file.chmod(0o600)
+    return certs
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes] | None, log: Path) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port`` (or the process
+    died: then fail with the end of its log)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            break
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+    raise RuntimeError(f"server did not listen on 127.0.0.1:{port}:\n{tail}")
+
+
+def mail_owner() -> tuple[int, int]:
+    """The uid and gid the maildirs belong to, and Dovecot and Postfix deliver as: the
+    system's ``mail`` account (``nobody`` when there is none) — never root, which
+    Postfix's virtual(8) refuses."""
+    for name in ("mail", "nobody"):
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid
+    raise RuntimeError("no mail or nobody account to own the maildirs")
+
+
+@dataclass
+class Dovecot:
+    """A private Dovecot serving IMAP on 127.0.0.1: ``imaps_port`` (implicit TLS) and
+    ``imap_port`` (plain, STARTTLS offered, login allowed in the clear), certificates from
+    ``ca_file``'s CA, one maildir per user under ``mail_root``."""
+
+    root: Path
+    users: dict[str, str]
+    certs: TestCertificates
+    imap_port: int = 0
+    imaps_port: int = 0
+    uid: int = 0
+    gid: int = 0
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.certs.ca_file
+
+    @property
+    def mail_root(self) -> Path:
+        return self.root / "mail"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "dovecot.log"
+
+    def maildir(self, user: str, folder: str = "INBOX") -> Path:
+        """The maildir of ``user``'s ``folder`` (Maildir++: subfolders are ``.Name``)."""
+        base = self.mail_root / user
+        return base if folder == "INBOX" else base / f".{folder}"
+
+    def deliver(self, user: str, raw: bytes, folder: str = "INBOX") -> Path:
+        """Drop ``raw`` into ``user``'s maildir ``new/`` as a delivery agent would (written
+        in ``tmp/``, then renamed); Dovecot assigns its UID when it next looks."""
+        maildir = self.maildir(user, folder)
+        name = f"{time.time_ns()}.{uuid.uuid4().hex}.mailproxy-test"
+        temporary = maildir / "tmp" / name
+        temporary.write_bytes(raw)
+        os.chown(temporary, self.uid, self.gid)
+        final = maildir / "new" / name
+        temporary.rename(final)
+        return final
+
+    def messages(self, user: str, folder: str = "INBOX") -> list[bytes]:
+        """The contents of every message in ``user``'s ``folder`` (new and cur)."""
+        maildir = self.maildir(user, folder)
+        return [
+            path.read_bytes()
+            for sub in ("new", "cur")
+            if (maildir / sub).is_dir()
+            for path in sorted((maildir / sub).iterdir())
+        ]
+
+    def _make_maildir(self, user: str) -> None:
+        base = self.maildir(user)
+        for sub in ("", "new", "cur", "tmp"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+            os.chown(base / sub, self.uid, self.gid)
+
+    def start(self) -> None:
+        self.uid, self.gid = mail_owner()
+        self.imap_port, self.imaps_port = free_port(), free_port()
+        self.mail_root.mkdir(parents=True, exist_ok=True)
+        os.chown(self.mail_root, self.uid, self.gid)
+        for user in self.users:
+            self._make_maildir(user)
+        passwd = self.root / "passwd"
+        passwd.write_text(
+            "".join(
+                f"{user}:{{PLAIN}}{password}:{self.uid}:{self.gid}::{self.mail_root / user}::\n"
+                for user, password in self.users.items()
+            )
+        )
+        # Read by Dovecot's auth process, which runs as its own account: test passwords.
+        passwd.chmod(0o644)
+        (self.root / "run").mkdir(exist_ok=True)
+        (self.root / "state").mkdir(exist_ok=True)
+        config = self.root / "dovecot.conf"
+        config.write_text(
+            f"""\
+# A private test instance: everything it writes is under {self.root}.
+base_dir = {self.root}/run
+state_dir = {self.root}/state
+instance_name = mailproxy-test-{self.imap_port}
+log_path = {self.log}
+protocols = imap
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{self.certs.cert_file}
+ssl_key = <{self.certs.key_file}
+# The plain port is for the tests of STARTTLS and of tls="none": login there is allowed.
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = {self.uid}
+first_valid_gid = {self.gid}
+mail_location = maildir:~
+mail_attribute_dict =
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {passwd}
+}}
+userdb {{
+  driver = passwd-file
+  args = {passwd}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {self.imaps_port}
+    ssl = yes
+  }}
+}}
+service stats {{
+  inet_listener http {{
+    port = 0
+  }}
+}}
+namespace inbox {{
+  inbox = yes
+  separator = .
+}}
+protocol imap {{
+  mail_max_userip_connections = 100
+  imap_idle_notify_interval = 1 secs
+}}
+"""
+        )
+        dovecot = shutil.which("dovecot") or "/usr/sbin/dovecot"
+        self.process = subprocess.Popen(
+            [dovecot, "-F", "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.root / "dovecot.stderr").open("wb"),
+        )
+        try:
+            wait_for_port(self.imap_port, self.process, self.log)
+            wait_for_port(self.imaps_port, self.process, self.log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def private_folder(prefix: str) -> Path:
+    """A fresh folder under the system's temporary folder that the mail accounts can
+    traverse (pytest's own temporary folders are private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    return folder
+
+
+@contextlib.contextmanager
+def running_dovecot(users: dict[str, str]) -> Iterator[Dovecot]:
+    """A started :class:`Dovecot` with ``users`` (name → password); stopped and removed
+    afterwards. Skips (fails under CI) when Dovecot is missing and cannot be installed."""
+    missing = install_packages(DOVECOT_IMAP, DOVECOT_PACKAGES)
+    if missing is not None:
+        missing_server(f"Dovecot tests skipped: {missing}")
+    if os.geteuid() != 0:
+        missing_server("Dovecot tests skipped: the private Dovecot needs root (mail uid)")
+    root = private_folder("mailproxy-dovecot-")
+    server = Dovecot(root=root, users=users, certs=make_certificates(root / "tls"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
