@@ -311,7 +311,7 @@ namespace inbox {{
 }}
 protocol imap {{
   mail_max_userip_connections = 100
-  imap_idle_notify_interval = 1 secs
+  mailbox_idle_check_interval = 1 secs
 }}
 """
         )
