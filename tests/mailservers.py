@@ -39,6 +39,9 @@ DOVECOT_PACKAGES = ("dovecot-imapd",)
 DOVECOT_IMAP = "/usr/lib/dovecot/imap"
 POSTFIX_PACKAGES = ("postfix",)
 POSTFIX_COMMAND = "/usr/sbin/postfix"
+#: A name the test certificates carry besides ``localhost`` (tests resolve it to
+#: 127.0.0.1 with a resolver of their own, never the system's).
+CERTIFIED_NAME = "imap.mailproxy.test"
 #: The domain Postfix delivers (every address) into the bounce user's maildir.
 BOUNCE_DOMAIN = "bounce.test"
 #: The domain Postfix treats as local: any user there that is not a system account bounces.
@@ -94,8 +97,8 @@ class TestCertificates:
 
 
 def make_certificates(folder: Path, *, name: str = "mailproxy test CA") -> TestCertificates:
-    """Write a fresh CA and a server certificate (CN/SAN ``localhost``, 127.0.0.1, ::1)
-    into ``folder``."""
+    """Write a fresh CA and a server certificate (CN/SAN ``localhost``,
+    :data:`CERTIFIED_NAME`, 127.0.0.1, ::1) into ``folder``."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -131,6 +134,7 @@ def make_certificates(folder: Path, *, name: str = "mailproxy test CA") -> TestC
             x509.SubjectAlternativeName(
                 [
                     x509.DNSName("localhost"),
+                    x509.DNSName(CERTIFIED_NAME),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                     x509.IPAddress(ipaddress.ip_address("::1")),
                 ]
@@ -192,10 +196,16 @@ class Dovecot:
     root: Path
     users: dict[str, str]
     certs: TestCertificates
+    #: What the server announces after login, instead of everything it has (e.g. without
+    #: IDLE and MOVE, to exercise the clients' other ways).
+    capabilities: str | None = None
     imap_port: int = 0
     imaps_port: int = 0
     uid: int = 0
     gid: int = 0
+    #: How many extra users to make, for :meth:`add_user`.
+    spares: int = 0
+    spare: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -237,6 +247,27 @@ class Dovecot:
             for path in sorted((maildir / sub).iterdir())
         ]
 
+    def add_user(self) -> tuple[str, str]:
+        """A user nobody used yet, with an empty mailbox: its name and password. (From
+        a pool made at start: Dovecot rereads its passwd file at most once a second.)"""
+        if not self.spare:
+            raise RuntimeError("no spare Dovecot user left: start it with more")
+        user = self.spare.pop()
+        return user, self.users[user]
+
+    def _write_passwd(self) -> None:
+        passwd = self.root / "passwd"
+        temporary = passwd.with_suffix(".new")
+        temporary.write_text(
+            "".join(
+                f"{user}:{{PLAIN}}{password}:{self.uid}:{self.gid}::{self.mail_root / user}::\n"
+                for user, password in self.users.items()
+            )
+        )
+        # Read by Dovecot's auth process, which runs as its own account: test passwords.
+        temporary.chmod(0o644)
+        temporary.rename(passwd)
+
     def _make_maildir(self, user: str) -> None:
         base = self.maildir(user)
         for sub in ("", "new", "cur", "tmp"):
@@ -248,17 +279,14 @@ class Dovecot:
         self.imap_port, self.imaps_port = free_port(), free_port()
         self.mail_root.mkdir(parents=True, exist_ok=True)
         os.chown(self.mail_root, self.uid, self.gid)
+        for n in range(self.spares):
+            user = f"spare{n}"
+            self.users[user] = f"spare-password-{n}"
+            self.spare.insert(0, user)
         for user in self.users:
             self._make_maildir(user)
+        self._write_passwd()
         passwd = self.root / "passwd"
-        passwd.write_text(
-            "".join(
-                f"{user}:{{PLAIN}}{password}:{self.uid}:{self.gid}::{self.mail_root / user}::\n"
-                for user, password in self.users.items()
-            )
-        )
-        # Read by Dovecot's auth process, which runs as its own account: test passwords.
-        passwd.chmod(0o644)
         (self.root / "run").mkdir(exist_ok=True)
         (self.root / "state").mkdir(exist_ok=True)
         config = self.root / "dovecot.conf"
@@ -310,18 +338,20 @@ namespace inbox {{
   separator = .
 }}
 protocol imap {{
+{f"  imap_capability = {self.capabilities}" if self.capabilities else ""}
   mail_max_userip_connections = 100
   mailbox_idle_check_interval = 1 secs
 }}
 """
         )
         dovecot = shutil.which("dovecot") or "/usr/sbin/dovecot"
-        self.process = subprocess.Popen(
-            [dovecot, "-F", "-c", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.root / "dovecot.stderr").open("wb"),
-        )
+        with (self.root / "dovecot.stderr").open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [dovecot, "-F", "-c", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         try:
             wait_for_port(self.imap_port, self.process, self.log)
             wait_for_port(self.imaps_port, self.process, self.log)
@@ -350,16 +380,25 @@ def private_folder(prefix: str) -> Path:
 
 
 @contextlib.contextmanager
-def running_dovecot(users: dict[str, str]) -> Iterator[Dovecot]:
-    """A started :class:`Dovecot` with ``users`` (name → password); stopped and removed
-    afterwards. Skips (fails under CI) when Dovecot is missing and cannot be installed."""
+def running_dovecot(
+    users: dict[str, str], *, spares: int = 0, capabilities: str | None = None
+) -> Iterator[Dovecot]:
+    """A started :class:`Dovecot` with ``users`` (name → password) and ``spares`` more
+    for :meth:`Dovecot.add_user`, announcing ``capabilities`` after login when given;
+    stopped and removed afterwards. Skips (fails under CI) when Dovecot is missing and cannot be installed."""
     missing = install_packages(DOVECOT_IMAP, DOVECOT_PACKAGES)
     if missing is not None:
         missing_server(f"Dovecot tests skipped: {missing}")
     if os.geteuid() != 0:
         missing_server("Dovecot tests skipped: the private Dovecot needs root (mail uid)")
     root = private_folder("mailproxy-dovecot-")
-    server = Dovecot(root=root, users=users, certs=make_certificates(root / "tls"))
+    server = Dovecot(
+        root=root,
+        users=dict(users),
+        certs=make_certificates(root / "tls"),
+        capabilities=capabilities,
+        spares=spares,
+    )
     try:
         server.start()
         yield server

@@ -56,6 +56,7 @@ PROCESSED_KEYWORD = "$MailProxyProcessed"
 #: log it out as idle; a longer wait returns then (new mail *may* have come).
 _IDLE_LIMIT_S = 29 * 60.0
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
+_UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
 _PERMANENTFLAGS = re.compile(rb"\[PERMANENTFLAGS \(([^)]*)\)\]", re.IGNORECASE)
 _READ_ONLY = re.compile(rb"\[READ-ONLY\]", re.IGNORECASE)
 _PUSHED_NEWS = re.compile(rb"^\d+ (EXISTS|RECENT)$", re.IGNORECASE)
@@ -130,6 +131,7 @@ class ImapMailbox:
         scope: str | None = None,
         connect_timeout_s: float = 10.0,
         command_timeout_s: float = 30.0,
+        poll_interval_s: float = 30.0,
     ) -> None:
         if tls not in TLS_MODES:
             raise InvalidInput("tls", f"tls must be one of {', '.join(TLS_MODES)}")
@@ -149,6 +151,7 @@ class ImapMailbox:
         self._scope = scope
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
+        self.poll_interval_s = poll_interval_s
 
     @property
     def key(self) -> str:
@@ -231,6 +234,8 @@ class ImapSession:
         self._broken: str | None = None
         self._closed = False
         self._folder_checked = False
+        #: UIDs from here up are mail the session has not listed yet (UIDs ascend).
+        self._unlisted_from = 0
 
     def _connection_lost(self, exc: Exception | None) -> None:
         self._lost.set()
@@ -357,6 +362,8 @@ class ImapSession:
         if validity is None:
             raise self._fail(f"folder {mailbox.folder}: the server gave no UIDVALIDITY")
         self._uidvalidity = int(validity.group(1))
+        uidnext = next((m for line in lines if (m := _UIDNEXT.search(line))), None)
+        self._unlisted_from = int(uidnext.group(1)) if uidnext else 0
         if mailbox.processed_folder is None:
             permanent = next((m for line in lines if (m := _PERMANENTFLAGS.search(line))), None)
             # RFC 3501 §7.1: without PERMANENTFLAGS, every flag is permanent.
@@ -385,8 +392,25 @@ class ImapSession:
                 found.update(int(word) for word in words)
         return sorted(found)
 
+    async def _new_mail_known(self) -> None:
+        """NOOP: a server tells of new mail (EXISTS) between commands, and a message it
+        has not told of yet is in no search result (RFC 3501 §5.2, §6.1.2)."""
+        await self._ok("NOOP", self._protocol.simple_command("NOOP"))
+
     async def uids(self) -> list[int]:
-        return await self._search(*self._unprocessed())
+        await self._new_mail_known()
+        listed = await self._search(*self._unprocessed())
+        if listed:
+            self._unlisted_from = max(self._unlisted_from, listed[-1] + 1)
+        return listed
+
+    async def _unlisted(self) -> bool:
+        """Whether mail arrived that :meth:`uids` did not list yet. (``N:*`` always
+        matches the last message, hence the comparison.)"""
+        await self._new_mail_known()
+        since = f"{max(self._unlisted_from, 1)}:*"
+        found = await self._search("UID", since, *self._unprocessed())
+        return any(uid >= self._unlisted_from for uid in found)
 
     async def fetch(self, uid: int) -> bytes | None:
         response = await self._ok(
@@ -453,10 +477,16 @@ class ImapSession:
         return f"CREATE {name}: {_answer_text(response)}"
 
     async def wait(self, timeout_s: float) -> None:
+        # Mail that arrived since the last listing, and whose announcement went to an
+        # earlier command, would not be announced again during IDLE.
+        if await self._unlisted():
+            return
         if "IDLE" not in self.capabilities:
-            if self._broken is not None:
-                raise self._mailbox.unavailable(self._broken)
-            await asyncio.sleep(timeout_s)
+            deadline = self._loop.time() + timeout_s
+            while (remaining := deadline - self._loop.time()) > 0:
+                await asyncio.sleep(min(remaining, self._mailbox.poll_interval_s))
+                if await self._unlisted():
+                    return
             return
         protocol = self._protocol
         if self._news_left():
@@ -514,6 +544,11 @@ class ImapSession:
         if self._transport is not None:
             with contextlib.suppress(Exception):
                 self._transport.close()
+                async with asyncio.timeout(1.0):
+                    await self._lost.wait()
+            with contextlib.suppress(Exception):
+                # A TLS shutdown the server never answered: nothing of ours is pending.
+                self._transport.abort()
         self._broken = self._broken or "the session is closed"
 
 
