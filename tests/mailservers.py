@@ -305,6 +305,8 @@ ssl_key = <{self.certs.key_file}
 # The plain port is for the tests of STARTTLS and of tls="none": login there is allowed.
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# The tests of refused logins need no brute-force delay.
+auth_failure_delay = 0
 first_valid_uid = {self.uid}
 first_valid_gid = {self.gid}
 mail_location = maildir:~
@@ -326,6 +328,12 @@ service imap-login {{
     address = 127.0.0.1
     port = {self.imaps_port}
     ssl = yes
+  }}
+}}
+# No growing delay after refused logins from the same address (the tests make several).
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
   }}
 }}
 service stats {{
@@ -399,6 +407,160 @@ def running_dovecot(
         capabilities=capabilities,
         spares=spares,
     )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+#: The services of the private Postfix (master.cf), none chrooted: ``{smtpd}`` is the
+#: loopback listener. Mail that is not for the two test domains goes to error(8):
+#: nothing ever leaves the machine.
+_MASTER_CF = """\
+{smtpd} inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n -  0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n -  - trivial-rewrite
+bounce    unix  - - n -  0 bounce
+defer     unix  - - n -  0 bounce
+trace     unix  - - n -  0 bounce
+verify    unix  - - n -  1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -  - proxymap
+showq     unix  n - n -  - showq
+error     unix  - - n -  - error
+retry     unix  - - n -  - error
+discard   unix  - - n -  - discard
+local     unix  - n n -  - local
+virtual   unix  - n n -  - virtual
+anvil     unix  - - n -  1 anvil
+scache    unix  - - n -  1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+
+@dataclass
+class Postfix:
+    """A private Postfix: SMTP on 127.0.0.1:``port``; ``LOCAL_DOMAIN`` is local (a user
+    that is no system account bounces, with a DSN, after being accepted at RCPT);
+    every address of ``BOUNCE_DOMAIN`` is delivered into ``dovecot``'s maildir of
+    ``mailbox_user``."""
+
+    root: Path
+    dovecot: Dovecot
+    mailbox_user: str
+    port: int = 0
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "maillog"
+
+    def _postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [POSTFIX_COMMAND, "-c", str(self.config_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def start(self) -> None:
+        self.port = free_port()
+        postfix_account = pwd.getpwnam("postfix")
+        self.config_dir.mkdir(parents=True)
+        (self.root / "queue").mkdir()
+        data = self.root / "data"
+        data.mkdir()
+        os.chown(data, postfix_account.pw_uid, postfix_account.pw_gid)
+        spool = self.root / "spool"
+        spool.mkdir(mode=0o1777)
+        (self.config_dir / "virtual_mailboxes").write_text(
+            f"/@{BOUNCE_DOMAIN.replace('.', '[.]')}$/ {self.mailbox_user}/\n"
+        )
+        (self.config_dir / "master.cf").write_text(
+            _MASTER_CF.format(smtpd=f"127.0.0.1:{self.port}")
+        )
+        (self.config_dir / "main.cf").write_text(
+            f"""\
+# A private test instance: everything it writes is under {self.root}.
+compatibility_level = 3.6
+queue_directory = {self.root}/queue
+data_directory = {data}
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {self.log}
+maillog_file_prefixes = {self.root}
+myhostname = mx.{LOCAL_DOMAIN}
+mydomain = {LOCAL_DOMAIN}
+myorigin = {LOCAL_DOMAIN}
+mydestination = {LOCAL_DOMAIN}
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+# Accept any local user at RCPT; local(8) then bounces the unknown ones.
+local_recipient_maps =
+alias_maps =
+alias_database =
+mail_spool_directory = {spool}/
+virtual_mailbox_domains = {BOUNCE_DOMAIN}
+virtual_mailbox_base = {self.dovecot.mail_root}
+virtual_mailbox_maps = regexp:{self.config_dir}/virtual_mailboxes
+virtual_uid_maps = static:{self.dovecot.uid}
+virtual_gid_maps = static:{self.dovecot.gid}
+virtual_minimum_uid = 1
+# Nothing leaves: no DNS, and anything not for the test domains is refused.
+smtp_dns_support_level = disabled
+default_transport = error:the test instance sends nothing out
+relay_transport = error:the test instance sends nothing out
+relayhost =
+biff = no
+smtpd_banner = $myhostname ESMTP
+delay_warning_time = 0
+"""
+        )
+        started = self._postfix("start")
+        if started.returncode != 0:
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            self.stop()
+            raise RuntimeError(f"postfix did not start: {started.stdout}{started.stderr}\n{tail}")
+        wait_for_port(self.port, None, self.log)
+
+    def stop(self) -> None:
+        pid_file = self.root / "queue" / "pid" / "master.pid"
+        self._postfix("stop")
+        # The master may still be exiting, or 'stop' failed: end it by its own PID.
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text().strip())
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+
+    def delivered(self) -> list[bytes]:
+        """What arrived for ``BOUNCE_DOMAIN`` (the bounce user's INBOX)."""
+        return self.dovecot.messages(self.mailbox_user)
+
+
+@contextlib.contextmanager
+def running_postfix(dovecot: Dovecot, mailbox_user: str) -> Iterator[Postfix]:
+    """A started :class:`Postfix` delivering ``BOUNCE_DOMAIN`` into ``dovecot``'s
+    ``mailbox_user``; stopped and removed afterwards. Skips (fails under CI) when
+    Postfix is missing and cannot be installed."""
+    missing = install_packages(POSTFIX_COMMAND, POSTFIX_PACKAGES)
+    if missing is not None:
+        missing_server(f"Postfix tests skipped: {missing}")
+    root = private_folder("mailproxy-postfix-")
+    server = Postfix(root=root, dovecot=dovecot, mailbox_user=mailbox_user)
     try:
         server.start()
         yield server
