@@ -240,9 +240,7 @@ async def test_wait_returns_when_mail_arrives(harness, session):
     assert len(await session.uids()) == 1
 
 
-async def test_wait_returns_at_once_for_mail_that_came_after_the_last_listing(
-    harness, session
-):
+async def test_wait_returns_at_once_for_mail_that_came_after_the_last_listing(harness, session):
     harness.deliver(message(1))
     assert len(await session.uids()) == 1
     harness.deliver(message(2))

@@ -201,9 +201,7 @@ class ImapMailbox:
         except (EgressRefused, Unresolved) as exc:
             raise self.unavailable(str(exc)) from None
         except TimeoutError:
-            raise self.unavailable(
-                f"no connection within {self.connect_timeout_s:g} s"
-            ) from None
+            raise self.unavailable(f"no connection within {self.connect_timeout_s:g} s") from None
         except OSError as exc:
             raise self.unavailable(_described(exc)) from None
 
@@ -229,7 +227,7 @@ class ImapSession:
         self._loop = loop
         self._lost = asyncio.Event()
         self._protocol: Any = aioimaplib.IMAP4ClientProtocol(loop, self._connection_lost)
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.Transport | None = None
         self._uidvalidity = 0
         self._broken: str | None = None
         self._closed = False
@@ -314,9 +312,7 @@ class ImapSession:
         self._transport, _ = await self._run(
             "TLS handshake" if implicit else "connect", connected, mailbox.connect_timeout_s
         )
-        await self._run(
-            "greeting", self._protocol.wait("AUTH|NONAUTH"), mailbox.connect_timeout_s
-        )
+        await self._run("greeting", self._protocol.wait("AUTH|NONAUTH"), mailbox.connect_timeout_s)
         if mailbox.tls == "starttls":
             await self._start_tls()
         if self._protocol.state != aioimaplib.AUTH:
@@ -333,10 +329,12 @@ class ImapSession:
         command = aioimaplib.Command("STARTTLS", self._protocol.new_tag(), loop=self._loop)
         await self._ok("STARTTLS", self._protocol.execute(command))
         mailbox = self._mailbox
+        plain = self._transport
+        assert plain is not None
         self._transport = await self._run(
             "TLS handshake",
             self._loop.start_tls(
-                self._transport,  # type: ignore[arg-type]
+                plain,
                 self._protocol,
                 mailbox.tls_context(),
                 server_hostname=mailbox.server_name,
@@ -440,7 +438,9 @@ class ImapSession:
         target = self._mailbox.processed_folder
         if target is None:
             flags = f"({PROCESSED_KEYWORD} \\Seen)"
-            await self._ok("UID STORE", protocol.store(uid_set, "+FLAGS.SILENT", flags, by_uid=True))
+            await self._ok(
+                "UID STORE", protocol.store(uid_set, "+FLAGS.SILENT", flags, by_uid=True)
+            )
             return
         created = await self._create_processed_folder(target)
         name = mailbox_name(target)
