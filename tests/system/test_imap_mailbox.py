@@ -115,9 +115,7 @@ async def test_a_refused_login_is_unavailable_without_the_password(dovecot):
 async def test_a_certificate_from_an_unknown_ca_is_refused(dovecot, tls):
     user, password = dovecot.add_user()
     port = dovecot.imaps_port if tls == "implicit" else dovecot.imap_port
-    error = await unavailable(
-        mailbox_of(dovecot, user, password, ca_file=None, tls=tls, port=port)
-    )
+    error = await unavailable(mailbox_of(dovecot, user, password, ca_file=None, tls=tls, port=port))
     assert "certificate" in error.reason
 
 

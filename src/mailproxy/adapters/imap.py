@@ -137,15 +137,15 @@ class ImapMailbox:
             raise InvalidInput("tls", f"tls must be one of {', '.join(TLS_MODES)}")
         if processed_folder is not None and processed_folder == folder:
             raise InvalidInput("processed_folder", "processed_folder must differ from folder")
-        self._host = host
-        self._port = port
-        self._user = user
+        self.host = host
+        self.port = port
+        self.user = user
         self._password = password
-        self._tls: TlsMode = tls
-        self._folder = folder
-        self._processed_folder = processed_folder
-        self._tls_verify = tls_verify
-        self._ca_file = ca_file
+        self.tls: TlsMode = tls
+        self.folder = folder
+        self.processed_folder = processed_folder
+        self.tls_verify = tls_verify
+        self.ca_file = ca_file
         self._allow = tuple(egress_allow)
         self._resolve: Resolver = resolve if resolve is not None else ThreadedResolver()
         self._scope = scope
@@ -155,11 +155,7 @@ class ImapMailbox:
 
     @property
     def key(self) -> str:
-        return f"{self._user}@{self._host}:{self._port}/{self._folder}"
-
-    @property
-    def processed_folder(self) -> str | None:
-        return self._processed_folder
+        return f"{self.user}@{self.host}:{self.port}/{self.folder}"
 
     def unavailable(self, reason: str) -> MailboxUnavailable:
         """The error for ``reason``, the password blanked should a server echo it."""
@@ -168,8 +164,8 @@ class ImapMailbox:
         return MailboxUnavailable(self.key, reason)
 
     def tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self._ca_file)
-        if not self._tls_verify:
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if not self.tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
@@ -178,7 +174,7 @@ class ImapMailbox:
     def server_name(self) -> str:
         """The name the certificate must carry: the host as configured (an address
         literal without its brackets)."""
-        return address_literal(self._host) or self._host
+        return address_literal(self.host) or self.host
 
     async def open(self) -> ImapSession:
         sock = await self._connected_socket()
@@ -195,9 +191,9 @@ class ImapMailbox:
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 addresses = await pinned_addresses(
-                    self._host, self._port, self._allow, self._resolve, self._scope
+                    self.host, self.port, self._allow, self._resolve, self._scope
                 )
-                return await connect_first(addresses, self._port)
+                return await connect_first(addresses, self.port)
         except (EgressRefused, Unresolved) as exc:
             raise self.unavailable(str(exc)) from None
         except TimeoutError:
@@ -206,16 +202,8 @@ class ImapMailbox:
             raise self.unavailable(_described(exc)) from None
 
     @property
-    def credentials(self) -> tuple[str, str]:
-        return self._user, self._password
-
-    @property
-    def folder(self) -> str:
-        return self._folder
-
-    @property
-    def tls(self) -> TlsMode:
-        return self._tls
+    def password(self) -> str:
+        return self._password
 
 
 class ImapSession:
@@ -316,8 +304,8 @@ class ImapSession:
         if mailbox.tls == "starttls":
             await self._start_tls()
         if self._protocol.state != aioimaplib.AUTH:
-            user, password = mailbox.credentials
-            await self._ok("LOGIN", self._protocol.login(aioimaplib.quoted(user), password))
+            login = self._protocol.login(aioimaplib.quoted(mailbox.user), mailbox.password)
+            await self._ok("LOGIN", login)
         # The capabilities after login are the ones that count (RFC 3501 §6.2.3): asked
         # for rather than read from the login answer, which aioimaplib mis-splits.
         await self._run("CAPABILITY", self._protocol.capability())
