@@ -113,3 +113,25 @@ async def pinned_addresses(
             f"{', '.join(refused) or 'none'} (see security.egress_allow)"
         )
     return addresses
+
+
+async def connect_first(addresses: Sequence[str], port: int) -> socket.socket:
+    """A non-blocking socket connected to the first of ``addresses`` (checked ones, from
+    :func:`pinned_addresses`) that accepts on ``port``, each tried in turn. Raises the
+    last ``OSError`` when none does; the caller bounds the time it may take."""
+    failure: OSError | None = None
+    for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (address, port))
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise failure if failure is not None else OSError(f"no address to connect to on port {port}")

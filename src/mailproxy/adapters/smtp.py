@@ -36,6 +36,7 @@ from mailproxy.adapters.resolver import (
     EgressRefused,
     ThreadedResolver,
     Unresolved,
+    connect_first,
     pinned_addresses,
 )
 from mailproxy.domain.egress import Network, smtp_host_refusal
@@ -247,27 +248,11 @@ class SmtpTransport:
             return AccountBroken(str(exc))
         except Unresolved as exc:
             return classify(Phase.CONNECT, Failure.CONNECTION, None, str(exc))
-        failure: BaseException | None = None
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                for address in addresses:
-                    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-                    sock = socket.socket(family, socket.SOCK_STREAM)
-                    sock.setblocking(False)
-                    try:
-                        await asyncio.get_running_loop().sock_connect(sock, (address, port))
-                    except OSError as exc:
-                        sock.close()
-                        failure = exc
-                        continue
-                    except BaseException:
-                        sock.close()
-                        raise
-                    return sock
-        except TimeoutError as exc:
-            failure = exc
-        assert failure is not None
-        return _classify_exception(Phase.CONNECT, failure)
+                return await connect_first(addresses, port)
+        except (OSError, TimeoutError) as exc:
+            return _classify_exception(Phase.CONNECT, exc)
 
     async def _open(self, account: Account, progress: _Progress) -> aiosmtplib.SMTP | Outcome:
         assert account.host is not None
