@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from collections.abc import Callable
@@ -25,10 +26,12 @@ from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import Settings
 from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.errors import InvalidInput, StorageError
+from mailproxy.domain.model import BounceMailboxSpec
 from mailproxy.domain.policy import WindowLengths
 from mailproxy.domain.validation import MessageLimits
 from mailproxy.ports.attachments import AttachmentSource
 from mailproxy.ports.changes import ChangeFeed
+from mailproxy.ports.mailbox import Mailbox
 from mailproxy.ports.resolver import Resolver
 from mailproxy.ports.store import Store
 from mailproxy.service import (
@@ -148,9 +151,50 @@ def build_attachments(
     return sources, cache
 
 
+BOUNCES_EXTRA = "pip install 'mailproxy[bounces]'"
+
+
+def bounce_mailboxes_possible() -> bool:
+    """Whether the IMAP client of the ``bounces`` extra is installed."""
+    return importlib.util.find_spec("aioimaplib") is not None
+
+
+#: The operator's own mailbox (``[bounces]``) may be anywhere, loopback and private
+#: networks included: the egress rule guards against what tenants configure.
+_ANYWHERE = parse_networks("0.0.0.0/0,::/0")
+
+
+def mailbox_opener(
+    settings: Settings, resolve: Resolver
+) -> Callable[[BounceMailboxSpec, str | None], Mailbox]:
+    """How a bounce mailbox is opened: over IMAP, a tenant's behind the egress rule (as
+    its SMTP hosts), the instance's shared one (``scope`` None) with ``bounces.ca_file``."""
+    tenant_allow = parse_networks(settings.security.egress_allow)
+    options = settings.delivery
+
+    def open_mailbox(spec: BounceMailboxSpec, scope: str | None) -> Mailbox:
+        from mailproxy.adapters.imap import ImapMailbox
+
+        return ImapMailbox(
+            host=spec.host, port=spec.port, user=spec.user, password=spec.password or "",
+            tls=spec.tls, folder=spec.folder, processed_folder=spec.processed_folder,
+            ca_file=settings.bounces.ca_file if scope is None else None,
+            egress_allow=_ANYWHERE if scope is None else tenant_allow, resolve=resolve,
+            scope=scope, connect_timeout_s=options.connect_timeout_s,
+            command_timeout_s=options.command_timeout_s,
+        )  # fmt: skip
+
+    return open_mailbox
+
+
 def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy:
     """A MailProxy for ``settings``: its store, the SMTP and capture transports, the
-    report sender, the attachment sources and cache."""
+    report sender, the attachment sources and cache, and the bounce mailboxes' opener
+    (when the ``bounces`` extra is installed)."""
+    if settings.bounces.host is not None and not bounce_mailboxes_possible():
+        raise InvalidInput(
+            "bounces.host", f"a shared bounce mailbox needs the IMAP client: {BOUNCES_EXTRA}"
+        )
     store = build_store(settings)
     cipher = build_cipher(settings)
     delivery = settings.delivery
@@ -219,4 +263,6 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         worker_id=settings.worker_id,
         run_dispatcher=run_dispatcher,
         changes=store if isinstance(store, ChangeFeed) else None,
+        open_mailbox=mailbox_opener(settings, resolve) if bounce_mailboxes_possible() else None,
+        shared_mailbox=settings.bounces.mailbox(),
     )

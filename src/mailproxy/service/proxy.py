@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any, Self, Unpack
 
 from mailproxy.domain.access import ADMIN, Caller
+from mailproxy.domain.configuration import parse_account
+from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.model import (
     Account,
     BounceMailboxSpec,
@@ -279,7 +281,14 @@ class MailProxy:
     async def put_account(
         self, data: Mapping[str, Any] | Account, *, caller: Caller = ADMIN
     ) -> Account:
-        account = await self.admin.put_account(data, caller=caller)
+        account = data if isinstance(data, Account) else parse_account(data)
+        if account.bounce_mailbox is not None and self.bounce_mailboxes is None:
+            raise InvalidInput(
+                "bounce_mailbox",
+                "invalid bounce_mailbox: this instance reads no bounce mailboxes (its IMAP "
+                "client is not installed: pip install 'mailproxy[bounces]')",
+            )
+        account = await self.admin.put_account(account, caller=caller)
         if self.bounce_mailboxes is not None:
             self.bounce_mailboxes.accounts_changed()
         return account
