@@ -108,10 +108,13 @@ class BounceMailboxes:
     def watches(self) -> list[MailboxWatch]:
         return list(self._watches.values())
 
-    def start(self, correlation_key: bytes) -> None:
+    def start(self, correlation_key: bytes, *, run_loop: bool) -> None:
+        """Check tokens with ``correlation_key`` and, with ``run_loop``, start watching
+        the mailboxes (without: :meth:`run_pass` is driven by the caller)."""
         self._key = correlation_key
         self._stopping = False
-        self._loop_task = asyncio.create_task(self._follow_accounts(), name="mailproxy-bounces")
+        if run_loop:
+            self._loop_task = asyncio.create_task(self._follow_accounts(), name="mailproxy-bounces")
 
     def accounts_changed(self) -> None:
         """An account was stored or removed: look at the mailboxes again now."""

@@ -219,8 +219,8 @@ class MailProxy:
             await self.changes.watch(self.dispatcher.wake, self.report_scheduler.wake)
         key = await self.bounce_store.instance_secret("correlation", self._new_secret())
         self.dispatcher.start(run_loop=self._run_dispatcher, correlation_key=key.encode())
-        if self.bounce_mailboxes is not None and self._run_dispatcher:
-            self.bounce_mailboxes.start(key.encode())
+        if self.bounce_mailboxes is not None:
+            self.bounce_mailboxes.start(key.encode(), run_loop=self._run_dispatcher)
         self.report_scheduler.start(run_loop=self._run_reporter)
         return self
 
