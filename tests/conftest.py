@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -174,3 +175,11 @@ def transition_for(claim, outcome, *, now: float, event_id: str):
         event_id=event_id,
         pause=claim.pause,
     )
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
+    """Poll ``check`` (a read of an effect another task or process makes) until it
+    holds; TimeoutError after ``timeout_s`` (a bound on a hang, not a timing claim)."""
+    async with asyncio.timeout(timeout_s):
+        while not await check():  # noqa: ASYNC110 - the condition lives elsewhere
+            await asyncio.sleep(0.05)

@@ -5,7 +5,7 @@ at a time calls a tenant's application with its reports."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -16,7 +16,7 @@ from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.postgres import MIGRATIONS, PostgresStore
 from mailproxy.domain.egress import parse_networks
 from mailproxy.service import DeliveryOptions, MailProxy, ReportingOptions
-from tests.conftest import drop_schema, make_store, twin_of
+from tests.conftest import drop_schema, make_store, twin_of, until
 from tests.report_receiver import Reply, running_receiver
 
 pytestmark = pytest.mark.system
@@ -40,13 +40,6 @@ def service(store: PostgresStore, outbox: Path, name: str, **options) -> MailPro
         transports={"capture": CaptureTransport(outbox)},
         worker_id=name, changes=store, delivery=DeliveryOptions(lease_s=600), **options,
     )  # fmt: skip
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
-    """Poll ``check`` (a read of the other process's effect) until it holds."""
-    async with asyncio.timeout(timeout_s):
-        while not await check():  # noqa: ASYNC110 - the condition lives in the database
-            await asyncio.sleep(0.05)
 
 
 def message(n: int) -> dict[str, object]:

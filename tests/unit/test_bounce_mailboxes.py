@@ -4,7 +4,6 @@ arrive in the in-memory mailbox, and each pass applies them exactly once."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from mailproxy.domain.correlation import find_tokens, make_token, read_token
 from mailproxy.domain.egress import parse_networks
 from mailproxy.service import MailProxy
 from tests import bounce_mail
-from tests.conftest import Clock
+from tests.conftest import Clock, until
 from tests.smtp_sink import running_sink
 
 
@@ -240,12 +239,14 @@ async def test_a_broken_mailbox_stops_neither_another_nor_delivery(tmp_path, sin
             [{"id": "m1", "from": "s@example.com", "to": ["gone@example.com"], "subject": "s"}],
             tenant_id="acme",
         )
-        while not handler.received:
-            await asyncio.sleep(0.02)
+        await until(lambda: _true(handler.received), 30)
         token = handler.received[-1].mail_from.split("+", 1)[1].split("@")[0]
         mailbox(proxy).deliver(bounce_mail.dsn(token, "gone@example.com"))
-        while not (await proxy.suppressions.page("acme")).suppressions:
-            await asyncio.sleep(0.02)
+
+        async def suppressed() -> bool:
+            return bool((await proxy.suppressions.page("acme")).suppressions)
+
+        await until(suppressed, 30)
         watches = {w.key: w for w in proxy.bounce_mailboxes.watches}
         assert "login refused" in (watches["broken"].last_error or "")
         assert watches[mailbox(proxy).key].applied == 1
@@ -260,3 +261,7 @@ async def test_an_entry_recorded_for_a_purged_message_is_unmatched(proxy, sink):
     await pass_over(proxy)
     seen = await proxy.bounce_store.mailbox_seen(mailbox(proxy).key, 1, [1])
     assert seen == {1: "unmatched"}
+
+
+async def _true(value: object) -> bool:
+    return bool(value)
