@@ -166,19 +166,20 @@ _ANYWHERE = parse_networks("0.0.0.0/0,::/0")
 
 def mailbox_opener(
     settings: Settings, resolve: Resolver
-) -> Callable[[BounceMailboxSpec, str | None], Mailbox]:
+) -> Callable[[BounceMailboxSpec, str | None, str | None], Mailbox]:
     """How a bounce mailbox is opened: over IMAP, a tenant's behind the egress rule (as
-    its SMTP hosts), the instance's shared one (``scope`` None) with ``bounces.ca_file``."""
+    its SMTP hosts) and verified with its account's ``tls_ca_file``, the instance's
+    shared one (``scope`` None) with ``bounces.ca_file``."""
     tenant_allow = parse_networks(settings.security.egress_allow)
     options = settings.delivery
 
-    def open_mailbox(spec: BounceMailboxSpec, scope: str | None) -> Mailbox:
+    def open_mailbox(spec: BounceMailboxSpec, scope: str | None, ca_file: str | None) -> Mailbox:
         from mailproxy.adapters.imap import ImapMailbox
 
         return ImapMailbox(
             host=spec.host, port=spec.port, user=spec.user, password=spec.password or "",
             tls=spec.tls, folder=spec.folder, processed_folder=spec.processed_folder,
-            ca_file=settings.bounces.ca_file if scope is None else None,
+            ca_file=settings.bounces.ca_file if scope is None else ca_file,
             egress_allow=_ANYWHERE if scope is None else tenant_allow, resolve=resolve,
             scope=scope, connect_timeout_s=options.connect_timeout_s,
             command_timeout_s=options.command_timeout_s,

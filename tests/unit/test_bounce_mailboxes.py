@@ -27,7 +27,7 @@ class Mailboxes:
     def __init__(self) -> None:
         self.by_host: dict[str, MemoryMailbox] = {}
 
-    def open(self, spec, scope):
+    def open(self, spec, scope, ca_file):
         return self.by_host.setdefault(spec.host, MemoryMailbox(f"{spec.user}@{spec.host}"))
 
 

@@ -70,6 +70,8 @@ class _Source(msgspec.Struct, frozen=True):
     spec: BounceMailboxSpec
     tenant_id: str | None
     account_id: str | None
+    #: The account's ``tls_ca_file``, which verifies its IMAP server as its SMTP one.
+    ca_file: str | None = None
 
 
 class BounceMailboxes:
@@ -80,7 +82,7 @@ class BounceMailboxes:
         *,
         store: BounceStore,
         config: ConfigStore,
-        open_mailbox: Callable[[BounceMailboxSpec, str | None], Mailbox],
+        open_mailbox: Callable[[BounceMailboxSpec, str | None, str | None], Mailbox],
         shared: BounceMailboxSpec | None,
         events: DeliveryEvents | None,
         clock: Callable[[], float],
@@ -137,7 +139,9 @@ class BounceMailboxes:
         for tenant in await self._config.list_tenants():
             for account in await self._config.list_accounts(tenant.id):
                 if account.bounce_mailbox is not None:
-                    found.add(_Source(account.bounce_mailbox, tenant.id, account.id))
+                    found.add(
+                        _Source(account.bounce_mailbox, tenant.id, account.id, account.tls_ca_file)
+                    )
         return found
 
     async def _follow_accounts(self) -> None:
@@ -152,7 +156,7 @@ class BounceMailboxes:
                 self._pollers.pop(source).cancel()
                 self._watches.pop(source, None)
             for source in wanted - set(self._pollers):
-                mailbox = self._open_mailbox(source.spec, source.tenant_id)
+                mailbox = self._open_mailbox(source.spec, source.tenant_id, source.ca_file)
                 watch = MailboxWatch(
                     key=mailbox.key, tenant_id=source.tenant_id, account_id=source.account_id
                 )

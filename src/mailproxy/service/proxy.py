@@ -128,7 +128,7 @@ class MailProxy:
         random_unit: Callable[[], float] = random.random,
         new_id: Callable[[], str] | None = None,
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
-        open_mailbox: Callable[[BounceMailboxSpec, str | None], Mailbox] | None = None,
+        open_mailbox: Callable[[BounceMailboxSpec, str | None, str | None], Mailbox] | None = None,
         shared_mailbox: BounceMailboxSpec | None = None,
     ) -> None:
         self.store: MessageStore = store
