@@ -128,10 +128,10 @@ def suppressed_among(tx: Tx, tenant_id: str, addresses: Sequence[str], now: floa
 
 
 def add_suppressions(tx: Tx, entries: Sequence[Suppression], now: float) -> int:
-    changed = 0
     by_tenant: dict[str, list[Suppression]] = {}
     for entry in entries:
         by_tenant.setdefault(entry.tenant_id, []).append(entry)
+    changed: dict[tuple[str, str], Suppression] = {}
     for tenant_id, group in by_tenant.items():
         keys = list(dict.fromkeys(address_key(e.address) for e in group))
         rows = tx.all(tx.q.suppressions_of + tx.FOR_UPDATE, (tenant_id, tx.listed(keys)))
@@ -139,14 +139,13 @@ def add_suppressions(tx: Tx, entries: Sequence[Suppression], now: float) -> int:
         for entry in group:
             key = address_key(entry.address)
             kept = merged(existing.get(key), entry, now)
-            if kept == existing.get(key):
-                continue
-            existing[key] = kept
-            tx.run(
-                tx.q.put_suppression, (tenant_id, key, kept.reason, kept.expires_ts, encode(kept))
-            )
-            changed += 1
-    return changed
+            if kept != existing.get(key):
+                existing[key] = changed[(tenant_id, key)] = kept
+    tx.many(
+        tx.q.put_suppression,
+        [(t, key, s.reason, s.expires_ts, encode(s)) for (t, key), s in changed.items()],
+    )
+    return len(changed)
 
 
 def remove_suppression(tx: Tx, tenant_id: str, address: str, now: float) -> bool:
