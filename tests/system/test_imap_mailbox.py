@@ -303,3 +303,19 @@ async def test_postfix_bounces_an_unknown_user_and_the_dsn_is_read_over_imap(dov
         assert await session.uids() == []
     finally:
         await session.close()
+
+
+async def test_a_wait_cancelled_while_idling_leaves_a_working_session(dovecot):
+    user, password = dovecot.add_user()
+    session = await mailbox_of(dovecot, user, password).open()
+    try:
+        waiter = asyncio.ensure_future(session.wait(600))
+        await asyncio.sleep(0.3)
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+        dovecot.deliver(user, b"Subject: after\r\n\r\nidle\r\n")
+        [uid] = await session.uids()
+        assert await session.fetch(uid) == b"Subject: after\r\n\r\nidle\r\n"
+    finally:
+        await session.close()

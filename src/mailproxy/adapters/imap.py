@@ -238,7 +238,7 @@ class ImapSession:
     # --- running commands ------------------------------------------------------------
 
     async def _settle(self, what: str, call: Awaitable[Any], timeout_s: float) -> Any:
-        """Await ``call`` for at most ``timeout_s``: its result, or ``_settle.TIMED_OUT``.
+        """Await ``call`` for at most ``timeout_s``: its result, or ``_TIMED_OUT``.
         Ends early with :class:`MailboxUnavailable` when the connection is lost."""
         if self._broken is not None:
             if asyncio.iscoroutine(call):
@@ -476,9 +476,13 @@ class ImapSession:
                 if await self._unlisted():
                     return
             return
+        if not self._news_left():
+            await self._idle(min(timeout_s, _IDLE_LIMIT_S))
+
+    async def _idle(self, timeout_s: float) -> None:
+        """IDLE (RFC 2177) until the server announces new mail or ``timeout_s`` passed,
+        then DONE."""
         protocol = self._protocol
-        if self._news_left():
-            return
         idle = asyncio.ensure_future(protocol.idle())
         try:
             started = asyncio.ensure_future(protocol.wait_for_idle_response())
@@ -488,10 +492,10 @@ class ImapSession:
                 )
             finally:
                 started.cancel()
-            if idle.done():
-                response = idle.result()
+            if idle.done():  # answered without the continuation: refused
+                response = await self._run("IDLE", idle)
                 raise self._fail(f"IDLE refused: {_answer_text(response)}")
-            deadline = self._loop.time() + min(timeout_s, _IDLE_LIMIT_S)
+            deadline = self._loop.time() + timeout_s
             while (remaining := deadline - self._loop.time()) > 0:
                 pushed = await self._settle("IDLE", protocol.idle_queue.get(), remaining)
                 if pushed is _TIMED_OUT or _announces_news(pushed):
