@@ -60,7 +60,7 @@ _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
 _PERMANENTFLAGS = re.compile(rb"\[PERMANENTFLAGS \(([^)]*)\)\]", re.IGNORECASE)
 _READ_ONLY = re.compile(rb"\[READ-ONLY\]", re.IGNORECASE)
 _PUSHED_NEWS = re.compile(rb"^\d+ (EXISTS|RECENT)$", re.IGNORECASE)
-_LITERAL_BODY = re.compile(rb"BODY\[\] \{\d+\}$", re.IGNORECASE)
+_LITERAL_BODY = re.compile(rb"BODY\[\](<0>)? \{\d+\}$", re.IGNORECASE)
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
 _REASON_LIMIT = 200
 
@@ -132,6 +132,7 @@ class ImapMailbox:
         connect_timeout_s: float = 10.0,
         command_timeout_s: float = 30.0,
         poll_interval_s: float = 30.0,
+        max_fetch_bytes: int = 2 * 1024 * 1024,
     ) -> None:
         if tls not in TLS_MODES:
             raise InvalidInput("tls", f"tls must be one of {', '.join(TLS_MODES)}")
@@ -149,6 +150,7 @@ class ImapMailbox:
         self._allow = tuple(egress_allow)
         self._resolve: Resolver = resolve if resolve is not None else ThreadedResolver()
         self._scope = scope
+        self.max_fetch_bytes = max_fetch_bytes
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.poll_interval_s = poll_interval_s
@@ -399,9 +401,10 @@ class ImapSession:
         return any(uid >= self._unlisted_from for uid in found)
 
     async def fetch(self, uid: int) -> bytes | None:
-        response = await self._ok(
-            "UID FETCH", self._protocol.fetch(str(uid), "BODY.PEEK[]", by_uid=True)
-        )
+        # Only the first octets (RFC 3501 partial fetch): a bounce is small, the parser
+        # reads no further, and a huge message in the folder is not loaded whole.
+        part = f"BODY.PEEK[]<0.{self._mailbox.max_fetch_bytes}>"
+        response = await self._ok("UID FETCH", self._protocol.fetch(str(uid), part, by_uid=True))
         lines = response.lines
         for index, line in enumerate(lines[:-1]):
             if (

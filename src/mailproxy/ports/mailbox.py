@@ -30,7 +30,9 @@ class MailboxSession(Protocol):
         """The UIDs of the folder's messages not set aside yet, ascending."""
 
     async def fetch(self, uid: int) -> bytes | None:
-        """The message's raw bytes (without marking it read), or None when it is gone."""
+        """The message's raw bytes (without marking it read), or None when it is gone; an
+        adapter may stop after its first octets (the IMAP one after 2 MiB, as much as the
+        parser reads)."""
 
     async def set_aside(self, uids: Sequence[int]) -> None:
         """Move the messages to the processed folder (created when missing), or flag
