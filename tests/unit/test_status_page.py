@@ -9,6 +9,7 @@ import os
 import re
 import time
 from collections import Counter
+from email.message import EmailMessage
 from html.parser import HTMLParser
 
 import pytest
@@ -16,13 +17,14 @@ from litestar.testing import AsyncTestClient
 
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.memory import MemoryStore
+from mailproxy.adapters.memory_mailbox import MemoryMailbox
 from mailproxy.config import load_settings
 from mailproxy.domain.outcome import AccountBroken, Temporary
 from mailproxy.entrypoints.http import create_app
 from mailproxy.entrypoints.http.routes.status_page import COOKIE
 from mailproxy.service import MailProxy
 from mailproxy.testing import CountingStore, ScriptedTransport
-from tests.conftest import Clock
+from tests.conftest import Clock, until
 
 TOKEN = "status-page-admin-token"
 NOW = 1_800_000_030.0  # a fixed clock: every message finishes in the same minute
@@ -446,3 +448,99 @@ async def test_a_large_queue_costs_the_page_no_more_reads_and_shows_its_top_reas
         ("2 other reasons", "—", "2", "r31"),
     ]
     assert "shop: counted over its oldest 200 of 308 waiting messages." in page
+
+
+# --- suppression and bounce mailboxes ---------------------------------------------------------
+
+
+def unreadable_mail(subject: str) -> bytes:
+    note = EmailMessage()
+    note["From"] = "person@example.org"
+    note["To"] = "bounces@example.com"
+    note["Subject"] = subject
+    note.set_content("Hello?\n")
+    return note.as_bytes()
+
+
+@pytest.fixture
+async def bounces(tmp_path):
+    """A running service (its pollers live) with two tenants: acme's account watches a
+    working mailbox that holds an unreadable message, other's one that refuses logins."""
+    working = MemoryMailbox("bounces@imap.acme.example:993/INBOX")
+    working.deliver(unreadable_mail("<script>alert(1)</script> & where is my order?"))
+    refusing = MemoryMailbox("bounces@imap.other.example:993/INBOX")
+    refusing.unavailable = "login refused"
+    boxes = {"imap.acme.example": working, "imap.other.example": refusing}
+    proxy = MailProxy(
+        store=MemoryStore(), transports={"capture": CaptureTransport(tmp_path)},
+        clock=lambda: NOW, open_mailbox=lambda spec, scope, ca_file: boxes[spec.host],
+    )  # fmt: skip
+    app = create_app(proxy, load_settings(environ={"GMP_API_TOKEN": TOKEN}))
+    admin = {"X-API-Token": TOKEN}
+    async with AsyncTestClient(app) as test_client:
+        # Through the API: the app's own loop runs the pollers and hears of the accounts.
+        for tenant in ("acme", "other"):
+            assert (
+                await test_client.post("/tenant", json={"id": tenant}, headers=admin)
+            ).is_success
+            account = {
+                "id": "main", "tenant_id": tenant, "kind": "capture", "is_default": True,
+                "bounce_mailbox": {"host": f"imap.{tenant}.example", "user": "bounces"},
+            }  # fmt: skip
+            assert (await test_client.post("/account", json=account, headers=admin)).is_success
+        entries = [{"address": f"gone{n}@example.com"} for n in range(3)]
+        added = await test_client.post(
+            "/suppressions", params={"tenant_id": "acme"}, json={"entries": entries}, headers=admin
+        )
+        assert added.json()["added"] == 3
+
+        async def watched() -> bool:
+            assert proxy.bounce_mailboxes is not None
+            state = {w.tenant_id: w for w in proxy.bounce_mailboxes.watches}
+            return (
+                "acme" in state and state["acme"].unparsed == 1
+                and "other" in state and state["other"].last_error is not None
+            )  # fmt: skip
+
+        await until(watched, timeout_s=10)
+        yield test_client
+
+
+async def test_it_counts_each_tenant_s_suppressed_addresses(bounces):
+    page = await bounces.get("/ui", headers={"X-API-Token": TOKEN})
+    rows = tables(page.text)["Suppressed addresses"]
+    assert [(r["tenant"], r["addresses"]) for r in rows] == [("acme", "3"), ("other", "0")]
+
+
+async def test_it_lists_the_bounce_mailboxes_and_why_one_is_not_connected(bounces):
+    page = await bounces.get("/ui", headers={"X-API-Token": TOKEN})
+    rows = tables(page.text)["Bounce mailboxes"]
+    assert [(r["mailbox"], r["of"], r["applied"], r["unparsed"]) for r in rows] == [
+        ("bounces@imap.acme.example:993/INBOX", "acme/main", "0", "1"),
+        ("bounces@imap.other.example:993/INBOX", "other/main", "0", "0"),
+    ]
+    acme, other = rows
+    assert acme["state"] == "connected"
+    assert acme["last pass"].startswith("20")  # a local ISO time
+    assert other["state"].startswith("not connected: ")
+    assert "login refused" in other["state"]
+    assert other["last pass"] == "—"
+
+
+async def test_unreadable_bounce_messages_are_listed_with_their_summary_escaped(bounces):
+    page = await bounces.get("/ui", headers={"X-API-Token": TOKEN})
+    (row,) = tables(page.text)["Unreadable bounce messages"]
+    assert (row["mailbox"], row["of"], row["uid"]) == (
+        "bounces@imap.acme.example:993/INBOX", "acme", "1",
+    )  # fmt: skip
+    assert "<script>alert(1)</script> & where is my order?" in row["summary"]
+    assert "<script>" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; where is my order?" in page.text
+
+
+async def test_without_bounce_mailboxes_the_sections_say_so(client):
+    page = await client.get("/ui", headers={"X-API-Token": TOKEN})
+    assert "<h2>Bounce mailboxes</h2><p>none watched</p>" in page.text
+    assert "<h2>Unreadable bounce messages</h2><p>none</p>" in page.text
+    rows = tables(page.text)["Suppressed addresses"]
+    assert [(r["tenant"], r["addresses"]) for r in rows] == [("acme", "0")]

@@ -8,7 +8,7 @@ import base64
 import contextlib
 import email
 import email.policy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,29 @@ async def call(client: httpx.AsyncClient, method: str, path: str, **options: Any
     if status >= 400 or body.get("ok") is False:
         raise ApiError(str(body.get("error") or f"HTTP {status}"), status, body)
     return body
+
+
+async def download(
+    client: httpx.AsyncClient, path: str, sink: Callable[[bytes], object], **options: Any
+) -> None:
+    """GET ``path`` and hand its body to ``sink`` a chunk at a time as it arrives (an
+    export may be larger than memory); raises :class:`ApiError` as :func:`call` does,
+    before any chunk when the instance answers an error."""
+    try:
+        async with client.stream("GET", path, **options) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = {}
+                answer = body if isinstance(body, dict) else {}
+                status = response.status_code
+                raise ApiError(str(answer.get("error") or f"HTTP {status}"), status, answer)
+            async for chunk in response.aiter_bytes():
+                sink(chunk)
+    except httpx.HTTPError as exc:
+        raise ApiError(f"no answer from {client.base_url}: {exc}") from exc
 
 
 def message_from_eml(path: Path, message_id: str) -> dict[str, Any]:

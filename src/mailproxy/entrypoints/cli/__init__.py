@@ -7,8 +7,8 @@ the module of that level:
   ``mail-proxy NAME ...``, which reads the instance (and the tenant) from the first
   tokens and runs the command below with them;
 - :mod:`.instance`: ``mail-proxy NAME info | token | rotate-key | tenants ...``;
-- :mod:`.accounts` and :mod:`.tenant`: ``mail-proxy NAME TENANT accounts ... |
-  messages ... | send | run-now | suspend | activate``.
+- :mod:`.accounts`, :mod:`.tenant` and :mod:`.suppressions`: ``mail-proxy NAME TENANT
+  accounts ... | messages ... | suppressions ... | send | run-now | suspend | activate``.
 
 What they share: :mod:`.output` (the API session; lines for people, JSON for scripts;
 progress bars), :mod:`.prompts` (questions at a terminal), :mod:`.exits` (exit codes).
@@ -24,7 +24,15 @@ from __future__ import annotations
 import signal
 import sys
 
-from mailproxy.entrypoints.cli import accounts, demo, instance, instances, serve, tenant
+from mailproxy.entrypoints.cli import (
+    accounts,
+    demo,
+    instance,
+    instances,
+    serve,
+    suppressions,
+    tenant,
+)
 from mailproxy.entrypoints.cli.apps import app, instance_app, tenant_app
 from mailproxy.entrypoints.logs import configure_logging
 
@@ -32,7 +40,7 @@ __all__ = ["app", "instance_app", "main", "tenant_app"]
 
 # The command modules register on the apps when imported, in this order (help and the
 # reference page list commands in it).
-COMMAND_MODULES = (demo, serve, instances, instance, accounts, tenant)
+COMMAND_MODULES = (demo, serve, instances, instance, accounts, tenant, suppressions)
 
 
 def main() -> None:

@@ -4,7 +4,8 @@
 
     app             mail-proxy ...                  demo, serve, list, start, stop, restart
     instance_app    mail-proxy NAME ...             info, token, rotate-key, tenants ...
-    tenant_app      mail-proxy NAME TENANT ...      accounts ..., messages ..., send, run-now, ...
+    tenant_app      mail-proxy NAME TENANT ...      accounts ..., messages ..., suppressions ...,
+                                                    send, run-now, ...
 
 The modules named after each level register their commands here. The instance and the
 tenant a command works on are not command-line parameters of that command: they are
@@ -152,8 +153,12 @@ instance_app.command(tenants_app)
 tenant_app = _level_app("mail-proxy NAME TENANT", "Work on TENANT of NAME.")
 accounts_app = cyclopts.App(name="accounts", help="The tenant's SMTP accounts.")
 messages_app = cyclopts.App(name="messages", help="The tenant's messages.")
+suppressions_app = cyclopts.App(
+    name="suppressions", help="The addresses the tenant's messages are not sent to."
+)
 tenant_app.command(accounts_app)
 tenant_app.command(messages_app)
+tenant_app.command(suppressions_app)
 
 #: The instance an instance or tenant command administers (from ``mail-proxy NAME``).
 TargetInstance = Annotated[Instance, cyclopts.Parameter(parse=False)]

@@ -1,7 +1,7 @@
 """The commands of one tenant, ``mail-proxy NAME TENANT ...``: ``messages ...``,
 ``send``, ``run-now``, ``suspend`` and ``activate`` (``accounts ...`` are in
-:mod:`.accounts`). Each receives the instance as ``instance`` and the tenant id as
-``tenant_id``."""
+:mod:`.accounts`, ``suppressions ...`` in :mod:`.suppressions`). Each receives the
+instance as ``instance`` and the tenant id as ``tenant_id``."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ PriorityName = Literal["immediate", "high", "medium", "low", "0", "1", "2", "3"]
 
 #: Messages per add-messages call when sending files.
 SEND_BATCH = 100
-#: Messages per GET /messages call when listing them.
+#: Items per call of a paged listing (GET /messages, GET /suppressions).
 PAGE = 500
 
 
@@ -80,7 +80,9 @@ def messages_list(
     params = {"tenant_id": tenant_id} | present(status=status and status.value)
     wanted = None if every else limit
     with progress("reading messages", wanted, wanted=not json_output) as update:
-        found = run_api(instance, lambda client: read_pages(client, params, wanted, update))
+        found = run_api(
+            instance, lambda c: read_pages(c, "/messages", "messages", params, wanted, update)
+        )
     columns: list[Column] = [
         ("id", lambda m: m["id"]),
         ("status", lambda m: m["status"]),
@@ -101,23 +103,26 @@ def short_error(error: str) -> str:
 
 async def read_pages(
     client: httpx.AsyncClient,
+    path: str,
+    key: str,
     params: dict[str, Any],
     wanted: int | None,
     update: Callable[..., None],
 ) -> list[dict[str, Any]]:
-    """The messages GET /messages lists with ``params``, ``wanted`` at most (all for
-    None), in pages of :data:`PAGE`; ``update`` advanced after each."""
-    messages: list[dict[str, Any]] = []
+    """The items a cursor-paged listing (GET ``path``, items under ``key``, such as
+    /messages and ``messages``) gives with ``params``, ``wanted`` at most (all for None),
+    in pages of :data:`PAGE`; ``update`` advanced after each."""
+    items: list[dict[str, Any]] = []
     cursor: dict[str, str] = {}
-    while wanted is None or len(messages) < wanted:
-        size = PAGE if wanted is None else min(PAGE, wanted - len(messages))
-        page = await call(client, "GET", "/messages", params=params | cursor | {"limit": size})
-        messages += page["messages"]
-        update(advance=len(page["messages"]))
+    while wanted is None or len(items) < wanted:
+        size = PAGE if wanted is None else min(PAGE, wanted - len(items))
+        page = await call(client, "GET", path, params=params | cursor | {"limit": size})
+        items += page[key]
+        update(advance=len(page[key]))
         if not page["next_cursor"]:
             break
         cursor = {"cursor": page["next_cursor"]}
-    return messages
+    return items
 
 
 @messages_app.command(name="show")
@@ -142,9 +147,19 @@ def messages_show(
     show(found, json_output, message_lines)
 
 
+#: The reports kept with a sent message, as ``messages show`` lists them: the title and
+#: each entry's fields after its time, in order.
+REPORTS = {
+    "bounces": ("type", "status", "recipient", "diagnostic", "source"),
+    "complaints": ("feedback_type", "recipient"),
+    "delays": ("status", "recipient", "diagnostic"),
+}
+
+
 def message_lines(message: dict[str, Any]) -> list[str]:
-    """A message's fields, why it has not gone yet (while it has not), and its history."""
-    record = {k: v for k, v in message.items() if k not in ("history", "why")}
+    """A message's fields, why it has not gone yet (while it has not), its history, and
+    the bounces, complaints and delays reported of it (those there are)."""
+    record = {k: v for k, v in message.items() if k not in ("history", "why", *REPORTS)}
     if why := message.get("why"):
         rest = {k: v for k, v in why.items() if k not in ("reason", "detail")}
         record["why"] = ": ".join(filter(None, (why["reason"], why.get("detail")))) + (
@@ -156,7 +171,18 @@ def message_lines(message: dict[str, Any]) -> list[str]:
     for event in history:
         detail = f"  {event['detail']}" if event.get("detail") else ""
         lines.append(f"  {local_time(event['ts'])}  {event['event']:<{width}}{detail}".rstrip())
+    for title, columns in REPORTS.items():
+        if entries := message.get(title):
+            lines.append(f"{title}:")
+            lines += [report_line(entry, columns) for entry in entries]
     return lines
+
+
+def report_line(entry: dict[str, Any], columns: tuple[str, ...]) -> str:
+    """One bounce, complaint or delay: its time, then the ``columns`` it has, on one line
+    (a diagnostic is a remote server's text: its line breaks are folded)."""
+    cells = [" ".join(str(entry[c]).split()) for c in columns if entry.get(c) is not None]
+    return "  ".join(["", local_time(entry["ts"]), *cells])
 
 
 @tenant_app.command

@@ -1,7 +1,9 @@
 """The read-only status page at ``/ui``: queue counts by tenant and status, throughput
-of the last minutes, why waiting messages wait, paused accounts, the last failures, and
-report backlogs. Server-rendered HTML, no script; it reloads itself every 30 seconds,
-and fits a phone as well as a desk (tables scroll inside their own box).
+of the last minutes, why waiting messages wait, paused accounts, the last failures,
+report backlogs, suppressed addresses per tenant, and the bounce mailboxes with the
+latest bounce messages nobody could read. Server-rendered HTML, no script; it reloads
+itself every 30 seconds, and fits a phone as well as a desk (tables scroll inside their
+own box).
 
 Admin only: the admin token in ``X-API-Token``, or the session cookie that the
 ``/ui/login`` form sets (see :class:`~mailproxy.entrypoints.http.auth.Sessions`: signed,
@@ -12,7 +14,9 @@ not even compared.
 
 The store reads of one page follow the number of tenants and accounts, never the number
 of messages: per tenant its counts, its accounts' pauses, one page of its oldest waiting
-messages (grouped by why they wait) and one of its failures.
+messages (grouped by why they wait) and one of its failures; and, for all tenants, one
+count of suppressed addresses and one page of unreadable bounce messages (the mailboxes'
+states are in memory).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from litestar.params import Body
 from mailproxy.domain.model import AccountPause, MinuteCount, QueuedMessage, Status, Tenant
 from mailproxy.entrypoints.http.auth import Gate, client_address
 from mailproxy.service import MailProxy
+from mailproxy.service.bounces import MailboxWatch
 from mailproxy.service.queries import WAITING_STATUSES, WaitingReasons
 
 COOKIE = "gmp_session"
@@ -43,6 +48,8 @@ WAITING_SAMPLE = 200
 #: Reasons shown per tenant; the others are summed up in one row.
 TOP_REASONS = 5
 LAST_FAILURES = 10
+#: Bounce-mailbox messages nobody could read, newest first.
+LAST_UNPARSED = 20
 _OUTCOMES = (Status.SENT, Status.ERROR, Status.UNKNOWN)
 #: What a reason means when its messages share no cause to show.
 _REASON_TEXT = {
@@ -276,6 +283,47 @@ async def _reports_section(proxy: MailProxy) -> str:
     return "<h2>Delivery reports</h2>" + _table(headers, rows, "no tenant reports")
 
 
+async def _suppression_section(proxy: MailProxy, states: Sequence[_TenantState]) -> str:
+    counts = await proxy.suppressions.counts()
+    rows = [[s.tenant.id, counts.get(s.tenant.id, 0)] for s in states]
+    return "<h2>Suppressed addresses</h2>" + _table(["tenant", "addresses"], rows, "no tenants")
+
+
+def _mailbox_state(watch: MailboxWatch) -> str:
+    if watch.connected:
+        return "connected"
+    if watch.last_error is not None:
+        return f"not connected: {watch.last_error}"
+    return "connecting"
+
+
+async def _bounce_mailboxes_section(proxy: MailProxy) -> str:
+    """Each watched bounce mailbox (whose, whether it is connected or why not, its last
+    pass, what it applied and could not read), then the latest messages nobody could
+    read, left in their folder for people. Their summaries are a remote sender's text:
+    escaped like every cell."""
+    watches = [] if proxy.bounce_mailboxes is None else proxy.bounce_mailboxes.watches
+    rows = [
+        [
+            w.key,
+            "shared" if w.tenant_id is None else f"{w.tenant_id}/{w.account_id}",
+            _mailbox_state(w), _local_time(w.last_pass_ts), w.applied, w.unparsed,
+        ]
+        for w in sorted(watches, key=lambda w: (w.tenant_id or "", w.account_id or "", w.key))
+    ]  # fmt: skip
+    headers = ["mailbox", "of", "state", "last pass", "applied", "unparsed"]
+    unparsed = [
+        [r.mailbox, r.tenant_id or "shared", r.uid, r.summary, _local_time(r.seen_ts)]
+        for r in await proxy.suppressions.unparsed(None, LAST_UNPARSED)
+    ]
+    return (
+        "<h2>Bounce mailboxes</h2>"
+        + _table(headers, rows, "none watched")
+        + "<h2>Unreadable bounce messages</h2>"
+        + _table(["mailbox", "of", "uid", "summary", "seen"], unparsed, "none")
+    )
+
+
 def _heading(now: float, signed_in_by_cookie: bool) -> str:
     sign_out = (
         "<form method='post' action='/ui/logout'>"
@@ -300,6 +348,8 @@ async def _status_body(proxy: MailProxy, signed_in_by_cookie: bool) -> str:
         _paused_section(states, now),
         _failures_section(states),
         await _reports_section(proxy),
+        await _suppression_section(proxy, states),
+        await _bounce_mailboxes_section(proxy),
         await _refused_report_urls(proxy),
     ])  # fmt: skip
 
