@@ -26,11 +26,11 @@ from pathlib import Path
 
 import psycopg
 from bench.embedded import (
-    BATCH,
     LOOPBACK,
+    add_sink_tenant,
     cpu_s,
+    deliver_all,
     free_port,
-    message,
     start_sink,
 )
 
@@ -38,7 +38,6 @@ from mailproxy.adapters.postgres import PostgresStore
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.bounces import Suppression
-from mailproxy.domain.model import Status
 from mailproxy.ports.store import Store
 from mailproxy.service import MailProxy
 
@@ -67,11 +66,7 @@ async def run(n: int, suppressed: int, port: int, workdir: Path, postgres: str |
     try:
         proxy = MailProxy(store=store, transports={"smtp": SmtpTransport(egress_allow=LOOPBACK)})
         async with proxy:
-            await proxy.put_tenant({"id": "bench"})
-            await proxy.put_account(
-                {"id": "sink", "tenant_id": "bench", "host": "127.0.0.1", "port": port,
-                 "use_tls": False, "is_default": True}
-            )  # fmt: skip
+            await add_sink_tenant(proxy, port)
             now = time.time()
             for start in range(0, suppressed, LOAD_BATCH):
                 entries = [
@@ -83,11 +78,7 @@ async def run(n: int, suppressed: int, port: int, workdir: Path, postgres: str |
                 ]  # fmt: skip
                 await proxy.bounce_store.add_suppressions(entries, now)
             cpu0, t0 = cpu_s(), time.perf_counter()
-            for start in range(0, n, BATCH):
-                batch = [message(i) for i in range(start, min(n, start + BATCH))]
-                await proxy.submit(batch, tenant_id="bench")
-            while (await proxy.counts("bench")).get(Status.SENT, 0) < n:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+            await deliver_all(proxy, n)
             t1, cpu1 = time.perf_counter(), cpu_s()
     finally:
         drop(postgres, database)

@@ -25,6 +25,7 @@ from mailproxy.domain.egress import parse_networks
 from mailproxy.service import MailProxy
 from tests.conftest import Clock, fresh_postgres_database
 from tests.file_server import FileServer, running_file_server
+from tests.mailservers import Dovecot, Postfix, running_dovecot, running_postfix
 from tests.smtp_sink import SinkHandler, running_sink
 
 
@@ -172,3 +173,19 @@ def attachment_service(tmp_path: Path, docs: Path, *, fetch_timeout_s: float) ->
         attachment_cache=TwoTierCache(disk_dir=tmp_path / "cache"),
         clock=Clock(), random_unit=lambda: 0.5, run_dispatcher=False,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[Dovecot]:
+    """A private Dovecot for the module, with spare users (:meth:`Dovecot.add_user`)."""
+    with running_dovecot({}, spares=32) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def postfix(dovecot: Dovecot) -> Iterator[Postfix]:
+    """A private Postfix that bounces unknown users of ``LOCAL_DOMAIN`` and delivers every
+    address of ``BOUNCE_DOMAIN`` into a mailbox of ``dovecot``."""
+    user, _ = dovecot.add_user()
+    with running_postfix(dovecot, user) as server:
+        yield server

@@ -19,8 +19,6 @@ from tests.mailservers import (
     LOCAL_DOMAIN,
     Dovecot,
     Postfix,
-    running_dovecot,
-    running_postfix,
 )
 from tests.report_receiver import Receiver, running_receiver
 from tests.system.conftest import TOKEN, start_server
@@ -33,19 +31,6 @@ POLL_S = 5.0
 #: against a hang, not a measurement.
 DSN_WITHIN_S = 60.0
 DEAD = f"nosuchuser@{LOCAL_DOMAIN}"
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    with running_dovecot({}, spares=2) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def postfix(dovecot: Dovecot) -> Iterator[Postfix]:
-    user, _ = dovecot.add_user()
-    with running_postfix(dovecot, user) as server:
-        yield server
 
 
 @pytest.fixture

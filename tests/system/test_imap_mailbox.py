@@ -14,7 +14,7 @@ import contextlib
 import email
 import email.policy
 import smtplib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -28,8 +28,6 @@ from tests.mailservers import (
     LOCAL_DOMAIN,
     Dovecot,
     Postfix,
-    running_dovecot,
-    running_postfix,
 )
 from tests.smtp_sink import free_port
 from tests.tcp_peers import line_server
@@ -39,19 +37,6 @@ pytestmark = pytest.mark.system
 LOOPBACK = parse_networks("127.0.0.0/8")
 #: A bound for a broken build (a DSN that never comes), not a measurement.
 DSN_WITHIN_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    with running_dovecot({}, spares=32) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def postfix(dovecot: Dovecot) -> Iterator[Postfix]:
-    user, _ = dovecot.add_user()
-    with running_postfix(dovecot, user) as server:
-        yield server
 
 
 class Names:
