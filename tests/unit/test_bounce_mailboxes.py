@@ -15,6 +15,7 @@ from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.correlation import find_tokens, make_token, read_token
 from mailproxy.domain.egress import parse_networks
+from mailproxy.domain.errors import InvalidInput
 from mailproxy.service import MailProxy
 from tests import bounce_mail
 from tests.conftest import Clock, until
@@ -265,3 +266,12 @@ async def test_an_entry_recorded_for_a_purged_message_is_unmatched(proxy, sink):
 
 async def _true(value: object) -> bool:
     return bool(value)
+
+
+async def test_a_bounce_mailbox_on_a_forbidden_address_is_refused_when_stored(proxy):
+    account = {
+        "id": "inside", "tenant_id": "acme", "host": "127.0.0.1", "port": 25,
+        "bounce_mailbox": {"host": "10.1.2.3", "user": "u"},
+    }  # fmt: skip
+    with pytest.raises(InvalidInput, match=r"bounce_mailbox\.host"):
+        await proxy.put_account(account)

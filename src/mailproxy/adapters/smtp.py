@@ -161,8 +161,12 @@ class SmtpTransport:
         return pool
 
     def check(self, account: Account) -> None:
-        """Refuse, without I/O, an account whose host is an address the egress rule
-        forbids (names are checked when they are resolved, at each connection)."""
+        """Refuse, without I/O, an account whose host, or its bounce mailbox's host, is an
+        address the egress rule forbids (names are checked when they are resolved, at
+        each connection)."""
+        mailbox = account.bounce_mailbox
+        if mailbox is not None and (refusal := smtp_host_refusal(mailbox.host, self._allow)):
+            raise InvalidInput("bounce_mailbox.host", f"invalid bounce_mailbox.host: {refusal}")
         if account.kind != "smtp" or not account.host:
             return
         if refusal := smtp_host_refusal(account.host, self._allow):
