@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from mailproxy.adapters.memory_mailbox import MemoryMailbox
@@ -275,3 +276,17 @@ async def test_a_bounce_mailbox_on_a_forbidden_address_is_refused_when_stored(pr
     }  # fmt: skip
     with pytest.raises(InvalidInput, match=r"bounce_mailbox\.host"):
         await proxy.put_account(account)
+
+
+async def test_a_bounce_entry_says_null_where_the_report_gave_nothing(proxy, sink):
+    token = await send(proxy, sink, "m1", "gone@example.com")
+    mailbox(proxy).deliver(
+        bounce_mail.dsn(token, "gone@example.com", status="5.0.0", diagnostic="")
+    )
+    await pass_over(proxy)
+    stored = {r.event.event: r.event for r in await proxy.outbox.pending_reports("acme", 10)}
+    bounced = msgspec.json.decode(msgspec.json.encode(stored["bounced"]))
+    assert bounced["diagnostic"] is None
+    sent = msgspec.json.decode(msgspec.json.encode(stored["sent"]))
+    assert "status" not in sent
+    assert "recipient" not in sent

@@ -284,14 +284,16 @@ class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     metadata: dict[str, Any] | None = None
     possible_duplicate: bool = False
     refused_recipients: tuple[RefusedRecipient, ...] | None = None
-    # bounced / complained / delayed (HTTP API, "Bounces, complaints and suppression")
+    # bounced / complained / delayed (HTTP API, "Bounces, complaints and suppression"):
+    # the API shows ``recipient``, ``status`` and ``diagnostic`` as null when a report
+    # gives none, so they are left out only when unset (the other events).
     bounced_ts: int | None = None
     complained_ts: int | None = None
     delayed_ts: int | None = None
-    recipient: str | None = None
+    recipient: str | None | msgspec.UnsetType = msgspec.UNSET
     bounce_type: BounceType | None = None
-    status: str | None = None
-    diagnostic: str | None = None
+    status: str | None | msgspec.UnsetType = msgspec.UNSET
+    diagnostic: str | None | msgspec.UnsetType = msgspec.UNSET
     source: BounceSource | None = None
     feedback_type: str | None = None
 
