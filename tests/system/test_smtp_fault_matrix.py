@@ -40,6 +40,8 @@ class Fault:
     account: dict[str, Any] = field(default_factory=dict)
     #: After the fault is cleared and time has passed: sent on the next attempt.
     recovers: bool = True
+    #: The recipients a "no such user" refusal proves dead (each a ``bounced`` entry).
+    bounced: tuple[str, ...] = ()
 
 
 def reply(command: str, line: str) -> Callable[[SinkHandler], None]:
@@ -65,7 +67,12 @@ MATRIX = {
     ),
     "4xx at RCPT": Fault(reply("RCPT", "450 4.2.1 mailbox busy"), "deferred", "deferred", 450),
     "5xx at RCPT": Fault(
-        reply("RCPT", "550 5.1.1 no such user"), "error", "error", 550, recovers=False
+        reply("RCPT", "550 5.1.1 no such user"),
+        "error",
+        "error",
+        550,
+        recovers=False,
+        bounced=tuple(RECIPIENTS),
     ),
     "4xx at DATA": Fault(reply("DATA", "451 4.3.0 local error"), "deferred", "deferred", 451),
     "5xx at DATA": Fault(
@@ -78,6 +85,7 @@ MATRIX = {
         250,
         at_sink=1,
         recovers=False,
+        bounced=("b@example.com",),
     ),
     "disconnect before the final dot": Fault(
         lambda handler: setattr(handler, "drop_at", "RCPT"), "deferred", "deferred"
@@ -171,6 +179,11 @@ async def test_each_smtp_fault_ends_as_the_rules_say(tmp_path, receiver, name):
         copies = len(handler.received)
 
     assert (first["status"], first["attempts"]) == (fault.status, fault.attempts)
+    # A "5.1.1 no such user" refusal is also a hard bounce of that recipient.
+    bounced = [e["recipient"] for e in first_entries if e["event"] == "bounced"]
+    assert bounced == list(fault.bounced)
+    first_entries = [e for e in first_entries if e["event"] != "bounced"]
+    entries = [e for e in entries if e["event"] != "bounced"]
     (entry,) = first_entries
     assert entry["event"] == fault.event
     assert entry.get("smtp_code") == fault.smtp_code
