@@ -38,16 +38,21 @@ def dsn(
     action: str = "failed",
     status: str = "5.1.1",
     diagnostic: str = "smtp; 550 5.1.1 user unknown",
+    groups: int = 1,
 ) -> bytes:
-    """A DSN for ``recipient`` sent to the VERP address of ``token``."""
+    """A DSN for ``recipient`` sent to the VERP address of ``token`` (with ``groups``
+    identical recipient groups)."""
     report = _report("delivery-status", token, "Undelivered Mail Returned to Sender")
     report.attach(MIMEText(f"Delivery to {recipient} {action}.\n"))
     report.attach(
         _status_part(
             "message/delivery-status",
-            f"Reporting-MTA: dns; mx.example.org\n\n"
-            f"Final-Recipient: rfc822; {recipient}\nAction: {action}\nStatus: {status}\n"
-            f"Diagnostic-Code: {diagnostic}",
+            "Reporting-MTA: dns; mx.example.org"
+            + (
+                f"\n\nFinal-Recipient: rfc822; {recipient}\nAction: {action}\n"
+                f"Status: {status}\nDiagnostic-Code: {diagnostic}"
+            )
+            * groups,
         )
     )
     headers = MIMEText("", "rfc822-headers")

@@ -290,3 +290,49 @@ async def test_a_bounce_entry_says_null_where_the_report_gave_nothing(proxy, sin
     sent = msgspec.json.decode(msgspec.json.encode(stored["sent"]))
     assert "status" not in sent
     assert "recipient" not in sent
+
+
+async def test_a_bounce_naming_addresses_the_message_never_went_to_changes_nothing(proxy, sink):
+    token = await send(proxy, sink, "m1", "alice@example.com", "bob@example.com")
+    forged = bounce_mail.dsn(token, "victim@partner.example")
+    mailbox(proxy).deliver(forged)
+    await pass_over(proxy)
+    assert [e.event for e in await reports(proxy)] == ["sent"]
+    assert (await proxy.suppressions.page("acme")).suppressions == []
+    assert await proxy.bounce_store.mailbox_seen(mailbox(proxy).key, 1, [1]) == {1: "unmatched"}
+
+
+async def test_a_recipient_token_speaks_only_for_its_recipient(proxy, sink):
+    token = await send(proxy, sink, "m1", "alice@example.com")
+    await send(proxy, sink, "m2", "bob@example.com")
+    mailbox(proxy).deliver(bounce_mail.dsn(token, "bob@example.com"))  # m1's token, m2's address
+    await pass_over(proxy)
+    assert (await proxy.suppressions.page("acme")).suppressions == []
+
+
+async def test_a_policy_refusal_in_a_dsn_is_reported_hard_but_only_counted(proxy, sink):
+    for n in (1, 2):
+        token = await send(proxy, sink, f"m{n}", "picky@example.com")
+        spam = bounce_mail.dsn(
+            token, "picky@example.com", status="5.7.1", diagnostic="smtp; 550 5.7.1 spam"
+        )
+        mailbox(proxy).deliver(spam)
+        await pass_over(proxy)
+        bounced = [e for e in await reports(proxy) if e.event == "bounced"]
+        assert [e.bounce_type for e in bounced] == ["hard"] * n
+        suppressed = (await proxy.suppressions.page("acme")).suppressions
+        # The tenant's limit is 2 messages: the second one suppresses, for a while.
+        assert [s.reason for s in suppressed] == ([] if n == 1 else ["soft_bounce"])
+        assert all(s.expires_ts is not None for s in suppressed)
+
+
+async def test_repeated_groups_and_repeated_reports_of_one_message_count_once(proxy, sink):
+    token = await send(proxy, sink, "m1", "full@example.com")
+    soft = bounce_mail.dsn(token, "full@example.com", status="4.2.2", diagnostic="smtp; 452 full")
+    twice = bounce_mail.dsn(
+        token, "full@example.com", status="4.2.2", diagnostic="smtp; 452 full", groups=2
+    )
+    mailbox(proxy).deliver(twice)
+    mailbox(proxy).deliver(soft)
+    await pass_over(proxy)
+    assert (await proxy.suppressions.page("acme")).suppressions == []  # limit 2, one message

@@ -102,7 +102,7 @@ CORPUS = {
         "dsn",
         [
             hard(
-                "alice@example.org",
+                "Alice@Example.org",  # the original recipient, as the sender wrote it
                 "5.2.2",
                 "552 5.2.2 <alice@example.org>: Mailbox full, quota exceeded",
             ),

@@ -16,6 +16,7 @@ from mailproxy.domain.bounces import (
     SuppressionSettings,
     UnparsedReport,
     address_key,
+    counts_toward_rule,
     is_active,
     merged,
     suppressions_for,
@@ -93,18 +94,17 @@ class MemoryBounces(MemoryRecords):
         settings = settings or SuppressionSettings()
         self._bounce_records.setdefault(pk, []).extend(records)
         since = now - settings.soft_bounce_window_s
-        counts: dict[str, int] = {}
+        messages_at: dict[str, set[int]] = {}
         for message_pk, kept in self._bounce_records.items():
             message = self._messages.get(message_pk)
             if message is None or message.tenant_id != tenant_id:
                 continue
             for r in kept:
-                if r.kind == "bounce" and r.type == "soft" and r.recipient and r.ts > since:
-                    key = address_key(r.recipient)
-                    counts[key] = counts.get(key, 0) + 1
+                if counts_toward_rule(r) and r.ts > since and r.recipient:
+                    messages_at.setdefault(address_key(r.recipient), set()).add(message_pk)
         entries = suppressions_for(
             records, tenant_id=tenant_id, message_id=message_id, settings=settings,
-            soft_bounces=counts, now=now,
+            counted={key: len(pks) for key, pks in messages_at.items()}, now=now,
         )  # fmt: skip
         self._merge_suppressions(entries, now)
 

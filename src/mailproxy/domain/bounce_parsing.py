@@ -224,9 +224,11 @@ def _dsn(subject: str, status: Message, found: list[str], message_id: str | None
 
 
 def _recipient(fields: Fields) -> str | None:
-    """``Final-Recipient`` (else ``Original-Recipient``) without its address type:
-    ``rfc822; jane@example.com`` → ``jane@example.com``."""
-    for name in ("Final-Recipient", "Original-Recipient"):
+    """``Original-Recipient`` (else ``Final-Recipient``) without its address type:
+    ``rfc822; jane@example.com`` → ``jane@example.com``. The original comes first: it is
+    the address the message was sent to, where the final one may be where an alias or
+    a forward led (RFC 3464 §2.3.1, §2.3.2)."""
+    for name in ("Original-Recipient", "Final-Recipient"):
         value = _field(fields, name)
         address = value.split(";", 1)[1] if ";" in value else value
         address = address.strip().strip("<>").strip()

@@ -3,12 +3,14 @@ refusal) tells about a sent message, and what they do to the tenant's suppressio
 
 Rules (HTTP API, "Bounces, complaints and suppression"):
 
-- a hard bounce (``5.x.x``, a detector's permanent failure, a ``5.1.x`` / plain ``550``
+- a hard bounce that proves the address dead (:func:`proves_dead`: ``5.1.1`` and its
+  kin, no status at all, a detector's permanent failure, a ``5.1.x`` / plain ``550``
   refusal at RCPT) suppresses the recipient (``hard_bounce``, no expiry);
 - a complaint (ARF) suppresses the recipient (``complaint``, no expiry);
-- a soft bounce (``4.x.x``) counts; the ``soft_bounce_limit``-th soft bounce of an
-  address within ``soft_bounce_window_s`` suppresses it for ``soft_bounce_suppress_s``
-  (``soft_bounce``);
+- every other bounce counts (:func:`counts_toward_rule`: ``4.x.x``, and a hard bounce
+  for a reason of the message such as ``5.7.1`` policy or ``5.2.2`` mailbox full); when
+  the ``soft_bounce_limit``-th message within ``soft_bounce_window_s`` bounced at an
+  address this way, it is suppressed for ``soft_bounce_suppress_s`` (``soft_bounce``);
 - a delay (DSN ``Action: delayed``) is reported and never counts;
 - manual entries (``manual``) carry an optional expiry.
 
@@ -161,32 +163,56 @@ def merged(existing: Suppression | None, new: Suppression, now: float) -> Suppre
     return msgspec.structs.replace(existing, expires_ts=later)
 
 
+def proves_dead(record: BounceRecord) -> bool:
+    """A hard bounce that says the address itself does not work: an enhanced status of
+    :data:`ADDRESS_DEAD` (``5.1.1`` …), or none at all (a DSN without a status, a
+    detector's permanent failure). A hard bounce with another status (``5.7.1`` policy,
+    ``5.2.2`` mailbox full, ``5.3.4`` too big) failed this message, not the address."""
+    return (
+        record.kind == "bounce"
+        and record.type == "hard"
+        and (record.status is None or record.status in ADDRESS_DEAD)
+    )
+
+
+def counts_toward_rule(record: BounceRecord) -> bool:
+    """A bounce that the soft-bounce rule counts: every bounce that does not prove the
+    address dead (soft ones, and hard ones with a status of another kind)."""
+    return record.kind == "bounce" and bool(record.recipient) and not proves_dead(record)
+
+
 def suppression_after(
+    record: BounceRecord,
     *,
     tenant_id: str,
-    recipient: str,
-    kind: Literal["bounce", "complaint"],
-    bounce_type: BounceType | None,
     message_id: str | None,
-    detail: str | None,
-    soft_bounces_in_window: int,
+    counted_in_window: int,
     settings: SuppressionSettings,
     now: float,
 ) -> Suppression | None:
-    """The suppression a bounce or complaint of ``recipient`` brings, or None.
+    """The suppression ``record`` (a bounce or complaint of one of the tenant's messages)
+    brings, or None.
 
-    ``soft_bounces_in_window`` counts the address's soft bounces in the tenant within
-    ``settings.soft_bounce_window_s`` before ``now``, this one included.
+    ``counted_in_window`` is how many of the tenant's messages bounced at the address in
+    ``settings.soft_bounce_window_s`` before ``now`` with a bounce that
+    :func:`counts_toward_rule`, this one's message included.
     """
+    if record.kind == "delay" or not record.recipient:
+        return None
+    detail = (
+        f"feedback: {record.feedback_type}"
+        if record.kind == "complaint"
+        else record.diagnostic or record.status
+    )
     common = {
-        "tenant_id": tenant_id, "address": recipient, "created_ts": now,
+        "tenant_id": tenant_id, "address": record.recipient, "created_ts": now,
         "source_message_id": message_id, "detail": detail,
     }  # fmt: skip
-    if kind == "complaint":
+    if record.kind == "complaint":
         return Suppression(reason="complaint", **common)  # type: ignore[arg-type]
-    if bounce_type == "hard":
+    if proves_dead(record):
         return Suppression(reason="hard_bounce", **common)  # type: ignore[arg-type]
-    if settings.soft_bounce_limit > 0 and soft_bounces_in_window >= settings.soft_bounce_limit:
+    if 0 < settings.soft_bounce_limit <= counted_in_window:
         expires = now + settings.soft_bounce_suppress_s
         return Suppression(reason="soft_bounce", expires_ts=expires, **common)  # type: ignore[arg-type]
     return None
@@ -209,19 +235,19 @@ def enhanced_status(text: str) -> str | None:
 #: Enhanced codes that say the address itself does not work (RFC 3463 §3.2): bad
 #: mailbox (5.1.1), bad system / domain (5.1.2), bad syntax (5.1.3), moved (5.1.6),
 #: null MX (5.1.10, RFC 7505).
-_ADDRESS_DEAD = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"})
+ADDRESS_DEAD = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"})
 
 
 def refusal_bounce(recipient: str, code: int, text: str) -> BounceFact | None:
     """The hard bounce an SMTP refusal of ``recipient`` amounts to, or None.
 
-    Counts as one: an enhanced status of :data:`_ADDRESS_DEAD`, or a plain ``550`` /
+    Counts as one: an enhanced status of :data:`ADDRESS_DEAD`, or a plain ``550`` /
     ``551`` / ``553`` with no enhanced code (the classic "no such user"). A 5xx with any
     other enhanced code (``5.7.1`` policy, ``5.2.2`` mailbox full, ``5.3.4`` too big)
     is a failure of this message, not proof that the address is dead.
     """
     status = enhanced_status(text)
-    dead = status in _ADDRESS_DEAD if status is not None else code in (550, 551, 553)
+    dead = status in ADDRESS_DEAD if status is not None else code in (550, 551, 553)
     if not dead:
         return None
     return BounceFact(
@@ -279,32 +305,19 @@ def suppressions_for(
     tenant_id: str,
     message_id: str | None,
     settings: SuppressionSettings,
-    soft_bounces: Mapping[str, int],
+    counted: Mapping[str, int],
     now: float,
 ) -> list[Suppression]:
     """The suppressions ``records`` of one message bring (:func:`suppression_after` per
-    record); ``soft_bounces`` counts each address's soft bounces within the window, by
-    :func:`address_key`, ``records`` included. A store merges them into the list."""
+    record); ``counted`` holds each address's count for the rule, by :func:`address_key`,
+    this message included. A store merges them into the list."""
     found = []
     for record in records:
-        if record.kind == "delay" or not record.recipient:
-            continue
-        detail = (
-            f"feedback: {record.feedback_type}"
-            if record.kind == "complaint"
-            else record.diagnostic or record.status
-        )
+        key = address_key(record.recipient) if record.recipient else ""
         entry = suppression_after(
-            tenant_id=tenant_id,
-            recipient=record.recipient,
-            kind=record.kind,
-            bounce_type=record.type,
-            message_id=message_id,
-            detail=detail,
-            soft_bounces_in_window=soft_bounces.get(address_key(record.recipient), 0),
-            settings=settings,
-            now=now,
-        )
+            record, tenant_id=tenant_id, message_id=message_id,
+            counted_in_window=counted.get(key, 0), settings=settings, now=now,
+        )  # fmt: skip
         if entry is not None:
             found.append(entry)
     return found

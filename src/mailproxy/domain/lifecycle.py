@@ -177,12 +177,23 @@ def _with_refusal_bounces(
     return msgspec.structs.replace(transition, events=transition.events + events, bounces=records)
 
 
+#: A diagnostic is the remote server's text: kept to one line of this many characters.
+MAX_DIAGNOSTIC_CHARS = 500
+
+
+def _one_line(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return " ".join(text.split())[:MAX_DIAGNOSTIC_CHARS] or None
+
+
 def bounce_record(fact: BounceFact | ComplaintFact | DelayFact, now: float) -> BounceRecord:
-    """The record a message keeps of a bounce, complaint or delay that came at ``now``."""
+    """The record a message keeps of a bounce, complaint or delay that came at ``now``
+    (a diagnostic as one line of at most :data:`MAX_DIAGNOSTIC_CHARS`)."""
     if isinstance(fact, BounceFact):
         return BounceRecord(
             kind="bounce", recipient=fact.recipient, ts=now, type=fact.type,
-            status=fact.status, diagnostic=fact.diagnostic, source=fact.source,
+            status=fact.status, diagnostic=_one_line(fact.diagnostic), source=fact.source,
         )  # fmt: skip
     if isinstance(fact, ComplaintFact):
         return BounceRecord(
@@ -190,7 +201,7 @@ def bounce_record(fact: BounceFact | ComplaintFact | DelayFact, now: float) -> B
         )
     return BounceRecord(
         kind="delay", recipient=fact.recipient, ts=now, status=fact.status,
-        diagnostic=fact.diagnostic,
+        diagnostic=_one_line(fact.diagnostic),
     )  # fmt: skip
 
 

@@ -290,10 +290,10 @@ class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     bounced_ts: int | None = None
     complained_ts: int | None = None
     delayed_ts: int | None = None
-    recipient: str | None | msgspec.UnsetType = msgspec.UNSET
+    recipient: str | msgspec.UnsetType | None = msgspec.UNSET
     bounce_type: BounceType | None = None
-    status: str | None | msgspec.UnsetType = msgspec.UNSET
-    diagnostic: str | None | msgspec.UnsetType = msgspec.UNSET
+    status: str | msgspec.UnsetType | None = msgspec.UNSET
+    diagnostic: str | msgspec.UnsetType | None = msgspec.UNSET
     source: BounceSource | None = None
     feedback_type: str | None = None
 

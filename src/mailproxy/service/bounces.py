@@ -31,6 +31,7 @@ from mailproxy.domain.bounces import (
     DelayFact,
     MailboxEntry,
     SuppressionSettings,
+    address_key,
 )
 from mailproxy.domain.correlation import read_token, token_matches
 from mailproxy.domain.errors import MailProxyError
@@ -250,7 +251,8 @@ class BounceMailboxes:
     async def _entry(
         self, mailbox: str, uidvalidity: int, uid: int, raw: bytes, owner: str | None
     ) -> MailboxEntry:
-        report = parse_report(raw)
+        # Off the event loop: a hostile message may take a second to read.
+        report = await asyncio.to_thread(parse_report, raw)
         base = MailboxEntry(
             mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, outcome="unparsed",
             summary=report.summary, mailbox_tenant_id=owner,
@@ -267,8 +269,24 @@ class BounceMailboxes:
             return msgspec.structs.replace(base, outcome="unmatched")
         message, slot = found
         now = self._clock()
-        only = _only_recipient(message) if slot == 1 else None
-        records = tuple(bounce_record(_named(fact, only), now) for fact in facts)
+        envelope = _envelope_keys(message)
+        only = next(iter(envelope.values())) if slot == 1 and len(envelope) == 1 else None
+        # Only what concerns the message's own recipients (the one of a recipient token),
+        # once each: anyone who received the message could send a "bounce" naming other
+        # addresses, or the same one many times.
+        kept: dict[tuple[type, str | None], BounceFact | ComplaintFact | DelayFact] = {}
+        for fact in (_named(fact, only) for fact in facts):
+            key = address_key(fact.recipient) if fact.recipient else None
+            if key is None and not isinstance(fact, ComplaintFact):
+                continue
+            if key is not None and (
+                key not in envelope or (only is not None and key != address_key(only))
+            ):
+                continue
+            kept.setdefault((type(fact), key), fact)
+        if not kept:
+            return msgspec.structs.replace(base, outcome="unmatched")
+        records = tuple(bounce_record(fact, now) for fact in kept.values())
         events = tuple(bounce_event(message, record, self._new_id()) for record in records)
         tenant = await self._config.get_tenant(message.tenant_id)
         settings = (tenant.suppression if tenant else None) or SuppressionSettings()
@@ -294,10 +312,11 @@ class BounceMailboxes:
         return None
 
 
-def _only_recipient(message: QueuedMessage) -> str | None:
+def _envelope_keys(message: QueuedMessage) -> dict[str, str]:
+    """The message's envelope recipients, by :func:`address_key`."""
     spec = message.spec
-    recipients = {envelope_address(address_of(r)) for r in (*spec.to, *spec.cc, *spec.bcc)}
-    return next(iter(recipients)) if len(recipients) == 1 else None
+    addresses = (envelope_address(address_of(r)) for r in (*spec.to, *spec.cc, *spec.bcc))
+    return {address_key(a): a for a in addresses}
 
 
 def _named(

@@ -19,6 +19,7 @@ from mailproxy.domain.bounces import (
     SuppressionSettings,
     UnparsedReport,
     address_key,
+    counts_toward_rule,
     merged,
     suppressions_for,
 )
@@ -92,20 +93,20 @@ def keep_records(
         [
             (
                 pk, tenant_id, address_key(r.recipient) if r.recipient else None, r.kind,
-                r.type, r.ts, encode(r),
+                int(counts_toward_rule(r)), r.ts, encode(r),
             )
             for r in records
         ],
     )  # fmt: skip
-    soft = [address_key(r.recipient) for r in records if r.type == "soft" and r.recipient]
-    counts: dict[str, int] = {}
-    if soft:
+    keys = [address_key(r.recipient) for r in records if r.recipient and counts_toward_rule(r)]
+    counted: dict[str, int] = {}
+    if keys:
         since = now - settings.soft_bounce_window_s
-        rows = tx.all(tx.q.soft_bounces, (tenant_id, since, tx.listed(dict.fromkeys(soft))))
-        counts = {row[0]: int(row[1]) for row in rows}
+        rows = tx.all(tx.q.counted_bounces, (tenant_id, since, tx.listed(dict.fromkeys(keys))))
+        counted = {row[0]: int(row[1]) for row in rows}
     entries = suppressions_for(
         records, tenant_id=tenant_id, message_id=message_id, settings=settings,
-        soft_bounces=counts, now=now,
+        counted=counted, now=now,
     )  # fmt: skip
     add_suppressions(tx, entries, now)
 

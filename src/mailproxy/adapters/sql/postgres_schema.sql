@@ -127,11 +127,11 @@ CREATE INDEX messages_owned ON messages (lease_owner) WHERE status = 'sending';
 -- (the key of the correlation tokens).
 CREATE TABLE bounce_records (
     pk bigserial PRIMARY KEY, message_pk bigint NOT NULL, tenant_id text NOT NULL,
-    address_key text, kind text NOT NULL, type text, ts double precision NOT NULL,
-    data bytea NOT NULL);
+    address_key text, kind text NOT NULL, counted integer NOT NULL,
+    ts double precision NOT NULL, data bytea NOT NULL);
 CREATE INDEX bounce_records_message ON bounce_records (message_pk);
-CREATE INDEX bounce_records_soft ON bounce_records (tenant_id, address_key, ts)
-    WHERE kind = 'bounce' AND type = 'soft';
+CREATE INDEX bounce_records_counted ON bounce_records (tenant_id, address_key, ts)
+    WHERE counted = 1;
 CREATE TABLE suppressions (
     tenant_id text NOT NULL, address_key text NOT NULL, reason text NOT NULL,
     expires_ts double precision, data bytea NOT NULL, PRIMARY KEY (tenant_id, address_key));

@@ -333,14 +333,14 @@ SELECT mailbox, uid, summary, seen_ts, tenant_id FROM mailbox_entries
 WHERE outcome = 'unparsed' AND (tenant_id = ? OR ? = '') ORDER BY seen_ts DESC LIMIT ?
 
 -- name: add_bounce_record
-INSERT INTO bounce_records (message_pk, tenant_id, address_key, kind, type, ts, data)
+INSERT INTO bounce_records (message_pk, tenant_id, address_key, kind, counted, ts, data)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 
--- name: soft_bounces
--- The soft bounces of each listed address within the window (the soft-bounce rule of
--- domain.bounces.suppression_after).
-SELECT address_key, COUNT(*) FROM bounce_records
-WHERE tenant_id = ? AND kind = 'bounce' AND type = 'soft' AND ts > ? AND address_key {in_list}
+-- name: counted_bounces
+-- Per listed address, the messages that bounced there within the window with a bounce
+-- the soft-bounce rule counts (domain.bounces.counts_toward_rule, suppression_after).
+SELECT address_key, COUNT(DISTINCT message_pk) FROM bounce_records
+WHERE tenant_id = ? AND counted = 1 AND ts > ? AND address_key {in_list}
 GROUP BY address_key
 
 -- name: suppressions_of

@@ -128,10 +128,11 @@ CREATE INDEX reports_message ON reports(message_pk);
 -- (the key of the correlation tokens).
 CREATE TABLE bounce_records (
     pk INTEGER PRIMARY KEY, message_pk INTEGER NOT NULL, tenant_id TEXT NOT NULL,
-    address_key TEXT, kind TEXT NOT NULL, type TEXT, ts REAL NOT NULL, data BLOB NOT NULL);
+    address_key TEXT, kind TEXT NOT NULL, counted INTEGER NOT NULL, ts REAL NOT NULL,
+    data BLOB NOT NULL);
 CREATE INDEX bounce_records_message ON bounce_records(message_pk);
-CREATE INDEX bounce_records_soft ON bounce_records(tenant_id, address_key, ts)
-    WHERE kind = 'bounce' AND type = 'soft';
+CREATE INDEX bounce_records_counted ON bounce_records(tenant_id, address_key, ts)
+    WHERE counted = 1;
 CREATE TABLE suppressions (
     tenant_id TEXT NOT NULL, address_key TEXT NOT NULL, reason TEXT NOT NULL,
     expires_ts REAL, data BLOB NOT NULL, PRIMARY KEY (tenant_id, address_key));
