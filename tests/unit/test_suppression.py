@@ -170,10 +170,14 @@ async def test_a_dead_single_recipient_refused_after_data_is_a_hard_bounce(proxy
 async def test_the_suppression_routes_list_add_remove_and_export(api: Api):
     added = await api.call(
         "A", "POST", "/suppressions",
-        json={"entries": [{"address": "x@example.com", "detail": "=cmd()"}, {"address": "y@example.com"}]},
+        json={"entries": [
+            {"address": "x@example.com", "detail": " =cmd()"}, {"address": "y@example.com"},
+            {"address": "a/b@example.com"},
+        ]},
     )  # fmt: skip
     assert added.status_code == 200, added.text
-    assert added.json() == {"ok": True, "added": 2}
+    assert added.json() == {"ok": True, "added": 3}
+    assert (await api.call("A", "DELETE", "/suppressions/a/b@example.com")).status_code == 200
     listed = (await api.call("A", "GET", "/suppressions", params={"limit": 1})).json()
     assert [s["address"] for s in listed["suppressions"]] == ["x@example.com"]
     assert listed["suppressions"][0]["reason"] == "manual"
@@ -184,7 +188,7 @@ async def test_the_suppression_routes_list_add_remove_and_export(api: Api):
     rows = list(csv.reader(io.StringIO(exported.text)))
     assert rows[0][:2] == ["address", "reason"]
     assert [row[0] for row in rows[1:]] == ["x@example.com", "y@example.com"]
-    assert rows[1][5] == "'=cmd()"  # never a formula in a spreadsheet
+    assert rows[1][5] == "' =cmd()"  # never a formula in a spreadsheet
     assert (await api.call("A", "DELETE", "/suppressions/x@example.com")).status_code == 200
     assert (await api.call("A", "DELETE", "/suppressions/x@example.com")).status_code == 404
     # Another tenant sees none of it and cannot remove it.

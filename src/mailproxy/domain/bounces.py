@@ -15,7 +15,7 @@ Rules (HTTP API, "Bounces, complaints and suppression"):
 - manual entries (``manual``) carry an optional expiry.
 
 An entry that exists keeps the stronger reason (complaint > hard_bounce > manual >
-soft_bounce) and, for the same reason, the later expiry (none: never expires).
+soft_bounce) and the later of the two expiries (none: never expires).
 
 Addresses are compared exactly on the local part and case-insensitively on the domain
 (RFC 5321 §2.4: a local part may be case-sensitive, a domain never is), a
@@ -146,21 +146,18 @@ def is_active(entry: Suppression, now: float) -> bool:
 
 def merged(existing: Suppression | None, new: Suppression, now: float) -> Suppression:
     """The entry kept when ``new`` is added for an address that may already have one:
-    the stronger reason wins; for the same reason, the later expiry (None is later than
-    any instant). An expired entry counts as absent."""
+    the stronger reason's, with the later of the two expiries (None is later than any
+    instant), so that adding an entry never shortens a suppression. An expired entry
+    counts as absent."""
     if existing is None or not is_active(existing, now):
         return new
-    rank_old, rank_new = _STRENGTH[existing.reason], _STRENGTH[new.reason]
-    if rank_new > rank_old:
-        return new
-    if rank_new < rank_old:
-        return existing
     later = (
         None
         if existing.expires_ts is None or new.expires_ts is None
         else max(existing.expires_ts, new.expires_ts)
     )
-    return msgspec.structs.replace(existing, expires_ts=later)
+    kept = new if _STRENGTH[new.reason] > _STRENGTH[existing.reason] else existing
+    return msgspec.structs.replace(kept, expires_ts=later)
 
 
 def proves_dead(record: BounceRecord) -> bool:

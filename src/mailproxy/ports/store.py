@@ -376,8 +376,9 @@ class BounceStore(Protocol):
         indexed read, whatever the size of the list."""
 
     async def add_suppressions(self, entries: Sequence[Suppression], now: float) -> int:
-        """Add the entries, each merged into the address's existing one (the stronger
-        reason and later expiry win); return how many were added or changed."""
+        """Add the entries, each merged into the address's existing one
+        (:func:`mailproxy.domain.bounces.merged`), the tenant's addresses locked against
+        concurrent additions; return how many were added or changed."""
 
     async def remove_suppression(self, tenant_id: str, address: str, now: float) -> bool:
         """Remove the address's entry; False when it had none (or an expired one)."""

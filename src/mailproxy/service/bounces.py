@@ -63,6 +63,9 @@ class MailboxWatch(msgspec.Struct, kw_only=True):
     last_error: str | None = None
     applied: int = 0
     unparsed: int = 0
+    #: What the store records this mailbox's messages under: its key and whose it is
+    #: (``*``: the shared one), so that two tenants reading one mailbox keep apart.
+    record_key: str = ""
 
 
 class _Source(msgspec.Struct, frozen=True):
@@ -153,6 +156,9 @@ class BounceMailboxes:
             except MailProxyError as exc:
                 log.error("bounces.accounts_unreadable", extra={"error": str(exc)})
                 wanted = set(self._pollers)
+            except Exception:
+                log.exception("bounces.unexpected_error")
+                wanted = set(self._pollers)
             for source in set(self._pollers) - wanted:
                 self._pollers.pop(source).cancel()
                 self._watches.pop(source, None)
@@ -161,6 +167,7 @@ class BounceMailboxes:
                 watch = MailboxWatch(
                     key=mailbox.key, tenant_id=source.tenant_id, account_id=source.account_id
                 )
+                watch.record_key = f"{source.tenant_id or '*'}:{mailbox.key}"
                 self._watches[source] = watch
                 self._pollers[source] = asyncio.create_task(
                     self._poll(mailbox, source, watch), name=f"mailproxy-bounces-{mailbox.key}"
@@ -177,7 +184,7 @@ class BounceMailboxes:
                 watch.connected, watch.last_error = True, None
                 try:
                     while not self._stopping:
-                        await self.run_pass(mailbox.key, session, source.tenant_id, watch)
+                        await self.run_pass(watch.record_key, session, source.tenant_id, watch)
                         failures = 0
                         await session.wait(source.spec.poll_s)
                 finally:
@@ -214,9 +221,14 @@ class BounceMailboxes:
         committed = 0
         for uid in new:
             raw = await session.fetch(uid)
-            if raw is None:
-                continue
-            entry = await self._entry(mailbox, uidvalidity, uid, raw, tenant_id)
+            if raw is None:  # listed, then gone or without content: nothing to read
+                entry = MailboxEntry(
+                    mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, outcome="unparsed",
+                    summary="the server gave no content for this message",
+                    mailbox_tenant_id=tenant_id,
+                )  # fmt: skip
+            else:
+                entry = await self._entry(mailbox, uidvalidity, uid, raw, tenant_id)
             if await self._store.record_mailbox_entry(entry, self._clock()):
                 committed += 1
                 self._count(entry, watch)

@@ -88,6 +88,7 @@ def keep_records(
 ) -> None:
     """Keep ``records`` with message ``pk`` and add the suppressions they bring."""
     settings = settings or SuppressionSettings()
+    lock_list(tx, tenant_id)  # before counting: a concurrent bounce counts after this one
     tx.many(
         tx.q.add_bounce_record,
         [
@@ -109,6 +110,15 @@ def keep_records(
         counted=counted, now=now,
     )  # fmt: skip
     add_suppressions(tx, entries, now)
+
+
+def lock_list(tx: Tx, tenant_id: str) -> None:
+    """Serialise changes to the tenant's list until commit. An address without an entry
+    has no row to lock: two processes adding one at once would each merge against
+    nothing (and count soft bounces without the other's), and the later would win
+    whatever its reason. One lock a tenant: changes are rare beside sends, and one may
+    add thousands of addresses."""
+    tx.lock_keys([f"suppressions of {tenant_id}"])
 
 
 def unparsed_reports(tx: Tx, tenant_id: str | None, limit: int) -> list[UnparsedReport]:
@@ -135,6 +145,7 @@ def add_suppressions(tx: Tx, entries: Sequence[Suppression], now: float) -> int:
     changed: dict[tuple[str, str], Suppression] = {}
     for tenant_id, group in by_tenant.items():
         keys = list(dict.fromkeys(address_key(e.address) for e in group))
+        lock_list(tx, tenant_id)
         rows = tx.all(tx.q.suppressions_of + tx.FOR_UPDATE, (tenant_id, tx.listed(keys)))
         existing = {row[0]: _suppression_decoder.decode(row[1]) for row in rows}
         for entry in group:

@@ -152,7 +152,7 @@ def suppressions_remove(address: str, *, instance: TargetInstance, tenant_id: Ta
     address
         The email address.
     """
-    path = f"/suppressions/{quote(address, safe='@+')}"
+    path = f"/suppressions/{quote(address, safe='@+/')}"
     try:
         request(instance, "DELETE", path, params={"tenant_id": tenant_id})
     except ApiError as error:

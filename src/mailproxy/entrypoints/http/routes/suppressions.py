@@ -86,8 +86,8 @@ async def add_suppressions(
 
 
 @route(
-    delete, "/suppressions/{address:str}", "suppressions", summary="Stop suppressing an address",
-    tenant=True,
+    delete, "/suppressions/{address:path}", "suppressions",
+    summary="Stop suppressing an address", tenant=True,
 )  # fmt: skip
 async def remove_suppression(
     proxy: NamedDependency[MailProxy],
@@ -95,9 +95,10 @@ async def remove_suppression(
     address: FromPath[str],
     tenant_id: TenantQuery = None,
 ) -> OkAnswer:
-    """Remove the address's entry, whatever its reason; 404 when it has none."""
+    """Remove the address's entry, whatever its reason; 404 when it has none. The address
+    is the rest of the path (a local part may hold a ``/``)."""
     scope = await scoped(proxy, caller, tenant_id)
-    await proxy.suppressions.remove(scope, address)
+    await proxy.suppressions.remove(scope, address.removeprefix("/"))
     return OkAnswer()
 
 
@@ -131,16 +132,20 @@ async def export_suppressions(
     )
 
 
-#: A cell starting with one of these is a formula to a spreadsheet: a bounce's diagnostic
-#: text comes from a remote server, so such cells are written with a leading ``'``.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: A cell starting with one of these (after any blanks) is a formula to a spreadsheet: a
+#: bounce's diagnostic text comes from a remote server, so such cells are written with a
+#: leading ``'``. The address (checked when it was added) is written as it is, so that
+#: an export imports back unchanged.
+_FORMULA_START = ("=", "+", "-", "@")
 
 
 def _csv_line(values: Sequence[object]) -> str:
     cells = [
-        "" if v is None else f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v
-        for v in values
-    ]
+        "" if v is None
+        else f"'{v}" if n and isinstance(v, str) and v.lstrip().startswith(_FORMULA_START)
+        else v
+        for n, v in enumerate(values)
+    ]  # fmt: skip
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerow(cells)
     return out.getvalue()
