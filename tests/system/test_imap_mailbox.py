@@ -173,6 +173,25 @@ async def test_a_server_that_does_not_speak_imap_is_unavailable():
     assert "greeting" in error.reason
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [b"* OK " + b"x" * (1024 * 1024)] * 3,  # a greeting line that never ends
+        [b"* OK ready\r\n* 1 FETCH (BODY[] {999999999}\r\n", b"y" * 65536],  # a huge literal
+    ],
+    ids=["endless line", "huge literal"],
+)
+async def test_a_server_that_sends_too_much_is_cut_off(answer):
+    with line_server(answer, hold_s=5) as port:
+        mailbox = ImapMailbox(
+            host="127.0.0.1", port=port, user="u", password="p", tls="none",
+            egress_allow=LOOPBACK, connect_timeout_s=2,
+        )  # fmt: skip
+        error = await unavailable(mailbox)
+    # Cut off at once, not when the server hangs up (it holds the connection open).
+    assert "connection lost" in error.reason
+
+
 @contextlib.asynccontextmanager
 async def scripted_imap(answers: dict[str, list[bytes]], heard: list[bytes]):
     """An IMAP peer on 127.0.0.1 (its port) that greets, then answers each command

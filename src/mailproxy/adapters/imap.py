@@ -63,6 +63,36 @@ _PUSHED_NEWS = re.compile(rb"^\d+ (EXISTS|RECENT)$", re.IGNORECASE)
 _LITERAL_BODY = re.compile(rb"BODY\[\](<0>)? \{\d+\}$", re.IGNORECASE)
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
 _REASON_LIMIT = 200
+#: The longest answer line without its end (a SEARCH of ~100,000 UIDs fits), and the
+#: largest literal above the partial fetch's size: a server that sends more is cut off.
+MAX_LINE_BYTES = 1024 * 1024
+_LITERAL_SLACK = 64 * 1024
+_LITERAL_SIZE = re.compile(rb"\{(\d+)\}\r\n")
+
+
+class _BoundedProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+    """aioimaplib's protocol, with bounds on what a server may make it hold.
+
+    Its reader joins each partial line with the next chunk, so a line that never ends
+    costs memory without bound and time that grows with the square of its length, all
+    on the event loop; and it buffers a literal of whatever size the server announces.
+    A tenant names the server: a line longer than :data:`MAX_LINE_BYTES`, or a literal
+    announced larger than ``max_literal``, closes the connection instead (the session
+    then fails as unavailable, and the poller retries later)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, lost: Any, max_literal: int) -> None:
+        super().__init__(loop, lost)
+        self._max_literal = max_literal
+
+    def data_received(self, d: bytes) -> None:
+        head = self.incomplete_line[-24:] + d[:64]  # an announcement split by the chunks
+        for match in (*_LITERAL_SIZE.finditer(d), *_LITERAL_SIZE.finditer(head)):
+            if int(match[1]) > self._max_literal:
+                self.transport.abort()
+                return
+        super().data_received(d)
+        if len(self.incomplete_line) > MAX_LINE_BYTES:
+            self.transport.abort()
 
 
 def mailbox_name(name: str) -> str:
@@ -216,7 +246,9 @@ class ImapSession:
         self._mailbox = mailbox
         self._loop = loop
         self._lost = asyncio.Event()
-        self._protocol: Any = aioimaplib.IMAP4ClientProtocol(loop, self._connection_lost)
+        self._protocol: Any = _BoundedProtocol(
+            loop, self._connection_lost, mailbox.max_fetch_bytes + _LITERAL_SLACK
+        )
         self._transport: asyncio.Transport | None = None
         self._uidvalidity = 0
         self._broken: str | None = None
