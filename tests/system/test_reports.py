@@ -76,7 +76,11 @@ async def test_every_outcome_reaches_the_receiver_with_its_fields(proxy, sink, r
 
     (call,) = receiver.calls
     assert call.path == "/mail-proxy/sync"
-    entries = {e["id"]: e for e in call.entries}
+    entries = {e["id"]: e for e in call.entries if e["event"] != "bounced"}
+    (bounced,) = [e for e in call.entries if e["event"] == "bounced"]
+    assert (bounced["id"], bounced["recipient"], bounced["bounce_type"], bounced["status"]) == (
+        "gone", "gone@example.com", "hard", "5.1.1",
+    )  # fmt: skip
     common = {"tenant_id": "acme", "account_id": "main", "attempt": 1}
     assert entries["ok"] | common == entries["ok"]
     assert (entries["ok"]["event"], entries["ok"]["metadata"]) == ("sent", {"order": 1})
@@ -91,7 +95,9 @@ async def test_every_outcome_reaches_the_receiver_with_its_fields(proxy, sink, r
     lost = entries["lost"]
     assert lost["event"] == "unknown"
     assert isinstance(lost["unknown_ts"], int)
-    assert len({e["event_id"] for e in call.entries}) == 4
+    assert (
+        len({e["event_id"] for e in call.entries}) == 5
+    )  # four messages, and the bounce of "gone"
     assert (await proxy.outbox.report_backlog("acme")).count == 0
 
     handler.after_dot = None  # the retry of the unknown attempt goes through
