@@ -167,7 +167,7 @@ class BounceMailboxes:
                 watch = MailboxWatch(
                     key=mailbox.key, tenant_id=source.tenant_id, account_id=source.account_id
                 )
-                watch.record_key = f"{source.tenant_id or '*'}:{mailbox.key}"
+                watch.record_key = record_key(mailbox.key, source.tenant_id)
                 self._watches[source] = watch
                 self._pollers[source] = asyncio.create_task(
                     self._poll(mailbox, source, watch), name=f"mailproxy-bounces-{mailbox.key}"
@@ -322,6 +322,17 @@ class BounceMailboxes:
             if token_matches(self._key, token, tenant_id=message.tenant_id, message_id=message.id):
                 return message, ref.slot
         return None
+
+
+def record_key(mailbox: str, owner: str | None) -> str:
+    """What a mailbox's messages are recorded under: its owner (``*``: the instance's
+    shared mailbox) and its key, so that two tenants reading one mailbox keep apart."""
+    return f"{owner or '*'}:{mailbox}"
+
+
+def mailbox_of(key: str) -> str:
+    """The mailbox part of a :func:`record_key` (a tenant id holds no ``:``)."""
+    return key.split(":", 1)[1] if ":" in key else key
 
 
 def _envelope_keys(message: QueuedMessage) -> dict[str, str]:

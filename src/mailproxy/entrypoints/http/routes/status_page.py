@@ -38,7 +38,7 @@ from litestar.params import Body
 from mailproxy.domain.model import AccountPause, MinuteCount, QueuedMessage, Status, Tenant
 from mailproxy.entrypoints.http.auth import Gate, client_address
 from mailproxy.service import MailProxy
-from mailproxy.service.bounces import MailboxWatch
+from mailproxy.service.bounces import MailboxWatch, mailbox_of
 from mailproxy.service.queries import WAITING_STATUSES, WaitingReasons
 
 COOKIE = "gmp_session"
@@ -313,7 +313,7 @@ async def _bounce_mailboxes_section(proxy: MailProxy) -> str:
     ]  # fmt: skip
     headers = ["mailbox", "of", "state", "last pass", "applied", "unparsed"]
     unparsed = [
-        [r.mailbox, r.tenant_id or "shared", r.uid, r.summary, _local_time(r.seen_ts)]
+        [mailbox_of(r.mailbox), r.tenant_id or "shared", r.uid, r.summary, _local_time(r.seen_ts)]
         for r in await proxy.suppressions.unparsed(None, LAST_UNPARSED)
     ]
     return (
