@@ -171,7 +171,10 @@ def render(
     """Build the MIME message: text or html, multipart/alternative when both bodies are
     given, multipart/mixed with attachments (RFC 2231 filenames), non-ASCII headers
     RFC 2047-encoded, ``Date`` and ``Message-ID`` as fixed at enqueue, ``Bcc`` never
-    written. Raises :class:`InvalidInput` if the serialised headers fail the check."""
+    written. Raises :class:`InvalidInput` if the serialised headers fail the check. A
+    message submitted as it is (``spec.raw``) is not built: see :func:`as_submitted`."""
+    if spec.raw is not None:
+        return as_submitted(spec, spec.raw)
     recipients_all = (*spec.to, *spec.cc, *spec.bcc)
     addresses = [address_of(spec.return_path or spec.from_), *map(address_of, recipients_all)]
     utf8 = any(needs_smtputf8(a) for a in addresses) or needs_smtputf8(address_of(spec.from_))
@@ -209,6 +212,22 @@ def render(
         needs_smtputf8=utf8,
         crlf_only=crlf_only,
         dot_lines=dot_lines,
+    )
+
+
+def as_submitted(spec: MessageSpec, content: bytes) -> RenderedMessage:
+    """A submitted message as it goes out: its own bytes (kept with CRLF line ends), from
+    the envelope sender to the envelope recipients."""
+    sender = address_of(spec.return_path or spec.from_)
+    recipients = tuple(dict.fromkeys(envelope_address(address_of(r)) for r in spec.to))
+    utf8 = needs_smtputf8(sender) or any(needs_smtputf8(r) for r in recipients)
+    return RenderedMessage(
+        sender=envelope_address(sender),
+        recipients=recipients,
+        content=content,
+        needs_smtputf8=utf8,
+        crlf_only=content.count(b"\n") == content.count(b"\r\n") == content.count(b"\r"),
+        dot_lines=content.startswith(b".") or b"\n." in content,
     )
 
 

@@ -174,6 +174,16 @@ class MessageSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     deferred_ts: int | None = None
     batch_code: str | None = None
     metadata: dict[str, Any] | None = None
+    #: A message submitted as it is (SMTP submission: ``domain.submitted``): sent as these
+    #: bytes to ``to`` (the envelope's recipients), ``from`` being the envelope sender.
+    raw: bytes | None = None
+
+
+class RawAccepted(msgspec.Struct, frozen=True):
+    """A message submitted as it is, committed: its client id and Message-ID."""
+
+    id: str
+    message_id: str
 
 
 class NewMessage(msgspec.Struct, frozen=True, kw_only=True):

@@ -59,7 +59,7 @@ _LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _NAME_ADDR = re.compile(r"(?P<name>.*?)\s*<(?P<addr>[^<>]*)>\s*")
 # RFC 5322 §3.6.4 msg-id: dot-atom-text on either side of the "@" (dots anywhere), so the
 # header parser neither drops a comment nor splits at a special.
-_MESSAGE_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+")
+MESSAGE_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+")
 # RFC 2045 §5.1 token: a MIME type is "type/subtype" and nothing else (no parameters).
 _MIME_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`{|}~\-]{1,127}"
 _MIME_TYPE = re.compile(f"{_MIME_TOKEN}/{_MIME_TOKEN}")
@@ -387,7 +387,7 @@ def _normalised_message_id(given: str | None) -> str | None:
     message_id = given.strip().removeprefix("<").removesuffix(">")
     if (
         len(message_id) > MAX_MESSAGE_ID_CHARS
-        or not _MESSAGE_ID.fullmatch(message_id)
+        or not MESSAGE_ID.fullmatch(message_id)
         or hides_control_characters(message_id)
     ):
         raise InvalidInput(

@@ -27,6 +27,7 @@ from mailproxy.domain.model import (
     MessagePage,
     MinuteCount,
     QueuedMessage,
+    RawAccepted,
     ReportBacklog,
     Status,
     SubmitResult,
@@ -360,6 +361,27 @@ class MailProxy:
             )
 
         return await self.idempotency.once(caller, idempotency_key, fingerprint, submit)
+
+    async def submit_raw(
+        self,
+        raw: bytes,
+        *,
+        tenant_id: str,
+        account_id: str | None,
+        mail_from: str,
+        recipients: Sequence[str],
+    ) -> RawAccepted:
+        """Queue one message as it was submitted (SMTP): see
+        :meth:`~mailproxy.service.submission.Submission.submit_raw`."""
+        return await self.submission.submit_raw(
+            raw, tenant_id=tenant_id, account_id=account_id, mail_from=mail_from,
+            recipients=recipients,
+        )  # fmt: skip
+
+    async def check_recipient(self, tenant_id: str, address: str) -> str | None:
+        """``"invalid"``, ``"suppressed"`` or None (fine): what an SMTP submission answers
+        to a recipient before the message is sent."""
+        return await self.suppressions.refusal_of(tenant_id, address)
 
     async def send(self, message: Mapping[str, Any], *, tenant_id: str | None = None) -> str:
         return await self.submission.send(message, tenant_id=tenant_id)

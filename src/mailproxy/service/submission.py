@@ -9,9 +9,22 @@ import msgspec
 
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.lifecycle import initial_status
-from mailproxy.domain.model import DEFAULT_PRIORITY, NewMessage, Rejection, SubmitResult
+from mailproxy.domain.model import (
+    DEFAULT_PRIORITY,
+    NewMessage,
+    RawAccepted,
+    Rejection,
+    SubmitResult,
+)
 from mailproxy.domain.policy import queue_rank
-from mailproxy.domain.validation import address_of, idna_domain, parse_message, parse_priority
+from mailproxy.domain.submitted import completed, envelope_fields, read_submitted
+from mailproxy.domain.validation import (
+    MESSAGE_ID,
+    address_of,
+    idna_domain,
+    parse_message,
+    parse_priority,
+)
 from mailproxy.ports.observability import DeliveryEvents
 from mailproxy.ports.store import MessageStore
 from mailproxy.service.attachments import AttachmentFetcher
@@ -107,6 +120,42 @@ class Submission:
         )
         assert stored is not None
         return stored.message_id
+
+    async def submit_raw(
+        self,
+        raw: bytes,
+        *,
+        tenant_id: str,
+        account_id: str | None,
+        mail_from: str,
+        recipients: Sequence[str],
+    ) -> RawAccepted:
+        """Queue one message submitted as it is (SMTP submission): the envelope decides
+        sender and recipients, the control fields (``X-Mail-Proxy-*``) what the REST
+        fields decide, and the bytes go out as they came (``domain.submitted``). Returns
+        once committed. Raises :class:`InvalidInput` (a malformed control field or
+        envelope address, an unknown account, an id already sent or in flight)."""
+        mail = read_submitted(raw)
+        data: dict[str, Any] = {
+            "id": self._new_id(), **mail.fields, **envelope_fields(mail_from, recipients),
+            "subject": "",
+        }  # fmt: skip
+        if account_id is not None:
+            data["account_id"] = account_id
+        if mail.message_id is not None and MESSAGE_ID.fullmatch(mail.message_id.strip("<> ")):
+            data["message_id"] = mail.message_id
+        now = self._clock()
+        started = self._monotonic()
+        new = await self._prepare(data, tenant_id, int(DEFAULT_PRIORITY), now)
+        content = completed(mail, message_id=new.message_id, date_ts=now)
+        spec = msgspec.structs.replace(new.spec, raw=content, subject=mail.subject[:998])
+        new = msgspec.structs.replace(new, spec=spec)
+        refused = await self._store.enqueue([new], now)
+        if refused:
+            raise InvalidInput("X-Mail-Proxy-Id", f"{new.id}: {refused[0].reason}")
+        self._wake_dispatcher()
+        self._count_accepted([new], [], started)
+        return RawAccepted(id=new.id, message_id=new.message_id)
 
     def _count_accepted(
         self, accepted: list[NewMessage], refused: list[Rejection], started: float

@@ -133,6 +133,16 @@ class Suppressions:
                 return
             cursor = page.next_cursor
 
+    async def refusal_of(self, tenant_id: str, address: str) -> str | None:
+        """Why a message of the tenant may not be sent to ``address``: ``"invalid"`` (not
+        an address the API accepts), ``"suppressed"`` (on the list now), or None."""
+        try:
+            check_addr_spec("recipient", address)
+        except InvalidInput:
+            return "invalid"
+        found = await self._store.suppressed_among(tenant_id, [address], self._clock())
+        return "suppressed" if found else None
+
     async def counts(self) -> dict[str, int]:
         return await self._store.count_suppressions(self._clock())
 

@@ -1,0 +1,135 @@
+"""Mail submitted as it is (the service side of SMTP submission), edge to edge: the
+service over a real SQLite file sends to an aiosmtpd sink on loopback; what arrives is
+the client's bytes, less the control fields and Bcc, plus Message-ID and Date when they
+were missing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mailproxy.adapters.smtp import SmtpTransport
+from mailproxy.adapters.sqlite import SqliteStore
+from mailproxy.domain.egress import parse_networks
+from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.submitted import read_submitted
+from mailproxy.service import MailProxy
+from tests.conftest import Clock
+from tests.smtp_sink import running_sink
+
+MESSAGE = (
+    b"From: Shop <shop@example.com>\r\n"
+    b"To: Jane <jane@example.com>\r\n"
+    b"Bcc: audit@example.com,\r\n"
+    b"  archive@example.com\r\n"
+    b"Subject: =?utf-8?q?Caf=C3=A9?=\r\n"
+    b"X-Mail-Proxy-Priority: high\r\n"
+    b"X-Mail-Proxy-Batch: spring\r\n"
+    b'X-Mail-Proxy-Metadata: {"order":\r\n'
+    b" 7}\r\n"
+    b"X-Keep: yes\r\n"
+    b"\r\n"
+    b"Hello Jane,\r\n"
+    b".a line with a dot\r\n"
+    b"Bcc: in the body stays\r\n"
+)
+
+
+@pytest.fixture
+def sink():
+    with running_sink() as (handler, port):
+        yield handler, port
+
+
+@pytest.fixture
+async def proxy(tmp_path: Path, sink) -> AsyncIterator[MailProxy]:
+    transport = SmtpTransport(connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))
+    async with MailProxy(
+        store=SqliteStore(tmp_path / "s.db"), transports={"smtp": transport},
+        run_dispatcher=False, clock=Clock(),
+    ) as proxy:  # fmt: skip
+        await proxy.put_tenant({"id": "acme"})
+        await proxy.put_account(
+            {"id": "main", "tenant_id": "acme", "host": "127.0.0.1", "port": sink[1],
+             "use_tls": False, "is_default": True}
+        )  # fmt: skip
+        yield proxy
+
+
+async def submit(proxy, raw=MESSAGE, **options):
+    envelope = {
+        "tenant_id": "acme", "account_id": None, "mail_from": "shop@example.com",
+        "recipients": ["jane@example.com", "audit@example.com", "archive@example.com"],
+    } | options  # fmt: skip
+    return await proxy.submit_raw(raw, **envelope)
+
+
+async def test_the_message_goes_out_as_submitted_less_control_fields_and_bcc(proxy, sink):
+    handler, _ = sink
+    accepted = await submit(proxy)
+    await proxy.run_until_idle()
+    (received,) = handler.received
+    assert received.mail_from == "shop@example.com"
+    assert received.rcpt_tos == ["jane@example.com", "audit@example.com", "archive@example.com"]
+    sent = received.content.split(b"\r\n", 1)[1]  # after our correlation header
+    head, body = sent.split(b"\r\n\r\n", 1)
+    assert head.startswith(f"Message-ID: <{accepted.message_id}>\r\nDate: ".encode())
+    assert b"Bcc" not in head
+    assert b"X-Mail-Proxy-Priority" not in head and b"archive@" not in head  # noqa: PT018
+    assert head.endswith(
+        b"From: Shop <shop@example.com>\r\nTo: Jane <jane@example.com>\r\n"
+        b"Subject: =?utf-8?q?Caf=C3=A9?=\r\nX-Keep: yes"
+    )
+    assert body == b"Hello Jane,\r\n.a line with a dot\r\nBcc: in the body stays\r\n"
+    message = await proxy.get_message("acme", accepted.id)
+    assert (message.priority, message.batch_code) == (1, "spring")
+    assert message.spec.metadata == {"order": 7}
+    assert message.spec.subject == "Café"
+    assert message.status == "sent"
+
+
+async def test_an_id_and_message_id_of_the_client_are_kept(proxy, sink):
+    raw = b"Message-ID: <given@example.com>\r\nDate: Mon, 7 Dec 2026 06:00:00 +0000\r\n" + (
+        b"X-Mail-Proxy-Id: order-7\r\nSubject: s\r\n\r\nbody\r\n"
+    )
+    accepted = await submit(proxy, raw, recipients=["jane@example.com"])
+    assert (accepted.id, accepted.message_id) == ("order-7", "given@example.com")
+    await proxy.run_until_idle()
+    sent = sink[0].received[0].content.split(b"\r\n", 1)[1]
+    assert sent == raw.replace(b"X-Mail-Proxy-Id: order-7\r\n", b"")
+    with pytest.raises(InvalidInput, match="already sent"):
+        await submit(proxy, raw, recipients=["jane@example.com"])
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        (b"X-Mail-Proxy-Metadata: [1, 2]", "x-mail-proxy-metadata"),
+        (b"X-Mail-Proxy-Metadata: {nope", "x-mail-proxy-metadata"),
+        (b"X-Mail-Proxy-Deferred-Until: tomorrow", "x-mail-proxy-deferred-until"),
+        (b"X-Mail-Proxy-Priority: urgent", "priority"),
+        (b"X-Mail-Proxy-Id: a/b", "id"),
+    ],
+)
+async def test_a_malformed_control_field_refuses_the_message_and_queues_nothing(
+    proxy, header, field
+):
+    with pytest.raises(InvalidInput) as refused:
+        await submit(proxy, header + b"\r\nSubject: s\r\n\r\nbody\r\n")
+    assert field in str(refused.value).lower()
+    assert (await proxy.counts("acme")) == {}
+
+
+async def test_recipients_are_checked_one_by_one(proxy):
+    await proxy.suppressions.add("acme", [{"address": "gone@example.com"}])
+    assert await proxy.check_recipient("acme", "jane@example.com") is None
+    assert await proxy.check_recipient("acme", "gone@example.com") == "suppressed"
+    assert await proxy.check_recipient("acme", "not an address") == "invalid"
+
+
+def test_bare_line_feeds_become_crlf_and_a_message_without_body_keeps_its_fields():
+    mail = read_submitted(b"Subject: s\nX-Mail-Proxy-Batch: b\nTo: x@example.com\n")
+    assert mail.content == b"Subject: s\r\nTo: x@example.com\r\n"
+    assert mail.fields == {"batch_code": "b"}
