@@ -421,6 +421,24 @@ def running_dovecot(
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def relaying_postfix(port: int, user: str, password: str) -> Iterator[Postfix]:
+    """A started :class:`Postfix` that relays every message it accepts to 127.0.0.1:
+    ``port`` (its ``relayhost``) with SMTP AUTH as ``user``; stopped and removed
+    afterwards. Skips (fails under CI) when Postfix is missing and cannot be installed."""
+    missing = install_packages(POSTFIX_COMMAND, POSTFIX_PACKAGES)
+    if missing is not None:
+        missing_server(f"Postfix tests skipped: {missing}")
+    root = private_folder("mailproxy-postfix-")
+    server = Postfix(root=root, dovecot=None, mailbox_user="nobody", relay=(port, user, password))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 #: The services of the private Postfix (master.cf), none chrooted: ``{smtpd}`` is the
 #: loopback listener. Mail that is not for the two test domains goes to error(8):
 #: nothing ever leaves the machine.
@@ -438,6 +456,7 @@ flush     unix  n - n 1000? 0 flush
 proxymap  unix  - - n -  - proxymap
 showq     unix  n - n -  - showq
 error     unix  - - n -  - error
+smtp      unix  - - n -  - smtp
 retry     unix  - - n -  - error
 discard   unix  - - n -  - discard
 local     unix  - n n -  - local
@@ -456,9 +475,12 @@ class Postfix:
     ``mailbox_user``."""
 
     root: Path
-    dovecot: Dovecot
+    dovecot: Dovecot | None
     mailbox_user: str
     port: int = 0
+    #: ``(port, user, password)``: relay everything to 127.0.0.1:port with SMTP AUTH (a
+    #: smarthost, as Postfix's ``relayhost``), instead of refusing it.
+    relay: tuple[int, str, str] | None = None
 
     @property
     def config_dir(self) -> Path:
@@ -490,6 +512,8 @@ class Postfix:
         (self.config_dir / "virtual_mailboxes").write_text(
             f"/@{BOUNCE_DOMAIN.replace('.', '[.]')}$/ {self.mailbox_user}/\n"
         )
+        mail_root = self.dovecot.mail_root if self.dovecot else self.root / "mail"
+        uid, gid = (self.dovecot.uid, self.dovecot.gid) if self.dovecot else mail_owner()
         (self.config_dir / "master.cf").write_text(
             _MASTER_CF.format(smtpd=f"127.0.0.1:{self.port}")
         )
@@ -518,17 +542,13 @@ alias_maps =
 alias_database =
 mail_spool_directory = {spool}/
 virtual_mailbox_domains = {BOUNCE_DOMAIN}
-virtual_mailbox_base = {self.dovecot.mail_root}
+virtual_mailbox_base = {mail_root}
 virtual_mailbox_maps = regexp:{self.config_dir}/virtual_mailboxes
-virtual_uid_maps = static:{self.dovecot.uid}
-virtual_gid_maps = static:{self.dovecot.gid}
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
 virtual_minimum_uid = 1
-# Nothing leaves: no DNS, and anything not for the test domains is refused.
 smtp_dns_support_level = disabled
-default_transport = error:the test instance sends nothing out
-relay_transport = error:the test instance sends nothing out
-relayhost =
-biff = no
+{self._outbound()}biff = no
 smtpd_banner = $myhostname ESMTP
 delay_warning_time = 0
 """
@@ -539,6 +559,25 @@ delay_warning_time = 0
             self.stop()
             raise RuntimeError(f"postfix did not start: {started.stdout}{started.stderr}\n{tail}")
         wait_for_port(self.port, None, self.log)
+
+    def _outbound(self) -> str:
+        """Nothing leaves but to the loopback relay: no DNS, and without a relay anything
+        not for the test domains is refused."""
+        if self.relay is None:
+            return (
+                "default_transport = error:the test instance sends nothing out\n"
+                "relay_transport = error:the test instance sends nothing out\n"
+                "relayhost =\n"
+            )
+        port, user, password = self.relay
+        return (
+            f"relayhost = [127.0.0.1]:{port}\n"
+            "smtp_sasl_auth_enable = yes\n"
+            f"smtp_sasl_password_maps = inline:{{ [127.0.0.1]:{port}={user}:{password} }}\n"
+            "smtp_sasl_security_options = noanonymous\n"
+            "smtp_sasl_mechanism_filter = plain, login\n"
+            "smtp_tls_security_level = none\n"
+        )
 
     def stop(self) -> None:
         pid_file = self.root / "queue" / "pid" / "master.pid"
@@ -554,6 +593,7 @@ delay_warning_time = 0
 
     def delivered(self) -> list[bytes]:
         """What arrived for ``BOUNCE_DOMAIN`` (the bounce user's INBOX)."""
+        assert self.dovecot is not None
         return self.dovecot.messages(self.mailbox_user)
 
 
