@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import configparser
 import contextlib
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from mailproxy.domain.decoding import INVALID_ENUM, allowed_values, one_of
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.model import BounceMailboxSpec
 from mailproxy.domain.retry import RetryPolicy
+from mailproxy.domain.throttle import ThrottlePolicy
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -189,6 +191,14 @@ class SecuritySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
         """The keys of ``encryption_key``, the encrypting one first (none when unset)."""
         return [k.strip() for k in (self.encryption_key or "").split(",") if k.strip()]
 
+    @property
+    def auth_throttle(self) -> ThrottlePolicy:
+        """How failed authentications are throttled per client address (API, ``/ui``
+        sign-in, SMTP AUTH; each keeps its own count)."""
+        return ThrottlePolicy(
+            max_failures=self.auth_max_failures, window_s=self.auth_failure_window_s
+        )
+
 
 class BouncesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: IMAP host of the instance's shared bounce mailbox, which every account's VERP
@@ -223,6 +233,34 @@ class BouncesSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields
         )  # fmt: skip
 
 
+class SubmissionSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: Port `serve` accepts SMTP submission on, with STARTTLS when `cert_file` is set
+    #: (none: no SMTP listener; 587 is the usual one, 0: any free port).
+    port: int | None = None
+    #: Port for implicit TLS (RFC 8314; 465 is the usual one); needs `cert_file`.
+    tls_port: int | None = None
+    #: Address the SMTP listener binds to (default: `server.host`).
+    host: str | None = None
+    #: Name the listener greets with (default: this machine's host name).
+    hostname: str | None = None
+    #: PEM certificate chain for STARTTLS and implicit TLS.
+    cert_file: str | None = None
+    #: PEM private key of `cert_file`.
+    key_file: str | None = None
+    #: Allow AUTH without TLS from any address (loopback clients may always): the
+    #: credentials then cross the network in the clear.
+    allow_plaintext_auth: bool = False
+    #: Larger messages are refused (552), announced with SIZE.
+    max_message_bytes: int = 26214400
+    #: Recipients per message (more: 452); never more than `delivery.max_recipients`.
+    max_recipients: int = 1000
+    #: Seconds a failed AUTH waits before its 535 (repeated failures from one address
+    #: are throttled as the API's are: `security.auth_max_failures`).
+    auth_failure_delay_s: float = 1.0
+    #: Seconds a client may stay silent before the session is closed.
+    idle_timeout_s: float = 300.0
+
+
 class LoggingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: `debug`, `info`, `warning` or `error`.
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -239,6 +277,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     attachments: AttachmentsSettings = AttachmentsSettings()
     security: SecuritySettings = SecuritySettings()
     bounces: BouncesSettings = BouncesSettings()
+    submission: SubmissionSettings = SubmissionSettings()
     logging: LoggingSettings = LoggingSettings()
     #: Where relative defaults (database, outbox) live: the config file's folder, or the
     #: working directory.
@@ -463,6 +502,7 @@ def _check(settings: Settings) -> None:
     if not 0 < settings.server.port < 65536:
         raise InvalidInput("server.port", "invalid setting server.port: 1..65535")
     _check_encryption_keys(settings.security)
+    _check_submission(settings.submission, settings.server.host)
     shared = settings.bounces.mailbox()
     if shared is not None:
         if not settings.bounces.user:
@@ -470,6 +510,62 @@ def _check(settings: Settings) -> None:
                 "bounces.user", "invalid setting bounces.user: needed with bounces.host"
             )
         check_bounce_mailbox("bounces", shared)
+
+
+def _check_submission(submission: SubmissionSettings, server_host: str) -> None:
+    """Ports in range; TLS material complete and present where TLS is asked for; and a
+    listener that is not on loopback has TLS, unless plaintext AUTH is allowed outright
+    (else no client there could ever authenticate)."""
+    for key in ("port", "tls_port"):
+        value = getattr(submission, key)
+        if value is not None and not 0 <= value < 65536:
+            raise InvalidInput(f"submission.{key}", f"invalid setting submission.{key}: 0..65535")
+    for key in ("max_message_bytes", "max_recipients", "idle_timeout_s"):
+        if getattr(submission, key) <= 0:
+            raise InvalidInput(f"submission.{key}", f"invalid setting submission.{key}: positive")
+    if not 0 <= submission.auth_failure_delay_s <= 30:
+        raise InvalidInput(
+            "submission.auth_failure_delay_s",
+            "invalid setting submission.auth_failure_delay_s: 0..30",
+        )
+    if (submission.cert_file is None) != (submission.key_file is None):
+        raise InvalidInput(
+            "submission.key_file",
+            "invalid setting submission.cert_file/key_file: set both or neither",
+        )
+    for key in ("cert_file", "key_file"):
+        path = getattr(submission, key)
+        if path is not None and not Path(path).is_file():
+            raise InvalidInput(
+                f"submission.{key}", f"invalid setting submission.{key}: no file {path}"
+            )
+    if submission.tls_port is not None and submission.cert_file is None:
+        raise InvalidInput(
+            "submission.tls_port",
+            "invalid setting submission.tls_port: needs cert_file and key_file",
+        )
+    host = submission.host or server_host
+    if (
+        submission.port is not None
+        and submission.cert_file is None
+        and not submission.allow_plaintext_auth
+        and not is_loopback_host(host)
+    ):
+        raise InvalidInput(
+            "submission.cert_file",
+            f"SMTP submission on {host} needs submission.cert_file and key_file (STARTTLS) "
+            "or submission.allow_plaintext_auth = true: no client there could authenticate",
+        )
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (no name is resolved)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_encryption_keys(security: SecuritySettings) -> None:

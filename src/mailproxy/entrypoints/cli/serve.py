@@ -10,14 +10,14 @@ and where the status page, the API docs and (in a checkout) the quick start are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
-import ipaddress
 import os
 import secrets
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -27,7 +27,7 @@ import msgspec
 import uvicorn
 
 from mailproxy.bootstrap import build_proxy, check_storage
-from mailproxy.config import Settings, load_settings, origin_of
+from mailproxy.config import Settings, is_loopback_host, load_settings, origin_of
 from mailproxy.domain.access import MIN_ADMIN_TOKEN
 from mailproxy.entrypoints.cli.apps import app
 from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError, exit_code
@@ -39,6 +39,8 @@ from mailproxy.entrypoints.instances import (
     writable_folder,
 )
 from mailproxy.entrypoints.logs import configure_logging
+from mailproxy.entrypoints.smtp import submission_listening
+from mailproxy.service import MailProxy
 
 #: A TCP port: anything else is a usage error before anything starts (the kernel would
 #: take 99999 modulo 65536).
@@ -71,15 +73,6 @@ class AdminToken(msgspec.Struct, frozen=True, kw_only=True):
     unseen: bool = False
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def shown_path(path: Path) -> str:
     """``path`` as the operator would type it here: ``./admin_token`` under the working
     directory, absolute elsewhere."""
@@ -90,10 +83,10 @@ def shown_path(path: Path) -> str:
         return str(absolute)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` for uvicorn (bound as uvicorn binds it); a port
-    that is taken or closed to this user is a :class:`CommandFailed` naming it and
-    ``--port``."""
+def listen(host: str, port: int, option: str = "--port") -> socket.socket:
+    """A socket bound to ``host:port`` (bound as uvicorn binds it); a port that is taken
+    or closed to this user is a :class:`CommandFailed` naming it and ``option``, the
+    setting that chooses another."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -103,16 +96,16 @@ def listen(host: str, port: int) -> socket.socket:
         listener.close()
         if exc.errno == errno.EADDRINUSE:
             raise CommandFailed(
-                f"port {port} on {host} is in use by another program: choose another with --port"
+                f"port {port} on {host} is in use by another program: choose another with {option}"
             ) from None
         if exc.errno == errno.EACCES:
             raise CommandFailed(
                 f"port {port} on {host} may not be opened by this user (below 1024, a port "
-                "needs privileges): choose another with --port"
+                f"needs privileges): choose another with {option}"
             ) from None
         reason = exc.strerror or str(exc)
         raise CommandFailed(
-            f"cannot listen on {host} port {port}: {reason.lower()} (see --host, --port)"
+            f"cannot listen on {host} port {port}: {reason.lower()} (see --host, {option})"
         ) from None
     return listener
 
@@ -170,7 +163,7 @@ def keep(token: AdminToken) -> None:
         raise CommandFailed(f"cannot keep the admin token in {token.new_file}: {exc}") from None
 
 
-def first_screen(token: AdminToken | None, url: str) -> str:
+def first_screen(token: AdminToken | None, url: str, more: Sequence[str] = ()) -> str:
     """What ``serve`` prints once it answers: the admin token (itself only when just
     generated) and where it is kept, and the pages to start from."""
     if token is None:
@@ -179,7 +172,7 @@ def first_screen(token: AdminToken | None, url: str) -> str:
         lines = [f"admin token (shown once): {token.value}", f"  {token.where}"]
     else:
         lines = [f"admin token: {token.where}"]
-    lines += [f"status page: {url}/ui", f"API docs:    {url}/schema"]
+    lines += [f"status page: {url}/ui", f"API docs:    {url}/schema", *more]
     guide = quick_start()
     if guide is not None:
         lines.append(f"quick start: {guide}")
@@ -193,6 +186,7 @@ def serve(
     config: Path | None = None,
     host: str | None = None,
     port: ListenPort | None = None,
+    smtp_port: ListenPort | None = None,
     insecure: bool = False,
 ) -> None:
     """Run the HTTP service in the foreground until SIGTERM or Ctrl-C, which stop
@@ -212,10 +206,13 @@ def serve(
         Address to bind (default: server.host, 127.0.0.1).
     port
         Port to bind (default: server.port, 8000; 0: any free port).
+    smtp_port
+        Accept SMTP submission on this port too (default: submission.port, none; 0: any
+        free port); STARTTLS with submission.cert_file and key_file.
     insecure
         Serve without any token (every caller is the admin); only on a loopback address.
     """
-    serve_until_stopped(config, host, port, insecure=insecure)
+    serve_until_stopped(config, host, port, smtp_port=smtp_port, insecure=insecure)
 
 
 def serve_until_stopped(
@@ -223,6 +220,7 @@ def serve_until_stopped(
     host: str | None = None,
     port: int | None = None,
     *,
+    smtp_port: int | None = None,
     insecure: bool = False,
     unseen_token: bool = False,
 ) -> None:
@@ -231,9 +229,16 @@ def serve_until_stopped(
     settings = load_settings(config)
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
-    if insecure and not is_loopback(bind_host):
+    if insecure and not is_loopback_host(bind_host):
         raise UsageError(f"--insecure only on a loopback address, not {bind_host}")
-    with listen(bind_host, bind_port) as listener:
+    if smtp_port is not None:
+        submission = msgspec.structs.replace(settings.submission, port=smtp_port)
+        settings = msgspec.structs.replace(settings, submission=submission)
+    with listen(bind_host, bind_port) as listener, contextlib.ExitStack() as smtp_sockets:
+        submission_sockets = [
+            smtp_sockets.enter_context(listen(*where)) if where is not None else None
+            for where in submission_addresses(settings, bind_host)
+        ]
         check_data_dir_of(settings, config, keeps_token=not insecure)
         token = None if insecure else admin_token_for(settings, config)
         if token is not None and unseen_token and config is not None:
@@ -247,20 +252,60 @@ def serve_until_stopped(
         configure_logging(settings.logging.level, settings.logging.format, sys.stdout)
         asyncio.run(check_storage(settings))
         url = local_url(bind_host, listener.getsockname()[1])
+        smtp_lines = submission_lines(settings, submission_sockets)
 
         def announce() -> None:
             if token is not None:
                 keep(token)
-            print(first_screen(token, url), file=sys.stderr, flush=True)
+            print(first_screen(token, url, smtp_lines), file=sys.stderr, flush=True)
             notify_ready()
 
-        run_server(settings, insecure, listener, announce)
+        run_server(settings, insecure, listener, announce, submission_sockets)
+
+
+def submission_addresses(settings: Settings, http_host: str) -> list[tuple[str, int, str] | None]:
+    """Where SMTP submission listens: (host, port, the option that moves it) for the
+    STARTTLS port and the implicit-TLS port, None for one that is off."""
+    options = settings.submission
+    host = options.host or http_host
+    return [
+        None if options.port is None else (host, options.port, "--smtp-port"),
+        None if options.tls_port is None else (host, options.tls_port, "submission.tls_port"),
+    ]
+
+
+def submission_lines(settings: Settings, sockets: list[socket.socket | None]) -> list[str]:
+    """The first screen's lines about SMTP submission (none when it is off)."""
+    plain, implicit = sockets
+    options = settings.submission
+    lines = []
+    if plain is not None:
+        host, port = plain.getsockname()[:2]
+        how = "STARTTLS" if options.cert_file else "no TLS: AUTH from loopback only"
+        if options.cert_file is None and options.allow_plaintext_auth:
+            how = "no TLS: plaintext AUTH allowed"
+        lines.append(f"SMTP submission: {host}:{port} ({how})")
+    if implicit is not None:
+        host, port = implicit.getsockname()[:2]
+        lines.append(f"SMTP submission: {host}:{port} (implicit TLS)")
+    return lines
 
 
 def run_server(
-    settings: Settings, insecure: bool, listener: socket.socket, on_started: Callable[[], None]
+    settings: Settings,
+    insecure: bool,
+    listener: socket.socket,
+    on_started: Callable[[], None],
+    submission_sockets: Sequence[socket.socket | None] = (),
 ) -> None:
-    http_app = create_app(build_proxy(settings), settings, insecure=insecure)
+    services = []
+    if any(submission_sockets):
+
+        def smtp_submission(proxy: MailProxy) -> contextlib.AbstractAsyncContextManager[object]:
+            return submission_listening(proxy, settings, *submission_sockets)
+
+        services.append(smtp_submission)
+    http_app = create_app(build_proxy(settings), settings, insecure=insecure, services=services)
     server = GracefulServer(
         uvicorn.Config(
             http_app,

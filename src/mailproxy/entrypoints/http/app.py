@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -55,12 +55,19 @@ def dependencies() -> dict[str, Provide]:
 
 
 def create_app(
-    proxy: MailProxy, settings: Settings, *, insecure: bool = False, own_proxy: bool = True
+    proxy: MailProxy,
+    settings: Settings,
+    *,
+    insecure: bool = False,
+    own_proxy: bool = True,
+    services: Sequence[Callable[[MailProxy], contextlib.AbstractAsyncContextManager[object]]] = (),
 ) -> Litestar:
     """The Litestar app serving ``proxy``; unless ``own_proxy`` is false (the caller opens
     and closes it), the app opens the proxy at startup and shuts it down (finishing
-    in-flight sends) at shutdown. Raises :class:`InvalidInput` when there is no admin
-    token and ``insecure`` is false (see the CLI's ``serve --insecure``)."""
+    in-flight sends) at shutdown. ``services`` run beside the app while the proxy is open
+    (started after it opens, stopped before it closes), e.g. SMTP submission. Raises
+    :class:`InvalidInput` when there is no admin token and ``insecure`` is false (see the
+    CLI's ``serve --insecure``)."""
     admin_token = admin_token_of(settings, insecure=insecure)
     http_metrics = HttpMetrics(proxy)
     gate = build_gate(proxy, settings, admin_token, http_metrics.count_auth_failure)
@@ -70,7 +77,10 @@ def create_app(
             {"proxy": proxy, "settings": settings, "gate": gate, "http_metrics": http_metrics}
         ),
         dependencies=dependencies(),
-        lifespan=[proxy_running] if own_proxy else [],
+        lifespan=[
+            *([proxy_running] if own_proxy else []),
+            *(beside_the_app(service) for service in services),
+        ],
         before_request=bind_request_id,
         after_request=unbind_request_id,
         guards=[authorize, refuse_unknown_query],
@@ -91,6 +101,17 @@ async def proxy_running(app: Litestar) -> AsyncIterator[None]:
     proxy: MailProxy = app.state.proxy
     async with proxy:
         yield
+
+
+def beside_the_app(
+    service: Callable[[MailProxy], contextlib.AbstractAsyncContextManager[object]],
+) -> Callable[[Litestar], contextlib.AbstractAsyncContextManager[object]]:
+    """A lifespan entry that runs ``service`` on the app's proxy."""
+
+    def lifespan(app: Litestar) -> contextlib.AbstractAsyncContextManager[object]:
+        return service(app.state.proxy)
+
+    return lifespan
 
 
 async def bind_request_id(request: Request[Any, Any, Any]) -> None:

@@ -41,7 +41,7 @@ from mailproxy.domain.access import (
 )
 from mailproxy.domain.errors import InvalidInput, MailProxyError
 from mailproxy.domain.model import Tenant
-from mailproxy.domain.throttle import FailedAuthentications, ThrottlePolicy
+from mailproxy.domain.throttle import FailedAuthentications
 from mailproxy.service import MailProxy
 
 log = logging.getLogger("mailproxy.http")
@@ -226,11 +226,7 @@ def build_gate(
     """The gate for ``settings.security``: its throttle policy, and sessions signed with
     the first encryption key (or a random secret of this process)."""
     security = settings.security
-    failures = FailedAuthentications(
-        ThrottlePolicy(
-            max_failures=security.auth_max_failures, window_s=security.auth_failure_window_s
-        )
-    )
+    failures = FailedAuthentications(security.auth_throttle)
     session_secret = (
         security.encryption_keys[0].encode()
         if security.encryption_keys

@@ -1,0 +1,365 @@
+"""SMTP submission: aiosmtpd inside ``serve``, on the proxy the HTTP app serves (HTTP API,
+"SMTP submission").
+
+Every transaction needs AUTH (PLAIN or LOGIN): the user is a tenant id, or
+``tenant/account`` to pick the account; the password is one of the tenant's API keys,
+checked as the API checks it. AUTH is offered only over TLS (STARTTLS or the implicit-TLS
+port), except to loopback clients or when the operator allows plaintext outright.
+Failed AUTH answers 535 after ``auth_failure_delay_s``; past ``security.auth_max_failures``
+failures within the window, an address is answered 454 without its credentials being
+checked (the same throttle rule as the API's, kept apart: SMTP failures do not lock out
+the address's HTTP calls).
+
+Each RCPT is checked on its own (501 invalid, 550 suppressed, 452 past the recipient
+limit: the others are still accepted); the final 250 to DATA is sent only once the message
+is committed (``250 2.0.0 queued as <id>``), a store that cannot take it answers 451. The
+service does the rest (``MailProxy.submit_raw``): a message submitted here is, downstream,
+one posted over REST.
+
+Shutdown: new transactions are answered 421; those whose DATA is being stored finish;
+then every session is told 421 and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from prometheus_client import CollectorRegistry, Counter
+
+from mailproxy.adapters.prometheus import PrometheusMetrics
+from mailproxy.config import Settings, SubmissionSettings, is_loopback_host
+from mailproxy.domain.errors import InvalidInput, NotFound, StorageError
+from mailproxy.domain.throttle import FailedAuthentications
+from mailproxy.service import MailProxy
+
+log = logging.getLogger("mailproxy.smtp")
+
+QUEUED = "250 2.0.0 queued as {id}"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+STORE_UNAVAILABLE = "451 4.3.0 Message store unavailable, try again later"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+INVALID_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
+SUPPRESSED_RECIPIENT = "550 5.7.1 Recipient suppressed (hard bounce, complaint or by hand)"
+THROTTLED = "454 4.7.0 Too many failed authentications, try again in {seconds} s"
+AUTH_UNAVAILABLE = "454 4.3.0 Cannot check credentials now, try again later"
+
+
+class Login(msgspec.Struct, frozen=True):
+    """Who a session authenticated as: the tenant, and the account it picked (None: the
+    tenant's default, as REST's ``account_id`` left out)."""
+
+    tenant_id: str
+    account_id: str | None
+
+
+class SubmissionMetrics:
+    """``gmp_submission_*`` on the proxy's registry (the one ``/metrics`` shows)."""
+
+    def __init__(self, proxy: MailProxy) -> None:
+        events = proxy.events
+        registry = events.registry if isinstance(events, PrometheusMetrics) else CollectorRegistry()
+        self.sessions = Counter(
+            "gmp_submission_sessions", "SMTP submission sessions opened", registry=registry
+        )
+        self.auth_failures = Counter(
+            "gmp_submission_auth_failures",
+            "Failed SMTP AUTH: wrong credentials, and attempts refused unchecked because "
+            "their address had too many",
+            ["outcome"],
+            registry=registry,
+        )
+        self.accepted = Counter(
+            "gmp_submission_accepted",
+            "Messages accepted over SMTP (committed before the 250)",
+            ["tenant_id"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "gmp_submission_refused",
+            "SMTP replies that refused something, by reply code",
+            ["code"],
+            registry=registry,
+        )
+
+
+class SubmissionHandler:
+    """The aiosmtpd handler: credentials, the recipient checks and the commit, on
+    ``proxy``. ``closing`` makes new transactions answer 421; :meth:`drained` waits for
+    the transactions in DATA."""
+
+    def __init__(self, proxy: MailProxy, settings: Settings, metrics: SubmissionMetrics) -> None:
+        self.proxy = proxy
+        self.options = settings.submission
+        # A message is also checked as REST's are: a larger envelope would pass RCPT only
+        # to be refused at DATA.
+        self.max_recipients = min(self.options.max_recipients, settings.delivery.max_recipients)
+        self.metrics = metrics
+        self.closing = False
+        self._failures = FailedAuthentications(settings.security.auth_throttle)
+        self._storing = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def authenticate(self, peer: Any, credentials: LoginPassword) -> AuthResult:
+        """Check a user (``TENANT`` or ``TENANT/ACCOUNT``) and an API key."""
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        wait = self._failures.retry_after(client, self.proxy.now())
+        if wait is not None:
+            self.metrics.auth_failures.labels(outcome="throttled").inc()
+            return AuthResult(
+                success=False, handled=False, message=THROTTLED.format(seconds=int(wait) + 1)
+            )
+        try:
+            user = credentials.login.decode("utf-8")
+            key = credentials.password.decode("utf-8")
+        except UnicodeDecodeError:
+            user = key = ""
+        tenant_id, _, account_id = user.partition("/")
+        try:
+            owner = await self.proxy.tenant_of_key(key) if tenant_id and key else None
+        except StorageError:
+            return AuthResult(success=False, handled=False, message=AUTH_UNAVAILABLE)
+        if owner is None or owner != tenant_id or (not account_id and "/" in user):
+            self._failures.failed(client, self.proxy.now())
+            self.metrics.auth_failures.labels(outcome="wrong").inc()
+            # Slows a guesser down; the throttle stops one that keeps going.
+            await asyncio.sleep(self.options.auth_failure_delay_s)
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=Login(tenant_id, account_id or None))
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.closing:
+            return SHUTTING_DOWN
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.closing:
+            return SHUTTING_DOWN
+        if address in envelope.rcpt_tos:
+            return "250 2.1.5 OK"  # named twice, sent once
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return TOO_MANY_RECIPIENTS
+        login = login_of(session)
+        try:
+            refusal = await self.proxy.check_recipient(login.tenant_id, address)
+        except StorageError:
+            return STORE_UNAVAILABLE
+        if refusal == "invalid":
+            return INVALID_RECIPIENT
+        if refusal == "suppressed":
+            return SUPPRESSED_RECIPIENT
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        login = login_of(session)
+        content = envelope.original_content or b""
+        self._storing += 1
+        self._idle.clear()
+        try:
+            accepted = await self.proxy.submit_raw(
+                content, tenant_id=login.tenant_id, account_id=login.account_id,
+                mail_from=envelope.mail_from or "", recipients=list(envelope.rcpt_tos),
+            )  # fmt: skip
+        except (InvalidInput, NotFound) as exc:
+            return f"550 5.6.0 {one_line(str(exc))}"
+        except StorageError:
+            return STORE_UNAVAILABLE
+        except Exception:
+            # Never a 250 that is not on disk, and never a session lost to a bug: the
+            # client keeps the message and tries again.
+            log.exception("submission.failed", extra={"tenant_id": login.tenant_id})
+            return "451 4.3.0 Temporary failure, try again later"
+        finally:
+            self._storing -= 1
+            if self._storing == 0:
+                self._idle.set()
+        self.metrics.accepted.labels(tenant_id=login.tenant_id).inc()
+        return QUEUED.format(id=accepted.id)
+
+    async def drained(self) -> None:
+        """Wait until no transaction is being stored."""
+        await self._idle.wait()
+
+
+def login_of(session: Session) -> Login:
+    """Who the session authenticated as (aiosmtpd has checked that it did)."""
+    login = session.auth_data
+    if not isinstance(login, Login):
+        raise RuntimeError("a transaction without AUTH reached the handler")
+    return login
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """An error's text as one reply line: no line breaks, bounded."""
+    return " ".join(text.split())[:limit]
+
+
+class SubmissionSession(SMTP):
+    """aiosmtpd's SMTP protocol with this service's rules: AUTH relaxed to plaintext per
+    connection where allowed (loopback, implicit TLS, or the operator's say-so), the
+    credentials checked asynchronously, and every refusal counted by code."""
+
+    def __init__(
+        self,
+        handler: SubmissionHandler,
+        listener: SubmissionListener,
+        *,
+        implicit_tls: bool,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        options = handler.options
+        super().__init__(
+            handler,
+            data_size_limit=options.max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=options.hostname or socket.gethostname(),
+            ident="mailproxy",
+            tls_context=None if implicit_tls else tls_context,
+            timeout=options.idle_timeout_s,
+            auth_required=True,
+            auth_require_tls=True,
+            # The credentials are read by aiosmtpd and judged in _judged (a coroutine:
+            # the key is looked up in the store).
+            authenticator=_credentials_as_read,
+            loop=asyncio.get_running_loop(),
+        )
+        self.submission = handler
+        self.listener = listener
+        self.implicit_tls = implicit_tls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if not first:
+            return  # STARTTLS: the same session
+        self.listener.sessions.add(self)
+        self.submission.metrics.sessions.inc()
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if (
+            self.implicit_tls
+            or self.submission.options.allow_plaintext_auth
+            or is_loopback_host(host)
+        ):
+            self._auth_require_tls = False
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.listener.sessions.discard(self)
+        super().connection_lost(error)
+
+    async def push(self, status: str) -> None:  # type: ignore[override]
+        if status[:1] in ("4", "5"):
+            self.submission.metrics.refused.labels(code=status[:3]).inc()
+        await super().push(status)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._judged(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._judged(await super().auth_LOGIN(_, args))
+
+    async def _judged(self, read: AuthResult) -> AuthResult:
+        if not read.success or not isinstance(read.auth_data, LoginPassword):
+            return read  # malformed, aborted: aiosmtpd has answered or will
+        assert self.session is not None
+        return await self.submission.authenticate(self.session.peer, read.auth_data)
+
+
+def _credentials_as_read(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    """aiosmtpd's authenticator hook is synchronous: it hands the credentials on
+    unjudged, and :meth:`SubmissionSession._judged` decides."""
+    return AuthResult(success=True, handled=False, auth_data=auth_data)
+
+
+class SubmissionListener:
+    """The SMTP listeners of one process, on sockets bound beforehand (see ``serve``)."""
+
+    def __init__(
+        self,
+        proxy: MailProxy,
+        settings: Settings,
+        starttls_socket: socket.socket | None,
+        tls_socket: socket.socket | None,
+    ) -> None:
+        self.handler = SubmissionHandler(proxy, settings, SubmissionMetrics(proxy))
+        self.settings = settings.submission
+        self.sockets = [(s, tls) for s, tls in ((starttls_socket, False), (tls_socket, True)) if s]
+        self.sessions: set[SubmissionSession] = set()
+        self._servers: list[asyncio.Server] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        context = tls_context(self.settings)
+        for sock, implicit in self.sockets:
+
+            def session(implicit: bool = implicit) -> SubmissionSession:
+                return SubmissionSession(
+                    self.handler, self, implicit_tls=implicit, tls_context=context
+                )
+
+            server = await loop.create_server(session, sock=sock, ssl=context if implicit else None)
+            self._servers.append(server)
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new transactions (421), let those in DATA be stored (up to ``grace_s``),
+        then tell every session 421 and close it."""
+        self.handler.closing = True
+        for server in self._servers:
+            server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.handler.drained(), grace_s)
+        for session in list(self.sessions):
+            with contextlib.suppress(Exception):
+                await session.push(SHUTTING_DOWN)
+            if session.transport is not None:
+                session.transport.close()
+        for server in self._servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+
+def tls_context(options: SubmissionSettings) -> ssl.SSLContext | None:
+    """The server side of STARTTLS and implicit TLS (TLS 1.2 at least), or None without
+    a certificate."""
+    if options.cert_file is None or options.key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(options.cert_file, options.key_file)
+    return context
+
+
+@contextlib.asynccontextmanager
+async def submission_listening(
+    proxy: MailProxy,
+    settings: Settings,
+    starttls_socket: socket.socket | None,
+    tls_socket: socket.socket | None = None,
+) -> AsyncIterator[SubmissionListener]:
+    """SMTP submission on the sockets given (STARTTLS when a certificate is set, implicit
+    TLS) while the block runs; the proxy must be open throughout."""
+    listener = SubmissionListener(proxy, settings, starttls_socket, tls_socket)
+    await listener.start()
+    try:
+        yield listener
+    finally:
+        await listener.stop(grace_s=settings.delivery.data_timeout_s)
