@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,13 @@ from mailproxy.domain.egress import parse_networks
 from mailproxy.service import MailProxy
 from tests.conftest import Clock, fresh_postgres_database
 from tests.file_server import FileServer, running_file_server
-from tests.mailservers import Dovecot, Postfix, running_dovecot, running_postfix
+from tests.mailservers import (
+    Dovecot,
+    Postfix,
+    make_certificates,
+    running_dovecot,
+    running_postfix,
+)
 from tests.smtp_sink import SinkHandler, running_sink
 
 
@@ -189,3 +196,59 @@ def postfix(dovecot: Dovecot) -> Iterator[Postfix]:
     user, _ = dovecot.add_user()
     with running_postfix(dovecot, user) as server:
         yield server
+
+
+@dataclass
+class Submission:
+    """``mail-proxy serve`` with SMTP submission (STARTTLS with a test CA's certificate)
+    and a tenant ``acme`` whose default account ``main`` sends to ``sink``."""
+
+    url: str
+    smtp_port: int
+    key: str
+    sink: SinkHandler
+    sink_port: int
+    ca_file: Path
+    folder: Path
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"X-API-Token": TOKEN}, timeout=30)
+
+
+#: The limits the submission server runs with, small enough for a test to pass them.
+SUBMISSION_MAX_BYTES = 200_000
+SUBMISSION_MAX_RECIPIENTS = 5
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Submission]:
+    folder = tmp_path_factory.mktemp("submission")
+    certificates = make_certificates(folder / "tls")
+    smtp_port = free_port()
+    env = {
+        "GMP_SUBMISSION_PORT": str(smtp_port),
+        "GMP_SUBMISSION_CERT_FILE": str(certificates.cert_file),
+        "GMP_SUBMISSION_KEY_FILE": str(certificates.key_file),
+        "GMP_SUBMISSION_MAX_MESSAGE_BYTES": str(SUBMISSION_MAX_BYTES),
+        "GMP_SUBMISSION_MAX_RECIPIENTS": str(SUBMISSION_MAX_RECIPIENTS),
+        "GMP_SUBMISSION_AUTH_FAILURE_DELAY_S": "0.1",
+        # Wrong passwords are tried on purpose from this address: never throttled here.
+        "GMP_SECURITY_AUTH_MAX_FAILURES": "0",
+        # A write that waits for a lock gives up soon (the store-unavailable test).
+        "GMP_STORAGE_BUSY_TIMEOUT_S": "1",
+    }
+    with running_sink(enable_SMTPUTF8=True) as (sink, sink_port):
+        server = start_server(folder, env)
+        url, _ = next(server)
+        try:
+            with httpx.Client(base_url=url, headers={"X-API-Token": TOKEN}) as api:
+                key = api.post("/tenant", json={"id": "acme"}).json()["api_key"]
+                account = {"id": "main", "tenant_id": "acme", "host": "127.0.0.1",
+                           "port": sink_port, "use_tls": False, "is_default": True}  # fmt: skip
+                assert api.post("/account", json=account).status_code == 200
+            yield Submission(
+                url=url, smtp_port=smtp_port, key=key, sink=sink, sink_port=sink_port,
+                ca_file=certificates.ca_file, folder=folder,
+            )  # fmt: skip
+        finally:
+            server.close()

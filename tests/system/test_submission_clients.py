@@ -9,16 +9,12 @@ import re
 import smtplib
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import until
-from tests.mailservers import make_certificates, relaying_postfix
-from tests.smtp_sink import free_port, running_sink
-from tests.system.conftest import TOKEN, start_server
+from tests.mailservers import relaying_postfix
 
 pytestmark = pytest.mark.system
 
@@ -34,32 +30,6 @@ def fenced(language: str, after: str) -> str:
     return re.search(rf"```{language}\n(.*?)```", section, re.S)[1]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[str, int, str, object, Path]]:
-    """``mail-proxy serve`` with SMTP submission (STARTTLS with a test certificate), a
-    tenant ``acme`` whose account sends to a sink: (url, smtp port, key, sink, CA)."""
-    folder = tmp_path_factory.mktemp("submission")
-    certificates = make_certificates(folder / "tls")
-    smtp_port = free_port()
-    env = {
-        "GMP_SUBMISSION_PORT": str(smtp_port),
-        "GMP_SUBMISSION_CERT_FILE": str(certificates.cert_file),
-        "GMP_SUBMISSION_KEY_FILE": str(certificates.key_file),
-    }
-    with running_sink() as (sink, sink_port):
-        server = start_server(folder, env)
-        url, _ = next(server)
-        try:
-            with httpx.Client(base_url=url, headers={"X-API-Token": TOKEN}) as api:
-                key = api.post("/tenant", json={"id": "acme"}).json()["api_key"]
-                account = {"id": "main", "tenant_id": "acme", "host": "127.0.0.1",
-                           "port": sink_port, "use_tls": False, "is_default": True}  # fmt: skip
-                assert api.post("/account", json=account).status_code == 200
-            yield url, smtp_port, key, sink, certificates.ca_file
-        finally:
-            server.close()
-
-
 def received_subjects(sink) -> set[str]:
     return {
         line.split(b": ", 1)[1].decode()
@@ -70,7 +40,7 @@ def received_subjects(sink) -> set[str]:
 
 
 async def test_postfix_with_mailproxy_as_its_relayhost_as_the_guide_writes_it(served):
-    _, smtp_port, key, sink, _ = served
+    smtp_port, key, sink = served.smtp_port, served.key, served.sink
     example = fenced("text", "Postfix as a relay")
     assert "smtp_sasl_auth_enable = yes" in example
     assert "smtp_sasl_security_options = noanonymous" in example
@@ -91,7 +61,7 @@ async def test_postfix_with_mailproxy_as_its_relayhost_as_the_guide_writes_it(se
 
 
 async def test_django_as_the_guide_configures_it(served):
-    _, smtp_port, key, sink, ca_file = served
+    smtp_port, key, sink, ca_file = served.smtp_port, served.key, served.sink, served.ca_file
     settings = fenced("python", "Django")
     settings = settings.replace('"mail-proxy.internal"', '"127.0.0.1"')
     settings = settings.replace("587", str(smtp_port))

@@ -92,8 +92,7 @@ class SubmissionMetrics:
 
 class SubmissionHandler:
     """The aiosmtpd handler: credentials, the recipient checks and the commit, on
-    ``proxy``. ``closing`` makes new transactions answer 421; :meth:`drained` waits for
-    the transactions in DATA."""
+    ``proxy``. ``closing`` makes new transactions answer 421."""
 
     def __init__(self, proxy: MailProxy, settings: Settings, metrics: SubmissionMetrics) -> None:
         self.proxy = proxy
@@ -104,9 +103,6 @@ class SubmissionHandler:
         self.metrics = metrics
         self.closing = False
         self._failures = FailedAuthentications(settings.security.auth_throttle)
-        self._storing = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     async def authenticate(self, peer: Any, credentials: LoginPassword) -> AuthResult:
         """Check a user (``TENANT`` or ``TENANT/ACCOUNT``) and an API key."""
@@ -134,6 +130,19 @@ class SubmissionHandler:
             await asyncio.sleep(self.options.auth_failure_delay_s)
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=Login(tenant_id, account_id or None))
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        # aiosmtpd reads one command at a time from a buffered stream and answers in
+        # order, which is all RFC 2920 asks of a server: it is said, so clients use it.
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -169,8 +178,6 @@ class SubmissionHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         login = login_of(session)
         content = envelope.original_content or b""
-        self._storing += 1
-        self._idle.clear()
         try:
             accepted = await self.proxy.submit_raw(
                 content, tenant_id=login.tenant_id, account_id=login.account_id,
@@ -185,16 +192,8 @@ class SubmissionHandler:
             # client keeps the message and tries again.
             log.exception("submission.failed", extra={"tenant_id": login.tenant_id})
             return "451 4.3.0 Temporary failure, try again later"
-        finally:
-            self._storing -= 1
-            if self._storing == 0:
-                self._idle.set()
         self.metrics.accepted.labels(tenant_id=login.tenant_id).inc()
         return QUEUED.format(id=accepted.id)
-
-    async def drained(self) -> None:
-        """Wait until no transaction is being stored."""
-        await self._idle.wait()
 
 
 def login_of(session: Session) -> Login:
@@ -253,16 +252,19 @@ class SubmissionSession(SMTP):
         self.submission.metrics.sessions.inc()
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        if (
-            self.implicit_tls
-            or self.submission.options.allow_plaintext_auth
-            or is_loopback_host(host)
-        ):
+        if plaintext_auth_allowed(host, self.implicit_tls, self.submission.options):
             self._auth_require_tls = False
 
     def connection_lost(self, error: Exception | None) -> None:
         self.listener.sessions.discard(self)
         super().connection_lost(error)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self.listener.data_started()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.listener.data_ended()
 
     async def push(self, status: str) -> None:  # type: ignore[override]
         if status[:1] in ("4", "5"):
@@ -280,6 +282,13 @@ class SubmissionSession(SMTP):
             return read  # malformed, aborted: aiosmtpd has answered or will
         assert self.session is not None
         return await self.submission.authenticate(self.session.peer, read.auth_data)
+
+
+def plaintext_auth_allowed(peer_host: str, implicit_tls: bool, options: SubmissionSettings) -> bool:
+    """Whether AUTH may be offered before STARTTLS: on the implicit-TLS port (TLS from
+    the first byte), to a loopback client (nothing crosses a network), or everywhere when
+    the operator says so."""
+    return implicit_tls or options.allow_plaintext_auth or is_loopback_host(peer_host)
 
 
 def _credentials_as_read(
@@ -305,6 +314,19 @@ class SubmissionListener:
         self.sockets = [(s, tls) for s, tls in ((starttls_socket, False), (tls_socket, True)) if s]
         self.sessions: set[SubmissionSession] = set()
         self._servers: list[asyncio.Server] = []
+        #: Sessions between DATA and its reply (a shutdown lets them finish).
+        self._in_data = 0
+        self._no_data = asyncio.Event()
+        self._no_data.set()
+
+    def data_started(self) -> None:
+        self._in_data += 1
+        self._no_data.clear()
+
+    def data_ended(self) -> None:
+        self._in_data -= 1
+        if self._in_data == 0:
+            self._no_data.set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -320,13 +342,13 @@ class SubmissionListener:
             self._servers.append(server)
 
     async def stop(self, grace_s: float) -> None:
-        """Refuse new transactions (421), let those in DATA be stored (up to ``grace_s``),
-        then tell every session 421 and close it."""
+        """Refuse new connections and transactions (421), let the transactions in DATA
+        finish (up to ``grace_s``), then tell every session 421 and close it."""
         self.handler.closing = True
         for server in self._servers:
             server.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.handler.drained(), grace_s)
+            await asyncio.wait_for(self._no_data.wait(), grace_s)
         for session in list(self.sessions):
             with contextlib.suppress(Exception):
                 await session.push(SHUTTING_DOWN)
