@@ -31,8 +31,10 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 
 _encoder = msgspec.json.Encoder(enc_hook=repr)
 
-#: Loggers that would write secrets at INFO or DEBUG (full request URLs, headers).
-QUIET_LOGGERS = ("httpx", "httpcore", "hpack")
+#: Loggers that would write secrets or personal data at INFO or DEBUG (full request URLs,
+#: headers; aiosmtpd's ``mail.log``: every SMTP command with its addresses, and the
+#: message lines).
+QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "mail.log")
 
 
 def _json_line(event: dict[str, object], **_: object) -> str:

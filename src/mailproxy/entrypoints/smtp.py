@@ -329,6 +329,9 @@ class SubmissionListener:
             self._no_data.set()
 
     async def start(self) -> None:
+        aiosmtpd_log = logging.getLogger("mail.log")
+        if without_login_data_warning not in aiosmtpd_log.filters:
+            aiosmtpd_log.addFilter(without_login_data_warning)
         loop = asyncio.get_running_loop()
         context = tls_context(self.settings)
         for sock, implicit in self.sockets:
@@ -357,6 +360,12 @@ class SubmissionListener:
         for server in self._servers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
+
+
+def without_login_data_warning(record: logging.LogRecord) -> bool:
+    """aiosmtpd warns of its own deprecated ``Session.login_data`` at every successful
+    AUTH (it sets it itself): a line per session that says nothing to an operator."""
+    return "login_data is deprecated" not in record.getMessage()
 
 
 def tls_context(options: SubmissionSettings) -> ssl.SSLContext | None:

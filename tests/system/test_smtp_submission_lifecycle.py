@@ -1,0 +1,140 @@
+"""The SMTP listener in-process, on the service as ``serve`` builds it (SQLite file): the
+throttle of failed AUTH per address, and the shutdown that finishes transactions in DATA
+and answers 421 to the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from mailproxy.adapters.prometheus import PrometheusMetrics
+from mailproxy.bootstrap import build_proxy
+from mailproxy.config import load_settings
+from mailproxy.entrypoints.smtp import SubmissionListener, submission_listening
+from mailproxy.service import MailProxy
+
+pytestmark = pytest.mark.system
+
+#: A bound against a hang, not a measurement.
+WITHIN_S = 20.0
+
+
+class LineClient:
+    """A client that writes SMTP lines and reads replies as they come (including the ones
+    a server sends unasked, such as a 421 at shutdown)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def reply(self) -> str:
+        """One whole reply (its last line), within a bound."""
+        async with asyncio.timeout(WITHIN_S):
+            while True:
+                line = (await self.reader.readline()).decode()
+                if not line:
+                    return ""  # the server closed the connection
+                if line[3:4] != "-":
+                    return line.rstrip("\r\n")
+
+    async def send(self, line: str) -> str:
+        self.writer.write(line.encode() + b"\r\n")
+        await self.writer.drain()
+        return await self.reply()
+
+    async def login(self, user: str, key: str) -> str:
+        await self.reply()  # greeting
+        await self.send("EHLO client.test")
+        token = base64.b64encode(f"\0{user}\0{key}".encode()).decode()
+        return await self.send(f"AUTH PLAIN {token}")
+
+
+@asynccontextmanager
+async def serving(
+    tmp_path: Path, **settings: str
+) -> AsyncIterator[tuple[MailProxy, SubmissionListener, int, str]]:
+    """The proxy ``serve`` would build on a SQLite file, a tenant ``acme`` with a capture
+    account, and SMTP submission on a free loopback port: (proxy, listener, port, key)."""
+    environ = {"GMP_DB_PATH": str(tmp_path / "mail.db"), **settings}
+    config = load_settings(environ=environ)
+    proxy = build_proxy(config)
+    listening_socket = socket.create_server(("127.0.0.1", 0))
+    port = listening_socket.getsockname()[1]
+    async with proxy:
+        created = await proxy.create_tenant({"id": "acme"})
+        await proxy.put_account(
+            {"id": "out", "tenant_id": "acme", "kind": "capture", "is_default": True}
+        )
+        async with submission_listening(proxy, config, listening_socket) as listener:
+            yield proxy, listener, port, created.api_key
+
+
+async def connect(port: int) -> LineClient:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    return LineClient(reader, writer)
+
+
+def metric(proxy: MailProxy, name: str) -> float:
+    events = proxy.events
+    assert isinstance(events, PrometheusMetrics)
+    for line in generate_latest(events.registry).decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_an_address_with_too_many_failed_logins_is_answered_454_unchecked(tmp_path):
+    async with serving(
+        tmp_path,
+        GMP_SECURITY_AUTH_MAX_FAILURES="2",
+        GMP_SUBMISSION_AUTH_FAILURE_DELAY_S="0",
+    ) as (proxy, _, port, key):
+        for _ in range(2):
+            client = await connect(port)
+            assert (await client.login("acme", "wrong")).startswith("535 ")
+            client.writer.close()
+        client = await connect(port)
+        # Even the right key is not checked now: a guesser learns nothing.
+        assert (await client.login("acme", key)).startswith("454 4.7.0")
+        client.writer.close()
+        failures = 'gmp_submission_auth_failures_total{outcome="%s"}'
+        assert metric(proxy, failures % "wrong") == 2
+        assert metric(proxy, failures % "throttled") == 1
+
+
+async def test_shutdown_finishes_the_transaction_in_data_and_refuses_the_others(tmp_path):
+    async with serving(tmp_path) as (proxy, listener, port, key):
+        in_data = await connect(port)
+        assert (await in_data.login("acme", key)).startswith("235 ")
+        assert (await in_data.send("MAIL FROM:<app@example.com>")).startswith("250 ")
+        assert (await in_data.send("RCPT TO:<jane@example.com>")).startswith("250 ")
+        assert (await in_data.send("DATA")).startswith("354 ")
+        in_data.writer.write(b"Subject: finished at shutdown\r\n\r\nfirst half\r\n")
+        idle = await connect(port)
+        assert (await idle.login("acme", key)).startswith("235 ")
+
+        stopping = asyncio.create_task(listener.stop(grace_s=WITHIN_S))
+        await asyncio.sleep(0)  # the stop has begun: new transactions are refused
+        assert (await idle.send("MAIL FROM:<app@example.com>")).startswith("421 4.3.2")
+        with pytest.raises(OSError):
+            await connect(port)
+        assert not stopping.done()  # waiting for the transaction in DATA
+
+        finished = await in_data.send("second half\r\n.")
+        assert finished.startswith("250 2.0.0 queued as ")
+        message_id = finished.removeprefix("250 2.0.0 queued as ")
+        await stopping
+        assert (await in_data.reply()).startswith("421 4.3.2")
+        assert await in_data.reply() == ""  # closed
+        stored = await proxy.get_message("acme", message_id)
+        assert stored.id == message_id
+        for client in (in_data, idle):
+            client.writer.close()
+            await client.writer.wait_closed()
