@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -358,6 +359,29 @@ def test_port_0_takes_any_free_port_and_the_first_screen_names_it(tmp_path):
         url = status_line.removeprefix("status page: ").removesuffix("/ui")
         assert re.fullmatch(r"http://127\.0\.0\.1:[1-9][0-9]*", url)
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+
+
+def test_smtp_port_0_takes_any_free_port_and_the_first_screen_names_it(tmp_path):
+    with serving(tmp_path, 0, base_env(GMP_API_TOKEN=TOKEN), "--smtp-port", "0") as screen:
+        (smtp_line,) = [ln for ln in screen if ln.startswith("SMTP submission: ")]
+        found = re.fullmatch(
+            r"SMTP submission: 127\.0\.0\.1:([1-9][0-9]*) \(no TLS: AUTH from loopback only\)",
+            smtp_line,
+        )
+        assert found, smtp_line
+        with smtplib.SMTP("127.0.0.1", int(found[1]), timeout=10) as client:
+            assert client.ehlo()[0] == 250
+
+
+def test_a_busy_smtp_port_is_one_line_naming_it_and_the_flag(tmp_path):
+    with held_port() as port:
+        result = serve_once(tmp_path, "--port", str(free_port()), "--smtp-port", str(port))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: port {port} on 127.0.0.1 is in use by another program: choose another "
+        "with --smtp-port\n"
+    )
+    assert not (tmp_path / "admin_token").exists()
 
 
 def test_an_ipv6_address_is_shown_in_brackets(tmp_path):

@@ -274,20 +274,24 @@ def submission_addresses(settings: Settings, http_host: str) -> list[tuple[str, 
     ]
 
 
+def address_of(listener: socket.socket) -> str:
+    """``host:port`` of a listening socket, an IPv6 host in brackets."""
+    host, port = listener.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def submission_lines(settings: Settings, sockets: list[socket.socket | None]) -> list[str]:
     """The first screen's lines about SMTP submission (none when it is off)."""
     plain, implicit = sockets
     options = settings.submission
     lines = []
     if plain is not None:
-        host, port = plain.getsockname()[:2]
         how = "STARTTLS" if options.cert_file else "no TLS: AUTH from loopback only"
         if options.cert_file is None and options.allow_plaintext_auth:
             how = "no TLS: plaintext AUTH allowed"
-        lines.append(f"SMTP submission: {host}:{port} ({how})")
+        lines.append(f"SMTP submission: {address_of(plain)} ({how})")
     if implicit is not None:
-        host, port = implicit.getsockname()[:2]
-        lines.append(f"SMTP submission: {host}:{port} (implicit TLS)")
+        lines.append(f"SMTP submission: {address_of(implicit)} (implicit TLS)")
     return lines
 
 
