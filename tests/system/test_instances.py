@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import pty
+import smtplib
 import socket
 import stat
 import subprocess
@@ -436,3 +437,23 @@ def test_a_config_without_a_server_section_is_one_line_and_rotate_repairs_it(tmp
 
     assert rotated.returncode == 0
     assert cli(home, "box", "info").returncode == 0
+
+
+def test_info_shows_where_an_instance_accepts_smtp_submission(tmp_path):
+    home = tmp_path / "home"
+    port, smtp_port = free_port(), free_port()
+    assert cli(home, "start", "box", "--port", str(port)).returncode == 0
+    try:
+        off = cli(home, "box", "info")
+        assert "SMTP submission: off ([submission] port)" in off.stdout.splitlines()
+        with (home / "box" / "config.ini").open("a", encoding="utf-8") as config:
+            config.write(f"\n[submission]\nport = {smtp_port}\n")
+        assert cli(home, "restart", "box").returncode == 0
+        shown = f"127.0.0.1:{smtp_port} (no TLS)"
+        assert f"SMTP submission: {shown}" in cli(home, "box", "info").stdout.splitlines()
+        as_json = json.loads(cli(home, "box", "info", "--json").stdout)
+        assert as_json["submission"] == [shown]
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+            assert client.ehlo()[0] == 250
+    finally:
+        cli(home, "stop", "box")

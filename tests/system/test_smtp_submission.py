@@ -5,7 +5,6 @@ and what the message looks like when it reaches the sink and the API."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import smtplib
 import sqlite3
 import ssl
@@ -14,10 +13,12 @@ import subprocess
 import pytest
 
 from tests.conftest import until
+from tests.mailservers import install_packages, missing_server
 from tests.system.conftest import SUBMISSION_MAX_BYTES, SUBMISSION_MAX_RECIPIENTS, Submission
 
 pytestmark = pytest.mark.system
 
+SWAKS = "/usr/bin/swaks"
 #: A bound against a hang, not a measurement.
 WITHIN_S = 30.0
 
@@ -239,13 +240,19 @@ async def test_smtputf8_and_8bitmime_arrive_byte_for_byte(served):
     assert received.rcpt_tos == ["zoë@exämple.com"]
 
 
-@pytest.mark.skipif(
-    shutil.which("swaks") is None, reason="swaks is not installed (apt-get install swaks)"
-)
-async def test_swaks_with_starttls_auth_plain_pipelining_and_an_8bit_body(served):
+@pytest.fixture(scope="module")
+def swaks() -> str:
+    """The swaks client (Debian's package, installed when missing and possible)."""
+    reason = install_packages(SWAKS, ("swaks",))
+    if reason is not None:
+        missing_server(reason)
+    return SWAKS
+
+
+async def test_swaks_with_starttls_auth_plain_pipelining_and_an_8bit_body(served, swaks):
     done = await asyncio.to_thread(
         subprocess.run,
-        ["swaks", "--server", f"127.0.0.1:{served.smtp_port}", "--ehlo", "swaks.test",
+        [swaks, "--server", f"127.0.0.1:{served.smtp_port}", "--ehlo", "swaks.test",
          "--tls", "--tls-verify", "--tls-ca-path", str(served.ca_file),
          "--auth", "PLAIN", "--auth-user", "acme", "--auth-password", served.key,
          "--pipeline", "--from", "app@example.com", "--to", "jane@example.com,bob@example.com",
@@ -262,12 +269,9 @@ async def test_swaks_with_starttls_auth_plain_pipelining_and_an_8bit_body(served
     assert sorted(received.rcpt_tos) == ["bob@example.com", "jane@example.com"]
 
 
-@pytest.mark.skipif(
-    shutil.which("swaks") is None, reason="swaks is not installed (apt-get install swaks)"
-)
-def test_swaks_without_auth_is_refused_530(served):
+def test_swaks_without_auth_is_refused_530(served, swaks):
     done = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{served.smtp_port}", "--ehlo", "swaks.test",
+        [swaks, "--server", f"127.0.0.1:{served.smtp_port}", "--ehlo", "swaks.test",
          "--from", "app@example.com", "--to", "jane@example.com"],
         capture_output=True, timeout=WITHIN_S,
     )  # fmt: skip

@@ -45,6 +45,8 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     running: bool
     pid: int | None
+    #: Where it accepts SMTP submission, ``host:port (STARTTLS)`` (none: it does not).
+    submission: list[str] = []
     #: Why the instance cannot be read (its config.ini), when it cannot.
     error: str | None = None
 
@@ -171,6 +173,21 @@ class Instance:
         return local_url(host, parser.get("server", "port", fallback=str(FIRST_PORT)))
 
     @property
+    def submission(self) -> list[str]:
+        """Where the instance accepts SMTP submission (``host:port (how)``), per its
+        config.ini; empty when it does not."""
+        parser = self._config()
+        host = parser.get("submission", "host", fallback="") or parser.get(
+            "server", "host", fallback="127.0.0.1"
+        )
+        tls = bool(parser.get("submission", "cert_file", fallback=""))
+        ports = [
+            (parser.get("submission", "port", fallback=""), "STARTTLS" if tls else "no TLS"),
+            (parser.get("submission", "tls_port", fallback=""), "implicit TLS"),
+        ]
+        return [f"{local_address(host, port)} ({how})" for port, how in ports if port]
+
+    @property
     def token(self) -> str:
         token = self._config().get("server", "api_token", fallback="")
         if not token:
@@ -194,8 +211,9 @@ class Instance:
     def info(self) -> InstanceInfo:
         pid = self.pid()
         return InstanceInfo(
-            name=self.name, path=str(self.path), url=self.url, running=pid is not None, pid=pid
-        )
+            name=self.name, path=str(self.path), url=self.url, running=pid is not None, pid=pid,
+            submission=self.submission,
+        )  # fmt: skip
 
     def start(self, wait_s: float = 30.0) -> int:
         """Start the server in the background and return its pid once it says it answers
@@ -350,11 +368,16 @@ def owner_of(path: Path) -> int | None:
         return None
 
 
-def local_url(host: str, port: int | str) -> str:
-    """The URL a client on this machine uses for a server bound to ``host:port`` (a
-    wildcard address is reached on loopback)."""
+def local_address(host: str, port: int | str) -> str:
+    """``host:port`` as a client on this machine reaches a server bound there (a wildcard
+    address is reached on loopback; an IPv6 address in brackets)."""
     shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    return f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
+
+
+def local_url(host: str, port: int | str) -> str:
+    """The URL a client on this machine uses for a server bound to ``host:port``."""
+    return f"http://{local_address(host, port)}"
 
 
 def notify_ready() -> None:

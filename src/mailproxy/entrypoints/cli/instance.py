@@ -38,7 +38,8 @@ from mailproxy.entrypoints.instances import Instance
 
 @instance_app.command
 def info(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
-    """Where the instance lives, whether it runs, and its queue by status.
+    """Where the instance lives, whether it runs, where it accepts SMTP submission, and
+    its queue by status.
 
     Example: ``mail-proxy myserver info``
     """
@@ -48,6 +49,7 @@ def info(*, instance: TargetInstance, json_output: JsonFlag = False) -> None:
         f"{d['name']}  {d['url']}  "
         + (f"running pid {d['pid']}" if d["running"] else "stopped"),
         f"folder: {d['path']}",
+        "SMTP submission: " + (", ".join(d["submission"]) or "off ([submission] port)"),
         f"queue: {counts(d['queue'])}",
     ])  # fmt: skip
 

@@ -33,6 +33,7 @@ from mailproxy.entrypoints.cli.apps import app
 from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError, exit_code
 from mailproxy.entrypoints.http import create_app
 from mailproxy.entrypoints.instances import (
+    local_address,
     local_url,
     notify_ready,
     writable_files,
@@ -274,12 +275,6 @@ def submission_addresses(settings: Settings, http_host: str) -> list[tuple[str, 
     ]
 
 
-def address_of(listener: socket.socket) -> str:
-    """``host:port`` of a listening socket, an IPv6 host in brackets."""
-    host, port = listener.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def submission_lines(settings: Settings, sockets: list[socket.socket | None]) -> list[str]:
     """The first screen's lines about SMTP submission (none when it is off)."""
     plain, implicit = sockets
@@ -289,9 +284,11 @@ def submission_lines(settings: Settings, sockets: list[socket.socket | None]) ->
         how = "STARTTLS" if options.cert_file else "no TLS: AUTH from loopback only"
         if options.cert_file is None and options.allow_plaintext_auth:
             how = "no TLS: plaintext AUTH allowed"
-        lines.append(f"SMTP submission: {address_of(plain)} ({how})")
+        lines.append(f"SMTP submission: {local_address(*plain.getsockname()[:2])} ({how})")
     if implicit is not None:
-        lines.append(f"SMTP submission: {address_of(implicit)} (implicit TLS)")
+        lines.append(
+            f"SMTP submission: {local_address(*implicit.getsockname()[:2])} (implicit TLS)"
+        )
     return lines
 
 
