@@ -39,6 +39,8 @@ DOVECOT_PACKAGES = ("dovecot-imapd",)
 DOVECOT_IMAP = "/usr/lib/dovecot/imap"
 POSTFIX_PACKAGES = ("postfix",)
 POSTFIX_COMMAND = "/usr/sbin/postfix"
+#: Where libsasl2-modules puts the PLAIN mechanism on this machine's architecture.
+SASL_PLAIN = "/usr/lib/x86_64-linux-gnu/sasl2/libplain.so"
 #: A name the test certificates carry besides ``localhost`` (tests resolve it to
 #: 127.0.0.1 with a resolver of their own, never the system's).
 CERTIFIED_NAME = "imap.mailproxy.test"
@@ -427,8 +429,11 @@ def relaying_postfix(port: int, user: str, password: str) -> Iterator[Postfix]:
     ``port`` (its ``relayhost``) with SMTP AUTH as ``user``; stopped and removed
     afterwards. Skips (fails under CI) when Postfix is missing and cannot be installed."""
     missing = install_packages(POSTFIX_COMMAND, POSTFIX_PACKAGES)
+    # Postfix's SASL client needs the PLAIN mechanism's module.
+    plain = next(iter(sorted(Path("/usr/lib").glob("*/sasl2/libplain.so"))), SASL_PLAIN)
+    missing = missing or install_packages(str(plain), ("libsasl2-modules",))
     if missing is not None:
-        missing_server(f"Postfix tests skipped: {missing}")
+        missing_server(f"Postfix relay tests skipped: {missing}")
     root = private_folder("mailproxy-postfix-")
     server = Postfix(root=root, dovecot=None, mailbox_user="nobody", relay=(port, user, password))
     try:
