@@ -252,7 +252,8 @@ class SubmissionSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fie
     allow_plaintext_auth: bool = False
     #: Larger messages are refused (552), announced with SIZE.
     max_message_bytes: int = 26214400
-    #: Recipients per message (more: 452); never more than `delivery.max_recipients`.
+    #: Recipients per message (more: 452); in place of `delivery.max_recipients`, which
+    #: bounds what the HTTP API takes.
     max_recipients: int = 1000
     #: Seconds a failed AUTH waits before its 535 (repeated failures from one address
     #: are throttled as the API's are: `security.auth_max_failures`).

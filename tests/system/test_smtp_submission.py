@@ -183,7 +183,7 @@ def test_an_unknown_account_is_refused_and_nothing_is_queued(served):
         client.mail("app@example.com")
         client.rcpt("jane@example.com")
         code, reply = client.data(b"Subject: nowhere\r\n\r\nbody\r\n")
-    assert code == 550, reply
+    assert code == 554, reply
     assert b"nosuch" in reply
 
 

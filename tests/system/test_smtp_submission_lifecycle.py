@@ -138,3 +138,22 @@ async def test_shutdown_finishes_the_transaction_in_data_and_refuses_the_others(
         for client in (in_data, idle):
             client.writer.close()
             await client.writer.wait_closed()
+
+
+async def test_the_submission_recipient_limit_replaces_the_http_apis(tmp_path):
+    async with serving(
+        tmp_path, GMP_DELIVERY_MAX_RECIPIENTS="2", GMP_SUBMISSION_MAX_RECIPIENTS="3"
+    ) as (proxy, _, port, key):
+        client = await connect(port)
+        assert (await client.login("acme", key)).startswith("235 ")
+        assert (await client.send("MAIL FROM:<app@example.com>")).startswith("250 ")
+        for n in range(3):
+            assert (await client.send(f"RCPT TO:<r{n}@example.com>")).startswith("250 ")
+        assert (await client.send("RCPT TO:<r3@example.com>")).startswith("452 4.5.3")
+        assert (await client.send("DATA")).startswith("354 ")
+        queued = await client.send("Subject: three\r\n\r\nbody\r\n.")
+        assert queued.startswith("250 2.0.0 queued as ")
+        stored = await proxy.get_message("acme", queued.removeprefix("250 2.0.0 queued as "))
+        assert stored.spec.to == [f"r{n}@example.com" for n in range(3)]
+        client.writer.close()
+        await client.writer.wait_closed()

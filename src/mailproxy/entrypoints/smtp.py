@@ -16,8 +16,8 @@ is committed (``250 2.0.0 queued as <id>``), a store that cannot take it answers
 service does the rest (``MailProxy.submit_raw``): a message submitted here is, downstream,
 one posted over REST.
 
-Shutdown: new transactions are answered 421; those whose DATA is being stored finish;
-then every session is told 421 and closed.
+Shutdown: new connections are refused and new transactions answered 421; those in DATA
+finish; then every session is told 421 and closed.
 """
 
 from __future__ import annotations
@@ -97,9 +97,6 @@ class SubmissionHandler:
     def __init__(self, proxy: MailProxy, settings: Settings, metrics: SubmissionMetrics) -> None:
         self.proxy = proxy
         self.options = settings.submission
-        # A message is also checked as REST's are: a larger envelope would pass RCPT only
-        # to be refused at DATA.
-        self.max_recipients = min(self.options.max_recipients, settings.delivery.max_recipients)
         self.metrics = metrics
         self.closing = False
         self._failures = FailedAuthentications(settings.security.auth_throttle)
@@ -160,7 +157,7 @@ class SubmissionHandler:
             return SHUTTING_DOWN
         if address in envelope.rcpt_tos:
             return "250 2.1.5 OK"  # named twice, sent once
-        if len(envelope.rcpt_tos) >= self.max_recipients:
+        if len(envelope.rcpt_tos) >= self.options.max_recipients:
             return TOO_MANY_RECIPIENTS
         login = login_of(session)
         try:
@@ -182,9 +179,10 @@ class SubmissionHandler:
             accepted = await self.proxy.submit_raw(
                 content, tenant_id=login.tenant_id, account_id=login.account_id,
                 mail_from=envelope.mail_from or "", recipients=list(envelope.rcpt_tos),
+                max_recipients=self.options.max_recipients,
             )  # fmt: skip
         except (InvalidInput, NotFound) as exc:
-            return f"550 5.6.0 {one_line(str(exc))}"
+            return f"554 5.6.0 {one_line(str(exc))}"
         except StorageError:
             return STORE_UNAVAILABLE
         except Exception:

@@ -370,12 +370,13 @@ class MailProxy:
         account_id: str | None,
         mail_from: str,
         recipients: Sequence[str],
+        max_recipients: int | None = None,
     ) -> RawAccepted:
         """Queue one message as it was submitted (SMTP): see
         :meth:`~mailproxy.service.submission.Submission.submit_raw`."""
         return await self.submission.submit_raw(
             raw, tenant_id=tenant_id, account_id=account_id, mail_from=mail_from,
-            recipients=recipients,
+            recipients=recipients, max_recipients=max_recipients,
         )  # fmt: skip
 
     async def check_recipient(self, tenant_id: str, address: str) -> str | None:

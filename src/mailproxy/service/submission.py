@@ -20,6 +20,7 @@ from mailproxy.domain.policy import queue_rank
 from mailproxy.domain.submitted import completed, envelope_fields, read_submitted
 from mailproxy.domain.validation import (
     MESSAGE_ID,
+    MessageLimits,
     address_of,
     idna_domain,
     parse_message,
@@ -129,12 +130,14 @@ class Submission:
         account_id: str | None,
         mail_from: str,
         recipients: Sequence[str],
+        max_recipients: int | None = None,
     ) -> RawAccepted:
         """Queue one message submitted as it is (SMTP submission): the envelope decides
         sender and recipients, the control fields (``X-Mail-Proxy-*``) what the REST
         fields decide, and the bytes go out as they came (``domain.submitted``). Returns
-        once committed. Raises :class:`InvalidInput` (a malformed control field or
-        envelope address, an unknown account, an id already sent or in flight)."""
+        once committed. ``max_recipients`` replaces the REST limit (the SMTP listener
+        has its own, enforced at RCPT). Raises :class:`InvalidInput` (a malformed control
+        field or envelope address, an unknown account, an id already sent or in flight)."""
         mail = read_submitted(raw)
         data: dict[str, Any] = {
             "id": self._new_id(), **mail.fields, **envelope_fields(mail_from, recipients),
@@ -146,7 +149,10 @@ class Submission:
             data["message_id"] = mail.message_id
         now = self._clock()
         started = self._monotonic()
-        new = await self._prepare(data, tenant_id, int(DEFAULT_PRIORITY), now)
+        limits = self._limits.message_limits
+        if max_recipients is not None:
+            limits = msgspec.structs.replace(limits, max_recipients=max_recipients)
+        new = await self._prepare(data, tenant_id, int(DEFAULT_PRIORITY), now, limits)
         content = completed(mail, message_id=new.message_id, date_ts=now)
         spec = msgspec.structs.replace(new.spec, raw=content, subject=mail.subject[:998])
         new = msgspec.structs.replace(new, spec=spec)
@@ -172,9 +178,14 @@ class Submission:
             self._events.accepted(tenant, count, seconds)
 
     async def _prepare(
-        self, raw: object, scope_tenant: str | None, default_priority: int, now: float
+        self,
+        raw: object,
+        scope_tenant: str | None,
+        default_priority: int,
+        now: float,
+        limits: MessageLimits | None = None,
     ) -> NewMessage:
-        spec = parse_message(raw, self._limits.message_limits)
+        spec = parse_message(raw, limits or self._limits.message_limits)
         if scope_tenant is not None and spec.tenant_id not in (None, scope_tenant):
             raise InvalidInput(
                 "tenant_id",
