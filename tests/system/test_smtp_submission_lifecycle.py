@@ -154,6 +154,6 @@ async def test_the_submission_recipient_limit_replaces_the_http_apis(tmp_path):
         queued = await client.send("Subject: three\r\n\r\nbody\r\n.")
         assert queued.startswith("250 2.0.0 queued as ")
         stored = await proxy.get_message("acme", queued.removeprefix("250 2.0.0 queued as "))
-        assert stored.spec.to == [f"r{n}@example.com" for n in range(3)]
+        assert list(stored.spec.to) == [f"r{n}@example.com" for n in range(3)]
         client.writer.close()
         await client.writer.wait_closed()
