@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -207,6 +208,21 @@ def one_line(text: str, limit: int = 400) -> str:
     return " ".join(text.split())[:limit]
 
 
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+#: ``<local@domain>`` with a dot-atom local part and a plain domain, then the rest.
+_SIMPLE_PATH = re.compile(
+    rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+([^(]*))?", re.S
+)
+
+
+def simple_path(arg: str) -> tuple[str, str] | None:
+    """The address and the rest (the parameters) of a MAIL or RCPT argument in the usual
+    form, ``<dot-atom@domain> PARAMS``, as aiosmtpd's parser reads them; None for any
+    other form."""
+    simple = _SIMPLE_PATH.fullmatch(arg)
+    return None if simple is None else (simple[1], simple[2] or "")
+
+
 class SubmissionSession(SMTP):
     """aiosmtpd's SMTP protocol with this service's rules: AUTH relaxed to plaintext per
     connection where allowed (loopback, implicit TLS, or the operator's say-so), the
@@ -256,6 +272,14 @@ class SubmissionSession(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self.listener.sessions.discard(self)
         super().connection_lost(error)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd reads every MAIL and RCPT path with the email package's full RFC 5322
+        # parser (and builds a class per call): a quarter of the CPU of a submission. The
+        # usual path, <dot-atom@domain>, is read by a pattern with the same result; any
+        # other goes to the parser.
+        simple = simple_path(arg)
+        return simple if simple is not None else super()._getaddr(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         self.listener.data_started()
