@@ -205,6 +205,8 @@ class Submission:
 
     url: str
     smtp_port: int
+    #: The implicit-TLS port (RFC 8314).
+    tls_port: int
     key: str
     sink: SinkHandler
     sink_port: int
@@ -224,9 +226,10 @@ SUBMISSION_MAX_RECIPIENTS = 5
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Submission]:
     folder = tmp_path_factory.mktemp("submission")
     certificates = make_certificates(folder / "tls")
-    smtp_port = free_port()
+    smtp_port, tls_port = free_port(), free_port()
     env = {
         "GMP_SUBMISSION_PORT": str(smtp_port),
+        "GMP_SUBMISSION_TLS_PORT": str(tls_port),
         "GMP_SUBMISSION_CERT_FILE": str(certificates.cert_file),
         "GMP_SUBMISSION_KEY_FILE": str(certificates.key_file),
         "GMP_SUBMISSION_MAX_MESSAGE_BYTES": str(SUBMISSION_MAX_BYTES),
@@ -247,7 +250,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Submission]:
                            "port": sink_port, "use_tls": False, "is_default": True}  # fmt: skip
                 assert api.post("/account", json=account).status_code == 200
             yield Submission(
-                url=url, smtp_port=smtp_port, key=key, sink=sink, sink_port=sink_port,
+                url=url, smtp_port=smtp_port, tls_port=tls_port, key=key, sink=sink, sink_port=sink_port,
                 ca_file=certificates.ca_file, folder=folder,
             )  # fmt: skip
         finally:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import until
 from tests.mailservers import install_packages, missing_server
+from tests.report_receiver import running_receiver
 from tests.system.conftest import SUBMISSION_MAX_BYTES, SUBMISSION_MAX_RECIPIENTS, Submission
 
 pytestmark = pytest.mark.system
@@ -119,6 +120,21 @@ async def test_a_message_without_message_id_and_date_gets_both(served):
     assert b"\r\nDate: " in content or content.startswith(b"Date: ")
     assert content.endswith(b"\r\n\r\nbody\r\n")
     assert content.count(b"Message-ID:") == 1
+
+
+async def test_the_implicit_tls_port_speaks_tls_from_the_first_byte(served):
+    context = ssl.create_default_context(cafile=str(served.ca_file))
+    with smtplib.SMTP_SSL(
+        "127.0.0.1", served.tls_port, context=context, timeout=WITHIN_S
+    ) as client:
+        client.ehlo("client.test")
+        assert "starttls" not in client.esmtp_features  # already TLS
+        client.login("acme", served.key)
+        client.mail("app@example.com")
+        client.rcpt("jane@example.com")
+        code, reply = client.data(b"Subject: over implicit TLS\r\n\r\nbody\r\n")
+    assert code == 250, reply
+    await delivered(served, b"over implicit TLS")
 
 
 def test_auth_login_works_too(served):
@@ -322,3 +338,47 @@ def test_the_metrics_count_sessions_refusals_failures_and_acceptances(served):
     assert values['gmp_submission_accepted_total{tenant_id="acme"}'] >= 1
     assert values['gmp_submission_auth_failures_total{outcome="wrong"}'] >= 1
     assert values['gmp_submission_refused_total{code="535"}'] >= 1
+
+
+async def test_downstream_a_submitted_message_is_one_posted_over_rest(served):
+    """The same message over SMTP and over REST: the same record fields, the same report
+    entry fields, both delivered (the reports carry the metadata either way)."""
+    with running_receiver() as receiver, served.api() as api:
+        tenant = {"id": "twins", "client_base_url": receiver.url}
+        key = api.post("/tenant", json=tenant).json()["api_key"]
+        account = {"id": "main", "tenant_id": "twins", "host": "127.0.0.1",
+                   "port": served.sink_port, "use_tls": False, "is_default": True}  # fmt: skip
+        assert api.post("/account", json=account).status_code == 200
+        with connected(served, login=("twins", key)) as client:
+            client.mail("app@example.com")
+            client.rcpt("jane@example.com")
+            code, reply = client.data(
+                b"From: app@example.com\r\nTo: jane@example.com\r\nSubject: twin smtp\r\n"
+                b"X-Mail-Proxy-Id: over-smtp\r\nX-Mail-Proxy-Batch: twins\r\n"
+                b'X-Mail-Proxy-Metadata: {"via": "either"}\r\n\r\nbody\r\n'
+            )
+        assert (code, queued_id(reply)) == (250, "over-smtp")
+        rest = {"id": "over-rest", "tenant_id": "twins", "from": "app@example.com",
+                "to": ["jane@example.com"], "subject": "twin rest", "body": "body",
+                "batch_code": "twins", "metadata": {"via": "either"}}  # fmt: skip
+        assert api.post("/commands/add-messages", json={"messages": [rest]}).status_code == 200
+
+        def entries() -> dict[str, dict]:
+            return {e["id"]: e for call in receiver.calls for e in call.entries}
+
+        async def both_reported() -> bool:
+            return {"over-smtp", "over-rest"} <= {
+                i for i, e in entries().items() if e.get("sent_ts") is not None
+            }
+
+        await until(both_reported, WITHIN_S)
+        smtp_entry, rest_entry = entries()["over-smtp"], entries()["over-rest"]
+        assert smtp_entry.keys() == rest_entry.keys()
+        assert smtp_entry["metadata"] == rest_entry["metadata"] == {"via": "either"}
+        records = [
+            api.get(f"/messages/{i}", params={"tenant_id": "twins"}).json()["message"]
+            for i in ("over-smtp", "over-rest")
+        ]
+        assert records[0].keys() == records[1].keys()
+        for field in ("status", "priority", "batch_code", "account_id", "metadata"):
+            assert records[0][field] == records[1][field], field
