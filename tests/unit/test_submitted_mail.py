@@ -14,7 +14,7 @@ from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.submitted import read_submitted
+from mailproxy.domain.submitted import completed, read_submitted
 from mailproxy.service import MailProxy
 from tests.conftest import Clock
 from tests.smtp_sink import running_sink
@@ -111,6 +111,13 @@ async def test_an_id_and_message_id_of_the_client_are_kept(proxy, sink):
         (b"X-Mail-Proxy-Deferred-Until: tomorrow", "x-mail-proxy-deferred-until"),
         (b"X-Mail-Proxy-Priority: urgent", "priority"),
         (b"X-Mail-Proxy-Id: a/b", "id"),
+        # Digits of other scripts are not Unix seconds nor priorities.
+        ("X-Mail-Proxy-Priority: \u00b2".encode(), "priority"),
+        ("X-Mail-Proxy-Deferred-Until: \u0661\u0667".encode(), "deferred-until"),
+        # Nested past what the JSON reader takes, in one folded field.
+        (b'X-Mail-Proxy-Metadata: {"a":' + b"\r\n [" * 40_000, "metadata"),
+        (b"X-Mail-Proxy-Batch: \xff\xfe", "batch"),
+        (b"X-Mail-Proxy-Batch: one\r\nX-Mail-Proxy-Batch: two", "given twice"),
     ],
 )
 async def test_a_malformed_control_field_refuses_the_message_and_queues_nothing(
@@ -133,3 +140,36 @@ def test_bare_line_feeds_become_crlf_and_a_message_without_body_keeps_its_fields
     mail = read_submitted(b"Subject: s\nX-Mail-Proxy-Batch: b\nTo: x@example.com\n")
     assert mail.content == b"Subject: s\r\nTo: x@example.com\r\n"
     assert mail.fields == {"batch_code": "b"}
+
+
+def test_folded_fields_are_read_whole_and_every_bcc_is_dropped():
+    folded_bcc = b"Bcc: a@example.com,\r\n" + b" b@example.com,\r\n" * 50_000
+    mail = read_submitted(
+        b"From: x@example.com\r\n" + folded_bcc
+        + b"Resent-From: x@example.com\r\nResent-Bcc: hidden@example.com\r\n"
+        + b"Message-ID:\r\n <folded-1234567890@example.com>\r\n"
+        + b"X-Mail-Proxy-Batch: long\r\n  name\r\n\r\nbody\r\n"
+    )  # fmt: skip
+    assert mail.content == (
+        b"From: x@example.com\r\nResent-From: x@example.com\r\n"
+        b"Message-ID:\r\n <folded-1234567890@example.com>\r\n\r\nbody\r\n"
+    )
+    assert mail.message_id == "<folded-1234567890@example.com>"
+    assert mail.fields == {"batch_code": "long name"}
+
+
+def test_a_message_id_with_a_comment_is_read_and_an_unreadable_one_is_not_doubled():
+    commented = read_submitted(b"Message-ID: <abc-def@example.com> (comment)\r\n\r\nx\r\n")
+    assert commented.message_id == "<abc-def@example.com>"
+    unreadable = read_submitted(b"Message-ID: garbage\r\n\r\nx\r\n")
+    assert unreadable.message_id is None
+    assert completed(unreadable, message_id="new@example.com", date_ts=0).count(b"Message-ID") == 1
+
+
+def test_a_message_without_header_gets_one_in_front_of_its_body():
+    mail = read_submitted(b"just a body line\r\nBcc: not a field here\r\n")
+    assert mail.content == b"\r\njust a body line\r\nBcc: not a field here\r\n"
+    added = completed(mail, message_id="m@example.com", date_ts=0)
+    header, body = added.split(b"\r\n\r\n", 1)
+    assert header.startswith(b"Message-ID: <m@example.com>\r\nDate: ")
+    assert body == b"just a body line\r\nBcc: not a field here\r\n"

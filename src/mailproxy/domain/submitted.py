@@ -29,9 +29,14 @@ CONTROL_FIELDS = {
     "x-mail-proxy-deferred-until": "deferred_ts",
     "x-mail-proxy-metadata": "metadata",
 }
-#: Fields that never travel: the control fields, and ``Bcc`` (its addresses are in the
-#: envelope; a receiver must not see them).
-_DROPPED = frozenset({*CONTROL_FIELDS, "bcc"})
+#: Fields that never travel: the control fields, and ``Bcc`` and ``Resent-Bcc`` (their
+#: addresses are in the envelope; a receiver must not see them).
+_DROPPED = frozenset({*CONTROL_FIELDS, "bcc", "resent-bcc"})
+#: Fields kept but read (the first of each).
+_READ = frozenset({"message-id", "subject", "date"})
+_ANGLE_ID = re.compile(r"<[^<>\s]+>")
+#: ASCII digits only (``str.isdigit`` takes other scripts' digits, and superscripts).
+_DIGITS = re.compile(r"[0-9]{1,20}")
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -44,7 +49,9 @@ class SubmittedMail(msgspec.Struct, frozen=True, kw_only=True):
     #: The REST fields its control fields set (``id``, ``priority``, ``batch_code``,
     #: ``deferred_ts``, ``metadata``), as a client would send them.
     fields: dict[str, Any]
+    #: The ``<id>`` of its Message-ID field, when it has one that can be read.
     message_id: str | None = None
+    has_message_id: bool = False
     has_date: bool = False
     subject: str = ""
 
@@ -54,48 +61,63 @@ def _lines(raw: bytes) -> list[bytes]:
 
 
 def read_submitted(raw: bytes) -> SubmittedMail:
-    """Read the header block of ``raw`` (up to the first empty line); raise
-    :class:`InvalidInput` naming the control field whose value is malformed."""
+    """Read the header block of ``raw`` (up to the first empty line; none when the first
+    line is not a header field); raise :class:`InvalidInput` naming the control field
+    whose value is malformed or given twice. Linear in the size of ``raw``."""
     lines = _lines(raw)
     if lines and lines[-1] == b"":
         lines.pop()  # the final line end
+    if lines and _FIELD_NAME.match(lines[0]) is None:
+        # No header at all: the whole message is its body, after an empty line, so that
+        # the fields added in front of it stay a header.
+        lines.insert(0, b"")
     header_end = next((n for n, line in enumerate(lines) if line == b""), len(lines))
     kept: list[bytes] = []
-    values: dict[str, str] = {}
+    #: The values read, each a list of its lines (joined once: a field folded over many
+    #: lines must not cost their number squared).
+    values: dict[str, list[bytes]] = {}
     current: str | None = None
+    reading: list[bytes] | None = None
     for line in lines[:header_end]:
         if line[:1] in (b" ", b"\t") and current is not None:
-            if current in _DROPPED:
-                values[current] = values.get(current, "") + " " + _text(line.strip())
-                continue
-            kept.append(line)
+            if reading is not None:
+                reading.append(line.strip())
+            if current not in _DROPPED:
+                kept.append(line)
             continue
         match = _FIELD_NAME.match(line)
         current = match[1].decode("ascii").lower() if match else None
-        if current is None:
+        reading = None
+        if match is None or current is None:
             kept.append(line)  # not a field: left as it is (the receiving server judges)
             continue
-        value = _text(line[match.end() :].strip()) if match else ""
-        if current in _DROPPED:
-            values[current] = value
-            continue
-        if current in ("message-id", "subject") and current not in values:
-            values[current] = value
-        if current == "date":
-            values["date"] = value
-        kept.append(line)
+        if current in CONTROL_FIELDS and current in values:
+            raise InvalidInput(current, f"invalid {current}: given twice")
+        if current in _DROPPED or (current in _READ and current not in values):
+            reading = values[current] = [line[match.end() :].strip()]
+        if current not in _DROPPED:
+            kept.append(line)
     content = b"\r\n".join([*kept, *lines[header_end:]]) + b"\r\n"
+    text = {name: b" ".join(parts) for name, parts in values.items()}
     return SubmittedMail(
         content=content,
-        fields=_control_fields(values),
-        message_id=values.get("message-id") or None,
-        has_date="date" in values,
-        subject=_decoded(values.get("subject", "")),
+        fields=_control_fields(text),
+        message_id=_message_id(_text(text.get("message-id", b""))),
+        has_message_id="message-id" in text,
+        has_date="date" in text,
+        subject=_decoded(_text(text.get("subject", b""))),
     )
 
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
+
+
+def _message_id(value: str) -> str | None:
+    """The ``<id>`` of a Message-ID field's value (comments and folding around it
+    ignored), or None."""
+    found = _ANGLE_ID.search(value)
+    return found[0] if found else None
 
 
 def _decoded(value: str) -> str:
@@ -105,16 +127,19 @@ def _decoded(value: str) -> str:
         return value
 
 
-def _control_fields(values: dict[str, str]) -> dict[str, Any]:
+def _control_fields(values: dict[str, bytes]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for header, name in CONTROL_FIELDS.items():
         if header not in values:
             continue
-        value = values[header].strip()
+        try:
+            value = values[header].decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise InvalidInput(header, f"invalid {header}: not UTF-8") from None
         if name == "priority":
-            fields[name] = int(value) if value.isdigit() else value.lower()
+            fields[name] = int(value) if _DIGITS.fullmatch(value) else value.lower()
         elif name == "deferred_ts":
-            if not value.isdigit():
+            if not _DIGITS.fullmatch(value):
                 raise InvalidInput(
                     header, f"invalid {header}: expected Unix seconds, got {value[:40]!r}"
                 )
@@ -122,7 +147,7 @@ def _control_fields(values: dict[str, str]) -> dict[str, Any]:
         elif name == "metadata":
             try:
                 metadata = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise InvalidInput(header, f"invalid {header}: not JSON") from None
             if not isinstance(metadata, dict):
                 raise InvalidInput(header, f"invalid {header}: expected a JSON object")
@@ -136,7 +161,7 @@ def completed(mail: SubmittedMail, *, message_id: str, date_ts: float) -> bytes:
     """The message as it is kept and sent: ``Message-ID: <message_id>`` and ``Date``
     first when the client gave none."""
     added = b""
-    if mail.message_id is None:
+    if not mail.has_message_id:
         added += f"Message-ID: <{message_id}>\r\n".encode("ascii")
     if not mail.has_date:
         added += f"Date: {email.utils.formatdate(date_ts)}\r\n".encode("ascii")
