@@ -260,6 +260,11 @@ class SubmissionSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fie
     auth_failure_delay_s: float = 1.0
     #: Seconds a client may stay silent before the session is closed.
     idle_timeout_s: float = 300.0
+    #: SMTP sessions at once in this process (more: 421 at connection): each holds a
+    #: file descriptor the HTTP API needs too.
+    max_sessions: int = 200
+    #: Of those, the most from one client address.
+    max_sessions_per_address: int = 20
 
 
 class LoggingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -521,7 +526,8 @@ def _check_submission(submission: SubmissionSettings, server_host: str) -> None:
         value = getattr(submission, key)
         if value is not None and not 0 <= value < 65536:
             raise InvalidInput(f"submission.{key}", f"invalid setting submission.{key}: 0..65535")
-    for key in ("max_message_bytes", "max_recipients", "idle_timeout_s"):
+    for key in ("max_message_bytes", "max_recipients", "idle_timeout_s", "max_sessions",
+                "max_sessions_per_address"):  # fmt: skip
         if getattr(submission, key) <= 0:
             raise InvalidInput(f"submission.{key}", f"invalid setting submission.{key}: positive")
     if not 0 <= submission.auth_failure_delay_s <= 30:

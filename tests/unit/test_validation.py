@@ -53,6 +53,7 @@ def test_valid_addresses_pass(address):
         "a b@x.test",
         "a@x.test.",
         "a@x_y.test",
+        "r\udcff\udcfe@x.test",  # bytes that were not UTF-8, as aiosmtpd hands them on
     ],
 )
 def test_invalid_addresses_are_rejected_naming_the_field(address):

@@ -118,6 +118,10 @@ def check_addr_spec(field: str, addr: str) -> str:
 
     if CONTROL.search(addr) or hides_control_characters(addr):
         raise bad("control characters")
+    try:
+        addr.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+        raise bad("not UTF-8") from None
     local, at, domain = addr.rpartition("@")
     if not at or not local or not domain:
         raise bad("expected local@domain")

@@ -32,13 +32,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 from prometheus_client import CollectorRegistry, Counter
 
 from mailproxy.adapters.prometheus import PrometheusMetrics
 from mailproxy.config import Settings, SubmissionSettings, is_loopback_host
 from mailproxy.domain.errors import InvalidInput, NotFound, StorageError
 from mailproxy.domain.throttle import FailedAuthentications
+from mailproxy.domain.validation import check_addr_spec
 from mailproxy.service import MailProxy
 
 log = logging.getLogger("mailproxy.smtp")
@@ -46,6 +47,12 @@ log = logging.getLogger("mailproxy.smtp")
 QUEUED = "250 2.0.0 queued as {id}"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 STORE_UNAVAILABLE = "451 4.3.0 Message store unavailable, try again later"
+BAD_SENDER = "501 5.1.7 Bad sender address (a null sender is not accepted)"
+TOO_MANY_SESSIONS = "421 4.7.0 Too many connections, try again later"
+#: Commands a client needs a few times per session at most: past these budgets, the
+#: session is closed (421). MAIL, RCPT, DATA and RSET are not counted ("*").
+COMMAND_BUDGETS = {"NOOP": 100, "HELP": 10, "VRFY": 10, "EXPN": 10, "AUTH": 10,
+                   "EHLO": 20, "HELO": 20, "STARTTLS": 3, "*": 2**62}  # fmt: skip
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 INVALID_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
 SUPPRESSED_RECIPIENT = "550 5.7.1 Recipient suppressed (hard bounce, complaint or by hand)"
@@ -142,11 +149,22 @@ class SubmissionHandler:
         # order, which is all RFC 2920 asks of a server: it is said, so clients use it.
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
+    async def handle_exception(self, error: Exception) -> str:
+        # What aiosmtpd could not handle (a line past its limit inside AUTH, bytes that
+        # are not UTF-8): a warning without traceback, and no internals to the client.
+        log.warning("submission.error", extra={"error": type(error).__name__})
+        return "500 5.5.0 Command not understood"
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if self.closing:
             return SHUTTING_DOWN
+        try:
+            check_addr_spec("from", address)
+        except InvalidInput:
+            # A null sender (<>) is a bounce's: an application submits as someone.
+            return BAD_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -251,26 +269,43 @@ class SubmissionSession(SMTP):
             # The credentials are read by aiosmtpd and judged in _judged (a coroutine:
             # the key is looked up in the store).
             authenticator=_credentials_as_read,
+            command_call_limit=COMMAND_BUDGETS,
             loop=asyncio.get_running_loop(),
         )
         self.submission = handler
         self.listener = listener
         self.implicit_tls = implicit_tls
+        self.client = ""
+        #: Refused at connection (too many): never a session.
+        self.turned_away = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if first and not self.listener.admits(self.client):
+            # Every connection holds a file descriptor the HTTP API needs too.
+            self.turned_away = True
+            self.submission.metrics.refused.labels(code=TOO_MANY_SESSIONS[:3]).inc()
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(TOO_MANY_SESSIONS.encode() + b"\r\n")
+            transport.close()
+            return
         super().connection_made(transport)
         if not first:
             return  # STARTTLS: the same session
-        self.listener.sessions.add(self)
+        self.listener.opened(self)
         self.submission.metrics.sessions.inc()
-        peer = transport.get_extra_info("peername")
-        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        if plaintext_auth_allowed(host, self.implicit_tls, self.submission.options):
+        if plaintext_auth_allowed(self.client, self.implicit_tls, self.submission.options):
             self._auth_require_tls = False
 
+    def eof_received(self) -> bool | None:
+        return False if self.turned_away else super().eof_received()
+
     def connection_lost(self, error: Exception | None) -> None:
-        self.listener.sessions.discard(self)
+        if self.turned_away:
+            return
+        self.listener.closed(self)
         super().connection_lost(error)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -281,17 +316,70 @@ class SubmissionSession(SMTP):
         simple = simple_path(arg)
         return simple if simple is not None else super()._getaddr(arg)
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd keeps each line of the content as an object of its own until the end:
+        # a message of 25 MiB in two-byte lines held 2 GB. This reads the same protocol
+        # (RFC 5321 4.1.1.4, 4.5.2) into one buffer, the size of the message at most.
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
         self.listener.data_started()
         try:
-            await super().smtp_DATA(arg)
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            content, refusal = await self._content()
+            if refusal is None:
+                self.envelope.content = self.envelope.original_content = content
+                status = await self._call_handler_hook("DATA")
+                refusal = "250 OK" if status is MISSING else status
+            self.envelope = self._create_envelope()  # the post-DATA state
+            await self.push(refusal)
         finally:
             self.listener.data_ended()
+
+    async def _content(self) -> tuple[bytes, str | None]:
+        """The lines up to the lone dot, dot-unstuffed; with the refusal of a line past
+        the limit or a message past the size (read to its end all the same)."""
+        body = bytearray()
+        limit = self.data_size_limit or 0
+        refusal: str | None = None
+        continued = False  # the rest of a line longer than the reader's limit
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as overrun:
+                await self._reader.readexactly(overrun.consumed)
+                refusal = refusal or "500 5.5.6 Line too long (see RFC 5321 4.5.3.1.6)"
+                continued = True
+                continue
+            if continued:
+                continued = False
+                continue
+            if line == b".\r\n":
+                return bytes(body), refusal
+            if refusal is not None:
+                continue
+            if line.startswith(b"."):
+                line = line[1:]
+            if limit and len(body) + len(line) > limit:
+                refusal = f"552 5.3.4 Message too big: more than {limit} bytes"
+                body.clear()
+                continue
+            body += line
 
     async def push(self, status: str) -> None:  # type: ignore[override]
         if status[:1] in ("4", "5"):
             self.submission.metrics.refused.labels(code=status[:3]).inc()
         await super().push(status)
+        # A client that pipelines commands without end would otherwise keep the event
+        # loop (and the HTTP API on it) for as long as its buffer holds commands.
+        await asyncio.sleep(0)
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._judged(await super().auth_PLAIN(_, args))
@@ -335,11 +423,32 @@ class SubmissionListener:
         self.settings = settings.submission
         self.sockets = [(s, tls) for s, tls in ((starttls_socket, False), (tls_socket, True)) if s]
         self.sessions: set[SubmissionSession] = set()
+        self._per_client: dict[str, int] = {}
         self._servers: list[asyncio.Server] = []
         #: Sessions between DATA and its reply (a shutdown lets them finish).
         self._in_data = 0
         self._no_data = asyncio.Event()
         self._no_data.set()
+
+    def admits(self, client: str) -> bool:
+        """Whether a new connection from ``client`` may have a session: under
+        ``max_sessions`` in all and ``max_sessions_per_address`` from its address."""
+        return (
+            len(self.sessions) < self.settings.max_sessions
+            and self._per_client.get(client, 0) < self.settings.max_sessions_per_address
+        )
+
+    def opened(self, session: SubmissionSession) -> None:
+        self.sessions.add(session)
+        self._per_client[session.client] = self._per_client.get(session.client, 0) + 1
+
+    def closed(self, session: SubmissionSession) -> None:
+        if session not in self.sessions:
+            return
+        self.sessions.discard(session)
+        left = self._per_client.pop(session.client, 1) - 1
+        if left > 0:
+            self._per_client[session.client] = left
 
     def data_started(self) -> None:
         self._in_data += 1
