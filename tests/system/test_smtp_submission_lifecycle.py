@@ -17,8 +17,9 @@ from prometheus_client import generate_latest
 from mailproxy.adapters.prometheus import PrometheusMetrics
 from mailproxy.bootstrap import build_proxy
 from mailproxy.config import load_settings
-from mailproxy.entrypoints.smtp import SubmissionListener, submission_listening
+from mailproxy.entrypoints.smtp import COMMAND_BUDGETS, SubmissionListener, submission_listening
 from mailproxy.service import MailProxy
+from tests.conftest import until
 
 pytestmark = pytest.mark.system
 
@@ -157,3 +158,94 @@ async def test_the_submission_recipient_limit_replaces_the_http_apis(tmp_path):
         assert list(stored.spec.to) == [f"r{n}@example.com" for n in range(3)]
         client.writer.close()
         await client.writer.wait_closed()
+
+
+async def test_sessions_are_capped_per_address_and_a_closed_one_frees_its_place(tmp_path):
+    async with serving(tmp_path, GMP_SUBMISSION_MAX_SESSIONS_PER_ADDRESS="2") as (_, _, port, _):
+        first, second = await connect(port), await connect(port)
+        for client in (first, second):
+            assert (await client.reply()).startswith("220 ")
+        third = await connect(port)
+        assert (await third.reply()).startswith("421 4.7.0")
+        assert await third.reply() == ""  # closed
+        first.writer.close()
+        await first.writer.wait_closed()
+
+        async def admitted() -> bool:
+            again = await connect(port)
+            greeting = await again.reply()
+            again.writer.close()
+            await again.writer.wait_closed()
+            return greeting.startswith("220 ")
+
+        await until(admitted, WITHIN_S)
+        for client in (second, third):
+            client.writer.close()
+            await client.writer.wait_closed()
+
+
+async def test_a_command_repeated_past_its_budget_ends_the_session(tmp_path):
+    async with serving(tmp_path) as (_, _, port, _):
+        client = await connect(port)
+        await client.reply()
+        client.writer.write(b"NOOP\r\n" * (COMMAND_BUDGETS["NOOP"] + 1))
+        replies = [await client.reply() for _ in range(COMMAND_BUDGETS["NOOP"] + 1)]
+        assert all(reply.startswith("250 ") for reply in replies[:-1])
+        assert replies[-1].startswith("421 4.7.0 NOOP")
+        assert await client.reply() == ""
+        client.writer.close()
+        await client.writer.wait_closed()
+
+
+async def test_data_is_read_as_rfc_5321_says_and_bounded(tmp_path):
+    async with serving(tmp_path, GMP_SUBMISSION_MAX_MESSAGE_BYTES="1000") as (proxy, _, port, key):
+        client = await connect(port)
+        assert (await client.login("acme", key)).startswith("235 ")
+
+        async def transaction(content: bytes) -> str:
+            assert (await client.send("MAIL FROM:<app@example.com>")).startswith("250 ")
+            assert (await client.send("RCPT TO:<jane@example.com>")).startswith("250 ")
+            assert (await client.send("DATA")).startswith("354 ")
+            client.writer.write(content + b".\r\n")
+            return await client.reply()
+
+        # Dot-stuffed lines lose their first dot; the limit counts the message, not
+        # the stuffing: 1000 bytes exactly are taken.
+        stuffed = b"Subject: s\r\n\r\n" + b"..x\r\n" * 245 + b"1234\r\n"
+        assert len(stuffed) - 245 == 1000
+        queued = await transaction(stuffed)
+        assert queued.startswith("250 2.0.0 queued as ")
+        stored = await proxy.get_message("acme", queued.removeprefix("250 2.0.0 queued as "))
+        assert stored.spec.raw is not None
+        assert stored.spec.raw.endswith(b"\r\n\r\n" + b".x\r\n" * 245 + b"1234\r\n")
+        assert (await transaction(stuffed + b"3\r\n")).startswith("552 5.3.4")
+        assert (await transaction(b"Subject: s\r\n\r\n" + b"x" * 1200 + b"\r\n")).startswith(
+            "500 5.5.6"
+        )
+        # The session goes on after each refusal.
+        assert (await client.send("NOOP")).startswith("250 ")
+        client.writer.close()
+        await client.writer.wait_closed()
+
+
+async def test_bad_senders_recipients_and_auth_lines_are_refused_plainly(tmp_path):
+    async with serving(tmp_path) as (_, _, port, key):
+        client = await connect(port)
+        assert (await client.login("acme", key)).startswith("235 ")
+        assert (await client.send("MAIL FROM:<>")).startswith("501 5.1.7")
+        client.writer.write(b"MAIL FROM:<app@example.com> SMTPUTF8\r\n")
+        assert (await client.reply()).startswith("250 ")
+        client.writer.write(b"RCPT TO:<r\xff\xfe@example.com>\r\n")
+        assert (await client.reply()).startswith("501 5.1.3")
+        client.writer.close()
+        await client.writer.wait_closed()
+
+        other = await connect(port)
+        await other.reply()
+        await other.send("EHLO client.test")
+        assert (await other.send("AUTH LOGIN")).startswith("334 ")
+        answer = await other.send("QUFB" * 500)  # past the line limit inside AUTH
+        assert answer == "500 5.5.0 Command not understood"
+        assert (await other.send("NOOP")).startswith("250 ")
+        other.writer.close()
+        await other.writer.wait_closed()
