@@ -17,7 +17,12 @@ from prometheus_client import generate_latest
 from mailproxy.adapters.prometheus import PrometheusMetrics
 from mailproxy.bootstrap import build_proxy
 from mailproxy.config import load_settings
-from mailproxy.entrypoints.smtp import COMMAND_BUDGETS, SubmissionListener, submission_listening
+from mailproxy.entrypoints.smtp import (
+    AUTH_CHECKS_AT_ONCE,
+    COMMAND_BUDGETS,
+    SubmissionListener,
+    submission_listening,
+)
 from mailproxy.service import MailProxy
 from tests.conftest import until
 
@@ -249,3 +254,19 @@ async def test_bad_senders_recipients_and_auth_lines_are_refused_plainly(tmp_pat
         assert (await other.send("NOOP")).startswith("250 ")
         other.writer.close()
         await other.writer.wait_closed()
+
+
+async def test_guesses_sent_at_once_are_checked_a_few_at_a_time(tmp_path):
+    # Each wrong guess holds its check for the failure delay: the guesses that arrive
+    # meanwhile from the same address are refused unchecked.
+    async with serving(
+        tmp_path,
+        GMP_SUBMISSION_AUTH_FAILURE_DELAY_S="2",
+        GMP_SECURITY_AUTH_MAX_FAILURES="1000",
+    ) as (_, _, port, _):
+        clients = [await connect(port) for _ in range(AUTH_CHECKS_AT_ONCE + 3)]
+        answers = await asyncio.gather(*(c.login("acme", "guess") for c in clients))
+        assert sorted(a[:3] for a in answers) == ["454"] * 3 + ["535"] * AUTH_CHECKS_AT_ONCE
+        for client in clients:
+            client.writer.close()
+            await client.writer.wait_closed()
