@@ -257,16 +257,27 @@ async def test_bad_senders_recipients_and_auth_lines_are_refused_plainly(tmp_pat
 
 
 async def test_guesses_sent_at_once_are_checked_a_few_at_a_time(tmp_path):
-    # Each wrong guess holds its check for the failure delay: the guesses that arrive
-    # meanwhile from the same address are refused unchecked.
+    # Each wrong guess holds its turn for the failure delay; the throttle (here: three
+    # failures) is read when a guess's turn comes, so the later ones are refused
+    # unchecked.
     async with serving(
         tmp_path,
-        GMP_SUBMISSION_AUTH_FAILURE_DELAY_S="2",
-        GMP_SECURITY_AUTH_MAX_FAILURES="1000",
+        GMP_SUBMISSION_AUTH_FAILURE_DELAY_S="0.5",
+        GMP_SECURITY_AUTH_MAX_FAILURES=str(AUTH_CHECKS_AT_ONCE),
     ) as (_, _, port, _):
         clients = [await connect(port) for _ in range(AUTH_CHECKS_AT_ONCE + 3)]
         answers = await asyncio.gather(*(c.login("acme", "guess") for c in clients))
         assert sorted(a[:3] for a in answers) == ["454"] * 3 + ["535"] * AUTH_CHECKS_AT_ONCE
+        for client in clients:
+            client.writer.close()
+            await client.writer.wait_closed()
+
+
+async def test_many_right_logins_at_once_from_one_address_all_succeed(tmp_path):
+    async with serving(tmp_path) as (_, _, port, key):
+        clients = [await connect(port) for _ in range(AUTH_CHECKS_AT_ONCE * 4)]
+        answers = await asyncio.gather(*(c.login("acme", key) for c in clients))
+        assert all(a.startswith("235 ") for a in answers)
         for client in clients:
             client.writer.close()
             await client.writer.wait_closed()

@@ -56,7 +56,7 @@ COMMAND_BUDGETS = {"NOOP": 100, "HELP": 10, "VRFY": 10, "EXPN": 10, "AUTH": 10,
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 INVALID_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
 SUPPRESSED_RECIPIENT = "550 5.7.1 Recipient suppressed (hard bounce, complaint or by hand)"
-#: Credentials of one client address checked at once (more: 454 at once).
+#: Credentials of one client address checked at once (the others wait their turn).
 AUTH_CHECKS_AT_ONCE = 3
 THROTTLED = "454 4.7.0 Too many failed authentications, try again in {seconds} s"
 AUTH_UNAVAILABLE = "454 4.3.0 Cannot check credentials now, try again later"
@@ -100,6 +100,14 @@ class SubmissionMetrics:
         )
 
 
+class _Turns:
+    """The AUTH checks of one client address: who is waiting, and the turns."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.semaphore = asyncio.Semaphore(AUTH_CHECKS_AT_ONCE)
+
+
 class SubmissionHandler:
     """The aiosmtpd handler: credentials, the recipient checks and the commit, on
     ``proxy``. ``closing`` makes new transactions answer 421."""
@@ -110,26 +118,29 @@ class SubmissionHandler:
         self.metrics = metrics
         self.closing = False
         self._failures = FailedAuthentications(settings.security.auth_throttle)
-        #: Credentials being checked now, per client address.
-        self._checking: dict[str, int] = {}
+        #: Credentials being checked or waiting for their turn, per client address.
+        self._turns: dict[str, _Turns] = {}
 
     async def authenticate(self, peer: Any, credentials: LoginPassword) -> AuthResult:
         """Check a user (``TENANT`` or ``TENANT/ACCOUNT``) and an API key."""
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        wait = self._failures.retry_after(client, self.proxy.now())
-        if wait is not None or self._checking.get(client, 0) >= AUTH_CHECKS_AT_ONCE:
-            # Checks under way count too: many connections guessing at once would all be
-            # checked before the first failure was counted.
-            self.metrics.auth_failures.labels(outcome="throttled").inc()
-            message = THROTTLED.format(seconds=int(wait or 0) + 1)
-            return AuthResult(success=False, handled=False, message=message)
-        self._checking[client] = self._checking.get(client, 0) + 1
+        # A few checks at a time per address, the throttle read after waiting for a
+        # turn: many connections guessing at once would otherwise all be checked before
+        # the first failure was counted. Right credentials only wait for their turn.
+        turn = self._turns.setdefault(client, _Turns())
+        turn.waiting += 1
         try:
-            return await self._checked(client, credentials)
+            async with turn.semaphore:
+                wait = self._failures.retry_after(client, self.proxy.now())
+                if wait is not None:
+                    self.metrics.auth_failures.labels(outcome="throttled").inc()
+                    message = THROTTLED.format(seconds=int(wait) + 1)
+                    return AuthResult(success=False, handled=False, message=message)
+                return await self._checked(client, credentials)
         finally:
-            left = self._checking.pop(client) - 1
-            if left:
-                self._checking[client] = left
+            turn.waiting -= 1
+            if not turn.waiting:
+                del self._turns[client]
 
     async def _checked(self, client: str, credentials: LoginPassword) -> AuthResult:
         try:
