@@ -50,6 +50,17 @@ BOUNCE_DOMAIN = "bounce.test"
 LOCAL_DOMAIN = "local.test"
 
 
+@contextlib.contextmanager
+def started(server: Dovecot | Postfix, root: Path) -> Iterator[None]:
+    """``server`` started for the block, then stopped and its folder ``root`` removed."""
+    try:
+        server.start()
+        yield
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def missing_server(reason: str) -> None:
     """Skip the test saying why a server is missing; fail instead under ``CI=true``, where
     every server must be there."""
@@ -415,12 +426,8 @@ def running_dovecot(
         capabilities=capabilities,
         spares=spares,
     )
-    try:
-        server.start()
+    with started(server, root):
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -436,12 +443,8 @@ def relaying_postfix(port: int, user: str, password: str) -> Iterator[Postfix]:
         missing_server(f"Postfix relay tests skipped: {missing}")
     root = private_folder("mailproxy-postfix-")
     server = Postfix(root=root, dovecot=None, mailbox_user="nobody", relay=(port, user, password))
-    try:
-        server.start()
+    with started(server, root):
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 #: The services of the private Postfix (master.cf), none chrooted: ``{smtpd}`` is the
@@ -612,9 +615,5 @@ def running_postfix(dovecot: Dovecot, mailbox_user: str) -> Iterator[Postfix]:
         missing_server(f"Postfix tests skipped: {missing}")
     root = private_folder("mailproxy-postfix-")
     server = Postfix(root=root, dovecot=dovecot, mailbox_user=mailbox_user)
-    try:
-        server.start()
+    with started(server, root):
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)

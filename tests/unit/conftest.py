@@ -1,23 +1,29 @@
 """Fixtures of the unit tests: an instance home for the command-line tests, the REST
-API through the real app for the HTTP tests."""
+API through the real app for the HTTP tests, and a service that sends to an aiosmtpd
+sink."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
 from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import load_settings
+from mailproxy.domain.egress import parse_networks
 from mailproxy.entrypoints.cli import app
 from mailproxy.entrypoints.http import create_app
 from mailproxy.entrypoints.instances import Instance
 from mailproxy.service import MailProxy
 from tests.conftest import Clock
+from tests.smtp_sink import SinkHandler, running_sink
 
 
 @pytest.fixture
@@ -84,3 +90,28 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
             account = {"id": "main", "tenant_id": tenant, "kind": "capture", "is_default": True}
             assert (await api.call("admin", "POST", "/account", json=account)).status_code == 200
         yield api
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[SinkHandler, int]]:
+    """An aiosmtpd sink on loopback: (its handler, its port)."""
+    with running_sink() as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def proxy_to_sink(tmp_path: Path, port: int, **account: Any) -> AsyncIterator[MailProxy]:
+    """An open MailProxy on a SQLite file (no dispatch loop, a test clock) with a tenant
+    ``acme`` whose default account ``main`` sends to 127.0.0.1:``port`` (``account``:
+    more of its fields)."""
+    transport = SmtpTransport(connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))
+    async with MailProxy(
+        store=SqliteStore(tmp_path / "s.db"), transports={"smtp": transport},
+        run_dispatcher=False, clock=Clock(),
+    ) as proxy:  # fmt: skip
+        await proxy.put_tenant({"id": "acme"})
+        await proxy.put_account(
+            {"id": "main", "tenant_id": "acme", "host": "127.0.0.1", "port": port,
+             "use_tls": False, "is_default": True, **account}
+        )  # fmt: skip
+        yield proxy

@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mailproxy.adapters.smtp import SmtpTransport
-from mailproxy.adapters.sqlite import SqliteStore
-from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.submitted import completed, read_submitted
 from mailproxy.service import MailProxy
-from tests.conftest import Clock
-from tests.smtp_sink import running_sink
+from tests.unit.conftest import proxy_to_sink
 
 MESSAGE = (
     b"From: Shop <shop@example.com>\r\n"
@@ -38,23 +34,8 @@ MESSAGE = (
 
 
 @pytest.fixture
-def sink():
-    with running_sink() as (handler, port):
-        yield handler, port
-
-
-@pytest.fixture
 async def proxy(tmp_path: Path, sink) -> AsyncIterator[MailProxy]:
-    transport = SmtpTransport(connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))
-    async with MailProxy(
-        store=SqliteStore(tmp_path / "s.db"), transports={"smtp": transport},
-        run_dispatcher=False, clock=Clock(),
-    ) as proxy:  # fmt: skip
-        await proxy.put_tenant({"id": "acme"})
-        await proxy.put_account(
-            {"id": "main", "tenant_id": "acme", "host": "127.0.0.1", "port": sink[1],
-             "use_tls": False, "is_default": True}
-        )  # fmt: skip
+    async with proxy_to_sink(tmp_path, sink[1]) as proxy:
         yield proxy
 
 

@@ -11,38 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from mailproxy.adapters.smtp import SmtpTransport
-from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.correlation import CORRELATION_HEADER, find_tokens, read_token
-from mailproxy.domain.egress import parse_networks
 from mailproxy.service import MailProxy
-from tests.conftest import Clock
-from tests.smtp_sink import running_sink
-from tests.unit.conftest import Api
-
-
-@pytest.fixture
-def sink():
-    with running_sink() as (handler, port):
-        yield handler, port
+from tests.unit.conftest import Api, proxy_to_sink
 
 
 @pytest.fixture
 async def proxy(tmp_path: Path, sink) -> AsyncIterator[MailProxy]:
-    _, port = sink
-    transport = SmtpTransport(connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))
-    async with MailProxy(
-        store=SqliteStore(tmp_path / "s.db"), transports={"smtp": transport},
-        run_dispatcher=False, clock=Clock(),
-    ) as proxy:  # fmt: skip
-        await proxy.put_tenant({"id": "acme"})
-        await proxy.put_account(
-            {
-                "id": "main", "tenant_id": "acme", "host": "127.0.0.1", "port": port,
-                "use_tls": False, "is_default": True,
-                "return_path": "bounces+{token}@bounce.example.com",
-            }
-        )  # fmt: skip
+    async with proxy_to_sink(
+        tmp_path, sink[1], return_path="bounces+{token}@bounce.example.com"
+    ) as proxy:
         yield proxy
 
 
