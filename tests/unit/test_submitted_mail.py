@@ -98,6 +98,10 @@ async def test_an_id_and_message_id_of_the_client_are_kept(proxy, sink):
         # Nested past what the JSON reader takes, in one folded field.
         (b'X-Mail-Proxy-Metadata: {"a":' + b"\r\n [" * 40_000, "metadata"),
         (b"X-Mail-Proxy-Batch: \xff\xfe", "batch"),
+        # Strict JSON, as over REST.
+        (b'X-Mail-Proxy-Metadata: {"a": NaN}', "metadata"),
+        (b'X-Mail-Proxy-Metadata: {"a": "\\ud800"}', "metadata"),
+        (b'X-Mail-Proxy-Metadata: {"a":' + b"\r\n [" * 900 + b"]" * 900 + b"}", "metadata"),
         (b"X-Mail-Proxy-Batch: one\r\nX-Mail-Proxy-Batch: two", "given twice"),
     ],
 )

@@ -202,6 +202,17 @@ def test_message_limits_are_settable():
         parse_message(base, MessageLimits(max_metadata_depth=1))
 
 
+def test_metadata_of_any_depth_or_with_lone_surrogates_is_refused_plainly():
+    deep: list[object] = []
+    for _ in range(100_000):  # past the interpreter's recursion limit
+        deep = [deep]
+    base = {"id": "m", "from": "a@example.com", "to": "b@example.com", "subject": "s"}
+    with pytest.raises(InvalidInput, match="nested deeper than 8"):
+        parse_message({**base, "metadata": {"a": deep}})
+    with pytest.raises(InvalidInput, match="not UTF-8"):
+        parse_message({**base, "metadata": {"a": "\ud800"}})
+
+
 # --- encoded words, ids, MIME types: every field that reaches a header or the envelope ---
 
 #: An encoded word with spaces inside (skipped by the old check) that the SMTPUTF8

@@ -11,7 +11,6 @@ endings become CRLF, as SMTP carries them. Pure: ``now`` and the new ids come in
 from __future__ import annotations
 
 import email.utils
-import json
 import re
 from collections.abc import Sequence
 from email.header import decode_header, make_header
@@ -146,8 +145,9 @@ def _control_fields(values: dict[str, bytes]) -> dict[str, Any]:
             fields[name] = int(value)
         elif name == "metadata":
             try:
-                metadata = json.loads(value)
-            except (ValueError, RecursionError):
+                # Strict JSON, as over REST: no NaN, no lone surrogates, bounded depth.
+                metadata = msgspec.json.decode(value)
+            except (msgspec.DecodeError, RecursionError):
                 raise InvalidInput(header, f"invalid {header}: not JSON") from None
             if not isinstance(metadata, dict):
                 raise InvalidInput(header, f"invalid {header}: expected a JSON object")

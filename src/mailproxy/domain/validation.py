@@ -280,12 +280,21 @@ class MessageLimits(msgspec.Struct, frozen=True, kw_only=True):
 DEFAULT_LIMITS = MessageLimits()
 
 
-def _depth(value: object) -> int:
-    if isinstance(value, dict):
-        return 1 + max(map(_depth, value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max(map(_depth, value), default=0)
-    return 0
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether ``value`` nests dicts and lists deeper than ``limit`` (walked with a stack
+    of its own, and only down to the limit: any depth is judged, none recursed into)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        if depth + 1 > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def parse_message(raw: object, limits: MessageLimits = DEFAULT_LIMITS) -> MessageSpec:
@@ -414,13 +423,17 @@ def _check_scheduling(data: _MessageInput) -> None:
 def _check_metadata(metadata: object, limits: MessageLimits) -> None:
     if metadata is None:
         return
-    if len(msgspec.json.encode(metadata)) > limits.max_metadata_bytes:
-        raise InvalidInput(
-            "metadata", f"invalid metadata: larger than {limits.max_metadata_bytes} bytes"
-        )
-    if _depth(metadata) > limits.max_metadata_depth:
+    if _deeper_than(metadata, limits.max_metadata_depth):
         raise InvalidInput(
             "metadata", f"invalid metadata: nested deeper than {limits.max_metadata_depth}"
+        )
+    try:
+        size = len(msgspec.json.encode(metadata))
+    except UnicodeEncodeError:  # a lone surrogate, from a lenient JSON reader
+        raise InvalidInput("metadata", "invalid metadata: text that is not UTF-8") from None
+    if size > limits.max_metadata_bytes:
+        raise InvalidInput(
+            "metadata", f"invalid metadata: larger than {limits.max_metadata_bytes} bytes"
         )
 
 
