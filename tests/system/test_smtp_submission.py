@@ -382,3 +382,21 @@ async def test_downstream_a_submitted_message_is_one_posted_over_rest(served):
         assert records[0].keys() == records[1].keys()
         for field in ("status", "priority", "batch_code", "account_id", "metadata"):
             assert records[0][field] == records[1][field], field
+
+
+async def test_a_connection_past_the_per_address_cap_is_told_421(served):
+    """On the event loop ``serve`` runs (uvloop where installed)."""
+    held = []
+    try:
+        for _ in range(20):  # the default max_sessions_per_address
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.smtp_port)
+            assert (await reader.readline()).startswith(b"220 ")
+            held.append(writer)
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.smtp_port)
+        held.append(writer)
+        assert (await reader.readline()).startswith(b"421 4.7.0 Too many connections")
+        assert await reader.read() == b""
+    finally:
+        for writer in held:
+            writer.close()
+            await writer.wait_closed()

@@ -227,6 +227,10 @@ async def test_data_is_read_as_rfc_5321_says_and_bounded(tmp_path):
         assert (await transaction(b"Subject: s\r\n\r\n" + b"x" * 1200 + b"\r\n")).startswith(
             "500 5.5.6"
         )
+        # Bare line ends become CRLF when kept: the limit holds for what is kept.
+        bare = b"Subject: s\n\n" + b"x\n" * 490
+        assert len(bare) < 1000 < len(bare.replace(b"\n", b"\r\n"))
+        assert (await transaction(bare + b"\r\n")).startswith("552 5.3.4")
         # The session goes on after each refusal.
         assert (await client.send("NOOP")).startswith("250 ")
         client.writer.close()

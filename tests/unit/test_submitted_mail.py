@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.submitted import completed, read_submitted
+from mailproxy.domain.submitted import MAX_HEADER_BYTES, completed, read_submitted
 from mailproxy.service import MailProxy
 from tests.unit.conftest import proxy_to_sink
 
@@ -158,3 +158,12 @@ def test_a_message_without_header_gets_one_in_front_of_its_body():
     header, body = added.split(b"\r\n\r\n", 1)
     assert header.startswith(b"Message-ID: <m@example.com>\r\nDate: ")
     assert body == b"just a body line\r\nBcc: not a field here\r\n"
+
+
+def test_a_header_block_past_a_mebibyte_is_refused():
+    header = b"X-Long: " + b"x" * 70 + b"\r\n"
+    with pytest.raises(InvalidInput, match="header"):
+        read_submitted(header * (MAX_HEADER_BYTES // len(header) + 1) + b"\r\nbody\r\n")
+    # A large body is no header.
+    mail = read_submitted(b"Subject: s\r\n\r\n" + b"x\n" * MAX_HEADER_BYTES)
+    assert mail.content == b"Subject: s\r\n\r\n" + b"x\r\n" * MAX_HEADER_BYTES

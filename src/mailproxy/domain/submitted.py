@@ -38,6 +38,11 @@ _ANGLE_ID = re.compile(r"<[^<>\s]+>")
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+#: Two line ends in a row (a CR followed by LF is one): the end of the header block.
+_HEADER_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+#: The most a header block may hold: a message is refused past it (a header this large
+#: is no mail; reading it line by line would cost the process memory for nothing).
+MAX_HEADER_BYTES = 1024 * 1024
 
 
 class SubmittedMail(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,29 +60,35 @@ class SubmittedMail(msgspec.Struct, frozen=True, kw_only=True):
     subject: str = ""
 
 
-def _lines(raw: bytes) -> list[bytes]:
-    return _LINE_END.split(raw)
-
-
 def read_submitted(raw: bytes) -> SubmittedMail:
     """Read the header block of ``raw`` (up to the first empty line; none when the first
     line is not a header field); raise :class:`InvalidInput` naming the control field
-    whose value is malformed or given twice. Linear in the size of ``raw``."""
-    lines = _lines(raw)
-    if lines and lines[-1] == b"":
-        lines.pop()  # the final line end
-    if lines and _FIELD_NAME.match(lines[0]) is None:
+    whose value is malformed or given twice, or a header block past
+    :data:`MAX_HEADER_BYTES`. Linear in the size of ``raw``; only the header is split
+    into lines (the body is one piece, its line ends made CRLF)."""
+    body: bytes | None
+    if _FIELD_NAME.match(raw) is None:
         # No header at all: the whole message is its body, after an empty line, so that
         # the fields added in front of it stay a header.
-        lines.insert(0, b"")
-    header_end = next((n for n, line in enumerate(lines) if line == b""), len(lines))
+        header, body = b"", raw
+    elif (blank := _HEADER_END.search(raw)) is not None:
+        header, body = raw[: blank.start()], raw[blank.end() :]
+    else:
+        header, body = raw, None
+    if len(header) > MAX_HEADER_BYTES:
+        raise InvalidInput(
+            "header", f"invalid header: larger than {MAX_HEADER_BYTES} bytes before the body"
+        )
+    lines = _LINE_END.split(header) if header else []
+    if lines and lines[-1] == b"":
+        lines.pop()  # the final line end of a message without body
     kept: list[bytes] = []
     #: The values read, each a list of its lines (joined once: a field folded over many
     #: lines must not cost their number squared).
     values: dict[str, list[bytes]] = {}
     current: str | None = None
     reading: list[bytes] | None = None
-    for line in lines[:header_end]:
+    for line in lines:
         if line[:1] in (b" ", b"\t") and current is not None:
             if reading is not None:
                 reading.append(line.strip())
@@ -96,7 +107,10 @@ def read_submitted(raw: bytes) -> SubmittedMail:
             reading = values[current] = [line[match.end() :].strip()]
         if current not in _DROPPED:
             kept.append(line)
-    content = b"\r\n".join([*kept, *lines[header_end:]]) + b"\r\n"
+    content = b"".join(line + b"\r\n" for line in kept)
+    if body is not None:
+        body = _LINE_END.sub(b"\r\n", body)
+        content += b"\r\n" + body + (b"\r\n" if body and not body.endswith(b"\r\n") else b"")
     text = {name: b" ".join(parts) for name, parts in values.items()}
     return SubmittedMail(
         content=content,

@@ -47,7 +47,9 @@ log = logging.getLogger("mailproxy.smtp")
 QUEUED = "250 2.0.0 queued as {id}"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 STORE_UNAVAILABLE = "451 4.3.0 Message store unavailable, try again later"
-BAD_SENDER = "501 5.1.7 Bad sender address (a null sender is not accepted)"
+BAD_SENDER = "501 5.1.7 Bad sender address"
+NULL_SENDER = "501 5.1.7 A null sender is not accepted for submission"
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 TOO_MANY_SESSIONS = "421 4.7.0 Too many connections, try again later"
 #: Commands a client needs a few times per session at most: past these budgets, the
 #: session is closed (421). MAIL, RCPT, DATA and RSET are not counted ("*").
@@ -189,7 +191,7 @@ class SubmissionHandler:
             check_addr_spec("from", address)
         except InvalidInput:
             # A null sender (<>) is a bounce's: an application submits as someone.
-            return BAD_SENDER
+            return BAD_SENDER if address else NULL_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -219,6 +221,10 @@ class SubmissionHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         login = login_of(session)
         content = envelope.original_content or b""
+        if sent_size(content) > self.options.max_message_bytes:
+            # Bare line ends become CRLF when the message is kept: the limit holds for
+            # what is kept and sent, not only for what came.
+            return f"552 5.3.4 Message too big: more than {self.options.max_message_bytes} bytes"
         try:
             accepted = await self.proxy.submit_raw(
                 content, tenant_id=login.tenant_id, account_id=login.account_id,
@@ -236,6 +242,12 @@ class SubmissionHandler:
             return "451 4.3.0 Temporary failure, try again later"
         self.metrics.accepted.labels(tenant_id=login.tenant_id).inc()
         return QUEUED.format(id=accepted.id)
+
+
+def sent_size(content: bytes) -> int:
+    """The size of ``content`` once each bare CR and bare LF is a CRLF."""
+    crlf = content.count(b"\r\n")
+    return len(content) + (content.count(b"\n") - crlf) + (content.count(b"\r") - crlf)
 
 
 def login_of(session: Session) -> Login:
@@ -312,8 +324,10 @@ class SubmissionSession(SMTP):
             # Every connection holds a file descriptor the HTTP API needs too.
             self.turned_away = True
             self.submission.metrics.refused.labels(code=TOO_MANY_SESSIONS[:3]).inc()
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.write(TOO_MANY_SESSIONS.encode() + b"\r\n")
+            # uvloop's transports write without being asyncio.WriteTransport subclasses.
+            write = getattr(transport, "write", None)
+            if callable(write):
+                write(TOO_MANY_SESSIONS.encode() + b"\r\n")
             transport.close()
             return
         super().connection_made(transport)
@@ -497,7 +511,12 @@ class SubmissionListener:
                     self.handler, self, implicit_tls=implicit, tls_context=context
                 )
 
-            server = await loop.create_server(session, sock=sock, ssl=context if implicit else None)
+            # On the implicit-TLS port a connection is a session only once its handshake
+            # is done: until then only this timeout bounds it.
+            server = await loop.create_server(
+                session, sock=sock, ssl=context if implicit else None,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if implicit else None,
+            )  # fmt: skip
             self._servers.append(server)
 
     async def stop(self, grace_s: float) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -232,6 +233,7 @@ def serve_until_stopped(
     bind_port = settings.server.port if port is None else port
     if insecure and not is_loopback_host(bind_host):
         raise UsageError(f"--insecure only on a loopback address, not {bind_host}")
+    raise_open_file_limit()
     if smtp_port is not None:
         submission = msgspec.structs.replace(settings.submission, port=smtp_port)
         settings = msgspec.structs.replace(settings, submission=submission)
@@ -262,6 +264,18 @@ def serve_until_stopped(
             notify_ready()
 
         run_server(settings, insecure, listener, announce, submission_sockets)
+
+
+def raise_open_file_limit() -> None:
+    """Every connection, HTTP or SMTP, holds a file descriptor: the soft limit (often
+    1,024) is raised to the hard one, as servers do, so that the listeners' own caps
+    decide how many connections there are, not a default."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass  # kept as it is: the system does not allow more
 
 
 def submission_addresses(settings: Settings, http_host: str) -> list[tuple[str, int, str] | None]:
