@@ -50,6 +50,8 @@ STORE_UNAVAILABLE = "451 4.3.0 Message store unavailable, try again later"
 BAD_SENDER = "501 5.1.7 Bad sender address"
 NULL_SENDER = "501 5.1.7 A null sender is not accepted for submission"
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
+#: Replies a session may send before it lets the rest of the event loop run.
+REPLIES_BETWEEN_YIELDS = 8
 TOO_MANY_SESSIONS = "421 4.7.0 Too many connections, try again later"
 #: Commands a client needs a few times per session at most: past these budgets, the
 #: session is closed (421). MAIL, RCPT, DATA and RSET are not counted ("*").
@@ -313,6 +315,7 @@ class SubmissionSession(SMTP):
         self.listener = listener
         self.implicit_tls = implicit_tls
         self.client = ""
+        self.replies = 0
         #: Refused at connection (too many): never a session.
         self.turned_away = False
 
@@ -417,8 +420,11 @@ class SubmissionSession(SMTP):
             self.submission.metrics.refused.labels(code=status[:3]).inc()
         await super().push(status)
         # A client that pipelines commands without end would otherwise keep the event
-        # loop (and the HTTP API on it) for as long as its buffer holds commands.
-        await asyncio.sleep(0)
+        # loop (and the HTTP API on it) for as long as its buffer holds commands: every
+        # few replies, the others get their turn.
+        self.replies += 1
+        if self.replies % REPLIES_BETWEEN_YIELDS == 0:
+            await asyncio.sleep(0)
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._judged(await super().auth_PLAIN(_, args))
