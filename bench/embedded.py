@@ -151,7 +151,9 @@ async def run_baseline(n: int, port: int) -> dict[str, float]:
         queue.put_nowait(p)
 
     async def worker() -> None:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench.test"
+        )
         await client.connect()
         while not queue.empty():
             content = queue.get_nowait()

@@ -246,7 +246,9 @@ async def smtp_ceiling(n: int, port: int) -> float:
         queue.put_nowait(i)
 
     async def worker() -> None:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench.test"
+        )
         await client.connect()
         while not queue.empty():
             i = queue.get_nowait()

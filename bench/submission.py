@@ -48,7 +48,9 @@ async def send_all(port: int, n: int, connections: int, auth: tuple[str, str] | 
     shares = [range(c, n, connections) for c in range(connections)]
 
     async def connection(share: range) -> None:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench.test"
+        )
         await client.connect()
         if auth is not None:
             await client.login(*auth)

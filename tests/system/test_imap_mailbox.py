@@ -275,7 +275,7 @@ def send_to_unknown_local_user(postfix: Postfix, token: str) -> None:
         f"From: app@{BOUNCE_DOMAIN}\r\nTo: nosuchuser@{LOCAL_DOMAIN}\r\n"
         f"Subject: will bounce\r\nMessage-ID: <{token}@{BOUNCE_DOMAIN}>\r\n\r\nhello\r\n"
     )
-    with smtplib.SMTP("127.0.0.1", postfix.port, timeout=10) as client:
+    with smtplib.SMTP("127.0.0.1", postfix.port, "client.test", timeout=10) as client:
         client.sendmail(f"bounces+{token}@{BOUNCE_DOMAIN}", [f"nosuchuser@{LOCAL_DOMAIN}"], message)
 
 

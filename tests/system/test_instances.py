@@ -453,7 +453,7 @@ def test_info_shows_where_an_instance_accepts_smtp_submission(tmp_path):
         assert f"SMTP submission: {shown}" in cli(home, "box", "info").stdout.splitlines()
         as_json = json.loads(cli(home, "box", "info", "--json").stdout)
         assert as_json["submission"] == [shown]
-        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+        with smtplib.SMTP("127.0.0.1", smtp_port, "client.test", timeout=10) as client:
             assert client.ehlo()[0] == 250
     finally:
         cli(home, "stop", "box")

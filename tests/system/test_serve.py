@@ -369,7 +369,7 @@ def test_smtp_port_0_takes_any_free_port_and_the_first_screen_names_it(tmp_path)
             smtp_line,
         )
         assert found, smtp_line
-        with smtplib.SMTP("127.0.0.1", int(found[1]), timeout=10) as client:
+        with smtplib.SMTP("127.0.0.1", int(found[1]), "client.test", timeout=10) as client:
             assert client.ehlo()[0] == 250
 
 

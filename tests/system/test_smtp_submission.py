@@ -20,6 +20,8 @@ from tests.system.conftest import SUBMISSION_MAX_BYTES, SUBMISSION_MAX_RECIPIENT
 pytestmark = pytest.mark.system
 
 SWAKS = "/usr/bin/swaks"
+#: The clients' own name: given, so that smtplib never asks the system's resolver for it.
+LOCAL_NAME = "client.test"
 #: A bound against a hang, not a measurement.
 WITHIN_S = 30.0
 
@@ -27,7 +29,7 @@ WITHIN_S = 30.0
 def connected(served: Submission, *, login: tuple[str, str] | None = None) -> smtplib.SMTP:
     """An smtplib client after EHLO and STARTTLS (verifying the test CA), logged in as
     ``login`` when given."""
-    client = smtplib.SMTP("127.0.0.1", served.smtp_port, timeout=WITHIN_S)
+    client = smtplib.SMTP("127.0.0.1", served.smtp_port, LOCAL_NAME, timeout=WITHIN_S)
     client.ehlo("client.test")
     client.starttls(context=ssl.create_default_context(cafile=str(served.ca_file)))
     client.ehlo("client.test")
@@ -125,7 +127,7 @@ async def test_a_message_without_message_id_and_date_gets_both(served):
 async def test_the_implicit_tls_port_speaks_tls_from_the_first_byte(served):
     context = ssl.create_default_context(cafile=str(served.ca_file))
     with smtplib.SMTP_SSL(
-        "127.0.0.1", served.tls_port, context=context, timeout=WITHIN_S
+        "127.0.0.1", served.tls_port, LOCAL_NAME, context=context, timeout=WITHIN_S
     ) as client:
         client.ehlo("client.test")
         assert "starttls" not in client.esmtp_features  # already TLS
@@ -166,7 +168,7 @@ def test_nothing_is_accepted_without_auth(served):
 
 
 def test_auth_is_offered_over_starttls_and_to_loopback_clients(served):
-    with smtplib.SMTP("127.0.0.1", served.smtp_port, timeout=WITHIN_S) as client:
+    with smtplib.SMTP("127.0.0.1", served.smtp_port, LOCAL_NAME, timeout=WITHIN_S) as client:
         client.ehlo("client.test")
         # A loopback client may authenticate before TLS (nothing crosses a network);
         # other addresses are offered AUTH only after STARTTLS (unit tests).

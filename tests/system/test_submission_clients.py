@@ -45,7 +45,7 @@ async def test_postfix_with_mailproxy_as_its_relayhost_as_the_guide_writes_it(se
     assert "smtp_sasl_auth_enable = yes" in example
     assert "smtp_sasl_security_options = noanonymous" in example
     with relaying_postfix(smtp_port, "acme", key) as postfix:
-        with smtplib.SMTP("127.0.0.1", postfix.port, timeout=10) as client:
+        with smtplib.SMTP("127.0.0.1", postfix.port, "client.test", timeout=10) as client:
             client.sendmail(
                 "app@example.com", ["jane@example.com", "hidden@example.com"],
                 b"From: app@example.com\r\nTo: jane@example.com\r\n"
@@ -70,6 +70,9 @@ async def test_django_as_the_guide_configures_it(served):
         "import django\nfrom django.conf import settings\n"
         "settings.configure(**{k: v for k, v in vars().items() if k.isupper()})\n"
         "django.setup()\nfrom django.core.mail import EmailMessage\n"
+        # Django names the client after socket.getfqdn(): set here, so that nothing asks
+        # the system's resolver.
+        "from django.core.mail.utils import DNS_NAME\nDNS_NAME._fqdn = 'client.test'\n"
         "EmailMessage('from django', 'hello', 'app@example.com', ['jane@example.com'],"
         " bcc=['audit@example.com']).send()\n"
     )

@@ -40,7 +40,13 @@ async def submit(
     """Submit ``numbers`` one after the other; a ``250`` adds to ``acked``; the first
     failure (the server went away) ends the client."""
     try:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=10)
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1",
+            port=port,
+            start_tls=False,
+            timeout=10,
+            local_hostname="client.test",
+        )
         await client.connect()
         await client.login("acme", key)
         for n in numbers:
