@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mailproxy.config import SubmissionSettings, load_settings
+from mailproxy.config import load_settings
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.entrypoints.smtp import plaintext_auth_allowed
+from mailproxy.mail_settings import SubmissionSettings
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ import msgspec
 import uvicorn
 
 from mailproxy.bootstrap import build_proxy, check_storage
-from mailproxy.config import Settings, is_loopback_host, load_settings, origin_of
+from mailproxy.config import Settings, load_settings, origin_of
 from mailproxy.domain.access import MIN_ADMIN_TOKEN
 from mailproxy.entrypoints.cli.apps import app
 from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError, exit_code
@@ -42,6 +42,7 @@ from mailproxy.entrypoints.instances import (
 )
 from mailproxy.entrypoints.logs import configure_logging
 from mailproxy.entrypoints.smtp import submission_listening
+from mailproxy.mail_settings import is_loopback_host
 from mailproxy.service import MailProxy
 
 #: A TCP port: anything else is a usage error before anything starts (the kernel would
