@@ -259,12 +259,14 @@ class Dovecot:
     def messages(self, user: str, folder: str = "INBOX") -> list[bytes]:
         """The contents of every message in ``user``'s ``folder`` (new and cur)."""
         maildir = self.maildir(user, folder)
-        return [
-            path.read_bytes()
-            for sub in ("new", "cur")
-            if (maildir / sub).is_dir()
-            for path in sorted((maildir / sub).iterdir())
-        ]
+        contents = []
+        for sub in ("new", "cur"):
+            for path in sorted((maildir / sub).iterdir()) if (maildir / sub).is_dir() else []:
+                # Dovecot may move or rename a file (new to cur, flags) between the
+                # listing and the read: it is then listed again under its new name.
+                with contextlib.suppress(FileNotFoundError):
+                    contents.append(path.read_bytes())
+        return contents
 
     def add_user(self) -> tuple[str, str]:
         """A user nobody used yet, with an empty mailbox: its name and password. (From
