@@ -35,7 +35,7 @@ async def claim(store, limit=10, now=NOW, owner="w1"):
 
 
 async def test_enqueued_message_reads_back_with_its_fields(store):
-    assert await store.enqueue([new_message("m1", batch_code="b")], NOW) == []
+    assert (await store.enqueue([new_message("m1", batch_code="b")], NOW)).refused == []
     message = await store.get_message("t1", "m1")
     assert message.status is Status.PENDING
     assert message.message_id == "m1@example.com"
@@ -163,10 +163,10 @@ async def test_resubmission_replaces_unsent_and_refuses_sent_or_in_flight(store)
     await store.release(claims["pending"].lease, NOW)
     await store.mark_sending(claims["sending"].lease, NOW)
     replacement = new_message("pending", priority=0)
-    rejected = await store.enqueue(
+    enqueued = await store.enqueue(
         [replacement, new_message("sent"), new_message("sending"), new_message("fresh")], NOW + 5
     )
-    assert {(r.id, r.reason) for r in rejected} == {
+    assert {(r.id, r.reason) for r in enqueued.refused} == {
         ("sent", "already sent"),
         ("sending", "in flight"),
     }
@@ -175,6 +175,21 @@ async def test_resubmission_replaces_unsent_and_refuses_sent_or_in_flight(store)
     assert replaced.created_ts == NOW + 5
     assert (await store.get_message("t1", "sent")).status is Status.SENT
     assert await store.get_message("t1", "fresh") is not None
+
+
+async def test_enqueue_tells_when_a_claim_may_first_take_what_it_stored(store):
+    later = new_message("later", deferred_ts=NOW + 30)
+    assert (await store.enqueue([later], NOW)).next_due_ts == NOW + 30
+    both = await store.enqueue(
+        [new_message("now"), new_message("later2", deferred_ts=NOW + 9)], NOW
+    )
+    assert both.next_due_ts == NOW
+    await store.suspend("t1", None, NOW)
+    # Suspended: no claim takes it until the tenant is activated, whenever it is due.
+    assert (await store.enqueue([new_message("held")], NOW)).next_due_ts is None
+    await store.suspend("t2", "b1", NOW)
+    mixed = [new_message("x", tenant_id="t2", batch_code="b1"), new_message("y", tenant_id="t2")]
+    assert (await store.enqueue(mixed, NOW + 1)).next_due_ts == NOW  # y, due since NOW
 
 
 async def test_resubmission_never_replaces_a_message_the_server_may_already_have(store):
@@ -189,8 +204,9 @@ async def test_resubmission_never_replaces_a_message_the_server_may_already_have
     assert await store.complete(c.lease, unknown, NOW)
     before = await store.get_message("t1", "m1")
     assert (before.status, before.possible_duplicate) == (Status.DEFERRED, True)
-    rejected = await store.enqueue([new_message("m1", priority=0)], NOW + 5)
-    assert [(r.id, r.reason) for r in rejected] == [("m1", "in flight")]
+    enqueued = await store.enqueue([new_message("m1", priority=0)], NOW + 5)
+    assert [(r.id, r.reason) for r in enqueued.refused] == [("m1", "in flight")]
+    assert enqueued.next_due_ts is None  # nothing stored
     after = await store.get_message("t1", "m1")
     assert (after.message_id, after.possible_duplicate, after.priority) == (
         before.message_id,
@@ -261,8 +277,8 @@ async def test_a_batch_over_two_tenants_reads_back_each_tenants_own_message(stor
     (c,) = await claim(store)
     await store.complete(c.lease, sent(c.message), NOW)
     batch = [new_message("m1", tenant_id="t2"), new_message("m1"), new_message("m2")]
-    rejected = await store.enqueue(batch, NOW + 5)
-    assert [(r.id, r.reason) for r in rejected] == [("m1", "already sent")]
+    enqueued = await store.enqueue(batch, NOW + 5)
+    assert [(r.id, r.reason) for r in enqueued.refused] == [("m1", "already sent")]
     assert (await store.get_message("t1", "m1")).status is Status.SENT
     assert (await store.get_message("t2", "m1")).status is Status.PENDING
     assert [h.event for h in await store.history("t2", "m1")] == ["queued"]

@@ -128,7 +128,7 @@ async def test_reservations_agree_with_the_domain_over_random_traffic(store, see
         now += rng.choice([0.0, 1.0, 7.0, 20.0, 45.0])
         message_id = f"m{rng.randrange(40)}"
         replaced = await store.get_message("t1", message_id)
-        refused = await store.enqueue([new_message(message_id, now=now)], now)
+        refused = (await store.enqueue([new_message(message_id, now=now)], now)).refused
         if replaced is not None and not refused:  # replaced: its reservation is given back
             log = [(ts, pk) for ts, pk in log if pk != replaced.pk]
         for c in await claim(store, now=now, limit=1000):

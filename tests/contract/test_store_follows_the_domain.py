@@ -21,7 +21,7 @@ from mailproxy.domain.lifecycle import (
     resubmission_refusal,
     stored_status,
 )
-from mailproxy.domain.model import QUEUED_STATUSES, Account, Status, Tenant
+from mailproxy.domain.model import QUEUED_STATUSES, Account, Status, Tenant, earliest_claimable
 from mailproxy.domain.outcome import Delivered, Permanent, Temporary, Unknown
 from mailproxy.domain.retry import RetryPolicy
 from tests.conftest import new_message
@@ -44,13 +44,17 @@ async def resubmit(store, tenant, rng, now):
     deferred = now + 30 if rng.random() < 0.3 else None
     new = new_message(message_id, tenant_id=tenant, now=now, deferred_ts=deferred, batch_code=batch)
     before = await store.get_message(tenant, message_id)
-    rejected = await store.enqueue([new], now)
+    enqueued = await store.enqueue([new], now)
     refusal = before and resubmission_refusal(before.status, before.possible_duplicate)
-    assert [r.reason for r in rejected] == ([refusal] if refusal else [])
-    if not refusal:
+    assert [r.reason for r in enqueued.refused] == ([refusal] if refusal else [])
+    if refusal:
+        assert enqueued.next_due_ts is None
+    else:
         suspended = await store.suspended_batches(tenant)
         stored = await store.get_message(tenant, message_id)
         assert stored.status == stored_status(new.status, suspended, batch)
+        expected = earliest_claimable([(stored.status, new.due_ts)])
+        assert enqueued.next_due_ts == expected
 
 
 async def attempt(store, tenant, rng, now):

@@ -312,6 +312,31 @@ async def test_a_message_coming_due_while_the_loop_looks_for_the_next_is_not_lef
         assert (await proxy.get_message("t1", "m1")).status is Status.SENT
 
 
+async def test_a_message_due_before_the_loop_s_timer_is_sent_at_its_time(tmp_path):
+    # The loop sleeps until the message due in a minute; one due in a second must wake
+    # it (a message due after its timer, or suspended, need not).
+    proxy = MailProxy(store=MemoryStore(), transports={"capture": CaptureTransport(tmp_path)})
+    async with proxy:
+        await proxy.put_tenant({"id": "t1"})
+        await proxy.put_account({"id": "a1", "tenant_id": "t1", "kind": "capture"})
+        base = {
+            "from": "s@example.com",
+            "to": ["r@example.com"],
+            "subject": "s",
+            "account_id": "a1",
+        }
+        soon, later = int(proxy.now()) + 2, int(proxy.now()) + 60
+        await proxy.submit([{**base, "id": "later", "deferred_ts": later}], tenant_id="t1")
+        await asyncio.sleep(0.05)  # the loop sleeps until "later"
+        await proxy.submit([{**base, "id": "soon", "deferred_ts": soon}], tenant_id="t1")
+        for _ in range(200):
+            if (await proxy.get_message("t1", "soon")).status is Status.SENT:
+                break
+            await asyncio.sleep(0.05)
+        assert (await proxy.get_message("t1", "soon")).status is Status.SENT
+        assert (await proxy.get_message("t1", "later")).status is Status.SCHEDULED
+
+
 async def test_an_idempotent_submission_stores_its_result_and_replays_it():
     async with make_proxy() as proxy:
         await setup_tenant(proxy)

@@ -26,6 +26,7 @@ from mailproxy.domain.lifecycle import (
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
     Claim,
+    Enqueued,
     HistoryEntry,
     Lease,
     NewMessage,
@@ -34,6 +35,7 @@ from mailproxy.domain.model import (
     Status,
     StoredReport,
     Transition,
+    earliest_claimable,
 )
 from mailproxy.domain.policy import (
     RateWindow,
@@ -55,8 +57,9 @@ class MemoryStore(MemoryBounces):
 
     # --- queue ------------------------------------------------------------------------
 
-    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
+    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> Enqueued:
         rejected: list[Rejection] = []
+        stored: list[tuple[Status, float]] = []
         for new in messages:
             pk = self._keys.get((new.tenant_id, new.id))
             existing = self._messages.get(pk) if pk is not None else None
@@ -86,7 +89,8 @@ class MemoryStore(MemoryBounces):
             self._messages[pk] = message
             self._history.setdefault(pk, []).append(HistoryEntry("queued", now))
             self._push(message)
-        return rejected
+            stored.append((message.status, message.due_ts))
+        return Enqueued(refused=rejected, next_due_ts=earliest_claimable(stored))
 
     async def claim_due(
         self, *, now: float, limit: int, owner: str, lease_s: float,

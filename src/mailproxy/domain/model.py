@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
@@ -373,6 +374,22 @@ class DeleteResult(msgspec.Struct, frozen=True):
 class Rejection(msgspec.Struct, frozen=True):
     id: str
     reason: str
+
+
+class Enqueued(msgspec.Struct, frozen=True):
+    """What an enqueue stored: the messages ``refused`` (the others were stored), and the
+    earliest due time among the stored ones that wait only for their time (None when
+    each stored one is suspended, or none was stored): the dispatcher needs waking only
+    when that is sooner than it would wake anyway."""
+
+    refused: list[Rejection]
+    next_due_ts: float | None
+
+
+def earliest_claimable(stored: Iterable[tuple[Status, float]]) -> float | None:
+    """The earliest due time of ``stored`` messages (status as stored, due time) that a
+    claim may take once their time comes; None when none may (suspended)."""
+    return min((due for status, due in stored if status in QUEUED_STATUSES), default=None)
 
 
 class MinuteCount(msgspec.Struct, frozen=True):

@@ -32,13 +32,13 @@ from mailproxy.domain.model import (
     AccountPause,
     Claim,
     DeleteResult,
+    Enqueued,
     HistoryEntry,
     Lease,
     MessagePage,
     MinuteCount,
     NewMessage,
     QueuedMessage,
-    Rejection,
     ReportBacklog,
     Status,
     StoredReport,
@@ -63,8 +63,10 @@ class MessageStore(Protocol):
     async def close(self) -> None:
         """Release connections; pending writes are committed first. Idempotent."""
 
-    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
-        """Store ``messages`` in one transaction and return the ones refused.
+    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> Enqueued:
+        """Store ``messages`` in one transaction; return the ones refused and the earliest
+        due time of the stored ones a claim may take when it comes (not suspended; see
+        :func:`mailproxy.domain.model.earliest_claimable`).
 
         Upsert rules (HTTP API): an id not yet in the tenant is inserted; one that exists and
         is not yet sent (``pending``, ``scheduled``, ``deferred``, ``suspended``,

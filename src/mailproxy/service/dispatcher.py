@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Mapping
 
 import msgspec
@@ -86,6 +87,9 @@ class Dispatcher:
         self._new_id = new_id
         self._wake_reports = wake_reports
         self._wake_event = asyncio.Event()
+        #: When the loop's timer ends (clock time; inf: no timer) while it sleeps; None
+        #: while it claims or works out how long to sleep.
+        self._asleep_until: float | None = None
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -96,6 +100,15 @@ class Dispatcher:
     def wake(self) -> None:
         """Something may have become claimable: claim now rather than at the timer."""
         self._wake_event.set()
+
+    def claimable_at(self, due_ts: float | None) -> None:
+        """Messages were stored that a claim may take from ``due_ts`` (None: none may, they
+        are suspended): wake the loop unless its timer ends by then anyway. A loop that is
+        not asleep is woken too: it may have read the queue before they were stored."""
+        if due_ts is None:
+            return
+        if self._asleep_until is None or due_ts < self._asleep_until:
+            self._wake_event.set()
 
     def start(self, *, run_loop: bool, correlation_key: bytes) -> None:
         """Plan the first lease sweep a period away (the start has just recovered) and,
@@ -209,9 +222,13 @@ class Dispatcher:
         return until_purge if due is None else min(until_purge, max(0.0, due - self._clock()))
 
     async def _sleep(self, seconds: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake_event.wait()
+        self._asleep_until = math.inf if seconds is None else self._clock() + seconds
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._wake_event.wait()
+        finally:
+            self._asleep_until = None
 
     def _sweep_period_s(self) -> float:
         return max(1.0, self._options.lease_s / 2)

@@ -170,7 +170,7 @@ class MailProxy:
         self.submission = Submission(
             store=store, config_cache=config_cache, attachments=self.attachment_fetcher,
             events=events, limits=limits, delivery=delivery,
-            clock=clock, monotonic=monotonic, new_id=ids, wake_dispatcher=self.dispatcher.wake,
+            clock=clock, monotonic=monotonic, new_id=ids, claimable_at=self.dispatcher.claimable_at,
         )  # fmt: skip
         self.admin = Admin(
             store=store, config=self.config, access=self.access, config_cache=config_cache,

@@ -48,7 +48,7 @@ class Submission:
         clock: Callable[[], float],
         monotonic: Callable[[], float],
         new_id: Callable[[], str],
-        wake_dispatcher: Callable[[], None],
+        claimable_at: Callable[[float | None], None],
     ) -> None:
         self._store = store
         self._config_cache = config_cache
@@ -59,7 +59,7 @@ class Submission:
         self._clock = clock
         self._monotonic = monotonic
         self._new_id = new_id
-        self._wake_dispatcher = wake_dispatcher
+        self._claimable_at = claimable_at
 
     async def submit(
         self,
@@ -104,9 +104,11 @@ class Submission:
                 continue
             seen.add((new.tenant_id, new.id))
             accepted.append(new)
-        refused = await self._store.enqueue(accepted, now) if accepted else []
-        if len(refused) < len(accepted):
-            self._wake_dispatcher()
+        refused: list[Rejection] = []
+        if accepted:
+            enqueued = await self._store.enqueue(accepted, now)
+            refused = enqueued.refused
+            self._claimable_at(enqueued.next_due_ts)
         self._count_accepted(accepted, refused, started)
         return SubmitResult(queued=len(accepted) - len(refused), rejected=rejected + refused)
 
@@ -156,10 +158,10 @@ class Submission:
         content = completed(mail, message_id=new.message_id, date_ts=now)
         spec = msgspec.structs.replace(new.spec, raw=content, subject=mail.subject[:998])
         new = msgspec.structs.replace(new, spec=spec)
-        refused = await self._store.enqueue([new], now)
-        if refused:
-            raise InvalidInput("X-Mail-Proxy-Id", f"{new.id}: {refused[0].reason}")
-        self._wake_dispatcher()
+        enqueued = await self._store.enqueue([new], now)
+        if enqueued.refused:
+            raise InvalidInput("X-Mail-Proxy-Id", f"{new.id}: {enqueued.refused[0].reason}")
+        self._claimable_at(enqueued.next_due_ts)
         self._count_accepted([new], [], started)
         return RawAccepted(id=new.id, message_id=new.message_id)
 

@@ -20,11 +20,13 @@ from mailproxy.domain.lifecycle import requeue_status, resubmission_refusal, sto
 from mailproxy.domain.model import (
     AccountPause,
     Claim,
+    Enqueued,
     Lease,
     NewMessage,
     Rejection,
     Status,
     Transition,
+    earliest_claimable,
 )
 from mailproxy.domain.policy import (
     RateWindow,
@@ -49,13 +51,15 @@ def pause_of(row: Sequence[Any]) -> AccountPause:
     return AccountPause(**dict(zip(_PAUSE_FIELDS, row, strict=True)))
 
 
-def enqueue(tx: Tx, messages: Sequence[NewMessage], now: float) -> list[Rejection]:
+def enqueue(tx: Tx, messages: Sequence[NewMessage], now: float) -> Enqueued:
     suspended = {t: suspensions(tx, t) for t in dict.fromkeys(m.tenant_id for m in messages)}
     given: dict[tuple[str, str], int] = {}  # the sequence number each id was given
+    kept: dict[tuple[str, str], tuple[Status, float]] = {}  # status and due time, if stored
     rows = []
     for new, seq in zip(messages, tx.sequence_numbers(len(messages)), strict=True):
         status = stored_status(new.status, suspended[new.tenant_id], new.batch_code)
         given[(new.tenant_id, new.id)] = seq
+        kept[(new.tenant_id, new.id)] = (status, new.due_ts)
         rows.append(
             (
                 new.tenant_id, new.id, new.account_id, new.priority, new.rank, seq,
@@ -82,11 +86,14 @@ def enqueue(tx: Tx, messages: Sequence[NewMessage], now: float) -> list[Rejectio
         tx.run(tx.q.release_listed_slots, (tx.listed(stored),))
         tx.run(tx.q.history_queued, (now, tx.listed(stored)))
         tx.wake_queue()
-    return [
-        Rejection(new.id, refused[(new.tenant_id, new.id)])
-        for new in messages
-        if (new.tenant_id, new.id) in refused
-    ]
+    return Enqueued(
+        refused=[
+            Rejection(new.id, refused[(new.tenant_id, new.id)])
+            for new in messages
+            if (new.tenant_id, new.id) in refused
+        ],
+        next_due_ts=earliest_claimable(kept[k] for k in kept if k not in refused),
+    )
 
 
 def claim_due(
