@@ -100,14 +100,16 @@ def sink() -> Iterator[tuple[SinkHandler, int]]:
 
 
 @contextlib.asynccontextmanager
-async def proxy_to_sink(tmp_path: Path, port: int, **account: Any) -> AsyncIterator[MailProxy]:
-    """An open MailProxy on a SQLite file (no dispatch loop, a test clock) with a tenant
-    ``acme`` whose default account ``main`` sends to 127.0.0.1:``port`` (``account``:
-    more of its fields)."""
+async def proxy_to_sink(
+    tmp_path: Path, port: int, *, clock: Clock | None = None, **account: Any
+) -> AsyncIterator[MailProxy]:
+    """An open MailProxy on a SQLite file (no dispatch loop, ``clock`` or a test clock of
+    its own) with a tenant ``acme`` whose default account ``main`` sends to
+    127.0.0.1:``port`` (``account``: more of its fields)."""
     transport = SmtpTransport(connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))
     async with MailProxy(
         store=SqliteStore(tmp_path / "s.db"), transports={"smtp": transport},
-        run_dispatcher=False, clock=Clock(),
+        run_dispatcher=False, clock=clock or Clock(),
     ) as proxy:  # fmt: skip
         await proxy.put_tenant({"id": "acme"})
         await proxy.put_account(

@@ -13,6 +13,7 @@ import pytest
 
 from mailproxy.domain.correlation import CORRELATION_HEADER, find_tokens, read_token
 from mailproxy.service import MailProxy
+from tests.conftest import Clock
 from tests.unit.conftest import Api, proxy_to_sink
 
 
@@ -128,6 +129,32 @@ async def test_a_dead_address_refused_at_rcpt_is_a_hard_bounce_and_suppressed(
     await proxy.run_until_idle()
     second = await proxy.get_message("acme", "m2")
     assert (second.status, second.error) == (("error", "suppressed") if bounced else ("sent", None))
+
+
+async def test_a_dead_address_is_a_bounce_even_when_another_recipient_is_refused_for_now(
+    tmp_path, sink
+):
+    handler, port = sink
+    clock = Clock()
+    handler.replies["RCPT:dead@example.com"] = "550 5.1.1 unknown user"
+    handler.replies["RCPT:full@example.com"] = "452 4.2.2 mailbox full"
+    async with proxy_to_sink(tmp_path, port, clock=clock) as proxy:
+        await proxy.submit([mail("m1", "dead@example.com", "full@example.com")], tenant_id="acme")
+        await proxy.run_until_idle()
+        assert (await proxy.get_message("acme", "m1")).status == "deferred"
+        (bounce,) = [e for e in await entries(proxy) if e.event == "bounced"]
+        assert (bounce.recipient, bounce.bounce_type) == ("dead@example.com", "hard")
+        suppressed = (await proxy.suppressions.page("acme")).suppressions
+        assert [s.address for s in suppressed] == ["dead@example.com"]
+        # The retry goes to the recipient that may still be reached, and only to it.
+        handler.replies.clear()
+        clock.advance(3600)
+        await proxy.run_until_idle()
+        (received,) = handler.received
+        assert received.rcpt_tos == ["full@example.com"]
+        assert (await proxy.get_message("acme", "m1")).status == "sent"
+        events = [e.event for e in await entries(proxy)]
+        assert events.count("bounced") == 1
 
 
 async def test_a_dead_single_recipient_refused_after_data_is_a_hard_bounce(proxy, sink):

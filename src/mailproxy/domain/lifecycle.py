@@ -138,7 +138,9 @@ def decide(
     transition = _transition_after(
         message, outcome, now, policy, unknown_policy, jitter_sample, event_id, pause
     )
-    if isinstance(outcome, Delivered | Permanent) and outcome.refused:
+    # Refusals that prove an address dead are hard bounces whatever becomes of the
+    # message: sent to the others, failed, or retried for a recipient refused for now.
+    if isinstance(outcome, Delivered | Permanent | Temporary) and outcome.refused:
         transition = _with_refusal_bounces(message, transition, outcome.refused, event_id, now)
     if isinstance(outcome, Delivered | Unknown):
         slots: Literal["consume", "release", "keep"] = "consume"

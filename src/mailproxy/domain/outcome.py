@@ -64,6 +64,9 @@ class Temporary(msgspec.Struct, frozen=True):
     reason: str
     smtp_code: int | None = None
     account_level: bool = False
+    #: Every recipient refused at RCPT, one of them for now only: the others' refusals
+    #: may still prove an address dead (a bounce source: ``domain.bounces``).
+    refused: tuple[RefusedRecipient, ...] = ()
 
 
 class Permanent(msgspec.Struct, frozen=True):
@@ -149,5 +152,7 @@ def classify_refusals(refused: tuple[RefusedRecipient, ...]) -> Outcome:
     temporary = [o for o in outcomes if isinstance(o, Temporary)]
     code = refused[0].code if refused else None
     if temporary:
-        return Temporary(f"all recipients refused: {detail}", temporary[0].smtp_code)
+        return Temporary(
+            f"all recipients refused: {detail}", temporary[0].smtp_code, refused=refused
+        )
     return Permanent(f"all recipients refused: {detail}", code, refused)
