@@ -31,6 +31,8 @@ POLL_S = 5.0
 #: against a hang, not a measurement.
 DSN_WITHIN_S = 60.0
 DEAD = f"nosuchuser@{LOCAL_DOMAIN}"
+#: A bound for an applied bounce to reach the application (a guard against a hang).
+REPORTED_WITHIN_S = 10.0
 
 
 @pytest.fixture
@@ -87,10 +89,18 @@ async def test_an_unknown_user_behind_postfix_bounces_is_reported_and_suppressed
 
             await until(dsn_arrived, DSN_WITHIN_S)
 
+            async def applied() -> bool:
+                got = await api.get("/messages/m1", params={"tenant_id": "acme"})
+                return bool(got.json()["message"]["bounces"])
+
+            # Read and applied within two poll intervals; then reported (the report
+            # loop's own retries are bounded elsewhere).
+            await until(applied, 2 * POLL_S)
+
             async def bounced() -> bool:
                 return bool(entries(receiver, "bounced"))
 
-            await until(bounced, 2 * POLL_S + 5)
+            await until(bounced, REPORTED_WITHIN_S)
             (bounce,) = entries(receiver, "bounced")
             assert (bounce["id"], bounce["recipient"], bounce["bounce_type"], bounce["source"]) == (
                 "m1", DEAD, "hard", "dsn",
