@@ -26,7 +26,8 @@ class BouncesSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     user: str | None = None
     #: Password.
     password: str | None = None
-    #: `implicit` (TLS from the start), `starttls` or `none` (plaintext: loopback only).
+    #: `implicit` (TLS from the start), `starttls` or `none` (plaintext: the password
+    #: crosses the network in the clear; meant for a mailbox on this machine).
     tls: Literal["implicit", "starttls", "none"] = "implicit"
     #: Folder the bounces arrive in.
     folder: str = "INBOX"
