@@ -77,6 +77,28 @@ async def test_a_mailbox_entry_is_applied_once_with_its_records_events_and_suppr
     assert (await store.get_message("t1", "m1")).status == "sent"
 
 
+async def test_the_same_fact_read_again_under_another_key_is_kept_once(store):
+    # One report seen in two mailboxes (or sent twice): news only the first time, apart
+    # from delays, which a server repeats as they go on.
+    message = await sent_message(store)
+    dead = bounce("bob@Example.com", status="5.1.1")
+    delay = BounceRecord(kind="delay", recipient="bob@example.com", ts=NOW_T, status="4.4.7")
+    await store.record_mailbox_entry(entry_for(message, [dead, delay]), NOW_T + 10)
+    again = [
+        bounce("bob@example.COM", status="5.1.1"),
+        delay,
+        bounce("bob@example.com", "complaint", None),
+    ]
+    assert await store.record_mailbox_entry(
+        entry_for(message, again, uid=9, mailbox="shared"), NOW_T + 20
+    )
+    kept = await store.bounces_of("t1", "m1")
+    assert [r.kind for r in kept] == ["bounce", "delay", "delay", "complaint"]
+    events = [r.event.event for r in await store.pending_reports("t1", 10)]
+    assert events.count("bounced") == 1
+    assert (events.count("delayed"), events.count("complained")) == (2, 1)
+
+
 async def test_soft_bounces_suppress_for_a_while_once_they_reach_the_limit(store):
     settings = SuppressionSettings(soft_bounce_limit=2, soft_bounce_window_s=DAY_S)
     first = await sent_message(store, "m1")

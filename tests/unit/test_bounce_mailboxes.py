@@ -17,6 +17,7 @@ from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.correlation import find_tokens, make_token, read_token
 from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.model import BounceMailboxSpec
 from mailproxy.service import MailProxy
 from tests import bounce_mail
 from tests.conftest import Clock, until
@@ -331,3 +332,38 @@ async def test_repeated_groups_and_repeated_reports_of_one_message_count_once(pr
     mailbox(proxy).deliver(soft)
     await pass_over(proxy)
     assert (await proxy.suppressions.page("acme")).suppressions == []  # limit 2, one message
+
+
+async def test_the_shared_mailbox_applies_each_tenant_s_bounces_to_that_tenant(tmp_path, sink):
+    # [bounces]: one mailbox for the instance, matched by the VERP token alone.
+    mailboxes = Mailboxes()
+    shared = BounceMailboxSpec(host="imap.shared.example", user="bounces")
+    proxy = await make_proxy(
+        tmp_path, sink[1], mailboxes, run_dispatcher=False, shared_mailbox=shared
+    )
+    proxy.mailboxes = mailboxes
+    try:
+        ours = await send(proxy, sink, "m1", "gone@example.com")
+        theirs = await send(proxy, sink, "m1", "left@example.com", tenant="other")
+        box = mailboxes.by_host.setdefault(shared.host, MemoryMailbox("bounces@shared"))
+        box.deliver(bounce_mail.dsn(ours, "gone@example.com"))
+        box.deliver(bounce_mail.dsn(theirs, "left@example.com"))
+        box.deliver(bounce_mail.dsn("mp1notatoken", "gone@example.com"))
+        session = await box.open()
+        try:
+            assert await proxy.bounce_mailboxes.run_pass(box.key, session, None) == 3
+        finally:
+            await session.close()
+        for tenant, address in (("acme", "gone@example.com"), ("other", "left@example.com")):
+            (bounce,) = [e for e in await reports(proxy, tenant) if e.event == "bounced"]
+            assert (bounce.id, bounce.recipient) == ("m1", address)
+            listed = (await proxy.suppressions.page(tenant)).suppressions
+            assert [s.address for s in listed] == [address]
+        assert box.messages == {}
+        # The same report read again through the account's own mailbox (one mailbox
+        # configured twice) is not applied a second time.
+        mailbox(proxy).deliver(bounce_mail.dsn(ours, "gone@example.com"))
+        await pass_over(proxy)
+        assert [e.event for e in await reports(proxy)].count("bounced") == 1
+    finally:
+        await proxy.__aexit__(None, None, None)

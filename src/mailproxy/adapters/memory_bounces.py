@@ -20,6 +20,7 @@ from mailproxy.domain.bounces import (
     is_active,
     merged,
     suppressions_for,
+    without_known,
 )
 from mailproxy.domain.model import QueuedMessage, StoredReport
 
@@ -70,16 +71,15 @@ class MemoryBounces(MemoryRecords):
             return False
         tenant = entry.tenant_id or entry.mailbox_tenant_id
         self._mailbox[key] = (entry.outcome, tenant, entry.summary, now)
-        pk = entry.message_pk
-        if entry.outcome == "applied" and entry.tenant_id and pk is not None:
-            self._keep_records(
-                pk, entry.tenant_id, entry.message_id, entry.records, entry.settings, now
-            )
-            for event in entry.events:
+        tenant_id, pk = entry.tenant_id, entry.message_pk
+        if entry.outcome == "applied" and tenant_id and pk is not None:
+            new = without_known(entry, self._bounce_records.get(pk, ()))
+            self._keep_records(pk, tenant_id, new.message_id, new.records, new.settings, now)
+            for event in new.events:
                 seq = self._next_report
                 self._next_report += 1
                 stored = StoredReport(seq, event)
-                self._reports.append(StoredEvent(seq, entry.tenant_id, pk, stored, now))
+                self._reports.append(StoredEvent(seq, tenant_id, pk, stored, now))
         return True
 
     def _keep_records(

@@ -27,7 +27,7 @@ Pure: ``now`` comes in.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -279,6 +279,30 @@ class MailboxEntry(msgspec.Struct, frozen=True, kw_only=True):
     #: The report events of ``records``, one each, in the same order.
     events: tuple[Any, ...] = ()
     settings: SuppressionSettings = SuppressionSettings()
+
+
+def without_known(entry: MailboxEntry, kept: Iterable[BounceRecord]) -> MailboxEntry:
+    """``entry`` without the records (and their events) its message already keeps: a
+    bounce or complaint of one recipient counts once per kind and type, so the same
+    report read twice (a mailbox configured both as an account's and as the shared one,
+    a server that sends its report again) changes nothing the second time. Every delay
+    is news: a server tells of a delay again as it goes on."""
+    known = {_fact_key(r) for r in kept if r.kind != "delay"}
+    keep = [
+        i for i, r in enumerate(entry.records) if r.kind == "delay" or _fact_key(r) not in known
+    ]
+    if len(keep) == len(entry.records):
+        return entry
+    return msgspec.structs.replace(
+        entry,
+        records=tuple(entry.records[i] for i in keep),
+        events=tuple(entry.events[i] for i in keep),
+    )
+
+
+def _fact_key(record: BounceRecord) -> tuple[str, str | None, str | None]:
+    recipient = address_key(record.recipient) if record.recipient else None
+    return (record.kind, recipient, record.type)
 
 
 class UnparsedReport(msgspec.Struct, frozen=True, kw_only=True):

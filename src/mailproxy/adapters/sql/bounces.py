@@ -22,6 +22,7 @@ from mailproxy.domain.bounces import (
     counts_toward_rule,
     merged,
     suppressions_for,
+    without_known,
 )
 from mailproxy.domain.model import QueuedMessage
 
@@ -65,15 +66,15 @@ def record_mailbox_entry(tx: Tx, entry: MailboxEntry, now: float) -> bool:
     )  # fmt: skip
     if not added:
         return False
-    if entry.outcome == "applied" and entry.tenant_id and entry.message_pk is not None:
-        keep_records(
-            tx, entry.message_pk, entry.tenant_id, entry.message_id, entry.records,
-            entry.settings, now,
-        )  # fmt: skip
-        if entry.events:
-            rows = event_values(entry.events, entry.tenant_id, entry.message_pk, now)
-            tx.many(tx.q.add_report, rows)
-            tx.wake_reports(entry.tenant_id)
+    tenant_id, pk = entry.tenant_id, entry.message_pk
+    if entry.outcome == "applied" and tenant_id and pk is not None:
+        lock_list(tx, tenant_id)  # another reader of the same report waits for this one
+        kept = tx.all(tx.q.bounce_records_by_pk, (pk,))
+        new = without_known(entry, (_record_decoder.decode(row[0]) for row in kept))
+        keep_records(tx, pk, tenant_id, new.message_id, new.records, new.settings, now)
+        if new.events:
+            tx.many(tx.q.add_report, event_values(new.events, tenant_id, pk, now))
+            tx.wake_reports(tenant_id)
     return True
 
 

@@ -321,6 +321,9 @@ SELECT {columns} FROM messages WHERE pk = ?
 SELECT b.data FROM bounce_records b JOIN messages m ON m.pk = b.message_pk
 WHERE m.tenant_id = ? AND m.id = ? ORDER BY b.pk
 
+-- name: bounce_records_by_pk
+SELECT data FROM bounce_records WHERE message_pk = ? ORDER BY pk
+
 -- name: mailbox_seen
 SELECT uid, outcome FROM mailbox_entries WHERE mailbox = ? AND uidvalidity = ? AND uid {in_list}
 
