@@ -62,7 +62,7 @@ async def test_a_mailbox_entry_is_applied_once_with_its_records_events_and_suppr
     assert not await store.record_mailbox_entry(entry, NOW_T + 11)
     assert await store.mailbox_seen("box", 7, [1, 2]) == {1: "applied"}
     assert await store.mailbox_seen("box", 8, [1]) == {}  # a new UIDVALIDITY
-    (kept,) = await store.bounces_of("t1", "m1")
+    (kept,) = (await store.bounces_of("t1", ["m1"])).get("m1", [])
     assert (kept.recipient, kept.type, kept.status) == ("Bob@Example.com", "hard", "5.1.1")
     bounced = [r.event for r in await store.pending_reports("t1", 10) if r.event.event == "bounced"]
     assert [(e.recipient, e.bounce_type, e.event_id) for e in bounced] == [
@@ -92,7 +92,7 @@ async def test_the_same_fact_read_again_under_another_key_is_kept_once(store):
     assert await store.record_mailbox_entry(
         entry_for(message, again, uid=9, mailbox="shared"), NOW_T + 20
     )
-    kept = await store.bounces_of("t1", "m1")
+    kept = (await store.bounces_of("t1", ["m1"])).get("m1", [])
     assert [r.kind for r in kept] == ["bounce", "delay", "delay", "complaint"]
     events = [r.event.event for r in await store.pending_reports("t1", 10)]
     assert events.count("bounced") == 1
@@ -120,7 +120,7 @@ async def test_delays_are_kept_and_reported_but_never_suppress(store):
     message = await sent_message(store)
     delay = BounceRecord(kind="delay", recipient="d@example.com", ts=NOW_T, status="4.4.7")
     await store.record_mailbox_entry(entry_for(message, [delay]), NOW_T)
-    assert [r.kind for r in await store.bounces_of("t1", "m1")] == ["delay"]
+    assert [r.kind for r in (await store.bounces_of("t1", ["m1"])).get("m1", [])] == ["delay"]
     assert await store.suppressed_among("t1", ["d@example.com"], NOW_T) == set()
 
 
@@ -190,7 +190,7 @@ async def test_manual_entries_are_listed_filtered_paged_and_removed(store):
 async def test_a_hard_refusal_at_rcpt_is_kept_reported_and_suppressed(store):
     refused = (RefusedRecipient("gone@example.com", 550, "5.1.1 no such user"),)
     await sent_message(store, outcome=Delivered(250, refused))
-    (kept,) = await store.bounces_of("t1", "m1")
+    (kept,) = (await store.bounces_of("t1", ["m1"])).get("m1", [])
     assert (kept.recipient, kept.source, kept.status) == ("gone@example.com", "smtp", "5.1.1")
     events = [r.event.event for r in await store.pending_reports("t1", 10)]
     assert events == ["sent", "bounced"]
@@ -200,7 +200,7 @@ async def test_a_hard_refusal_at_rcpt_is_kept_reported_and_suppressed(store):
 async def test_a_policy_refusal_is_not_a_bounce(store):
     refused = (RefusedRecipient("p@example.com", 550, "5.7.1 relaying denied"),)
     await sent_message(store, outcome=Permanent("all refused", 550, refused))
-    assert await store.bounces_of("t1", "m1") == []
+    assert (await store.bounces_of("t1", ["m1"])).get("m1", []) == []
     assert await store.suppressed_among("t1", ["p@example.com"], NOW_T) == set()
 
 
@@ -211,7 +211,7 @@ async def test_deleting_a_tenant_or_purging_removes_its_bounce_data(store):
         "t1", [r.event.event_id for r in await store.pending_reports("t1", 10)], NOW_T
     )
     assert await store.purge_final("t1", NOW_T + 1) == 1
-    assert await store.bounces_of("t1", "m1") == []
+    assert (await store.bounces_of("t1", ["m1"])).get("m1", []) == []
     assert await store.suppressed_among("t1", ["z@example.com"], NOW_T) == {"z@example.com"}
     assert await store.delete_tenant("t1")
     assert await store.suppressed_among("t1", ["z@example.com"], NOW_T) == set()

@@ -114,6 +114,8 @@ async def test_an_unknown_user_behind_postfix_bounces_is_reported_and_suppressed
             shown = (await api.get("/messages/m1", params={"tenant_id": "acme"})).json()["message"]
             assert shown["status"] == "sent"
             assert [b["recipient"] for b in shown["bounces"]] == [DEAD]
+            listed = (await api.get("/messages", params={"tenant_id": "acme"})).json()
+            assert [r["bounces"] for r in listed["messages"]] == [shown["bounces"]]
 
             async def set_aside() -> bool:
                 return not dovecot.messages(user) and bool(dovecot.messages(user, "Processed"))

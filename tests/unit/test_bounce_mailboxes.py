@@ -111,7 +111,7 @@ async def test_a_hard_bounce_is_reported_suppresses_and_keeps_the_message_sent(p
         ("m1", "gone@example.com", "hard", "5.1.1", "dsn")
     ]
     assert (await proxy.get_message("acme", "m1")).status == "sent"
-    (record,) = await proxy.suppressions.bounces_of("acme", "m1")
+    (record,) = (await proxy.suppressions.bounces_of("acme", ["m1"])).get("m1", [])
     assert record.diagnostic == "550 5.1.1 user unknown"
     (entry,) = (await proxy.suppressions.page("acme")).suppressions
     assert (entry.address, entry.reason, entry.source_message_id) == (

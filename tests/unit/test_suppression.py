@@ -119,7 +119,7 @@ async def test_a_dead_address_refused_at_rcpt_is_a_hard_bounce_and_suppressed(
         assert (bounce.recipient, bounce.bounce_type, bounce.source) == (
             "dead@example.com", "hard", "smtp",
         )  # fmt: skip
-        (record,) = await proxy.suppressions.bounces_of("acme", "m1")
+        (record,) = (await proxy.suppressions.bounces_of("acme", ["m1"])).get("m1", [])
         assert record.recipient == "dead@example.com"
     suppressed = (await proxy.suppressions.page("acme")).suppressions
     assert [s.address for s in suppressed] == (["dead@example.com"] if bounced else [])

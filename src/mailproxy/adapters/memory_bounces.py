@@ -52,9 +52,15 @@ class MemoryBounces(MemoryRecords):
     async def message_by_pk(self, pk: int) -> QueuedMessage | None:
         return self._messages.get(pk)
 
-    async def bounces_of(self, tenant_id: str, message_id: str) -> list[BounceRecord]:
-        pk = self._keys.get((tenant_id, message_id))
-        return list(self._bounce_records.get(pk, [])) if pk is not None else []
+    async def bounces_of(
+        self, tenant_id: str, message_ids: Sequence[str]
+    ) -> dict[str, list[BounceRecord]]:
+        found: dict[str, list[BounceRecord]] = {}
+        for message_id in dict.fromkeys(message_ids):
+            pk = self._keys.get((tenant_id, message_id))
+            if pk is not None and self._bounce_records.get(pk):
+                found[message_id] = list(self._bounce_records[pk])
+        return found
 
     async def mailbox_seen(
         self, mailbox: str, uidvalidity: int, uids: Sequence[int]

@@ -348,8 +348,12 @@ class BounceStore(Protocol):
     async def message_by_pk(self, pk: int) -> QueuedMessage | None:
         """The stored message with that store key, or None (never existed, or purged)."""
 
-    async def bounces_of(self, tenant_id: str, message_id: str) -> list[BounceRecord]:
-        """The bounces, complaints and delays kept with the message, oldest first."""
+    async def bounces_of(
+        self, tenant_id: str, message_ids: Sequence[str]
+    ) -> dict[str, list[BounceRecord]]:
+        """The bounces, complaints and delays kept with each of the tenant's messages
+        ``message_ids``, oldest first, by message id; a message with none (or no such
+        message) has no key. One read for a page of messages."""
 
     async def mailbox_seen(
         self, mailbox: str, uidvalidity: int, uids: Sequence[int]

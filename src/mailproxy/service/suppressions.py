@@ -146,8 +146,11 @@ class Suppressions:
     async def counts(self) -> dict[str, int]:
         return await self._store.count_suppressions(self._clock())
 
-    async def bounces_of(self, tenant_id: str, message_id: str) -> list[BounceRecord]:
-        return await self._store.bounces_of(tenant_id, message_id)
+    async def bounces_of(
+        self, tenant_id: str, message_ids: Sequence[str]
+    ) -> dict[str, list[BounceRecord]]:
+        """The bounces, complaints and delays of each of ``message_ids`` that has some."""
+        return await self._store.bounces_of(tenant_id, message_ids)
 
     async def unparsed(self, tenant_id: str | None, limit: int = 20) -> list[UnparsedReport]:
         return await self._store.unparsed_reports(tenant_id, limit)

@@ -40,11 +40,14 @@ def message_by_pk(tx: Tx, pk: int) -> QueuedMessage | None:
     return None if row is None else message_from_row(row)
 
 
-def bounces_of(tx: Tx, tenant_id: str, message_id: str) -> list[BounceRecord]:
-    return [
-        _record_decoder.decode(row[0])
-        for row in tx.all(tx.q.bounce_records_of, (tenant_id, message_id))
-    ]
+def bounces_of(tx: Tx, tenant_id: str, message_ids: Sequence[str]) -> dict[str, list[BounceRecord]]:
+    found: dict[str, list[BounceRecord]] = {}
+    if not message_ids:
+        return found
+    ids = tx.listed(dict.fromkeys(message_ids))
+    for message_id, data in tx.all(tx.q.bounce_records_of, (tenant_id, ids)):
+        found.setdefault(message_id, []).append(_record_decoder.decode(data))
+    return found
 
 
 def mailbox_seen(

@@ -318,8 +318,8 @@ INSERT INTO instance_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO N
 SELECT {columns} FROM messages WHERE pk = ?
 
 -- name: bounce_records_of
-SELECT b.data FROM bounce_records b JOIN messages m ON m.pk = b.message_pk
-WHERE m.tenant_id = ? AND m.id = ? ORDER BY b.pk
+SELECT m.id, b.data FROM bounce_records b JOIN messages m ON m.pk = b.message_pk
+WHERE m.tenant_id = ? AND m.id {in_list} ORDER BY b.pk
 
 -- name: bounce_records_by_pk
 SELECT data FROM bounce_records WHERE message_pk = ? ORDER BY pk

@@ -266,7 +266,7 @@ class MessageRecord(msgspec.Struct, kw_only=True):
     history: list[HistoryRecord] | msgspec.UnsetType = msgspec.UNSET
     why: Why | msgspec.UnsetType | None = msgspec.UNSET
     #: What bounce mailboxes and SMTP refusals said of the message after it was sent
-    #: (``GET /messages/{id}`` only).
+    #: (in ``GET /messages/{id}`` and in each record of ``GET /messages``).
     bounces: list[BounceRecordOut] | msgspec.UnsetType = msgspec.UNSET
     complaints: list[ComplaintRecordOut] | msgspec.UnsetType = msgspec.UNSET
     delays: list[DelayRecordOut] | msgspec.UnsetType = msgspec.UNSET

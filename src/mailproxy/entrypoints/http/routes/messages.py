@@ -145,10 +145,13 @@ async def list_messages(
         limit=limit,
         cursor=cursor,
     )
+    bounces = await proxy.suppressions.bounces_of(scope, [m.id for m in page.messages])
     records = []
     for message in page.messages:
         history = await proxy.message_history(scope, message.id) if include_history else None
-        records.append(message_record(message, history=history))
+        records.append(
+            message_record(message, history=history, bounces=bounces.get(message.id, []))
+        )
     return MessagesAnswer(messages=records, next_cursor=page.next_cursor)
 
 
@@ -165,7 +168,7 @@ async def get_message(
     message = await proxy.get_message(scope, message_id)
     history = await proxy.message_history(scope, message_id)
     why = await proxy.why(scope, message_id)
-    bounces = await proxy.suppressions.bounces_of(scope, message_id)
+    bounces = (await proxy.suppressions.bounces_of(scope, [message_id])).get(message_id, [])
     record = message_record(message, history=history, why=why, bounces=bounces)
     return MessageAnswer(message=record)
 
