@@ -216,3 +216,24 @@ async def test_deleting_a_tenant_or_purging_removes_its_bounce_data(store):
     assert await store.delete_tenant("t1")
     assert await store.suppressed_among("t1", ["z@example.com"], NOW_T) == set()
     assert await store.count_suppressions(NOW_T) == {}
+
+
+async def test_a_claim_says_which_of_its_recipients_are_suppressed(store):
+    # new_message goes to r@example.com; the list is read in the claim's transaction.
+    other_local_part = Suppression(
+        tenant_id="t1", address="R@EXAMPLE.com", reason="manual", created_ts=NOW_T
+    )
+    await store.add_suppressions([other_local_part], NOW_T)
+    await store.enqueue([new_message("m1"), new_message("m2", tenant_id="t2")], NOW_T)
+    claims = await store.claim_due(now=NOW_T, limit=5, owner="w", lease_s=60)
+    assert {c.message.tenant_id: c.suppressed for c in claims} == {
+        "t1": frozenset(),  # the local part is compared exactly
+        "t2": frozenset(),  # another tenant's list
+    }
+    await store.add_suppressions(
+        [Suppression(tenant_id="t1", address="r@EXAMPLE.com", reason="manual", created_ts=NOW_T)],
+        NOW_T,
+    )
+    await store.enqueue([new_message("m3")], NOW_T)
+    (claim,) = await store.claim_due(now=NOW_T, limit=5, owner="w", lease_s=60)
+    assert claim.suppressed == frozenset({"r@example.com"})

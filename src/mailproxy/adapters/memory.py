@@ -23,6 +23,7 @@ from mailproxy.domain.lifecycle import (
     resubmission_refusal,
     stored_status,
 )
+from mailproxy.domain.mime import with_suppressed
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
     Claim,
@@ -131,7 +132,7 @@ class MemoryStore(MemoryBounces):
         for message in candidates:
             if self._messages[message.pk].status is not Status.SENDING:
                 self._push(message)
-        return claims
+        return with_suppressed(claims, lambda t, found: self._suppressed_among(t, found, now))
 
     def _due_heads(self, key: tuple[str, str], now: float, count: int) -> list[QueuedMessage]:
         """Pop the account's first ``count`` due messages in queue order (the caller pushes

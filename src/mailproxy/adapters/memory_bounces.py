@@ -137,6 +137,9 @@ class MemoryBounces(MemoryRecords):
     async def suppressed_among(
         self, tenant_id: str, addresses: Sequence[str], now: float
     ) -> set[str]:
+        return self._suppressed_among(tenant_id, addresses, now)
+
+    def _suppressed_among(self, tenant_id: str, addresses: Sequence[str], now: float) -> set[str]:
         return {
             a
             for a in addresses

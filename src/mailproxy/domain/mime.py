@@ -26,7 +26,7 @@ import hashlib
 import re
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from email.charset import QP, Charset
 from email.header import Header
@@ -41,7 +41,7 @@ import msgspec
 
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.media_types import guess_type
-from mailproxy.domain.model import MessageSpec
+from mailproxy.domain.model import Claim, MessageSpec
 from mailproxy.domain.validation import address_of, idna_domain, is_mime_type, parse_mailbox
 
 #: A header line starts with a field name (printable ASCII but ":") and a colon, RFC 5322
@@ -204,10 +204,9 @@ def render(
         pieces.append(content[:end])
         content = b"".join(reversed(pieces))
     sender = envelope_address(address_of(spec.return_path or spec.from_))
-    recipients = tuple(dict.fromkeys(envelope_address(address_of(r)) for r in recipients_all))
     return RenderedMessage(
         sender=sender,
-        recipients=recipients,
+        recipients=envelope_recipients(spec),
         content=content,
         needs_smtputf8=utf8,
         crlf_only=crlf_only,
@@ -215,11 +214,19 @@ def render(
     )
 
 
+def envelope_recipients(spec: MessageSpec) -> tuple[str, ...]:
+    """Who ``spec`` goes to, in the envelope's form, each once: To, Cc and Bcc (a
+    submitted message's envelope recipients are its To). Raises :class:`InvalidInput`
+    for an address that has no envelope form."""
+    recipients = (*spec.to, *spec.cc, *spec.bcc)
+    return tuple(dict.fromkeys(envelope_address(address_of(r)) for r in recipients))
+
+
 def as_submitted(spec: MessageSpec, content: bytes) -> RenderedMessage:
     """A submitted message as it goes out: its own bytes (kept with CRLF line ends), from
     the envelope sender to the envelope recipients."""
     sender = address_of(spec.return_path or spec.from_)
-    recipients = tuple(dict.fromkeys(envelope_address(address_of(r)) for r in spec.to))
+    recipients = envelope_recipients(spec)
     utf8 = needs_smtputf8(sender) or any(needs_smtputf8(r) for r in recipients)
     return RenderedMessage(
         sender=envelope_address(sender),
@@ -484,3 +491,33 @@ def _check_part_headers(content: bytes, stand_in_line: bytes, expected: list[str
     names = _header_names(content[start:at])
     if Counter(names) != Counter(expected):
         raise InvalidInput("attachments", f"unsafe headers: attachment part with {names}")
+
+
+def with_suppressed(
+    claims: Sequence[Claim], suppressed_among: Callable[[str, list[str]], set[str]]
+) -> list[Claim]:
+    """``claims`` with the envelope recipients of each that are suppressed now, read with
+    one ``suppressed_among(tenant_id, addresses)`` per tenant in the claim (the store's
+    read, inside the claim's transaction). A message whose recipients have no envelope
+    form gets none: its attempt fails on them before any suppression matters."""
+    recipients: dict[int, tuple[str, ...]] = {}
+    by_tenant: dict[str, dict[str, None]] = {}
+    for claim in claims:
+        try:
+            found = envelope_recipients(claim.message.spec)
+        except InvalidInput:
+            found = ()
+        recipients[claim.lease.pk] = found
+        by_tenant.setdefault(claim.message.tenant_id, {}).update(dict.fromkeys(found))
+    listed = {t: suppressed_among(t, list(a)) for t, a in by_tenant.items() if a}
+    return [
+        msgspec.structs.replace(
+            claim,
+            suppressed=frozenset(
+                a
+                for a in recipients[claim.lease.pk]
+                if a in listed.get(claim.message.tenant_id, ())
+            ),
+        )
+        for claim in claims
+    ]

@@ -266,6 +266,8 @@ class Claim(msgspec.Struct, frozen=True):
     lease: Lease
     #: The pause of the message's account when it was claimed (this is then a probe).
     pause: AccountPause | None = None
+    #: Its envelope recipients on the tenant's suppression list when it was claimed.
+    suppressed: frozenset[str] = frozenset()
 
 
 class RefusedRecipient(msgspec.Struct, frozen=True):

@@ -36,7 +36,7 @@ from mailproxy.domain.outcome import (
 )
 from mailproxy.domain.policy import rate_windows
 from mailproxy.ports.observability import DeliveryEvents
-from mailproxy.ports.store import BounceStore, ConfigStore, MessageStore
+from mailproxy.ports.store import ConfigStore, MessageStore
 from mailproxy.ports.transport import Transport
 from mailproxy.service.attachments import AttachmentFetcher
 from mailproxy.service.attempt_record import record_attempt
@@ -53,7 +53,6 @@ class Dispatcher:
         self,
         *,
         store: MessageStore,
-        suppressions: BounceStore,
         config: ConfigStore,
         config_cache: ConfigCache,
         transports: Mapping[str, Transport],
@@ -69,7 +68,6 @@ class Dispatcher:
         wake_reports: Callable[[], None],
     ) -> None:
         self._store = store
-        self._suppressions = suppressions
         #: The key of the correlation tokens (``domain.correlation``), the store's own:
         #: set by :meth:`start_with_key` before the first send.
         self._correlation_key = b""
@@ -319,10 +317,8 @@ class Dispatcher:
             message_id=message.id, return_path=None if own_return_path else account.return_path,
         )  # fmt: skip
         # Checked at each attempt, not at acceptance: an address suppressed since then
-        # is not sent to (one indexed read for all the recipients).
-        suppressed = await self._suppressions.suppressed_among(
-            message.tenant_id, rendered.recipients, self._clock()
-        )
+        # is not sent to (read with the claim: claim_due).
+        suppressed = claim.suppressed
         dropped = tuple(
             RefusedRecipient(a, None, "suppressed") for a in rendered.recipients if a in suppressed
         )

@@ -160,7 +160,7 @@ class MailProxy:
             options=reporting or ReportingOptions(), worker_id=worker_id, clock=clock,
         )  # fmt: skip
         self.dispatcher = Dispatcher(
-            store=store, suppressions=store, config=self.config, config_cache=config_cache,
+            store=store, config=self.config, config_cache=config_cache,
             transports=transports, attachments=self.attachment_fetcher, options=delivery,
             retention=retention, events=events, worker_id=worker_id, clock=clock,
             monotonic=monotonic, random_unit=random_unit, new_id=ids,

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from mailproxy.adapters.sql.bounces import keep_records
+from mailproxy.adapters.sql.bounces import keep_records, suppressed_among
 from mailproxy.adapters.sql.rows import (
     claims_of,
     encode,
@@ -17,6 +17,7 @@ from mailproxy.adapters.sql.rows import (
 )
 from mailproxy.adapters.sql.tx import Tx
 from mailproxy.domain.lifecycle import requeue_status, resubmission_refusal, stored_status
+from mailproxy.domain.mime import with_suppressed
 from mailproxy.domain.model import (
     AccountPause,
     Claim,
@@ -122,7 +123,10 @@ def claim_due(
     )
     if picked:
         tx.run(tx.q.claim, (owner, token, expires, now, tx.listed(m.pk for m in picked)))
-    return claims_of(picked, owner=owner, token=token, expires=expires, now=now, pauses=paused)
+    claims = claims_of(picked, owner=owner, token=token, expires=expires, now=now, pauses=paused)
+    # The suppression list read in the claim's transaction (one read a tenant), so that
+    # the attempt needs no read of its own.
+    return with_suppressed(claims, lambda tenant, found: suppressed_among(tx, tenant, found, now))
 
 
 def _held(tx: Tx, lease: Lease) -> tuple[str, str, str | None, int, float, bool, str] | None:
