@@ -10,6 +10,7 @@ from collections.abc import Callable
 from mailproxy.adapters.attachment_cache import TwoTierCache
 from mailproxy.adapters.attachment_sources import EndpointSource, FilesystemSource, UrlSource
 from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.dkim_signer import DkimpySigner
 from mailproxy.adapters.guarded_http import GuardedHttp
 from mailproxy.adapters.http_reports import HttpReportSender
 from mailproxy.adapters.memory import MemoryStore
@@ -33,6 +34,7 @@ from mailproxy.ports.attachments import AttachmentSource
 from mailproxy.ports.changes import ChangeFeed
 from mailproxy.ports.mailbox import Mailbox
 from mailproxy.ports.resolver import Resolver
+from mailproxy.ports.signing import MessageSigner
 from mailproxy.ports.store import Store
 from mailproxy.service import (
     AttachmentOptions,
@@ -266,4 +268,14 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
         changes=store if isinstance(store, ChangeFeed) else None,
         open_mailbox=mailbox_opener(settings, resolve) if bounce_mailboxes_possible() else None,
         shared_mailbox=settings.bounces.mailbox(),
+        signer=build_signer(),
     )
+
+
+def build_signer() -> MessageSigner | None:
+    """The DKIM signer, or None without the ``dkim`` extra (a tenant's key then fails
+    each attempt it should sign, saying what to install: never an unsigned send)."""
+    try:
+        return DkimpySigner()
+    except ImportError:
+        return None

@@ -102,3 +102,13 @@ def test_prometheus_counts_unparsed_mailbox_messages_and_bounces_per_tenant():
     assert sample("gmp_bounces_total", {"tenant_id": "t1", "kind": "bounce"}) == 1
     metrics.forget("t1")
     assert sample("gmp_bounces_total", {"tenant_id": "t1", "kind": "bounce"}) is None
+
+
+def test_signatures_are_counted_per_tenant_and_forgotten_with_it(events):
+    events.signed("t1", "signed")
+    events.signed("t1", "failed")
+    if isinstance(events, PrometheusMetrics):
+        sample = events.registry.get_sample_value
+        assert sample("gmp_dkim_signatures_total", {"tenant_id": "t1", "outcome": "signed"}) == 1
+        events.forget("t1")
+        assert sample("gmp_dkim_signatures_total", {"tenant_id": "t1", "outcome": "signed"}) is None

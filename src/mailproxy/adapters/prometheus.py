@@ -16,7 +16,7 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from mailproxy.ports.observability import AttemptResult, MailboxResult
+from mailproxy.ports.observability import AttemptResult, MailboxResult, SigningResult
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
@@ -71,6 +71,10 @@ class PrometheusMetrics:
             "gmp_bounces", "Bounces, complaints and delays kept with messages",
             ["tenant_id", "kind"], registry=self.registry,
         )  # fmt: skip
+        self._signatures = Counter(
+            "gmp_dkim_signatures", "Messages DKIM-signed for an attempt, and signing failures",
+            ["tenant_id", "outcome"], registry=self.registry,
+        )  # fmt: skip
         #: The accounts each tenant has series of: what :meth:`forget` removes.
         self._series: dict[str, set[str]] = {}
 
@@ -112,6 +116,9 @@ class PrometheusMetrics:
             for kind in ("bounce", "complaint", "delay"):
                 with contextlib.suppress(KeyError):
                     self._bounces.remove(tenant_id, kind)
+            for outcome in ("signed", "failed"):
+                with contextlib.suppress(KeyError):
+                    self._signatures.remove(tenant_id, outcome)
             self._series.pop(tenant_id, None)
 
     def mailbox_read(self, result: MailboxResult) -> None:
@@ -122,6 +129,10 @@ class PrometheusMetrics:
     def bounce_recorded(self, tenant_id: str, kind: str) -> None:
         self._series.setdefault(tenant_id, set())
         self._bounces.labels(tenant_id=tenant_id, kind=kind).inc()
+
+    def signed(self, tenant_id: str, outcome: SigningResult) -> None:
+        self._series.setdefault(tenant_id, set())
+        self._signatures.labels(tenant_id=tenant_id, outcome=outcome).inc()
 
     def tenant_ids(self) -> set[str]:
         """The tenants that have series here (for pruning those deleted elsewhere)."""

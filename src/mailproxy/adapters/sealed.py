@@ -3,8 +3,8 @@ the ConfigStore and AccessStore ports.
 
 What is sealed: an account's SMTP ``password`` and its bounce mailbox's ``password``; a
 tenant's ``client_auth`` token and password, ``webhook_secret`` and
-``webhook_secret_previous``; the answer bodies of idempotency records (``POST /tenant``
-answers hold a new API key and webhook secret).
+``webhook_secret_previous``, and the private keys of its DKIM keys; the answer bodies of
+idempotency records (``POST /tenant`` answers hold a new API key and webhook secret).
 A sealed text reads ``fernet:<token>`` (a body ``fernet:`` + token bytes), so a value
 written before a key was configured is recognised as plaintext and still works; it is
 sealed when written again, or by ``mail-proxy NAME rotate-key``.
@@ -144,6 +144,9 @@ def _map_tenant(tenant: Tenant, fn: Callable[[str], str]) -> Tenant:
         ),
         webhook_secret=each(tenant.webhook_secret),
         webhook_secret_previous=each(tenant.webhook_secret_previous),
+        dkim_keys=tuple(
+            msgspec.structs.replace(k, private_key=fn(k.private_key)) for k in tenant.dkim_keys
+        ),
     )
 
 
@@ -263,7 +266,7 @@ class SealedConfigStore:
 def _secrets_of_tenant(tenant: Tenant) -> list[str]:
     auth = tenant.client_auth
     values = (auth.token, auth.password, tenant.webhook_secret, tenant.webhook_secret_previous)
-    return [v for v in values if v is not None]
+    return [v for v in values if v is not None] + [k.private_key for k in tenant.dkim_keys]
 
 
 class SealedAccessStore:

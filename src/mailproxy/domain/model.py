@@ -16,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from mailproxy.domain.bounces import BounceRecord, BounceSource, BounceType, SuppressionSettings
+from mailproxy.domain.dkim import DkimKey
 
 
 def due_second(ts: float) -> int:
@@ -97,6 +98,9 @@ class Tenant(
     unknown_policy: UnknownPolicy | None = None
     #: The soft-bounce rule of the suppression list (None: the defaults).
     suppression: SuppressionSettings | None = None
+    #: Keys that sign the tenant's mail (``domain.dkim``); changed only through the DKIM
+    #: routes, never through a tenant body.
+    dkim_keys: tuple[DkimKey, ...] = ()
 
 
 MailboxTls = Literal["implicit", "starttls", "none"]

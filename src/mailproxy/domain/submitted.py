@@ -186,3 +186,19 @@ def envelope_fields(mail_from: str, recipients: Sequence[str]) -> dict[str, Any]
     """The REST fields the envelope sets: the sender and the recipients (every one in
     ``to``: a submitted message's own header fields are not read for recipients)."""
     return {"from": mail_from, "to": list(recipients)}
+
+
+_FROM_FIELD = re.compile(rb"^From[ \t]*:(.*(?:\r\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def author_domain_of(content: bytes) -> str | None:
+    """The domain of the address in the ``From`` field of a kept message (``content`` with
+    CRLF line ends), lower case; None when it has none that can be read."""
+    end = content.find(b"\r\n\r\n")
+    header = content if end < 0 else content[: end + 2]
+    found = _FROM_FIELD.search(header)
+    if found is None:
+        return None
+    text = found[1].decode("utf-8", "replace").replace("\r\n", "")
+    addresses = [a for _, a in email.utils.getaddresses([text]) if "@" in a]
+    return addresses[0].rpartition("@")[2].lower() if addresses else None

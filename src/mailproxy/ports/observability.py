@@ -13,6 +13,9 @@ from typing import Literal, Protocol
 AttemptResult = Literal["sent", "deferred", "error", "unknown", "rate_limited"]
 
 
+#: Whether a message that had to be DKIM-signed was.
+SigningResult = Literal["signed", "failed"]
+
 #: What became of one bounce-mailbox message (``domain.bounces.MailboxOutcome``).
 MailboxResult = Literal["applied", "unmatched", "ignored", "unparsed"]
 
@@ -53,3 +56,7 @@ class DeliveryEvents(Protocol):
     def bounce_recorded(self, tenant_id: str, kind: str) -> None:
         """A ``bounce``, ``complaint`` or ``delay`` was kept with one of the tenant's
         messages (from a mailbox or an SMTP refusal)."""
+
+    def signed(self, tenant_id: str, outcome: SigningResult) -> None:
+        """A message of the tenant was DKIM-signed for an attempt, or could not be (the
+        attempt then failed without sending)."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from mailproxy.domain.correlation import correlated
+from mailproxy.domain.dkim import signing_key
 from mailproxy.domain.errors import (
     AttachmentUnavailable,
     InvalidInput,
@@ -24,8 +25,8 @@ from mailproxy.domain.errors import (
     StorageError,
 )
 from mailproxy.domain.lifecycle import decide, is_final, orphaned
-from mailproxy.domain.mime import Outgoing, render
-from mailproxy.domain.model import Claim, QueuedMessage, RefusedRecipient, Status
+from mailproxy.domain.mime import Outgoing, RenderedMessage, author_domain, render
+from mailproxy.domain.model import Claim, QueuedMessage, RefusedRecipient, Status, Tenant
 from mailproxy.domain.outcome import (
     Delivered,
     Outcome,
@@ -36,12 +37,14 @@ from mailproxy.domain.outcome import (
 )
 from mailproxy.domain.policy import rate_windows
 from mailproxy.ports.observability import DeliveryEvents
+from mailproxy.ports.signing import MessageSigner, SigningError
 from mailproxy.ports.store import ConfigStore, MessageStore
 from mailproxy.ports.transport import Transport
 from mailproxy.service.attachments import AttachmentFetcher
 from mailproxy.service.attempt_record import record_attempt
 from mailproxy.service.config_cache import ConfigCache
 from mailproxy.service.options import DeliveryOptions, RetentionOptions
+from mailproxy.service.signing import NO_SIGNER
 
 log = logging.getLogger("mailproxy")
 
@@ -66,6 +69,7 @@ class Dispatcher:
         random_unit: Callable[[], float],
         new_id: Callable[[], str],
         wake_reports: Callable[[], None],
+        signer: MessageSigner | None = None,
     ) -> None:
         self._store = store
         #: The key of the correlation tokens (``domain.correlation``), the store's own:
@@ -84,6 +88,7 @@ class Dispatcher:
         self._random_unit = random_unit
         self._new_id = new_id
         self._wake_reports = wake_reports
+        self._signer = signer
         self._wake_event = asyncio.Event()
         #: When the loop's timer ends (clock time; inf: no timer) while it sleeps; None
         #: while it claims or works out how long to sleep.
@@ -327,6 +332,10 @@ class Dispatcher:
                 return Permanent("suppressed", None, dropped)
             kept = tuple(a for a in rendered.recipients if a not in suppressed)
             rendered = msgspec.structs.replace(rendered, recipients=kept)
+        signed = self._signed(rendered, message, tenant)
+        if not isinstance(signed, RenderedMessage):
+            return signed
+        rendered = signed
         if not await self._store.mark_sending(claim.lease, self._clock()):
             self._lease_lost(message)
             return None
@@ -338,6 +347,28 @@ class Dispatcher:
         if dropped and isinstance(outcome, Delivered):
             outcome = msgspec.structs.replace(outcome, refused=outcome.refused + dropped)
         return outcome
+
+    def _signed(
+        self, rendered: RenderedMessage, message: QueuedMessage, tenant: Tenant | None
+    ) -> RenderedMessage | Temporary:
+        """``rendered`` with a DKIM signature when the tenant has a key for the author's
+        domain; a failure is a temporary error of the account, and nothing is sent
+        unsigned that should have been signed."""
+        domain = author_domain(message.spec)
+        key = signing_key(tenant.dkim_keys, domain) if tenant and domain else None
+        if key is None:
+            return rendered
+        try:
+            if self._signer is None:
+                raise SigningError(NO_SIGNER)
+            content = self._signer.sign(rendered.content, key)
+        except SigningError as exc:
+            if self._events is not None:
+                self._events.signed(message.tenant_id, "failed")
+            return Temporary(f"DKIM signing failed: {exc}", account_level=True)
+        if self._events is not None:
+            self._events.signed(message.tenant_id, "signed")
+        return msgspec.structs.replace(rendered, content=content)
 
     async def _settle(self, claim: Claim, outcome: Outcome) -> None:
         message = claim.message

@@ -41,6 +41,7 @@ from mailproxy.ports.changes import ChangeFeed
 from mailproxy.ports.mailbox import Mailbox
 from mailproxy.ports.observability import DeliveryEvents
 from mailproxy.ports.reporting import ReportSender
+from mailproxy.ports.signing import MessageSigner
 from mailproxy.ports.store import (
     AccessStore,
     BounceStore,
@@ -65,6 +66,7 @@ from mailproxy.service.options import (
 )
 from mailproxy.service.queries import MessageFilters, Queries
 from mailproxy.service.reports import ReportScheduler
+from mailproxy.service.signing import DkimKeys
 from mailproxy.service.submission import Submission
 from mailproxy.service.suppressions import Suppressions
 
@@ -131,6 +133,7 @@ class MailProxy:
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
         open_mailbox: Callable[[BounceMailboxSpec, str | None, str | None], Mailbox] | None = None,
         shared_mailbox: BounceMailboxSpec | None = None,
+        signer: MessageSigner | None = None,
     ) -> None:
         self.store: MessageStore = store
         self.config: ConfigStore = config if config is not None else store
@@ -164,8 +167,11 @@ class MailProxy:
             transports=transports, attachments=self.attachment_fetcher, options=delivery,
             retention=retention, events=events, worker_id=worker_id, clock=clock,
             monotonic=monotonic, random_unit=random_unit, new_id=ids,
-            wake_reports=self.report_scheduler.wake,
+            wake_reports=self.report_scheduler.wake, signer=signer,
         )  # fmt: skip
+        self.dkim = DkimKeys(
+            config=self.config, config_cache=config_cache, signer=signer, clock=clock
+        )
         self.idempotency = Idempotency(self.access, worker_id, clock)
         self.submission = Submission(
             store=store, config_cache=config_cache, attachments=self.attachment_fetcher,
