@@ -14,6 +14,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from mailproxy.adapters.capture import CaptureTransport
+from mailproxy.adapters.dkim_signer import DkimpySigner
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import load_settings
@@ -78,6 +79,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         transports={"capture": CaptureTransport(tmp_path / "outbox")},
         run_dispatcher=False,
         clock=clock,
+        signer=DkimpySigner(),
     )
     settings = load_settings(environ={"GMP_API_TOKEN": ADMIN_TOKEN, "GMP_DB_PATH": str(tmp_path)})
     app = create_app(proxy, settings)
@@ -109,7 +111,7 @@ async def proxy_to_sink(
     transport = SmtpTransport(connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))
     async with MailProxy(
         store=SqliteStore(tmp_path / "s.db"), transports={"smtp": transport},
-        run_dispatcher=False, clock=clock or Clock(),
+        run_dispatcher=False, clock=clock or Clock(), signer=DkimpySigner(),
     ) as proxy:  # fmt: skip
         await proxy.put_tenant({"id": "acme"})
         await proxy.put_account(
