@@ -7,8 +7,9 @@ the module of that level:
   ``mail-proxy NAME ...``, which reads the instance (and the tenant) from the first
   tokens and runs the command below with them;
 - :mod:`.instance`: ``mail-proxy NAME info | token | rotate-key | tenants ...``;
-- :mod:`.accounts`, :mod:`.tenant` and :mod:`.suppressions`: ``mail-proxy NAME TENANT
-  accounts ... | messages ... | suppressions ... | send | run-now | suspend | activate``.
+- :mod:`.accounts`, :mod:`.tenant`, :mod:`.suppressions` and :mod:`.dkim`: ``mail-proxy
+  NAME TENANT accounts ... | messages ... | suppressions ... | dkim ... | send | run-now |
+  suspend | activate``.
 
 What they share: :mod:`.output` (the API session; lines for people, JSON for scripts;
 progress bars), :mod:`.prompts` (questions at a terminal), :mod:`.exits` (exit codes).
@@ -27,6 +28,7 @@ import sys
 from mailproxy.entrypoints.cli import (
     accounts,
     demo,
+    dkim,
     instance,
     instances,
     serve,
@@ -40,7 +42,7 @@ __all__ = ["app", "instance_app", "main", "tenant_app"]
 
 # The command modules register on the apps when imported, in this order (help and the
 # reference page list commands in it).
-COMMAND_MODULES = (demo, serve, instances, instance, accounts, tenant, suppressions)
+COMMAND_MODULES = (demo, serve, instances, instance, accounts, tenant, suppressions, dkim)
 
 
 def main() -> None:

@@ -156,9 +156,11 @@ messages_app = cyclopts.App(name="messages", help="The tenant's messages.")
 suppressions_app = cyclopts.App(
     name="suppressions", help="The addresses the tenant's messages are not sent to."
 )
+dkim_app = cyclopts.App(name="dkim", help="The keys that DKIM-sign the tenant's mail.")
 tenant_app.command(accounts_app)
 tenant_app.command(messages_app)
 tenant_app.command(suppressions_app)
+tenant_app.command(dkim_app)
 
 #: The instance an instance or tenant command administers (from ``mail-proxy NAME``).
 TargetInstance = Annotated[Instance, cyclopts.Parameter(parse=False)]
