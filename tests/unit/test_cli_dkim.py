@@ -37,7 +37,8 @@ def test_a_key_is_added_listed_published_rotated_and_removed(run, tmp_path):
 
     code, out, _ = run("box", "acme", "dkim", "rotate", "example.com")
     today = time.strftime("%Y%m%d", time.gmtime())
-    assert code == 0 and f"mp{today}._domainkey.example.com signs" in out
+    assert code == 0
+    assert f"mp{today}._domainkey.example.com signs" in out
 
     listed = json.loads(run("box", "acme", "dkim", "list", "--json")[1])
     assert [(k["domain"], k["selector"], k["active"]) for k in listed] == [
@@ -45,7 +46,8 @@ def test_a_key_is_added_listed_published_rotated_and_removed(run, tmp_path):
         ("example.com", f"mp{today}", True),
     ]  # fmt: skip
     table = run("box", "acme", "dkim", "list")[1]
-    assert "signs" in table and "PRIVATE" not in table
+    assert "signs" in table
+    assert "PRIVATE" not in table
 
     code, out, _ = run("box", "acme", "dkim", "dns", "example.com")
     assert code == 0
@@ -58,17 +60,23 @@ def test_a_key_is_added_listed_published_rotated_and_removed(run, tmp_path):
         0, "mail2026._domainkey.example.com removed\n",
     )  # fmt: skip
     code, _, err = run("box", "acme", "dkim", "remove", "example.com", "mail2026")
-    assert code == 1 and "no DKIM key mail2026 for example.com" in err
+    assert code == 1
+    assert "no DKIM key mail2026 for example.com" in err
 
 
 def test_mistakes_are_one_line_errors(run, tmp_path):
     code, _, err = run("box", "acme", "dkim", "add", "not a domain", "s1")
-    assert code != 0 and "domain" in err and "Traceback" not in err
+    assert code != 0
+    assert "domain" in err
+    assert "Traceback" not in err
     code, _, err = run("box", "acme", "dkim", "add", "example.com", "s1", "--private-key",
                        str(tmp_path / "missing.pem"))  # fmt: skip
-    assert code == 1 and "cannot read" in err
+    assert code == 1
+    assert "cannot read" in err
     code, _, err = run("box", "acme", "dkim", "dns")
-    assert code == 1 and "no DKIM keys" in err
+    assert code == 1
+    assert "no DKIM keys" in err
     run("box", "acme", "dkim", "add", "example.com", "s1")
     code, _, err = run("box", "acme", "dkim", "add", "example.com", "s1")
-    assert code == 1 and "already exists" in err
+    assert code == 1
+    assert "already exists" in err
