@@ -1,0 +1,1 @@
+"""Integrations of mailproxy with other frameworks, each behind its own extra."""

@@ -1,0 +1,114 @@
+"""Django's ``EMAIL_BACKEND`` on mailproxy: each ``EmailMessage`` becomes a message of
+``POST /commands/add-messages``, queued in one call per ``send_messages``."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from email.mime.base import MIMEBase
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+
+from mailproxy.client import ApiError, Client, Rejected
+
+#: Attributes of an ``EmailMessage`` passed on as the message fields of the same name.
+MESSAGE_ATTRIBUTES = ("priority", "batch_code", "metadata", "deferred_ts", "account_id")
+
+
+class EmailBackend(BaseEmailBackend):
+    """Queues Django's mail in mailproxy (settings ``MAILPROXY_URL``, ``MAILPROXY_TOKEN``,
+    optional ``MAILPROXY_TENANT`` and ``MAILPROXY_ACCOUNT``). ``send_messages`` returns
+    how many were queued; without ``fail_silently`` it raises
+    :class:`~mailproxy.client.Rejected` naming each refused message and its reason (the
+    others are queued), or the client's error when the service cannot be reached."""
+
+    def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
+        super().__init__(fail_silently=fail_silently, **kwargs)
+        self.client = Client(
+            settings.MAILPROXY_URL,
+            token=settings.MAILPROXY_TOKEN,
+            tenant_id=getattr(settings, "MAILPROXY_TENANT", None),
+        )
+        self.account_id: str | None = getattr(settings, "MAILPROXY_ACCOUNT", None)
+
+    def close(self) -> None:
+        """Nothing to close between sends: the HTTP connections are pooled."""
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        if not email_messages:
+            return 0
+        messages = [self.message_of(m) for m in email_messages]
+        try:
+            answer = self.client.send_many(messages)
+        except Exception:
+            if self.fail_silently:
+                return 0
+            raise
+        if answer.rejected and not self.fail_silently:
+            reasons = "; ".join(f"{r.id}: {r.reason}" for r in answer.rejected)
+            raise Rejected(200, f"{answer.queued} queued, rejected: {reasons}", answer.rejected)
+        return answer.queued
+
+    def message_of(self, email: EmailMessage) -> dict[str, Any]:
+        """The add-messages fields of ``email``."""
+        headers = {str(k): str(v) for k, v in email.extra_headers.items()}
+        message: dict[str, Any] = {
+            "id": getattr(email, "mailproxy_id", None) or uuid.uuid4().hex,
+            "from": email.from_email or settings.DEFAULT_FROM_EMAIL,
+            "to": list(email.to),
+            "subject": str(email.subject),
+            "body": str(email.body),
+        }
+        if email.content_subtype == "html":
+            message["content_type"] = "html"
+        for field, values in (("cc", email.cc), ("bcc", email.bcc)):
+            if values:
+                message[field] = list(values)
+        if email.reply_to:
+            message["reply_to"] = ", ".join(email.reply_to)
+        if "Message-ID" in headers:
+            message["message_id"] = headers.pop("Message-ID")
+        if "Reply-To" in headers:
+            message["reply_to"] = headers.pop("Reply-To")
+        if headers:
+            message["headers"] = headers
+        for content, mimetype in getattr(email, "alternatives", None) or ():
+            if mimetype == "text/html":
+                message["body_html"] = str(content)
+        attachments = [_attachment(a) for a in email.attachments]
+        if attachments:
+            message["attachments"] = attachments
+        if self.account_id is not None:
+            message["account_id"] = self.account_id
+        for name in MESSAGE_ATTRIBUTES:
+            value = getattr(email, name, None)
+            if value is not None:
+                message[name] = value
+        return message
+
+
+def _attachment(attachment: Any) -> dict[str, Any]:
+    """An attachment of Django's (a ``(filename, content, mimetype)`` tuple, or a MIME
+    part) as an inline ``base64:`` attachment of the API."""
+    if isinstance(attachment, MIMEBase):
+        filename = attachment.get_filename() or "attachment"
+        payload = attachment.get_payload(decode=True)
+        content = payload if isinstance(payload, bytes) else b""
+        mimetype: str | None = attachment.get_content_type()
+    else:
+        filename, raw, mimetype = attachment
+        content = raw.encode() if isinstance(raw, str) else bytes(raw)
+    found: dict[str, Any] = {
+        "filename": filename or "attachment",
+        "storage_path": "base64:" + base64.b64encode(content).decode(),
+    }
+    if mimetype:
+        found["mime_type"] = mimetype
+    return found
+
+
+__all__ = ["ApiError", "EmailBackend", "Rejected"]
