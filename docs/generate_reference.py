@@ -282,6 +282,38 @@ def client_types_source(schema: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _documented(obj: Any) -> str:
+    return inspect.cleandoc(obj.__doc__ or "")
+
+
+def client_page() -> str:
+    """The client's API from its signatures and docstrings."""
+    from mailproxy import client, webhooks
+
+    lines = ["# Client API", "", GENERATED.strip(), "", _documented(client), "",
+             "## `Client`", "", _documented(client.Client), ""]  # fmt: skip
+    lines += [
+        f"`AsyncClient` has the same methods as coroutines: {_documented(client.AsyncClient)}",
+        "",
+    ]
+    for name, member in inspect.getmembers(client.Client, inspect.isfunction):
+        if name.startswith("_") or name in ("close",):
+            continue
+        signature = str(inspect.signature(member)).replace("'", "")
+        lines += [f"### `{name}{signature}`", "", _documented(member), ""]
+    lines += ["## Errors", ""]
+    for error in (client.ApiError, client.Unauthorized, client.Forbidden, client.NotFound,
+                  client.Conflict, client.InvalidRequest, client.Rejected,
+                  client.TooManyRequests, client.ServerError):  # fmt: skip
+        lines.append(f"- `{error.__name__}`: {' '.join(_documented(error).split())}")
+    lines += ["", "## `mailproxy.webhooks`", "", _documented(webhooks), ""]
+    for function in (webhooks.verify, webhooks.answer):
+        signature = str(inspect.signature(function)).replace("'", "")
+        lines += [f"### `{function.__name__}{signature}`", "", _documented(function), ""]
+    lines += [f"`InvalidSignature`: {' '.join(_documented(webhooks.InvalidSignature).split())}"]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def pages() -> dict[str, str]:
     schema = openapi_schema()
     return {
@@ -289,6 +321,7 @@ def pages() -> dict[str, str]:
         "cli.md": cli_page(),
         "metrics.md": metrics_page(),
         "http-api.md": http_api_page(schema),
+        "client.md": client_page(),
         "openapi.json": json.dumps(schema, indent=2, sort_keys=True) + "\n",
     }
 
