@@ -120,3 +120,26 @@ def test_the_django_site_sends_through_the_backend_and_receives_its_reports(serv
         "invoice.pdf", "application/pdf",
     )  # fmt: skip
     assert attachment.get_content() == b"%PDF-1.4 example"
+
+
+def test_the_litestar_receiver_hears_the_service_s_reports(server, sink):
+    url, _ = server
+    env = tenant_env(url, sink[1], "lit")
+    command = [sys.executable, "-m", "uvicorn", "litestar_receiver:app", "--host", "127.0.0.1",
+               "--port", env["PORT"], "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=EXAMPLES, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"),
+             "SECRET": env["MAILPROXY_WEBHOOK_SECRET"]},
+    )  # fmt: skip
+    try:
+        output = Output(process)
+        with Client(url, token=env["MAILPROXY_TOKEN"]) as client:
+            client.send({"id": "l1", "from": "shop@example.com", "to": ["ada@example.org"],
+                         "subject": "Hello"})  # fmt: skip
+        assert output.wait_for(1, "sent ") == ["sent l1"]
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

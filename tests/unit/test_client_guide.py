@@ -24,7 +24,13 @@ EXAMPLES = ROOT / "docs" / "examples"
 
 @pytest.mark.parametrize(
     "example",
-    ["send_and_receive.py", "django_site/settings.py", "django_site/urls.py", "verify_report.js"],
+    [
+        "send_and_receive.py",
+        "litestar_receiver.py",
+        "django_site/settings.py",
+        "django_site/urls.py",
+        "verify_report.js",
+    ],
 )
 def test_the_guide_shows_each_example_as_the_suite_runs_it(example):
     assert (EXAMPLES / example).read_text().rstrip() in GUIDE.read_text()
