@@ -114,8 +114,14 @@ def test_the_django_site_sends_through_the_backend_and_receives_its_reports(serv
     assert rich.get_content_type() == "multipart/mixed"
     alternative, attachment = rich.get_payload()
     assert alternative.get_content_type() == "multipart/alternative"
-    assert [p.get_content_type() for p in alternative.get_payload()] == ["text/plain", "text/html"]
-    assert "<b>HTML</b>" in alternative.get_payload()[1].get_content()
+    text, related = alternative.get_payload()
+    assert (text.get_content_type(), related.get_content_type()) == (
+        "text/plain", "multipart/related",
+    )  # fmt: skip
+    html, logo = related.get_payload()
+    assert '<b>HTML</b> part <img src="cid:logo@shop">' in html.get_content()
+    assert (logo["Content-ID"], logo.get_content_type()) == ("<logo@shop>", "image/png")
+    assert logo.get_content_disposition() == "inline"
     assert (attachment.get_filename(), attachment.get_content_type()) == (
         "invoice.pdf", "application/pdf",
     )  # fmt: skip

@@ -50,6 +50,45 @@ def test_attachments_with_non_ascii_names_round_trip():
     assert part.get_content() == "data" or part.get_payload(decode=True) == b"data"
 
 
+PNG = b"\x89PNG\r\n\x1a\n image bytes"
+
+
+@pytest.mark.parametrize("sender", ["Sender <s@example.com>", "Sender <sè@example.com>"])
+def test_inline_parts_sit_beside_the_body_in_a_related_part(sender):
+    # Both renderers (the second sender needs SMTPUTF8): the HTML names the image by cid,
+    # the image travels inline beside the HTML with its Content-ID, an attachment stays
+    # an attachment.
+    logo = AttachmentContent("logo.png", PNG, "image/png", content_id="logo@shop")
+    invoice = AttachmentContent("invoice.pdf", b"%PDF", "application/pdf")
+    _, msg = rendered(
+        attachments=[invoice, logo], body="text", body_html='<img src="cid:logo@shop">',
+        **{"from": sender},
+    )  # fmt: skip
+    assert msg.get_content_type() == "multipart/mixed"
+    alternative, attachment = msg.get_payload()
+    assert alternative.get_content_type() == "multipart/alternative"
+    text, related = alternative.get_payload()
+    assert (text.get_content_type(), related.get_content_type()) == (
+        "text/plain",
+        "multipart/related",
+    )
+    html, image = related.get_payload()
+    assert html.get_content_type() == "text/html"
+    assert (image["Content-ID"], image.get_content_disposition()) == ("<logo@shop>", "inline")
+    assert image.get_payload(decode=True) == PNG
+    assert attachment.get_filename() == "invoice.pdf"
+    assert attachment.get_content_disposition() == "attachment"
+    _, only_inline = rendered(attachments=[logo], body_html='<img src="cid:logo@shop">')
+    assert only_inline.get_content_type() == "multipart/related"
+
+
+@pytest.mark.parametrize("content_id", ["", "a b", "<x>", "a\r\nBcc: x", "é@x", "x" * 251])
+def test_a_content_id_that_cannot_be_written_is_refused(content_id):
+    attachment = {"filename": "a.png", "storage_path": "base64:AAAA", "content_id": content_id}
+    with pytest.raises(InvalidInput, match="content_id"):
+        parse_message({**BASE, "attachments": [attachment]})
+
+
 @pytest.mark.parametrize(
     "subject",
     [

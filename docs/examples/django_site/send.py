@@ -1,5 +1,5 @@
 """Serve the site's report view on $PORT and send two messages through mailproxy: one
-with send_mail, one with text and HTML alternatives and an attachment."""
+with send_mail, one with text and HTML alternatives, an attachment and an inline image."""
 
 import os
 import threading
@@ -9,6 +9,8 @@ import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 django.setup()
+
+from email.mime.image import MIMEImage  # noqa: E402
 
 from django.core.mail import EmailMultiAlternatives, send_mail  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
@@ -21,8 +23,12 @@ rich = EmailMultiAlternatives(
     "Rich", "The text part", "shop@example.com", ["bob@example.org"],
     cc=["carol@example.org"], reply_to=["help@example.com"],
 )  # fmt: skip
-rich.attach_alternative("<p>The <b>HTML</b> part</p>", "text/html")
+rich.attach_alternative('<p>The <b>HTML</b> part <img src="cid:logo@shop"></p>', "text/html")
 rich.attach("invoice.pdf", b"%PDF-1.4 example", "application/pdf")
+logo = MIMEImage(b"\x89PNG\r\n\x1a\n example", "png")
+logo.add_header("Content-ID", "<logo@shop>")
+logo.add_header("Content-Disposition", "inline", filename="logo.png")
+rich.attach(logo)
 rich.metadata = {"order": 7}
 rich.send()
 print("queued", flush=True)

@@ -110,6 +110,8 @@ class AttachmentContent(msgspec.Struct, frozen=True):
     #: ``content`` already in its transfer form (:func:`encode_body`), when the caller
     #: keeps it for content that recurs (a cached attachment).
     encoded: bytes | None = None
+    #: An inline part's Content-ID (``AttachmentRef.content_id``).
+    content_id: str | None = None
 
 
 def encode_body(content: bytes) -> bytes:
@@ -170,9 +172,10 @@ def render(
     attachments: Sequence[AttachmentContent] = (),
 ) -> RenderedMessage:
     """Build the MIME message: text or html, multipart/alternative when both bodies are
-    given, multipart/mixed with attachments (RFC 2231 filenames), non-ASCII headers
-    RFC 2047-encoded, ``Date`` and ``Message-ID`` as fixed at enqueue, ``Bcc`` never
-    written. Raises :class:`InvalidInput` if the serialised headers fail the check. A
+    given, multipart/related around the body and its inline parts (attachments with a
+    ``content_id``), multipart/mixed with attachments (RFC 2231 filenames), non-ASCII
+    headers RFC 2047-encoded, ``Date`` and ``Message-ID`` as fixed at enqueue, ``Bcc``
+    never written. Raises :class:`InvalidInput` if the serialised headers fail the check. A
     message submitted as it is (``spec.raw``) is not built: see :func:`as_submitted`."""
     if spec.raw is not None:
         return as_submitted(spec, spec.raw)
@@ -186,8 +189,9 @@ def render(
     check_header_block(content, expected_headers(spec, attachments), final_line=_FINAL_HEADER)
     part_headers = ["content-type", "content-transfer-encoding", "content-disposition"]
     part_headers += ["mime-version"] if utf8 else []
-    for stand_in_line, _ in placeholders:
-        _check_part_headers(content, stand_in_line, part_headers)
+    for stand_in_line, placed in placeholders:
+        inline = ["content-id"] if placed.content_id is not None else []
+        _check_part_headers(content, stand_in_line, part_headers + inline)
     # Checked while still small: every line of it ends in CRLF, and so do the bodies that
     # replace the stand-ins, so the whole message does.
     crlf_only = content.count(b"\n") == content.count(b"\r\n") == content.count(b"\r")
@@ -300,16 +304,38 @@ def _modern(
         if spec.body_html is not None:
             msg.add_alternative(spec.body_html, subtype="html", cte=_forced_cte(spec.body_html))
     placeholders: Placed = []
-    for index, attachment in enumerate(attachments):
+    # Inline parts first: they join the HTML body in a multipart/related (inside the
+    # alternative when there is one), which the first attachment then wraps in a
+    # multipart/mixed.
+    beside = msg.get_body(("html",)) if msg.is_multipart() else msg
+    for index, attachment in _inline_first(attachments):
         maintype, subtype = _mime_type(attachment)
         stand_in = _stand_in(message_id, index)
-        msg.add_attachment(
-            stand_in, maintype=maintype, subtype=subtype, filename=attachment.filename, cte="base64"
-        )
+        if attachment.content_id is not None:
+            assert isinstance(beside, EmailMessage)
+            beside.add_related(
+                stand_in, maintype=maintype, subtype=subtype, filename=attachment.filename,
+                cte="base64", cid=f"<{attachment.content_id}>", disposition="inline",
+            )  # fmt: skip
+        else:
+            msg.add_attachment(
+                stand_in, maintype=maintype, subtype=subtype, filename=attachment.filename,
+                cte="base64",
+            )  # fmt: skip
         placeholders.append((base64.b64encode(stand_in) + b"\r\n", attachment))
     del msg["MIME-Version"]
     msg["MIME-Version"] = "1.0"  # last: see _FINAL_HEADER
     return msg.as_bytes(policy=policy), placeholders
+
+
+def _inline_first(
+    attachments: Sequence[AttachmentContent],
+) -> list[tuple[int, AttachmentContent]]:
+    """The attachments with their index, the inline parts (``content_id``) first."""
+    indexed = list(enumerate(attachments))
+    return [p for p in indexed if p[1].content_id is not None] + [
+        p for p in indexed if p[1].content_id is None
+    ]
 
 
 def _forced_cte(text: str) -> str | None:
@@ -377,14 +403,16 @@ def _classic_body(text: str, subtype: str) -> MIMENonMultipart:
     return part
 
 
-def _add_disposition(part: Message[Any, Any], filename: str) -> None:
-    """``Content-Disposition: attachment`` with the file name, RFC 2231-encoded by the
-    package; a name whose encoded form is too long for one line goes in RFC 2231 §3
-    continuations (``filename*0*``, ``filename*1*``, ...), which the package folds at
-    their ";" and would otherwise write as one line of up to 3 kB."""
+def _add_disposition(
+    part: Message[Any, Any], filename: str, disposition: str = "attachment"
+) -> None:
+    """``Content-Disposition: attachment`` (or ``inline``) with the file name, RFC
+    2231-encoded by the package; a name whose encoded form is too long for one line goes
+    in RFC 2231 §3 continuations (``filename*0*``, ``filename*1*``, ...), which the
+    package folds at their ";" and would otherwise write as one line of up to 3 kB."""
     encoded = email.utils.encode_rfc2231(filename, "utf-8")
     if filename.isascii() or len(encoded) <= _MAX_PLAIN_WORD_CHARS:
-        part.add_header("Content-Disposition", "attachment", filename=filename)
+        part.add_header("Content-Disposition", disposition, filename=filename)
         return
     pieces = [""]
     for char in filename:  # whole characters per piece, for decoders that decode each
@@ -394,7 +422,7 @@ def _add_disposition(part: Message[Any, Any], filename: str) -> None:
         pieces[-1] += quoted
     params = [f"filename*{n}*={piece}" for n, piece in enumerate(pieces)]
     params[0] = params[0].replace("*=", "*=utf-8''", 1)
-    part["Content-Disposition"] = "; ".join(["attachment", *params])
+    part["Content-Disposition"] = "; ".join([disposition, *params])
 
 
 def _classic(
@@ -414,18 +442,30 @@ def _classic(
     else:
         body = _classic_body(spec.body, "plain")
     placeholders: Placed = []
+    parts: dict[bool, list[Message[Any, Any]]] = {True: [], False: []}  # inline or not
+    for index, attachment in _inline_first(attachments):
+        part = MIMEBase(*_mime_type(attachment))
+        del part["MIME-Version"]
+        stand_in = _stand_in(message_id, index)
+        part.set_payload(stand_in)
+        email.encoders.encode_base64(part)
+        inline = attachment.content_id is not None
+        if inline:
+            part["Content-ID"] = f"<{attachment.content_id}>"
+        _add_disposition(part, attachment.filename, "inline" if inline else "attachment")
+        parts[inline].append(part)
+        placeholders.append((base64.b64encode(stand_in) + b"\r\n", attachment))
+    if parts[True] and body.is_multipart():  # text and HTML: the HTML and its parts
+        text, html = (part for part in body.walk() if not part.is_multipart())
+        related = MIMEMultipart("related", _subparts=[html, *parts[True]])
+        del related["MIME-Version"]
+        body.set_payload([text, related])
+    elif parts[True]:
+        body = MIMEMultipart("related", _subparts=[body, *parts[True]])
+        del body["MIME-Version"]
     msg = body
-    if attachments:
-        msg = MIMEMultipart("mixed", _subparts=[body])
-        for index, attachment in enumerate(attachments):
-            part = MIMEBase(*_mime_type(attachment))
-            del part["MIME-Version"]
-            stand_in = _stand_in(message_id, index)
-            part.set_payload(stand_in)
-            email.encoders.encode_base64(part)
-            _add_disposition(part, attachment.filename)
-            msg.attach(part)
-            placeholders.append((base64.b64encode(stand_in) + b"\r\n", attachment))
+    if parts[False]:
+        msg = MIMEMultipart("mixed", _subparts=[msg, *parts[False]])
     del msg["MIME-Version"]
     msg["From"] = _classic_address("from", spec.from_)
     msg["To"] = ", ".join(_classic_address("to", m) for m in spec.to)

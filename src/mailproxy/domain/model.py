@@ -154,6 +154,9 @@ class AttachmentRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     fetch_mode: Literal["base64", "filesystem", "endpoint", "http_url"]
     mime_type: str | None = None
     content_md5: str | None = None
+    #: Set: an inline part (``Content-ID: <content_id>``, shown where the HTML says
+    #: ``cid:content_id``) in a multipart/related beside the body, not an attachment.
+    content_id: str | None = None
 
 
 class MessageSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -219,6 +219,7 @@ class _AttachmentInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     fetch_mode: Literal["base64", "filesystem", "endpoint", "http_url"] | None = None
     mime_type: str | None = None
     content_md5: str | None = None
+    content_id: str | None = None
     #: Accepted for compatibility and dropped: no source uses it, and a credential that
     #: nothing needs is not kept in the queue.
     auth: dict[str, Any] | None = None
@@ -466,6 +467,11 @@ def decode_inline(storage_path: str) -> bytes:
     return base64.b64decode(storage_path.removeprefix("base64:"), validate=True)
 
 
+#: An inline part's Content-ID as ``cid:`` URLs name it (RFC 2392): written between
+#: angle brackets into the part's header, so no space, bracket or control character.
+_CONTENT_ID = re.compile(r"[!-;=?-~]{1,250}")
+
+
 def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
     # The name is checked as it will be sent, once the MD5 marker is out of it: taking
     # the marker out joins what was around it (``=0{MD5:…}A`` becomes ``=0A``, an
@@ -496,10 +502,16 @@ def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
             f"{field}.mime_type",
             f"invalid {field}.mime_type: expected type/subtype (RFC 2045 tokens, no parameters)",
         )
+    if data.content_id is not None and not _CONTENT_ID.fullmatch(data.content_id):
+        raise InvalidInput(
+            f"{field}.content_id",
+            f"invalid {field}.content_id: 1..250 printable ASCII characters, no spaces or <>",
+        )
     return AttachmentRef(
         filename=name,
         storage_path=data.storage_path,
         fetch_mode=mode,
         mime_type=data.mime_type,
         content_md5=md5,
+        content_id=data.content_id,
     )

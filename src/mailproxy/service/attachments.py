@@ -81,7 +81,9 @@ class AttachmentFetcher:
                     f"attachments larger than {self._options.max_total_bytes} bytes in all",
                     temporary=False,
                 )
-            contents.append(AttachmentContent(ref.filename, content, ref.mime_type, encoded))
+            contents.append(
+                AttachmentContent(ref.filename, content, ref.mime_type, encoded, ref.content_id)
+            )
         return contents
 
     def _encoded_body(self, key: tuple[str, str], content: bytes) -> bytes:

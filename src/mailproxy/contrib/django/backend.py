@@ -93,12 +93,16 @@ class EmailBackend(BaseEmailBackend):
 
 def _attachment(attachment: Any) -> dict[str, Any]:
     """An attachment of Django's (a ``(filename, content, mimetype)`` tuple, or a MIME
-    part) as an inline ``base64:`` attachment of the API."""
+    part) as a ``base64:`` attachment of the API; a MIME part with a ``Content-ID`` (an
+    image the HTML shows with ``cid:``) goes inline beside the HTML."""
+    content_id: str | None = None
     if isinstance(attachment, MIMEBase):
         filename = attachment.get_filename() or "attachment"
         payload = attachment.get_payload(decode=True)
         content = payload if isinstance(payload, bytes) else b""
         mimetype: str | None = attachment.get_content_type()
+        if attachment["Content-ID"]:
+            content_id = str(attachment["Content-ID"]).strip().strip("<>")
     else:
         filename, raw, mimetype = attachment
         content = raw.encode() if isinstance(raw, str) else bytes(raw)
@@ -108,6 +112,8 @@ def _attachment(attachment: Any) -> dict[str, Any]:
     }
     if mimetype:
         found["mime_type"] = mimetype
+    if content_id:
+        found["content_id"] = content_id
     return found
 
 
