@@ -21,33 +21,50 @@ MESSAGE_ATTRIBUTES = ("priority", "batch_code", "metadata", "deferred_ts", "acco
 
 class EmailBackend(BaseEmailBackend):
     """Queues Django's mail in mailproxy (settings ``MAILPROXY_URL``, ``MAILPROXY_TOKEN``,
-    optional ``MAILPROXY_TENANT`` and ``MAILPROXY_ACCOUNT``). ``send_messages`` returns
+    optional ``MAILPROXY_TENANT``, ``MAILPROXY_ACCOUNT`` and ``MAILPROXY_RETRIES``, the
+    client's retries of a send, 4 by default). ``send_messages`` returns
     how many were queued; without ``fail_silently`` it raises
     :class:`~mailproxy.client.Rejected` naming each refused message and its reason (the
     others are queued), or the client's error when the service cannot be reached."""
 
     def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
         super().__init__(fail_silently=fail_silently, **kwargs)
+        self.client: Client | None = None
+        self.account_id: str | None = getattr(settings, "MAILPROXY_ACCOUNT", None)
+
+    def open(self) -> bool:
+        """Open the HTTP client (its connections are kept until :meth:`close`); whether
+        this call opened it (Django's contract for connections)."""
+        if self.client is not None:
+            return False
         self.client = Client(
             settings.MAILPROXY_URL,
             token=settings.MAILPROXY_TOKEN,
             tenant_id=getattr(settings, "MAILPROXY_TENANT", None),
+            retries=getattr(settings, "MAILPROXY_RETRIES", 4),
         )
-        self.account_id: str | None = getattr(settings, "MAILPROXY_ACCOUNT", None)
+        return True
 
     def close(self) -> None:
-        """Nothing to close between sends: the HTTP connections are pooled."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
             return 0
         messages = [self.message_of(m) for m in email_messages]
+        opened = self.open()
+        assert self.client is not None
         try:
             answer = self.client.send_many(messages)
         except Exception:
             if self.fail_silently:
                 return 0
             raise
+        finally:
+            if opened:
+                self.close()
         if answer.rejected and not self.fail_silently:
             reasons = "; ".join(f"{r.id}: {r.reason}" for r in answer.rejected)
             raise Rejected(200, f"{answer.queued} queued, rejected: {reasons}", answer.rejected)
