@@ -37,6 +37,18 @@ def home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture
+def run(home, capsys):
+    """Run the command line in-process on ``home``'s instances: (exit code, out, err)."""
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        code = app(list(args), result_action="return_value")
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
 ADMIN_TOKEN = "admin-token-for-tests"
 
 

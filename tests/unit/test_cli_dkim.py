@@ -6,20 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from mailproxy.adapters.dkim_signer import DkimpySigner
-from mailproxy.entrypoints.cli import app
-
-
-@pytest.fixture
-def run(home, capsys):
-    def invoke(*args: str) -> tuple[int, str, str]:
-        code = app(list(args), result_action="return_value")
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def test_a_key_is_added_listed_published_rotated_and_removed(run, tmp_path):

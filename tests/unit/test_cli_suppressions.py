@@ -8,24 +8,11 @@ import io
 import json
 import time
 
-import pytest
-
 from mailproxy.domain.bounces import BounceRecord, MailboxEntry
 from mailproxy.domain.lifecycle import bounce_event
-from mailproxy.entrypoints.cli import app
 from mailproxy.entrypoints.cli.suppressions import DAY_S
 from mailproxy.entrypoints.cli.tenant import message_lines
 from tests.unit.conftest import message
-
-
-@pytest.fixture
-def run(home, capsys):
-    def invoke(*args: str) -> tuple[int, str, str]:
-        code = app(list(args), result_action="return_value")
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def test_added_addresses_are_listed_searched_and_removed(run):

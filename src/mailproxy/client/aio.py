@@ -55,13 +55,12 @@ class AsyncClient:
             try:
                 response = await self._http.request(call.method, call.path, **call.request())
             except httpx.TransportError:
-                if not call.retry or attempt > self._retries:
+                if calls.retry_wait(call, attempt, self._retries, None) is None:
                     raise
-            if response is not None and not (
-                call.retry and attempt <= self._retries and calls.should_retry(response)
-            ):
+            wait = calls.retry_wait(call, attempt, self._retries, response)
+            if wait is None and response is not None:
                 return call.result(response)
-            await asyncio.sleep(calls.wait_before(attempt, response))
+            await asyncio.sleep(wait or 0.0)
 
     async def send(self, message: Mapping[str, Any] | Any, *, tenant_id: str | None = None) -> str:
         """Queue one message; its id (see :meth:`mailproxy.client.Client.send`)."""
@@ -80,11 +79,9 @@ class AsyncClient:
         page_size: int = 100,
     ) -> AsyncIterator[types.MessageRecord]:
         """The tenant's messages in acceptance order, a page at a time."""
-        params = {
-            "tenant_id": self._tenant(tenant_id), "status": list(status) or None,
-            "batch_code": batch_code, "active_only": "true" if active_only else None,
-            "include_history": "true" if include_history else None, "limit": page_size,
-        }  # fmt: skip
+        params = calls.messages_query(
+            self._tenant(tenant_id), status, batch_code, active_only, include_history, page_size
+        )
         cursor: str | None = None
         while True:
             page = await self._run(calls.messages_page(params, cursor))

@@ -158,6 +158,32 @@ def retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def retry_wait(
+    call: Call[Any], attempt: int, retries: int, response: httpx.Response | None
+) -> float | None:
+    """Seconds to wait before trying ``call`` again after try ``attempt`` ended with
+    ``response`` (None: a transport error); None when it is not tried again."""
+    if not call.retry or attempt > retries or not should_retry(response):
+        return None
+    return wait_before(attempt, response)
+
+
+def messages_query(
+    tenant_id: str | None,
+    status: Sequence[str],
+    batch_code: str | None,
+    active_only: bool,
+    include_history: bool,
+    page_size: int,
+) -> dict[str, Any]:
+    """The query of a ``GET /messages`` listing."""
+    return {
+        "tenant_id": tenant_id, "status": list(status) or None, "batch_code": batch_code,
+        "active_only": "true" if active_only else None,
+        "include_history": "true" if include_history else None, "limit": page_size,
+    }  # fmt: skip
+
+
 def should_retry(response: httpx.Response | None) -> bool:
     """Whether a try that ended with ``response`` (None: a transport error) may be
     repeated: no answer, a 5xx, or a 429."""

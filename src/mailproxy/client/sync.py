@@ -59,13 +59,12 @@ class Client:
             try:
                 response = self._http.request(call.method, call.path, **call.request())
             except httpx.TransportError:
-                if not call.retry or attempt > self._retries:
+                if calls.retry_wait(call, attempt, self._retries, None) is None:
                     raise
-            if response is not None and not (
-                call.retry and attempt <= self._retries and calls.should_retry(response)
-            ):
+            wait = calls.retry_wait(call, attempt, self._retries, response)
+            if wait is None and response is not None:
                 return call.result(response)
-            time.sleep(calls.wait_before(attempt, response))
+            time.sleep(wait or 0.0)
 
     def send(self, message: Mapping[str, Any] | Any, *, tenant_id: str | None = None) -> str:
         """Queue one message; its id. Raises :class:`~mailproxy.client.Rejected` with the
@@ -86,11 +85,9 @@ class Client:
     ) -> Iterator[types.MessageRecord]:
         """The tenant's messages in acceptance order, read a page at a time as the
         iteration goes."""
-        params = {
-            "tenant_id": self._tenant(tenant_id), "status": list(status) or None,
-            "batch_code": batch_code, "active_only": "true" if active_only else None,
-            "include_history": "true" if include_history else None, "limit": page_size,
-        }  # fmt: skip
+        params = calls.messages_query(
+            self._tenant(tenant_id), status, batch_code, active_only, include_history, page_size
+        )
         cursor: str | None = None
         while True:
             page = self._run(calls.messages_page(params, cursor))
