@@ -131,6 +131,19 @@ def held_port() -> Iterator[int]:
         yield other.getsockname()[1]
 
 
+def test_a_client_that_leaves_before_its_answer_does_not_stop_the_server(server):
+    # Asked for a page and gone before it is written: the server's write then fails,
+    # which once ended serve by SIGPIPE (the command line's default for closed pipes).
+    url, process = server
+    port = int(url.rsplit(":", 1)[1])
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(b"GET /schema/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        assert process.poll() is None
+    assert httpx.get(f"{url}/health").status_code == 200
+
+
 def test_serve_on_a_busy_port_says_so_in_one_line_and_keeps_no_token(tmp_path):
     with held_port() as port:
         result = serve_once(tmp_path, "--port", str(port))

@@ -229,6 +229,9 @@ def serve_until_stopped(
 ) -> None:
     """``serve``'s work; ``unseen_token``: the configured token was just generated (a new
     instance's), so the first screen shows it once."""
+    # The command line ends quietly on a closed pipe (SIGPIPE's default, set in main);
+    # a server must not: a client that goes away mid-answer is that request's error.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     settings = load_settings(config)
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
