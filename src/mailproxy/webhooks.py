@@ -20,6 +20,7 @@ service sends an unacknowledged call again with the same entries.
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +37,10 @@ TOLERANCE_S = 300.0
 
 #: One delivery-report entry, as the HTTP API describes it ("Delivery reports").
 Entry = ReportEvent
+
+
+#: Seconds since the epoch, as the service writes them.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class InvalidSignature(Exception):
@@ -65,10 +70,9 @@ def verify(
     given = _header(headers, SIGNATURE_HEADER)
     if timestamp_text is None or given is None:
         raise InvalidSignature("unsigned: no timestamp or signature header")
-    try:
-        timestamp = int(timestamp_text)
-    except ValueError:
-        raise InvalidSignature("malformed timestamp") from None
+    if not _TIMESTAMP.fullmatch(timestamp_text):
+        raise InvalidSignature("malformed timestamp")
+    timestamp = int(timestamp_text)
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance_s:
         raise InvalidSignature("stale timestamp: outside the tolerance")

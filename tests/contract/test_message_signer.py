@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailproxy.adapters.dkim_signer import DkimpySigner
 from mailproxy.domain.dkim import DKIM_ALGORITHMS, DkimKey, dns_record
@@ -26,10 +28,10 @@ def signer(request):
 
 
 def key_of(signer, algorithm, pem=None, selector="s1", domain="example.com"):
-    pem = pem or signer.new_private_key(algorithm)
+    pem, public = signer.key_pair(pem, algorithm)
     return DkimKey(
         domain=domain, selector=selector, algorithm=algorithm, private_key=pem,
-        public_key=signer.public_key(pem, algorithm), created_ts=0,
+        public_key=public, created_ts=0,
     )  # fmt: skip
 
 
@@ -54,10 +56,26 @@ def test_a_signed_message_verifies_with_the_published_record(signer, algorithm):
     assert not dkimpy_verifies(added_from, [record])
 
 
-def test_an_imported_key_gives_the_same_public_key(signer):
-    pem = signer.new_private_key("rsa-sha256")
-    assert signer.public_key(pem, "rsa-sha256") == signer.public_key(pem, "rsa-sha256")
-    assert "BEGIN PRIVATE KEY" in pem
+def test_an_imported_key_is_kept_in_one_form_with_the_same_public_key(signer):
+    made, public = signer.key_pair(None, "rsa-sha256")
+    assert made.startswith("-----BEGIN PRIVATE KEY-----\n")
+    # The same key in another form (PKCS#1, Windows line ends) reads the same.
+    key = serialization.load_pem_private_key(made.encode(), password=None)
+    pkcs1 = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode().replace("\n", "\r\n")  # fmt: skip
+    assert signer.key_pair(pkcs1, "rsa-sha256") == (made, public)
+    signed = signer.sign(MESSAGE, key_of(signer, "rsa-sha256", pkcs1))
+    assert dkimpy_verifies(signed, [dns_record(key_of(signer, "rsa-sha256", made))])
+
+
+def rsa_pem(bits: int) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -65,14 +83,17 @@ def test_an_imported_key_gives_the_same_public_key(signer):
     [
         ("not a key", "rsa-sha256"),
         ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "rsa-sha256"),
-        ("ED25519", "ed25519-sha256"),  # replaced by an Ed25519 PEM below
+        ("ED25519", "rsa-sha256"),  # a valid Ed25519 key, named RSA
+        ("RSA-4160", "rsa-sha256"),  # past the bound: refused before its costly check
     ],
 )
-def test_a_text_that_is_not_a_key_of_the_algorithm_is_refused(signer, text, algorithm):
-    if text == "ED25519":  # a valid key, of the other algorithm
-        text, algorithm = signer.new_private_key("ed25519-sha256"), "rsa-sha256"
+def test_a_text_that_is_not_a_usable_key_of_the_algorithm_is_refused(signer, text, algorithm):
+    if text == "ED25519":
+        text = signer.key_pair(None, "ed25519-sha256")[0]
+    elif text.startswith("RSA-"):
+        text = rsa_pem(int(text[4:]))
     with pytest.raises(InvalidInput) as refused:
-        signer.public_key(text, algorithm)
+        signer.key_pair(text, algorithm)
     assert refused.value.field == "private_key"
 
 

@@ -80,3 +80,30 @@ def test_an_unreachable_service_raises_unless_silent(backend_for):
         assert get_connection(fail_silently=True).send_messages([message]) == 0
         with pytest.raises(Exception, match="onnect"):
             get_connection().send_messages([message])
+
+
+def test_extra_headers_are_read_as_django_means_them_whatever_their_case(backend_for, sink):
+    message = EmailMessage(
+        "Headers", "body", "bounce@mailer.example", ["ada@example.org"],
+        headers={"from": "Shop <shop@example.com>", "message-id": "<own@example.com>",
+                 "Reply-to": "help@example.com", "X-Campaign": "spring"},
+    )  # fmt: skip
+    message.mailproxy_id = "h1"
+    assert message.send() == 1
+    stored = backend_for.get_message("h1")
+    assert stored.message_id == "own@example.com"
+    deadline = time.monotonic() + 30
+    while stored.status != "sent" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        stored = backend_for.get_message("h1")
+    (received,) = [r for r in sink[0].received if b"own@example.com" in r.content]
+    assert received.mail_from == "bounce@mailer.example"
+    header = received.content.split(b"\r\n\r\n", 1)[0]
+    assert b"From: Shop <shop@example.com>" in header
+    assert b"Reply-To: help@example.com" in header
+    assert b"X-Campaign: spring" in header
+    for name in ("To", "date"):
+        refused = EmailMessage("x", "y", "shop@example.com", ["ada@example.org"],
+                               headers={name: "something"})  # fmt: skip
+        with pytest.raises(ValueError, match=f"extra header {name}"):
+            refused.send()

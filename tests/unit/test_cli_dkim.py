@@ -17,7 +17,7 @@ def test_a_key_is_added_listed_published_rotated_and_removed(run, tmp_path):
     assert lines[2].startswith('  mail2026._domainkey.example.com  TXT  "v=DKIM1; k=rsa; p=')
 
     pem = tmp_path / "ed.pem"
-    pem.write_text(DkimpySigner().new_private_key("ed25519-sha256"))
+    pem.write_text(DkimpySigner().key_pair(None, "ed25519-sha256")[0])
     imported = run("box", "acme", "dkim", "add", "example.org", "ed1", "--algorithm",
                    "ed25519-sha256", "--private-key", str(pem), "--json")  # fmt: skip
     assert json.loads(imported[1])["dns"]["value"].startswith("v=DKIM1; k=ed25519; p=")
@@ -42,6 +42,11 @@ def test_a_key_is_added_listed_published_rotated_and_removed(run, tmp_path):
         "mail2026._domainkey.example.com.", f"mp{today}._domainkey.example.com.",
     ]  # fmt: skip
     assert all(' IN TXT "v=DKIM1; k=rsa; p=' in line for line in out.splitlines())
+    # Zone files take strings of 255 characters at most: the value comes in pieces.
+    for line in out.splitlines():
+        pieces = line.split(" IN TXT ", 1)[1].split('" "')
+        assert len(pieces) == 2
+        assert all(len(piece.strip('"')) <= 255 for piece in pieces)
 
     assert run("box", "acme", "dkim", "remove", "example.com", "mail2026")[:2] == (
         0, "mail2026._domainkey.example.com removed\n",

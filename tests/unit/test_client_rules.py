@@ -14,7 +14,14 @@ from mailproxy.client import (
     ServerError,
     TooManyRequests,
 )
-from mailproxy.client.calls import error_of, should_retry, wait_before
+from mailproxy.client.calls import (
+    add_messages,
+    error_of,
+    health,
+    retry_wait,
+    should_retry,
+    wait_before,
+)
 
 
 def answer(status: int, body: dict | None = None, **headers: str) -> httpx.Response:
@@ -66,3 +73,11 @@ def test_an_answer_that_is_not_json_still_says_its_status():
     error = error_of(httpx.Response(502, text="<html>bad gateway</html>"))
     assert isinstance(error, ServerError)
     assert error.status == 502
+
+
+def test_a_send_still_being_handled_is_asked_again_a_read_conflict_is_not():
+    send = add_messages([{"id": "m1"}], None, None, "key-1")
+    assert retry_wait(send, 1, 4, answer(409)) == 0.5  # its stored answer comes later
+    assert retry_wait(send, 5, 4, answer(409)) is None  # out of tries
+    assert retry_wait(health(), 1, 4, answer(409)) is None
+    assert retry_wait(send, 1, 4, answer(422)) is None

@@ -16,7 +16,9 @@ from mailproxy.adapters.sealed import FernetCipher, SealedConfigStore
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.dkim import DkimKey, DnsRecord, signing_key, with_key_added, without_key
 from mailproxy.domain.errors import Conflict, NotFound
-from mailproxy.domain.model import Status
+from mailproxy.domain.mime import author_domain
+from mailproxy.domain.model import MessageSpec, Status
+from mailproxy.domain.validation import parse_message
 from mailproxy.service import MailProxy
 from tests.dkim_check import dkimpy_verifies, opendkim_says
 from tests.unit.conftest import Api, proxy_to_sink
@@ -43,6 +45,32 @@ def test_the_newest_active_key_of_the_author_s_domain_or_its_nearest_parent_sign
         with_key_added(keys, key("example.com", "a", 4))
 
 
+def submitted(header: bytes) -> MessageSpec:
+    raw = header + b"\r\nTo: x@example.org\r\nSubject: s\r\n\r\nbody\r\n"
+    spec = parse_message(
+        {"id": "m", "from": "env@mailer.example", "to": ["x@example.org"], "subject": ""}
+    )
+    return msgspec.structs.replace(spec, raw=raw)
+
+
+@pytest.mark.parametrize(
+    ("header", "domain"),
+    [
+        (b"From: Shop <shop@Shop.Example>", "shop.example"),
+        # A long display name folded by the client: the address is on the next line.
+        (b"From: =?UTF-8?B?TmVnb3ppbyBkaSBwcm92YQ==?=\r\n <noreply@shop.example>", "shop.example"),
+        (b'From: "ceo@bank.example"\r\n <alice@shop.example>', "shop.example"),
+        ("From: shop@bücher.example".encode(), "xn--bcher-kva.example"),
+        (b"From: bob@shown.example@signed.example", None),  # not one address: unsigned
+        (b"From: " + b"(" * 500 + b"x@example.com", None),
+        (b"From: a@one.example\r\nFrom: b@two.example", None),
+        (b"Sender: s@mailer.example", None),  # no From: never the envelope's domain
+    ],
+)
+def test_a_submitted_message_is_signed_for_its_from_field_only(header, domain):
+    assert author_domain(submitted(header)) == domain
+
+
 def test_removing_the_signing_key_lets_the_newest_remaining_one_sign():
     keys = with_key_added(
         with_key_added((), key("example.com", "a", 1)), key("example.com", "b", 2)
@@ -67,7 +95,7 @@ async def test_keys_are_added_listed_and_removed_without_ever_showing_a_private_
     assert answer["dns"]["name"] == "s1._domainkey.example.com"
     assert answer["dns"]["type"] == "TXT"
     assert answer["dns"]["value"].startswith("v=DKIM1; k=rsa; p=MII")
-    imported = DkimpySigner().new_private_key("ed25519-sha256")
+    imported = DkimpySigner().key_pair(None, "ed25519-sha256")[0]
     second = await api.call(
         "admin", "POST", "/tenant/A/dkim",
         json={"domain": "example.com", "selector": "s2", "algorithm": "ed25519-sha256",

@@ -82,7 +82,9 @@ def test_inline_parts_sit_beside_the_body_in_a_related_part(sender):
     assert only_inline.get_content_type() == "multipart/related"
 
 
-@pytest.mark.parametrize("content_id", ["", "a b", "<x>", "a\r\nBcc: x", "é@x", "x" * 251])
+@pytest.mark.parametrize(
+    "content_id", ["", "a b", "<x>", "a\r\nBcc: x", "é@x", "x" * 251, "=?utf-8?q?x?="]
+)
 def test_a_content_id_that_cannot_be_written_is_refused(content_id):
     attachment = {"filename": "a.png", "storage_path": "base64:AAAA", "content_id": content_id}
     with pytest.raises(InvalidInput, match="content_id"):

@@ -9,6 +9,7 @@ rewrapping by relays. Ed25519 keys (RFC 8463) go to dkimpy as their raw 32 bytes
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -19,60 +20,57 @@ from mailproxy.domain.errors import InvalidInput
 from mailproxy.ports.signing import SigningError
 
 RSA_BITS = 2048
-#: Shorter RSA keys are refused by verifiers (RFC 8301).
+#: Shorter RSA keys are refused by verifiers (RFC 8301); longer ones than the maximum
+#: cost seconds to check and sign with, and no DNS TXT record carries them comfortably.
 MIN_RSA_BITS = 1024
+MAX_RSA_BITS = 4096
+#: Keys whose signing material is kept ready.
+KEYS_KEPT = 256
 
 
 class DkimpySigner:
     """:class:`~mailproxy.ports.signing.MessageSigner` with dkimpy. Raises ImportError
-    when dkimpy is not installed (``pip install 'mailproxy[dkim]'``)."""
+    when dkimpy is not installed (``pip install 'mailproxy[dkim]'``). What dkimpy is given
+    for a key is worked out once per key and kept (the last :data:`KEYS_KEPT`): reading
+    and checking a PEM costs far more than a signature."""
 
     def __init__(self) -> None:
         import dkim  # an optional dependency (the dkim extra), loaded when signing is used
 
         self._dkim = dkim
+        self._material: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
-    def new_private_key(self, algorithm: DkimAlgorithm) -> str:
+    def key_pair(self, private_pem: str | None, algorithm: DkimAlgorithm) -> tuple[str, str]:
         key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-        if algorithm == "rsa-sha256":
-            key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        if private_pem is None:
+            if algorithm == "rsa-sha256":
+                key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+            else:
+                key = ed25519.Ed25519PrivateKey.generate()
         else:
-            key = ed25519.Ed25519PrivateKey.generate()
-        return key.private_bytes(
+            key = _private_key(private_pem, algorithm)
+        pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ).decode()
-
-    def public_key(self, private_pem: str, algorithm: DkimAlgorithm) -> str:
-        key = _private_key(private_pem, algorithm)
         if isinstance(key, rsa.RSAPrivateKey):
-            der = key.public_key().public_bytes(
+            public = key.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-            return base64.b64encode(der).decode()
-        raw = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return base64.b64encode(raw).decode()
+        else:
+            public = key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+        return pem, base64.b64encode(public).decode()
 
     def sign(self, content: bytes, key: DkimKey) -> bytes:
         try:
-            private = _private_key(key.private_key, key.algorithm)
-            if isinstance(private, rsa.RSAPrivateKey):
-                material = key.private_key.encode()
-            else:
-                raw = private.private_bytes(
-                    serialization.Encoding.Raw,
-                    serialization.PrivateFormat.Raw,
-                    serialization.NoEncryption(),
-                )
-                material = base64.b64encode(raw)
             field = self._dkim.sign(
                 content,
                 key.selector.encode(),
                 key.domain.encode(),
-                material,
+                self._material_of(key),
                 canonicalize=(b"relaxed", b"relaxed"),
                 signature_algorithm=key.algorithm.encode(),
             )
@@ -80,22 +78,59 @@ class DkimpySigner:
             raise SigningError(f"DKIM {key.selector}._domainkey.{key.domain}: {exc}") from exc
         return bytes(field) + content
 
+    def _material_of(self, key: DkimKey) -> bytes:
+        """What dkimpy signs with: the PKCS#8 PEM of an RSA key, the raw 32 bytes
+        (base64) of an Ed25519 one."""
+        cache_key = (key.algorithm, key.private_key)
+        found = self._material.get(cache_key)
+        if found is not None:
+            self._material.move_to_end(cache_key)
+            return found
+        private = _private_key(key.private_key, key.algorithm)
+        if isinstance(private, rsa.RSAPrivateKey):
+            material = private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        else:
+            raw = private.private_bytes(
+                serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )  # fmt: skip
+            material = base64.b64encode(raw)
+        self._material[cache_key] = material
+        while len(self._material) > KEYS_KEPT:
+            self._material.popitem(last=False)
+        return material
+
 
 def _private_key(
     private_pem: str, algorithm: DkimAlgorithm
 ) -> rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey:
+    """The key of ``private_pem``; an RSA key's size is read before its (costly) check,
+    so that a huge one is refused at once."""
+    data = private_pem.encode()
     try:
-        key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+        unchecked = serialization.load_pem_private_key(
+            data, password=None, unsafe_skip_rsa_key_validation=True
+        )
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise InvalidInput(
             "private_key", "invalid private_key: not an unencrypted PEM private key"
         ) from None
-    if algorithm == "rsa-sha256" and isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < MIN_RSA_BITS:
+    if algorithm == "rsa-sha256" and isinstance(unchecked, rsa.RSAPrivateKey):
+        if not MIN_RSA_BITS <= unchecked.key_size <= MAX_RSA_BITS:
             raise InvalidInput(
-                "private_key", f"invalid private_key: RSA needs {MIN_RSA_BITS} bits at least"
+                "private_key",
+                f"invalid private_key: RSA keys of {MIN_RSA_BITS} to {MAX_RSA_BITS} bits",
             )
-        return key
-    if algorithm == "ed25519-sha256" and isinstance(key, ed25519.Ed25519PrivateKey):
-        return key
+        try:
+            checked = serialization.load_pem_private_key(data, password=None)
+        except ValueError:
+            raise InvalidInput("private_key", "invalid private_key: not a valid RSA key") from None
+        assert isinstance(checked, rsa.RSAPrivateKey)
+        return checked
+    if algorithm == "ed25519-sha256" and isinstance(unchecked, ed25519.Ed25519PrivateKey):
+        return unchecked
     raise InvalidInput("private_key", f"invalid private_key: not a key for {algorithm}")

@@ -94,7 +94,11 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 class SqliteEngine:
-    """Runs the SQL operations on one SQLite file, on one thread, with group commit."""
+    """Runs the SQL operations on one SQLite file: the writes on one thread with group
+    commit, the reads on a second connection and thread of their own. With the WAL, a
+    read sees what was committed when it started and never waits for the writer: not
+    for its commit (an fsync, with ``synchronous = full``) nor behind the writes queued
+    for the next one; a caller whose write has returned reads it (it was committed)."""
 
     def __init__(
         self,
@@ -109,6 +113,8 @@ class SqliteEngine:
         self._busy_timeout_ms = int(busy_timeout_s * 1000)
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
         self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -116,11 +122,17 @@ class SqliteEngine:
         if self._conn is not None:
             return
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mailproxy-sqlite")
+        self._read_executor = ThreadPoolExecutor(1, thread_name_prefix="mailproxy-sqlite-read")
         try:
             self._conn = await self._in_thread(self._connect)
+            self._reader = await self._in_thread(self._connect_reader, self._read_executor)
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            for executor in (self._executor, self._read_executor):
+                executor.shutdown(wait=False)
+            self._executor = self._read_executor = None
             raise
 
     def _connect(self) -> sqlite3.Connection:
@@ -142,24 +154,39 @@ class SqliteEngine:
             raise
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        """The connection reads run on (the file exists and is migrated by now); it may
+        not write, so that every write goes through the writer's group commit."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
     async def close(self) -> None:
         if self._conn is None:
             return
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
         conn, self._conn = self._conn, None
+        reader, self._reader = self._reader, None
         try:
+            if reader is not None:
+                await self._in_thread(reader.close, self._read_executor)
             await self._in_thread(conn.close)
         finally:
-            assert self._executor is not None
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            for executor in (self._executor, self._read_executor):
+                if executor is not None:
+                    executor.shutdown(wait=True)
+            self._executor = self._read_executor = None
 
-    async def _in_thread(self, fn: Callable[[], T]) -> T:
-        if self._executor is None:
+    async def _in_thread(
+        self, fn: Callable[[], T], executor: ThreadPoolExecutor | None = None
+    ) -> T:
+        executor = executor or self._executor
+        if executor is None:
             raise StorageError(f"store {self.path} is not open")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            return await asyncio.get_running_loop().run_in_executor(executor, fn)
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite: {exc}") from exc
 
@@ -171,8 +198,20 @@ class SqliteEngine:
     async def read(
         self, op: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        tx = SqliteTx(self._connection())
-        return await self._in_thread(lambda: op(tx, *args, **kwargs))
+        if self._reader is None:
+            raise StorageError(f"store {self.path} is not open")
+        reader = self._reader
+
+        def snapshot() -> T:
+            # One read transaction: every statement of the operation sees the same
+            # committed state, whatever the writer commits meanwhile.
+            reader.execute("BEGIN")
+            try:
+                return op(SqliteTx(reader), *args, **kwargs)
+            finally:
+                reader.execute("ROLLBACK")
+
+        return await self._in_thread(snapshot, self._read_executor)
 
     async def write(
         self, op: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs

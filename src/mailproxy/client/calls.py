@@ -163,7 +163,12 @@ def retry_wait(
 ) -> float | None:
     """Seconds to wait before trying ``call`` again after try ``attempt`` ended with
     ``response`` (None: a transport error); None when it is not tried again."""
-    if not call.retry or attempt > retries or not should_retry(response):
+    # A 409 to a send under an Idempotency-Key: the first try is still being handled
+    # (its answer was lost on the way); asking again later gets its stored answer.
+    still_handled = (
+        response is not None and response.status_code == 409 and "Idempotency-Key" in call.headers
+    )
+    if not call.retry or attempt > retries or not (should_retry(response) or still_handled):
         return None
     return wait_before(attempt, response)
 

@@ -59,7 +59,7 @@ def check_key_name(domain: object, selector: object) -> tuple[str, str]:
         raise InvalidInput(
             "selector", "invalid selector: letters, digits and hyphens, such as mail2026"
         )
-    return domain.lower(), selector
+    return domain.lower(), selector.lower()  # DNS names: one whatever their case
 
 
 def check_algorithm(algorithm: object) -> DkimAlgorithm:
@@ -79,11 +79,18 @@ def dns_record(key: DkimKey) -> DnsRecord:
     )
 
 
+#: Keys a tenant may keep: a few domains, each with two selectors during a rotation.
+MAX_KEYS = 50
+
+
 def with_key_added(keys: Sequence[DkimKey], new: DkimKey) -> tuple[DkimKey, ...]:
     """``keys`` with ``new``, which signs its domain from now on (the domain's other keys
-    stay published, inactive). :class:`Conflict` when the selector is taken."""
+    stay published, inactive). :class:`Conflict` when the selector is taken or the
+    tenant has :data:`MAX_KEYS` already."""
     if any(k.domain == new.domain and k.selector == new.selector for k in keys):
         raise Conflict(f"a DKIM key {new.selector} for {new.domain} already exists")
+    if len(keys) >= MAX_KEYS:
+        raise Conflict(f"at most {MAX_KEYS} DKIM keys per tenant: remove one first")
     kept = tuple(
         msgspec.structs.replace(k, active=False) if k.domain == new.domain else k for k in keys
     )
@@ -94,7 +101,7 @@ def without_key(keys: Sequence[DkimKey], domain: str, selector: str) -> tuple[Dk
     """``keys`` without that one (:class:`NotFound` when absent). Removing the active key
     makes the domain's newest remaining key sign, so that the domain is not left unsigned
     while another key is still published."""
-    domain = domain.lower()
+    domain, selector = domain.lower(), selector.lower()
     remaining = tuple(k for k in keys if not (k.domain == domain and k.selector == selector))
     if len(remaining) == len(keys):
         raise NotFound("DKIM key", f"{selector}._domainkey.{domain}")

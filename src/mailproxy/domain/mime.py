@@ -42,7 +42,7 @@ import msgspec
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.media_types import guess_type
 from mailproxy.domain.model import Claim, MessageSpec
-from mailproxy.domain.submitted import author_domain_of
+from mailproxy.domain.submitted import author_address_of
 from mailproxy.domain.validation import address_of, idna_domain, is_mime_type, parse_mailbox
 
 #: A header line starts with a field name (printable ASCII but ":") and a colon, RFC 5322
@@ -565,9 +565,14 @@ def with_suppressed(
 
 
 def author_domain(spec: MessageSpec) -> str | None:
-    """The domain of the message's author (its ``From`` field: a submitted message's own,
-    a REST message's ``from``), lower case: the domain a DKIM key must sign for."""
-    if spec.raw is not None and (found := author_domain_of(spec.raw)) is not None:
-        return found
-    domain = address_of(spec.from_).rpartition("@")[2]
-    return domain.lower() or None
+    """The domain of the message's author, in its ASCII (IDNA) form and lower case: the
+    domain a DKIM key must sign for. A submitted message's own ``From`` field (never its
+    envelope sender), a REST message's ``from``; None when that cannot be read."""
+    address = author_address_of(spec.raw) if spec.raw is not None else address_of(spec.from_)
+    domain = (address or "").rpartition("@")[2]
+    if not domain:
+        return None
+    try:
+        return idna_domain(domain).lower()
+    except ValueError:
+        return None

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.validation import parse_mailbox
 
 #: Control fields: what the REST API's message fields set, removed before sending.
 CONTROL_FIELDS = {
@@ -188,17 +189,22 @@ def envelope_fields(mail_from: str, recipients: Sequence[str]) -> dict[str, Any]
     return {"from": mail_from, "to": list(recipients)}
 
 
-_FROM_FIELD = re.compile(rb"^From[ \t]*:(.*(?:\r\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_FROM_FIELD = re.compile(
+    rb"^From[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE
+)
 
 
-def author_domain_of(content: bytes) -> str | None:
-    """The domain of the address in the ``From`` field of a kept message (``content`` with
-    CRLF line ends), lower case; None when it has none that can be read."""
+def author_address_of(content: bytes) -> str | None:
+    """The address of the ``From`` field of a kept message (``content`` with CRLF line
+    ends), unfolded and read as the API reads a ``from`` (one mailbox, a valid address);
+    None when it has no ``From`` field, or one that is not exactly one such mailbox."""
     end = content.find(b"\r\n\r\n")
     header = content if end < 0 else content[: end + 2]
-    found = _FROM_FIELD.search(header)
-    if found is None:
+    fields = _FROM_FIELD.findall(header)
+    if len(fields) != 1:
         return None
-    text = found[1].decode("utf-8", "replace").replace("\r\n", "")
-    addresses = [a for _, a in email.utils.getaddresses([text]) if "@" in a]
-    return addresses[0].rpartition("@")[2].lower() if addresses else None
+    text = fields[0].replace(b"\r\n", b"").decode("utf-8", "replace").strip()
+    try:
+        return parse_mailbox("from", text)[1]
+    except (InvalidInput, ValueError, RecursionError):
+        return None

@@ -468,7 +468,8 @@ def decode_inline(storage_path: str) -> bytes:
 
 
 #: An inline part's Content-ID as ``cid:`` URLs name it (RFC 2392): written between
-#: angle brackets into the part's header, so no space, bracket or control character.
+#: angle brackets into the part's header, so no space, bracket or control character,
+#: and no ``=?`` (readers would decode it as an encoded word).
 _CONTENT_ID = re.compile(r"[!-;=?-~]{1,250}")
 
 
@@ -502,7 +503,9 @@ def parse_attachment(field: str, data: _AttachmentInput) -> AttachmentRef:
             f"{field}.mime_type",
             f"invalid {field}.mime_type: expected type/subtype (RFC 2045 tokens, no parameters)",
         )
-    if data.content_id is not None and not _CONTENT_ID.fullmatch(data.content_id):
+    if data.content_id is not None and (
+        not _CONTENT_ID.fullmatch(data.content_id) or "=?" in data.content_id
+    ):
         raise InvalidInput(
             f"{field}.content_id",
             f"invalid {field}.content_id: 1..250 printable ASCII characters, no spaces or <>",

@@ -16,10 +16,13 @@ class SigningError(Exception):
 class MessageSigner(Protocol):
     """Contract (tests/contract/test_message_signer.py):
 
-    - :meth:`new_private_key` makes a key of ``algorithm`` (RSA: 2048 bits) as PKCS#8 PEM.
-    - :meth:`public_key` gives the DNS ``p=`` value (base64) of a private key in PEM; a
-      text that is not a private key of ``algorithm`` (or an RSA key under 1024 bits) is
-      :class:`~mailproxy.domain.errors.InvalidInput` naming ``private_key``.
+    - :meth:`key_pair` makes a key of ``algorithm`` (RSA: 2048 bits) when ``private_pem``
+      is None, or reads the one given; returns the private key as PKCS#8 PEM (what
+      :meth:`sign` reads, whatever form was given) and the DNS ``p=`` value (base64). A
+      text that is not one unencrypted private key of ``algorithm``, or an RSA key
+      outside 1024..4096 bits, is :class:`~mailproxy.domain.errors.InvalidInput` naming
+      ``private_key``. It may take a fraction of a second (key generation): call it off
+      the event loop.
     - :meth:`sign` returns ``content`` (a whole message, CRLF line ends) with a
       ``DKIM-Signature`` field first, relaxed/relaxed, over the usual header fields with
       ``From`` signed once more than it occurs (so none can be added); the rest of the
@@ -27,8 +30,6 @@ class MessageSigner(Protocol):
       value for the key accepts it. Failures are :class:`SigningError`.
     """
 
-    def new_private_key(self, algorithm: DkimAlgorithm) -> str: ...
-
-    def public_key(self, private_pem: str, algorithm: DkimAlgorithm) -> str: ...
+    def key_pair(self, private_pem: str | None, algorithm: DkimAlgorithm) -> tuple[str, str]: ...
 
     def sign(self, content: bytes, key: DkimKey) -> bytes: ...

@@ -354,8 +354,10 @@ class Dispatcher:
         """``rendered`` with a DKIM signature when the tenant has a key for the author's
         domain; a failure is a temporary error of the account, and nothing is sent
         unsigned that should have been signed."""
+        if tenant is None or not tenant.dkim_keys:
+            return rendered
         domain = author_domain(message.spec)
-        key = signing_key(tenant.dkim_keys, domain) if tenant and domain else None
+        key = signing_key(tenant.dkim_keys, domain) if domain else None
         if key is None:
             return rendered
         try:

@@ -15,6 +15,8 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from mailproxy.client import ApiError, Client, Rejected
 
+#: Extra headers Django lets a message set but mailproxy writes itself (lower case).
+WRITTEN_BY_MAILPROXY = frozenset({"to", "cc", "bcc", "date"})
 #: Attributes of an ``EmailMessage`` passed on as the message fields of the same name.
 MESSAGE_ATTRIBUTES = ("priority", "batch_code", "metadata", "deferred_ts", "account_id")
 
@@ -73,6 +75,12 @@ class EmailBackend(BaseEmailBackend):
     def message_of(self, email: EmailMessage) -> dict[str, Any]:
         """The add-messages fields of ``email``."""
         headers = {str(k): str(v) for k, v in email.extra_headers.items()}
+        named = {k.lower(): k for k in headers}
+        for name in WRITTEN_BY_MAILPROXY & set(named):
+            raise ValueError(
+                f"extra header {named[name]}: mailproxy writes it from the message's "
+                "fields (to, cc, the Date it was queued)"
+            )
         message: dict[str, Any] = {
             "id": getattr(email, "mailproxy_id", None) or uuid.uuid4().hex,
             "from": email.from_email or settings.DEFAULT_FROM_EMAIL,
@@ -87,10 +95,14 @@ class EmailBackend(BaseEmailBackend):
                 message[field] = list(values)
         if email.reply_to:
             message["reply_to"] = ", ".join(email.reply_to)
-        if "Message-ID" in headers:
-            message["message_id"] = headers.pop("Message-ID")
-        if "Reply-To" in headers:
-            message["reply_to"] = headers.pop("Reply-To")
+        # As Django does: an extra From is the header, from_email the envelope sender.
+        if "from" in named:
+            message["from"] = headers.pop(named["from"])
+            message["return_path"] = email.from_email or settings.DEFAULT_FROM_EMAIL
+        if "message-id" in named:
+            message["message_id"] = headers.pop(named["message-id"]).strip().strip("<>")
+        if "reply-to" in named:
+            message["reply_to"] = headers.pop(named["reply-to"])
         if headers:
             message["headers"] = headers
         for content, mimetype in getattr(email, "alternatives", None) or ():

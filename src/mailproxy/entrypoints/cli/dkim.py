@@ -51,6 +51,13 @@ def _add(
     return answer
 
 
+def zone_strings(value: str, size: int = 255) -> str:
+    """A TXT value as zone files write it: quoted strings of at most ``size`` characters
+    (an RSA-2048 key's value is about 400), which resolvers join back into one."""
+    pieces = [value[i : i + size] for i in range(0, len(value), size)] or [""]
+    return " ".join(f'"{piece}"' for piece in pieces)
+
+
 @dkim_app.command(name="add")
 def dkim_add(
     domain: str,
@@ -130,7 +137,7 @@ def dkim_dns(
         raise CommandFailed(f"no DKIM keys{f' for {domain}' if domain else ''}")
 
     def lines(found: list[dict[str, str]]) -> list[str]:
-        return [f'{r["name"]}. IN TXT "{r["value"]}"' for r in found]
+        return [f"{r['name']}. IN TXT {zone_strings(r['value'])}" for r in found]
 
     show(records, json_output, lines)
 
