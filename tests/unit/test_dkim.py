@@ -15,8 +15,8 @@ from mailproxy.adapters.dkim_signer import DkimpySigner
 from mailproxy.adapters.sealed import FernetCipher, SealedConfigStore
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.dkim import DkimKey, DnsRecord, signing_key, with_key_added, without_key
+from mailproxy.domain.envelope import author_domain
 from mailproxy.domain.errors import Conflict, NotFound
-from mailproxy.domain.mime import author_domain
 from mailproxy.domain.model import MessageSpec, Status
 from mailproxy.domain.validation import parse_message
 from mailproxy.service import MailProxy

@@ -15,10 +15,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.header_checks import check_header_block
 from mailproxy.domain.mime import (
     AttachmentContent,
     RenderedMessage,
-    check_header_block,
     expected_headers,
     render,
 )

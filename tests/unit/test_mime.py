@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.mime import AttachmentContent, check_header_block, render
+from mailproxy.domain.header_checks import check_header_block
+from mailproxy.domain.mime import AttachmentContent, render
 from mailproxy.domain.model import MessageSpec
 from mailproxy.domain.validation import parse_message
 

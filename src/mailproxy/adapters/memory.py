@@ -15,6 +15,7 @@ import msgspec
 
 from mailproxy.adapters.memory_bounces import MemoryBounces
 from mailproxy.adapters.memory_records import StoredEvent
+from mailproxy.domain.envelope import with_suppressed
 from mailproxy.domain.errors import Conflict
 from mailproxy.domain.lifecycle import (
     abandoned_with_account,
@@ -23,7 +24,6 @@ from mailproxy.domain.lifecycle import (
     resubmission_refusal,
     stored_status,
 )
-from mailproxy.domain.mime import with_suppressed
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
     Claim,

@@ -35,7 +35,8 @@ import re
 
 import msgspec
 
-from mailproxy.domain.mime import RenderedMessage, envelope_address
+from mailproxy.domain.envelope import envelope_address
+from mailproxy.domain.mime import RenderedMessage
 
 #: The header every sent message carries, with its message token.
 CORRELATION_HEADER = "X-Mail-Proxy-Ref"

@@ -4,7 +4,7 @@ say one they may not set, or hide a control character in an RFC 2047 encoded wor
 Python 3.11/3.12's ``email`` package can be tricked into writing a decoded newline into
 the serialised header block (CVE-2024-6923), so encoded words are decoded here as leniently
 as any decoder on the way might, before anything is queued; the renderer checks the header
-block it wrote once more (:func:`mailproxy.domain.mime.check_header_block`).
+block it wrote once more (:func:`mailproxy.domain.header_checks.check_header_block`).
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ import email.utils
 import hashlib
 import re
 import urllib.parse
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.charset import QP, Charset
 from email.header import Header
@@ -39,17 +38,13 @@ from typing import Any
 
 import msgspec
 
+from mailproxy.domain.envelope import envelope_address, envelope_recipients
 from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.header_checks import check_header_block, check_part_headers
 from mailproxy.domain.media_types import guess_type
-from mailproxy.domain.model import Claim, MessageSpec
-from mailproxy.domain.submitted import author_address_of
+from mailproxy.domain.model import MessageSpec
 from mailproxy.domain.validation import address_of, idna_domain, is_mime_type, parse_mailbox
 
-#: A header line starts with a field name (printable ASCII but ":") and a colon, RFC 5322
-#: §2.2; "Bcc : x" is not one (and must not pass for something else).
-_HEADER_LINE = re.compile(rb"([!-9;-~]+):")
-#: RFC 5322 §2.1.1, without the CRLF.
-MAX_LINE_OCTETS = 998
 #: The last header of every rendered message and part: fixed text, nothing from the
 #: client, so a blank line smuggled into any earlier header cuts it off.
 _FINAL_HEADER = b"MIME-Version: 1.0"
@@ -147,15 +142,6 @@ def needs_smtputf8(addr: str) -> bool:
     return not addr.rpartition("@")[0].isascii()
 
 
-def envelope_address(addr: str) -> str:
-    """The address as written in MAIL FROM / RCPT TO: IDNA domain unless SMTPUTF8 is
-    needed anyway."""
-    local, _, domain = addr.rpartition("@")
-    if not local.isascii():
-        return addr
-    return f"{local}@{idna_domain(domain)}"
-
-
 def _header_address(field: str, mailbox: str) -> Address:
     name, addr = parse_mailbox(field, mailbox)
     local, _, domain = addr.rpartition("@")
@@ -191,7 +177,7 @@ def render(
     part_headers += ["mime-version"] if utf8 else []
     for stand_in_line, placed in placeholders:
         inline = ["content-id"] if placed.content_id is not None else []
-        _check_part_headers(content, stand_in_line, part_headers + inline)
+        check_part_headers(content, stand_in_line, part_headers + inline)
     # Checked while still small: every line of it ends in CRLF, and so do the bodies that
     # replace the stand-ins, so the whole message does.
     crlf_only = content.count(b"\n") == content.count(b"\r\n") == content.count(b"\r")
@@ -217,14 +203,6 @@ def render(
         crlf_only=crlf_only,
         dot_lines=dot_lines,
     )
-
-
-def envelope_recipients(spec: MessageSpec) -> tuple[str, ...]:
-    """Who ``spec`` goes to, in the envelope's form, each once: To, Cc and Bcc (a
-    submitted message's envelope recipients are its To). Raises :class:`InvalidInput`
-    for an address that has no envelope form."""
-    recipients = (*spec.to, *spec.cc, *spec.bcc)
-    return tuple(dict.fromkeys(envelope_address(address_of(r)) for r in recipients))
 
 
 def as_submitted(spec: MessageSpec, content: bytes) -> RenderedMessage:
@@ -480,99 +458,3 @@ def _classic(
         msg[name] = _classic_text(value)
     msg["MIME-Version"] = "1.0"  # last: see _FINAL_HEADER
     return msg.as_bytes(policy=_CLASSIC), placeholders
-
-
-def check_header_block(
-    content: bytes, expected: Iterable[str], *, final_line: bytes | None = None
-) -> None:
-    """Refuse a serialised header block that is not exactly the ``expected`` headers
-    (lower-case names, one entry per header, any order): a bare CR or LF, a line that is
-    neither a header nor a fold, a line over 998 octets, a header missing, added or
-    repeated, or, when ``final_line`` is given, a block that does not end with it (a body
-    that starts earlier than ours)."""
-    end = content.find(b"\r\n\r\n")
-    if end < 0:
-        raise InvalidInput("headers", "unsafe headers: no end to the header block")
-    head = content[:end]
-    names = _header_names(head)
-    found, wanted = Counter(names), Counter(expected)
-    if found != wanted:
-        extra, missing = sorted((found - wanted).elements()), sorted((wanted - found).elements())
-        raise InvalidInput("headers", f"unsafe headers: unexpected {extra}, missing {missing}")
-    if final_line is not None and not head.endswith(b"\r\n" + final_line):
-        raise InvalidInput("headers", "unsafe headers: the body starts before the last header")
-
-
-def _header_names(head: bytes) -> list[str]:
-    """The field names of a header block (CRLF line ends, no blank line), in order."""
-    if b"\n" in head.replace(b"\r\n", b"") or b"\r" in head.replace(b"\r\n", b""):
-        raise InvalidInput("headers", "unsafe headers: bare line break in the serialised header")
-    names: list[str] = []
-    for line in head.split(b"\r\n"):
-        if len(line) > MAX_LINE_OCTETS:
-            raise InvalidInput("headers", f"unsafe headers: a line over {MAX_LINE_OCTETS} octets")
-        if line[:1] in (b" ", b"\t") and names:
-            continue  # a fold of the header before
-        match = _HEADER_LINE.match(line)
-        if match is None:
-            raise InvalidInput("headers", f"unsafe headers: not a header line: {line[:40]!r}")
-        names.append(match[1].decode("ascii").lower())
-    return names
-
-
-def _check_part_headers(content: bytes, stand_in_line: bytes, expected: list[str]) -> None:
-    """An attachment part, whose headers (content type and file name) come from the
-    client too: its body must start with the stand-in, right after exactly ``expected``
-    headers, the last of them ``MIME-Version`` when the renderer writes one there."""
-    at = content.find(b"\r\n\r\n" + stand_in_line)
-    boundary = content.rfind(b"\r\n--", 0, at)
-    if at < 0 or boundary < 0:
-        raise InvalidInput("attachments", "unsafe headers: an attachment part is malformed")
-    start = content.index(b"\r\n", boundary + 2) + 2
-    names = _header_names(content[start:at])
-    if Counter(names) != Counter(expected):
-        raise InvalidInput("attachments", f"unsafe headers: attachment part with {names}")
-
-
-def with_suppressed(
-    claims: Sequence[Claim], suppressed_among: Callable[[str, list[str]], set[str]]
-) -> list[Claim]:
-    """``claims`` with the envelope recipients of each that are suppressed now, read with
-    one ``suppressed_among(tenant_id, addresses)`` per tenant in the claim (the store's
-    read, inside the claim's transaction). A message whose recipients have no envelope
-    form gets none: its attempt fails on them before any suppression matters."""
-    recipients: dict[int, tuple[str, ...]] = {}
-    by_tenant: dict[str, dict[str, None]] = {}
-    for claim in claims:
-        try:
-            found = envelope_recipients(claim.message.spec)
-        except InvalidInput:
-            found = ()
-        recipients[claim.lease.pk] = found
-        by_tenant.setdefault(claim.message.tenant_id, {}).update(dict.fromkeys(found))
-    listed = {t: suppressed_among(t, list(a)) for t, a in by_tenant.items() if a}
-    return [
-        msgspec.structs.replace(
-            claim,
-            suppressed=frozenset(
-                a
-                for a in recipients[claim.lease.pk]
-                if a in listed.get(claim.message.tenant_id, ())
-            ),
-        )
-        for claim in claims
-    ]
-
-
-def author_domain(spec: MessageSpec) -> str | None:
-    """The domain of the message's author, in its ASCII (IDNA) form and lower case: the
-    domain a DKIM key must sign for. A submitted message's own ``From`` field (never its
-    envelope sender), a REST message's ``from``; None when that cannot be read."""
-    address = author_address_of(spec.raw) if spec.raw is not None else address_of(spec.from_)
-    domain = (address or "").rpartition("@")[2]
-    if not domain:
-        return None
-    try:
-        return idna_domain(domain).lower()
-    except ValueError:
-        return None

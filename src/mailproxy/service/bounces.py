@@ -34,11 +34,10 @@ from mailproxy.domain.bounces import (
     address_key,
 )
 from mailproxy.domain.correlation import read_token, token_matches
+from mailproxy.domain.envelope import envelope_recipients
 from mailproxy.domain.errors import MailProxyError
 from mailproxy.domain.lifecycle import bounce_event, bounce_record
-from mailproxy.domain.mime import envelope_address
 from mailproxy.domain.model import BounceMailboxSpec, QueuedMessage
-from mailproxy.domain.validation import address_of
 from mailproxy.ports.mailbox import Mailbox, MailboxSession
 from mailproxy.ports.observability import DeliveryEvents
 from mailproxy.ports.store import BounceStore, ConfigStore
@@ -337,9 +336,7 @@ def mailbox_of(key: str) -> str:
 
 def _envelope_keys(message: QueuedMessage) -> dict[str, str]:
     """The message's envelope recipients, by :func:`address_key`."""
-    spec = message.spec
-    addresses = (envelope_address(address_of(r)) for r in (*spec.to, *spec.cc, *spec.bcc))
-    return {address_key(a): a for a in addresses}
+    return {address_key(a): a for a in envelope_recipients(message.spec)}
 
 
 def _named(

@@ -18,6 +18,7 @@ import msgspec
 
 from mailproxy.domain.correlation import correlated
 from mailproxy.domain.dkim import signing_key
+from mailproxy.domain.envelope import author_domain
 from mailproxy.domain.errors import (
     AttachmentUnavailable,
     InvalidInput,
@@ -25,7 +26,7 @@ from mailproxy.domain.errors import (
     StorageError,
 )
 from mailproxy.domain.lifecycle import decide, is_final, orphaned
-from mailproxy.domain.mime import Outgoing, RenderedMessage, author_domain, render
+from mailproxy.domain.mime import Outgoing, RenderedMessage, render
 from mailproxy.domain.model import Claim, QueuedMessage, RefusedRecipient, Status, Tenant
 from mailproxy.domain.outcome import (
     Delivered,

@@ -16,8 +16,8 @@ from mailproxy.adapters.sql.rows import (
     transition_values,
 )
 from mailproxy.adapters.sql.tx import Tx
+from mailproxy.domain.envelope import with_suppressed
 from mailproxy.domain.lifecycle import requeue_status, resubmission_refusal, stored_status
-from mailproxy.domain.mime import with_suppressed
 from mailproxy.domain.model import (
     AccountPause,
     Claim,
