@@ -3,27 +3,74 @@ remove. Answers never hold a private key; each key comes with its DNS record."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import delete, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath
 
 from mailproxy.domain.access import Caller
 from mailproxy.domain.dkim import DkimKey, dns_record
 from mailproxy.entrypoints.http.auth import scoped
 from mailproxy.entrypoints.http.routing import route
-from mailproxy.entrypoints.http.schemas import (
-    DKIM_KEY_EXAMPLE,
-    DkimKeyAnswer,
-    DkimKeyBody,
-    DkimKeyRecord,
-    DkimKeysAnswer,
-    DnsRecordOut,
-    OkAnswer,
-)
+from mailproxy.entrypoints.http.schemas import OkAnswer
 from mailproxy.service import MailProxy
+
+# --- bodies and answers ---------------------------------------------------------------
+
+
+class DkimKeyBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /tenant/{id}/dkim: a key to sign the domain's mail with (made when no
+    ``private_key`` is given)."""
+
+    domain: str
+    selector: str
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    #: PEM (PKCS#8 or PKCS#1, unencrypted); write-only.
+    private_key: str | None = None
+
+
+class DnsRecordOut(msgspec.Struct, kw_only=True):
+    """The TXT record that publishes a DKIM key."""
+
+    name: str
+    type: str
+    value: str
+
+
+class DkimKeyRecord(msgspec.Struct, kw_only=True):
+    """A DKIM key as answered: never its private key. ``active``: it signs its domain's
+    mail (a rotated-out key stays published until it is removed). ``dns``: the record
+    to publish for it."""
+
+    domain: str
+    selector: str
+    algorithm: str
+    created_ts: int
+    active: bool
+    dns: DnsRecordOut
+
+
+class DkimKeyAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    key: DkimKeyRecord
+    dns: DnsRecordOut
+
+
+class DkimKeysAnswer(msgspec.Struct, kw_only=True):
+    ok: bool = True
+    keys: list[DkimKeyRecord]
+
+
+DKIM_KEY_EXAMPLE = Example(
+    summary="a new RSA key for example.com, made by the service",
+    value={"domain": "example.com", "selector": "mail2026", "algorithm": "rsa-sha256"},
+)
+
+
+# --- routes -----------------------------------------------------------------------------
 
 
 def key_record(key: DkimKey) -> DkimKeyRecord:
