@@ -104,8 +104,11 @@ async def reports(proxy, tenant="acme"):
 async def test_a_hard_bounce_is_reported_suppresses_and_keeps_the_message_sent(proxy, sink):
     token = await send(proxy, sink, "m1", "gone@example.com")
     assert read_token(token).slot == 1
+    assert await proxy.check_recipient("acme", "gone@example.com") is None
     mailbox(proxy).deliver(bounce_mail.dsn(token, "gone@example.com"))
     assert await pass_over(proxy) == 1
+    # An SMTP submission refuses the address at once (the list was read empty before).
+    assert await proxy.check_recipient("acme", "gone@example.com") == "suppressed"
     bounced = [e for e in await reports(proxy) if e.event == "bounced"]
     assert [(e.id, e.recipient, e.bounce_type, e.status, e.source) for e in bounced] == [
         ("m1", "gone@example.com", "hard", "5.1.1", "dsn")

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.submitted import MAX_HEADER_BYTES, completed, read_submitted
 from mailproxy.service import MailProxy
+from mailproxy.service.suppressions import LIST_STATE_BELIEVED_S
+from tests.conftest import Clock
 from tests.unit.conftest import proxy_to_sink
 
 MESSAGE = (
@@ -119,6 +122,35 @@ async def test_recipients_are_checked_one_by_one(proxy):
     assert await proxy.check_recipient("acme", "jane@example.com") is None
     assert await proxy.check_recipient("acme", "gone@example.com") == "suppressed"
     assert await proxy.check_recipient("acme", "not an address") == "invalid"
+
+
+async def test_an_entry_added_here_is_refused_at_once_after_the_list_was_read_empty(proxy):
+    assert await proxy.check_recipient("acme", "gone@example.com") is None  # list empty
+    await proxy.suppressions.add("acme", [{"address": "gone@example.com"}])
+    assert await proxy.check_recipient("acme", "gone@example.com") == "suppressed"
+
+
+async def test_an_entry_another_process_added_is_refused_once_the_list_is_read_again(
+    tmp_path, sink
+):
+    clock = Clock()
+    async with proxy_to_sink(tmp_path, sink[1], clock=clock) as proxy:
+        assert await proxy.check_recipient("acme", "gone@example.com") is None  # list empty
+        other = MailProxy(
+            store=SqliteStore(tmp_path / "s.db"), transports={}, run_dispatcher=False, clock=clock
+        )
+        async with other:
+            await other.suppressions.add("acme", [{"address": "gone@example.com"}])
+        # Believed empty a few seconds more: the claim refuses the address meanwhile.
+        assert await proxy.check_recipient("acme", "gone@example.com") is None
+        clock.advance(LIST_STATE_BELIEVED_S)
+        assert await proxy.check_recipient("acme", "gone@example.com") == "suppressed"
+        await proxy.submit(
+            [{"id": "late", "from": "shop@example.com", "to": ["gone@example.com"],
+              "subject": "s"}], tenant_id="acme",
+        )  # fmt: skip
+        await proxy.run_until_idle()
+        assert (await proxy.get_message("acme", "late")).error == "suppressed"
 
 
 def test_bare_line_feeds_become_crlf_and_a_message_without_body_keeps_its_fields():

@@ -91,6 +91,7 @@ class BounceMailboxes:
         clock: Callable[[], float],
         new_id: Callable[[], str],
         wake_reports: Callable[[], None],
+        suppressions_changed: Callable[[str], None],
         refresh_s: float = 30.0,
     ) -> None:
         self._store = store
@@ -101,6 +102,7 @@ class BounceMailboxes:
         self._clock = clock
         self._new_id = new_id
         self._wake_reports = wake_reports
+        self._suppressions_changed = suppressions_changed
         self._refresh_s = refresh_s
         self._key = b""
         self._pollers: dict[_Source, asyncio.Task[None]] = {}
@@ -231,6 +233,8 @@ class BounceMailboxes:
             if await self._store.record_mailbox_entry(entry, self._clock()):
                 committed += 1
                 self._count(entry, watch)
+                if entry.tenant_id is not None:
+                    self._suppressions_changed(entry.tenant_id)
             if entry.outcome != "unparsed":
                 aside.append(uid)
         if aside:

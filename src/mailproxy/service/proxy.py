@@ -193,6 +193,7 @@ class MailProxy:
                 store=store, config=self.config, open_mailbox=open_mailbox,
                 shared=shared_mailbox, events=events, clock=clock, new_id=ids,
                 wake_reports=self.report_scheduler.wake,
+                suppressions_changed=self.suppressions.changed,
             )
         )  # fmt: skip
 

@@ -28,6 +28,11 @@ MAX_DETAIL_CHARS = 500
 MAX_PAGE = 1000
 #: Rows an export reads per store read.
 EXPORT_PAGE = 1000
+#: How long a recipient check believes what it last read of whether a tenant's list is
+#: empty. Most tenants' lists are, and an SMTP submission checks each RCPT: one read a
+#: few seconds instead of one a recipient. An entry this process adds is seen at once; one
+#: added by another process meanwhile is enforced when the message is claimed instead.
+LIST_STATE_BELIEVED_S = 5.0
 
 
 class ManualEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -49,6 +54,12 @@ class Suppressions:
         self._store = store
         self._config = config
         self._clock = clock
+        #: Per tenant: whether its list was empty when read, and until when that holds.
+        self._list_state: dict[str, tuple[bool, float]] = {}
+
+    def changed(self, tenant_id: str) -> None:
+        """Entries of the tenant were added (by hand or from a bounce): read the list again."""
+        self._list_state.pop(tenant_id, None)
 
     async def _tenant(self, tenant_id: str) -> None:
         if await self._config.get_tenant(tenant_id) is None:
@@ -112,7 +123,9 @@ class Suppressions:
                     created_ts=now, expires_ts=entry.expires_ts, detail=entry.detail,
                 )
             )  # fmt: skip
-        return await self._store.add_suppressions(checked, now)
+        added = await self._store.add_suppressions(checked, now)
+        self.changed(tenant_id)
+        return added
 
     async def remove(self, tenant_id: str, address: str) -> None:
         await self._tenant(tenant_id)
@@ -140,8 +153,20 @@ class Suppressions:
             check_addr_spec("recipient", address)
         except InvalidInput:
             return "invalid"
-        found = await self._store.suppressed_among(tenant_id, [address], self._clock())
+        now = self._clock()
+        if await self._list_empty(tenant_id, now):
+            return None
+        found = await self._store.suppressed_among(tenant_id, [address], now)
         return "suppressed" if found else None
+
+    async def _list_empty(self, tenant_id: str, now: float) -> bool:
+        known = self._list_state.get(tenant_id)
+        if known is not None and now < known[1]:
+            return known[0]
+        page = await self._store.list_suppressions(tenant_id, now=now, limit=1)
+        empty = not page.suppressions
+        self._list_state[tenant_id] = (empty, now + LIST_STATE_BELIEVED_S)
+        return empty
 
     async def counts(self) -> dict[str, int]:
         return await self._store.count_suppressions(self._clock())
