@@ -115,14 +115,20 @@ def sink() -> Iterator[tuple[SinkHandler, int]]:
 
 @contextlib.asynccontextmanager
 async def proxy_to_sink(
-    tmp_path: Path, port: int, *, clock: Clock | None = None, **account: Any
+    tmp_path: Path,
+    port: int,
+    *,
+    clock: Clock | None = None,
+    busy_timeout_s: float = 5.0,
+    **account: Any,
 ) -> AsyncIterator[MailProxy]:
     """An open MailProxy on a SQLite file (no dispatch loop, ``clock`` or a test clock of
-    its own) with a tenant ``acme`` whose default account ``main`` sends to
-    127.0.0.1:``port`` (``account``: more of its fields)."""
+    its own, the file's ``busy_timeout_s``) with a tenant ``acme`` whose default account
+    ``main`` sends to 127.0.0.1:``port`` (``account``: more of its fields)."""
     transport = SmtpTransport(connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))
     async with MailProxy(
-        store=SqliteStore(tmp_path / "s.db"), transports={"smtp": transport},
+        store=SqliteStore(tmp_path / "s.db", busy_timeout_s=busy_timeout_s),
+        transports={"smtp": transport},
         run_dispatcher=False, clock=clock or Clock(), signer=DkimpySigner(),
     ) as proxy:  # fmt: skip
         await proxy.put_tenant({"id": "acme"})

@@ -5,13 +5,15 @@ were missing."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from mailproxy.adapters.sqlite import SqliteStore
-from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.errors import InvalidInput, StorageError
 from mailproxy.domain.submitted import MAX_HEADER_BYTES, completed, read_submitted
 from mailproxy.service import MailProxy
 from mailproxy.service.suppressions import LIST_STATE_BELIEVED_S
@@ -85,6 +87,52 @@ async def test_an_id_and_message_id_of_the_client_are_kept(proxy, sink):
     assert sent == raw.replace(b"X-Mail-Proxy-Id: order-7\r\n", b"")
     with pytest.raises(InvalidInput, match="already sent"):
         await submit(proxy, raw, recipients=["jane@example.com"])
+
+
+async def test_submissions_arriving_together_each_get_their_own_answer(proxy, sink):
+    def raw(message_id: str) -> bytes:
+        return f"X-Mail-Proxy-Id: {message_id}\r\nSubject: {message_id}\r\n\r\nbody\r\n".encode()
+
+    # Stored together while the store is busy; the second "twice" replaces the first (as
+    # it would one after the other), each of the others is stored as it came.
+    answers = await asyncio.gather(
+        *(submit(proxy, raw(f"c{n}"), recipients=["jane@example.com"]) for n in range(20)),
+        submit(proxy, raw("twice"), recipients=["first@example.com"]),
+        submit(proxy, raw("twice"), recipients=["second@example.com"]),
+    )
+    assert [a.id for a in answers] == [f"c{n}" for n in range(20)] + ["twice", "twice"]
+    assert (await proxy.counts("acme")) == {"pending": 21}
+    assert (await proxy.get_message("acme", "twice")).spec.to == ("second@example.com",)
+    await proxy.run_until_idle()
+    assert len(sink[0].received) == 21
+    # Once sent, an id arriving beside new ones is refused alone.
+    late = await asyncio.gather(
+        submit(proxy, raw("c3"), recipients=["jane@example.com"]),
+        submit(proxy, raw("new"), recipients=["jane@example.com"]),
+        return_exceptions=True,
+    )
+    assert isinstance(late[0], InvalidInput) and "already sent" in str(late[0])  # noqa: PT018
+    assert not isinstance(late[1], BaseException) and late[1].id == "new"  # noqa: PT018
+
+
+async def test_a_store_that_cannot_commit_fails_each_waiting_submission_and_keeps_none(
+    tmp_path, sink
+):
+    async with proxy_to_sink(tmp_path, sink[1], busy_timeout_s=0.2) as proxy:
+        locker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # another writer holds the file
+        try:
+            answers = await asyncio.gather(
+                *(submit(proxy, recipients=[f"r{n}@example.com"]) for n in range(5)),
+                return_exceptions=True,
+            )
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert all(isinstance(a, StorageError) for a in answers), answers
+        assert (await proxy.counts("acme")) == {}
+        # The store back, the next submission is stored.
+        assert (await submit(proxy)).id
 
 
 @pytest.mark.parametrize(

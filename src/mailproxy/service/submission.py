@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,65 @@ from mailproxy.service.config_cache import ConfigCache
 from mailproxy.service.options import DeliveryOptions, LimitsOptions
 
 
+class _Coalesced:
+    """Messages queued one at a time (SMTP submissions, each waiting for its commit)
+    that arrive while the store is busy are stored together: one enqueue, one
+    transaction, for all that wait. Each caller gets its own message's refusal, or the
+    store's error. Two with the same id never share an enqueue (the second waits for the
+    next), so each answer is the one it would have got alone."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        clock: Callable[[], float],
+        claimable_at: Callable[[float | None], None],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._claimable_at = claimable_at
+        self._waiting: list[tuple[NewMessage, asyncio.Future[Rejection | None]]] = []
+        self._storing: asyncio.Task[None] | None = None
+
+    async def enqueue(self, new: NewMessage) -> Rejection | None:
+        """Store ``new``; its refusal (the id already sent or in flight), or None."""
+        answer: asyncio.Future[Rejection | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((new, answer))
+        if self._storing is None or self._storing.done():
+            self._storing = asyncio.create_task(self._store_waiting())
+        return await answer
+
+    async def _store_waiting(self) -> None:
+        while self._waiting:
+            batch: dict[str, tuple[NewMessage, asyncio.Future[Rejection | None]]] = {}
+            later = []
+            for waiting in self._waiting:
+                if waiting[0].id in batch:
+                    later.append(waiting)
+                else:
+                    batch[waiting[0].id] = waiting
+            self._waiting = later
+            try:
+                enqueued = await self._store.enqueue(
+                    [new for new, _ in batch.values()], self._clock()
+                )
+            except asyncio.CancelledError:
+                for _, answer in batch.values():
+                    answer.cancel()
+                raise
+            except Exception as exc:
+                # Nothing of the batch was stored: each caller gets the error (an SMTP
+                # client, which keeps its message on a 4xx, tries again).
+                for _, answer in batch.values():
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            self._claimable_at(enqueued.next_due_ts)
+            refused = {rejection.id: rejection for rejection in enqueued.refused}
+            for message_id, (_, answer) in batch.items():
+                if not answer.done():
+                    answer.set_result(refused.get(message_id))
+
+
 class Submission:
     """Validates and queues batches of messages."""
 
@@ -60,6 +120,7 @@ class Submission:
         self._monotonic = monotonic
         self._new_id = new_id
         self._claimable_at = claimable_at
+        self._one_at_a_time = _Coalesced(store, clock, claimable_at)
 
     async def submit(
         self,
@@ -158,10 +219,9 @@ class Submission:
         content = completed(mail, message_id=new.message_id, date_ts=now)
         spec = msgspec.structs.replace(new.spec, raw=content, subject=mail.subject[:998])
         new = msgspec.structs.replace(new, spec=spec)
-        enqueued = await self._store.enqueue([new], now)
-        if enqueued.refused:
-            raise InvalidInput("X-Mail-Proxy-Id", f"{new.id}: {enqueued.refused[0].reason}")
-        self._claimable_at(enqueued.next_due_ts)
+        refused = await self._one_at_a_time.enqueue(new)
+        if refused is not None:
+            raise InvalidInput("X-Mail-Proxy-Id", f"{new.id}: {refused.reason}")
         self._count_accepted([new], [], started)
         return RawAccepted(id=new.id, message_id=new.message_id)
 
