@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import msgspec
 
 from mailproxy.adapters.memory_bounces import MemoryBounces
-from mailproxy.adapters.memory_records import StoredEvent
+from mailproxy.adapters.memory_records import StoredEvent, home_again
 from mailproxy.domain.envelope import with_suppressed
 from mailproxy.domain.errors import Conflict
 from mailproxy.domain.lifecycle import (
@@ -41,11 +41,12 @@ from mailproxy.domain.model import (
 from mailproxy.domain.policy import (
     RateWindow,
     SlotGrant,
-    account_room,
     fair_order,
     grant_slot,
     held_by_tenant,
+    plan_claim,
     queue_order,
+    routed_heads,
 )
 
 replace = msgspec.structs.replace
@@ -100,20 +101,22 @@ class MemoryStore(MemoryBounces):
         in_flight: dict[tuple[str, str], int] = {}
         for m in self._messages.values():
             if m.status is Status.SENDING and m.lease_owner == owner:
-                key = (m.tenant_id, m.account_id)
+                key = (m.tenant_id, m.account_id)  # the sending account
                 in_flight[key] = in_flight.get(key, 0) + 1
-        candidates: list[QueuedMessage] = []
-        for key, account in self._accounts.items():
-            room = account_room(
-                account.max_connections, in_flight.get(key, 0), self._pauses.get(key), now
-            )
-            if room > 0:
-                candidates.extend(self._due_heads(key, now, min(room, limit)))
+        plan = plan_claim(
+            {key: (a.max_connections, a.fallback_accounts) for key, a in self._accounts.items()},
+            in_flight, self._pauses, now,
+        )  # fmt: skip
+        heads = {
+            key: self._due_heads(key, now, min(count, limit))
+            for key, count in plan.heads_wanted().items()
+        }
         token = uuid.uuid4().hex
         claims: list[Claim] = []
         picked = fair_order(
-            candidates, limit, tenant_limit=tenant_limit, held=held_by_tenant(in_flight)
-        )
+            routed_heads(plan, heads), limit, tenant_limit=tenant_limit,
+            held=held_by_tenant(in_flight),
+        )  # fmt: skip
         for message in picked:
             lease = Lease(message.pk, owner, token, now + lease_s)
             claimed = replace(
@@ -129,6 +132,7 @@ class MemoryStore(MemoryBounces):
             claims.append(
                 Claim(claimed, lease, self._pauses.get((message.tenant_id, message.account_id)))
             )
+        candidates = [m for queue in heads.values() for m in queue]
         for message in candidates:
             if self._messages[message.pk].status is not Status.SENDING:
                 self._push(message)
@@ -215,7 +219,7 @@ class MemoryStore(MemoryBounces):
         suspensions = self._suspended.get(message.tenant_id, ())
         status = stored_status(transition.status, suspensions, message.batch_code)
         updated = replace(
-            message,
+            home_again(message),
             status=status,
             due_ts=transition.due_ts,
             attempts=transition.attempts,

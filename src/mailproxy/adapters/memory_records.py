@@ -99,7 +99,7 @@ class MemoryRecords:
     def _requeue(self, message: QueuedMessage, now: float) -> None:
         status = requeue_status(message.attempts, message.due_ts, now)
         updated = replace(
-            message,
+            home_again(message),
             status=status,
             lease_owner=None,
             lease_token=None,
@@ -408,3 +408,11 @@ class MemoryRecords:
     async def release_reports(self, tenant_id: str, owner: str) -> None:
         if self._report_leases.get(tenant_id, (None, 0.0))[0] == owner:
             del self._report_leases[tenant_id]
+
+
+def home_again(message: QueuedMessage) -> QueuedMessage:
+    """``message`` back with its own account when its lease ends (a fallback sent it, or
+    was to)."""
+    if message.failover_from is None:
+        return message
+    return replace(message, account_id=message.failover_from, failover_from=None)

@@ -87,7 +87,33 @@ def parse_account(raw: object) -> Account:
         check_return_path("return_path", account.return_path)
     if account.bounce_mailbox is not None:
         check_bounce_mailbox("bounce_mailbox", account.bounce_mailbox)
+    check_fallbacks(account)
     return account
+
+
+#: Fallbacks an account may name: past a few, failing over is not the problem to solve.
+MAX_FALLBACKS = 5
+MAX_FAILOVER_AFTER_S = 7 * 86_400.0
+
+
+def check_fallbacks(account: Account) -> None:
+    """``fallback_accounts``: at most :data:`MAX_FALLBACKS` account ids, each once, not
+    the account itself; ``failover_after_s`` within a week. Whether they exist in the
+    tenant is the caller's to check (this sees one account)."""
+    fallbacks = account.fallback_accounts
+    field = "fallback_accounts"
+    if len(fallbacks) > MAX_FALLBACKS:
+        raise InvalidInput(field, f"invalid {field}: at most {MAX_FALLBACKS}")
+    for n, fallback_id in enumerate(fallbacks):
+        check_path_id(f"{field}[{n}]", fallback_id)
+        if fallback_id == account.id:
+            raise InvalidInput(field, f"invalid {field}: {fallback_id} is this account")
+        if fallback_id in fallbacks[:n]:
+            raise InvalidInput(field, f"invalid {field}: {fallback_id} named twice")
+    if not 0 <= account.failover_after_s <= MAX_FAILOVER_AFTER_S:
+        raise InvalidInput(
+            "failover_after_s", f"invalid failover_after_s: 0..{MAX_FAILOVER_AFTER_S:.0f} seconds"
+        )
 
 
 #: The longest a token ever is (``domain.correlation``): a return path is checked with it.

@@ -35,7 +35,7 @@ from mailproxy.domain.outcome import (
     Temporary,
     Unknown,
 )
-from mailproxy.domain.policy import pause_account, suspension_of
+from mailproxy.domain.policy import pause_account, rate_saturation, suspension_of
 from mailproxy.domain.retry import RetryPolicy, retry_delay
 
 #: Which state may follow which. ``sending`` is left by an attempt's outcome or by a
@@ -100,6 +100,7 @@ def _event(
         attempt=attempt,
         metadata=message.spec.metadata,
         possible_duplicate=possible_duplicate,
+        failover_from=message.failover_from,
         **fields,  # type: ignore[arg-type]
     )
 
@@ -128,7 +129,10 @@ def decide(
       consuming an attempt; the age limit still applies.
     - RateLimited (no attempt was made) → ``deferred`` to the instant its reserved slot
       starts, reason ``rate_limit``, no attempt consumed; with ``reject``: final ``error``
-      ``rate_limit_exceeded``.
+      ``rate_limit_exceeded``; when the wait is longer than ``failover_after_s``: back to
+      ``pending`` at once, the sending account paused for as long as its windows hold
+      messages that long (:func:`mailproxy.domain.policy.rate_saturation`), so that a
+      fallback sends it.
 
     Rate-limit reservations are consumed when the server may have the message (delivered
     or unknown), kept by a rate deferral, and released otherwise. ``pause`` is the
@@ -144,8 +148,8 @@ def decide(
         transition = _with_refusal_bounces(message, transition, outcome.refused, event_id, now)
     if isinstance(outcome, Delivered | Unknown):
         slots: Literal["consume", "release", "keep"] = "consume"
-    elif isinstance(outcome, RateLimited) and not outcome.reject:
-        slots = "keep"
+    elif isinstance(outcome, RateLimited) and transition.status is Status.DEFERRED:
+        slots = "keep"  # the future slot it waits for
     else:
         slots = "release"
     account_checked = not isinstance(outcome, AccountBroken | RateLimited) and not (
@@ -243,7 +247,7 @@ def _transition_after(
     attempt = message.attempts + 1
     duplicate = message.possible_duplicate
     if isinstance(outcome, RateLimited):
-        return _rate_limited(message, outcome, event_id, now)
+        return _rate_limited(message, outcome, event_id, now, pause)
     if isinstance(outcome, Delivered):
         return _delivered(message, outcome, event_id, now)
     if isinstance(outcome, Permanent):
@@ -260,9 +264,28 @@ def _transition_after(
 
 
 def _rate_limited(
-    message: QueuedMessage, outcome: RateLimited, event_id: str, now: float
+    message: QueuedMessage,
+    outcome: RateLimited,
+    event_id: str,
+    now: float,
+    pause: AccountPause | None,
 ) -> Transition:
     duplicate = message.possible_duplicate
+    after_s = outcome.failover_after_s
+    if after_s is not None and outcome.until_ts - now > after_s:
+        # Back to the queue at once, the sending account paused while its windows would
+        # hold a message longer than that: the next claim gives the message (and the
+        # account's others) to a fallback.
+        return Transition(
+            status=Status.PENDING, due_ts=now, attempts=message.attempts,
+            possible_duplicate=duplicate, error=message.error, smtp_code=message.smtp_code,
+            history=HistoryEntry(
+                "failover", now, f"{outcome.window} full until {due_second(outcome.until_ts)}"
+            ),
+            pause=rate_saturation(
+                message.tenant_id, message.account_id, outcome.until_ts, after_s, pause
+            ),
+        )  # fmt: skip
     if outcome.reject:
         return _fail(
             message, event_id, message.attempts, duplicate,

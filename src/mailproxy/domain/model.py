@@ -144,6 +144,10 @@ class Account(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     #: (:mod:`mailproxy.domain.correlation`). None: the message's From.
     return_path: str | None = None
     bounce_mailbox: BounceMailboxSpec | None = None
+    #: Accounts of the same tenant, in order, that send this account's messages while
+    #: it is paused or its rate windows would hold a message past ``failover_after_s``.
+    fallback_accounts: tuple[str, ...] = ()
+    failover_after_s: float = 300.0
 
 
 class AttachmentRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -245,6 +249,9 @@ class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):
     wait_detail: str | None = None
     #: When it became final (sent, error, or unknown under at-most-once).
     final_ts: float | None = None
+    #: Set while a claim sends it through a fallback: its own account (``account_id`` is
+    #: then the fallback's).
+    failover_from: str | None = None
 
 
 class AccountPause(msgspec.Struct, frozen=True, kw_only=True):
@@ -316,6 +323,8 @@ class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     diagnostic: str | msgspec.UnsetType | None = msgspec.UNSET
     source: BounceSource | None = None
     feedback_type: str | None = None
+    #: The message's own account when a fallback (``account_id``) sent it.
+    failover_from: str | None = None
 
 
 class StoredReport(msgspec.Struct, frozen=True):

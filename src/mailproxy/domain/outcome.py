@@ -90,11 +90,14 @@ class AccountBroken(msgspec.Struct, frozen=True):
 
 class RateLimited(msgspec.Struct, frozen=True):
     """No attempt was made: a rate window is full until ``until_ts`` (``window`` says
-    which). With ``reject`` the account's ``limit_behavior`` is ``reject``."""
+    which). With ``reject`` the account's ``limit_behavior`` is ``reject``. With
+    ``failover_after_s``, the window was the sending account's own and the message's
+    account has fallbacks: a wait longer than that goes to them instead."""
 
     until_ts: float
     window: str
     reject: bool = False
+    failover_after_s: float | None = None
 
 
 Outcome = Delivered | Temporary | Permanent | Unknown | AccountBroken | RateLimited

@@ -142,7 +142,7 @@ def rate_windows(
     its tenant's (shared by all the tenant's accounts). Keys include the tenant, so two
     tenants' accounts with the same id never share a window."""
     lengths = lengths or WindowLengths()
-    account_key = f"account\x1f{account.tenant_id}\x1f{account.id}"
+    account_key = account_window_key(account.tenant_id, account.id)
     tenant_key = f"tenant\x1f{account.tenant_id}"
     windows: list[RateWindow] = []
     spans = (("minute", lengths.minute_s), ("hour", lengths.hour_s), ("day", lengths.day_s))
@@ -186,10 +186,16 @@ def slot_free_at(reserved_ts: Sequence[float], window: RateWindow, now: float) -
 
 class SlotGrant(msgspec.Struct, frozen=True):
     """A reservation in every window: the send may start at ``at_ts``; ``window`` is the
-    label of the window that made it wait (None when it did not wait)."""
+    label of the window that made it wait (None when it did not wait), ``key`` its key."""
 
     at_ts: float
     window: str | None = None
+    key: str | None = None
+
+
+def account_window_key(tenant_id: str, account_id: str) -> str:
+    """The key of an account's own rate windows (a tenant's are shared by its accounts)."""
+    return f"account\x1f{tenant_id}\x1f{account_id}"
 
 
 def grant_slot(
@@ -204,7 +210,7 @@ def grant_slot(
     for window in windows:
         free = slot_free_at(reserved.get(window.key, ()), window, now)
         if free > grant.at_ts:
-            grant = SlotGrant(free, window.label)
+            grant = SlotGrant(free, window.label, window.key)
     return grant
 
 
@@ -242,12 +248,117 @@ def account_room(
 ) -> int:
     """How many more messages of an account one worker may claim:
     ``CLAIMS_PER_CONNECTION × max_connections`` minus those it holds; none while the
-    account is paused; one probe at a time once a pause ends."""
-    if pause is not None:
-        if pause.until_ts > now:
-            return 0
-        return max(0, 1 - in_flight)
+    account is paused; one probe at a time once a pause for failures ends (a pause for
+    full rate windows, ``failures`` 0, simply ends)."""
+    if holds_back(pause, now):
+        assert pause is not None
+        return max(0, 1 - in_flight) if pause.until_ts <= now else 0
     return max(0, CLAIMS_PER_CONNECTION * max_connections - in_flight)
+
+
+def holds_back(pause: AccountPause | None, now: float) -> bool:
+    """Whether ``pause`` still limits its account: running, or ended after failures and
+    not yet cleared by a probe that got past the account's own checks."""
+    return pause is not None and (pause.until_ts > now or pause.failures > 0)
+
+
+def rate_saturation(
+    tenant_id: str,
+    account_id: str,
+    grant_until_ts: float,
+    after_s: float,
+    pause: AccountPause | None,
+) -> AccountPause:
+    """The pause of an account whose own rate windows would hold a message until
+    ``grant_until_ts``, longer than its ``failover_after_s`` (``after_s``): while it
+    lasts, any message of the account would wait longer than that, so its messages go
+    through its fallbacks. No failure is counted (nothing failed); a pause for failures
+    already running keeps its count and lasts at least as long as it did."""
+    until = grant_until_ts - after_s
+    if pause is not None:
+        until = max(until, pause.until_ts)
+    return AccountPause(
+        tenant_id=tenant_id, account_id=account_id, failures=pause.failures if pause else 0,
+        until_ts=until, reason="rate windows full",
+    )  # fmt: skip
+
+
+AccountKey = tuple[str, str]
+
+
+class ClaimPlan(msgspec.Struct, frozen=True):
+    """What one claim may take: ``rooms``, messages per account it may claim (sent by
+    that account), and ``routes``, the accounts whose messages go through a fallback now
+    (home account → the fallback that sends them, which they share the room of)."""
+
+    rooms: dict[AccountKey, int]
+    routes: dict[AccountKey, AccountKey]
+
+    def heads_wanted(self) -> dict[AccountKey, int]:
+        """How many due messages to read from each account's queue, in queue order: its
+        own room, plus its fallback's when it is routed."""
+        wanted = {key: room for key, room in self.rooms.items() if room > 0}
+        for home, via in self.routes.items():
+            wanted[home] = wanted.get(home, 0) + self.rooms[via]
+        return wanted
+
+
+def plan_claim(
+    accounts: Mapping[AccountKey, tuple[int, tuple[str, ...]]],
+    in_flight: Mapping[AccountKey, int],
+    pauses: Mapping[AccountKey, AccountPause],
+    now: float,
+) -> ClaimPlan:
+    """The rooms and failover routes of one claim. ``accounts``: each account's
+    ``max_connections`` and ``fallback_accounts``; ``in_flight``: what the worker holds
+    per sending account.
+
+    An account is routed while it is paused (for failures or full rate windows) or
+    probing after a pause for failures: its messages past its own room (none while
+    paused, the probe while probing) go through the first of its fallbacks that exists,
+    is not paused nor probing, and has room. Half-open probing returns the traffic: once
+    the probe succeeds the pause is gone and nothing is routed."""
+    rooms = {
+        key: account_room(limits[0], in_flight.get(key, 0), pauses.get(key), now)
+        for key, limits in accounts.items()
+    }
+    routes: dict[AccountKey, AccountKey] = {}
+    for home, (_, fallbacks) in accounts.items():
+        if not holds_back(pauses.get(home), now):
+            continue
+        for fallback_id in fallbacks:
+            via = (home[0], fallback_id)
+            if via == home or via not in accounts or rooms[via] <= 0:
+                continue
+            if holds_back(pauses.get(via), now):
+                continue  # paused or probing: it takes no one else's messages
+            routes[home] = via
+            break
+    return ClaimPlan(rooms=rooms, routes=routes)
+
+
+def routed_heads(
+    plan: ClaimPlan, heads: Mapping[AccountKey, Sequence[QueuedMessage]]
+) -> list[QueuedMessage]:
+    """The candidates of a claim from each account's due ``heads`` (in queue order, as
+    many as :meth:`ClaimPlan.heads_wanted`): an account's first ones up to its room as
+    they are, the rest of a routed account's as sent by its fallback (``account_id`` the
+    fallback's, ``failover_from`` its own); every sending account's share, its own and
+    routed ones merged in queue order, cut at its room."""
+    by_sender: dict[AccountKey, list[QueuedMessage]] = {}
+    for home, queue in heads.items():
+        own = plan.rooms.get(home, 0)
+        by_sender.setdefault(home, []).extend(queue[:own])
+        via = plan.routes.get(home)
+        if via is not None:
+            by_sender.setdefault(via, []).extend(
+                msgspec.structs.replace(m, account_id=via[1], failover_from=home[1])
+                for m in queue[own:]
+            )
+    candidates: list[QueuedMessage] = []
+    for sender, queue in by_sender.items():
+        candidates.extend(sorted(queue, key=queue_order)[: plan.rooms.get(sender, 0)])
+    return candidates
 
 
 # --- why not yet ------------------------------------------------------------------------

@@ -177,6 +177,15 @@ class Admin:
                 f"(expected one of: {', '.join(sorted(self._transports))})",
             )
         transport.check(account)
+        if account.fallback_accounts:
+            existing = {a.id for a in await self._config.list_accounts(account.tenant_id)}
+            missing = [f for f in account.fallback_accounts if f not in existing]
+            if missing:
+                raise InvalidInput(
+                    "fallback_accounts",
+                    f"invalid fallback_accounts: no account {', '.join(missing)} in tenant "
+                    f"{account.tenant_id}",
+                )
         await self._config.put_account(account)
         self._config_cache.forget_accounts(account.tenant_id)
         if self._events is not None:

@@ -36,7 +36,7 @@ from mailproxy.domain.outcome import (
     Temporary,
     Unknown,
 )
-from mailproxy.domain.policy import rate_windows
+from mailproxy.domain.policy import SlotGrant, account_window_key, rate_windows
 from mailproxy.ports.observability import DeliveryEvents
 from mailproxy.ports.signing import MessageSigner, SigningError
 from mailproxy.ports.store import ConfigStore, MessageStore
@@ -305,6 +305,7 @@ class Dispatcher:
                     grant.at_ts,
                     grant.window or "rate limit",
                     reject=account.limit_behavior == "reject",
+                    failover_after_s=await self._failover_after_s(message, grant),
                 )
         try:
             rendered = render(
@@ -348,6 +349,20 @@ class Dispatcher:
         if dropped and isinstance(outcome, Delivered):
             outcome = msgspec.structs.replace(outcome, refused=outcome.refused + dropped)
         return outcome
+
+    async def _failover_after_s(self, message: QueuedMessage, grant: SlotGrant) -> float | None:
+        """The wait past which a rate-limited message goes to a fallback instead: its own
+        account's ``failover_after_s`` when that account has fallbacks and the window
+        that made it wait is the sending account's own (a tenant's window holds every
+        account of the tenant alike)."""
+        if grant.key != account_window_key(message.tenant_id, message.account_id):
+            return None
+        home = await self._config_cache.account(
+            message.tenant_id, message.failover_from or message.account_id
+        )
+        if home is None or not home.fallback_accounts:
+            return None
+        return home.failover_after_s
 
     def _signed(
         self, rendered: RenderedMessage, message: QueuedMessage, tenant: Tenant | None
@@ -415,7 +430,9 @@ class Dispatcher:
         """Whether the message's account was deleted (read from the store, not the cache:
         a deletion while the attempt ran must be seen)."""
         try:
-            account = await self._config.get_account(message.tenant_id, message.account_id)
+            account = await self._config.get_account(
+                message.tenant_id, message.failover_from or message.account_id
+            )
         except MailProxyError:
             return False  # a store that cannot be read now will not take the completion either
         return account is None

@@ -141,3 +141,8 @@ CREATE TABLE mailbox_entries (
     seen_ts double precision NOT NULL, PRIMARY KEY (mailbox, uidvalidity, uid));
 CREATE INDEX mailbox_entries_unparsed ON mailbox_entries (seen_ts) WHERE outcome = 'unparsed';
 CREATE TABLE instance_secrets (name text PRIMARY KEY, value text NOT NULL);
+
+-- name: 10
+-- Failover between accounts: the fallback a claim chose to send a message through
+-- (NULL: its own account), kept while the message is leased.
+ALTER TABLE messages ADD COLUMN via_account_id text;

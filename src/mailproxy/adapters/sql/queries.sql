@@ -41,18 +41,23 @@ WHERE pk {in_list}
 INSERT INTO history (message_pk, event, ts, detail) VALUES (?, ?, ?, ?)
 
 -- name: held_by_owner
-SELECT tenant_id, account_id, COUNT(*) FROM messages
-WHERE status = 'sending' AND lease_owner = ? GROUP BY tenant_id, account_id
+-- Per sending account: a fallback's, for a message sent through one.
+SELECT tenant_id, COALESCE(via_account_id, account_id), COUNT(*) FROM messages
+WHERE status = 'sending' AND lease_owner = ?
+GROUP BY tenant_id, COALESCE(via_account_id, account_id)
 
 -- name: account_configs
 SELECT tenant_id, id, data FROM accounts
 
 -- name: claim
+-- via_account_id: the fallback that sends the listed messages, or NULL.
 UPDATE messages SET status = 'sending', lease_owner = ?, lease_token = ?,
-    lease_expires_ts = ?, attempt_open = FALSE, updated_ts = ? WHERE pk {in_list}
+    lease_expires_ts = ?, attempt_open = FALSE, updated_ts = ?, via_account_id = ?
+WHERE pk {in_list}
 
 -- name: holds_lease
-SELECT tenant_id, account_id, batch_code, attempts, due_ts, attempt_open, id FROM messages
+-- The sending account (a fallback's, for a message sent through one).
+SELECT tenant_id, COALESCE(via_account_id, account_id), batch_code, attempts, due_ts, attempt_open, id FROM messages
 WHERE pk = ? AND lease_token = ? AND status = 'sending'
 
 -- name: held_slot
@@ -93,7 +98,7 @@ UPDATE messages SET status = ?, due_ts = ?, attempts = ?, possible_duplicate = ?
     error = ?, smtp_code = ?, sent_ts = COALESCE(?, sent_ts),
     error_ts = COALESCE(?, error_ts), final_ts = ?, lease_owner = NULL,
     lease_token = NULL, lease_expires_ts = NULL, attempt_open = ?, updated_ts = ?,
-    wait_reason = ?, wait_detail = ? WHERE pk = ?
+    wait_reason = ?, wait_detail = ?, via_account_id = NULL WHERE pk = ?
 
 -- name: add_report
 INSERT INTO reports (event_id, tenant_id, message_pk, payload, created_ts)
@@ -109,7 +114,8 @@ DELETE FROM account_pauses WHERE tenant_id = ? AND account_id = ?
 
 -- name: requeue
 UPDATE messages SET status = ?, lease_owner = NULL, lease_token = NULL,
-    lease_expires_ts = NULL, attempt_open = FALSE, updated_ts = ? WHERE pk {in_list}
+    lease_expires_ts = NULL, attempt_open = FALSE, updated_ts = ?, via_account_id = NULL
+WHERE pk {in_list}
 
 -- name: expired_leases
 SELECT pk, attempts, due_ts, attempt_open FROM messages

@@ -8,10 +8,10 @@ from typing import Any
 
 from mailproxy.adapters.sql.bounces import keep_records, suppressed_among
 from mailproxy.adapters.sql.rows import (
+    account_limits,
     claims_of,
     encode,
     event_values,
-    max_connections,
     message_from_row,
     transition_values,
 )
@@ -24,6 +24,7 @@ from mailproxy.domain.model import (
     Enqueued,
     Lease,
     NewMessage,
+    QueuedMessage,
     Rejection,
     Status,
     Transition,
@@ -32,9 +33,11 @@ from mailproxy.domain.model import (
 from mailproxy.domain.policy import (
     RateWindow,
     SlotGrant,
-    account_room,
     fair_order,
     held_by_tenant,
+    plan_claim,
+    queue_order,
+    routed_heads,
 )
 
 _PAUSE_FIELDS = ("tenant_id", "account_id", "failures", "until_ts", "reason")
@@ -109,20 +112,29 @@ def claim_due(
     token, expires = uuid.uuid4().hex, now + lease_s
     in_flight = {(t, a): n for t, a, n in tx.all(tx.q.held_by_owner, (owner,))}
     paused = pauses(tx)
-    rooms = []
-    for tenant_id, account_id, data in tx.all(tx.q.account_configs):
-        key = (tenant_id, account_id)
-        room = account_room(max_connections(data), in_flight.get(key, 0), paused.get(key), now)
-        if room > 0:
-            rooms.append((tenant_id, account_id, min(room, limit)))
-    if not rooms:
+    plan = plan_claim(
+        {(t, a): account_limits(data) for t, a, data in tx.all(tx.q.account_configs)},
+        in_flight, paused, now,
+    )  # fmt: skip
+    wanted = plan.heads_wanted()
+    if not wanted:
         return []
-    candidates = [message_from_row(row) for row in tx.queue_heads(rooms, now)]
+    rooms = [(t, a, min(n, limit)) for (t, a), n in wanted.items()]
+    heads: dict[tuple[str, str], list[QueuedMessage]] = {}
+    for message in map(message_from_row, tx.queue_heads(rooms, now)):
+        heads.setdefault((message.tenant_id, message.account_id), []).append(message)
+    for queue in heads.values():
+        queue.sort(key=queue_order)
     picked = fair_order(
-        candidates, limit, tenant_limit=tenant_limit, held=held_by_tenant(in_flight)
-    )
-    if picked:
-        tx.run(tx.q.claim, (owner, token, expires, now, tx.listed(m.pk for m in picked)))
+        routed_heads(plan, heads), limit, tenant_limit=tenant_limit,
+        held=held_by_tenant(in_flight),
+    )  # fmt: skip
+    by_via: dict[str | None, list[int]] = {}
+    for message in picked:
+        via = message.account_id if message.failover_from else None
+        by_via.setdefault(via, []).append(message.pk)
+    for via, pks in by_via.items():
+        tx.run(tx.q.claim, (owner, token, expires, now, via, tx.listed(pks)))
     claims = claims_of(picked, owner=owner, token=token, expires=expires, now=now, pauses=paused)
     # The suppression list read in the claim's transaction (one read a tenant), so that
     # the attempt needs no read of its own.
@@ -161,7 +173,7 @@ def reserve_slots(
             tx.q.nth_newest_slot, (window.key, now - window.window_s, horizon, window.limit - 1)
         )
         if row is not None and max(now, row[0] + window.window_s) > grant.at_ts:
-            grant = SlotGrant(max(now, row[0] + window.window_s), window.label)
+            grant = SlotGrant(max(now, row[0] + window.window_s), window.label, window.key)
     for key, span in longest.items():
         tx.run(tx.q.forget_old_sends, (key, now - span))
         tx.run(tx.q.reserve_slot, (key, grant.at_ts, lease.pk))

@@ -28,7 +28,7 @@ COLUMNS = (
     "pk, tenant_id, id, account_id, priority, seq, status, due_ts, batch_code, message_id, "
     "date_ts, spec, attempts, possible_duplicate, created_ts, updated_ts, sent_ts, error_ts, "
     "error, smtp_code, lease_owner, lease_token, lease_expires_ts, attempt_open, rank, "
-    "wait_reason, wait_detail, final_ts"
+    "wait_reason, wait_detail, final_ts, via_account_id"
 )
 _NAMES = [name.strip() for name in COLUMNS.split(",")]
 #: Messages resumed per step of ``activate``: its memory stays flat however many wait.
@@ -52,8 +52,10 @@ def event_values(
 
 
 @functools.lru_cache(maxsize=1024)
-def max_connections(account_data: bytes) -> int:
-    return account_decoder.decode(account_data).max_connections
+def account_limits(account_data: bytes) -> tuple[int, tuple[str, ...]]:
+    """``max_connections`` and ``fallback_accounts`` of a stored account."""
+    account = account_decoder.decode(account_data)
+    return account.max_connections, account.fallback_accounts
 
 
 def message_from_row(row: Sequence[Any]) -> QueuedMessage:
@@ -62,6 +64,9 @@ def message_from_row(row: Sequence[Any]) -> QueuedMessage:
     fields["spec"] = spec_decoder.decode(fields["spec"])
     fields["possible_duplicate"] = bool(fields["possible_duplicate"])
     fields["attempt_open"] = bool(fields["attempt_open"])
+    via = fields.pop("via_account_id")
+    if via is not None:  # leased to be sent through a fallback
+        fields["failover_from"], fields["account_id"] = fields["account_id"], via
     return QueuedMessage(**fields)
 
 

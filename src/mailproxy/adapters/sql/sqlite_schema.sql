@@ -142,3 +142,8 @@ CREATE TABLE mailbox_entries (
     PRIMARY KEY (mailbox, uidvalidity, uid));
 CREATE INDEX mailbox_entries_unparsed ON mailbox_entries(seen_ts) WHERE outcome = 'unparsed';
 CREATE TABLE instance_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+-- name: 10
+-- Failover between accounts: the fallback a claim chose to send a message through
+-- (NULL: its own account), kept while the message is leased.
+ALTER TABLE messages ADD COLUMN via_account_id TEXT;

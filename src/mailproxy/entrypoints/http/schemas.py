@@ -166,6 +166,10 @@ class AccountBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     is_default: bool | Unset = UNSET
     return_path: str | Unset | None = UNSET
     bounce_mailbox: BounceMailboxBody | Unset | None = UNSET
+    #: Accounts of the same tenant, in order, that send while this one is paused or its
+    #: rate windows would hold a message longer than ``failover_after_s``.
+    fallback_accounts: list[str] | Unset = UNSET
+    failover_after_s: Annotated[float, msgspec.Meta(ge=0, le=7 * 86_400)] | Unset = UNSET
 
 
 class TenantChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -401,6 +405,8 @@ class AccountRecord(msgspec.Struct, kw_only=True):
     is_default: bool
     return_path: str | None
     bounce_mailbox: BounceMailboxRecord | None
+    fallback_accounts: list[str]
+    failover_after_s: float
 
 
 class AccountAnswer(msgspec.Struct, kw_only=True):
