@@ -162,9 +162,10 @@ TENANT = Tenant(id="t1", name="Tenant one")
 ACCOUNT = Account(id="a1", tenant_id="t1", kind="capture", is_default=True)
 
 
-def transition_for(claim, outcome, *, now: float, event_id: str):
+def transition_for(claim, outcome, *, now: float, event_id: str, failover: bool = False):
     """The domain's transition for a claimed message and an attempt outcome, with the
-    default policies (what the service would apply)."""
+    default policies (what the service would apply; ``failover``: the message's account
+    has fallbacks)."""
     return decide(
         claim.message,
         outcome,
@@ -174,6 +175,7 @@ def transition_for(claim, outcome, *, now: float, event_id: str):
         jitter_sample=0.0,
         event_id=event_id,
         pause=claim.pause,
+        failover=failover,
     )
 
 

@@ -112,3 +112,14 @@ def test_signatures_are_counted_per_tenant_and_forgotten_with_it(events):
         assert sample("gmp_dkim_signatures_total", {"tenant_id": "t1", "outcome": "signed"}) == 1
         events.forget("t1")
         assert sample("gmp_dkim_signatures_total", {"tenant_id": "t1", "outcome": "signed"}) is None
+
+
+def test_failovers_are_counted_per_home_account_and_forgotten_with_it(events):
+    events.failed_over("t1", "primary")
+    events.failed_over("t1", "primary")
+    if isinstance(events, PrometheusMetrics):
+        sample = events.registry.get_sample_value
+        labels = {"tenant_id": "t1", "account_id": "primary"}
+        assert sample("gmp_failovers_total", labels) == 2
+        events.forget("t1", "primary")
+        assert sample("gmp_failovers_total", labels) is None

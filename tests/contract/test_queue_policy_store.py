@@ -24,8 +24,10 @@ async def claim(store, limit=10, now=NOW, owner="w1"):
     return await store.claim_due(now=now, limit=limit, owner=owner, lease_s=60)
 
 
-async def settle(store, c, outcome: Outcome, now=NOW):
-    transition = transition_for(c, outcome, now=now, event_id=f"e-{c.message.id}-{now}")
+async def settle(store, c, outcome: Outcome, now=NOW, failover=False):
+    transition = transition_for(
+        c, outcome, now=now, event_id=f"e-{c.message.id}-{now}", failover=failover
+    )
     assert await store.complete(c.lease, transition, now)
 
 
@@ -308,3 +310,99 @@ async def test_a_slot_that_has_come_is_checked_against_sends_that_ended_late(sto
     (again,) = await claim(store, now=NOW + 60)
     grant = await store.reserve_slots(again.lease, [MINUTE], NOW + 60)
     assert (grant.at_ts, grant.window) == (NOW + 61, MINUTE.label)
+
+
+async def fallbacks(store, *fallback_ids, max_connections=1000, failover_after_s=300.0):
+    """t1/a1 names ``fallback_ids`` (created here, each with ``max_connections``)."""
+    for fallback_id in fallback_ids:
+        await store.put_account(
+            Account(id=fallback_id, tenant_id="t1", kind="capture", max_connections=max_connections)
+        )
+    await store.put_account(
+        Account(id="a1", tenant_id="t1", kind="capture", max_connections=1000,
+                fallback_accounts=fallback_ids, failover_after_s=failover_after_s)
+    )  # fmt: skip
+
+
+async def test_a_paused_account_s_messages_go_through_its_fallback_then_come_back(store):
+    await fallbacks(store, "b1")
+    await store.enqueue([new_message(f"m{n}") for n in range(4)], NOW)
+    (c0,) = await claim(store, limit=1)
+    broken = AccountBroken("SMTP 535 at AUTH: bad credentials", 535)
+    await settle(store, c0, broken, failover=True)
+    routed = await claim(store, now=NOW + 1)
+    assert [(c.message.id, c.message.account_id, c.message.failover_from) for c in routed] == [
+        (f"m{n}", "b1", "a1") for n in range(4)
+    ]  # the one that found the account broken first
+    assert all(c.pause is None for c in routed)  # the fallback is not paused
+    # While leased, the message reads as sent through the fallback.
+    leased = await store.get_message("t1", "m1")
+    assert (leased.account_id, leased.failover_from) == ("b1", "a1")
+    await settle(store, routed[0], Delivered(250), now=NOW + 1)
+    await settle(store, routed[1], Temporary("451 try later", 451), now=NOW + 1)
+    for message_id in ("m0", "m1"):
+        settled = await store.get_message("t1", message_id)
+        assert (settled.account_id, settled.failover_from) == ("a1", None)
+    # The fallback's success is no probe of the paused account.
+    assert (await store.account_pause("t1", "a1")) is not None
+    sent = [r.event for r in await store.pending_reports("t1", 10) if r.event.event == "sent"]
+    assert [(e.id, e.account_id, e.failover_from) for e in sent] == [("m0", "b1", "a1")]
+
+
+async def test_a_probing_account_keeps_its_probe_and_its_other_messages_fail_over(store):
+    await fallbacks(store, "b1")
+    await store.enqueue([new_message(f"m{n}") for n in range(4)], NOW)
+    (c0,) = await claim(store, limit=1)
+    await settle(store, c0, AccountBroken("SMTP 535 at AUTH: bad credentials", 535))
+    probing = await claim(store, now=NOW + 61)
+    senders = [(c.message.id, c.message.account_id) for c in probing]
+    assert senders == [("m0", "a1"), ("m1", "b1"), ("m2", "b1"), ("m3", "b1")]
+    probe = probing[0]
+    assert probe.pause is not None
+    await settle(store, probe, Delivered(250), now=NOW + 61)
+    assert await store.account_pause("t1", "a1") is None
+    for c in probing[1:]:
+        assert await store.release(c.lease, NOW + 61)
+    back = await claim(store, now=NOW + 62)
+    assert [(c.message.account_id, c.message.failover_from) for c in back] == [("a1", None)] * 3
+
+
+async def test_a_fallback_shares_its_room_and_a_paused_or_missing_fallback_is_skipped(store):
+    await fallbacks(store, "gone", "b1", "b2", max_connections=1)
+    assert await store.delete_account("t1", "gone")
+    await store.enqueue([new_message(f"m{n}") for n in range(6)], NOW)
+    (c0,) = await claim(store, limit=1)
+    await settle(store, c0, AccountBroken("SMTP 535 at AUTH: bad credentials", 535), failover=True)
+    await store.enqueue([new_message("b1-own", account_id="b1", now=NOW - 10)], NOW)
+    # b1 (one connection: two claims) takes its own message and a1's first, in queue
+    # order; "gone" is skipped.
+    first = await claim(store, now=NOW + 1, owner="w1")
+    assert [(c.message.id, c.message.account_id) for c in first] == [("b1-own", "b1"), ("m0", "b1")]
+    # b1 paused as well: a1's messages go to b2 next.
+    await settle(store, first[0], AccountBroken("TLS failed"), now=NOW + 1)
+    second = await claim(store, now=NOW + 2, owner="w2")
+    assert [(c.message.id, c.message.account_id) for c in second] == [("m1", "b2"), ("m2", "b2")]
+
+
+async def test_full_own_rate_windows_send_the_message_back_for_a_fallback(store):
+    await fallbacks(store, "b1", failover_after_s=30.0)
+    await store.enqueue([new_message(f"m{n}") for n in range(3)], NOW)
+    c0, c1, c2 = await claim(store)
+    assert (await store.reserve_slots(c0.lease, [MINUTE], NOW)).at_ts == NOW
+    assert (await store.reserve_slots(c1.lease, [MINUTE], NOW)).at_ts == NOW
+    grant = await store.reserve_slots(c2.lease, [MINUTE], NOW)
+    assert (grant.at_ts, grant.key) == (NOW + 60, MINUTE.key)
+    await settle(store, c0, Delivered(250))
+    await settle(store, c1, Delivered(250))
+    await settle(store, c2, RateLimited(grant.at_ts, grant.window, failover_after_s=30.0))
+    back = await store.get_message("t1", "m2")
+    assert (back.status, back.due_ts, back.attempts) == (Status.PENDING, NOW, 0)
+    pause = await store.account_pause("t1", "a1")
+    assert (pause.failures, pause.until_ts) == (0, NOW + 30)
+    (routed,) = await claim(store, now=NOW + 1)
+    assert (routed.message.id, routed.message.account_id) == ("m2", "b1")
+    # Once the windows would hold a message no longer than that, the account takes its
+    # own again, without a probe.
+    await store.enqueue([new_message("later")], NOW + 30)
+    (own,) = await claim(store, now=NOW + 30)
+    assert (own.message.account_id, own.message.failover_from) == ("a1", None)

@@ -3,6 +3,7 @@ and "why not yet" — tables and hypothesis properties."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,9 +19,11 @@ from mailproxy.domain.policy import (
     fair_order,
     grant_slot,
     held_by_tenant,
+    plan_claim,
     queue_order,
     queue_rank,
     rate_windows,
+    routed_heads,
     slot_free_at,
     suspension_of,
 )
@@ -186,6 +189,9 @@ def test_account_room_respects_connections_pause_and_half_open_probe():
     assert account_room(3, 0, pause, NOW) == 0
     assert account_room(3, 0, pause, NOW + 10) == 1
     assert account_room(3, 1, pause, NOW + 10) == 0
+    full_windows = msgspec.structs.replace(pause, failures=0)
+    assert account_room(3, 0, full_windows, NOW) == 0
+    assert account_room(3, 0, full_windows, NOW + 10) == 6  # no probe: nothing failed
 
 
 @pytest.mark.parametrize(
@@ -202,7 +208,7 @@ def test_suspension_scope(suspended, batch, expected):
     assert suspension_of(suspended, batch) == expected
 
 
-def decide_(message, outcome, pause=None):
+def decide_(message, outcome, pause=None, failover=False):
     return decide(
         message,
         outcome,
@@ -212,6 +218,7 @@ def decide_(message, outcome, pause=None):
         jitter_sample=0.0,
         event_id="e",
         pause=pause,
+        failover=failover,
     )
 
 
@@ -260,6 +267,73 @@ def test_a_rate_limit_defers_to_the_slot_or_rejects():
     rejected = decide_(queued(1), RateLimited(NOW + 42.5, "account a1: 3/minute", reject=True))
     assert rejected.status is Status.ERROR
     assert rejected.error.startswith("rate_limit_exceeded")
+
+
+def test_a_broken_account_with_fallbacks_leaves_its_message_due_for_one():
+    broken = decide_(queued(1), AccountBroken("SMTP 535 at AUTH", 535), failover=True)
+    assert (broken.status, broken.due_ts, broken.attempts) == (Status.DEFERRED, NOW, 0)
+    assert broken.pause is not None
+    assert broken.pause.until_ts == NOW + 60
+
+
+def test_own_windows_full_past_the_failover_wait_send_the_message_back_for_a_fallback():
+    window = "account a1: 3/minute"
+    short = decide_(queued(1), RateLimited(NOW + 20, window, failover_after_s=30))
+    assert (short.status, short.due_ts, short.slots, short.pause) == (
+        Status.DEFERRED, NOW + 20, "keep", None,
+    )  # fmt: skip
+    long = decide_(queued(1), RateLimited(NOW + 90, window, failover_after_s=30))
+    assert (long.status, long.due_ts, long.attempts, long.slots, long.events) == (
+        Status.PENDING, NOW, 0, "release", (),
+    )  # fmt: skip
+    assert long.pause is not None
+    assert (long.pause.failures, long.pause.until_ts) == (0, NOW + 60)
+    assert long.history is not None
+    assert long.history.event == "failover"
+    failing = AccountPause(
+        tenant_id="t1", account_id="a1", failures=2, until_ts=NOW + 80, reason="x"
+    )
+    during = decide_(queued(1), RateLimited(NOW + 90, window, failover_after_s=30), pause=failing)
+    assert during.pause is not None
+    assert (during.pause.failures, during.pause.until_ts) == (2, NOW + 80)
+
+
+def heads_of(*messages: QueuedMessage) -> list[QueuedMessage]:
+    return sorted(messages, key=queue_order)
+
+
+def test_a_claim_plan_routes_paused_accounts_to_their_first_usable_fallback():
+    paused = AccountPause(
+        tenant_id="t1", account_id="a1", failures=1, until_ts=NOW + 60, reason="x"
+    )
+    accounts = {
+        ("t1", "a1"): (1, ("gone", "busy", "b1", "b2")),
+        ("t1", "busy"): (1, ()),
+        ("t1", "b1"): (1, ()),
+        ("t1", "b2"): (1, ()),
+        ("t1", "ok"): (1, ("b1",)),
+    }
+    plan = plan_claim(accounts, {("t1", "busy"): 2}, {("t1", "a1"): paused}, NOW)
+    assert plan.routes == {("t1", "a1"): ("t1", "b1")}
+    assert plan.heads_wanted() == {
+        ("t1", "a1"): 2, ("t1", "b1"): 2, ("t1", "b2"): 2, ("t1", "ok"): 2,
+    }  # fmt: skip
+    own = queued(10, account="b1", accepted=NOW - 600)
+    heads = {
+        ("t1", "a1"): heads_of(queued(1), queued(2)),
+        ("t1", "b1"): heads_of(own),
+    }
+    candidates = routed_heads(plan, heads)
+    assert [(m.pk, m.account_id, m.failover_from) for m in candidates] == [
+        (10, "b1", None), (1, "b1", "a1"),
+    ]  # fmt: skip
+    # A fallback that is itself paused or probing takes no one else's messages.
+    probing = msgspec.structs.replace(paused, account_id="b1", until_ts=NOW - 1)
+    pauses = {("t1", "a1"): paused, ("t1", "b1"): probing}
+    plan = plan_claim(accounts, {("t1", "busy"): 2}, pauses, NOW)
+    assert plan.routes == {("t1", "a1"): ("t1", "b2")}
+    # Once the pause is cleared, nothing is routed.
+    assert plan_claim(accounts, {}, {}, NOW).routes == {}
 
 
 # --- why -------------------------------------------------------------------------------

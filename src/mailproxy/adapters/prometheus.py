@@ -75,6 +75,11 @@ class PrometheusMetrics:
             "gmp_dkim_signatures", "Messages DKIM-signed for an attempt, and signing failures",
             ["tenant_id", "outcome"], registry=self.registry,
         )  # fmt: skip
+        self._failovers = Counter(
+            "gmp_failovers",
+            "Attempts made through a fallback account, by the account failed over from",
+            ["tenant_id", "account_id"], registry=self.registry,
+        )  # fmt: skip
         #: The accounts each tenant has series of: what :meth:`forget` removes.
         self._series: dict[str, set[str]] = {}
 
@@ -105,7 +110,7 @@ class PrometheusMetrics:
         accounts = self._series.get(tenant_id, set())
         gone = set(accounts) if account_id is None else {account_id} & accounts
         for account in gone:
-            for metric in (*self._counters.values(), self._smtp):
+            for metric in (*self._counters.values(), self._smtp, self._failovers):
                 with contextlib.suppress(KeyError):  # no series of this metric yet
                     metric.remove(tenant_id, account)
             accounts.discard(account)
@@ -133,6 +138,10 @@ class PrometheusMetrics:
     def signed(self, tenant_id: str, outcome: SigningResult) -> None:
         self._series.setdefault(tenant_id, set())
         self._signatures.labels(tenant_id=tenant_id, outcome=outcome).inc()
+
+    def failed_over(self, tenant_id: str, account_id: str) -> None:
+        self._series.setdefault(tenant_id, set()).add(account_id)
+        self._failovers.labels(tenant_id=tenant_id, account_id=account_id).inc()
 
     def tenant_ids(self) -> set[str]:
         """The tenants that have series here (for pruning those deleted elsewhere)."""

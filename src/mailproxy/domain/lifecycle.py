@@ -115,6 +115,7 @@ def decide(
     jitter_sample: float,
     event_id: str,
     pause: AccountPause | None = None,
+    failover: bool = False,
 ) -> Transition:
     """What follows one attempt on ``message`` that ended with ``outcome``.
 
@@ -126,7 +127,8 @@ def decide(
       (no separate ``deferred`` report for that step).
     - AccountBroken → the account is paused (circuit breaker, backoff over its
       consecutive failures) and the message ``deferred`` until the pause ends, without
-      consuming an attempt; the age limit still applies.
+      consuming an attempt; the age limit still applies. With ``failover`` (its account
+      has fallbacks) it is due at once: the next claim gives it to a fallback.
     - RateLimited (no attempt was made) → ``deferred`` to the instant its reserved slot
       starts, reason ``rate_limit``, no attempt consumed; with ``reject``: final ``error``
       ``rate_limit_exceeded``; when the wait is longer than ``failover_after_s``: back to
@@ -140,7 +142,7 @@ def decide(
     own checks ends it.
     """
     transition = _transition_after(
-        message, outcome, now, policy, unknown_policy, jitter_sample, event_id, pause
+        message, outcome, now, policy, unknown_policy, jitter_sample, event_id, pause, failover
     )
     # Refusals that prove an address dead are hard bounces whatever becomes of the
     # message: sent to the others, failed, or retried for a recipient refused for now.
@@ -243,6 +245,7 @@ def _transition_after(
     jitter_sample: float,
     event_id: str,
     pause: AccountPause | None,
+    failover: bool,
 ) -> Transition:
     attempt = message.attempts + 1
     duplicate = message.possible_duplicate
@@ -255,7 +258,9 @@ def _transition_after(
     if isinstance(outcome, Unknown):
         return _unknown(message, outcome, event_id, now, policy, unknown_policy, jitter_sample)
     if isinstance(outcome, AccountBroken):
-        return _account_broken(message, outcome, event_id, now, policy, jitter_sample, pause)
+        return _account_broken(
+            message, outcome, event_id, now, policy, jitter_sample, pause, failover
+        )
     assert isinstance(outcome, Temporary)
     return _retry(
         message, event_id, attempt, duplicate, outcome.reason, outcome.smtp_code, now, policy,
@@ -374,6 +379,7 @@ def _account_broken(
     policy: RetryPolicy,
     jitter_sample: float,
     pause: AccountPause | None,
+    failover: bool,
 ) -> Transition:
     duplicate = message.possible_duplicate
     paused = pause_account(
@@ -386,7 +392,7 @@ def _account_broken(
             outcome.smtp_code, now,
         )  # fmt: skip
     deferral = _defer(
-        message, event_id, message.attempts, duplicate, now, paused.until_ts,
+        message, event_id, message.attempts, duplicate, now, now if failover else paused.until_ts,
         reason=outcome.reason, wait_reason="account_paused", wait_detail=outcome.reason,
         error=outcome.reason, code=outcome.smtp_code,
     )  # fmt: skip

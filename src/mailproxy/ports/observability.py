@@ -60,3 +60,7 @@ class DeliveryEvents(Protocol):
     def signed(self, tenant_id: str, outcome: SigningResult) -> None:
         """A message of the tenant was DKIM-signed for an attempt, or could not be (the
         attempt then failed without sending)."""
+
+    def failed_over(self, tenant_id: str, account_id: str) -> None:
+        """An attempt of a message of ``account_id`` was made through one of its
+        fallbacks (the account was paused, or its rate windows full)."""

@@ -40,6 +40,7 @@ def record_attempt(
         extra={
             "tenant": message.tenant_id,
             "account": message.account_id,
+            "failover_from": message.failover_from,
             "message_id": message.id,
             "attempt": transition.attempts,
             "smtp_code": transition.smtp_code,
@@ -53,5 +54,7 @@ def record_attempt(
     if result == "sent":
         events.delivered(message.tenant_id, message.account_id, now - message.created_ts)
     events.attempted(message.tenant_id, message.account_id, result, smtp_seconds)
+    if message.failover_from is not None and not isinstance(outcome, RateLimited):
+        events.failed_over(message.tenant_id, message.failover_from)
     for record in transition.bounces:
         events.bounce_recorded(message.tenant_id, record.kind)

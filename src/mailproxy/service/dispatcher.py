@@ -27,7 +27,7 @@ from mailproxy.domain.errors import (
 )
 from mailproxy.domain.lifecycle import decide, is_final, orphaned
 from mailproxy.domain.mime import Outgoing, RenderedMessage, render
-from mailproxy.domain.model import Claim, QueuedMessage, RefusedRecipient, Status, Tenant
+from mailproxy.domain.model import Account, Claim, QueuedMessage, RefusedRecipient, Status, Tenant
 from mailproxy.domain.outcome import (
     Delivered,
     Outcome,
@@ -350,6 +350,13 @@ class Dispatcher:
             outcome = msgspec.structs.replace(outcome, refused=outcome.refused + dropped)
         return outcome
 
+    async def _fallbacks_of(self, message: QueuedMessage) -> Account | None:
+        """The message's own account when it has fallbacks (it may be sent through one)."""
+        home = await self._config_cache.account(
+            message.tenant_id, message.failover_from or message.account_id
+        )
+        return home if home is not None and home.fallback_accounts else None
+
     async def _failover_after_s(self, message: QueuedMessage, grant: SlotGrant) -> float | None:
         """The wait past which a rate-limited message goes to a fallback instead: its own
         account's ``failover_after_s`` when that account has fallbacks and the window
@@ -357,12 +364,8 @@ class Dispatcher:
         account of the tenant alike)."""
         if grant.key != account_window_key(message.tenant_id, message.account_id):
             return None
-        home = await self._config_cache.account(
-            message.tenant_id, message.failover_from or message.account_id
-        )
-        if home is None or not home.fallback_accounts:
-            return None
-        return home.failover_after_s
+        home = await self._fallbacks_of(message)
+        return None if home is None else home.failover_after_s
 
     def _signed(
         self, rendered: RenderedMessage, message: QueuedMessage, tenant: Tenant | None
@@ -402,6 +405,7 @@ class Dispatcher:
             jitter_sample=self._random_unit() * 2.0 - 1.0,
             event_id=self._new_id(),
             pause=claim.pause,
+            failover=await self._fallbacks_of(message) is not None,
         )
         # Only an attempt that reached the transport can outlive its account; a rate
         # deferral (frequent under limits) saves the read.
