@@ -17,6 +17,8 @@ class AccountAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
 class AccountBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str
     bounce_mailbox: BounceMailboxBody | None = None
+    failover_after_s: float | None = None
+    fallback_accounts: list[str] | None = None
     host: str | None = None
     is_default: bool | None = None
     kind: Literal["smtp", "capture"] | None = None
@@ -37,6 +39,8 @@ class AccountBody(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class AccountRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     bounce_mailbox: BounceMailboxRecord | None
+    failover_after_s: float
+    fallback_accounts: list[str]
     has_password: bool
     host: str | None
     id: str
