@@ -7,6 +7,7 @@ reaches two sinks."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,20 @@ async def test_full_own_rate_windows_hand_the_rest_to_the_fallback(proxy, receiv
                                         ("primary", None)]  # fmt: skip
     message = await proxy.get_message("acme", next(m for m, e in entries.items() if e[1]))
     assert (message.account_id, message.status.value) == ("primary", "sent")
+
+
+async def test_a_primary_that_refuses_connections_hands_its_messages_over(
+    proxy, receiver, backup_sink
+):
+    with socket.socket() as unused:  # a loopback port with nothing listening
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    await proxy.put_account(account("primary", port, is_default=True, fallback_accounts=["backup"]))
+    await send(proxy, "m1", "m2")
+    assert arrived(backup_sink) == ["m1", "m2"]
+    assert sent_entries(receiver) == dict.fromkeys(("m1", "m2"), ("backup", "primary"))
+    deferred = [e for c in receiver.calls for e in c.entries if e["event"] == "deferred"]
+    assert {(e["account_id"], e.get("failover_from")) for e in deferred} == {("primary", None)}
 
 
 async def test_a_fallback_must_be_another_account_of_the_tenant(proxy, backup_sink):

@@ -269,11 +269,18 @@ def test_a_rate_limit_defers_to_the_slot_or_rejects():
     assert rejected.error.startswith("rate_limit_exceeded")
 
 
-def test_a_broken_account_with_fallbacks_leaves_its_message_due_for_one():
-    broken = decide_(queued(1), AccountBroken("SMTP 535 at AUTH", 535), failover=True)
+@pytest.mark.parametrize(
+    "outcome",
+    [AccountBroken("SMTP 535 at AUTH", 535), Temporary("connection refused", account_level=True)],
+)
+def test_an_account_with_fallbacks_that_fails_is_paused_and_its_message_due_for_one(outcome):
+    broken = decide_(queued(1), outcome, failover=True)
     assert (broken.status, broken.due_ts, broken.attempts) == (Status.DEFERRED, NOW, 0)
     assert broken.pause is not None
     assert broken.pause.until_ts == NOW + 60
+    # Without fallbacks, a connection failure is the message's retry, as before.
+    alone = decide_(queued(1), Temporary("connection refused", account_level=True))
+    assert (alone.attempts, alone.pause, alone.wait_reason) == (1, None, "retry")
 
 
 def test_own_windows_full_past_the_failover_wait_send_the_message_back_for_a_fallback():

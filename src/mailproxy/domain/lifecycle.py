@@ -128,7 +128,9 @@ def decide(
     - AccountBroken → the account is paused (circuit breaker, backoff over its
       consecutive failures) and the message ``deferred`` until the pause ends, without
       consuming an attempt; the age limit still applies. With ``failover`` (its account
-      has fallbacks) it is due at once: the next claim gives it to a fallback.
+      has fallbacks) it is due at once: the next claim gives it to a fallback; and a
+      Temporary failure of the account (``account_level``: connection, greeting, 421)
+      pauses it in the same way.
     - RateLimited (no attempt was made) → ``deferred`` to the instant its reserved slot
       starts, reason ``rate_limit``, no attempt consumed; with ``reject``: final ``error``
       ``rate_limit_exceeded``; when the wait is longer than ``failover_after_s``: back to
@@ -257,7 +259,11 @@ def _transition_after(
         return _fail(message, event_id, attempt, duplicate, outcome.reason, outcome.smtp_code, now)
     if isinstance(outcome, Unknown):
         return _unknown(message, outcome, event_id, now, policy, unknown_policy, jitter_sample)
-    if isinstance(outcome, AccountBroken):
+    if isinstance(outcome, AccountBroken) or (
+        # An account that cannot be reached now (connection, greeting, 421) hands its
+        # messages to a fallback when it has one; without, each message retries.
+        isinstance(outcome, Temporary) and outcome.account_level and failover
+    ):
         return _account_broken(
             message, outcome, event_id, now, policy, jitter_sample, pause, failover
         )
@@ -373,7 +379,7 @@ def _unknown(
 
 def _account_broken(
     message: QueuedMessage,
-    outcome: AccountBroken,
+    outcome: AccountBroken | Temporary,
     event_id: str,
     now: float,
     policy: RetryPolicy,
