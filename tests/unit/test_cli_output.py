@@ -186,3 +186,26 @@ def test_deleting_a_tenant_asks_on_a_terminal_and_needs_yes_elsewhere(home):
 
     assert run(home, "box", "tenants", "delete", "acme", "--yes") == "tenant acme deleted\n"
     assert run(home, "box", "tenants", "list") == "no tenants\n"
+
+
+def test_fallback_accounts_are_set_listed_and_checked(home):
+    for words in ("box acme accounts add b1 --kind capture",
+                  "box acme accounts add b2 --kind capture",
+                  "box acme accounts add main --kind capture --fallback b1 --fallback b2 "
+                  "--failover-after 60"):  # fmt: skip
+        run(home, *words.split())
+    listed = {
+        a["id"]: a for a in json.loads(run(home, "box", "acme", "accounts", "list", "--json"))
+    }
+    assert (listed["main"]["fallback_accounts"], listed["main"]["failover_after_s"]) == (
+        ["b1", "b2"], 60.0,
+    )  # fmt: skip
+    page = run(home, "box", "acme", "accounts", "list")
+    assert "b1, b2" in page
+    assert_reads_like_a_tool(page)
+    refused = cli(
+        home,
+        *["box", "acme", "accounts", "add", "main", "--kind", "capture", "--fallback", "nosuch"],
+    )
+    assert refused.returncode != 0
+    assert "no account nosuch in tenant acme" in refused.stderr

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
-from cyclopts import Parameter
+from cyclopts import Parameter, validators
 
 from mailproxy.config import load_settings
 from mailproxy.domain.egress import Network, parse_networks, smtp_host_refusal
@@ -44,6 +44,7 @@ def accounts_list(
         ("server", server),
         ("default", lambda a: "yes" if a["is_default"] else None),
         ("limits", account_limits),
+        ("fallbacks", lambda a: ", ".join(a.get("fallback_accounts") or ()) or None),
     ]
     table(found["accounts"], json_output, columns, "no accounts")
 
@@ -79,6 +80,8 @@ def accounts_add(
     limit_behavior: Literal["defer", "reject"] | None = None,
     max_connections: Count | None = None,
     default: Annotated[bool, Parameter(negative=())] = False,
+    fallback: Annotated[list[str] | None, Parameter(consume_multiple=False)] = None,
+    failover_after: Annotated[float | None, Parameter(validator=validators.Number(gte=0))] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Create or replace an account of the tenant.
@@ -120,12 +123,20 @@ def accounts_add(
         Concurrent SMTP connections per process (default 3).
     default
         The tenant's default account, for messages that name none.
+    fallback
+        Another account of the tenant that sends this one's messages while it is paused,
+        cannot be reached, or its rate limits would hold a message too long; give it
+        again for a second fallback (tried in order).
+    failover_after
+        Seconds a message may wait for this account's rate limits before a fallback
+        sends it (default 300).
     """
     given = present(
         kind=kind, host=host, port=port, user=user, password=password,
         limit_per_minute=limit_per_minute, limit_per_hour=limit_per_hour,
         limit_per_day=limit_per_day, limit_behavior=limit_behavior,
         max_connections=max_connections, is_default=default or None,
+        fallback_accounts=fallback, failover_after_s=failover_after,
     )  # fmt: skip
     if tls is not None:
         given["use_tls"] = TLS_ANSWERS[tls]  # auto is None: kept, so it is not asked
