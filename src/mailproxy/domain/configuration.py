@@ -14,6 +14,7 @@ from mailproxy.domain.egress import check_http_url
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.headers import CONTROL
 from mailproxy.domain.model import Account, BounceMailboxSpec, Tenant
+from mailproxy.domain.send_windows import check_send_windows
 from mailproxy.domain.validation import (
     MAX_CONNECTIONS,
     MAX_COUNT,
@@ -62,6 +63,8 @@ def parse_tenant(raw: object) -> Tenant:
         )
     if not tenant.name:
         tenant = msgspec.structs.replace(tenant, name=tenant.id)
+    if tenant.send_windows is not None:
+        check_send_windows("send_windows", tenant.send_windows)
     return tenant
 
 
@@ -88,6 +91,8 @@ def parse_account(raw: object) -> Account:
     if account.bounce_mailbox is not None:
         check_bounce_mailbox("bounce_mailbox", account.bounce_mailbox)
     check_fallbacks(account)
+    if account.send_windows is not None:
+        check_send_windows("send_windows", account.send_windows)
     return account
 
 

@@ -30,6 +30,7 @@ from mailproxy.domain.outcome import (
     AccountBroken,
     Delivered,
     Outcome,
+    OutsideWindow,
     Permanent,
     RateLimited,
     Temporary,
@@ -51,7 +52,14 @@ ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
     ),
     Status.SUSPENDED: frozenset({Status.PENDING, Status.SCHEDULED, Status.DEFERRED}),
     Status.SENDING: frozenset(
-        {Status.SENT, Status.ERROR, Status.DEFERRED, Status.UNKNOWN, Status.PENDING}
+        {
+            Status.SENT,
+            Status.ERROR,
+            Status.DEFERRED,
+            Status.UNKNOWN,
+            Status.PENDING,
+            Status.SCHEDULED,
+        }
     ),
     Status.UNKNOWN: frozenset(),
     Status.ERROR: frozenset({Status.PENDING, Status.SCHEDULED}),
@@ -137,6 +145,8 @@ def decide(
       ``pending`` at once, the sending account paused for as long as its windows hold
       messages that long (:func:`mailproxy.domain.policy.rate_saturation`), so that a
       fallback sends it.
+    - OutsideWindow (no attempt was made) → ``scheduled`` for the window's opening, reason
+      ``send_window``, nothing reported.
 
     Rate-limit reservations are consumed when the server may have the message (delivered
     or unknown), kept by a rate deferral, and released otherwise. ``pause`` is the
@@ -156,7 +166,7 @@ def decide(
         slots = "keep"  # the future slot it waits for
     else:
         slots = "release"
-    account_checked = not isinstance(outcome, AccountBroken | RateLimited) and not (
+    account_checked = not isinstance(outcome, AccountBroken | RateLimited | OutsideWindow) and not (
         isinstance(outcome, Temporary) and outcome.account_level
     )
     return msgspec.structs.replace(
@@ -253,6 +263,15 @@ def _transition_after(
     duplicate = message.possible_duplicate
     if isinstance(outcome, RateLimited):
         return _rate_limited(message, outcome, event_id, now, pause)
+    if isinstance(outcome, OutsideWindow):
+        # Not a failure, nothing to report: the message waits, as if it had been
+        # accepted outside its window.
+        return Transition(
+            status=Status.SCHEDULED, due_ts=outcome.opens_ts, attempts=message.attempts,
+            possible_duplicate=duplicate, error=message.error, smtp_code=message.smtp_code,
+            history=HistoryEntry("scheduled", now, "send window closed"),
+            wait_reason="send_window",
+        )  # fmt: skip
     if isinstance(outcome, Delivered):
         return _delivered(message, outcome, event_id, now)
     if isinstance(outcome, Permanent):

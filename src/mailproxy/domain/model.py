@@ -76,6 +76,29 @@ class ClientAuth(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     password: str | None = None
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class WeeklyWindow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Sending is allowed on ``days`` from ``start`` to ``end`` (``"HH:MM"``, local time;
+    ``end`` later than ``start``, ``"24:00"`` for the end of the day)."""
+
+    days: tuple[Weekday, ...]
+    start: str
+    end: str
+
+
+class SendWindows(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """When messages of priority ``min_priority`` and lower (by default medium and low)
+    may be sent: inside one of ``windows``, read in the IANA time zone ``tz``. Immediate
+    and high messages always go (below the default ``min_priority``)."""
+
+    tz: str
+    windows: tuple[WeeklyWindow, ...]
+    min_priority: int = 2
+
+
 class Tenant(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
 ):
@@ -101,6 +124,8 @@ class Tenant(
     #: Keys that sign the tenant's mail (``domain.dkim``); changed only through the DKIM
     #: routes, never through a tenant body.
     dkim_keys: tuple[DkimKey, ...] = ()
+    #: When its medium and low messages may go (an account's own replace these).
+    send_windows: SendWindows | None = None
 
 
 MailboxTls = Literal["implicit", "starttls", "none"]
@@ -121,8 +146,13 @@ class BounceMailboxSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     poll_s: float = 60.0
 
 
-class Account(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Account(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     """An SMTP account of a tenant (or a ``capture`` sandbox that writes ``.eml`` files)."""
+
+    # omit_defaults: as for Tenant, a field added later reaches the database only once
+    # it is used, so processes of the previous version sharing it still read the account.
 
     id: str
     tenant_id: str
@@ -148,6 +178,8 @@ class Account(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     #: it is paused or its rate windows would hold a message past ``failover_after_s``.
     fallback_accounts: tuple[str, ...] = ()
     failover_after_s: float = 300.0
+    #: When its medium and low messages may go, replacing the tenant's.
+    send_windows: SendWindows | None = None
 
 
 class AttachmentRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -213,6 +245,9 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     message_id: str
     date_ts: float
     spec: MessageSpec
+    #: Why it waits when it is stored ``scheduled`` for a reason of the service's
+    #: (``"send_window"``); None for a client's ``deferred_ts`` or no wait.
+    wait_reason: str | None = None
 
 
 class QueuedMessage(msgspec.Struct, frozen=True, kw_only=True):

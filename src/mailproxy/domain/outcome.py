@@ -100,7 +100,13 @@ class RateLimited(msgspec.Struct, frozen=True):
     failover_after_s: float | None = None
 
 
-Outcome = Delivered | Temporary | Permanent | Unknown | AccountBroken | RateLimited
+class OutsideWindow(msgspec.Struct, frozen=True):
+    """No attempt was made: the message's send window is closed until ``opens_ts``."""
+
+    opens_ts: float
+
+
+Outcome = Delivered | Temporary | Permanent | Unknown | AccountBroken | RateLimited | OutsideWindow
 
 
 def _enhanced_class(text: str) -> str | None:

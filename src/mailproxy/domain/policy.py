@@ -364,7 +364,14 @@ def routed_heads(
 # --- why not yet ------------------------------------------------------------------------
 
 WaitReason = Literal[
-    "queued", "scheduled", "rate_limit", "retry", "suspended", "account_paused", "sending"
+    "queued",
+    "scheduled",
+    "rate_limit",
+    "retry",
+    "suspended",
+    "account_paused",
+    "sending",
+    "send_window",
 ]
 
 
@@ -406,6 +413,12 @@ def explain(
             next_attempt_ts=due_second(max(pause.until_ts, message.due_ts)),
         )
     if message.due_ts > now:
+        if message.wait_reason == "send_window":
+            return Why(
+                reason="send_window",
+                detail="outside the send window",
+                next_attempt_ts=due_second(message.due_ts),
+            )
         if message.wait_reason == "rate_limit":
             return Why(
                 reason="rate_limit",

@@ -32,6 +32,7 @@ from mailproxy.ports.transport import Transport
 from mailproxy.service.attachments import AttachmentFetcher
 from mailproxy.service.config_cache import ConfigCache
 from mailproxy.service.options import LimitsOptions, RetentionOptions
+from mailproxy.service.send_windows import check_zone
 
 
 class CreatedTenant(msgspec.Struct, frozen=True):
@@ -82,6 +83,7 @@ class Admin:
     async def put_tenant(self, data: Mapping[str, Any] | Tenant) -> Tenant:
         """Create or replace a tenant (validated; raises :class:`InvalidInput`)."""
         tenant = data if isinstance(data, Tenant) else parse_tenant(data)
+        check_zone("send_windows", tenant.send_windows)
         await self._config.put_tenant(tenant)
         self._config_cache.forget_tenant(tenant.id)
         return tenant
@@ -112,6 +114,7 @@ class Admin:
         """Create a tenant (:class:`Conflict` if the id exists) with a new API key and a
         webhook secret (the given one, or a generated one)."""
         tenant = parse_tenant(data)
+        check_zone("send_windows", tenant.send_windows)
         if await self._config.get_tenant(tenant.id) is not None:
             raise Conflict(f"tenant {tenant.id} already exists")
         if tenant.webhook_secret is None:
@@ -140,6 +143,7 @@ class Admin:
             # A secret set by hand replaces the rotation too: a leaked one is revoked.
             merged["webhook_secret_previous"] = None
         tenant = parse_tenant(merged)
+        check_zone("send_windows", tenant.send_windows)
         await self._config.put_tenant(tenant)
         self._config_cache.forget_tenant(tenant_id)
         return tenant
@@ -155,6 +159,7 @@ class Admin:
         tenant's key may not set is :func:`~mailproxy.domain.access.tenant_key_refusal`;
         it may create at most ``tenant_max_accounts`` accounts."""
         account = data if isinstance(data, Account) else parse_account(data)
+        check_zone("send_windows", account.send_windows)
         limits = self._limits
         refusal = (
             None if caller.is_admin else tenant_key_refusal(account, limits.tenant_max_connections)

@@ -31,6 +31,7 @@ from mailproxy.domain.model import Account, Claim, QueuedMessage, RefusedRecipie
 from mailproxy.domain.outcome import (
     Delivered,
     Outcome,
+    OutsideWindow,
     Permanent,
     RateLimited,
     Temporary,
@@ -45,6 +46,7 @@ from mailproxy.service.attachments import AttachmentFetcher
 from mailproxy.service.attempt_record import record_attempt
 from mailproxy.service.config_cache import ConfigCache
 from mailproxy.service.options import DeliveryOptions, RetentionOptions
+from mailproxy.service.send_windows import opening_after, windows_of
 from mailproxy.service.signing import NO_SIGNER
 
 log = logging.getLogger("mailproxy")
@@ -293,6 +295,10 @@ class Dispatcher:
         if transport is None:
             return Permanent(f"no transport for account kind {account.kind!r}")
         tenant = await self._config_cache.tenant(message.tenant_id)
+        own = account if message.failover_from is None else await self._own_account(message)
+        opens = opening_after(windows_of(tenant, own), message.priority, self._clock())
+        if opens is not None:
+            return OutsideWindow(opens)
         windows = rate_windows(tenant, account, self._options.window_lengths)
         if windows:
             now = self._clock()
@@ -350,11 +356,15 @@ class Dispatcher:
             outcome = msgspec.structs.replace(outcome, refused=outcome.refused + dropped)
         return outcome
 
-    async def _fallbacks_of(self, message: QueuedMessage) -> Account | None:
-        """The message's own account when it has fallbacks (it may be sent through one)."""
-        home = await self._config_cache.account(
+    async def _own_account(self, message: QueuedMessage) -> Account | None:
+        """The message's own account (not the fallback sending it)."""
+        return await self._config_cache.account(
             message.tenant_id, message.failover_from or message.account_id
         )
+
+    async def _fallbacks_of(self, message: QueuedMessage) -> Account | None:
+        """The message's own account when it has fallbacks (it may be sent through one)."""
+        home = await self._own_account(message)
         return home if home is not None and home.fallback_accounts else None
 
     async def _failover_after_s(self, message: QueuedMessage, grant: SlotGrant) -> float | None:
@@ -424,7 +434,8 @@ class Dispatcher:
         if not applied:
             self._lease_lost(message)
             return
-        record_attempt(self._events, message, outcome, transition, smtp_seconds, now)
+        if not isinstance(outcome, OutsideWindow):  # nothing was attempted
+            record_attempt(self._events, message, outcome, transition, smtp_seconds, now)
         if transition.events:
             self._wake_reports()
         if transition.status is not Status.SENT and transition.status is not Status.ERROR:

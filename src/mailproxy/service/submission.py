@@ -15,6 +15,7 @@ from mailproxy.domain.model import (
     NewMessage,
     RawAccepted,
     Rejection,
+    Status,
     SubmitResult,
 )
 from mailproxy.domain.policy import queue_rank
@@ -32,6 +33,7 @@ from mailproxy.ports.store import MessageStore
 from mailproxy.service.attachments import AttachmentFetcher
 from mailproxy.service.config_cache import ConfigCache
 from mailproxy.service.options import DeliveryOptions, LimitsOptions
+from mailproxy.service.send_windows import opening_after, windows_of
 
 
 class _Coalesced:
@@ -274,6 +276,12 @@ class Submission:
             self._attachments.check(tenant, ref)
         status, due_ts = initial_status(spec.deferred_ts, now)
         priority = spec.priority if spec.priority is not None else default_priority
+        # Outside its send window, a message waits for the window's opening (checked
+        # again before each attempt: a retry may fall outside it too).
+        opens = opening_after(windows_of(tenant, account), priority, due_ts)
+        wait_reason = None
+        if opens is not None:
+            status, due_ts, wait_reason = Status.SCHEDULED, opens, "send_window"
         sender_domain = address_of(spec.from_).rpartition("@")[2]
         message_id = spec.message_id or f"{self._new_id()}@{idna_domain(sender_domain)}"
         return NewMessage(
@@ -288,4 +296,5 @@ class Submission:
             message_id=message_id,
             date_ts=now,
             spec=msgspec.structs.replace(spec, tenant_id=tenant_id, account_id=account.id),
+            wait_reason=wait_reason,
         )

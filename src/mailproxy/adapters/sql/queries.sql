@@ -15,8 +15,8 @@ WHERE tenant_id = ? AND account_id = ?
 -- Replaces a message only where domain.lifecycle.resubmission_refusal allows it (not
 -- sent, not in flight, not a possible duplicate); which rows it stored is read back.
 INSERT INTO messages (tenant_id, id, account_id, priority, rank, seq, status, due_ts,
-    batch_code, message_id, date_ts, spec, created_ts, updated_ts)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    batch_code, message_id, date_ts, spec, created_ts, updated_ts, wait_reason)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tenant_id, id) DO UPDATE SET account_id = excluded.account_id,
     priority = excluded.priority, rank = excluded.rank, seq = excluded.seq,
     status = excluded.status, due_ts = excluded.due_ts, batch_code = excluded.batch_code,
@@ -24,7 +24,8 @@ ON CONFLICT (tenant_id, id) DO UPDATE SET account_id = excluded.account_id,
     created_ts = excluded.created_ts, updated_ts = excluded.updated_ts, attempts = 0,
     possible_duplicate = FALSE, sent_ts = NULL, error_ts = NULL, final_ts = NULL,
     error = NULL, smtp_code = NULL, lease_owner = NULL, lease_token = NULL,
-    lease_expires_ts = NULL, attempt_open = FALSE, wait_reason = NULL, wait_detail = NULL
+    lease_expires_ts = NULL, attempt_open = FALSE, wait_reason = excluded.wait_reason,
+    wait_detail = NULL
 WHERE messages.status NOT IN ('sent', 'sending', 'unknown')
     AND NOT messages.possible_duplicate
 

@@ -68,7 +68,7 @@ def enqueue(tx: Tx, messages: Sequence[NewMessage], now: float) -> Enqueued:
             (
                 new.tenant_id, new.id, new.account_id, new.priority, new.rank, seq,
                 status.value, new.due_ts, new.batch_code, new.message_id, new.date_ts,
-                encode(new.spec), now, now,
+                encode(new.spec), now, now, new.wait_reason,
             )
         )  # fmt: skip
     tx.many(tx.q.upsert_message, rows)

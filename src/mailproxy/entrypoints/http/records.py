@@ -180,4 +180,5 @@ def tenant_record(tenant: Tenant, suspended: list[str]) -> TenantRecord:
         unknown_policy=tenant.unknown_policy,
         suppression=tenant.suppression or SuppressionSettings(),
         suspended_batches=suspended,
+        send_windows=tenant.send_windows,
     )

@@ -16,7 +16,7 @@ from litestar.openapi.spec import Example
 from mailproxy.domain.bounces import SuppressionSettings
 from mailproxy.domain.decoding import convert_error
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.model import ClientAuth, RateLimits, Status
+from mailproxy.domain.model import ClientAuth, RateLimits, SendWindows, Status
 from mailproxy.domain.policy import Why
 from mailproxy.domain.validation import MAX_CONNECTIONS, MAX_COUNT, MAX_TS
 
@@ -170,6 +170,8 @@ class AccountBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: rate windows would hold a message longer than ``failover_after_s``.
     fallback_accounts: list[str] | Unset = UNSET
     failover_after_s: Annotated[float, msgspec.Meta(ge=0, le=7 * 86_400)] | Unset = UNSET
+    #: When its medium and low messages may go, replacing the tenant's windows.
+    send_windows: SendWindows | Unset | None = UNSET
 
 
 class TenantChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -186,6 +188,8 @@ class TenantChanges(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     attachment_url_prefixes: list[str] | Unset = UNSET
     unknown_policy: Literal["at_least_once", "at_most_once"] | Unset | None = UNSET
     suppression: SuppressionRuleBody | Unset | None = UNSET
+    #: When its medium and low messages may go: weekly windows in an IANA time zone.
+    send_windows: SendWindows | Unset | None = UNSET
 
 
 class TenantBody(TenantChanges, kw_only=True, forbid_unknown_fields=True):
@@ -407,6 +411,7 @@ class AccountRecord(msgspec.Struct, kw_only=True):
     bounce_mailbox: BounceMailboxRecord | None
     fallback_accounts: list[str]
     failover_after_s: float
+    send_windows: SendWindows | None
 
 
 class AccountAnswer(msgspec.Struct, kw_only=True):
@@ -441,6 +446,7 @@ class TenantRecord(msgspec.Struct, kw_only=True):
     unknown_policy: str | None
     suppression: SuppressionSettings
     suspended_batches: list[str]
+    send_windows: SendWindows | None
 
 
 class TenantAnswer(msgspec.Struct, kw_only=True):

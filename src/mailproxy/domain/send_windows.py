@@ -1,0 +1,89 @@
+"""Send windows: the weekly hours in a time zone when a tenant's (or an account's) medium
+and low messages may go, and the next instant a message may go by them.
+
+Pure: the zone comes in as a ``tzinfo`` (the caller looks it up), the instant as Unix
+seconds. Local times are read as the zone reads them on that date, so a window keeps its
+local hours across daylight-saving changes; a start that does not exist that day (inside
+the spring-forward gap) begins when the clocks have jumped, and one that happens twice
+(the autumn overlap) at its first occurrence.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta, tzinfo
+
+from mailproxy.domain.errors import InvalidInput
+from mailproxy.domain.model import WEEKDAYS, SendWindows
+
+#: ``HH:MM``, 00:00 to 23:59, and 24:00 (the end of the day, for ``end``).
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
+MAX_WINDOWS = 21
+#: Priorities are 0 (immediate) to 3 (low).
+_PRIORITIES = range(4)
+#: Days looked ahead for the next opening: a week, and the day on either side.
+_HORIZON_DAYS = 9
+
+
+def check_send_windows(field: str, windows: SendWindows) -> SendWindows:
+    """The clock times, days and priority threshold of ``windows`` (not its zone, which
+    the caller looks up: :class:`InvalidInput` with ``field`` either way)."""
+    if not windows.windows:
+        raise InvalidInput(f"{field}.windows", f"invalid {field}.windows: at least one window")
+    if len(windows.windows) > MAX_WINDOWS:
+        raise InvalidInput(f"{field}.windows", f"invalid {field}.windows: at most {MAX_WINDOWS}")
+    if windows.min_priority not in _PRIORITIES:
+        raise InvalidInput(f"{field}.min_priority", f"invalid {field}.min_priority: 0..3")
+    for n, window in enumerate(windows.windows):
+        where = f"{field}.windows[{n}]"
+        if not window.days or len(set(window.days)) != len(window.days):
+            raise InvalidInput(
+                f"{where}.days", f"invalid {where}.days: each day once, at least one"
+            )
+        for name in ("start", "end"):
+            value = getattr(window, name)
+            if not _CLOCK.fullmatch(value) or (name == "start" and value == "24:00"):
+                raise InvalidInput(
+                    f"{where}.{name}", f"invalid {where}.{name}: HH:MM, e.g. 08:00 (got {value!r})"
+                )
+        if window.end <= window.start:
+            raise InvalidInput(
+                f"{where}.end",
+                f"invalid {where}.end: later than start (a window past midnight is two windows)",
+            )
+    return windows
+
+
+def holds(windows: SendWindows, priority: int) -> bool:
+    """Whether ``windows`` apply to a message of ``priority``."""
+    return priority >= windows.min_priority
+
+
+def next_opening(windows: SendWindows, zone: tzinfo, at: float) -> float:
+    """The earliest instant ≥ ``at`` inside one of ``windows``: ``at`` itself when it is
+    inside one."""
+    today = datetime.fromtimestamp(at, zone).date()
+    soonest = float("inf")
+    for offset in range(-1, _HORIZON_DAYS):
+        day = today + timedelta(days=offset)
+        name = WEEKDAYS[day.weekday()]
+        for window in windows.windows:
+            if name not in window.days:
+                continue
+            opens, closes = _instant(day, window.start, zone), _instant(day, window.end, zone)
+            if opens <= at < closes:
+                return at
+            if opens > at:
+                soonest = min(soonest, opens)
+    return soonest
+
+
+def _instant(day: date, clock: str, zone: tzinfo) -> float:
+    if clock == "24:00":
+        return datetime.combine(day + timedelta(days=1), time(), zone).timestamp()
+    hours, minutes = (int(part) for part in clock.split(":"))
+    local = datetime.combine(day, time(hours, minutes), zone)
+    # A wall time in the spring-forward gap does not exist: it is read with the offset
+    # before the change, which lands after the gap (02:30 becomes 03:30). Ambiguous
+    # times (fold 0) are their first occurrence.
+    return local.timestamp()
