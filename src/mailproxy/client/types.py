@@ -30,6 +30,7 @@ class AccountBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     password: str | None = None
     port: int | None = None
     return_path: str | None = None
+    send_windows: SendWindows | None = None
     tenant_id: str | None = None
     tls_ca_file: str | None = None
     tls_verify: bool | None = None
@@ -53,6 +54,7 @@ class AccountRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     max_connections: int
     port: int | None
     return_path: str | None
+    send_windows: SendWindows | None
     tenant_id: str
     tls_ca_file: str | None
     tls_verify: bool
@@ -303,6 +305,12 @@ class RemovedAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
     ok: bool | None = None
 
 
+class SendWindows(msgspec.Struct, kw_only=True, omit_defaults=True):
+    tz: str
+    windows: list[WeeklyWindow]
+    min_priority: int | None = None
+
+
 Status = Literal["pending", "scheduled", "deferred", "sending", "sent", "error", "suspended", "unknown"]
 
 
@@ -384,6 +392,7 @@ class TenantBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     client_sync_path: str | None = None
     name: str | None = None
     rate_limits: RateLimitsBody | None = None
+    send_windows: SendWindows | None = None
     suppression: SuppressionRuleBody | None = None
     unknown_policy: Literal["at_least_once", "at_most_once"] | None = None
     webhook_secret: str | None = None
@@ -398,6 +407,7 @@ class TenantChanges(msgspec.Struct, kw_only=True, omit_defaults=True):
     client_sync_path: str | None = None
     name: str | None = None
     rate_limits: RateLimitsBody | None = None
+    send_windows: SendWindows | None = None
     suppression: SuppressionRuleBody | None = None
     unknown_policy: Literal["at_least_once", "at_most_once"] | None = None
     webhook_secret: str | None = None
@@ -415,6 +425,7 @@ class TenantRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str
     name: str
     rate_limits: RateLimits | None
+    send_windows: SendWindows | None
     suppression: SuppressionSettings
     suspended_batches: list[str]
     unknown_policy: str | None
@@ -430,8 +441,14 @@ class WebhookSecretAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
     ok: bool | None = None
 
 
+class WeeklyWindow(msgspec.Struct, kw_only=True, omit_defaults=True):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]]
+    end: str
+    start: str
+
+
 class Why(msgspec.Struct, kw_only=True, omit_defaults=True):
-    reason: Literal["queued", "scheduled", "rate_limit", "retry", "suspended", "account_paused", "sending"]
+    reason: Literal["queued", "scheduled", "rate_limit", "retry", "suspended", "account_paused", "sending", "send_window"]
     ahead: int | None = None
     detail: str | None = None
     next_attempt_ts: int | None = None
