@@ -209,3 +209,25 @@ def test_fallback_accounts_are_set_listed_and_checked(home):
     )
     assert refused.returncode != 0
     assert "no account nosuch in tenant acme" in refused.stderr
+
+
+def test_send_windows_are_written_as_people_write_them(home):
+    run(home, "box", "tenants", "update", "acme", "--send-window", "mon-fri 08:00-20:00",
+        "--send-window", "sat 10:00-12:00", "--tz", "Europe/Rome", "--windows-from", "low")  # fmt: skip
+    tenant = json.loads(run(home, "box", "tenants", "show", "acme", "--json"))
+    assert tenant["send_windows"] == {
+        "tz": "Europe/Rome", "min_priority": 3,
+        "windows": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "20:00"},
+                    {"days": ["sat"], "start": "10:00", "end": "12:00"}],
+    }  # fmt: skip
+    run(home, "box", "tenants", "update", "acme", "--no-send-windows")
+    assert json.loads(run(home, "box", "tenants", "show", "acme", "--json"))["send_windows"] is None
+    for words, said in (
+        (["--send-window", "weekdays 08:00-20:00", "--tz", "Europe/Rome"], "days are mon"),
+        (["--send-window", "mon 08:00-20:00"], "needs --tz"),
+        (["--send-window", "mon 08:00-20:00", "--tz", "Mars/Olympus"], "not an IANA time zone"),
+    ):
+        refused = cli(home, "box", "tenants", "update", "acme", *words)
+        assert refused.returncode != 0
+        assert said in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr

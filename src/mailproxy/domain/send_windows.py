@@ -14,7 +14,7 @@ import re
 from datetime import date, datetime, time, timedelta, tzinfo
 
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.model import WEEKDAYS, SendWindows
+from mailproxy.domain.model import WEEKDAYS, SendWindows, Weekday, WeeklyWindow
 
 #: ``HH:MM``, 00:00 to 23:59, and 24:00 (the end of the day, for ``end``).
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
@@ -87,3 +87,30 @@ def _instant(day: date, clock: str, zone: tzinfo) -> float:
     # before the change, which lands after the gap (02:30 becomes 03:30). Ambiguous
     # times (fold 0) are their first occurrence.
     return local.timestamp()
+
+
+def window_from_text(text: str) -> WeeklyWindow:
+    """A window written as people write it: ``mon-fri 08:00-20:00``, ``sat,sun
+    10:00-13:00``, ``mon,wed-fri 09:00-24:00`` (days by their first three letters, a
+    range wrapping past Sunday allowed). Checked as :func:`check_send_windows` checks
+    it; :class:`InvalidInput` naming ``send_window`` otherwise."""
+    days_text, _, hours = text.strip().lower().partition(" ")
+    start, _, end = hours.strip().partition("-")
+    days: list[Weekday] = []
+    for part in days_text.split(","):
+        first, _, last = part.partition("-")
+        if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+            raise InvalidInput(
+                "send_window",
+                f"invalid send window {text!r}: days are {', '.join(WEEKDAYS)} "
+                "(e.g. mon-fri 08:00-20:00)",
+            )
+        at, stop = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
+        span = range(at, stop + 1) if stop >= at else [*range(at, 7), *range(stop + 1)]
+        days.extend(WEEKDAYS[n] for n in span if WEEKDAYS[n] not in days)
+    window = WeeklyWindow(days=tuple(days), start=start, end=end)
+    try:
+        check_send_windows("send_window", SendWindows(tz="UTC", windows=(window,)))
+    except InvalidInput as exc:
+        raise InvalidInput("send_window", f"invalid send window {text!r}: {exc.reason}") from None
+    return window

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
+import msgspec
 from cyclopts import Parameter, validators
 
 from mailproxy.config import load_settings
@@ -26,6 +27,12 @@ from mailproxy.entrypoints.cli.apps import (
 from mailproxy.entrypoints.cli.exits import CommandFailed, UsageError
 from mailproxy.entrypoints.cli.output import Column, fields, present, request, show, table
 from mailproxy.entrypoints.cli.prompts import ask, ask_as, count, interactive, required, yes_no
+from mailproxy.entrypoints.cli.send_windows import (
+    FromPriorityOption,
+    SendWindowOption,
+    ZoneOption,
+    send_windows_body,
+)
 from mailproxy.entrypoints.instances import Instance
 
 
@@ -82,6 +89,9 @@ def accounts_add(
     default: Annotated[bool, Parameter(negative=())] = False,
     fallback: Annotated[list[str] | None, Parameter(consume_multiple=False)] = None,
     failover_after: Annotated[float | None, Parameter(validator=validators.Number(gte=0))] = None,
+    send_window: SendWindowOption = None,
+    tz: ZoneOption = None,
+    windows_from: FromPriorityOption = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Create or replace an account of the tenant.
@@ -130,6 +140,13 @@ def accounts_add(
     failover_after
         Seconds a message may wait for this account's rate limits before a fallback
         sends it (default 300).
+    send_window
+        When its messages may go, as DAYS HH:MM-HH:MM (e.g. "mon-fri 08:00-20:00"),
+        replacing the tenant's windows; give it again for more windows.
+    tz
+        The IANA time zone of the windows (e.g. Europe/Rome).
+    windows_from
+        The highest priority the windows hold back (default medium).
     """
     given = present(
         kind=kind, host=host, port=port, user=user, password=password,
@@ -138,6 +155,9 @@ def accounts_add(
         max_connections=max_connections, is_default=default or None,
         fallback_accounts=fallback, failover_after_s=failover_after,
     )  # fmt: skip
+    windows = send_windows_body(send_window, tz, windows_from, clear=False)
+    if windows is not msgspec.UNSET:
+        given["send_windows"] = windows
     if tls is not None:
         given["use_tls"] = TLS_ANSWERS[tls]  # auto is None: kept, so it is not asked
     refuse_smtp_options_for_capture(given)

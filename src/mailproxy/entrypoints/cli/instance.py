@@ -33,6 +33,12 @@ from mailproxy.entrypoints.cli.output import (
     table,
 )
 from mailproxy.entrypoints.cli.prompts import ask, ask_as, interactive, required, yes_no
+from mailproxy.entrypoints.cli.send_windows import (
+    FromPriorityOption,
+    SendWindowOption,
+    ZoneOption,
+    send_windows_body,
+)
 from mailproxy.entrypoints.instances import Instance
 
 
@@ -288,11 +294,18 @@ def tenants_update(
     name: str | None = None,
     base_url: str | None = None,
     sync_path: str | None = None,
+    send_window: SendWindowOption = None,
+    tz: ZoneOption = None,
+    windows_from: FromPriorityOption = None,
+    no_send_windows: Annotated[bool, Parameter(negative=())] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Change some fields of a tenant; the others stay.
 
     Example: ``mail-proxy myserver tenants update acme --name "Acme Inc"``
+
+    Send windows: ``mail-proxy myserver tenants update acme --send-window "mon-fri
+    08:00-20:00" --tz Europe/Rome`` (medium and low messages wait for them).
 
     Parameters
     ----------
@@ -304,10 +317,26 @@ def tenants_update(
         The application's base URL for delivery reports.
     sync_path
         The report path under it.
+    send_window
+        When messages may go, as DAYS HH:MM-HH:MM (e.g. "mon-fri 08:00-20:00",
+        "sat,sun 10:00-13:00"); give it again for more windows. Replaces the windows.
+    tz
+        The IANA time zone of the windows (e.g. Europe/Rome).
+    windows_from
+        The highest priority the windows hold back (default medium: medium and low wait,
+        immediate and high always go).
+    no_send_windows
+        Remove the tenant's send windows.
     """
     body = present(name=name, client_base_url=base_url, client_sync_path=sync_path)
+    windows = send_windows_body(send_window, tz, windows_from, no_send_windows)
+    if windows is not msgspec.UNSET:
+        body["send_windows"] = windows
     if not body:
-        raise UsageError("nothing to change: give --name, --base-url or --sync-path")
+        raise UsageError(
+            "nothing to change: give --name, --base-url, --sync-path, --send-window or "
+            "--no-send-windows"
+        )
     answer = request(instance, "PUT", f"/tenant/{tenant_id}", json=body)
     warn(answer)
     changed = answer["tenant"]
