@@ -242,6 +242,8 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
                 hour_s=delivery.hour_window_s,
                 day_s=delivery.day_window_s,
             ),
+            pec_acceptance_timeout_s=settings.pec.acceptance_timeout_s,
+            pec_delivery_timeout_s=settings.pec.delivery_timeout_s,
         ),
         limits=LimitsOptions(
             max_batch=delivery.max_batch,

@@ -26,7 +26,12 @@ from mailproxy.domain.decoding import INVALID_ENUM, allowed_values, one_of
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.retry import RetryPolicy
 from mailproxy.domain.throttle import ThrottlePolicy
-from mailproxy.mail_settings import BouncesSettings, SubmissionSettings, check_submission
+from mailproxy.mail_settings import (
+    BouncesSettings,
+    PecSettings,
+    SubmissionSettings,
+    check_submission,
+)
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -214,6 +219,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     attachments: AttachmentsSettings = AttachmentsSettings()
     security: SecuritySettings = SecuritySettings()
     bounces: BouncesSettings = BouncesSettings()
+    pec: PecSettings = PecSettings()
     submission: SubmissionSettings = SubmissionSettings()
     logging: LoggingSettings = LoggingSettings()
     #: Where relative defaults (database, outbox) live: the config file's folder, or the

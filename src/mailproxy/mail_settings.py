@@ -50,6 +50,24 @@ class BouncesSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         )  # fmt: skip
 
 
+class PecSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[pec]``: how long a message sent by a PEC account waits for its receipts."""
+
+    #: Seconds after sending without an acceptance receipt before `pec_timeout` is
+    #: reported.
+    acceptance_timeout_s: float = 1800.0
+    #: Seconds after sending without a delivery (or error) receipt of every recipient
+    #: before `pec_timeout` is reported.
+    delivery_timeout_s: float = 86_400.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.acceptance_timeout_s <= self.delivery_timeout_s <= 30 * 86_400:
+            raise InvalidInput(
+                "pec",
+                "invalid [pec]: 0 < acceptance_timeout_s <= delivery_timeout_s <= 30 days",
+            )
+
+
 class SubmissionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[submission]``: SMTP submission in ``serve``."""
 

@@ -259,6 +259,8 @@ class MemoryStore(MemoryBounces):
         if transition.bounces:
             # Refusals at the SMTP exchange are hard bounces: the soft-bounce rule is unused.
             self._keep_records(pk, message.tenant_id, message.id, transition.bounces, None, now)
+        if transition.pec_watch is not None:
+            self._watch_pec(pk, transition.pec_watch)
         self._push(updated)
 
     async def release(self, lease: Lease, now: float) -> bool:

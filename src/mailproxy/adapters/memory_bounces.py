@@ -4,6 +4,7 @@ suppression list, the bounce mailboxes' progress and the store's secrets."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mailproxy.adapters.memory_records import MemoryRecords, StoredEvent
 from mailproxy.domain.bounces import (
@@ -22,7 +23,16 @@ from mailproxy.domain.bounces import (
     suppressions_for,
     without_known,
 )
-from mailproxy.domain.model import QueuedMessage, StoredReport
+from mailproxy.domain.model import PecWatch, QueuedMessage, StoredReport
+from mailproxy.domain.pec import PecProgress, PecStage, progress_of
+from mailproxy.domain.pec_events import pec_timeout_event
+
+
+@dataclass
+class _PecWait:
+    acceptance_due_ts: float | None
+    delivery_due_ts: float
+    recipients_left: int
 
 
 class MemoryBounces(MemoryRecords):
@@ -37,10 +47,62 @@ class MemoryBounces(MemoryRecords):
         self._suppressions: dict[tuple[str, str], Suppression] = {}
         #: (mailbox, uidvalidity, uid) -> (outcome, tenant, summary, seen_ts)
         self._mailbox: dict[tuple[str, int, int], tuple[str, str | None, str, float]] = {}
+        #: message pk -> what it waits for, as a PEC account sent it
+        self._pec: dict[int, _PecWait] = {}
 
     def _remove(self, pk: int) -> None:
         super()._remove(pk)
         self._bounce_records.pop(pk, None)
+        self._pec.pop(pk, None)
+
+    def _watch_pec(self, pk: int, watch: PecWatch) -> None:
+        self._pec[pk] = _PecWait(watch.acceptance_due_ts, watch.delivery_due_ts, watch.recipients)
+
+    def _follow_receipt(self, pk: int, progress: PecProgress) -> None:
+        wait = self._pec.get(pk)
+        if wait is None:
+            return
+        if progress == "refused":
+            del self._pec[pk]
+        elif progress in ("accepted", "recipient_done"):
+            wait.acceptance_due_ts = None
+            if progress == "recipient_done":
+                wait.recipients_left -= 1
+                if wait.recipients_left <= 0:
+                    del self._pec[pk]
+
+    async def message_by_message_id(
+        self, tenant_id: str, account_id: str, message_id: str
+    ) -> QueuedMessage | None:
+        found = [
+            m for m in self._messages.values()
+            if (m.tenant_id, m.message_id) == (tenant_id, message_id)
+            and (m.failover_from or m.account_id) == account_id
+        ]  # fmt: skip
+        return max(found, key=lambda m: m.pk, default=None)
+
+    async def expire_pec_watches(self, now: float, limit: int) -> int:
+        due = [
+            (pk, wait) for pk, wait in sorted(self._pec.items())
+            if (wait.acceptance_due_ts is not None and wait.acceptance_due_ts <= now)
+            or wait.delivery_due_ts <= now
+        ][:limit]  # fmt: skip
+        for pk, wait in due:
+            del self._pec[pk]
+            message = self._messages.get(pk)
+            if message is None:
+                continue
+            late = wait.acceptance_due_ts is not None and wait.acceptance_due_ts <= now
+            stage: PecStage = "acceptance" if late else "delivery"
+            deadline = wait.acceptance_due_ts if late else wait.delivery_due_ts
+            assert deadline is not None
+            event = pec_timeout_event(message, stage, deadline - (message.sent_ts or deadline), now)
+            seq = self._next_report
+            self._next_report += 1
+            self._reports.append(
+                StoredEvent(seq, message.tenant_id, pk, StoredReport(seq, event), now)
+            )
+        return len(due)
 
     async def delete_tenant(self, tenant_id: str) -> bool:
         self._suppressions = {k: s for k, s in self._suppressions.items() if k[0] != tenant_id}
@@ -86,6 +148,8 @@ class MemoryBounces(MemoryRecords):
                 self._next_report += 1
                 stored = StoredReport(seq, event)
                 self._reports.append(StoredEvent(seq, tenant_id, pk, stored, now))
+            if entry.pec is not None:
+                self._follow_receipt(pk, progress_of(entry.pec))
         return True
 
     def _keep_records(

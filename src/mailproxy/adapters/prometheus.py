@@ -80,6 +80,11 @@ class PrometheusMetrics:
             "Attempts made through a fallback account, by the account failed over from",
             ["tenant_id", "account_id"], registry=self.registry,
         )  # fmt: skip
+        self._pec = Counter(
+            "gmp_pec_receipts",
+            "PEC receipts applied to sent messages by kind (X-Ricevuta), and timeouts",
+            ["kind"], registry=self.registry,
+        )  # fmt: skip
         #: The accounts each tenant has series of: what :meth:`forget` removes.
         self._series: dict[str, set[str]] = {}
 
@@ -138,6 +143,9 @@ class PrometheusMetrics:
     def signed(self, tenant_id: str, outcome: SigningResult) -> None:
         self._series.setdefault(tenant_id, set())
         self._signatures.labels(tenant_id=tenant_id, outcome=outcome).inc()
+
+    def pec_receipt(self, kind: str, count: int) -> None:
+        self._pec.labels(kind=kind).inc(count)
 
     def failed_over(self, tenant_id: str, account_id: str) -> None:
         self._series.setdefault(tenant_id, set()).add(account_id)

@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from mailproxy.domain.pec import PecReceipt
+
 BounceType = Literal["hard", "soft"]
 BounceSource = Literal["dsn", "smtp", "heuristic"]
 SuppressionReason = Literal["hard_bounce", "complaint", "soft_bounce", "manual"]
@@ -279,6 +281,8 @@ class MailboxEntry(msgspec.Struct, frozen=True, kw_only=True):
     #: The report events of ``records``, one each, in the same order.
     events: tuple[Any, ...] = ()
     settings: SuppressionSettings = SuppressionSettings()
+    #: A PEC receipt about the message (``events`` then holds its report entry, if any).
+    pec: PecReceipt | None = None
 
 
 def without_known(entry: MailboxEntry, kept: Iterable[BounceRecord]) -> MailboxEntry:

@@ -91,6 +91,10 @@ def parse_account(raw: object) -> Account:
     if account.bounce_mailbox is not None:
         check_bounce_mailbox("bounce_mailbox", account.bounce_mailbox)
     check_fallbacks(account)
+    if account.pec and account.bounce_mailbox is None:
+        raise InvalidInput(
+            "pec", "invalid pec: a PEC account needs its bounce_mailbox, where receipts arrive"
+        )
     if account.send_windows is not None:
         check_send_windows("send_windows", account.send_windows)
     return account

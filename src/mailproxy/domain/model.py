@@ -174,6 +174,9 @@ class Account(
     #: (:mod:`mailproxy.domain.correlation`). None: the message's From.
     return_path: str | None = None
     bounce_mailbox: BounceMailboxSpec | None = None
+    #: A PEC (Italian certified e-mail) account: its ``bounce_mailbox`` receives the
+    #: provider's receipts, reported as ``pec_*`` events (``domain.pec``).
+    pec: bool = False
     #: Accounts of the same tenant, in order, that send this account's messages while
     #: it is paused or its rate windows would hold a message past ``failover_after_s``.
     fallback_accounts: tuple[str, ...] = ()
@@ -330,7 +333,19 @@ class RefusedRecipient(msgspec.Struct, frozen=True):
 class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One delivery-report entry, per the HTTP API ("Delivery reports")."""
 
-    event: Literal["sent", "error", "deferred", "unknown", "bounced", "complained", "delayed"]
+    event: Literal[
+        "sent",
+        "error",
+        "deferred",
+        "unknown",
+        "bounced",
+        "complained",
+        "delayed",
+        "pec_acceptance",
+        "pec_delivery",
+        "pec_error",
+        "pec_timeout",
+    ]
     event_id: str
     id: str
     tenant_id: str
@@ -360,6 +375,13 @@ class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     feedback_type: str | None = None
     #: The message's own account when a fallback (``account_id``) sent it.
     failover_from: str | None = None
+    # PEC receipts (HTTP API, "Signing and routing"): when the provider says it
+    # happened, and its error text (null when it gave none).
+    pec_acceptance_ts: int | None = None
+    pec_delivery_ts: int | None = None
+    pec_error_ts: int | None = None
+    pec_timeout_ts: int | None = None
+    pec_details: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class StoredReport(msgspec.Struct, frozen=True):
@@ -411,6 +433,18 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     #: Recipients the attempt proved dead (a ``5.1.1`` refusal): kept with the message,
     #: each with its ``bounced`` event in ``events``, and suppressed.
     bounces: tuple[BounceRecord, ...] = ()
+    #: Sent by a PEC account: the receipts to wait for (``PecWatch``).
+    pec_watch: PecWatch | None = None
+
+
+class PecWatch(msgspec.Struct, frozen=True, kw_only=True):
+    """The receipts a message sent by a PEC account waits for: acceptance by
+    ``acceptance_due_ts``, a delivery (or error) receipt of each of ``recipients`` by
+    ``delivery_due_ts``; past either, a ``pec_timeout`` is reported once."""
+
+    acceptance_due_ts: float
+    delivery_due_ts: float
+    recipients: int
 
 
 class MessagePage(msgspec.Struct, frozen=True):

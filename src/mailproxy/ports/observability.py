@@ -61,6 +61,11 @@ class DeliveryEvents(Protocol):
         """A message of the tenant was DKIM-signed for an attempt, or could not be (the
         attempt then failed without sending)."""
 
+    def pec_receipt(self, kind: str, count: int) -> None:
+        """``count`` PEC receipts of ``kind`` (an ``X-Ricevuta``: ``accettazione``,
+        ``avvenuta-consegna``, …) were applied to sent messages, or ``count`` messages
+        waited past their deadline (``timeout``)."""
+
     def failed_over(self, tenant_id: str, account_id: str) -> None:
         """An attempt of a message of ``account_id`` was made through one of its
         fallbacks (the account was paused, or its rate windows full)."""

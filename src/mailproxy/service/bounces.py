@@ -38,6 +38,8 @@ from mailproxy.domain.envelope import envelope_recipients
 from mailproxy.domain.errors import MailProxyError
 from mailproxy.domain.lifecycle import bounce_event, bounce_record
 from mailproxy.domain.model import BounceMailboxSpec, QueuedMessage
+from mailproxy.domain.pec import PecReceipt, read_receipt
+from mailproxy.domain.pec_events import pec_receipt_event
 from mailproxy.ports.mailbox import Mailbox, MailboxSession
 from mailproxy.ports.observability import DeliveryEvents
 from mailproxy.ports.store import BounceStore, ConfigStore
@@ -75,6 +77,8 @@ class _Source(msgspec.Struct, frozen=True):
     account_id: str | None
     #: The account's ``tls_ca_file``, which verifies its IMAP server as its SMTP one.
     ca_file: str | None = None
+    #: The account is a PEC one: its mailbox receives the provider's receipts.
+    pec: bool = False
 
 
 class BounceMailboxes:
@@ -145,8 +149,11 @@ class BounceMailboxes:
             for account in await self._config.list_accounts(tenant.id):
                 if account.bounce_mailbox is not None:
                     found.add(
-                        _Source(account.bounce_mailbox, tenant.id, account.id, account.tls_ca_file)
-                    )
+                        _Source(
+                            account.bounce_mailbox, tenant.id, account.id, account.tls_ca_file,
+                            account.pec,
+                        )
+                    )  # fmt: skip
         return found
 
     async def _follow_accounts(self) -> None:
@@ -173,6 +180,10 @@ class BounceMailboxes:
                 self._pollers[source] = asyncio.create_task(
                     self._poll(mailbox, source, watch), name=f"mailproxy-bounces-{mailbox.key}"
                 )
+            try:
+                await self.expire_pec_watches()
+            except MailProxyError as exc:
+                log.error("bounces.pec_timeouts_failed", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._refresh_s):
                     await self._changed.wait()
@@ -185,7 +196,10 @@ class BounceMailboxes:
                 watch.connected, watch.last_error = True, None
                 try:
                     while not self._stopping:
-                        await self.run_pass(watch.record_key, session, source.tenant_id, watch)
+                        await self.run_pass(
+                            watch.record_key, session, source.tenant_id, watch,
+                            pec_account=source.account_id if source.pec else None,
+                        )  # fmt: skip
                         failures = 0
                         await session.wait(source.spec.poll_s)
                 finally:
@@ -210,9 +224,12 @@ class BounceMailboxes:
         session: MailboxSession,
         tenant_id: str | None,
         watch: MailboxWatch | None = None,
+        *,
+        pec_account: str | None = None,
     ) -> int:
         """Handle what the folder holds now (up to :data:`PASS_SIZE` new messages); return
-        how many new messages were committed."""
+        how many new messages were committed. ``pec_account``: the mailbox is that PEC
+        account's, and a receipt in it is about one of its messages."""
         uidvalidity = session.uidvalidity
         uids = await session.uids()
         seen = await self._store.mailbox_seen(mailbox, uidvalidity, uids)
@@ -229,7 +246,7 @@ class BounceMailboxes:
                     mailbox_tenant_id=tenant_id,
                 )  # fmt: skip
             else:
-                entry = await self._entry(mailbox, uidvalidity, uid, raw, tenant_id)
+                entry = await self._entry(mailbox, uidvalidity, uid, raw, tenant_id, pec_account)
             if await self._store.record_mailbox_entry(entry, self._clock()):
                 committed += 1
                 self._count(entry, watch)
@@ -262,10 +279,27 @@ class BounceMailboxes:
         if entry.tenant_id is not None:
             for record in entry.records:
                 self._events.bounce_recorded(entry.tenant_id, record.kind)
+        if entry.pec is not None and entry.outcome == "applied":
+            self._events.pec_receipt(entry.pec.receipt, 1)
 
     async def _entry(
-        self, mailbox: str, uidvalidity: int, uid: int, raw: bytes, owner: str | None
+        self,
+        mailbox: str,
+        uidvalidity: int,
+        uid: int,
+        raw: bytes,
+        owner: str | None,
+        pec_account: str | None = None,
     ) -> MailboxEntry:
+        if pec_account is not None and owner is not None:
+            receipt = await asyncio.to_thread(read_receipt, raw)
+            if receipt is not None:
+                base = MailboxEntry(
+                    mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, outcome="unmatched",
+                    summary=f"PEC {receipt.receipt} of <{receipt.message_id}>",
+                    mailbox_tenant_id=owner,
+                )  # fmt: skip
+                return await self._receipt_entry(base, receipt, owner, pec_account)
         # Off the event loop: a hostile message may take a second to read.
         report = await asyncio.to_thread(parse_report, raw)
         base = MailboxEntry(
@@ -309,6 +343,30 @@ class BounceMailboxes:
             base, outcome="applied", tenant_id=message.tenant_id, message_pk=message.pk,
             message_id=message.id, records=records, events=events, settings=settings,
         )  # fmt: skip
+
+    async def _receipt_entry(
+        self, base: MailboxEntry, receipt: PecReceipt, owner: str, account_id: str
+    ) -> MailboxEntry:
+        """A PEC receipt in the account's mailbox: about one of the account's messages,
+        named by its Message-ID."""
+        message = await self._store.message_by_message_id(owner, account_id, receipt.message_id)
+        if message is None:
+            return base
+        event = pec_receipt_event(message, receipt, self._new_id(), self._clock())
+        return msgspec.structs.replace(
+            base, outcome="applied", tenant_id=owner, message_pk=message.pk,
+            message_id=message.id, events=() if event is None else (event,), pec=receipt,
+        )  # fmt: skip
+
+    async def expire_pec_watches(self) -> int:
+        """Report ``pec_timeout`` for the messages of PEC accounts whose receipts are
+        late (every process may: the store reports each once)."""
+        expired = await self._store.expire_pec_watches(self._clock(), PASS_SIZE)
+        if expired:
+            self._wake_reports()
+            if self._events is not None:
+                self._events.pec_receipt("timeout", expired)
+        return expired
 
     async def _message_of(
         self, tokens: Sequence[str], owner: str | None

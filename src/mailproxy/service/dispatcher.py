@@ -18,7 +18,7 @@ import msgspec
 
 from mailproxy.domain.correlation import correlated
 from mailproxy.domain.dkim import signing_key
-from mailproxy.domain.envelope import author_domain
+from mailproxy.domain.envelope import author_domain, envelope_recipients
 from mailproxy.domain.errors import (
     AttachmentUnavailable,
     InvalidInput,
@@ -27,7 +27,16 @@ from mailproxy.domain.errors import (
 )
 from mailproxy.domain.lifecycle import decide, is_final, orphaned
 from mailproxy.domain.mime import Outgoing, RenderedMessage, render
-from mailproxy.domain.model import Account, Claim, QueuedMessage, RefusedRecipient, Status, Tenant
+from mailproxy.domain.model import (
+    Account,
+    Claim,
+    PecWatch,
+    QueuedMessage,
+    RefusedRecipient,
+    Status,
+    Tenant,
+    Transition,
+)
 from mailproxy.domain.outcome import (
     Delivered,
     Outcome,
@@ -356,6 +365,22 @@ class Dispatcher:
             outcome = msgspec.structs.replace(outcome, refused=outcome.refused + dropped)
         return outcome
 
+    async def _watched(
+        self, message: QueuedMessage, outcome: Outcome, transition: Transition, now: float
+    ) -> Transition:
+        """``transition`` (sent) with the PEC receipts to wait for, when a PEC account
+        sent the message: acceptance, and a delivery receipt of each recipient it took."""
+        account = await self._config_cache.account(message.tenant_id, message.account_id)
+        if account is None or not account.pec:
+            return transition
+        refused = len(outcome.refused) if isinstance(outcome, Delivered) else 0
+        watch = PecWatch(
+            acceptance_due_ts=now + self._options.pec_acceptance_timeout_s,
+            delivery_due_ts=now + self._options.pec_delivery_timeout_s,
+            recipients=max(1, len(envelope_recipients(message.spec)) - refused),
+        )
+        return msgspec.structs.replace(transition, pec_watch=watch)
+
     async def _own_account(self, message: QueuedMessage) -> Account | None:
         """The message's own account (not the fallback sending it)."""
         return await self._config_cache.account(
@@ -417,6 +442,8 @@ class Dispatcher:
             pause=claim.pause,
             failover=await self._fallbacks_of(message) is not None,
         )
+        if transition.status is Status.SENT:
+            transition = await self._watched(message, outcome, transition, now)
         # Only an attempt that reached the transport can outlive its account; a rate
         # deferral (frequent under limits) saves the read.
         retried = not is_final(transition.status) and not isinstance(outcome, RateLimited)

@@ -35,6 +35,10 @@ class DeliveryOptions(msgspec.Struct, frozen=True, kw_only=True):
     window_lengths: WindowLengths = WindowLengths()
     #: How long a shutdown lets sends in flight finish.
     shutdown_grace_s: float = 30.0
+    #: How long a message sent by a PEC account waits for its acceptance receipt, and
+    #: for the delivery receipts of its recipients.
+    pec_acceptance_timeout_s: float = 1800.0
+    pec_delivery_timeout_s: float = 86_400.0
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:

@@ -25,6 +25,8 @@ from mailproxy.domain.bounces import (
     without_known,
 )
 from mailproxy.domain.model import QueuedMessage
+from mailproxy.domain.pec import PecProgress, PecStage, progress_of
+from mailproxy.domain.pec_events import pec_timeout_event
 
 _record_decoder = msgspec.json.Decoder(BounceRecord)
 _suppression_decoder = msgspec.json.Decoder(Suppression)
@@ -78,7 +80,47 @@ def record_mailbox_entry(tx: Tx, entry: MailboxEntry, now: float) -> bool:
         if new.events:
             tx.many(tx.q.add_report, event_values(new.events, tenant_id, pk, now))
             tx.wake_reports(tenant_id)
+        if entry.pec is not None:
+            follow_receipt(tx, pk, progress_of(entry.pec))
     return True
+
+
+def follow_receipt(tx: Tx, pk: int, progress: PecProgress) -> None:
+    """What message ``pk`` still waits for, after a receipt that made ``progress``."""
+    if progress == "accepted":
+        tx.run(tx.q.pec_accepted, (pk,))
+    elif progress == "recipient_done":
+        tx.run(tx.q.pec_recipient_done, (pk,))
+        tx.run(tx.q.pec_done, (pk,))
+    elif progress == "refused":
+        tx.run(tx.q.pec_forget, (pk,))
+
+
+def message_by_message_id(
+    tx: Tx, tenant_id: str, account_id: str, message_id: str
+) -> QueuedMessage | None:
+    row = tx.one(tx.q.message_by_message_id, (tenant_id, message_id, account_id))
+    return None if row is None else message_from_row(row)
+
+
+def expire_pec_watches(tx: Tx, now: float, limit: int) -> int:
+    """Report ``pec_timeout`` for each message past a deadline without its receipts
+    (acceptance first: without it no delivery comes), and stop waiting for it."""
+    tx.run(tx.q.pec_orphans)
+    rows = tx.all(tx.q.pec_due + tx.SKIP_LOCKED, (now, now, limit))
+    woken: set[str] = set()
+    for acceptance_due, delivery_due, *columns in rows:
+        message = message_from_row(columns)
+        late_acceptance = acceptance_due is not None and acceptance_due <= now
+        stage: PecStage = "acceptance" if late_acceptance else "delivery"
+        due = acceptance_due if late_acceptance else delivery_due
+        event = pec_timeout_event(message, stage, due - (message.sent_ts or due), now)
+        tx.many(tx.q.add_report, event_values([event], message.tenant_id, message.pk, now))
+        tx.run(tx.q.pec_forget, (message.pk,))
+        woken.add(message.tenant_id)
+    for tenant_id in woken:
+        tx.wake_reports(tenant_id)
+    return len(rows)
 
 
 def keep_records(

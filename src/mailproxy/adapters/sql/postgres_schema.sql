@@ -146,3 +146,15 @@ CREATE TABLE instance_secrets (name text PRIMARY KEY, value text NOT NULL);
 -- Failover between accounts: the fallback a claim chose to send a message through
 -- (NULL: its own account), kept while the message is leased.
 ALTER TABLE messages ADD COLUMN via_account_id text;
+
+-- name: 11
+-- PEC receipts: what a message sent by a PEC account still waits for (acceptance by one
+-- instant, a delivery or error receipt of each recipient by another), and the messages
+-- by Message-ID, which is how a receipt names its message.
+CREATE TABLE pec_pending (
+    message_pk bigint PRIMARY KEY, tenant_id text NOT NULL,
+    acceptance_due_ts double precision, delivery_due_ts double precision NOT NULL, recipients_left integer NOT NULL);
+CREATE INDEX pec_pending_acceptance ON pec_pending (acceptance_due_ts)
+    WHERE acceptance_due_ts IS NOT NULL;
+CREATE INDEX pec_pending_delivery ON pec_pending (delivery_due_ts);
+CREATE INDEX messages_message_id ON messages (tenant_id, message_id);

@@ -219,6 +219,11 @@ def apply_transition(
     if t.bounces:
         # Refusals at the SMTP exchange are hard bounces: the soft-bounce rule is not used.
         keep_records(tx, pk, tenant_id, message_id, t.bounces, None, now)
+    if t.pec_watch is not None:
+        w = t.pec_watch
+        tx.run(
+            tx.q.watch_pec, (pk, tenant_id, w.acceptance_due_ts, w.delivery_due_ts, w.recipients)
+        )
     if t.slots == "consume":
         tx.run(tx.q.consume_slots, (now, now, pk))
     elif t.slots == "release":

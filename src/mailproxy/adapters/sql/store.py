@@ -128,6 +128,8 @@ class SqlStore:
     bounces_of = _reads(bounces.bounces_of)
     mailbox_seen = _reads(bounces.mailbox_seen)
     record_mailbox_entry = _writes(bounces.record_mailbox_entry)
+    message_by_message_id = _reads(bounces.message_by_message_id)
+    expire_pec_watches = _writes(bounces.expire_pec_watches)
     unparsed_reports = _reads(bounces.unparsed_reports)
     suppressed_among = _reads(bounces.suppressed_among)
     add_suppressions = _writes(bounces.add_suppressions)

@@ -170,6 +170,8 @@ class AccountBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: rate windows would hold a message longer than ``failover_after_s``.
     fallback_accounts: list[str] | Unset = UNSET
     failover_after_s: Annotated[float, msgspec.Meta(ge=0, le=7 * 86_400)] | Unset = UNSET
+    #: A PEC account: its ``bounce_mailbox`` receives the receipts (``pec_*`` events).
+    pec: bool | Unset = UNSET
     #: When its medium and low messages may go, replacing the tenant's windows.
     send_windows: SendWindows | Unset | None = UNSET
 
@@ -412,6 +414,7 @@ class AccountRecord(msgspec.Struct, kw_only=True):
     fallback_accounts: list[str]
     failover_after_s: float
     send_windows: SendWindows | None
+    pec: bool
 
 
 class AccountAnswer(msgspec.Struct, kw_only=True):
