@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import msgspec
 import pytest
 
 from mailproxy.domain.bounces import (
@@ -12,8 +15,9 @@ from mailproxy.domain.bounces import (
     SuppressionSettings,
 )
 from mailproxy.domain.lifecycle import bounce_event
-from mailproxy.domain.model import RefusedRecipient
+from mailproxy.domain.model import PecWatch, RefusedRecipient
 from mailproxy.domain.outcome import Delivered, Permanent
+from mailproxy.domain.pec import PecReceipt
 from tests.conftest import NOW_T, new_message, transition_for
 
 pytestmark = pytest.mark.usefixtures("accounts")
@@ -237,3 +241,69 @@ async def test_a_claim_says_which_of_its_recipients_are_suppressed(store):
     await store.enqueue([new_message("m3")], NOW_T)
     (claim,) = await store.claim_due(now=NOW_T, limit=5, owner="w", lease_s=60)
     assert claim.suppressed == frozenset({"r@example.com"})
+
+
+async def pec_message(store, message_id, recipients=2):
+    """A message sent by a PEC account: its receipts are awaited from NOW_T."""
+    await store.enqueue([new_message(message_id)], NOW_T)
+    (claim,) = await store.claim_due(now=NOW_T, limit=1, owner="w", lease_s=60)
+    transition = transition_for(claim, Delivered(250), now=NOW_T, event_id=f"e-{message_id}")
+    watch = PecWatch(
+        acceptance_due_ts=NOW_T + 100, delivery_due_ts=NOW_T + 1000, recipients=recipients
+    )
+    sent = msgspec.structs.replace(transition, pec_watch=watch)
+    assert await store.complete(claim.lease, sent, NOW_T)
+    return await store.get_message("t1", message_id)
+
+
+def receipt_entry(message, kind, uid):
+    read = PecReceipt(receipt=kind, kind=None, message_id=message.message_id)
+    return MailboxEntry(
+        mailbox="pec", uidvalidity=1, uid=uid, outcome="applied", tenant_id=message.tenant_id,
+        message_pk=message.pk, message_id=message.id, pec=read,
+    )  # fmt: skip
+
+
+async def timeouts(store):
+    return [
+        (r.event.id, r.event.pec_details) for r in await store.pending_reports("t1", 50)
+        if r.event.event == "pec_timeout"
+    ]  # fmt: skip
+
+
+async def test_a_pec_message_is_found_by_its_message_id_within_its_account(store):
+    message = await pec_message(store, "m1")
+    found = await store.message_by_message_id("t1", "a1", message.message_id)
+    assert found is not None
+    assert found.pk == message.pk
+    assert await store.message_by_message_id("t1", "other", message.message_id) is None
+    assert await store.message_by_message_id("t2", "a1", message.message_id) is None
+
+
+async def test_late_receipts_time_out_once_per_message_and_receipts_move_the_wait(store):
+    silent = await pec_message(store, "silent")
+    accepted = await pec_message(store, "accepted")
+    done = await pec_message(store, "done", recipients=2)
+    refused = await pec_message(store, "refused")
+    uid = iter(range(1, 100))
+    await store.record_mailbox_entry(receipt_entry(accepted, "accettazione", next(uid)), NOW_T)
+    for kind in ("avvenuta-consegna", "preavviso-errore-consegna", "errore-consegna"):
+        await store.record_mailbox_entry(receipt_entry(done, kind, next(uid)), NOW_T)
+    await store.record_mailbox_entry(receipt_entry(refused, "non-accettazione", next(uid)), NOW_T)
+    assert await store.expire_pec_watches(NOW_T + 99, 10) == 0
+    assert await store.expire_pec_watches(NOW_T + 100, 10) == 1
+    assert await store.expire_pec_watches(NOW_T + 999, 10) == 0
+    assert await store.expire_pec_watches(NOW_T + 1000, 10) == 1
+    assert await store.expire_pec_watches(NOW_T + 5000, 10) == 0
+    assert await timeouts(store) == [
+        ("silent", "no acceptance receipt within 100 s"),
+        ("accepted", "no delivery receipt within 1000 s"),
+    ]
+    assert silent.pk != refused.pk
+
+
+async def test_a_timeout_is_reported_once_whoever_asks(store):
+    await pec_message(store, "m1")
+    found = await asyncio.gather(*(store.expire_pec_watches(NOW_T + 100, 10) for _ in range(4)))
+    assert sum(found) == 1
+    assert await timeouts(store) == [("m1", "no acceptance receipt within 100 s")]
