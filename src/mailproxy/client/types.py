@@ -28,6 +28,7 @@ class AccountBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     limit_per_minute: int | None = None
     max_connections: int | None = None
     password: str | None = None
+    pec: bool | None = None
     port: int | None = None
     return_path: str | None = None
     send_windows: SendWindows | None = None
@@ -52,6 +53,7 @@ class AccountRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     limit_per_hour: int | None
     limit_per_minute: int | None
     max_connections: int
+    pec: bool
     port: int | None
     return_path: str | None
     send_windows: SendWindows | None
