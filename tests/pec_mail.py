@@ -5,8 +5,21 @@ and ``X-Riferimento-Message-ID``, a text for people, the certified data in
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
 from email.policy import SMTP
+from pathlib import Path
+from typing import Any
+
+from mailproxy.adapters.smtp import SmtpTransport
+from mailproxy.adapters.sqlite import SqliteStore
+from mailproxy.domain.egress import parse_networks
+from mailproxy.service import MailProxy
+from mailproxy.service.options import DeliveryOptions
+from tests.conftest import Clock
+
+ACCEPTANCE_S, DELIVERY_S = 1800.0, 86_400.0
 
 SUBJECTS = {
     "accettazione": "ACCETTAZIONE",
@@ -80,3 +93,33 @@ def receipt(
         original.set_content("the message as delivered\n")
         mail.add_attachment(original, filename="postacert.eml")
     return mail.as_bytes(policy=SMTP)
+
+
+@contextlib.asynccontextmanager
+async def pec_service(
+    tmp_path: Path,
+    sink_port: int,
+    open_mailbox: Callable[..., Any],
+    mailbox: dict[str, Any],
+    clock: Clock,
+    **options: Any,
+) -> AsyncIterator[MailProxy]:
+    """The service on a SQLite file with a tenant ``acme`` whose default account ``pec``
+    is a PEC one sending to the sink on 127.0.0.1:``sink_port``, its receipts in
+    ``mailbox`` (a bounce_mailbox body, opened with ``open_mailbox``); receipts are
+    awaited :data:`ACCEPTANCE_S` and :data:`DELIVERY_S`."""
+    transport = SmtpTransport(connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))
+    async with MailProxy(
+        store=SqliteStore(tmp_path / "pec.db"), transports={"smtp": transport}, clock=clock,
+        open_mailbox=open_mailbox,
+        delivery=DeliveryOptions(
+            pec_acceptance_timeout_s=ACCEPTANCE_S, pec_delivery_timeout_s=DELIVERY_S
+        ),
+        **options,
+    ) as service:  # fmt: skip
+        await service.put_tenant({"id": "acme"})
+        await service.put_account(
+            {"id": "pec", "tenant_id": "acme", "host": "127.0.0.1", "port": sink_port,
+             "use_tls": False, "is_default": True, "pec": True, "bounce_mailbox": mailbox}
+        )  # fmt: skip
+        yield service

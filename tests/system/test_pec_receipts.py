@@ -13,14 +13,11 @@ from pathlib import Path
 import pytest
 
 from mailproxy.adapters.imap import ImapMailbox
-from mailproxy.adapters.smtp import SmtpTransport
-from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.domain.egress import parse_networks
 from mailproxy.service import MailProxy
-from mailproxy.service.options import DeliveryOptions
 from tests.conftest import Clock, until
 from tests.mailservers import Dovecot
-from tests.pec_mail import receipt
+from tests.pec_mail import ACCEPTANCE_S, DELIVERY_S, pec_service, receipt
 from tests.smtp_sink import SinkHandler, running_sink
 
 pytestmark = pytest.mark.system
@@ -28,7 +25,6 @@ pytestmark = pytest.mark.system
 LOOPBACK = parse_networks("127.0.0.0/8")
 #: A bound for the poller to see new mail (IDLE brings it at once): a guard, not a timing.
 READ_WITHIN_S = 30.0
-ACCEPTANCE_S, DELIVERY_S = 1800.0, 86_400.0
 
 
 @pytest.fixture
@@ -51,23 +47,13 @@ async def proxy(
             command_timeout_s=5,
         )  # fmt: skip
 
+    mailbox = {"host": "127.0.0.1", "port": dovecot.imaps_port, "user": user,
+               "password": password, "tls": "implicit", "processed_folder": "Processed",
+               "poll_s": 5}  # fmt: skip
     clock = Clock()
-    transport = SmtpTransport(connect_timeout_s=2, egress_allow=LOOPBACK)
-    async with MailProxy(
-        store=SqliteStore(tmp_path / "pec.db"), transports={"smtp": transport}, clock=clock,
-        open_mailbox=open_mailbox, run_reporter=False,
-        delivery=DeliveryOptions(
-            pec_acceptance_timeout_s=ACCEPTANCE_S, pec_delivery_timeout_s=DELIVERY_S
-        ),
-    ) as service:  # fmt: skip
-        await service.put_tenant({"id": "acme"})
-        await service.put_account(
-            {"id": "pec", "tenant_id": "acme", "host": "127.0.0.1", "port": sink[1],
-             "use_tls": False, "is_default": True, "pec": True,
-             "bounce_mailbox": {"host": "127.0.0.1", "port": dovecot.imaps_port,
-                                "user": user, "password": password, "tls": "implicit",
-                                "processed_folder": "Processed", "poll_s": 5}}
-        )  # fmt: skip
+    async with pec_service(
+        tmp_path, sink[1], open_mailbox, mailbox, clock, run_reporter=False
+    ) as service:
         service.test_clock, service.mailbox_user = clock, user  # type: ignore[attr-defined]
         yield service
 

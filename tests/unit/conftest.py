@@ -15,6 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from mailproxy.adapters.capture import CaptureTransport
 from mailproxy.adapters.dkim_signer import DkimpySigner
+from mailproxy.adapters.memory_mailbox import MemoryMailbox
 from mailproxy.adapters.smtp import SmtpTransport
 from mailproxy.adapters.sqlite import SqliteStore
 from mailproxy.config import load_settings
@@ -137,3 +138,14 @@ async def proxy_to_sink(
              "use_tls": False, "is_default": True, **account}
         )  # fmt: skip
         yield proxy
+
+
+class MemoryMailboxes:
+    """The mailboxes a service opens, in memory, by host name (one per account in the
+    tests): ``open`` is the service's ``open_mailbox``."""
+
+    def __init__(self) -> None:
+        self.by_host: dict[str, MemoryMailbox] = {}
+
+    def open(self, spec: Any, scope: str | None, ca_file: str | None) -> MemoryMailbox:
+        return self.by_host.setdefault(spec.host, MemoryMailbox(f"{spec.user}@{spec.host}"))

@@ -22,16 +22,7 @@ from mailproxy.service import MailProxy
 from tests import bounce_mail
 from tests.conftest import Clock, until
 from tests.smtp_sink import running_sink
-
-
-class Mailboxes:
-    """The mailboxes the service opens, by host name (one per account in these tests)."""
-
-    def __init__(self) -> None:
-        self.by_host: dict[str, MemoryMailbox] = {}
-
-    def open(self, spec, scope, ca_file):
-        return self.by_host.setdefault(spec.host, MemoryMailbox(f"{spec.user}@{spec.host}"))
+from tests.unit.conftest import MemoryMailboxes
 
 
 @pytest.fixture
@@ -40,7 +31,7 @@ def sink():
         yield handler, port
 
 
-async def make_proxy(tmp_path: Path, port: int, mailboxes: Mailboxes, **options) -> MailProxy:
+async def make_proxy(tmp_path: Path, port: int, mailboxes: MemoryMailboxes, **options) -> MailProxy:
     transport = SmtpTransport(connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))
     proxy = MailProxy(
         store=SqliteStore(tmp_path / "b.db"), transports={"smtp": transport},
@@ -62,7 +53,7 @@ async def make_proxy(tmp_path: Path, port: int, mailboxes: Mailboxes, **options)
 
 @pytest.fixture
 async def proxy(tmp_path: Path, sink) -> AsyncIterator[MailProxy]:
-    mailboxes = Mailboxes()
+    mailboxes = MemoryMailboxes()
     proxy = await make_proxy(tmp_path, sink[1], mailboxes, run_dispatcher=False)
     proxy.mailboxes = mailboxes  # type: ignore[attr-defined]
     try:
@@ -147,7 +138,7 @@ async def test_a_message_committed_before_a_crash_is_set_aside_and_never_applied
 
 
 async def test_unreadable_mail_is_left_in_place_counted_once_and_listed(tmp_path, sink):
-    mailboxes, metrics = Mailboxes(), PrometheusMetrics()
+    mailboxes, metrics = MemoryMailboxes(), PrometheusMetrics()
     proxy = await make_proxy(tmp_path, sink[1], mailboxes, run_dispatcher=False, events=metrics)
     proxy.mailboxes = mailboxes
     try:
@@ -222,7 +213,7 @@ async def test_the_quoted_correlation_header_maps_a_bounce_without_verp(proxy, s
 
 
 async def test_a_broken_mailbox_stops_neither_another_nor_delivery(tmp_path, sink):
-    mailboxes = Mailboxes()
+    mailboxes = MemoryMailboxes()
     broken = mailboxes.by_host["imap.other.example"] = MemoryMailbox("broken")
     broken.unavailable = "login refused"
     proxy = await make_proxy(tmp_path, sink[1], mailboxes)
@@ -339,7 +330,7 @@ async def test_repeated_groups_and_repeated_reports_of_one_message_count_once(pr
 
 async def test_the_shared_mailbox_applies_each_tenant_s_bounces_to_that_tenant(tmp_path, sink):
     # [bounces]: one mailbox for the instance, matched by the VERP token alone.
-    mailboxes = Mailboxes()
+    mailboxes = MemoryMailboxes()
     shared = BounceMailboxSpec(host="imap.shared.example", user="bounces")
     proxy = await make_proxy(
         tmp_path, sink[1], mailboxes, run_dispatcher=False, shared_mailbox=shared

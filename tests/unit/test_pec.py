@@ -14,15 +14,12 @@ import pytest
 
 from mailproxy.adapters.memory_mailbox import MemoryMailbox
 from mailproxy.adapters.prometheus import PrometheusMetrics
-from mailproxy.adapters.smtp import SmtpTransport
-from mailproxy.adapters.sqlite import SqliteStore
-from mailproxy.domain.egress import parse_networks
 from mailproxy.domain.errors import InvalidInput
 from mailproxy.domain.pec import progress_of, read_receipt
 from mailproxy.service import MailProxy
-from mailproxy.service.options import DeliveryOptions
 from tests.conftest import Clock
-from tests.pec_mail import daticert, receipt
+from tests.pec_mail import ACCEPTANCE_S, DELIVERY_S, daticert, pec_service, receipt
+from tests.unit.conftest import MemoryMailboxes
 
 SENT_ID = "invoice-7@shop.example.it"
 
@@ -93,34 +90,14 @@ def test_a_receipt_time_in_another_zone_or_unreadable():
 
 # --- the service -----------------------------------------------------------------------
 
-ACCEPTANCE_S, DELIVERY_S = 1800.0, 86_400.0
-
-
-class Mailboxes:
-    def __init__(self) -> None:
-        self.by_host: dict[str, MemoryMailbox] = {}
-
-    def open(self, spec, scope, ca_file):
-        return self.by_host.setdefault(spec.host, MemoryMailbox(f"{spec.user}@{spec.host}"))
-
 
 @pytest.fixture
 async def proxy(tmp_path: Path, sink) -> AsyncIterator[MailProxy]:
-    transport = SmtpTransport(connect_timeout_s=2, egress_allow=parse_networks("127.0.0.0/8"))
-    mailboxes, clock, metrics = Mailboxes(), Clock(), PrometheusMetrics()
-    async with MailProxy(
-        store=SqliteStore(tmp_path / "pec.db"), transports={"smtp": transport}, clock=clock,
-        open_mailbox=mailboxes.open, run_dispatcher=False, events=metrics,
-        delivery=DeliveryOptions(
-            pec_acceptance_timeout_s=ACCEPTANCE_S, pec_delivery_timeout_s=DELIVERY_S
-        ),
-    ) as service:  # fmt: skip
-        await service.put_tenant({"id": "acme"})
-        await service.put_account(
-            {"id": "pec", "tenant_id": "acme", "host": "127.0.0.1", "port": sink[1],
-             "use_tls": False, "is_default": True, "pec": True,
-             "bounce_mailbox": {"host": "imap.pec.example", "user": "shop"}}
-        )  # fmt: skip
+    mailboxes, clock, metrics = MemoryMailboxes(), Clock(), PrometheusMetrics()
+    mailbox = {"host": "imap.pec.example", "user": "shop"}
+    async with pec_service(
+        tmp_path, sink[1], mailboxes.open, mailbox, clock, run_dispatcher=False, events=metrics
+    ) as service:
         service.test_clock, service.mailbox = clock, mailboxes.by_host  # type: ignore[attr-defined]
         service.metrics = metrics  # type: ignore[attr-defined]
         yield service
