@@ -256,8 +256,8 @@ async def pec_message(store, message_id, recipients=2):
     return await store.get_message("t1", message_id)
 
 
-def receipt_entry(message, kind, uid):
-    read = PecReceipt(receipt=kind, kind=None, message_id=message.message_id)
+def receipt_entry(message, kind, uid, recipient=None):
+    read = PecReceipt(receipt=kind, kind=None, message_id=message.message_id, recipient=recipient)
     return MailboxEntry(
         mailbox="pec", uidvalidity=1, uid=uid, outcome="applied", tenant_id=message.tenant_id,
         message_pk=message.pk, message_id=message.id, pec=read,
@@ -284,22 +284,48 @@ async def test_late_receipts_time_out_once_per_message_and_receipts_move_the_wai
     silent = await pec_message(store, "silent")
     accepted = await pec_message(store, "accepted")
     done = await pec_message(store, "done", recipients=2)
+    twice = await pec_message(store, "twice", recipients=2)
     refused = await pec_message(store, "refused")
     uid = iter(range(1, 100))
-    await store.record_mailbox_entry(receipt_entry(accepted, "accettazione", next(uid)), NOW_T)
-    for kind in ("avvenuta-consegna", "preavviso-errore-consegna", "errore-consegna"):
-        await store.record_mailbox_entry(receipt_entry(done, kind, next(uid)), NOW_T)
-    await store.record_mailbox_entry(receipt_entry(refused, "non-accettazione", next(uid)), NOW_T)
+
+    async def read(message, kind, recipient=None):
+        entry = receipt_entry(message, kind, next(uid), recipient)
+        assert await store.record_mailbox_entry(entry, NOW_T)
+
+    await read(accepted, "accettazione")
+    await read(done, "avvenuta-consegna", "a@pec.example.it")
+    await read(done, "preavviso-errore-consegna", "b@pec.example.it")
+    await read(done, "errore-consegna", "B@pec.example.it")
+    # One recipient's receipt read twice, and a virus notice then its error: once each.
+    await read(twice, "avvenuta-consegna", "a@pec.example.it")
+    await read(twice, "avvenuta-consegna", "a@pec.example.it")
+    await read(refused, "non-accettazione")
     assert await store.expire_pec_watches(NOW_T + 99, 10) == 0
     assert await store.expire_pec_watches(NOW_T + 100, 10) == 1
     assert await store.expire_pec_watches(NOW_T + 999, 10) == 0
-    assert await store.expire_pec_watches(NOW_T + 1000, 10) == 1
+    assert await store.expire_pec_watches(NOW_T + 1000, 10) == 2
     assert await store.expire_pec_watches(NOW_T + 5000, 10) == 0
     assert await timeouts(store) == [
         ("silent", "no acceptance receipt within 100 s"),
         ("accepted", "no delivery receipt within 1000 s"),
+        ("twice", "no delivery receipt within 1000 s"),
     ]
     assert silent.pk != refused.pk
+
+
+async def test_a_receipt_read_before_the_wait_began_still_counts(store):
+    await store.enqueue([new_message("early")], NOW_T)
+    (claim,) = await store.claim_due(now=NOW_T, limit=1, owner="w", lease_s=60)
+    leased = await store.get_message("t1", "early")
+    # The provider's acceptance is read while the attempt is still being settled.
+    assert await store.record_mailbox_entry(receipt_entry(leased, "accettazione", 1), NOW_T)
+    transition = transition_for(claim, Delivered(250), now=NOW_T, event_id="e-early")
+    watch = PecWatch(acceptance_due_ts=NOW_T + 100, delivery_due_ts=NOW_T + 1000, recipients=1)
+    sent = msgspec.structs.replace(transition, pec_watch=watch)
+    assert await store.complete(claim.lease, sent, NOW_T)
+    assert await store.expire_pec_watches(NOW_T + 100, 10) == 0
+    assert await store.expire_pec_watches(NOW_T + 1000, 10) == 1
+    assert await timeouts(store) == [("early", "no delivery receipt within 1000 s")]
 
 
 async def test_a_timeout_is_reported_once_whoever_asks(store):

@@ -15,7 +15,7 @@ import pytest
 from mailproxy.adapters.memory_mailbox import MemoryMailbox
 from mailproxy.adapters.prometheus import PrometheusMetrics
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.pec import progress_of, read_receipt
+from mailproxy.domain.pec import overdue, read_receipt, receipt_mark
 from mailproxy.service import MailProxy
 from tests.conftest import Clock
 from tests.pec_mail import ACCEPTANCE_S, DELIVERY_S, daticert, pec_service, receipt
@@ -25,24 +25,54 @@ SENT_ID = "invoice-7@shop.example.it"
 
 
 @pytest.mark.parametrize(
-    ("kind", "event", "progress"),
+    ("kind", "event", "mark"),
     [
         ("accettazione", "pec_acceptance", "accepted"),
-        ("avvenuta-consegna", "pec_delivery", "recipient_done"),
-        ("errore-consegna", "pec_error", "recipient_done"),
-        ("preavviso-errore-consegna", "pec_error", "noted"),
+        ("avvenuta-consegna", "pec_delivery", "done:jane@pec.example.it"),
+        ("errore-consegna", "pec_error", "done:jane@pec.example.it"),
+        ("preavviso-errore-consegna", "pec_error", None),
         ("non-accettazione", "pec_error", "refused"),
-        ("presa-in-carico", None, "noted"),
+        ("presa-in-carico", None, None),
     ],
 )
-def test_each_kind_of_receipt_is_read(kind, event, progress):
+def test_each_kind_of_receipt_is_read(kind, event, mark):
     read = read_receipt(receipt(kind, SENT_ID, recipient="jane@pec.example.it"))
     assert read is not None
     assert (read.receipt, read.kind, read.message_id, read.recipient) == (
         kind, event, SENT_ID, "jane@pec.example.it",
     )  # fmt: skip
     assert read.ts == datetime(2026, 12, 7, 8, 15, 2, tzinfo=UTC).timestamp()
-    assert progress_of(read) == progress
+    assert receipt_mark(read) == mark
+
+
+@pytest.mark.parametrize(
+    ("acceptance_due", "marks", "now", "expected"),
+    [
+        (100.0, set(), 99.0, (None, "keep")),
+        (100.0, set(), 100.0, ("acceptance", "forget")),
+        (100.0, {"accepted"}, 100.0, (None, "stop_acceptance")),
+        (100.0, {"done:a"}, 100.0, (None, "stop_acceptance")),  # delivery implies it
+        (None, {"accepted", "done:a"}, 1000.0, ("delivery", "forget")),
+        (None, {"accepted", "done:a", "done:b"}, 1000.0, (None, "forget")),
+        (100.0, {"refused"}, 50.0, (None, "forget")),
+    ],
+)
+def test_what_a_passed_deadline_means(acceptance_due, marks, now, expected):
+    assert overdue(acceptance_due, 1000.0, 2, marks, now) == expected
+
+
+def test_a_message_that_crashes_the_mail_parser_is_not_a_receipt():
+    nested = b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n"
+    for depth in range(1, 1200):
+        nested += (
+            f"--b{depth - 1}\r\nContent-Type: multipart/mixed; boundary=b{depth}\r\n\r\n".encode()
+        )
+    head = b"X-Ricevuta: accettazione\r\nX-Riferimento-Message-ID: <a@b>\r\n"
+    assert read_receipt(head + nested) is None  # the parser gives up: not read, not raised
+    hostile = (
+        b"X-Ricevuta: accettazione\r\nX-Riferimento-Message-ID: <" + b"a" * 2000 + b"@b>\r\n\r\n"
+    )
+    assert read_receipt(hostile) is None
 
 
 def test_the_error_text_is_the_receipt_s_own():

@@ -69,6 +69,14 @@ def test_a_window_starting_in_the_spring_gap_opens_when_the_clocks_have_jumped()
     assert next_opening(night, ROME, utc(2026, 10, 25, 2, 59)) == utc(2026, 10, 25, 2, 59)
 
 
+def test_a_window_wholly_in_the_spring_gap_does_not_open_that_day():
+    gap = SendWindows(
+        tz="Europe/Rome", windows=(WeeklyWindow(days=("sun",), start="02:15", end="03:00"),)
+    )
+    # 02:15-03:00 does not exist on 29 March: the next opening is a week later.
+    assert next_opening(gap, ROME, rome(2026, 3, 28, 12, 0)) == rome(2026, 4, 5, 2, 15)
+
+
 def test_a_day_ending_window_and_several_windows():
     evenings = SendWindows(
         tz="UTC",

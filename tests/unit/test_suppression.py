@@ -109,8 +109,12 @@ async def test_a_dead_address_refused_at_rcpt_is_a_hard_bounce_and_suppressed(
 ):
     handler, _ = sink
     handler.replies["RCPT:dead@example.com"] = reply
+    assert await proxy.check_recipient("acme", "dead@example.com") is None  # list read empty
     await proxy.submit([mail("m1", "dead@example.com", "ok@example.com")], tenant_id="acme")
     await proxy.run_until_idle()
+    # An SMTP submission refuses the address at once when the refusal suppressed it.
+    expected = "suppressed" if bounced else None
+    assert await proxy.check_recipient("acme", "dead@example.com") == expected
     events = await entries(proxy)
     bounces = [e for e in events if e.event == "bounced"]
     assert bool(bounces) is bounced

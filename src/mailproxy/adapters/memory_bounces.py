@@ -24,7 +24,7 @@ from mailproxy.domain.bounces import (
     without_known,
 )
 from mailproxy.domain.model import PecWatch, QueuedMessage, StoredReport
-from mailproxy.domain.pec import PecProgress, PecStage, progress_of
+from mailproxy.domain.pec import overdue, receipt_mark
 from mailproxy.domain.pec_events import pec_timeout_event
 
 
@@ -32,7 +32,7 @@ from mailproxy.domain.pec_events import pec_timeout_event
 class _PecWait:
     acceptance_due_ts: float | None
     delivery_due_ts: float
-    recipients_left: int
+    recipients: int
 
 
 class MemoryBounces(MemoryRecords):
@@ -47,29 +47,19 @@ class MemoryBounces(MemoryRecords):
         self._suppressions: dict[tuple[str, str], Suppression] = {}
         #: (mailbox, uidvalidity, uid) -> (outcome, tenant, summary, seen_ts)
         self._mailbox: dict[tuple[str, int, int], tuple[str, str | None, str, float]] = {}
-        #: message pk -> what it waits for, as a PEC account sent it
+        #: message pk -> its deadlines, as a PEC account sent it
         self._pec: dict[int, _PecWait] = {}
+        #: message pk -> what its receipts said (domain.pec.receipt_mark)
+        self._pec_marks: dict[int, set[str]] = {}
 
     def _remove(self, pk: int) -> None:
         super()._remove(pk)
         self._bounce_records.pop(pk, None)
         self._pec.pop(pk, None)
+        self._pec_marks.pop(pk, None)
 
     def _watch_pec(self, pk: int, watch: PecWatch) -> None:
         self._pec[pk] = _PecWait(watch.acceptance_due_ts, watch.delivery_due_ts, watch.recipients)
-
-    def _follow_receipt(self, pk: int, progress: PecProgress) -> None:
-        wait = self._pec.get(pk)
-        if wait is None:
-            return
-        if progress == "refused":
-            del self._pec[pk]
-        elif progress in ("accepted", "recipient_done"):
-            wait.acceptance_due_ts = None
-            if progress == "recipient_done":
-                wait.recipients_left -= 1
-                if wait.recipients_left <= 0:
-                    del self._pec[pk]
 
     async def message_by_message_id(
         self, tenant_id: str, account_id: str, message_id: str
@@ -83,26 +73,38 @@ class MemoryBounces(MemoryRecords):
 
     async def expire_pec_watches(self, now: float, limit: int) -> int:
         due = [
-            (pk, wait) for pk, wait in sorted(self._pec.items())
+            pk for pk, wait in sorted(self._pec.items())
             if (wait.acceptance_due_ts is not None and wait.acceptance_due_ts <= now)
             or wait.delivery_due_ts <= now
         ][:limit]  # fmt: skip
-        for pk, wait in due:
-            del self._pec[pk]
-            message = self._messages.get(pk)
+        timeouts = 0
+        for pk in due:
+            wait, message = self._pec[pk], self._messages.get(pk)
             if message is None:
+                del self._pec[pk]
                 continue
-            late = wait.acceptance_due_ts is not None and wait.acceptance_due_ts <= now
-            stage: PecStage = "acceptance" if late else "delivery"
-            deadline = wait.acceptance_due_ts if late else wait.delivery_due_ts
-            assert deadline is not None
-            event = pec_timeout_event(message, stage, deadline - (message.sent_ts or deadline), now)
-            seq = self._next_report
-            self._next_report += 1
-            self._reports.append(
-                StoredEvent(seq, message.tenant_id, pk, StoredReport(seq, event), now)
+            marks = self._pec_marks.get(pk, set())
+            stage, action = overdue(
+                wait.acceptance_due_ts, wait.delivery_due_ts, wait.recipients, marks, now
             )
-        return len(due)
+            if stage is not None:
+                deadline = wait.acceptance_due_ts if stage == "acceptance" else wait.delivery_due_ts
+                assert deadline is not None
+                event = pec_timeout_event(
+                    message, stage, deadline - (message.sent_ts or deadline), now
+                )
+                seq = self._next_report
+                self._next_report += 1
+                self._reports.append(
+                    StoredEvent(seq, message.tenant_id, pk, StoredReport(seq, event), now)
+                )
+                timeouts += 1
+            if action == "forget":
+                del self._pec[pk]
+                self._pec_marks.pop(pk, None)
+            elif action == "stop_acceptance":
+                wait.acceptance_due_ts = None
+        return timeouts
 
     async def delete_tenant(self, tenant_id: str) -> bool:
         self._suppressions = {k: s for k, s in self._suppressions.items() if k[0] != tenant_id}
@@ -148,8 +150,9 @@ class MemoryBounces(MemoryRecords):
                 self._next_report += 1
                 stored = StoredReport(seq, event)
                 self._reports.append(StoredEvent(seq, tenant_id, pk, stored, now))
-            if entry.pec is not None:
-                self._follow_receipt(pk, progress_of(entry.pec))
+            mark = None if entry.pec is None else receipt_mark(entry.pec)
+            if mark is not None:
+                self._pec_marks.setdefault(pk, set()).add(mark)
         return True
 
     def _keep_records(

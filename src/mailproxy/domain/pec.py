@@ -16,8 +16,10 @@ Pure: bytes in, facts out; the time of a receipt without a readable one comes in
 
 from __future__ import annotations
 
+import itertools
 import re
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Collection
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -27,21 +29,6 @@ import msgspec
 
 PecEventKind = Literal["pec_acceptance", "pec_delivery", "pec_error"]
 PecStage = Literal["acceptance", "delivery"]
-#: What a receipt changes in what its message waits for: acceptance came; one
-#: recipient is done (delivered, or failed for good); the provider refused the message
-#: (nothing more will come); or nothing.
-PecProgress = Literal["accepted", "recipient_done", "refused", "noted"]
-_PROGRESS: dict[str, PecProgress] = {
-    "accettazione": "accepted",
-    "avvenuta-consegna": "recipient_done",
-    "errore-consegna": "recipient_done",
-    "rilevazione-virus": "recipient_done",
-    "non-accettazione": "refused",
-    # A warning that delivery is late (an errore-consegna may follow), and the
-    # recipient's provider taking the message in charge: the wait goes on.
-    "preavviso-errore-consegna": "noted",
-    "presa-in-carico": "noted",
-}
 
 #: ``X-Ricevuta`` → the event it makes (None: read, not reported).
 RECEIPT_KINDS: dict[str, PecEventKind | None] = {
@@ -53,9 +40,29 @@ RECEIPT_KINDS: dict[str, PecEventKind | None] = {
     "rilevazione-virus": "pec_error",
     "presa-in-carico": None,
 }
+#: What a receipt tells of the wait: acceptance came ("accepted"); one recipient is done,
+#: delivered or failed for good ("done:<address>"); the provider refused the message
+#: ("refused"); or nothing (a warning, a recipient's provider taking it in charge).
+_MARKS: dict[str, str | None] = {
+    "accettazione": "accepted",
+    "avvenuta-consegna": "done",
+    "errore-consegna": "done",
+    "rilevazione-virus": "done",
+    "non-accettazione": "refused",
+    "preavviso-errore-consegna": None,
+    "presa-in-carico": None,
+}
+#: What becomes of a message's wait once a deadline has passed.
+PecAction = Literal["keep", "stop_acceptance", "forget"]
+#: What is read of a message in a PEC mailbox, as of a bounce report: its first bytes
+#: and parts (a receipt has three or four parts and a few kilobytes).
+MAX_RECEIPT_BYTES = 2 * 1024 * 1024
+MAX_RECEIPT_PARTS = 50
 #: Past this, a daticert.xml is not read (they are a few hundred bytes).
 MAX_DATICERT_BYTES = 64 * 1024
 _MAX_DETAILS = 500
+#: A Message-ID longer than a header line is none we gave.
+_MAX_REFERENCE = 998
 _DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})")
 _TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
 _ZONE = re.compile(r"([+-])(\d{2})(\d{2})")
@@ -77,18 +84,27 @@ class PecReceipt(msgspec.Struct, frozen=True, kw_only=True):
 
 def read_receipt(raw: bytes) -> PecReceipt | None:
     """The receipt ``raw`` is, or None when it is not a PEC receipt of a known kind about
-    a message (no ``X-Ricevuta`` or ``X-Riferimento-Message-ID``)."""
+    a message (no ``X-Ricevuta`` or ``X-Riferimento-Message-ID``). Never raises, and reads
+    no more than :data:`MAX_RECEIPT_BYTES` and :data:`MAX_RECEIPT_PARTS`: any message may
+    arrive in the mailbox."""
+    try:
+        return _read(raw[:MAX_RECEIPT_BYTES])
+    except Exception:  # a parser's failure on hostile mail must not stop the poller
+        return None
+
+
+def _read(raw: bytes) -> PecReceipt | None:
     mail = message_from_bytes(raw, policy=policy.default)
     assert isinstance(mail, EmailMessage)
     receipt = _header(mail, "X-Ricevuta").lower()
     reference = _header(mail, "X-Riferimento-Message-ID").strip().strip("<>").strip()
-    if receipt not in RECEIPT_KINDS or not reference:
+    if receipt not in RECEIPT_KINDS or not reference or len(reference) > _MAX_REFERENCE:
         return None
     recipient = details = None
     ts: float | None = None
     certified = _daticert(mail)
     if certified is not None:
-        recipient = _text(certified, "dati/consegna") or None
+        recipient = _text(certified, "dati/consegna")[:_MAX_DETAILS] or None
         details = _text(certified, "dati/errore-esteso")[:_MAX_DETAILS] or None
         ts = _provider_time(certified)
     return PecReceipt(
@@ -97,9 +113,37 @@ def read_receipt(raw: bytes) -> PecReceipt | None:
     )  # fmt: skip
 
 
-def progress_of(receipt: PecReceipt) -> PecProgress:
-    """What ``receipt`` changes in what its message waits for."""
-    return _PROGRESS[receipt.receipt]
+def receipt_mark(receipt: PecReceipt) -> str | None:
+    """What ``receipt`` tells of its message's wait (a mark kept with the message; the
+    same mark twice counts once: a receipt read again, or two about one recipient)."""
+    mark = _MARKS[receipt.receipt]
+    if mark == "done":
+        return f"done:{(receipt.recipient or '').lower()}"
+    return mark
+
+
+def overdue(
+    acceptance_due_ts: float | None,
+    delivery_due_ts: float,
+    recipients: int,
+    marks: Collection[str],
+    now: float,
+) -> tuple[PecStage | None, PecAction]:
+    """For a message waiting for its receipts, with the ``marks`` its receipts left: the
+    stage whose ``pec_timeout`` is due now (None: none), and what becomes of the wait.
+    Without acceptance no delivery comes: a late acceptance ends the wait; a delivery
+    receipt stands for the acceptance it implies."""
+    if "refused" in marks:
+        return None, "forget"
+    done = sum(1 for mark in marks if mark.startswith("done:"))
+    if acceptance_due_ts is not None and acceptance_due_ts <= now:
+        if "accepted" not in marks and not done:
+            return "acceptance", "forget"
+        if delivery_due_ts > now:
+            return None, "stop_acceptance"
+    if delivery_due_ts <= now:
+        return (None if done >= recipients else "delivery"), "forget"
+    return None, "keep"
 
 
 def _header(mail: EmailMessage, name: str) -> str:
@@ -109,14 +153,15 @@ def _header(mail: EmailMessage, name: str) -> str:
 
 def _daticert(mail: EmailMessage) -> ElementTree.Element | None:
     """The certified data, when the receipt carries a readable daticert.xml."""
-    for part in mail.walk():
+    for part in itertools.islice(mail.walk(), MAX_RECEIPT_PARTS):
         if part.get_filename() != "daticert.xml" and part.get_content_type() != "application/xml":
             continue
         content = part.get_payload(decode=True)
         if not isinstance(content, bytes) or len(content) > MAX_DATICERT_BYTES:
             return None
-        # No document type, so no entity of the sender's can be declared (and expanded).
-        if re.search(rb"<!(DOCTYPE|ENTITY)", content, re.IGNORECASE):
+        # No document type, so no entity of the sender's can be declared (and expanded);
+        # and 8-bit text only (a UTF-16 document would hide its declarations from this).
+        if b"\0" in content or re.search(rb"<!(DOCTYPE|ENTITY)", content, re.IGNORECASE):
             return None
         try:
             return ElementTree.fromstring(content)

@@ -71,6 +71,8 @@ def next_opening(windows: SendWindows, zone: tzinfo, at: float) -> float:
             if name not in window.days:
                 continue
             opens, closes = _instant(day, window.start, zone), _instant(day, window.end, zone)
+            if opens >= closes:
+                continue  # the whole window lies in the spring-forward gap: none that day
             if opens <= at < closes:
                 return at
             if opens > at:

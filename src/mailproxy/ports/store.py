@@ -369,10 +369,9 @@ class BounceStore(Protocol):
         (this one included), merged into any entry the address has
         (:func:`~mailproxy.domain.bounces.merged`). False, and nothing written, when the
         key has an entry already: a message is applied once, however often it is read.
-        An entry with a PEC receipt (``entry.pec``) also moves what its message waits
-        for (:func:`mailproxy.domain.pec.progress_of`): acceptance came; one recipient
-        less to wait for (none left: nothing more); or the provider refused it (nothing
-        more).
+        An entry with a PEC receipt (``entry.pec``) also keeps the receipt's mark with
+        its message (:func:`mailproxy.domain.pec.receipt_mark`; the same mark once),
+        whether or not the message's wait has begun yet.
         """
 
     async def message_by_message_id(
@@ -383,10 +382,11 @@ class BounceStore(Protocol):
 
     async def expire_pec_watches(self, now: float, limit: int) -> int:
         """For up to ``limit`` messages sent by a PEC account (``Transition.pec_watch``)
-        whose acceptance or delivery deadline has passed before their receipts came, in
-        one transaction: add the ``pec_timeout`` report entry
-        (:func:`mailproxy.domain.pec_events.pec_timeout_event`, acceptance when that deadline
-        passed, else delivery) and stop waiting. Processes sharing the store never
+        with a deadline passed, in one transaction: :func:`mailproxy.domain.pec.overdue`
+        over the marks its receipts left says whether to add a ``pec_timeout`` report
+        entry (:func:`mailproxy.domain.pec_events.pec_timeout_event`) and whether to stop
+        waiting (the marks go too) or only for the acceptance. Processes sharing the
+        store never
         report one timeout twice. Returns how many were reported."""
 
     async def unparsed_reports(self, tenant_id: str | None, limit: int) -> list[UnparsedReport]:

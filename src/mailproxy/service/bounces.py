@@ -184,6 +184,8 @@ class BounceMailboxes:
                 await self.expire_pec_watches()
             except MailProxyError as exc:
                 log.error("bounces.pec_timeouts_failed", extra={"error": str(exc)})
+            except Exception:
+                log.exception("bounces.unexpected_error")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._refresh_s):
                     await self._changed.wait()

@@ -82,6 +82,7 @@ class Dispatcher:
         new_id: Callable[[], str],
         wake_reports: Callable[[], None],
         signer: MessageSigner | None = None,
+        suppressions_changed: Callable[[str], None] = lambda tenant_id: None,
     ) -> None:
         self._store = store
         #: The key of the correlation tokens (``domain.correlation``), the store's own:
@@ -99,6 +100,8 @@ class Dispatcher:
         self._monotonic = monotonic
         self._random_unit = random_unit
         self._new_id = new_id
+        #: Told when an attempt's refusals suppressed addresses of the tenant.
+        self._suppressions_changed = suppressions_changed
         self._wake_reports = wake_reports
         self._signer = signer
         self._wake_event = asyncio.Event()
@@ -296,6 +299,10 @@ class Dispatcher:
         the message over, and settles it)."""
         message = claim.message
         account = await self._config_cache.account(message.tenant_id, message.account_id)
+        if account is None and message.failover_from is not None:
+            # The fallback the claim chose was deleted since: the message's own account
+            # still decides, at the next claim.
+            return Temporary(f"fallback account {message.account_id} was deleted")
         if account is None:
             return Permanent(
                 f"account not found for tenant {message.tenant_id}: {message.account_id}"
@@ -370,6 +377,8 @@ class Dispatcher:
     ) -> Transition:
         """``transition`` (sent) with the PEC receipts to wait for, when a PEC account
         sent the message: acceptance, and a delivery receipt of each recipient it took."""
+        if message.failover_from is not None:
+            return transition  # receipts of a fallback's sends are not followed
         account = await self._config_cache.account(message.tenant_id, message.account_id)
         if account is None or not account.pec:
             return transition
@@ -461,6 +470,8 @@ class Dispatcher:
         if not applied:
             self._lease_lost(message)
             return
+        if transition.bounces:
+            self._suppressions_changed(message.tenant_id)
         if not isinstance(outcome, OutsideWindow):  # nothing was attempted
             record_attempt(self._events, message, outcome, transition, smtp_seconds, now)
         if transition.events:

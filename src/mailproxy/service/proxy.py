@@ -162,12 +162,14 @@ class MailProxy:
             outbox=self.outbox, config=self.config, config_cache=config_cache, reporter=reporter,
             options=reporting or ReportingOptions(), worker_id=worker_id, clock=clock,
         )  # fmt: skip
+        self.suppressions = Suppressions(store=store, config=self.config, clock=clock)
         self.dispatcher = Dispatcher(
             store=store, config=self.config, config_cache=config_cache,
             transports=transports, attachments=self.attachment_fetcher, options=delivery,
             retention=retention, events=events, worker_id=worker_id, clock=clock,
             monotonic=monotonic, random_unit=random_unit, new_id=ids,
             wake_reports=self.report_scheduler.wake, signer=signer,
+            suppressions_changed=self.suppressions.changed,
         )  # fmt: skip
         self.dkim = DkimKeys(
             config=self.config, config_cache=config_cache, signer=signer, clock=clock
@@ -185,7 +187,6 @@ class MailProxy:
             new_secret=new_secret, wake_dispatcher=self.dispatcher.wake,
         )  # fmt: skip
         self.queries = Queries(store, clock)
-        self.suppressions = Suppressions(store=store, config=self.config, clock=clock)
         self.bounce_mailboxes = (
             None
             if open_mailbox is None

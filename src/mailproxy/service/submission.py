@@ -88,11 +88,11 @@ class _Coalesced:
                     if not answer.done():
                         answer.set_exception(exc)
                 continue
-            self._claimable_at(enqueued.next_due_ts)
             refused = {rejection.id: rejection for rejection in enqueued.refused}
             for message_id, (_, answer) in batch.items():
                 if not answer.done():
                     answer.set_result(refused.get(message_id))
+            self._claimable_at(enqueued.next_due_ts)
 
 
 class Submission:

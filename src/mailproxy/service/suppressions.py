@@ -56,9 +56,14 @@ class Suppressions:
         self._clock = clock
         #: Per tenant: whether its list was empty when read, and until when that holds.
         self._list_state: dict[str, tuple[bool, float]] = {}
+        #: Per tenant: how many times entries were added here (a read begun before the
+        #: last addition does not say the list is empty).
+        self._changes: dict[str, int] = {}
 
     def changed(self, tenant_id: str) -> None:
-        """Entries of the tenant were added (by hand or from a bounce): read the list again."""
+        """Entries of the tenant were added (by hand, from a bounce or an SMTP refusal):
+        read the list again."""
+        self._changes[tenant_id] = self._changes.get(tenant_id, 0) + 1
         self._list_state.pop(tenant_id, None)
 
     async def _tenant(self, tenant_id: str) -> None:
@@ -163,9 +168,11 @@ class Suppressions:
         known = self._list_state.get(tenant_id)
         if known is not None and now < known[1]:
             return known[0]
+        changes = self._changes.get(tenant_id, 0)
         page = await self._store.list_suppressions(tenant_id, now=now, limit=1)
         empty = not page.suppressions
-        self._list_state[tenant_id] = (empty, now + LIST_STATE_BELIEVED_S)
+        if self._changes.get(tenant_id, 0) == changes:
+            self._list_state[tenant_id] = (empty, now + LIST_STATE_BELIEVED_S)
         return empty
 
     async def counts(self) -> dict[str, int]:

@@ -25,7 +25,7 @@ from mailproxy.domain.bounces import (
     without_known,
 )
 from mailproxy.domain.model import QueuedMessage
-from mailproxy.domain.pec import PecProgress, PecStage, progress_of
+from mailproxy.domain.pec import overdue, receipt_mark
 from mailproxy.domain.pec_events import pec_timeout_event
 
 _record_decoder = msgspec.json.Decoder(BounceRecord)
@@ -80,20 +80,10 @@ def record_mailbox_entry(tx: Tx, entry: MailboxEntry, now: float) -> bool:
         if new.events:
             tx.many(tx.q.add_report, event_values(new.events, tenant_id, pk, now))
             tx.wake_reports(tenant_id)
-        if entry.pec is not None:
-            follow_receipt(tx, pk, progress_of(entry.pec))
+        mark = None if entry.pec is None else receipt_mark(entry.pec)
+        if mark is not None:
+            tx.run(tx.q.pec_mark, (pk, mark))
     return True
-
-
-def follow_receipt(tx: Tx, pk: int, progress: PecProgress) -> None:
-    """What message ``pk`` still waits for, after a receipt that made ``progress``."""
-    if progress == "accepted":
-        tx.run(tx.q.pec_accepted, (pk,))
-    elif progress == "recipient_done":
-        tx.run(tx.q.pec_recipient_done, (pk,))
-        tx.run(tx.q.pec_done, (pk,))
-    elif progress == "refused":
-        tx.run(tx.q.pec_forget, (pk,))
 
 
 def message_by_message_id(
@@ -105,22 +95,30 @@ def message_by_message_id(
 
 def expire_pec_watches(tx: Tx, now: float, limit: int) -> int:
     """Report ``pec_timeout`` for each message past a deadline without its receipts
-    (acceptance first: without it no delivery comes), and stop waiting for it."""
+    (:func:`mailproxy.domain.pec.overdue`), and stop waiting as it says."""
     tx.run(tx.q.pec_orphans)
+    tx.run(tx.q.pec_orphan_marks)
     rows = tx.all(tx.q.pec_due + tx.SKIP_LOCKED, (now, now, limit))
-    woken: set[str] = set()
-    for acceptance_due, delivery_due, *columns in rows:
+    reported: set[str] = set()
+    timeouts = 0
+    for acceptance_due, delivery_due, recipients, *columns in rows:
         message = message_from_row(columns)
-        late_acceptance = acceptance_due is not None and acceptance_due <= now
-        stage: PecStage = "acceptance" if late_acceptance else "delivery"
-        due = acceptance_due if late_acceptance else delivery_due
-        event = pec_timeout_event(message, stage, due - (message.sent_ts or due), now)
-        tx.many(tx.q.add_report, event_values([event], message.tenant_id, message.pk, now))
-        tx.run(tx.q.pec_forget, (message.pk,))
-        woken.add(message.tenant_id)
-    for tenant_id in woken:
+        marks = {row[0] for row in tx.all(tx.q.pec_marks_of, (message.pk,))}
+        stage, action = overdue(acceptance_due, delivery_due, recipients, marks, now)
+        if stage is not None:
+            due = acceptance_due if stage == "acceptance" else delivery_due
+            event = pec_timeout_event(message, stage, due - (message.sent_ts or due), now)
+            tx.many(tx.q.add_report, event_values([event], message.tenant_id, message.pk, now))
+            reported.add(message.tenant_id)
+            timeouts += 1
+        if action == "forget":
+            tx.run(tx.q.pec_forget, (message.pk,))
+            tx.run(tx.q.pec_forget_marks, (message.pk,))
+        elif action == "stop_acceptance":
+            tx.run(tx.q.pec_stop_acceptance, (message.pk,))
+    for tenant_id in reported:
         tx.wake_reports(tenant_id)
-    return len(rows)
+    return timeouts
 
 
 def keep_records(

@@ -148,13 +148,15 @@ CREATE TABLE instance_secrets (name text PRIMARY KEY, value text NOT NULL);
 ALTER TABLE messages ADD COLUMN via_account_id text;
 
 -- name: 11
--- PEC receipts: what a message sent by a PEC account still waits for (acceptance by one
--- instant, a delivery or error receipt of each recipient by another), and the messages
--- by Message-ID, which is how a receipt names its message.
+-- PEC receipts: the deadlines of a message sent by a PEC account (acceptance, and a
+-- delivery or error receipt of each of its recipients), what its receipts said so far
+-- (a mark each, once), and the messages by Message-ID, which is how a receipt names one.
 CREATE TABLE pec_pending (
     message_pk bigint PRIMARY KEY, tenant_id text NOT NULL,
-    acceptance_due_ts double precision, delivery_due_ts double precision NOT NULL, recipients_left integer NOT NULL);
+    acceptance_due_ts double precision, delivery_due_ts double precision NOT NULL, recipients integer NOT NULL);
 CREATE INDEX pec_pending_acceptance ON pec_pending (acceptance_due_ts)
     WHERE acceptance_due_ts IS NOT NULL;
 CREATE INDEX pec_pending_delivery ON pec_pending (delivery_due_ts);
+CREATE TABLE pec_marks (
+    message_pk bigint NOT NULL, mark text NOT NULL, PRIMARY KEY (message_pk, mark));
 CREATE INDEX messages_message_id ON messages (tenant_id, message_id);

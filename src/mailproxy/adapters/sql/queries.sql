@@ -381,35 +381,43 @@ WHERE expires_ts IS NULL OR expires_ts > ? GROUP BY tenant_id
 
 -- name: watch_pec
 INSERT INTO pec_pending (message_pk, tenant_id, acceptance_due_ts, delivery_due_ts,
-    recipients_left) VALUES (?, ?, ?, ?, ?)
+    recipients) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (message_pk) DO UPDATE SET acceptance_due_ts = excluded.acceptance_due_ts,
-    delivery_due_ts = excluded.delivery_due_ts, recipients_left = excluded.recipients_left
+    delivery_due_ts = excluded.delivery_due_ts, recipients = excluded.recipients
 
 -- name: message_by_message_id
 -- The newest of an account's messages with that Message-ID (a receipt names its message so).
 SELECT {columns} FROM messages WHERE tenant_id = ? AND message_id = ? AND account_id = ?
 ORDER BY pk DESC LIMIT 1
 
--- name: pec_accepted
+-- name: pec_mark
+INSERT INTO pec_marks (message_pk, mark) VALUES (?, ?) ON CONFLICT DO NOTHING
+
+-- name: pec_marks_of
+SELECT mark FROM pec_marks WHERE message_pk = ?
+
+-- name: pec_stop_acceptance
 UPDATE pec_pending SET acceptance_due_ts = NULL WHERE message_pk = ?
-
--- name: pec_recipient_done
-UPDATE pec_pending SET acceptance_due_ts = NULL, recipients_left = recipients_left - 1
-WHERE message_pk = ?
-
--- name: pec_done
-DELETE FROM pec_pending WHERE message_pk = ? AND recipients_left <= 0
 
 -- name: pec_forget
 DELETE FROM pec_pending WHERE message_pk = ?
 
+-- name: pec_forget_marks
+DELETE FROM pec_marks WHERE message_pk = ?
+
 -- name: pec_due
--- What waited past a deadline: (acceptance deadline, delivery deadline, the message).
-SELECT p.acceptance_due_ts, p.delivery_due_ts, {m_columns}
+-- Messages with a deadline passed: (acceptance deadline, delivery deadline, recipients,
+-- the message).
+SELECT p.acceptance_due_ts, p.delivery_due_ts, p.recipients, {m_columns}
 FROM pec_pending p JOIN messages m ON m.pk = p.message_pk
 WHERE p.acceptance_due_ts <= ? OR p.delivery_due_ts <= ?
 ORDER BY p.message_pk LIMIT ?
 
 -- name: pec_orphans
--- Rows whose message retention removed.
-DELETE FROM pec_pending WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.pk = pec_pending.message_pk)
+-- What retention removed the message of.
+DELETE FROM pec_pending
+WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.pk = pec_pending.message_pk)
+
+-- name: pec_orphan_marks
+DELETE FROM pec_marks
+WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.pk = pec_marks.message_pk)
