@@ -155,7 +155,10 @@ def test_a_piped_table_keeps_every_cell_whole_on_one_line(home, tmp_path):
 def test_a_command_that_changes_nothing_says_so(home):
     update = cli(home, "box", "tenants", "update", "acme")
     assert (update.returncode, update.stdout) == (2, "")
-    assert update.stderr == "error: nothing to change: give --name, --base-url or --sync-path\n"
+    assert update.stderr == (
+        "error: nothing to change: give --name, --base-url, --sync-path, --send-window or "
+        "--clear-send-windows\n"
+    )
 
     assert run(home, "box", "tenants", "rotate-secret", "acme").startswith("webhook secret: ")
     retired = run(home, "box", "tenants", "retire-secret", "acme")
@@ -220,7 +223,7 @@ def test_send_windows_are_written_as_people_write_them(home):
         "windows": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "20:00"},
                     {"days": ["sat"], "start": "10:00", "end": "12:00"}],
     }  # fmt: skip
-    run(home, "box", "tenants", "update", "acme", "--no-send-windows")
+    run(home, "box", "tenants", "update", "acme", "--clear-send-windows")
     assert json.loads(run(home, "box", "tenants", "show", "acme", "--json"))["send_windows"] is None
     for words, said in (
         (["--send-window", "weekdays 08:00-20:00", "--tz", "Europe/Rome"], "days are mon"),

@@ -297,7 +297,7 @@ def tenants_update(
     send_window: SendWindowOption = None,
     tz: ZoneOption = None,
     windows_from: FromPriorityOption = None,
-    no_send_windows: Annotated[bool, Parameter(negative=())] = False,
+    clear_send_windows: Annotated[bool, Parameter(negative=())] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Change some fields of a tenant; the others stay.
@@ -325,17 +325,17 @@ def tenants_update(
     windows_from
         The highest priority the windows hold back (default medium: medium and low wait,
         immediate and high always go).
-    no_send_windows
+    clear_send_windows
         Remove the tenant's send windows.
     """
     body = present(name=name, client_base_url=base_url, client_sync_path=sync_path)
-    windows = send_windows_body(send_window, tz, windows_from, no_send_windows)
+    windows = send_windows_body(send_window, tz, windows_from, clear_send_windows)
     if windows is not msgspec.UNSET:
         body["send_windows"] = windows
     if not body:
         raise UsageError(
             "nothing to change: give --name, --base-url, --sync-path, --send-window or "
-            "--no-send-windows"
+            "--clear-send-windows"
         )
     answer = request(instance, "PUT", f"/tenant/{tenant_id}", json=body)
     warn(answer)

@@ -26,7 +26,9 @@ def send_windows_body(
     them (``clear``), or UNSET when no window option was given."""
     if clear:
         if windows or tz or from_priority:
-            raise UsageError("--no-send-windows removes the windows: give no other window option")
+            raise UsageError(
+                "--clear-send-windows removes the windows: give no other window option"
+            )
         return None
     if not windows:
         if tz or from_priority:
