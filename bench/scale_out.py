@@ -6,19 +6,28 @@ For each process count: a fresh database, the processes, and ``bench/fast_sink.p
 queueing, so that waiting, not CPU, dominates as it does in production). N messages are
 accepted while the tenant is suspended, then the tenant is activated and the clock runs
 until every message is sent. Prints one JSON line per process count: delivered msg/s, the
-ratio to one process in the same run, and CPU ms per message of the mailproxy processes
-(PostgreSQL and the sink excluded).
+ratio to one process in the same run, CPU ms per message of the mailproxy processes, and
+of those together with the PostgreSQL server's processes (every process of the server's
+user: the backends they used, and the server's own workers) over the same span.
+
+With ``--statements`` (a PostgreSQL server on this machine whose log the run may read,
+``--pg-log``), the bench database logs every statement while the messages are delivered:
+the JSON line then says how many statements each delivered message cost, and of which
+kinds (the figure behind "round trips per message" in docs/performance.md).
 
     python bench/scale_out.py [--n 3000] [--processes 1 2 3] [--latency-ms 20]
         [--connections 3] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+        [--statements [--pg-log /var/log/postgresql/postgresql-15-main.log]]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +36,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -79,6 +89,76 @@ def processes(command_lists: list[list[str]], envs: list[dict[str, str]]) -> Ite
                 process.wait()
 
 
+def postgres_cpu_s() -> float:
+    """CPU seconds of every live process of the ``postgres`` user (the server: its
+    backends and its own workers)."""
+    try:
+        uid = _postgres_uid()
+    except KeyError:
+        return 0.0
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            owner = next(
+                int(line.split()[1]) for line in status.read_text().splitlines()
+                if line.startswith("Uid:")
+            )  # fmt: skip
+            if owner != uid:
+                continue
+            fields = (status.parent / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, StopIteration):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_uid() -> int:
+    import pwd
+
+    return pwd.getpwnam("postgres").pw_uid
+
+
+def log_statements(admin_dsn: str, dsn: str) -> str:
+    """Make the database of ``dsn`` log every statement; its name (in the log's lines)."""
+    name = urllib.parse.urlsplit(dsn).path.lstrip("/")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} SET log_min_duration_statement = 0").format(
+                sql.Identifier(name)
+            )
+        )
+    return name
+
+
+#: A statement's run in the log: ``execute <name>: SQL`` (extended protocol; its parse
+#: and bind steps are logged too, and not counted) or ``statement: SQL`` (simple).
+_RUN = re.compile(r"duration: [0-9.]+ ms +(?:execute [^:]+|statement): (.*)", re.S)
+#: Comment lines in front of the statement proper.
+_COMMENTS = re.compile(r"^(\s*--[^\n]*\n)+")
+
+
+def statement_kinds(log: Path, since: int, database_name: str) -> collections.Counter[str]:
+    """The statements the server ran for ``database_name`` after byte ``since`` of its
+    log, by kind: their first words, comments left out."""
+    kinds: collections.Counter[str] = collections.Counter()
+    entries: list[str] = []
+    with log.open("rb") as lines:
+        lines.seek(since)
+        for raw in lines:
+            line = raw.decode(errors="replace")
+            if line[:2].isdigit() or not entries:  # a new entry starts with its time
+                entries.append(line)
+            else:  # the statement goes on over the next lines
+                entries[-1] += line
+    for entry in entries:
+        run = _RUN.search(entry)
+        if run is None or f"@{database_name} " not in entry.split("\n", 1)[0]:
+            continue
+        text = " ".join(_COMMENTS.sub("", run[1].lstrip()).split())
+        kinds[text[:60]] += 1
+    return kinds
+
+
 def sent_by(url: str) -> int:
     """The messages a process sent, from its own metrics."""
     text = httpx.get(f"{url}/metrics", headers=ADMIN, timeout=10).text
@@ -97,6 +177,7 @@ def run(size: int, args: argparse.Namespace) -> dict[str, float]:
         tempfile.TemporaryDirectory() as folder,
         processes([sink], [dict(os.environ)]),
     ):
+        logged = log_statements(args.dsn, dsn) if args.statements else None
         ports = [free_port() for _ in range(size)]
         commands, envs = [], []
         for n, port in enumerate(ports):
@@ -135,15 +216,29 @@ def run(size: int, args: argparse.Namespace) -> dict[str, float]:
                     ]
                     admin.post("/commands/add-messages", json={"messages": batch})
                 cpu_before = sum(process_cpu_s(pid) for pid in pids)
+                server_before = postgres_cpu_s()
+                log_mark = args.pg_log.stat().st_size if logged else 0
                 began = time.perf_counter()
                 admin.post("/commands/activate", params={"tenant_id": "bench"}).raise_for_status()
+                # /status counts the whole queue: asked twice a second, its cost stays
+                # out of the figures (a tenth of a second of the run at most).
                 while admin.get("/status").json()["queue"]["sent"] < args.n:
-                    time.sleep(0.05)
+                    time.sleep(0.5)
                 elapsed = time.perf_counter() - began
                 cpu = sum(process_cpu_s(pid) for pid in pids) - cpu_before
+                server_cpu = postgres_cpu_s() - server_before
             shares = [sent_by(url) for url in urls]
-    return {"processes": size, "n": args.n, "delivered_per_s": round(args.n / elapsed, 1),
-            "cpu_ms_per_msg": round(cpu * 1000 / args.n, 2), "sent_by_process": shares}  # fmt: skip
+    figures: dict[str, Any] = {}
+    if logged:
+        kinds = statement_kinds(args.pg_log, log_mark, logged)
+        figures["statements_per_msg"] = round(sum(kinds.values()) / args.n, 2)
+        figures["statements_by_kind_per_msg"] = {
+            kind: round(count / args.n, 2) for kind, count in kinds.most_common(20)
+        }
+    return figures | {"processes": size, "n": args.n, "delivered_per_s": round(args.n / elapsed, 1),
+            "cpu_ms_per_msg": round(cpu * 1000 / args.n, 2),
+            "with_postgres_cpu_ms_per_msg": round((cpu + server_cpu) * 1000 / args.n, 2),
+            "sent_by_process": shares}  # fmt: skip
 
 
 def main() -> None:
@@ -153,6 +248,10 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=3)
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--statements", action="store_true")
+    parser.add_argument(
+        "--pg-log", type=Path, default=Path("/var/log/postgresql/postgresql-15-main.log")
+    )
     args = parser.parse_args()
     baseline = None
     for size in args.processes:

@@ -19,6 +19,7 @@ from mailproxy.adapters.sql.tx import Tx
 from mailproxy.domain.envelope import with_suppressed
 from mailproxy.domain.lifecycle import requeue_status, resubmission_refusal, stored_status
 from mailproxy.domain.model import (
+    QUEUED_STATUSES,
     AccountPause,
     Claim,
     Enqueued,
@@ -209,7 +210,10 @@ def apply_transition(
     """Store ``t`` with its history, report events, rate slots, pause and bounce records
     (client id ``message_id``). A message going back to the queue in a suspended scope is
     stored ``suspended``."""
-    status = stored_status(t.status, suspensions(tx, tenant_id), batch_code)
+    # Only a message going back to the queue can be held by a suspension: a final one
+    # (most completions) needs no read of them.
+    held = suspensions(tx, tenant_id) if t.status in QUEUED_STATUSES else frozenset()
+    status = stored_status(t.status, held, batch_code)
     tx.run(tx.q.apply_transition, transition_values(t, status, now, pk))
     if t.history is not None:
         tx.run(tx.q.history_entry, (pk, t.history.event, t.history.ts, t.history.detail))
