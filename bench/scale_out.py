@@ -10,6 +10,9 @@ ratio to one process in the same run, CPU ms per message of the mailproxy proces
 of those together with the PostgreSQL server's processes (every process of the server's
 user: the backends they used, and the server's own workers) over the same span.
 
+With ``--sqlite``, the same steps on a SQLite file instead (one process is what SQLite
+serves; the figure beside which the PostgreSQL path's cost is judged).
+
 With ``--statements`` (a PostgreSQL server on this machine whose log the run may read,
 ``--pg-log``), the bench database logs every statement while the messages are delivered:
 the JSON line then says how many statements each delivered message cost, and of which
@@ -17,7 +20,7 @@ kinds (the figure behind "round trips per message" in docs/performance.md).
 
     python bench/scale_out.py [--n 3000] [--processes 1 2 3] [--latency-ms 20]
         [--connections 3] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
-        [--statements [--pg-log /var/log/postgresql/postgresql-15-main.log]]
+        [--statements [--pg-log /var/log/postgresql/postgresql-15-main.log]] [--sqlite]
 """
 
 from __future__ import annotations
@@ -173,11 +176,13 @@ def run(size: int, args: argparse.Namespace) -> dict[str, float]:
     sink_port = free_port()
     sink = [sys.executable, str(BENCH / "fast_sink.py"), str(sink_port), str(args.latency_ms)]
     with (
-        database(args.dsn) as dsn,
         tempfile.TemporaryDirectory() as folder,
+        contextlib.nullcontext(str(Path(folder, "bench.db")))
+        if args.sqlite
+        else database(args.dsn) as dsn,
         processes([sink], [dict(os.environ)]),
     ):
-        logged = log_statements(args.dsn, dsn) if args.statements else None
+        logged = log_statements(args.dsn, dsn) if args.statements and not args.sqlite else None
         ports = [free_port() for _ in range(size)]
         commands, envs = [], []
         for n, port in enumerate(ports):
@@ -237,7 +242,9 @@ def run(size: int, args: argparse.Namespace) -> dict[str, float]:
         }
     return figures | {"processes": size, "n": args.n, "delivered_per_s": round(args.n / elapsed, 1),
             "cpu_ms_per_msg": round(cpu * 1000 / args.n, 2),
-            "with_postgres_cpu_ms_per_msg": round((cpu + server_cpu) * 1000 / args.n, 2),
+            **({} if args.sqlite else {
+                "with_postgres_cpu_ms_per_msg": round((cpu + server_cpu) * 1000 / args.n, 2)
+            }),
             "sent_by_process": shares}  # fmt: skip
 
 
@@ -249,6 +256,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=3)
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--statements", action="store_true")
+    parser.add_argument("--sqlite", action="store_true")
     parser.add_argument(
         "--pg-log", type=Path, default=Path("/var/log/postgresql/postgresql-15-main.log")
     )
