@@ -190,6 +190,27 @@ def mailbox_opener(
     return open_mailbox
 
 
+def delivery_options(settings: Settings) -> DeliveryOptions:
+    """How the dispatcher claims, sends and retries, from ``[delivery]``, ``[retry]`` and
+    ``[pec]``."""
+    delivery = settings.delivery
+    return DeliveryOptions(
+        retry_policy=settings.retry,
+        unknown_policy=delivery.unknown_policy,
+        max_concurrency=delivery.max_concurrency,
+        tenant_concurrency=delivery.tenant_concurrency,
+        lease_s=delivery.lease_s,
+        aging_s=delivery.priority_aging_s,
+        window_lengths=WindowLengths(
+            minute_s=delivery.minute_window_s,
+            hour_s=delivery.hour_window_s,
+            day_s=delivery.day_window_s,
+        ),
+        pec_acceptance_timeout_s=settings.pec.acceptance_timeout_s,
+        pec_delivery_timeout_s=settings.pec.delivery_timeout_s,
+    )
+
+
 def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy:
     """A MailProxy for ``settings``: its store, the SMTP and capture transports, the
     report sender, the attachment sources and cache, and the bounce mailboxes' opener
@@ -230,21 +251,7 @@ def build_proxy(settings: Settings, *, run_dispatcher: bool = True) -> MailProxy
             egress_allow=parse_networks(settings.security.egress_allow),
             resolve=resolve,
         ),
-        delivery=DeliveryOptions(
-            retry_policy=settings.retry,
-            unknown_policy=delivery.unknown_policy,
-            max_concurrency=delivery.max_concurrency,
-            tenant_concurrency=delivery.tenant_concurrency,
-            lease_s=delivery.lease_s,
-            aging_s=delivery.priority_aging_s,
-            window_lengths=WindowLengths(
-                minute_s=delivery.minute_window_s,
-                hour_s=delivery.hour_window_s,
-                day_s=delivery.day_window_s,
-            ),
-            pec_acceptance_timeout_s=settings.pec.acceptance_timeout_s,
-            pec_delivery_timeout_s=settings.pec.delivery_timeout_s,
-        ),
+        delivery=delivery_options(settings),
         limits=LimitsOptions(
             max_batch=delivery.max_batch,
             message_limits=MessageLimits(

@@ -14,10 +14,10 @@ from mailproxy.domain.bounces import (
     Suppression,
     SuppressionSettings,
 )
-from mailproxy.domain.lifecycle import bounce_event
 from mailproxy.domain.model import PecWatch, RefusedRecipient
 from mailproxy.domain.outcome import Delivered, Permanent
 from mailproxy.domain.pec import PecReceipt
+from mailproxy.domain.report_events import bounce_event
 from tests.conftest import NOW_T, new_message, transition_for
 
 pytestmark = pytest.mark.usefixtures("accounts")

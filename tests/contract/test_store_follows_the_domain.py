@@ -2,7 +2,7 @@
 the domain function on random traffic (hypothesis draws it, and shrinks a failure to a
 short walk), on every store: the resubmission rule
 (lifecycle.resubmission_refusal), the status of a message accepted or sent back to the
-queue in a suspended scope (lifecycle.stored_status), and when an account may be deleted
+queue in a suspended scope (storage_rules.stored_status), and when an account may be deleted
 (lifecycle.account_deletion_refusal). The rate-slot grant (policy.grant_slot) has its own
 model check in test_queue_policy_store.py."""
 
@@ -15,15 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailproxy.domain.errors import Conflict
-from mailproxy.domain.lifecycle import (
-    account_deletion_refusal,
-    decide,
-    resubmission_refusal,
-    stored_status,
-)
+from mailproxy.domain.lifecycle import decide
 from mailproxy.domain.model import QUEUED_STATUSES, Account, Status, Tenant, earliest_claimable
 from mailproxy.domain.outcome import Delivered, Permanent, Temporary, Unknown
 from mailproxy.domain.retry import RetryPolicy
+from mailproxy.domain.storage_rules import (
+    account_deletion_refusal,
+    resubmission_refusal,
+    stored_status,
+)
 from tests.conftest import new_message
 
 NOW = 1_800_000_000.0

@@ -9,7 +9,7 @@ import json
 import time
 
 from mailproxy.domain.bounces import BounceRecord, MailboxEntry
-from mailproxy.domain.lifecycle import bounce_event
+from mailproxy.domain.report_events import bounce_event
 from mailproxy.entrypoints.cli.suppressions import DAY_S
 from mailproxy.entrypoints.cli.tenant import message_lines
 from tests.unit.conftest import message

@@ -13,12 +13,12 @@ from mailproxy.domain.lifecycle import (
     decide,
     initial_status,
     is_final,
-    resubmission_refusal,
     visible_status,
 )
 from mailproxy.domain.model import QueuedMessage, Status
 from mailproxy.domain.outcome import AccountBroken, Delivered, Permanent, Temporary, Unknown
 from mailproxy.domain.retry import RetryPolicy, retry_delay
+from mailproxy.domain.storage_rules import resubmission_refusal
 from tests.conftest import new_message
 
 NOW = 1_800_000_000.0

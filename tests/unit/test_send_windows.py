@@ -15,8 +15,12 @@ import msgspec
 import pytest
 
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.model import SendWindows, WeeklyWindow
-from mailproxy.domain.send_windows import check_send_windows, next_opening
+from mailproxy.domain.send_windows import (
+    SendWindows,
+    WeeklyWindow,
+    check_send_windows,
+    next_opening,
+)
 from mailproxy.service import MailProxy
 from mailproxy.service.send_windows import time_zone
 from tests.conftest import Clock

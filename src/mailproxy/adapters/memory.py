@@ -17,13 +17,7 @@ from mailproxy.adapters.memory_bounces import MemoryBounces
 from mailproxy.adapters.memory_records import StoredEvent, home_again
 from mailproxy.domain.envelope import with_suppressed
 from mailproxy.domain.errors import Conflict
-from mailproxy.domain.lifecycle import (
-    abandoned_with_account,
-    account_deletion_refusal,
-    is_final,
-    resubmission_refusal,
-    stored_status,
-)
+from mailproxy.domain.lifecycle import abandoned_with_account, is_final
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
     Claim,
@@ -47,6 +41,11 @@ from mailproxy.domain.policy import (
     plan_claim,
     queue_order,
     routed_heads,
+)
+from mailproxy.domain.storage_rules import (
+    account_deletion_refusal,
+    resubmission_refusal,
+    stored_status,
 )
 
 replace = msgspec.structs.replace

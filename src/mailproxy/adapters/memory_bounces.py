@@ -25,7 +25,7 @@ from mailproxy.domain.bounces import (
 )
 from mailproxy.domain.model import PecWatch, QueuedMessage, StoredReport
 from mailproxy.domain.pec import overdue, receipt_mark
-from mailproxy.domain.pec_events import pec_timeout_event
+from mailproxy.domain.report_events import pec_timeout_event
 
 
 @dataclass

@@ -18,10 +18,7 @@ from mailproxy.domain.access import (
     idempotent_state,
 )
 from mailproxy.domain.errors import Conflict
-from mailproxy.domain.lifecycle import (
-    is_final,
-    requeue_status,
-)
+from mailproxy.domain.lifecycle import is_final
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
     Account,
@@ -42,6 +39,7 @@ from mailproxy.domain.policy import (
     queue_order,
     suspension_of,
 )
+from mailproxy.domain.storage_rules import requeue_status
 
 replace = msgspec.structs.replace
 

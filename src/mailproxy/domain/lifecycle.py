@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Literal
 
 import msgspec
 
-from mailproxy.domain.bounces import (
-    BounceFact,
-    BounceRecord,
-    ComplaintFact,
-    DelayFact,
-    refusal_bounce,
-)
 from mailproxy.domain.model import (
-    QUEUED_STATUSES,
     AccountPause,
     HistoryEntry,
     QueuedMessage,
-    RefusedRecipient,
     ReportEvent,
     Status,
     Transition,
@@ -36,7 +26,8 @@ from mailproxy.domain.outcome import (
     Temporary,
     Unknown,
 )
-from mailproxy.domain.policy import pause_account, rate_saturation, suspension_of
+from mailproxy.domain.policy import pause_account, rate_saturation
+from mailproxy.domain.report_events import report_event, with_refusal_bounces
 from mailproxy.domain.retry import RetryPolicy, retry_delay
 
 #: Which state may follow which. ``sending`` is left by an attempt's outcome or by a
@@ -91,28 +82,6 @@ def initial_status(deferred_ts: float | None, now: float) -> tuple[Status, float
     return Status.PENDING, now
 
 
-def _event(
-    message: QueuedMessage,
-    event_id: str,
-    kind: str,
-    attempt: int,
-    possible_duplicate: bool,
-    **fields: object,
-) -> ReportEvent:
-    return ReportEvent(
-        event=kind,  # type: ignore[arg-type]
-        event_id=event_id,
-        id=message.id,
-        tenant_id=message.tenant_id,
-        account_id=message.account_id,
-        attempt=attempt,
-        metadata=message.spec.metadata,
-        possible_duplicate=possible_duplicate,
-        failover_from=message.failover_from,
-        **fields,  # type: ignore[arg-type]
-    )
-
-
 def decide(
     message: QueuedMessage,
     outcome: Outcome,
@@ -159,7 +128,7 @@ def decide(
     # Refusals that prove an address dead are hard bounces whatever becomes of the
     # message: sent to the others, failed, or retried for a recipient refused for now.
     if isinstance(outcome, Delivered | Permanent | Temporary) and outcome.refused:
-        transition = _with_refusal_bounces(message, transition, outcome.refused, event_id, now)
+        transition = with_refusal_bounces(message, transition, outcome.refused, event_id, now)
     if isinstance(outcome, Delivered | Unknown):
         slots: Literal["consume", "release", "keep"] = "consume"
     elif isinstance(outcome, RateLimited) and transition.status is Status.DEFERRED:
@@ -172,80 +141,6 @@ def decide(
     return msgspec.structs.replace(
         transition, slots=slots, clear_pause=pause is not None and account_checked
     )
-
-
-def _with_refusal_bounces(
-    message: QueuedMessage,
-    transition: Transition,
-    refused: tuple[RefusedRecipient, ...],
-    event_id: str,
-    now: float,
-) -> Transition:
-    """``transition`` with a hard bounce (record and ``bounced`` event) for each refusal
-    that proves its address dead (:func:`mailproxy.domain.bounces.refusal_bounce`)."""
-    facts = [
-        fact
-        for r in refused
-        if r.code is not None and (fact := refusal_bounce(r.address, r.code, r.reason))
-    ]
-    if not facts:
-        return transition
-    records = tuple(bounce_record(fact, now) for fact in facts)
-    events = tuple(
-        bounce_event(message, record, f"{event_id}.b{n}") for n, record in enumerate(records, 1)
-    )
-    return msgspec.structs.replace(transition, events=transition.events + events, bounces=records)
-
-
-#: A diagnostic is the remote server's text: kept to one line of this many characters.
-MAX_DIAGNOSTIC_CHARS = 500
-
-
-def _one_line(text: str | None) -> str | None:
-    if text is None:
-        return None
-    return " ".join(text.split())[:MAX_DIAGNOSTIC_CHARS] or None
-
-
-def bounce_record(fact: BounceFact | ComplaintFact | DelayFact, now: float) -> BounceRecord:
-    """The record a message keeps of a bounce, complaint or delay that came at ``now``
-    (a diagnostic as one line of at most :data:`MAX_DIAGNOSTIC_CHARS`)."""
-    if isinstance(fact, BounceFact):
-        return BounceRecord(
-            kind="bounce", recipient=fact.recipient, ts=now, type=fact.type,
-            status=fact.status, diagnostic=_one_line(fact.diagnostic), source=fact.source,
-        )  # fmt: skip
-    if isinstance(fact, ComplaintFact):
-        return BounceRecord(
-            kind="complaint", recipient=fact.recipient, ts=now, feedback_type=fact.feedback_type
-        )
-    return BounceRecord(
-        kind="delay", recipient=fact.recipient, ts=now, status=fact.status,
-        diagnostic=_one_line(fact.diagnostic),
-    )  # fmt: skip
-
-
-def bounce_event(message: QueuedMessage, record: BounceRecord, event_id: str) -> ReportEvent:
-    """The report entry of ``record`` (``bounced``, ``complained`` or ``delayed``): the
-    message keeps its status, so the attempt is the last one made."""
-    at = int(record.ts)
-    common = (message, event_id)
-    attempt, duplicate = max(1, message.attempts), message.possible_duplicate
-    if record.kind == "bounce":
-        return _event(
-            *common, "bounced", attempt, duplicate, bounced_ts=at, recipient=record.recipient,
-            bounce_type=record.type, status=record.status, diagnostic=record.diagnostic,
-            source=record.source,
-        )  # fmt: skip
-    if record.kind == "complaint":
-        return _event(
-            *common, "complained", attempt, duplicate, complained_ts=at,
-            recipient=record.recipient, feedback_type=record.feedback_type,
-        )  # fmt: skip
-    return _event(
-        *common, "delayed", attempt, duplicate, delayed_ts=at, recipient=record.recipient,
-        status=record.status, diagnostic=record.diagnostic,
-    )  # fmt: skip
 
 
 def _transition_after(
@@ -339,7 +234,7 @@ def _delivered(message: QueuedMessage, outcome: Delivered, event_id: str, now: f
         smtp_code=outcome.smtp_code,
         sent_ts=now,
         events=(
-            _event(
+            report_event(
                 message,
                 event_id,
                 "sent",
@@ -365,7 +260,7 @@ def _unknown(
 ) -> Transition:
     attempt = message.attempts + 1
     duplicate = message.possible_duplicate
-    unknown_event = _event(
+    unknown_event = report_event(
         message, event_id, "unknown", attempt, duplicate, unknown_ts=int(now),
         error=outcome.reason,
     )  # fmt: skip
@@ -442,7 +337,7 @@ def _fail(
         smtp_code=code,
         error_ts=now,
         events=(
-            _event(
+            report_event(
                 message,
                 event_id,
                 "error",
@@ -517,7 +412,7 @@ def _defer(
     events: tuple[ReportEvent, ...] = ()
     if report:
         events = (
-            _event(
+            report_event(
                 message,
                 event_id,
                 "deferred",
@@ -544,54 +439,8 @@ def _defer(
     )
 
 
-def resubmission_refusal(existing: Status, possible_duplicate: bool = False) -> str | None:
-    """Why a re-submitted id may not replace the stored message, or None if it may.
-
-    Not yet sent → replaced (the corrected-campaign flow); ``sent`` → ``"already sent"``;
-    ``sending`` or ``unknown``, or an earlier attempt ended unknown (the server may have
-    it: a replacement would go out with another Message-ID and without
-    ``possible_duplicate``) → ``"in flight"``.
-    """
-    if existing is Status.SENT:
-        return "already sent"
-    if existing in (Status.SENDING, Status.UNKNOWN) or possible_duplicate:
-        return "in flight"
-    return None
-
-
-def stored_status(status: Status, suspended: Collection[str], batch_code: str | None) -> Status:
-    """The status a message is stored with when it is accepted or goes back to the queue
-    (``status``): ``suspended`` while its tenant or its batch is suspended (see
-    :func:`mailproxy.domain.policy.suspension_of`); a suspended message is never claimed
-    until its scope is activated."""
-    if status in QUEUED_STATUSES and suspension_of(suspended, batch_code) is not None:
-        return Status.SUSPENDED
-    return status
-
-
 #: The error of a message whose account was deleted before it was sent.
 ACCOUNT_DELETED = "account deleted"
-
-
-def account_deletion_refusal(account_id: str, waiting: int, *, force: bool) -> str | None:
-    """Why an account may not be deleted, or None if it may: while ``waiting`` messages
-    (queued or suspended) remain, only with ``force``, which fails each of them
-    (:func:`abandoned_with_account`) in the same transaction. Messages being sent finish
-    their attempt either way."""
-    if waiting and not force:
-        return (
-            f"account {account_id} still has {waiting} queued messages "
-            "(delete with force to fail them)"
-        )
-    return None
-
-
-def requeue_status(attempts: int, due_ts: float, now: float) -> Status:
-    """The status of a claimed message given back without an attempt (released, or its
-    lease recovered): ``deferred`` if it was tried before, else pending or scheduled."""
-    if attempts:
-        return Status.DEFERRED
-    return Status.SCHEDULED if due_ts > now else Status.PENDING
 
 
 def orphaned(message: QueuedMessage, decided: Transition, now: float, event_id: str) -> Transition:

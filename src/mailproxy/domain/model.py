@@ -17,6 +17,7 @@ import msgspec
 
 from mailproxy.domain.bounces import BounceRecord, BounceSource, BounceType, SuppressionSettings
 from mailproxy.domain.dkim import DkimKey
+from mailproxy.domain.send_windows import SendWindows
 
 
 def due_second(ts: float) -> int:
@@ -74,29 +75,6 @@ class ClientAuth(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     token: str | None = None
     user: str | None = None
     password: str | None = None
-
-
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-class WeeklyWindow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Sending is allowed on ``days`` from ``start`` to ``end`` (``"HH:MM"``, local time;
-    ``end`` later than ``start``, ``"24:00"`` for the end of the day)."""
-
-    days: tuple[Weekday, ...]
-    start: str
-    end: str
-
-
-class SendWindows(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """When messages of priority ``min_priority`` and lower (by default medium and low)
-    may be sent: inside one of ``windows``, read in the IANA time zone ``tz``. Immediate
-    and high messages always go (below the default ``min_priority``)."""
-
-    tz: str
-    windows: tuple[WeeklyWindow, ...]
-    min_priority: int = 2
 
 
 class Tenant(

@@ -12,9 +12,34 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Literal
+
+import msgspec
 
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.model import WEEKDAYS, SendWindows, Weekday, WeeklyWindow
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class WeeklyWindow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Sending is allowed on ``days`` from ``start`` to ``end`` (``"HH:MM"``, local time;
+    ``end`` later than ``start``, ``"24:00"`` for the end of the day)."""
+
+    days: tuple[Weekday, ...]
+    start: str
+    end: str
+
+
+class SendWindows(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """When messages of priority ``min_priority`` and lower (by default medium and low)
+    may be sent: inside one of ``windows``, read in the IANA time zone ``tz``. Immediate
+    and high messages always go (below the default ``min_priority``)."""
+
+    tz: str
+    windows: tuple[WeeklyWindow, ...]
+    min_priority: int = 2
+
 
 #: ``HH:MM``, 00:00 to 23:59, and 24:00 (the end of the day, for ``end``).
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")

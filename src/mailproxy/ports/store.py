@@ -384,7 +384,7 @@ class BounceStore(Protocol):
         """For up to ``limit`` messages sent by a PEC account (``Transition.pec_watch``)
         with a deadline passed, in one transaction: :func:`mailproxy.domain.pec.overdue`
         over the marks its receipts left says whether to add a ``pec_timeout`` report
-        entry (:func:`mailproxy.domain.pec_events.pec_timeout_event`) and whether to stop
+        entry (:func:`mailproxy.domain.report_events.pec_timeout_event`) and whether to stop
         waiting (the marks go too) or only for the acceptance. Processes sharing the
         store never
         report one timeout twice. Returns how many were reported."""

@@ -36,10 +36,9 @@ from mailproxy.domain.bounces import (
 from mailproxy.domain.correlation import read_token, token_matches
 from mailproxy.domain.envelope import envelope_recipients
 from mailproxy.domain.errors import MailProxyError
-from mailproxy.domain.lifecycle import bounce_event, bounce_record
 from mailproxy.domain.model import BounceMailboxSpec, QueuedMessage
 from mailproxy.domain.pec import PecReceipt, read_receipt
-from mailproxy.domain.pec_events import pec_receipt_event
+from mailproxy.domain.report_events import bounce_event, bounce_record, pec_receipt_event
 from mailproxy.ports.mailbox import Mailbox, MailboxSession
 from mailproxy.ports.observability import DeliveryEvents
 from mailproxy.ports.store import BounceStore, ConfigStore

@@ -9,8 +9,8 @@ from datetime import tzinfo
 from zoneinfo import ZoneInfo
 
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.model import Account, SendWindows, Tenant
-from mailproxy.domain.send_windows import holds, next_opening
+from mailproxy.domain.model import Account, Tenant
+from mailproxy.domain.send_windows import SendWindows, holds, next_opening
 
 #: An IANA zone name (``Europe/Rome``, ``America/Argentina/Buenos_Aires``, ``UTC``): what
 #: is looked up is a file under the zone database, so nothing else is.

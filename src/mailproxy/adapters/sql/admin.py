@@ -23,13 +23,14 @@ from mailproxy.domain.access import (
     idempotent_state,
 )
 from mailproxy.domain.errors import Conflict
-from mailproxy.domain.lifecycle import abandoned_with_account, account_deletion_refusal
+from mailproxy.domain.lifecycle import abandoned_with_account
 from mailproxy.domain.model import (
     Account,
     ReportBacklog,
     StoredReport,
     Tenant,
 )
+from mailproxy.domain.storage_rules import account_deletion_refusal
 
 # --- configuration ----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from mailproxy.domain.bounces import (
 )
 from mailproxy.domain.model import QueuedMessage
 from mailproxy.domain.pec import overdue, receipt_mark
-from mailproxy.domain.pec_events import pec_timeout_event
+from mailproxy.domain.report_events import pec_timeout_event
 
 _record_decoder = msgspec.json.Decoder(BounceRecord)
 _suppression_decoder = msgspec.json.Decoder(Suppression)

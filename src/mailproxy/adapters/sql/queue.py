@@ -17,7 +17,6 @@ from mailproxy.adapters.sql.rows import (
 )
 from mailproxy.adapters.sql.tx import Tx
 from mailproxy.domain.envelope import with_suppressed
-from mailproxy.domain.lifecycle import requeue_status, resubmission_refusal, stored_status
 from mailproxy.domain.model import (
     QUEUED_STATUSES,
     AccountPause,
@@ -40,6 +39,7 @@ from mailproxy.domain.policy import (
     queue_order,
     routed_heads,
 )
+from mailproxy.domain.storage_rules import requeue_status, resubmission_refusal, stored_status
 
 _PAUSE_FIELDS = ("tenant_id", "account_id", "failures", "until_ts", "reason")
 

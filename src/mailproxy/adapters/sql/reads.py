@@ -9,7 +9,6 @@ from mailproxy.adapters.sql.queue import pause_of, suspensions
 from mailproxy.adapters.sql.rows import COLUMNS, FINAL_SQL, RESUME_CHUNK, message_from_row, page_of
 from mailproxy.adapters.sql.tx import FOLD_AT, Tx
 from mailproxy.domain.errors import Conflict
-from mailproxy.domain.lifecycle import requeue_status
 from mailproxy.domain.model import (
     AccountPause,
     DeleteResult,
@@ -21,6 +20,7 @@ from mailproxy.domain.model import (
     SuspendState,
 )
 from mailproxy.domain.policy import suspension_of
+from mailproxy.domain.storage_rules import requeue_status
 
 
 def get_message(tx: Tx, tenant_id: str, message_id: str) -> QueuedMessage | None:

@@ -16,8 +16,9 @@ from litestar.openapi.spec import Example
 from mailproxy.domain.bounces import SuppressionSettings
 from mailproxy.domain.decoding import convert_error
 from mailproxy.domain.errors import InvalidInput
-from mailproxy.domain.model import ClientAuth, RateLimits, SendWindows, Status
+from mailproxy.domain.model import ClientAuth, RateLimits, Status
 from mailproxy.domain.policy import Why
+from mailproxy.domain.send_windows import SendWindows
 from mailproxy.domain.validation import MAX_CONNECTIONS, MAX_COUNT, MAX_TS
 
 UNSET = msgspec.UNSET
